@@ -1,0 +1,81 @@
+import type { Secret } from '@tokenkeeper/common';
+
+export const GRANT_TYPES = ['refresh_token', 'client_credentials'] as const;
+export type GrantType = (typeof GRANT_TYPES)[number];
+
+export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none'] as const;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+
+export const PRESET_NAMES = ['github', 'google', 'microsoft', 'auth0', 'okta', 'slack', 'generic'] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
+
+/** One provider of the providers file, after presets are applied and the file is validated. */
+export interface ProviderConfig {
+  id: string;
+  preset: PresetName;
+  tokenUrl: string;
+  clientId: string;
+  clientSecret?: Secret;
+  authMethod: AuthMethod;
+  grant: GrantType;
+  scopes?: string[];
+  /** Fraction of a token's lifetime after which it is refreshed (0 < threshold < 1). */
+  threshold: number;
+  /** Lifetime assumed when the token response has no `expires_in`; undefined = never expires. */
+  defaultTtlSeconds?: number;
+  revocationUrl?: string;
+  /** Upper bound on token requests in flight to this provider from one replica. */
+  maxConcurrency: number;
+  /** Extra form parameters sent with every token request (e.g. `audience`). */
+  extraParams: Record<string, string>;
+}
+
+export interface TokenRequest {
+  provider: ProviderConfig;
+  /** Present for the refresh_token grant. */
+  refreshToken?: Secret;
+  /** Abort early, e.g. when the lease that allows this request runs out. */
+  signal?: AbortSignal;
+}
+
+export interface IssuedToken {
+  accessToken: Secret;
+  /** Absent (or empty in the response) means: keep the refresh token you have. */
+  refreshToken?: Secret;
+  tokenType: string;
+  /** From `expires_in`, counted from `requestedAt`. */
+  expiresInSeconds?: number;
+  /** Server hint (`refresh_in`) for when to refresh, counted from `requestedAt`. */
+  refreshInSeconds?: number;
+  scope?: string;
+  /** When the request was sent: lifetimes count from here, not from when the answer arrived. */
+  requestedAt: Date;
+}
+
+/**
+ * How a failed token request is handled (RFC 6749 §5.2):
+ * - `invalid_grant`: the refresh token is dead; only a person can fix it (reauth_required);
+ * - `misconfigured`: invalid_client / unauthorized_client / unsupported_grant_type …: log loudly, retry slowly;
+ * - `retryable`: network, timeout, 5xx, 429, temporarily_unavailable, malformed body: back off and retry.
+ */
+export type FailureKind = 'invalid_grant' | 'misconfigured' | 'retryable';
+
+export interface TokenFailure {
+  kind: FailureKind;
+  /** OAuth error code when the provider sent one, else ours: `http_<status>`, `timeout`, `network`, `malformed_response`, `response_too_large`. */
+  code: string;
+  /** Safe to log and publish: never holds a token, a secret or the provider's raw body. */
+  message: string;
+  httpStatus?: number;
+  /** From `Retry-After` (429/503), in milliseconds. */
+  retryAfterMs?: number;
+}
+
+export type TokenResult = { ok: true; token: IssuedToken } | { ok: false; failure: TokenFailure };
+
+/** The HTTP adapter to OAuth token endpoints. */
+export interface TokenEndpoint {
+  requestToken(request: TokenRequest): Promise<TokenResult>;
+  /** RFC 7009 revocation; resolves when done or when the provider has no revocation endpoint. */
+  revoke(provider: ProviderConfig, token: Secret, hint: 'access_token' | 'refresh_token'): Promise<void>;
+}

@@ -1,0 +1,6 @@
+export * from './codec.js';
+export * from './errors.js';
+export * from './messages.js';
+export * from './names.js';
+export * from './names-guard.js';
+export * from './subjects.js';

@@ -1,0 +1,173 @@
+import { z } from 'zod';
+import { ContractError, type ErrorBody } from './errors.js';
+import { NAME_PATTERN } from './names.js';
+import { AUDIT_RECORD_TYPES } from './subjects.js';
+
+const name = (what: string) =>
+  z.string({ error: `${what} must be a string` }).regex(NAME_PATTERN, `${what} must match ^[A-Za-z0-9_-]{1,128}$`);
+const tenant = name('tenant');
+const connection = name('connection');
+const providerId = name('provider');
+const isoTimestamp = z.iso.datetime({ offset: true, error: 'must be an ISO-8601 timestamp' });
+/** Secrets are bounded so that a hostile register cannot fill the database. */
+const secretString = z.string().min(1).max(16_384);
+
+export const CREDENTIAL_STATUSES = ['active', 'failing', 'reauth_required', 'revoked'] as const;
+export type CredentialStatus = (typeof CREDENTIAL_STATUSES)[number];
+
+/** `token.get`: lenient about unknown fields so that newer clients work with older refreshers. */
+export const TokenGetRequestSchema = z.object({
+  tenant,
+  connection,
+  minTtlSeconds: z.number().int().min(0).max(86_400).optional(),
+  rejectedVersion: z.number().int().min(0).optional(),
+});
+export type TokenGetRequest = z.infer<typeof TokenGetRequestSchema>;
+
+/** Providers send `expires_in` as a number or a numeric string; registrations may do the same. */
+const lifetimeSeconds = z.union([z.number(), z.string().regex(/^\d+(\.\d+)?$/)]).transform(Number).pipe(
+  z.number().positive().max(10 * 365 * 86_400),
+);
+
+export const TokenRegisterRequestSchema = z
+  .strictObject({
+    tenant,
+    connection,
+    provider: providerId,
+    accessToken: secretString.optional(),
+    refreshToken: secretString.optional(),
+    expiresIn: lifetimeSeconds.optional(),
+    expiresAt: isoTimestamp.optional(),
+    scope: z.string().max(4_096).optional(),
+    tokenType: z.string().min(1).max(64).optional(),
+  })
+  .refine((r) => r.expiresIn === undefined || r.expiresAt === undefined, {
+    message: 'give expiresIn or expiresAt, not both',
+  });
+export type TokenRegisterRequest = z.infer<typeof TokenRegisterRequestSchema>;
+
+export const CredentialKeyRequestSchema = z.strictObject({ tenant, connection });
+export type CredentialKeyRequest = z.infer<typeof CredentialKeyRequestSchema>;
+
+export const TokenListRequestSchema = z.strictObject({
+  tenant: tenant.optional(),
+  status: z.enum(CREDENTIAL_STATUSES).optional(),
+  limit: z.number().int().min(1).max(1_000).optional(),
+  cursor: z.string().max(1_024).optional(),
+});
+export type TokenListRequest = z.infer<typeof TokenListRequestSchema>;
+
+export const AuditQueryRequestSchema = z.strictObject({
+  tenant: tenant.optional(),
+  connection: connection.optional(),
+  type: z.enum(AUDIT_RECORD_TYPES).optional(),
+  since: isoTimestamp.optional(),
+  limit: z.number().int().min(1).max(1_000).optional(),
+  cursor: z.string().max(1_024).optional(),
+});
+export type AuditQueryRequest = z.infer<typeof AuditQueryRequestSchema>;
+
+/**
+ * Validates a decoded request. The error message names fields and rules only, never
+ * the rejected value, because a value may be a secret sent to the wrong field.
+ */
+export function parseRequest<S extends z.ZodType>(schema: S, data: unknown): z.output<S> {
+  const result = schema.safeParse(data);
+  if (result.success) return result.data;
+  const detail = result.error.issues
+    .slice(0, 5)
+    .map((issue) => {
+      const path = issue.path.join('.');
+      const message = issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message;
+      return path ? `${path}: ${message}` : message;
+    })
+    .join('; ');
+  throw new ContractError('bad_request', detail.slice(0, 500));
+}
+
+/** A token as `token.get` answers it. */
+export interface TokenView {
+  tenant: string;
+  connection: string;
+  provider: string;
+  accessToken: string;
+  tokenType: string;
+  /** null when the provider gave no lifetime: such a token is served until replaced. */
+  expiresAt: string | null;
+  scope?: string;
+  version: number;
+}
+
+/** Credential metadata: never an access token, a refresh token or a client secret. */
+export interface CredentialView {
+  tenant: string;
+  connection: string;
+  provider: string;
+  status: CredentialStatus;
+  tokenType: string;
+  scope?: string;
+  version: number;
+  hasAccessToken: boolean;
+  hasRefreshToken: boolean;
+  expiresAt: string | null;
+  nextRefreshAt: string | null;
+  lastRefreshedAt: string | null;
+  failures: number;
+  lastError: ErrorBody | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface TokenRefreshedEvent extends TokenView {
+  eventId: string;
+  refreshedAt: string;
+}
+export type TokenRegisteredEvent = TokenRefreshedEvent;
+
+export interface TokenFailedEvent {
+  eventId: string;
+  tenant: string;
+  connection: string;
+  provider: string;
+  code: string;
+  message: string;
+  attempt: number;
+  retryAt?: string;
+  status: CredentialStatus;
+  version: number;
+}
+
+export interface TokenRevokedEvent {
+  eventId: string;
+  tenant: string;
+  connection: string;
+  provider: string;
+  version: number;
+}
+
+/** A secret-free audit record (SPEC §7). */
+export interface AuditRecord {
+  eventId: string;
+  type: (typeof AUDIT_RECORD_TYPES)[number];
+  tenant: string;
+  connection: string;
+  provider: string;
+  version: number;
+  outcome?: string;
+  code?: string;
+  message?: string;
+  at: string;
+  replica: string;
+}
+
+export type OkReply<T extends object> = { ok: true } & T;
+export interface ErrorReply {
+  ok: false;
+  error: ErrorBody;
+}
+export type Reply<T extends object> = OkReply<T> | ErrorReply;
+
+export type TokenGetReply = Reply<{ token: TokenView }>;
+export type CredentialReply = Reply<{ credential: CredentialView }>;
+export type TokenListReply = Reply<{ items: CredentialView[]; nextCursor?: string }>;
+export type AuditQueryReply = Reply<{ items: AuditRecord[]; nextCursor?: string }>;

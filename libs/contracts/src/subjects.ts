@@ -1,0 +1,67 @@
+import { assertSubjectToken } from './names-guard.js';
+
+/** The queue group every refresher replica joins for request-reply subjects. */
+export const REFRESHER_QUEUE_GROUP = 'refresher';
+
+/** Request-reply subjects served by the refresher. */
+export const RpcSubject = {
+  get: 'token.get',
+  register: 'token.register',
+  refresh: 'token.refresh',
+  revoke: 'token.revoke',
+  describe: 'token.describe',
+  list: 'token.list',
+} as const;
+export type RpcSubject = (typeof RpcSubject)[keyof typeof RpcSubject];
+
+/** Request-reply subject served by the audit app. */
+export const AUDIT_QUERY_SUBJECT = 'audit.query';
+
+/** Core NATS lifecycle events: `token.<kind>.<tenant>.<connection>`. */
+export const TOKEN_EVENT_KINDS = ['refreshed', 'registered', 'failed', 'revoked'] as const;
+export type TokenEventKind = (typeof TOKEN_EVENT_KINDS)[number];
+
+export function tokenEventSubject(kind: TokenEventKind, tenant: string, connection: string): string {
+  assertSubjectToken(tenant);
+  assertSubjectToken(connection);
+  return `token.${kind}.${tenant}.${connection}`;
+}
+
+/**
+ * Subscription subject for events of one kind; `tenant`/`connection` may be `*`
+ * (and `connection` may be `>` to take every connection of a tenant).
+ */
+export function tokenEventFilter(kind: TokenEventKind | '*', tenant = '*', connection = '*'): string {
+  return `token.${kind}.${tenant}.${connection}`;
+}
+
+/** Splits a lifecycle event subject back into its parts, or null when it is not one. */
+export function parseTokenEventSubject(
+  subject: string,
+): { kind: TokenEventKind; tenant: string; connection: string } | null {
+  const parts = subject.split('.');
+  if (parts.length !== 4 || parts[0] !== 'token') return null;
+  const kind = parts[1] as TokenEventKind;
+  if (!TOKEN_EVENT_KINDS.includes(kind)) return null;
+  return { kind, tenant: parts[2], connection: parts[3] };
+}
+
+/** JetStream stream that holds the secret-free audit trail. */
+export const AUDIT_STREAM = 'TOKEN_AUDIT';
+export const AUDIT_SUBJECT_PREFIX = 'audit.token';
+
+export const AUDIT_RECORD_TYPES = [
+  'registered',
+  'refresh_started',
+  'refreshed',
+  'failed',
+  'reauth_required',
+  'revoked',
+] as const;
+export type AuditRecordType = (typeof AUDIT_RECORD_TYPES)[number];
+
+export function auditSubject(type: AuditRecordType, tenant: string, connection: string): string {
+  assertSubjectToken(tenant);
+  assertSubjectToken(connection);
+  return `${AUDIT_SUBJECT_PREFIX}.${type}.${tenant}.${connection}`;
+}
