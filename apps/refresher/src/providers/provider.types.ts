@@ -9,6 +9,15 @@ export type AuthMethod = (typeof AUTH_METHODS)[number];
 export const PRESET_NAMES = ['github', 'google', 'microsoft', 'auth0', 'okta', 'slack', 'generic'] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
+/**
+ * What a provider does with a refresh token once it is used:
+ * - `none`: the same refresh token stays valid (Google);
+ * - `rotates`: each answer may carry a new one, which must replace the old (GitHub Apps, Microsoft, Slack);
+ * - `rotates_with_reuse_detection`: as `rotates`, and presenting a used one again revokes the
+ *   whole token family (Auth0, Okta): a retry after a lost answer can cost the credential.
+ */
+export type RefreshTokenRotation = 'none' | 'rotates' | 'rotates_with_reuse_detection';
+
 /** One provider of the providers file, after presets are applied and the file is validated. */
 export interface ProviderConfig {
   id: string;
@@ -28,6 +37,18 @@ export interface ProviderConfig {
   maxConcurrency: number;
   /** Extra form parameters sent with every token request (e.g. `audience`). */
   extraParams: Record<string, string>;
+  /**
+   * Provider-specific error codes (beyond RFC 6749's) and how to treat them, e.g. GitHub's
+   * `bad_refresh_token` (sent inside an HTTP 200). Supplied by presets, not by the file.
+   */
+  errorCodes?: Record<string, FailureKind>;
+  /**
+   * Token type to report whatever `token_type` says: Slack answers `bot` / `user`, but its
+   * API (and every consumer building an Authorization header) wants `Bearer`. Preset-supplied.
+   */
+  tokenType?: string;
+  /** Refresh-token behaviour of the provider, from its preset; informational (engine, operators). */
+  rotation?: RefreshTokenRotation;
 }
 
 export interface TokenRequest {

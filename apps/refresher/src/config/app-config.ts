@@ -1,0 +1,151 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+/** Raised when the environment is invalid; the message names every offending variable. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+const optionalText = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+const EnvSchema = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  NATS_URL: z.string().default('nats://127.0.0.1:4222'),
+  NATS_USER: optionalText,
+  NATS_PASS: optionalText,
+  NATS_TOKEN: optionalText,
+  NATS_CREDS: optionalText,
+  NATS_TLS_CA: optionalText,
+  NATS_TLS_CERT: optionalText,
+  NATS_TLS_KEY: optionalText,
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .default('postgres://postgres@127.0.0.1:5432/tokenkeeper'),
+  DATABASE_POOL_SIZE: positiveInt(10),
+  PROVIDERS_FILE: z.string().default('config/providers.yaml'),
+  TOKEN_ENCRYPTION_KEYS: optionalText,
+  TOKEN_ENCRYPTION_KEY_FILE: z.string().default('.tokenkeeper/encryption.key'),
+  HTTP_PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  REPLICA_ID: optionalText,
+  LEASE_SECONDS: positiveInt(30),
+  REFRESH_MIN_MARGIN_SECONDS: positiveInt(60),
+  REFRESH_TIMEOUT_MS: positiveInt(10_000),
+  CLAIM_INTERVAL_MS: positiveInt(250),
+  CLAIM_BATCH_SIZE: positiveInt(100),
+  MAX_REFRESHES_IN_FLIGHT: positiveInt(64),
+  BACKOFF_BASE_MS: positiveInt(1_000),
+  BACKOFF_MAX_MS: positiveInt(300_000),
+  MISCONFIGURED_RETRY_MS: positiveInt(600_000),
+  SHUTDOWN_GRACE_MS: positiveInt(10_000),
+  TOKEN_CACHE_MAX_ENTRIES: positiveInt(100_000),
+});
+
+export type NatsAuth =
+  | { kind: 'none' }
+  | { kind: 'userpass'; user: string; pass: string }
+  | { kind: 'token'; token: string }
+  | { kind: 'creds'; file: string };
+
+/** Everything the refresher reads from its environment, validated once at start. */
+export interface AppConfig {
+  env: 'development' | 'test' | 'production';
+  replicaId: string;
+  nats: {
+    servers: string[];
+    auth: NatsAuth;
+    tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  };
+  database: { url: string; poolSize: number };
+  providersFile: string;
+  /** The environment `${VAR}` references in the providers file resolve against. */
+  providersEnv: Record<string, string | undefined>;
+  tokenCacheMaxEntries: number;
+  encryption: { keysSpec?: string; devKeyFile: string };
+  httpPort: number;
+  logLevel: string;
+  refresh: {
+    leaseSeconds: number;
+    minMarginSeconds: number;
+    requestTimeoutMs: number;
+    claimIntervalMs: number;
+    claimBatchSize: number;
+    maxInFlight: number;
+    backoffBaseMs: number;
+    backoffMaxMs: number;
+    misconfiguredRetryMs: number;
+  };
+  shutdownGraceMs: number;
+}
+
+export const APP_CONFIG = Symbol('APP_CONFIG');
+
+export function loadConfig(env: Record<string, string | undefined>): AppConfig {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  if ((e.NATS_USER === undefined) !== (e.NATS_PASS === undefined)) {
+    problems.push('  NATS_USER and NATS_PASS: set both or neither');
+  }
+  const authKinds = [e.NATS_USER, e.NATS_TOKEN, e.NATS_CREDS].filter((v) => v !== undefined).length;
+  if (authKinds > 1) problems.push('  NATS_USER/NATS_TOKEN/NATS_CREDS: choose one way to authenticate');
+  if ((e.NATS_TLS_CERT === undefined) !== (e.NATS_TLS_KEY === undefined)) {
+    problems.push('  NATS_TLS_CERT and NATS_TLS_KEY: set both or neither');
+  }
+  if (e.LEASE_SECONDS * 1000 <= e.REFRESH_TIMEOUT_MS) {
+    // The lease must outlive any request made under it, or a second replica could
+    // present the same refresh token while the first request is still in flight.
+    problems.push('  LEASE_SECONDS: must be longer than REFRESH_TIMEOUT_MS');
+  }
+  const servers = e.NATS_URL.split(',').map((s) => s.trim()).filter(Boolean);
+  if (servers.some((s) => !/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(s))) {
+    problems.push('  NATS_URL: must be nats://host:port (comma-separated for a cluster)');
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
+
+  const auth: NatsAuth = e.NATS_USER
+    ? { kind: 'userpass', user: e.NATS_USER, pass: e.NATS_PASS! }
+    : e.NATS_TOKEN
+      ? { kind: 'token', token: e.NATS_TOKEN }
+      : e.NATS_CREDS
+        ? { kind: 'creds', file: e.NATS_CREDS }
+        : { kind: 'none' };
+  const tls =
+    e.NATS_TLS_CA || e.NATS_TLS_CERT
+      ? { caFile: e.NATS_TLS_CA, certFile: e.NATS_TLS_CERT, keyFile: e.NATS_TLS_KEY }
+      : undefined;
+
+  return {
+    env: e.NODE_ENV,
+    replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`,
+    nats: { servers, auth, tls },
+    database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
+    providersFile: e.PROVIDERS_FILE,
+    providersEnv: { ...env },
+    tokenCacheMaxEntries: e.TOKEN_CACHE_MAX_ENTRIES,
+    encryption: { keysSpec: e.TOKEN_ENCRYPTION_KEYS, devKeyFile: e.TOKEN_ENCRYPTION_KEY_FILE },
+    httpPort: e.HTTP_PORT,
+    logLevel: e.LOG_LEVEL,
+    refresh: {
+      leaseSeconds: e.LEASE_SECONDS,
+      minMarginSeconds: e.REFRESH_MIN_MARGIN_SECONDS,
+      requestTimeoutMs: e.REFRESH_TIMEOUT_MS,
+      claimIntervalMs: e.CLAIM_INTERVAL_MS,
+      claimBatchSize: e.CLAIM_BATCH_SIZE,
+      maxInFlight: e.MAX_REFRESHES_IN_FLIGHT,
+      backoffBaseMs: e.BACKOFF_BASE_MS,
+      backoffMaxMs: e.BACKOFF_MAX_MS,
+      misconfiguredRetryMs: e.MISCONFIGURED_RETRY_MS,
+    },
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+  };
+}

@@ -1,0 +1,95 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { Secret } from '@tokenkeeper/common';
+
+const FORMAT_VERSION = 1;
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+
+export class EncryptionKeyError extends Error {
+  override name = 'EncryptionKeyError';
+}
+
+export interface EncryptionKey {
+  id: string;
+  key: Buffer;
+}
+
+/** Parses `kid:base64key,kid2:base64key`; the first key encrypts, all of them decrypt. */
+export function parseKeySpec(spec: string): EncryptionKey[] {
+  const keys = spec
+    .split(',')
+    .map((part) => part.trim())
+    .filter(Boolean)
+    .map((part, index) => {
+      const colon = part.indexOf(':');
+      if (colon <= 0) throw new EncryptionKeyError(`TOKEN_ENCRYPTION_KEYS: entry ${index + 1} must be kid:base64key`);
+      const id = part.slice(0, colon);
+      if (!KEY_ID_PATTERN.test(id)) {
+        throw new EncryptionKeyError(`TOKEN_ENCRYPTION_KEYS: key id of entry ${index + 1} must match ${KEY_ID_PATTERN}`);
+      }
+      const key = Buffer.from(part.slice(colon + 1), 'base64');
+      if (key.length !== 32) {
+        throw new EncryptionKeyError(`TOKEN_ENCRYPTION_KEYS: key "${id}" must be 32 bytes of base64 (got ${key.length})`);
+      }
+      return { id, key };
+    });
+  if (keys.length === 0) throw new EncryptionKeyError('TOKEN_ENCRYPTION_KEYS: no key given');
+  if (new Set(keys.map((k) => k.id)).size !== keys.length) {
+    throw new EncryptionKeyError('TOKEN_ENCRYPTION_KEYS: key ids must be unique');
+  }
+  return keys;
+}
+
+/**
+ * AES-256-GCM for tokens at rest. The blob names the key that sealed it, so rows
+ * written under an older key stay readable after rotation; the associated data binds
+ * a ciphertext to one credential and one field, so a blob copied to another row (or
+ * from the refresh-token column to the access-token column) fails to decrypt.
+ *
+ * Layout: version(1) | kidLength(1) | kid | iv(12) | tag(16) | ciphertext.
+ */
+export class TokenCipher {
+  private readonly byId: Map<string, Buffer>;
+  readonly primaryKeyId: string;
+
+  constructor(keys: EncryptionKey[]) {
+    if (keys.length === 0) throw new EncryptionKeyError('at least one encryption key is required');
+    this.byId = new Map(keys.map((k) => [k.id, k.key]));
+    this.primaryKeyId = keys[0].id;
+  }
+
+  encrypt(secret: Secret, associatedData: string): Buffer {
+    const key = this.byId.get(this.primaryKeyId)!;
+    const iv = randomBytes(IV_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    cipher.setAAD(Buffer.from(associatedData, 'utf8'));
+    const body = Buffer.concat([cipher.update(secret.reveal(), 'utf8'), cipher.final()]);
+    const kid = Buffer.from(this.primaryKeyId, 'utf8');
+    return Buffer.concat([Buffer.from([FORMAT_VERSION, kid.length]), kid, iv, cipher.getAuthTag(), body]);
+  }
+
+  decrypt(blob: Buffer, associatedData: string): Secret {
+    if (blob.length < 2 || blob[0] !== FORMAT_VERSION) throw new EncryptionKeyError('unknown ciphertext format');
+    const kidEnd = 2 + blob[1];
+    const kid = blob.subarray(2, kidEnd).toString('utf8');
+    const key = this.byId.get(kid);
+    if (!key) throw new EncryptionKeyError(`ciphertext sealed with unknown key "${kid}"`);
+    const iv = blob.subarray(kidEnd, kidEnd + IV_BYTES);
+    const tag = blob.subarray(kidEnd + IV_BYTES, kidEnd + IV_BYTES + TAG_BYTES);
+    const decipher = createDecipheriv('aes-256-gcm', key, iv);
+    decipher.setAAD(Buffer.from(associatedData, 'utf8'));
+    decipher.setAuthTag(tag);
+    const plain = Buffer.concat([decipher.update(blob.subarray(kidEnd + IV_BYTES + TAG_BYTES)), decipher.final()]);
+    return new Secret(plain.toString('utf8'));
+  }
+
+  keyIdOf(blob: Buffer): string {
+    return blob.subarray(2, 2 + blob[1]).toString('utf8');
+  }
+}
+
+/** Associated data for one secret field of one credential. */
+export function tokenAad(tenant: string, connection: string, field: 'access' | 'refresh'): string {
+  return `tokenkeeper:v1:${tenant}/${connection}:${field}`;
+}

@@ -1,0 +1,77 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { NatsConnection } from '@nats-io/transport-node';
+import {
+  encodeJson,
+  tokenEventSubject,
+  type TokenFailedEvent,
+  type TokenRefreshedEvent,
+  type TokenRevokedEvent,
+} from '@tokenkeeper/contracts';
+import type { Credential } from '../tokens/credential.js';
+import { toTokenView } from '../tokens/token-view.js';
+import { NATS_CONNECTION } from './nats-connection.js';
+
+export interface FailureNotice {
+  code: string;
+  message: string;
+  attempt: number;
+  retryAt: Date | null;
+}
+
+/**
+ * Publishes the core `token.*` events. Called only after the change is committed, so a
+ * consumer can never see a token that the database does not hold. Core NATS is
+ * at-most-once: a consumer that misses an event still gets the token from `token.get`,
+ * and the durable record of every change goes through the outbox to JetStream.
+ */
+@Injectable()
+export class TokenEventPublisher {
+  private readonly logger = new Logger(TokenEventPublisher.name);
+
+  constructor(@Inject(NATS_CONNECTION) private readonly nc: NatsConnection) {}
+
+  issued(kind: 'refreshed' | 'registered', credential: Credential, eventId: string): void {
+    const event: TokenRefreshedEvent = {
+      eventId,
+      ...toTokenView(credential),
+      refreshedAt: (credential.lastRefreshedAt ?? credential.updatedAt).toISOString(),
+    };
+    this.publish(tokenEventSubject(kind, credential.tenant, credential.connection), event);
+  }
+
+  failed(credential: Credential, notice: FailureNotice, eventId: string): void {
+    const event: TokenFailedEvent = {
+      eventId,
+      tenant: credential.tenant,
+      connection: credential.connection,
+      provider: credential.provider,
+      code: notice.code,
+      message: notice.message,
+      attempt: notice.attempt,
+      status: credential.status,
+      version: credential.version,
+    };
+    if (notice.retryAt) event.retryAt = notice.retryAt.toISOString();
+    this.publish(tokenEventSubject('failed', credential.tenant, credential.connection), event);
+  }
+
+  revoked(credential: Credential, eventId: string): void {
+    const event: TokenRevokedEvent = {
+      eventId,
+      tenant: credential.tenant,
+      connection: credential.connection,
+      provider: credential.provider,
+      version: credential.version,
+    };
+    this.publish(tokenEventSubject('revoked', credential.tenant, credential.connection), event);
+  }
+
+  private publish(subject: string, event: object): void {
+    try {
+      this.nc.publish(subject, encodeJson(event));
+    } catch (error) {
+      // A closed connection (shutdown) must not undo a committed refresh.
+      this.logger.warn({ msg: 'could not publish event', subject, error: (error as Error).message });
+    }
+  }
+}

@@ -1,0 +1,75 @@
+import { crc32 } from 'node:zlib';
+import type { Secret } from '@tokenkeeper/common';
+import type { CredentialStatus } from '@tokenkeeper/contracts';
+import { tokenAad, type TokenCipher } from '../crypto/token-cipher.js';
+import type { Credential } from '../tokens/credential.js';
+
+export const SHARD_BUCKETS = 16;
+
+/** Stable across processes and versions: the bucket is stored and indexed. */
+export function shardBucketOf(tenant: string): number {
+  return crc32(tenant) % SHARD_BUCKETS;
+}
+
+/** A `credentials` row as PostgreSQL returns it (snake_case, bytea as Buffer). */
+export interface CredentialRow {
+  tenant: string;
+  connection: string;
+  provider: string;
+  status: CredentialStatus;
+  version: number;
+  token_type: string;
+  scope: string | null;
+  access_token_enc: Buffer | null;
+  refresh_token_enc: Buffer | null;
+  key_id: string | null;
+  issued_at: Date | null;
+  expires_at: Date | null;
+  next_refresh_at: Date | null;
+  last_refreshed_at: Date | null;
+  failures: number;
+  last_error_code: string | null;
+  last_error_message: string | null;
+  lease_id: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Turns rows into domain credentials, decrypting on the way out; nothing else sees a row. */
+export class CredentialMapper {
+  constructor(private readonly cipher: TokenCipher) {}
+
+  toDomain(row: CredentialRow): Credential {
+    return {
+      tenant: row.tenant,
+      connection: row.connection,
+      provider: row.provider,
+      status: row.status,
+      version: row.version,
+      tokenType: row.token_type,
+      scope: row.scope ?? undefined,
+      accessToken: this.open(row, row.access_token_enc, 'access'),
+      refreshToken: this.open(row, row.refresh_token_enc, 'refresh'),
+      issuedAt: row.issued_at,
+      expiresAt: row.expires_at,
+      nextRefreshAt: row.next_refresh_at,
+      lastRefreshedAt: row.last_refreshed_at,
+      failures: row.failures,
+      lastError: row.last_error_code ? { code: row.last_error_code as never, message: row.last_error_message ?? '' } : null,
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+    };
+  }
+
+  seal(tenant: string, connection: string, field: 'access' | 'refresh', secret: Secret | undefined): Buffer | null {
+    return secret ? this.cipher.encrypt(secret, tokenAad(tenant, connection, field)) : null;
+  }
+
+  get primaryKeyId(): string {
+    return this.cipher.primaryKeyId;
+  }
+
+  private open(row: CredentialRow, blob: Buffer | null, field: 'access' | 'refresh'): Secret | undefined {
+    return blob ? this.cipher.decrypt(blob, tokenAad(row.tenant, row.connection, field)) : undefined;
+  }
+}

@@ -1,0 +1,287 @@
+import { Injectable } from '@nestjs/common';
+import type { CredentialKey, CredentialStatus, ErrorBody } from '@tokenkeeper/contracts';
+import type { Secret } from '@tokenkeeper/common';
+import { DataSource } from 'typeorm';
+import type { Credential, Lease, LeasedCredential } from '../tokens/credential.js';
+import { CredentialMapper, type CredentialRow, SHARD_BUCKETS, shardBucketOf } from './credential.mapper.js';
+import type { PendingAuditRecord } from './audit-record.js';
+
+/** Inserts the statement's audit records for the row(s) in `changed`, stamping the committed version. */
+const AUDIT_CTE = (param: number) => `
+  audit AS (
+    INSERT INTO outbox (event_id, tenant, connection, type, subject, payload)
+    SELECT r.event_id, c.tenant, c.connection, r.type,
+           'audit.token.' || r.type || '.' || c.tenant || '.' || c.connection,
+           r.payload || jsonb_build_object('version', c.version)
+    FROM changed c CROSS JOIN jsonb_to_recordset($${param}::jsonb) AS r(event_id uuid, type text, payload jsonb)
+  )`;
+
+/** Writes a `refresh_started` record for each row in `changed`, built in SQL. */
+const STARTED_AUDIT_CTE = (ownerParam: number) => `
+  started AS (SELECT gen_random_uuid() AS event_id, c.* FROM changed c),
+  audit AS (
+    INSERT INTO outbox (event_id, tenant, connection, type, subject, payload)
+    SELECT s.event_id, s.tenant, s.connection, 'refresh_started',
+           'audit.token.refresh_started.' || s.tenant || '.' || s.connection,
+           jsonb_build_object('eventId', s.event_id, 'type', 'refresh_started', 'tenant', s.tenant,
+             'connection', s.connection, 'provider', s.provider, 'version', s.version,
+             'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'replica', $${ownerParam}::text)
+    FROM started s
+  )`;
+
+/** Clears a lease in an UPDATE's SET list. */
+const NO_LEASE = 'lease_id = NULL, lease_owner = NULL, lease_until = NULL';
+/** Statuses whose credentials the refresher still works on. */
+const LIVE = `status IN ('active', 'failing')`;
+
+export interface TokenWrite {
+  accessToken: Secret;
+  refreshToken?: Secret;
+  tokenType: string;
+  scope?: string;
+  issuedAt: Date;
+  expiresAt: Date | null;
+  nextRefreshAt: Date | null;
+}
+
+export interface Registration extends CredentialKey {
+  provider: string;
+  accessToken?: Secret;
+  refreshToken?: Secret;
+  tokenType: string;
+  scope?: string;
+  issuedAt: Date;
+  expiresAt: Date | null;
+  nextRefreshAt: Date | null;
+}
+
+export interface FailureWrite {
+  status: CredentialStatus;
+  failures: number;
+  lastError: ErrorBody;
+  nextRefreshAt: Date | null;
+}
+
+export interface ListFilter {
+  tenant?: string;
+  status?: CredentialStatus;
+  after?: CredentialKey;
+  limit: number;
+}
+
+/**
+ * All SQL about credentials. Every change is one statement (data-modifying CTEs), so
+ * the change and its outbox records commit together in a single round trip, and every
+ * write made under a lease is fenced on (lease_id, version): a replica whose lease was
+ * taken over, or that read an older version, changes nothing.
+ */
+@Injectable()
+export class CredentialRepository {
+  constructor(
+    private readonly db: DataSource,
+    private readonly mapper: CredentialMapper,
+  ) {}
+
+  async find(key: CredentialKey): Promise<Credential | null> {
+    const rows: CredentialRow[] = await this.db.query(
+      `SELECT * FROM credentials WHERE tenant = $1 AND connection = $2`,
+      [key.tenant, key.connection],
+    );
+    return rows.length ? this.mapper.toDomain(rows[0]) : null;
+  }
+
+  async register(reg: Registration, audit: PendingAuditRecord[]): Promise<Credential> {
+    const access = this.mapper.seal(reg.tenant, reg.connection, 'access', reg.accessToken);
+    const refresh = this.mapper.seal(reg.tenant, reg.connection, 'refresh', reg.refreshToken);
+    const rows: CredentialRow[] = await this.db.query(
+      `WITH changed AS (
+         INSERT INTO credentials (tenant, connection, provider, shard_bucket, status, version, token_type, scope,
+                                  access_token_enc, refresh_token_enc, key_id, issued_at, expires_at, next_refresh_at)
+         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (tenant, connection) DO UPDATE SET
+           provider = EXCLUDED.provider, status = 'active', version = credentials.version + 1,
+           token_type = EXCLUDED.token_type, scope = EXCLUDED.scope,
+           access_token_enc = EXCLUDED.access_token_enc, refresh_token_enc = EXCLUDED.refresh_token_enc,
+           key_id = EXCLUDED.key_id, issued_at = EXCLUDED.issued_at, expires_at = EXCLUDED.expires_at,
+           next_refresh_at = EXCLUDED.next_refresh_at, failures = 0, last_error_code = NULL,
+           last_error_message = NULL, ${NO_LEASE}, updated_at = now()
+         RETURNING *
+       ), ${AUDIT_CTE(13)}
+       SELECT * FROM changed`,
+      [
+        reg.tenant, reg.connection, reg.provider, shardBucketOf(reg.tenant), reg.tokenType, reg.scope ?? null,
+        access, refresh, this.mapper.primaryKeyId, reg.issuedAt, reg.expiresAt, reg.nextRefreshAt,
+        JSON.stringify(audit),
+      ],
+    );
+    return this.mapper.toDomain(rows[0]);
+  }
+
+  /**
+   * Claims up to `limit` due credentials of one shard bucket, most overdue first.
+   * SKIP LOCKED lets replicas claim side by side without waiting on each other; an
+   * expired lease (its holder died) makes the row claimable again.
+   */
+  async claimDue(bucket: number, limit: number, owner: string, leaseSeconds: number): Promise<LeasedCredential[]> {
+    const rows: CredentialRow[] = await this.db.query(
+      `WITH due AS (
+         SELECT tenant, connection FROM credentials
+         WHERE shard_bucket = $1 AND next_refresh_at <= now() AND (lease_until IS NULL OR lease_until < now())
+         ORDER BY next_refresh_at
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED
+       ), changed AS (
+         UPDATE credentials c
+         SET lease_id = gen_random_uuid(), lease_owner = $3, lease_until = now() + make_interval(secs => $4)
+         FROM due WHERE c.tenant = due.tenant AND c.connection = due.connection
+         RETURNING c.*
+       ), ${STARTED_AUDIT_CTE(3)}
+       SELECT * FROM changed`,
+      [bucket, limit, owner, leaseSeconds],
+    );
+    return rows.map((row) => this.leased(row));
+  }
+
+  /**
+   * Leases one credential for an on-demand refresh. With `expectedVersion`, only if the
+   * stored version is still that one: a thousand reports of the same rejected version
+   * lead to one lease, and none once the version has moved on.
+   */
+  async tryLease(key: CredentialKey, owner: string, leaseSeconds: number, expectedVersion?: number): Promise<LeasedCredential | null> {
+    const rows: CredentialRow[] = await this.db.query(
+      `WITH changed AS (
+         UPDATE credentials
+         SET lease_id = gen_random_uuid(), lease_owner = $3, lease_until = now() + make_interval(secs => $4)
+         WHERE tenant = $1 AND connection = $2 AND ${LIVE}
+           AND (lease_until IS NULL OR lease_until < now())
+           AND ($5::integer IS NULL OR version = $5)
+         RETURNING *
+       ), ${STARTED_AUDIT_CTE(3)}
+       SELECT * FROM changed`,
+      [key.tenant, key.connection, owner, leaseSeconds, expectedVersion ?? null],
+    );
+    return rows.length ? this.leased(rows[0]) : null;
+  }
+
+  /** Stores a new token under the lease; null when the fence no longer holds. */
+  async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<Credential | null> {
+    const rows: CredentialRow[] = await this.db.query(
+      `WITH changed AS (
+         UPDATE credentials SET
+           access_token_enc = $5, refresh_token_enc = COALESCE($6, refresh_token_enc), key_id = $7,
+           token_type = $8, scope = COALESCE($9, scope), issued_at = $10, expires_at = $11,
+           next_refresh_at = $12, last_refreshed_at = now(), version = version + 1, status = 'active',
+           failures = 0, last_error_code = NULL, last_error_message = NULL, ${NO_LEASE}, updated_at = now()
+         WHERE tenant = $1 AND connection = $2 AND lease_id = $3 AND version = $4
+         RETURNING *
+       ), ${AUDIT_CTE(13)}
+       SELECT * FROM changed`,
+      [
+        key.tenant, key.connection, lease.leaseId, lease.version,
+        this.mapper.seal(key.tenant, key.connection, 'access', write.accessToken),
+        this.mapper.seal(key.tenant, key.connection, 'refresh', write.refreshToken),
+        this.mapper.primaryKeyId, write.tokenType, write.scope ?? null, write.issuedAt, write.expiresAt,
+        write.nextRefreshAt, JSON.stringify(audit),
+      ],
+    );
+    return rows.length ? this.mapper.toDomain(rows[0]) : null;
+  }
+
+  /** Records a failed attempt under the lease and releases it; null when the fence no longer holds. */
+  async commitFailure(key: CredentialKey, lease: Lease, write: FailureWrite, audit: PendingAuditRecord[]): Promise<Credential | null> {
+    const rows: CredentialRow[] = await this.db.query(
+      `WITH changed AS (
+         UPDATE credentials SET status = $5, failures = $6, last_error_code = $7, last_error_message = $8,
+           next_refresh_at = $9, ${NO_LEASE}, updated_at = now()
+         WHERE tenant = $1 AND connection = $2 AND lease_id = $3 AND version = $4
+         RETURNING *
+       ), ${AUDIT_CTE(10)}
+       SELECT * FROM changed`,
+      [
+        key.tenant, key.connection, lease.leaseId, lease.version, write.status, write.failures,
+        write.lastError.code, write.lastError.message, write.nextRefreshAt, JSON.stringify(audit),
+      ],
+    );
+    return rows.length ? this.mapper.toDomain(rows[0]) : null;
+  }
+
+  /** Gives a lease back unused (shutdown, or nothing to do). */
+  async releaseLease(key: CredentialKey, lease: Lease): Promise<void> {
+    await this.db.query(
+      `UPDATE credentials SET ${NO_LEASE} WHERE tenant = $1 AND connection = $2 AND lease_id = $3`,
+      [key.tenant, key.connection, lease.leaseId],
+    );
+  }
+
+  /** Marks a credential revoked and forgets its tokens; returns the row as it was before. */
+  async revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; after: Credential } | null> {
+    return this.db.transaction(async (tx) => {
+      const before: CredentialRow[] = await tx.query(
+        `SELECT * FROM credentials WHERE tenant = $1 AND connection = $2 FOR UPDATE`,
+        [key.tenant, key.connection],
+      );
+      if (before.length === 0) return null;
+      const after: CredentialRow[] = await tx.query(
+        `WITH changed AS (
+           UPDATE credentials SET status = 'revoked', access_token_enc = NULL, refresh_token_enc = NULL,
+             next_refresh_at = NULL, ${NO_LEASE}, updated_at = now()
+           WHERE tenant = $1 AND connection = $2
+           RETURNING *
+         ), ${AUDIT_CTE(3)}
+         SELECT * FROM changed`,
+        [key.tenant, key.connection, JSON.stringify([audit])],
+      );
+      return { before: this.mapper.toDomain(before[0]), after: this.mapper.toDomain(after[0]) };
+    });
+  }
+
+  async list(filter: ListFilter): Promise<Credential[]> {
+    const rows: CredentialRow[] = await this.db.query(
+      `SELECT * FROM credentials
+       WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR status = $2)
+         AND ($3::text IS NULL OR (tenant, connection) > ($3, $4))
+       ORDER BY tenant, connection
+       LIMIT $5`,
+      [filter.tenant ?? null, filter.status ?? null, filter.after?.tenant ?? null, filter.after?.connection ?? null, filter.limit],
+    );
+    return rows.map((row) => this.mapper.toDomain(row));
+  }
+
+  /**
+   * Re-seals up to `limit` rows written under an older key, walking the primary key
+   * from `after`; returns where to continue (null at the end of the table).
+   */
+  async reencryptBatch(after: CredentialKey | null, limit: number): Promise<{ next: CredentialKey | null; rewritten: number }> {
+    const rows: CredentialRow[] = await this.db.query(
+      `SELECT * FROM credentials WHERE ($1::text IS NULL OR (tenant, connection) > ($1, $2))
+       ORDER BY tenant, connection LIMIT $3`,
+      [after?.tenant ?? null, after?.connection ?? null, limit],
+    );
+    let rewritten = 0;
+    for (const row of rows) {
+      if (row.key_id === null || row.key_id === this.mapper.primaryKeyId) continue;
+      const credential = this.mapper.toDomain(row);
+      const result: unknown[] = await this.db.query(
+        `UPDATE credentials SET access_token_enc = $4, refresh_token_enc = $5, key_id = $6
+         WHERE tenant = $1 AND connection = $2 AND version = $3 AND key_id = $7 RETURNING 1`,
+        [
+          row.tenant, row.connection, row.version,
+          this.mapper.seal(row.tenant, row.connection, 'access', credential.accessToken),
+          this.mapper.seal(row.tenant, row.connection, 'refresh', credential.refreshToken),
+          this.mapper.primaryKeyId, row.key_id,
+        ],
+      );
+      rewritten += result.length;
+    }
+    const last = rows.at(-1);
+    return { next: rows.length < limit || !last ? null : { tenant: last.tenant, connection: last.connection }, rewritten };
+  }
+
+  get bucketCount(): number {
+    return SHARD_BUCKETS;
+  }
+
+  private leased(row: CredentialRow): LeasedCredential {
+    return { credential: this.mapper.toDomain(row), lease: { leaseId: row.lease_id!, version: row.version } };
+  }
+}

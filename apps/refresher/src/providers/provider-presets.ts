@@ -1,0 +1,159 @@
+import type { AuthMethod, FailureKind, PresetName, RefreshTokenRotation } from './provider.types.js';
+
+/**
+ * What a preset knows about a provider. Everything is a default: a value in the providers
+ * file wins, and `extraParams` from both are merged (file over preset).
+ */
+export interface ProviderPreset {
+  /** May contain `{tenant}` or `{domain}`, see `urlParam`. */
+  tokenUrl?: string;
+  revocationUrl?: string;
+  authMethod?: AuthMethod;
+  extraParams?: Record<string, string>;
+  errorCodes?: Record<string, FailureKind>;
+  tokenType?: string;
+  rotation?: RefreshTokenRotation;
+  /**
+   * The token URL depends on the customer's tenant or domain. When the file gives no
+   * `tokenUrl`, the placeholder is filled from `extraParams[urlParam]`, which is then
+   * removed so it is never sent to the provider (it is not an OAuth parameter).
+   */
+  urlParam?: 'tenant' | 'domain';
+  /** The provider rejects token requests without `scope`: the file must list `scopes`. */
+  requiresScopes?: boolean;
+  /** Revocation endpoint of the same authorization server, derived from the final token URL. */
+  revocationUrlFor?: (tokenUrl: URL) => string;
+}
+
+/**
+ * GitHub (OAuth Apps and GitHub Apps).
+ * - Without `Accept: application/json` it answers form-encoded (we always send it).
+ * - Errors come inside HTTP 200 (`{"error":"bad_refresh_token",...}`), never as 400.
+ * - OAuth App tokens do not expire (no `expires_in`: stored, never refreshed). GitHub App
+ *   user tokens with expiry enabled last 8 h, their refresh tokens 6 months, and every
+ *   refresh rotates the refresh token (the old one stops working).
+ * - Revocation is a REST call (`DELETE /applications/{client_id}/token`), not RFC 7009: none here.
+ * - Its docs pass client_id/client_secret in the body.
+ */
+const github: ProviderPreset = {
+  tokenUrl: 'https://github.com/login/oauth/access_token',
+  authMethod: 'client_secret_post',
+  rotation: 'rotates',
+  errorCodes: {
+    bad_refresh_token: 'invalid_grant',
+    bad_verification_code: 'invalid_grant',
+    incorrect_client_credentials: 'misconfigured',
+    redirect_uri_mismatch: 'misconfigured',
+    unverified_user_email: 'misconfigured',
+  },
+};
+
+/**
+ * Google.
+ * - Does not rotate: a refresh response omits `refresh_token`, and the old one stays valid.
+ * - Refresh tokens of apps in "testing" publishing status die after 7 days (`invalid_grant`).
+ * - RFC 7009-style revocation at oauth2.googleapis.com/revoke (revoking either token kills the grant).
+ */
+const google: ProviderPreset = {
+  tokenUrl: 'https://oauth2.googleapis.com/token',
+  revocationUrl: 'https://oauth2.googleapis.com/revoke',
+  authMethod: 'client_secret_post',
+  rotation: 'none',
+};
+
+/**
+ * Microsoft identity platform (Entra ID, v2.0 endpoint).
+ * - The token URL contains the tenant: give `tokenUrl`, or `extraParams.tenant` (a tenant id,
+ *   a domain, or `common` / `organizations` / `consumers`).
+ * - Requires `scope` on refresh as well (`offline_access` plus the API scopes; for
+ *   client_credentials `https://graph.microsoft.com/.default`-style scopes).
+ * - Rotates refresh tokens: always store the new one.
+ * - No RFC 7009 endpoint (sessions are revoked through Graph): none here.
+ * - Client secrets often contain `~` and `.`; client_secret_post avoids relying on the
+ *   server form-decoding HTTP Basic credentials.
+ */
+const microsoft: ProviderPreset = {
+  tokenUrl: 'https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token',
+  urlParam: 'tenant',
+  authMethod: 'client_secret_post',
+  requiresScopes: true,
+  rotation: 'rotates',
+};
+
+/**
+ * Auth0.
+ * - Token URL is per tenant: `https://{domain}/oauth/token` (give `tokenUrl` or `extraParams.domain`).
+ * - Refresh-token rotation with reuse detection: presenting a used refresh token revokes the
+ *   whole family, so two requests must never carry the same refresh token.
+ * - client_credentials needs `audience` (set it in `extraParams`).
+ * - An application accepts only its configured auth method; Auth0's default is "Post".
+ * - Revocation (RFC 7009) at `/oauth/revoke`.
+ */
+const auth0: ProviderPreset = {
+  tokenUrl: 'https://{domain}/oauth/token',
+  urlParam: 'domain',
+  authMethod: 'client_secret_post',
+  rotation: 'rotates_with_reuse_detection',
+  revocationUrlFor: (tokenUrl) => `${tokenUrl.origin}/oauth/revoke`,
+};
+
+/**
+ * Okta.
+ * - Token URL is per org and authorization server: `https://{domain}/oauth2/default/v1/token`
+ *   (give `tokenUrl` for another authorization server, or `extraParams.domain`).
+ * - Rotation with reuse detection (a grace period of 0–60 s is configurable): as Auth0.
+ * - An app accepts only its configured auth method; web apps default to client_secret_basic.
+ * - Revocation (RFC 7009) at `.../v1/revoke`, next to the token endpoint.
+ */
+const okta: ProviderPreset = {
+  tokenUrl: 'https://{domain}/oauth2/default/v1/token',
+  urlParam: 'domain',
+  authMethod: 'client_secret_basic',
+  rotation: 'rotates_with_reuse_detection',
+  revocationUrlFor: (tokenUrl) => `${tokenUrl.origin}${tokenUrl.pathname.replace(/\/token$/, '/revoke')}`,
+};
+
+/**
+ * Slack (oauth.v2.access with token rotation enabled).
+ * - Errors come inside HTTP 200 as `{"ok":false,"error":"invalid_refresh_token"}`.
+ * - With rotation, access tokens expire after 12 h (`expires_in: 43200`); each exchange may
+ *   return a new refresh token, which must be stored.
+ * - `token_type` is `bot` or `user`; the Web API takes them as `Bearer`, so that is reported.
+ * - `auth.revoke` takes the access token and is not RFC 7009: none here.
+ */
+const slack: ProviderPreset = {
+  tokenUrl: 'https://slack.com/api/oauth.v2.access',
+  authMethod: 'client_secret_post',
+  tokenType: 'Bearer',
+  rotation: 'rotates',
+  errorCodes: {
+    invalid_refresh_token: 'invalid_grant',
+    token_revoked: 'invalid_grant',
+    token_expired: 'invalid_grant',
+    invalid_code: 'invalid_grant',
+    account_inactive: 'invalid_grant',
+    app_uninstalled: 'invalid_grant',
+    invalid_client_id: 'misconfigured',
+    bad_client_secret: 'misconfigured',
+    invalid_grant_type: 'misconfigured',
+    bad_redirect_uri: 'misconfigured',
+    ratelimited: 'retryable',
+    internal_error: 'retryable',
+    fatal_error: 'retryable',
+    service_unavailable: 'retryable',
+    request_timeout: 'retryable',
+  },
+};
+
+/** Any RFC 6749 server: nothing assumed, the file gives every endpoint. */
+const generic: ProviderPreset = {};
+
+export const PROVIDER_PRESETS: Readonly<Record<PresetName, Readonly<ProviderPreset>>> = Object.freeze({
+  github,
+  google,
+  microsoft,
+  auth0,
+  okta,
+  slack,
+  generic,
+});

@@ -1,0 +1,14 @@
+import type { ProviderConfig } from './provider.types.js';
+
+/** The validated providers file, by id. */
+export class ProviderRegistry {
+  constructor(private readonly providers: ReadonlyMap<string, ProviderConfig>) {}
+
+  get(id: string): ProviderConfig | undefined {
+    return this.providers.get(id);
+  }
+
+  ids(): string[] {
+    return [...this.providers.keys()];
+  }
+}

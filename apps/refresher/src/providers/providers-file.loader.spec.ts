@@ -1,0 +1,222 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { interpolateString } from './env-interpolation.util.js';
+import { loadProvidersFile, parseProvidersDocument, ProvidersFileError } from './providers-file.loader.js';
+
+const env = { GH_ID: 'Iv1.abc', GH_SECRET: 'gh-s3cret-value', IDP_SECRET: 'idp-s3cret', EMPTY: '' };
+const yaml = (text: string, e: Record<string, string | undefined> = env) => parseProvidersDocument(text, 'yaml', e, 'providers file /x.yaml');
+
+function errorOf(fn: () => unknown): ProvidersFileError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ProvidersFileError);
+    return error as ProvidersFileError;
+  }
+  throw new Error('expected a ProvidersFileError');
+}
+
+describe('parseProvidersDocument', () => {
+  it('reads the spec example: presets applied, interpolation, defaults', () => {
+    const providers = yaml(`
+providers:
+  github:
+    preset: github
+    clientId: \${GH_ID}
+    clientSecret: \${GH_SECRET}
+  internal-idp:
+    tokenUrl: https://idp.example.com/oauth/token
+    clientId: billing-service
+    clientSecret: \${IDP_SECRET}
+    authMethod: client_secret_basic
+    grant: client_credentials
+`);
+    const github = providers.get('github')!;
+    expect(github).toMatchObject({
+      id: 'github',
+      preset: 'github',
+      tokenUrl: 'https://github.com/login/oauth/access_token',
+      clientId: 'Iv1.abc',
+      authMethod: 'client_secret_post',
+      grant: 'refresh_token',
+      threshold: 0.8,
+      maxConcurrency: 8,
+      extraParams: {},
+      rotation: 'rotates',
+    });
+    expect(github.clientSecret?.reveal()).toBe('gh-s3cret-value');
+    expect(github.errorCodes?.['bad_refresh_token']).toBe('invalid_grant');
+    expect(github.revocationUrl).toBeUndefined();
+    const idp = providers.get('internal-idp')!;
+    expect(idp).toMatchObject({ preset: 'generic', grant: 'client_credentials', authMethod: 'client_secret_basic' });
+    expect(JSON.stringify([...providers.values()])).not.toContain('s3cret');
+  });
+
+  it('fills tenant/domain URLs from extraParams without sending them, derives revocation', () => {
+    const providers = yaml(`
+providers:
+  ms:
+    preset: microsoft
+    clientId: app
+    clientSecret: s
+    scopes: [offline_access, "https://graph.microsoft.com/Mail.Read"]
+    extraParams: { tenant: contoso.onmicrosoft.com }
+  a0:
+    preset: auth0
+    clientId: app
+    clientSecret: s
+    grant: client_credentials
+    extraParams: { domain: acme.eu.auth0.com, audience: https://api.acme.com }
+  okta:
+    preset: okta
+    tokenUrl: https://acme.okta.com/oauth2/aus123/v1/token
+    clientId: app
+    clientSecret: s
+  google:
+    preset: google
+    clientId: app
+    clientSecret: s
+    threshold: 0.5
+    defaultTtlSeconds: 3600
+    maxConcurrency: 2
+`);
+    expect(providers.get('ms')).toMatchObject({
+      tokenUrl: 'https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token',
+      extraParams: {},
+      authMethod: 'client_secret_post',
+      scopes: ['offline_access', 'https://graph.microsoft.com/Mail.Read'],
+    });
+    expect(providers.get('a0')).toMatchObject({
+      tokenUrl: 'https://acme.eu.auth0.com/oauth/token',
+      revocationUrl: 'https://acme.eu.auth0.com/oauth/revoke',
+      extraParams: { audience: 'https://api.acme.com' },
+      rotation: 'rotates_with_reuse_detection',
+    });
+    expect(providers.get('okta')).toMatchObject({
+      revocationUrl: 'https://acme.okta.com/oauth2/aus123/v1/revoke',
+      authMethod: 'client_secret_basic',
+    });
+    expect(providers.get('google')).toMatchObject({
+      revocationUrl: 'https://oauth2.googleapis.com/revoke',
+      threshold: 0.5,
+      defaultTtlSeconds: 3600,
+      maxConcurrency: 2,
+      rotation: 'none',
+    });
+  });
+
+  it('reads JSON, including numbers', () => {
+    const providers = parseProvidersDocument(
+      JSON.stringify({
+        providers: { slack: { preset: 'slack', clientId: '123456789012.123456789012', clientSecret: '${GH_SECRET}', threshold: 0.9 } },
+      }),
+      'json',
+      env,
+    );
+    expect(providers.get('slack')).toMatchObject({ clientId: '123456789012.123456789012', threshold: 0.9, tokenType: 'Bearer' });
+  });
+
+  it('keeps YAML scalars as strings (a Slack client id is not a float)', () => {
+    const providers = yaml('providers:\n  slack:\n    preset: slack\n    clientId: 123456789012.123456789012\n    clientSecret: x\n');
+    expect(providers.get('slack')!.clientId).toBe('123456789012.123456789012');
+  });
+
+  it('supports ${VAR:-default} and $$ escapes; authMethod none needs no secret', () => {
+    const providers = yaml(`
+providers:
+  pub:
+    tokenUrl: \${IDP_URL:-https://idp.example.com/token}
+    clientId: "$\${literal}"
+    authMethod: none
+`);
+    expect(providers.get('pub')).toMatchObject({ tokenUrl: 'https://idp.example.com/token', clientId: '${literal}', authMethod: 'none' });
+    expect(providers.get('pub')!.clientSecret).toBeUndefined();
+  });
+
+  it.each([
+    ['missing env var', 'clientSecret: ${NOPE}', 'provider "p": clientSecret: environment variable NOPE is not set'],
+    ['empty env var', 'clientSecret: ${EMPTY}', 'provider "p": clientSecret: environment variable EMPTY is not set'],
+    ['unknown field', 'clientSecret: x\n    clientSecrett: y', 'provider "p": clientSecrett: unknown field'],
+    ['threshold 1', 'clientSecret: x\n    threshold: 1', 'provider "p": threshold: must be between 0 and 1 (exclusive)'],
+    ['threshold 0', 'clientSecret: x\n    threshold: 0', 'provider "p": threshold: must be between 0 and 1 (exclusive)'],
+    ['threshold text', 'clientSecret: x\n    threshold: high', 'provider "p": threshold: must be a number'],
+    ['no secret', 'authMethod: client_secret_post', 'provider "p": clientSecret: required unless authMethod is none'],
+    ['bad auth', 'clientSecret: x\n    authMethod: jwt', 'provider "p": authMethod: must be one of client_secret_basic, client_secret_post, none'],
+    ['bad preset', 'clientSecret: x\n    preset: gitlab', 'provider "p": preset: must be one of github'],
+    ['reserved param', 'clientSecret: x\n    extraParams: { scope: a }', 'provider "p": extraParams.scope: reserved'],
+    ['bad scope', 'clientSecret: x\n    scopes: ["a b"]', 'provider "p": scopes[0]: must be one scope without spaces'],
+    ['maxConcurrency', 'clientSecret: x\n    maxConcurrency: 0', 'provider "p": maxConcurrency: must be at least 1'],
+  ])('%s', (_name, field, expected) => {
+    const error = errorOf(() => yaml(`providers:\n  p:\n    tokenUrl: https://idp/token\n    clientId: c\n    ${field}\n`));
+    expect(error.message).toContain(`providers file /x.yaml: ${expected}`);
+    expect(error.issues[0]!.provider).toBe('p');
+  });
+
+  it('names provider and field for missing clientId and tokenUrl, listing every issue', () => {
+    const error = errorOf(() => yaml('providers:\n  github:\n    preset: github\n    clientSecret: x\n  other:\n    clientId: c\n    clientSecret: x\n'));
+    expect(error.message).toBe('providers file /x.yaml: provider "github": clientId: required; provider "other": tokenUrl: required');
+  });
+
+  it('rejects what only the merged preset shows', () => {
+    const ms = errorOf(() => yaml('providers:\n  ms:\n    preset: microsoft\n    clientId: c\n    clientSecret: x\n'));
+    expect(ms.message).toContain('provider "ms": tokenUrl: required (or extraParams.tenant for preset microsoft)');
+    expect(ms.message).toContain('provider "ms": scopes: required by preset microsoft');
+    const url = errorOf(() => yaml('providers:\n  p:\n    tokenUrl: ftp://idp/token\n    clientId: c\n    clientSecret: x\n'));
+    expect(url.message).toContain('provider "p": tokenUrl: must be an http(s) URL');
+    const cc = errorOf(() => yaml('providers:\n  p:\n    tokenUrl: https://idp/t\n    clientId: c\n    authMethod: none\n    grant: client_credentials\n'));
+    expect(cc.message).toContain('provider "p": authMethod: none cannot authenticate');
+  });
+
+  it('rejects bad provider ids, unknown top-level keys and a missing providers map', () => {
+    expect(errorOf(() => yaml('providers:\n  "bad.id":\n    clientId: c\n')).message).toContain('provider "bad.id": provider id must match');
+    expect(errorOf(() => yaml('version: 1\nproviders: {}\n')).message).toBe('providers file /x.yaml: version: unknown field');
+    expect(errorOf(() => yaml('other: 1\n')).message).toBe('providers file /x.yaml: other: unknown field');
+    expect(errorOf(() => yaml('providers: []\n')).message).toContain('providers: required, a map');
+    expect(errorOf(() => yaml('- a\n')).message).toContain('must be a map');
+  });
+
+  it('never quotes a value from the file, even in parse errors', () => {
+    const secretLine = 'providers:\n  p:\n    clientSecret: "gh-s3cret-value\n    clientId: [unclosed\n';
+    const yamlError = errorOf(() => yaml(secretLine));
+    expect(yamlError.message).toMatch(/^providers file \/x\.yaml: invalid YAML \(/);
+    expect(yamlError.message).not.toContain('s3cret');
+    const jsonError = errorOf(() => parseProvidersDocument('{"providers": {"p": {"clientSecret": "gh-s3cret-value",}}}', 'json', env));
+    expect(jsonError.message).toBe('providers file: invalid JSON');
+    const typeError = errorOf(() => yaml('providers:\n  p:\n    tokenUrl: https://idp/t\n    clientId: c\n    clientSecret: [gh-s3cret-value]\n'));
+    expect(typeError.message).toContain('provider "p": clientSecret: must be a string');
+    expect(typeError.message).not.toContain('s3cret');
+    const credsUrl = errorOf(() => yaml('providers:\n  p:\n    tokenUrl: https://u:gh-s3cret-value@idp/t\n    clientId: c\n    clientSecret: x\n'));
+    expect(credsUrl.message).toContain('tokenUrl: must not contain credentials');
+    expect(credsUrl.message).not.toContain('s3cret');
+  });
+});
+
+describe('interpolateString', () => {
+  it('does not echo a broken expression (it may be inside a secret)', () => {
+    expect(interpolateString('abc${oops', {})).toEqual({ ok: false, message: 'unterminated ${…} expression' });
+    const bad = interpolateString('x${not valid}', {});
+    expect(bad.ok).toBe(false);
+    expect(JSON.stringify(bad)).not.toContain('not valid');
+    expect(interpolateString('a$b ${A}${B:-d}', { A: '1' })).toEqual({ ok: true, value: 'a$b 1d' });
+  });
+});
+
+describe('loadProvidersFile', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'providers-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('picks the format from the extension and names the path', () => {
+    const yamlPath = join(dir, 'p.yml');
+    writeFileSync(yamlPath, 'providers:\n  g:\n    preset: google\n    clientId: c\n    clientSecret: ${GH_SECRET}\n');
+    expect(loadProvidersFile(yamlPath, env).get('g')!.tokenUrl).toBe('https://oauth2.googleapis.com/token');
+    const jsonPath = join(dir, 'p.json');
+    writeFileSync(jsonPath, JSON.stringify({ providers: { g: { preset: 'google', clientId: 'c' } } }));
+    expect(errorOf(() => loadProvidersFile(jsonPath, env)).message).toBe(
+      `providers file ${jsonPath}: provider "g": clientSecret: required unless authMethod is none`,
+    );
+    expect(errorOf(() => loadProvidersFile(join(dir, 'missing.yaml'), env)).message).toContain('cannot be read (ENOENT)');
+    expect(errorOf(() => loadProvidersFile(join(dir, 'p.toml'), env)).message).toContain('must end in .yaml, .yml or .json');
+  });
+});

@@ -1,0 +1,245 @@
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { Secret } from '@tokenkeeper/common';
+import { NAME_PATTERN } from '@tokenkeeper/contracts';
+import { interpolateTree, type InterpolationIssue } from './env-interpolation.util.js';
+import { PROVIDER_PRESETS } from './provider-presets.js';
+import { AUTH_METHODS, GRANT_TYPES, PRESET_NAMES, type ProviderConfig } from './provider.types.js';
+
+export type ProvidersFileFormat = 'yaml' | 'json';
+
+export interface ProvidersFileIssue {
+  provider?: string;
+  field?: string;
+  message: string;
+}
+
+/** An invalid providers file. The message names provider and field, never a value from the file. */
+export class ProvidersFileError extends Error {
+  override readonly name = 'ProvidersFileError';
+
+  constructor(
+    readonly source: string,
+    readonly issues: readonly ProvidersFileIssue[],
+  ) {
+    super(`${source}: ${issues.map(formatIssue).join('; ')}`);
+  }
+}
+
+const DEFAULT_THRESHOLD = 0.8;
+const DEFAULT_MAX_CONCURRENCY = 8;
+// Parameters the token client sets itself; an extraParam of that name would be ambiguous.
+const RESERVED_PARAMS = new Set(['grant_type', 'refresh_token', 'client_id', 'client_secret', 'scope']);
+
+// YAML is read with the failsafe schema (every scalar a string), so numbers arrive as
+// strings, as do `${VAR}`-interpolated ones from either format.
+const numeric = (schema: z.ZodNumber) =>
+  z.preprocess((v) => (typeof v === 'string' && /^\s*-?\d+(\.\d+)?\s*$/.test(v) ? Number(v) : v), schema).optional();
+
+const entrySchema = z.strictObject({
+  preset: z.enum(PRESET_NAMES).optional(),
+  tokenUrl: z.string().min(1, 'must not be empty').optional(),
+  clientId: z.string().min(1, 'must not be empty'),
+  clientSecret: z.string().min(1, 'must not be empty').optional(),
+  authMethod: z.enum(AUTH_METHODS).optional(),
+  grant: z.enum(GRANT_TYPES).optional(),
+  scopes: z.array(z.string().regex(/^\S+$/, 'must be one scope without spaces')).optional(),
+  threshold: numeric(z.number().gt(0, 'must be between 0 and 1 (exclusive)').lt(1, 'must be between 0 and 1 (exclusive)')),
+  defaultTtlSeconds: numeric(z.number().int('must be a whole number of seconds').positive('must be positive')),
+  revocationUrl: z.string().min(1, 'must not be empty').optional(),
+  maxConcurrency: numeric(z.number().int('must be an integer').min(1, 'must be at least 1').max(1024, 'must be at most 1024')),
+  extraParams: z.record(z.string(), z.string()).optional(),
+});
+type Entry = z.infer<typeof entrySchema>;
+
+/** Generic messages only: zod's defaults are fine, but ours must never quote the input. */
+const errorMap = (issue: { code: string; input?: unknown; expected?: string; values?: readonly unknown[] }) => {
+  if (issue.code === 'invalid_type') {
+    if (issue.input === undefined) return 'required';
+    const names: Record<string, string> = { record: 'a map', object: 'a map of settings', array: 'a list' };
+    return `must be ${names[issue.expected ?? ''] ?? `a ${issue.expected}`}`;
+  }
+  if (issue.code === 'invalid_value' && issue.values) return `must be one of ${issue.values.join(', ')}`;
+  return undefined;
+};
+
+/** Reads, interpolates and validates the providers file (YAML or JSON, by extension). */
+export function loadProvidersFile(path: string, env: Record<string, string | undefined>): Map<string, ProviderConfig> {
+  const source = `providers file ${path}`;
+  const ext = extname(path).toLowerCase();
+  const format: ProvidersFileFormat | undefined = ext === '.json' ? 'json' : ext === '.yaml' || ext === '.yml' ? 'yaml' : undefined;
+  if (!format) throw new ProvidersFileError(source, [{ message: 'must end in .yaml, .yml or .json' }]);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new ProvidersFileError(source, [{ message: `cannot be read${code ? ` (${code})` : ''}` }]);
+  }
+  return parseProvidersDocument(text, format, env, source);
+}
+
+/** Pure part of loadProvidersFile: text in, validated providers out, or a ProvidersFileError. */
+export function parseProvidersDocument(
+  text: string,
+  format: ProvidersFileFormat,
+  env: Record<string, string | undefined>,
+  source = 'providers file',
+): Map<string, ProviderConfig> {
+  const document = parseText(text, format, source);
+  if (!isObject(document)) throw new ProvidersFileError(source, [{ message: 'must be a map with the key "providers"' }]);
+  const unknownKeys = Object.keys(document).filter((key) => key !== 'providers');
+  if (unknownKeys.length) {
+    throw new ProvidersFileError(source, unknownKeys.map((key) => ({ field: key, message: 'unknown field' })));
+  }
+  const providers = document['providers'];
+  if (!isObject(providers)) throw new ProvidersFileError(source, [{ field: 'providers', message: 'required, a map of provider id to settings' }]);
+
+  const issues: ProvidersFileIssue[] = [];
+  const result = new Map<string, ProviderConfig>();
+  for (const [id, raw] of Object.entries(providers)) {
+    if (!NAME_PATTERN.test(id)) {
+      issues.push({ provider: id.slice(0, 64), message: 'provider id must match ^[A-Za-z0-9_-]{1,128}$' });
+      continue;
+    }
+    const config = buildProvider(id, raw, env, issues);
+    if (config) result.set(id, config);
+  }
+  if (issues.length) throw new ProvidersFileError(source, issues);
+  return result;
+}
+
+function buildProvider(
+  id: string,
+  raw: unknown,
+  env: Record<string, string | undefined>,
+  issues: ProvidersFileIssue[],
+): ProviderConfig | undefined {
+  const interpolationIssues: InterpolationIssue[] = [];
+  const interpolated = interpolateTree(raw, env, interpolationIssues);
+  if (interpolationIssues.length) {
+    for (const issue of interpolationIssues) issues.push({ provider: id, field: fieldName(issue.path), message: issue.message });
+    return undefined;
+  }
+  const parsed = entrySchema.safeParse(interpolated ?? {}, { error: errorMap });
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      if (issue.code === 'unrecognized_keys') {
+        for (const key of issue.keys) issues.push({ provider: id, field: fieldName([...issue.path, key]), message: 'unknown field' });
+      } else {
+        issues.push({ provider: id, field: fieldName(issue.path), message: issue.message });
+      }
+    }
+    return undefined;
+  }
+  const before = issues.length;
+  const add = (field: string, message: string) => issues.push({ provider: id, field, message });
+  const config = applyPreset(id, parsed.data, add);
+  return issues.length === before ? config : undefined;
+}
+
+/** Merges preset and file (file wins) and checks what only the merged result can show. */
+function applyPreset(id: string, entry: Entry, add: (field: string, message: string) => void): ProviderConfig | undefined {
+  const presetName = entry.preset ?? 'generic';
+  const preset = PROVIDER_PRESETS[presetName];
+  const extraParams: Record<string, string> = { ...preset.extraParams, ...entry.extraParams };
+  const urlParamValue = preset.urlParam ? extraParams[preset.urlParam] : undefined;
+  if (preset.urlParam) delete extraParams[preset.urlParam];
+
+  let tokenUrl = entry.tokenUrl;
+  if (tokenUrl === undefined && preset.tokenUrl) {
+    if (!preset.urlParam) tokenUrl = preset.tokenUrl;
+    else if (urlParamValue === undefined) add('tokenUrl', `required (or extraParams.${preset.urlParam} for preset ${presetName})`);
+    else if (!/^[A-Za-z0-9.-]{1,253}$/.test(urlParamValue)) add(`extraParams.${preset.urlParam}`, 'must be a host name or tenant id');
+    else tokenUrl = preset.tokenUrl.replace(`{${preset.urlParam}}`, urlParamValue);
+  } else if (tokenUrl === undefined) add('tokenUrl', 'required');
+  const tokenUrlProblem = tokenUrl === undefined ? undefined : urlProblem(tokenUrl);
+  if (tokenUrlProblem) add('tokenUrl', tokenUrlProblem);
+
+  let revocationUrl = entry.revocationUrl ?? preset.revocationUrl;
+  if (revocationUrl === undefined && preset.revocationUrlFor && tokenUrl && !tokenUrlProblem) {
+    revocationUrl = preset.revocationUrlFor(new URL(tokenUrl));
+  }
+  const revocationProblem = revocationUrl === undefined ? undefined : urlProblem(revocationUrl);
+  if (revocationProblem) add('revocationUrl', revocationProblem);
+
+  const authMethod = entry.authMethod ?? preset.authMethod ?? 'client_secret_basic';
+  const grant = entry.grant ?? 'refresh_token';
+  if (authMethod !== 'none' && entry.clientSecret === undefined) add('clientSecret', `required unless authMethod is none`);
+  if (authMethod === 'none' && grant === 'client_credentials') add('authMethod', 'none cannot authenticate a client_credentials grant');
+  if (preset.requiresScopes && !entry.scopes?.length) add('scopes', `required by preset ${presetName} (it rejects token requests without scope)`);
+  for (const key of Object.keys(extraParams)) {
+    if (RESERVED_PARAMS.has(key)) add(`extraParams.${key}`, 'reserved: set by Tokenkeeper itself');
+  }
+  if (!tokenUrl || tokenUrlProblem || revocationProblem) return undefined;
+
+  const config: ProviderConfig = {
+    id,
+    preset: presetName,
+    tokenUrl,
+    clientId: entry.clientId,
+    // With authMethod none a secret is never sent, so it is not kept either.
+    clientSecret: authMethod === 'none' ? undefined : Secret.of(entry.clientSecret),
+    authMethod,
+    grant,
+    threshold: entry.threshold ?? DEFAULT_THRESHOLD,
+    maxConcurrency: entry.maxConcurrency ?? DEFAULT_MAX_CONCURRENCY,
+    extraParams,
+  };
+  if (entry.scopes?.length) config.scopes = entry.scopes;
+  if (entry.defaultTtlSeconds !== undefined) config.defaultTtlSeconds = entry.defaultTtlSeconds;
+  if (revocationUrl !== undefined) config.revocationUrl = revocationUrl;
+  if (preset.errorCodes) config.errorCodes = { ...preset.errorCodes };
+  if (preset.tokenType) config.tokenType = preset.tokenType;
+  if (preset.rotation) config.rotation = preset.rotation;
+  return config;
+}
+
+function urlProblem(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an http(s) URL';
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'must be an http(s) URL';
+  if (url.username || url.password) return 'must not contain credentials (use clientId / clientSecret)';
+  return undefined;
+}
+
+function parseText(text: string, format: ProvidersFileFormat, source: string): unknown {
+  if (format === 'json') {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // V8's message quotes the text around the error, which may be a secret.
+      throw new ProvidersFileError(source, [{ message: 'invalid JSON' }]);
+    }
+  }
+  const document = parseDocument(text, { schema: 'failsafe' });
+  const first = document.errors[0];
+  if (first) {
+    // Position and code only: yaml's (pretty) message quotes the offending line.
+    const at = first.linePos?.[0];
+    throw new ProvidersFileError(source, [{ message: `invalid YAML (${first.code}${at ? ` at line ${at.line}, column ${at.col}` : ''})` }]);
+  }
+  return document.toJS({ maxAliasCount: 100 });
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function fieldName(path: readonly PropertyKey[]): string {
+  return path.map((part, i) => (typeof part === 'number' ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`)).join('');
+}
+
+function formatIssue(issue: ProvidersFileIssue): string {
+  const parts: string[] = [];
+  if (issue.provider !== undefined) parts.push(`provider ${JSON.stringify(issue.provider)}`);
+  if (issue.field) parts.push(issue.field);
+  parts.push(issue.message);
+  return parts.join(': ');
+}

@@ -1,0 +1,177 @@
+import { Secret } from '@tokenkeeper/common';
+import type { FailureKind, ProviderConfig, TokenFailure, TokenResult } from './provider.types.js';
+
+/** RFC 6749 §5.2 (and RFC 7009 §2.2.1) codes; presets add provider-specific ones. */
+const STANDARD_ERROR_CODES: Readonly<Record<string, FailureKind>> = {
+  invalid_grant: 'invalid_grant',
+  invalid_client: 'misconfigured',
+  unauthorized_client: 'misconfigured',
+  unsupported_grant_type: 'misconfigured',
+  invalid_scope: 'misconfigured',
+  invalid_request: 'misconfigured',
+  access_denied: 'misconfigured',
+  unsupported_token_type: 'misconfigured',
+  temporarily_unavailable: 'retryable',
+  server_error: 'retryable',
+  slow_down: 'retryable',
+};
+
+const RETRY_AFTER_CAP_MS = 3_600_000;
+const DESCRIPTION_MAX = 200;
+// Shortest fragment of a secret that, found in a provider's text, makes us drop that text:
+// long enough not to match ordinary words ("_refresh"), short enough to catch truncated echoes.
+const FRAGMENT = 12;
+
+export interface RawTokenResponse {
+  status: number;
+  contentType?: string;
+  retryAfter?: string;
+  body: string;
+}
+
+/** Turns an HTTP answer of a token endpoint into a TokenResult. Never throws. */
+export function classifyTokenResponse(
+  response: RawTokenResponse,
+  provider: Pick<ProviderConfig, 'errorCodes' | 'tokenType'>,
+  requestedAt: Date,
+  secrets: readonly string[],
+  now: number = Date.now(),
+): TokenResult {
+  const { status } = response;
+  const json = parseObject(response.body);
+  const hasError = json !== undefined && json['error'] !== undefined && json['error'] !== null;
+  const slackNotOk = json !== undefined && json['ok'] === false;
+  const accessToken = json?.['access_token'];
+
+  if (status >= 200 && status < 300 && json && !hasError && !slackNotOk) {
+    if (typeof accessToken === 'string' && accessToken !== '') {
+      return { ok: true, token: toIssuedToken(json, accessToken, provider, requestedAt) };
+    }
+  }
+
+  // The body may echo anything we sent (or the access token next to an error): none of it may leak.
+  const unsafe = typeof accessToken === 'string' && accessToken !== '' ? [...secrets, accessToken] : secrets;
+  const rawCode = hasError ? json['error'] : undefined;
+  const code = typeof rawCode === 'string' ? safeCode(rawCode, unsafe) : hasError ? 'unrecognized_error' : undefined;
+  const description = code ? safeDescription(json?.['error_description'], unsafe) : undefined;
+  const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(response.retryAfter, now) : undefined;
+
+  const fail = (kind: FailureKind, failureCode: string, message: string): TokenResult => {
+    const failure: TokenFailure = { kind, code: failureCode, message, httpStatus: status };
+    if (retryAfterMs !== undefined) failure.retryAfterMs = retryAfterMs;
+    return { ok: false, failure };
+  };
+  const withCode = (c: string) => `HTTP ${status} ${c}${description ? `: ${description}` : ''}`;
+
+  // A 5xx/408/429 is transient whatever its body says: a proxy's "invalid_grant" must not end a credential.
+  if (status >= 500 || status === 408 || status === 429) {
+    const c = code ?? `http_${status}`;
+    return fail('retryable', c, withCode(c));
+  }
+  if (code) {
+    const kind = provider.errorCodes?.[code] ?? STANDARD_ERROR_CODES[code] ?? 'misconfigured';
+    return fail(kind, code, withCode(code));
+  }
+  if (status === 401) return fail('misconfigured', 'invalid_client', `HTTP 401 without an OAuth error: client authentication failed`);
+  if (status >= 300 && status < 400) {
+    return fail('misconfigured', `http_${status}`, `HTTP ${status}: token endpoint redirects; configure the final URL`);
+  }
+  if (status >= 400) return fail('misconfigured', `http_${status}`, `HTTP ${status} without an OAuth error`);
+  const what = json ? (slackNotOk ? '"ok":false without an error code' : 'JSON without access_token') : describeBody(response);
+  return fail('retryable', 'malformed_response', `HTTP ${status} is not a token response: ${what}`);
+}
+
+function toIssuedToken(
+  json: Record<string, unknown>,
+  accessToken: string,
+  provider: Pick<ProviderConfig, 'tokenType'>,
+  requestedAt: Date,
+) {
+  const rawType = json['token_type'];
+  let tokenType = typeof rawType === 'string' && rawType !== '' ? rawType : 'Bearer';
+  if (tokenType.toLowerCase() === 'bearer') tokenType = 'Bearer';
+  if (provider.tokenType) tokenType = provider.tokenType;
+  const refresh = json['refresh_token'];
+  const scope = json['scope'];
+  const scopeText = Array.isArray(scope) ? scope.filter((s) => typeof s === 'string').join(' ') : scope;
+  return {
+    accessToken: new Secret(accessToken),
+    refreshToken: typeof refresh === 'string' ? Secret.of(refresh) : undefined,
+    tokenType,
+    expiresInSeconds: parseSeconds(json['expires_in']),
+    refreshInSeconds: parseSeconds(json['refresh_in']),
+    scope: typeof scopeText === 'string' && scopeText !== '' ? scopeText : undefined,
+    requestedAt,
+  };
+}
+
+function parseObject(body: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(body);
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `expires_in` and friends: a number or a numeric string; anything else is ignored. */
+export function parseSeconds(value: unknown): number | undefined {
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value) ? Number(value) : NaN;
+  return Number.isFinite(n) && n >= 0 ? n : undefined;
+}
+
+/** RFC 9110 §10.2.3: delta-seconds or an HTTP-date; capped so a hostile header cannot park a credential. */
+export function parseRetryAfter(value: string | undefined, now: number = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const text = value.trim();
+  let ms: number;
+  if (/^\d+$/.test(text)) ms = Number(text) * 1000;
+  else {
+    const at = Date.parse(text);
+    if (Number.isNaN(at)) return undefined;
+    ms = at - now;
+  }
+  return Math.min(Math.max(0, Math.round(ms)), RETRY_AFTER_CAP_MS);
+}
+
+/** True when `text` contains the secret, or any FRAGMENT-long piece of it (a truncated echo). */
+export function leaksSecret(text: string, secrets: readonly string[]): boolean {
+  for (const secret of secrets) {
+    if (secret === '') continue;
+    if (secret.length <= FRAGMENT) {
+      if (text.includes(secret)) return true;
+      continue;
+    }
+    for (let i = 0; i + FRAGMENT <= secret.length; i++) {
+      if (text.includes(secret.slice(i, i + FRAGMENT))) return true;
+    }
+  }
+  return false;
+}
+
+function safeCode(code: string, secrets: readonly string[]): string {
+  return /^[A-Za-z0-9_.-]{1,64}$/.test(code) && !leaksSecret(code, secrets) ? code : 'unrecognized_error';
+}
+
+/**
+ * The provider's error_description helps operators, but providers echo requests into it.
+ * Dropped if it holds any piece of a secret; long token-looking runs are masked anyway.
+ */
+export function safeDescription(value: unknown, secrets: readonly string[]): string | undefined {
+  if (typeof value !== 'string' || leaksSecret(value, secrets)) return undefined;
+  const cleaned = value
+    .replace(/[\u0000-\u001f\u007f]+/g, ' ')
+    .replace(/[A-Za-z0-9+/=_~.%-]{32,}/g, '[redacted]')
+    .trim()
+    .slice(0, DESCRIPTION_MAX);
+  return cleaned === '' ? undefined : cleaned;
+}
+
+function describeBody(response: RawTokenResponse): string {
+  const type = response.contentType?.split(';')[0]?.trim().toLowerCase();
+  const safeType = type && /^[a-z0-9.+-]+\/[a-z0-9.+-]+$/.test(type) ? type : undefined;
+  if (safeType === 'text/html' || /^\s*</.test(response.body)) return `HTML page${safeType ? ` (${safeType})` : ''}`;
+  if (safeType === 'application/x-www-form-urlencoded' || /^[\w.-]+=/.test(response.body)) return 'form-encoded body';
+  if (response.body.trim() === '') return 'empty body';
+  return `not a JSON object${safeType ? ` (${safeType})` : ''}`;
+}

@@ -1,0 +1,48 @@
+import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import type { CredentialKey } from '@tokenkeeper/contracts';
+import { CredentialRepository } from '../persistence/credential.repository.js';
+
+const BATCH = 500;
+const PAUSE_BETWEEN_BATCHES_MS = 200;
+const SWEEP_EVERY_MS = 10 * 60_000;
+
+/**
+ * After a key rotation (a new first key in TOKEN_ENCRYPTION_KEYS), rows sealed under an
+ * older key are re-sealed in the background, in small batches along the primary key,
+ * so that the old key can eventually be retired. Every refresh re-seals its row anyway.
+ */
+@Injectable()
+export class ReencryptionService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(ReencryptionService.name);
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(private readonly repository: CredentialRepository) {}
+
+  onApplicationBootstrap(): void {
+    this.timer = setTimeout(() => void this.sweep(), 5_000);
+  }
+
+  onApplicationShutdown(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  async sweep(): Promise<number> {
+    let cursor: CredentialKey | null = null;
+    let total = 0;
+    try {
+      do {
+        const { next, rewritten } = await this.repository.reencryptBatch(cursor, BATCH);
+        total += rewritten;
+        cursor = next;
+        if (cursor) await new Promise((resolve) => setTimeout(resolve, PAUSE_BETWEEN_BATCHES_MS));
+      } while (cursor && !this.stopped);
+      if (total > 0) this.logger.log({ msg: 're-encrypted credentials under the current key', count: total });
+    } catch (error) {
+      this.logger.warn({ msg: 're-encryption sweep failed; will try again', error: (error as Error).message });
+    }
+    if (!this.stopped) this.timer = setTimeout(() => void this.sweep(), SWEEP_EVERY_MS);
+    return total;
+  }
+}

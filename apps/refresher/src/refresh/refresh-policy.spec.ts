@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import { backoffDelayMs, retryDelayMs, scheduleRefresh } from './refresh-policy.js';
+
+const issuedAt = new Date('2026-01-01T00:00:00.000Z');
+const at = (seconds: number) => new Date(issuedAt.getTime() + seconds * 1000);
+const base = { issuedAt, threshold: 0.8, minMarginSeconds: 60, random: 0 };
+
+describe('scheduleRefresh', () => {
+  it('refreshes at the threshold of the real lifetime, not of a fixed hour', () => {
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 3600 })).toEqual({ expiresAt: at(3600), nextRefreshAt: at(2880) });
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 8 * 3600 }).nextRefreshAt).toEqual(at(0.8 * 8 * 3600));
+  });
+
+  it('never later than expiry minus the minimum margin', () => {
+    // 0.95 × 1000 s = 950 s, but the 60 s margin asks for 940 s.
+    expect(scheduleRefresh({ ...base, threshold: 0.95, lifetimeSeconds: 1000 }).nextRefreshAt).toEqual(at(940));
+  });
+
+  it('caps the margin at half the lifetime for short-lived tokens', () => {
+    // 20 s token: the margin is 10 s, not 60 s (which would be before issue).
+    expect(scheduleRefresh({ ...base, threshold: 0.8, lifetimeSeconds: 20 }).nextRefreshAt).toEqual(at(10));
+  });
+
+  it('honours a refresh_in hint, still within the margin', () => {
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 3600, refreshInSeconds: 600 }).nextRefreshAt).toEqual(at(600));
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 3600, refreshInSeconds: 3590 }).nextRefreshAt).toEqual(at(3540));
+  });
+
+  it('jitters earlier, by at most 5% of the lifetime or 30 s', () => {
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 100, random: 0.999999 }).nextRefreshAt!.getTime()).toBeCloseTo(at(50 - 5).getTime(), -1);
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 36_000, random: 0.5 }).nextRefreshAt).toEqual(at(28_800 - 15));
+  });
+
+  it('never schedules a token without a known expiry', () => {
+    expect(scheduleRefresh({ ...base })).toEqual({ expiresAt: null, nextRefreshAt: null });
+  });
+});
+
+describe('backoff', () => {
+  it('grows exponentially with full jitter, capped', () => {
+    expect(backoffDelayMs(1, 1000, 60_000, 0.999)).toBe(999);
+    expect(backoffDelayMs(4, 1000, 60_000, 0.999)).toBe(7992);
+    expect(backoffDelayMs(30, 1000, 60_000, 0.999)).toBe(59_940);
+    expect(backoffDelayMs(3, 1000, 60_000, 0)).toBe(0);
+  });
+
+  it('never retries sooner than Retry-After', () => {
+    expect(retryDelayMs({ attempt: 1, baseMs: 1000, capMs: 60_000, random: 0.1, retryAfterMs: 30_000 })).toBe(30_000);
+    expect(retryDelayMs({ attempt: 1, baseMs: 1000, capMs: 60_000, random: 0.5 })).toBe(500);
+  });
+});

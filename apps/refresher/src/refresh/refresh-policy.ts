@@ -1,0 +1,64 @@
+/**
+ * When to refresh, when to retry: pure functions of their inputs (SPEC §4), with the
+ * random source passed in so that tests can pin it.
+ */
+
+export interface ScheduleInput {
+  /** When the token request was sent; lifetimes count from here. */
+  issuedAt: Date;
+  /** Lifetime from `expires_in`, else the provider's default; undefined = no known expiry. */
+  lifetimeSeconds?: number;
+  /** Server hint such as `refresh_in`. */
+  refreshInSeconds?: number;
+  /** Fraction of the lifetime after which to refresh (default 0.8). */
+  threshold: number;
+  /** Refresh at least this long before expiry, but never more than half the lifetime. */
+  minMarginSeconds: number;
+  /** Uniform in [0, 1). */
+  random: number;
+}
+
+export interface Schedule {
+  expiresAt: Date | null;
+  nextRefreshAt: Date | null;
+}
+
+/** Jitter spreads tokens issued together: up to 5% of the lifetime, at most 30 s, always earlier. */
+const JITTER_SHARE = 0.05;
+const JITTER_MAX_MS = 30_000;
+
+export function scheduleRefresh(input: ScheduleInput): Schedule {
+  const { issuedAt, lifetimeSeconds } = input;
+  if (lifetimeSeconds === undefined || !(lifetimeSeconds > 0)) return { expiresAt: null, nextRefreshAt: null };
+  const issued = issuedAt.getTime();
+  const lifetimeMs = lifetimeSeconds * 1000;
+  const expiresAt = issued + lifetimeMs;
+  let due = issued + input.threshold * lifetimeMs;
+  if (input.refreshInSeconds !== undefined && input.refreshInSeconds > 0) {
+    due = issued + input.refreshInSeconds * 1000;
+  }
+  const marginMs = Math.min(input.minMarginSeconds * 1000, lifetimeMs / 2);
+  due = Math.min(due, expiresAt - marginMs);
+  due -= input.random * Math.min(JITTER_SHARE * lifetimeMs, JITTER_MAX_MS);
+  return { expiresAt: new Date(expiresAt), nextRefreshAt: new Date(Math.max(issued, due)) };
+}
+
+/** Exponential backoff with full jitter: uniform in [0, min(cap, base·2^(attempt-1))]. */
+export function backoffDelayMs(attempt: number, baseMs: number, capMs: number, random: number): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(Math.max(attempt - 1, 0), 30));
+  return Math.floor(random * ceiling);
+}
+
+export interface RetryInput {
+  attempt: number;
+  baseMs: number;
+  capMs: number;
+  random: number;
+  /** From Retry-After: the provider said when; never retry sooner. */
+  retryAfterMs?: number;
+}
+
+export function retryDelayMs(input: RetryInput): number {
+  const backoff = backoffDelayMs(input.attempt, input.baseMs, input.capMs, input.random);
+  return input.retryAfterMs !== undefined ? Math.max(backoff, input.retryAfterMs) : backoff;
+}

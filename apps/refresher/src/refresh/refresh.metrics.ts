@@ -1,0 +1,73 @@
+import { Injectable } from '@nestjs/common';
+import { Counter, Histogram, Registry } from 'prom-client';
+
+/**
+ * Prometheus series of the refresh engine and token.get. Labels are provider ids and
+ * outcome names only: never a tenant, a connection or anything derived from a token.
+ */
+@Injectable()
+export class RefreshMetrics {
+  readonly registry = new Registry();
+  private readonly refreshes = new Counter({
+    name: 'tokenkeeper_refreshes_total',
+    help: 'Refresh attempts by provider and outcome',
+    labelNames: ['provider', 'outcome'],
+    registers: [this.registry],
+  });
+  private readonly requestSeconds = new Histogram({
+    name: 'tokenkeeper_refresh_request_seconds',
+    help: 'Latency of token requests to providers',
+    labelNames: ['provider'],
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  private readonly latenessSeconds = new Histogram({
+    name: 'tokenkeeper_refresh_lateness_seconds',
+    help: 'How long after its due time a refresh was committed',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  private readonly getSeconds = new Histogram({
+    name: 'tokenkeeper_token_get_seconds',
+    help: 'token.get latency by outcome (slow path only: cache hits are counted, not timed)',
+    labelNames: ['outcome'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers: [this.registry],
+  });
+  private cacheHits = 0;
+  private cacheHitsReported = 0;
+
+  constructor() {
+    const metrics = this;
+    new Counter({
+      name: 'tokenkeeper_token_get_cache_hits_total',
+      help: 'token.get answered from memory',
+      registers: [this.registry],
+      collect() {
+        this.inc(metrics.cacheHits - metrics.cacheHitsReported);
+        metrics.cacheHitsReported = metrics.cacheHits;
+      },
+    });
+  }
+
+  countRefresh(provider: string, outcome: string): void {
+    this.refreshes.inc({ provider, outcome });
+  }
+
+  observeRequest(provider: string, seconds: number): void {
+    this.requestSeconds.observe({ provider }, seconds);
+  }
+
+  observeLateness(seconds: number): void {
+    this.latenessSeconds.observe(Math.max(0, seconds));
+  }
+
+  observeGet(outcome: string, seconds: number): void {
+    this.getSeconds.observe({ outcome }, seconds);
+  }
+
+  /** The hot path only bumps a counter: a histogram observation would cost more than the lookup. */
+  countCacheHit(): void {
+    this.cacheHits++;
+  }
+}

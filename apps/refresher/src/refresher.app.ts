@@ -1,0 +1,34 @@
+import 'reflect-metadata';
+import type { INestApplication, LoggerService } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { AppConfig } from './config/app-config.js';
+import { NATS_CONNECTION } from './nats/nats-connection.js';
+import { NatsRpcServer } from './nats/nats-rpc.server.js';
+import { PassThroughRpcExceptionFilter } from './nats/rpc-exception.filter.js';
+import type { ProviderConfig } from './providers/provider.types.js';
+import { RefresherModule } from './refresher.module.js';
+
+export interface RefresherAppOptions {
+  config: AppConfig;
+  logger: LoggerService | false;
+  providers?: ReadonlyMap<string, ProviderConfig>;
+}
+
+/**
+ * Builds and starts a refresher: HTTP (health, metrics) on HTTP_PORT and the NATS
+ * request-reply handlers on the lean transport. Used by main.ts, the demo and tests.
+ */
+export async function startRefresher(options: RefresherAppOptions): Promise<INestApplication> {
+  const app = await NestFactory.create(RefresherModule.forRoot(options), {
+    logger: options.logger,
+    abortOnError: false,
+    bufferLogs: false,
+  });
+  app.useGlobalFilters(new PassThroughRpcExceptionFilter());
+  const nc = app.get<NatsConnection>(NATS_CONNECTION);
+  app.connectMicroservice({ strategy: new NatsRpcServer(nc) }, { inheritAppConfig: true });
+  await app.startAllMicroservices();
+  await app.listen(options.config.httpPort, '0.0.0.0');
+  return app;
+}

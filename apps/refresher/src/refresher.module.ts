@@ -1,0 +1,103 @@
+import { type DynamicModule, Inject, Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { APP_CONFIG, type AppConfig } from './config/app-config.js';
+import { createTokenCipher } from './crypto/encryption-keys.provider.js';
+import { TokenCipher } from './crypto/token-cipher.js';
+import { connectNats, NATS_CONNECTION } from './nats/nats-connection.js';
+import { TokenEventListener } from './nats/token-event.listener.js';
+import { TokenEventPublisher } from './nats/token-event.publisher.js';
+import { CredentialEntity } from './persistence/credential.entity.js';
+import { CredentialMapper } from './persistence/credential.mapper.js';
+import { CredentialRepository } from './persistence/credential.repository.js';
+import { ensureDatabase } from './persistence/database.bootstrap.js';
+import { InitialSchema1764100000000 } from './persistence/migrations/1764100000000-initial-schema.js';
+import { OutboxEntity } from './persistence/outbox.entity.js';
+import { ProviderRegistry } from './providers/provider.registry.js';
+import type { ProviderConfig, TokenEndpoint } from './providers/provider.types.js';
+import { TOKEN_ENDPOINT } from './providers/provider.tokens.js';
+import { loadProvidersFile } from './providers/providers-file.loader.js';
+import { UndiciTokenEndpoint } from './providers/token-endpoint.client.js';
+import { Clock } from './refresh/clock.js';
+import { ReencryptionService } from './refresh/reencryption.service.js';
+import { RefreshCoordinator } from './refresh/refresh-coordinator.service.js';
+import { RefreshMetrics } from './refresh/refresh.metrics.js';
+import { RefreshScheduler } from './refresh/refresh.scheduler.js';
+import { RefreshService } from './refresh/refresh.service.js';
+import { TokenCache } from './tokens/token-cache.js';
+import { TokenController } from './tokens/token.controller.js';
+import { TokenService } from './tokens/token.service.js';
+
+export const MIGRATIONS = [InitialSchema1764100000000];
+export const ENTITIES = [CredentialEntity, OutboxEntity];
+
+export interface RefresherModuleOptions {
+  config: AppConfig;
+  /** Instead of reading PROVIDERS_FILE (tests, embedding). */
+  providers?: ReadonlyMap<string, ProviderConfig>;
+}
+
+/** Drains the NATS connection last, after handlers and the scheduler have stopped. */
+class NatsLifecycle implements OnApplicationShutdown {
+  constructor(@Inject(NATS_CONNECTION) private readonly nc: NatsConnection) {}
+  async onApplicationShutdown(): Promise<void> {
+    if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+  }
+}
+
+@Module({})
+export class RefresherModule {
+  static forRoot({ config, providers }: RefresherModuleOptions): DynamicModule {
+    const logger = new Logger('Refresher');
+    return {
+      module: RefresherModule,
+      imports: [
+        TypeOrmModule.forRootAsync({
+          useFactory: async () => {
+            await ensureDatabase(config.database.url);
+            return {
+              type: 'postgres' as const,
+              url: config.database.url,
+              entities: ENTITIES,
+              migrations: MIGRATIONS,
+              migrationsRun: true,
+              synchronize: false,
+              poolSize: config.database.poolSize,
+              retryAttempts: config.env === 'test' ? 1 : 10,
+              retryDelay: 1_000,
+              extra: { application_name: `tokenkeeper-refresher ${config.replicaId}` },
+            };
+          },
+        }),
+      ],
+      controllers: [TokenController],
+      providers: [
+        { provide: APP_CONFIG, useValue: config },
+        { provide: TokenCipher, useFactory: () => createTokenCipher(config, (message) => logger.log(message)) },
+        { provide: CredentialMapper, useFactory: (cipher: TokenCipher) => new CredentialMapper(cipher), inject: [TokenCipher] },
+        {
+          provide: ProviderRegistry,
+          useFactory: () => new ProviderRegistry(providers ?? loadProvidersFile(config.providersFile, config.providersEnv)),
+        },
+        {
+          provide: TOKEN_ENDPOINT,
+          useFactory: (): TokenEndpoint => new UndiciTokenEndpoint({ timeoutMs: config.refresh.requestTimeoutMs }),
+        },
+        { provide: NATS_CONNECTION, useFactory: () => connectNats(config.nats, `tokenkeeper-refresher ${config.replicaId}`) },
+        { provide: TokenCache, useFactory: () => new TokenCache(config.tokenCacheMaxEntries) },
+        NatsLifecycle,
+        Clock,
+        RefreshMetrics,
+        CredentialRepository,
+        TokenEventPublisher,
+        TokenEventListener,
+        RefreshService,
+        RefreshCoordinator,
+        RefreshScheduler,
+        ReencryptionService,
+        TokenService,
+      ],
+      exports: [APP_CONFIG, NATS_CONNECTION, RefreshMetrics, TokenService, RefreshScheduler],
+    };
+  }
+}

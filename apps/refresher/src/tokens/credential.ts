@@ -1,0 +1,33 @@
+import type { Secret } from '@tokenkeeper/common';
+import type { CredentialKey, CredentialStatus, ErrorBody } from '@tokenkeeper/contracts';
+
+/** A credential as the refresher's logic sees it: plain data, secrets wrapped. */
+export interface Credential extends CredentialKey {
+  provider: string;
+  status: CredentialStatus;
+  version: number;
+  tokenType: string;
+  scope?: string;
+  accessToken?: Secret;
+  refreshToken?: Secret;
+  issuedAt: Date | null;
+  expiresAt: Date | null;
+  nextRefreshAt: Date | null;
+  lastRefreshedAt: Date | null;
+  failures: number;
+  lastError: ErrorBody | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** Proof that this replica may refresh a credential: writes land only while it holds. */
+export interface Lease {
+  leaseId: string;
+  /** The version read when the lease was taken; the write is fenced on it too. */
+  version: number;
+}
+
+export interface LeasedCredential {
+  credential: Credential;
+  lease: Lease;
+}

@@ -1,0 +1,134 @@
+import { credentialId, encodeJson, type TokenView } from '@tokenkeeper/contracts';
+import { LRUCache } from 'lru-cache';
+
+/** A token ready to be served: the reply is encoded once per version, not once per request. */
+export interface CachedToken {
+  version: number;
+  /** Infinity when the token has no known expiry. */
+  expiresAtMs: number;
+  /**
+   * Half the token's lifetime: a caller's minTtlSeconds is capped at this, or a provider
+   * issuing tokens shorter than minTtl would be asked for a new one on every request.
+   */
+  minTtlCapMs: number;
+  reply: Uint8Array;
+}
+
+/** Resolved with the new version, or -1 when the refresh being waited for failed. */
+type VersionWaiter = { above: number; resolve: (version: number) => void };
+
+/**
+ * The refresher's memory of tokens that `token.get` asked for, so that a fresh token is
+ * answered without a database round trip. It is bounded (LRU) because a replica may own
+ * millions of credentials but only serves a working set, and it is kept coherent across
+ * replicas by versions: every replica applies every `token.*` event, and an entry is
+ * only ever replaced by a strictly newer version.
+ */
+export class TokenCache {
+  private readonly entries: LRUCache<string, CachedToken>;
+  private readonly waiters = new Map<string, VersionWaiter[]>();
+
+  constructor(maxEntries: number) {
+    this.entries = new LRUCache({ max: maxEntries });
+  }
+
+  get(id: string): CachedToken | undefined {
+    return this.entries.get(id);
+  }
+
+  /** Stores a token that was just read or written by this replica. */
+  put(token: TokenView, issuedAtMs: number): void {
+    const id = credentialId(token);
+    const current = this.entries.peek(id);
+    if (!current || current.version <= token.version) this.entries.set(id, toCached(token, issuedAtMs));
+    this.notify(id, token.version);
+  }
+
+  /** Applies a token announced by any replica; only entries already cached are replaced. */
+  observe(token: TokenView, issuedAtMs: number): void {
+    const id = credentialId(token);
+    const current = this.entries.peek(id);
+    if (current && current.version < token.version) this.entries.set(id, toCached(token, issuedAtMs));
+    this.notify(id, token.version);
+  }
+
+  /** A version that must not be served any more (revoked, or its refresh token is dead). */
+  evict(id: string, version: number): void {
+    const current = this.entries.peek(id);
+    if (current && current.version <= version) this.entries.delete(id);
+    this.notify(id, version);
+  }
+
+  /**
+   * Resolves with the first version above `above` that this replica learns of (from its
+   * own commit or another replica's event), or null after `timeoutMs`.
+   */
+  waitForVersionAbove(id: string, above: number, timeoutMs: number): Promise<number | null> {
+    return new Promise((resolve) => {
+      const waiter: VersionWaiter = {
+        above,
+        resolve: (version) => {
+          clearTimeout(timer);
+          resolve(version);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.removeWaiter(id, waiter);
+        resolve(null);
+      }, timeoutMs);
+      const list = this.waiters.get(id);
+      if (list) list.push(waiter);
+      else this.waiters.set(id, [waiter]);
+    });
+  }
+
+  /** Wakes everyone waiting on `id` without a new version (its refresh failed). */
+  interrupt(id: string): void {
+    const list = this.waiters.get(id);
+    if (!list) return;
+    this.waiters.delete(id);
+    for (const w of list) w.resolve(-1);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+
+  private notify(id: string, version: number): void {
+    const list = this.waiters.get(id);
+    if (!list) return;
+    const remaining = list.filter((w) => {
+      if (version <= w.above) return true;
+      w.resolve(version);
+      return false;
+    });
+    if (remaining.length) this.waiters.set(id, remaining);
+    else this.waiters.delete(id);
+  }
+
+  private removeWaiter(id: string, waiter: VersionWaiter): void {
+    const list = this.waiters.get(id);
+    if (!list) return;
+    const remaining = list.filter((w) => w !== waiter);
+    if (remaining.length) this.waiters.set(id, remaining);
+    else this.waiters.delete(id);
+  }
+}
+
+export function minTtlCapMs(expiresAtMs: number, issuedAtMs: number): number {
+  return Number.isFinite(expiresAtMs) ? Math.max(0, (expiresAtMs - issuedAtMs) / 2) : Number.POSITIVE_INFINITY;
+}
+
+function toCached(token: TokenView, issuedAtMs: number): CachedToken {
+  const expiresAtMs = token.expiresAt === null ? Number.POSITIVE_INFINITY : Date.parse(token.expiresAt);
+  return {
+    version: token.version,
+    expiresAtMs,
+    minTtlCapMs: minTtlCapMs(expiresAtMs, issuedAtMs),
+    reply: encodeJson({ ok: true, token }),
+  };
+}

@@ -1,0 +1,51 @@
+import { Controller } from '@nestjs/common';
+import { MessagePattern } from '@nestjs/microservices';
+import {
+  CredentialKeyRequestSchema,
+  parseRequest,
+  RpcSubject,
+  TokenGetRequestSchema,
+  TokenListRequestSchema,
+  TokenRegisterRequestSchema,
+} from '@tokenkeeper/contracts';
+import { TokenService } from './token.service.js';
+
+/**
+ * The request-reply subjects of the wire contract. Each handler validates its payload
+ * with the contract's schema and returns the reply body; errors are thrown as
+ * ContractError and turned into replies by the transport, in one place.
+ */
+@Controller()
+export class TokenController {
+  constructor(private readonly tokens: TokenService) {}
+
+  @MessagePattern(RpcSubject.get)
+  get(data: unknown) {
+    return this.tokens.get(parseRequest(TokenGetRequestSchema, data));
+  }
+
+  @MessagePattern(RpcSubject.register)
+  async register(data: unknown) {
+    return { ok: true, credential: await this.tokens.register(parseRequest(TokenRegisterRequestSchema, data)) };
+  }
+
+  @MessagePattern(RpcSubject.refresh)
+  async refresh(data: unknown) {
+    return { ok: true, credential: await this.tokens.refreshNow(parseRequest(CredentialKeyRequestSchema, data)) };
+  }
+
+  @MessagePattern(RpcSubject.revoke)
+  async revoke(data: unknown) {
+    return { ok: true, ...(await this.tokens.revoke(parseRequest(CredentialKeyRequestSchema, data))) };
+  }
+
+  @MessagePattern(RpcSubject.describe)
+  async describe(data: unknown) {
+    return { ok: true, credential: await this.tokens.describe(parseRequest(CredentialKeyRequestSchema, data)) };
+  }
+
+  @MessagePattern(RpcSubject.list)
+  async list(data: unknown) {
+    return { ok: true, ...(await this.tokens.list(parseRequest(TokenListRequestSchema, data))) };
+  }
+}

@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto';
+import type { INestApplication } from '@nestjs/common';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
+import { encodeJson } from '@tokenkeeper/contracts';
+import { type AppConfig, loadConfig } from '../src/config/app-config.js';
+import { parseProvidersDocument } from '../src/providers/providers-file.loader.js';
+import type { ProviderConfig } from '../src/providers/provider.types.js';
+import { startRefresher } from '../src/refresher.app.js';
+import type { SandboxProvider } from '@tokenkeeper/testing';
+import { Writable } from 'node:stream';
+
+export const testKeys = () => `test:${randomBytes(32).toString('base64')}`;
+
+/** Environment for a refresher under test: fast leases and backoff, random HTTP port. */
+export function testEnv(base: { natsUrl: string; databaseUrl: string; keys: string }, overrides: Record<string, string> = {}) {
+  return {
+    NODE_ENV: 'test',
+    NATS_URL: base.natsUrl,
+    DATABASE_URL: base.databaseUrl,
+    TOKEN_ENCRYPTION_KEYS: base.keys,
+    HTTP_PORT: '0',
+    LOG_LEVEL: 'warn',
+    LEASE_SECONDS: '5',
+    REFRESH_TIMEOUT_MS: '2000',
+    REFRESH_MIN_MARGIN_SECONDS: '2',
+    CLAIM_INTERVAL_MS: '50',
+    BACKOFF_BASE_MS: '200',
+    BACKOFF_MAX_MS: '1000',
+    MISCONFIGURED_RETRY_MS: '2000',
+    SHUTDOWN_GRACE_MS: '3000',
+    ...overrides,
+  };
+}
+
+export function sandboxProviders(sandbox: SandboxProvider, extra: Record<string, unknown> = {}): Map<string, ProviderConfig> {
+  const doc = {
+    providers: {
+      sandbox: {
+        tokenUrl: sandbox.tokenUrl,
+        revocationUrl: sandbox.revocationUrl,
+        clientId: 'sandbox-client',
+        clientSecret: 'sandbox-secret',
+        authMethod: 'client_secret_basic',
+        grant: 'refresh_token',
+        ...extra,
+      },
+      'sandbox-cc': {
+        tokenUrl: sandbox.tokenUrl,
+        clientId: 'sandbox-client',
+        clientSecret: 'sandbox-secret',
+        authMethod: 'client_secret_post',
+        grant: 'client_credentials',
+      },
+    },
+  };
+  return parseProvidersDocument(JSON.stringify(doc), 'json', {});
+}
+
+/** Captures every log line, so that tests can search them for planted secrets. */
+export class LogCapture extends Writable {
+  readonly lines: string[] = [];
+  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
+    this.lines.push(chunk.toString('utf8'));
+    done();
+  }
+  text(): string {
+    return this.lines.join('');
+  }
+}
+
+export interface TestRefresher {
+  app: INestApplication;
+  config: AppConfig;
+  logs: LogCapture;
+  close(): Promise<void>;
+}
+
+export async function startTestRefresher(
+  env: Record<string, string>,
+  providers: Map<string, ProviderConfig>,
+): Promise<TestRefresher> {
+  const config = loadConfig(env);
+  const logs = new LogCapture();
+  const logger = new PinoLoggerService(createLogger({ level: env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: logs }));
+  const app = await startRefresher({ config, logger, providers });
+  return { app, config, logs, close: () => app.close() };
+}
+
+/** A raw nats.js caller, as any service in any language would be. */
+export class RawCaller {
+  private constructor(readonly nc: NatsConnection) {}
+
+  static async connect(url: string): Promise<RawCaller> {
+    return new RawCaller(await connect({ servers: url, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100 }));
+  }
+
+  async call<T = any>(subject: string, body: unknown, timeout = 10_000): Promise<T> {
+    const payload = typeof body === 'string' || body instanceof Uint8Array ? body : encodeJson(body);
+    const msg = await this.nc.request(subject, payload, { timeout });
+    return msg.json<T>();
+  }
+
+  close(): Promise<void> {
+    return this.nc.close();
+  }
+}

@@ -1,0 +1,4 @@
+export * from './database.harness.js';
+export * from './nats-server.harness.js';
+export * from './sandbox-provider.js';
+export * from './wait.js';
