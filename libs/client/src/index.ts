@@ -1,0 +1,16 @@
+export { TokenClient } from './token.client.js';
+export { TokenClientError } from './token-get.requester.js';
+export type {
+  TokenClientOptions,
+  TokenClientStats,
+  TokenEventSubscription,
+  TokenRequestOptions,
+} from './token-client.options.js';
+export type { TokenFetchInit, TokenFetchResponse, TokenFetchTarget, TokenSource } from './token-fetch.helper.js';
+export { tokenFetch } from './token-fetch.helper.js';
+export {
+  TOKEN_CLIENT_OPTIONS,
+  TokenClientModule,
+  type TokenClientModuleAsyncOptions,
+  type TokenClientModuleExtras,
+} from './token-client.module.js';

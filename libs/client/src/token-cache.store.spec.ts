@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { tokenView } from './fake-refresher.fixture.js';
+import { FRESH, REAUTH, REVOKED, TokenCache } from './token-cache.store.js';
+import { emptyStats } from './token-client.options.js';
+import { parseTokenEvent, type ValidatedToken, validateTokenView } from './token-events.validator.js';
+
+const key = { tenant: 'acme', connection: 'github' };
+const id = 'acme/github';
+
+function token(version: number, ttlSeconds: number | null = 3600): ValidatedToken {
+  return validateTokenView(tokenView(key, version, ttlSeconds)) as ValidatedToken;
+}
+
+/** The version rules alone, without NATS: what the integration specs rely on. */
+describe('TokenCache version rules', () => {
+  it('keeps the highest version of pushed tokens', () => {
+    const cache = new TokenCache(Infinity, emptyStats());
+    expect(cache.applyPushedToken(id, token(2), 0)).toBe(true);
+    expect(cache.applyPushedToken(id, token(2), 0)).toBe(false);
+    expect(cache.applyPushedToken(id, token(1), 0)).toBe(false);
+    expect(cache.applyPushedToken(id, token(3), 0)).toBe(true);
+    expect(cache.map.get(id)).toMatchObject({ version: 3, state: FRESH });
+  });
+
+  it('revocation applies at an equal version and is lifted only by a newer token', () => {
+    const cache = new TokenCache(Infinity, emptyStats());
+    cache.applyPushedToken(id, token(4), 0);
+    expect(cache.applyRevoked(id, 3)).toBe(false);
+    expect(cache.applyRevoked(id, 4)).toBe(true);
+    expect(cache.applyRevoked(id, 4)).toBe(false);
+    expect(cache.map.get(id)).toMatchObject({ state: REVOKED, accessToken: '', view: null });
+    expect(cache.applyPushedToken(id, token(4), 0)).toBe(false);
+    expect(cache.applyAnswer(id, token(4), 0)).toBe('revoked');
+    expect(cache.applyPushedToken(id, token(5), 0)).toBe(true);
+    expect(cache.map.get(id)?.state).toBe(FRESH);
+  });
+
+  it('reauth_required marks the entry; only a newer token clears it', () => {
+    const cache = new TokenCache(Infinity, emptyStats());
+    cache.applyPushedToken(id, token(1), 0);
+    expect(cache.applyFailed(id, 1, 'failing')).toBeNull();
+    expect(cache.applyFailed(id, 1, 'reauth_required')).toBe(true);
+    expect(cache.applyFailed(id, 1, 'reauth_required')).toBe(false);
+    // An answer at the same version is handed to that caller but the mark stays.
+    expect(cache.applyAnswer(id, token(1), 0)).toMatchObject({ version: 1 });
+    expect(cache.map.get(id)?.state).toBe(REAUTH);
+    expect(cache.applyFailed(id, 1, 'revoked')).toBe(true);
+    expect(cache.map.get(id)?.state).toBe(REVOKED);
+  });
+
+  it('a token.get answer at the cached version re-stamps the epoch; an older one loses', () => {
+    const cache = new TokenCache(Infinity, emptyStats());
+    cache.applyPushedToken(id, token(3), 0);
+    expect(cache.applyAnswer(id, token(3), 1)).toMatchObject({ version: 3 });
+    expect(cache.map.get(id)?.epoch).toBe(1);
+    expect(cache.applyAnswer(id, token(2), 2)).toMatchObject({ version: 3 });
+    expect(cache.map.get(id)?.epoch).toBe(1);
+  });
+
+  it('stores expiry as epoch ms, Infinity for tokens without one', () => {
+    expect(token(1, null).expiresAtMs).toBe(Infinity);
+    expect(token(1, 60).expiresAtMs).toBeGreaterThan(Date.now());
+  });
+
+  it('evicts in LRU order and counts evictions', () => {
+    const stats = emptyStats();
+    const cache = new TokenCache(3, stats);
+    for (const t of ['a', 'b', 'c']) cache.applyPushedToken(`${t}/x`, token(1), 0);
+    cache.touch('a/x', cache.map.get('a/x')!);
+    cache.applyPushedToken('d/x', token(1), 0);
+    expect([...cache.map.keys()]).toEqual(['c/x', 'a/x', 'd/x']);
+    expect(stats.evictions).toBe(1);
+  });
+});
+
+describe('parseTokenEvent', () => {
+  const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+
+  it('takes identity from the subject and refuses a payload naming another credential', () => {
+    const view = tokenView(key, 1);
+    expect(parseTokenEvent('token.refreshed.acme.github', enc(view))).toMatchObject({ kind: 'refreshed' });
+    expect(parseTokenEvent('token.refreshed.acme.slack', enc(view))).toBeNull();
+    expect(parseTokenEvent('token.exploded.acme.github', enc(view))).toBeNull();
+  });
+
+  it('rejects wrong types and drops unknown fields', () => {
+    const view = tokenView(key, 1);
+    expect(parseTokenEvent('token.refreshed.acme.github', enc({ ...view, expiresAt: 'soon' }))).toBeNull();
+    expect(parseTokenEvent('token.revoked.acme.github', enc({ ...key, version: -1 }))).toBeNull();
+    expect(parseTokenEvent('token.failed.acme.github', enc({ ...key, version: 1, status: 'weird' }))).toBeNull();
+    const parsed = parseTokenEvent('token.registered.acme.github', enc({ ...view, eventId: 'e', extra: 1 }));
+    expect(parsed?.kind === 'registered' && Object.keys(parsed.token.view)).not.toContain('eventId');
+  });
+});

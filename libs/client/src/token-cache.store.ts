@@ -1,0 +1,192 @@
+import type { TokenView } from '@tokenkeeper/contracts';
+import type { TokenClientStats } from './token-client.options.js';
+import type { ValidatedToken } from './token-events.validator.js';
+
+/** Served from memory while valid and trusted. */
+export const FRESH = 0;
+/** The refresher said the grant is dead: every use asks `token.get`, the only authority. */
+export const REAUTH = 1;
+/** Tombstone: the token is dropped, only its version is remembered so nothing older comes back. */
+export const REVOKED = 2;
+export type EntryState = typeof FRESH | typeof REAUTH | typeof REVOKED;
+
+/**
+ * One credential. Every field is written in the constructor, in one order, so all
+ * entries share one hidden class and the hot path's property loads stay monomorphic.
+ */
+export class CacheEntry {
+  /** Kept beside `view` so the hot path does one load less; '' when not FRESH. */
+  accessToken: string;
+  view: TokenView | null;
+  /** Epoch ms; `Infinity` when the provider gave no lifetime. */
+  expiresAtMs: number;
+  version: number;
+  state: EntryState;
+  /** Connection epoch under which this entry was last known current (see TokenClient). */
+  epoch: number;
+  /** Position in LRU order; only maintained when the cache is bounded. */
+  seq: number;
+  /**
+   * Settled promises of this token, made on first hit and reused by every later one,
+   * so that a hit allocates nothing even though the API returns promises.
+   */
+  tokenPromise: Promise<string> | null;
+  viewPromise: Promise<TokenView> | null;
+
+  constructor(token: ValidatedToken | null, version: number, state: EntryState, epoch: number, seq: number) {
+    this.accessToken = token === null ? '' : token.view.accessToken;
+    this.view = token === null ? null : token.view;
+    this.expiresAtMs = token === null ? 0 : token.expiresAtMs;
+    this.version = version;
+    this.state = state;
+    this.epoch = epoch;
+    this.seq = seq;
+    this.tokenPromise = null;
+    this.viewPromise = null;
+  }
+
+  setToken(token: ValidatedToken, epoch: number): void {
+    this.accessToken = token.view.accessToken;
+    this.view = token.view;
+    this.expiresAtMs = token.expiresAtMs;
+    this.version = token.view.version;
+    this.state = FRESH;
+    this.epoch = epoch;
+    this.tokenPromise = null;
+    this.viewPromise = null;
+  }
+
+  /** Drops the secret as well as the flag: a token that must not be served should not linger in memory. */
+  setDead(state: typeof REAUTH | typeof REVOKED, version: number): void {
+    this.accessToken = '';
+    this.view = null;
+    this.expiresAtMs = 0;
+    this.version = version;
+    this.state = state;
+    this.tokenPromise = null;
+    this.viewPromise = null;
+  }
+}
+
+/** What `applyAnswer` tells the caller of `token.get` to do with the refresher's answer. */
+export type AnswerOutcome = TokenView | 'revoked';
+
+/**
+ * The version rules of SPEC §3 in one place, free of I/O so they can be read and
+ * tested alone. Events may come twice or out of order; the cache keeps the highest
+ * version, and a tombstone or a reauth mark is only lifted by a strictly newer token.
+ *
+ * LRU without paying for it on every hit: a Map iterates in insertion order, so
+ * "move to the back" is delete + set. That is only done when an entry has drifted
+ * into the older half of the order (by `seq`); an entry in the newer half cannot be
+ * next to go, so touching it would buy nothing. Unbounded caches skip all of it.
+ */
+export class TokenCache {
+  readonly map = new Map<string, CacheEntry>();
+  readonly bounded: boolean;
+  private readonly touchDistance: number;
+  private seq = 0;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly stats: TokenClientStats,
+  ) {
+    this.bounded = Number.isFinite(maxEntries);
+    this.touchDistance = this.bounded ? Math.max(1, Math.floor(maxEntries / 2)) : Infinity;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** Hot path companion: called on a hit of a bounded cache only. */
+  touch(id: string, entry: CacheEntry): void {
+    if (this.seq - entry.seq < this.touchDistance) return;
+    this.map.delete(id);
+    entry.seq = ++this.seq;
+    this.map.set(id, entry);
+  }
+
+  /** refreshed / registered: applied only when strictly newer, so duplicates are stale too. */
+  applyPushedToken(id: string, token: ValidatedToken, epoch: number): boolean {
+    const entry = this.map.get(id);
+    if (entry === undefined) {
+      this.insert(id, new CacheEntry(token, token.view.version, FRESH, epoch, 0));
+      return true;
+    }
+    if (token.view.version <= entry.version) return false;
+    entry.setToken(token, epoch);
+    return true;
+  }
+
+  /**
+   * A failure concerns the version current when it happened, so it applies at an
+   * equal version too; an older one was overtaken by a newer token. Returns null
+   * when the event says nothing the cache acts on (a retryable failure: the
+   * refresher keeps serving the still-valid token, and so does the cache).
+   */
+  applyFailed(id: string, version: number, status: string): boolean | null {
+    if (status === 'revoked') return this.applyRevoked(id, version);
+    if (status !== 'reauth_required') return null;
+    return this.markDead(id, REAUTH, version);
+  }
+
+  /** Revocation applies at an equal version (it revokes the current token). */
+  applyRevoked(id: string, version: number): boolean {
+    return this.markDead(id, REVOKED, version);
+  }
+
+  /**
+   * A `token.get` answer. An equal version confirms the entry under the current
+   * epoch; an older one means a newer token was pushed while the request was in
+   * flight, and the newer one wins.
+   */
+  applyAnswer(id: string, token: ValidatedToken, epoch: number): AnswerOutcome {
+    const entry = this.map.get(id);
+    const version = token.view.version;
+    if (entry === undefined) {
+      this.insert(id, new CacheEntry(token, version, FRESH, epoch, 0));
+      return token.view;
+    }
+    if (version > entry.version) {
+      entry.setToken(token, epoch);
+      return token.view;
+    }
+    if (entry.state === REVOKED) return 'revoked';
+    // Marked reauth_required: serve this one answer, keep the mark so the next use asks again.
+    if (entry.state === REAUTH || entry.view === null) return token.view;
+    if (version === entry.version) {
+      entry.epoch = epoch;
+      entry.expiresAtMs = token.expiresAtMs;
+    }
+    return entry.view;
+  }
+
+  clear(): void {
+    this.map.clear();
+  }
+
+  private markDead(id: string, state: typeof REAUTH | typeof REVOKED, version: number): boolean {
+    const entry = this.map.get(id);
+    if (entry === undefined) {
+      // Remembered even though nothing was cached, so a late older token cannot bring it back.
+      this.insert(id, new CacheEntry(null, version, state, 0, 0));
+      return true;
+    }
+    if (version < entry.version) return false;
+    // The same verdict twice is a duplicate; REVOKED after REAUTH at one version is news.
+    if (version === entry.version && (entry.state === state || entry.state === REVOKED)) return false;
+    entry.setDead(state, version);
+    return true;
+  }
+
+  private insert(id: string, entry: CacheEntry): void {
+    entry.seq = ++this.seq;
+    this.map.set(id, entry);
+    if (this.map.size <= this.maxEntries) return;
+    // The oldest in Map order is the least recently used, give or take the half-order slack above.
+    const oldest = this.map.keys().next().value as string;
+    this.map.delete(oldest);
+    this.stats.evictions++;
+  }
+}

@@ -1,0 +1,111 @@
+import {
+  CREDENTIAL_STATUSES,
+  type CredentialStatus,
+  isValidName,
+  parseTokenEventSubject,
+  type TokenEventKind,
+  type TokenView,
+} from '@tokenkeeper/contracts';
+
+/**
+ * Hand-written checks instead of zod: pushed events arrive for every credential of
+ * every subscribed tenant, and a few `typeof` tests cost far less than a schema
+ * parse. Anything that fails is dropped and counted, never thrown, because a bad
+ * publisher must not break the consumer's cache.
+ */
+
+/** A token as validated from the wire, with its expiry already in epoch ms. */
+export interface ValidatedToken {
+  view: TokenView;
+  /** `Infinity` for `expiresAt: null`: such a token is served until replaced. */
+  expiresAtMs: number;
+}
+
+export type TokenEvent =
+  | { kind: 'refreshed' | 'registered'; token: ValidatedToken }
+  | { kind: 'failed'; tenant: string; connection: string; version: number; status: CredentialStatus }
+  | { kind: 'revoked'; tenant: string; connection: string; version: number };
+
+const decoder = new TextDecoder();
+
+function isVersion(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function isShortString(value: unknown, max: number): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= max;
+}
+
+/**
+ * Validates a token as found in a `token.get` reply or a refreshed/registered event
+ * and copies only the contract's fields, so that an event's `eventId`/`refreshedAt`
+ * or unknown extras are not kept in memory. The copy is frozen because the same
+ * object is handed to every caller of `getToken`.
+ */
+export function validateTokenView(raw: unknown): ValidatedToken | null {
+  if (raw === null || typeof raw !== 'object') return null;
+  const t = raw as Record<string, unknown>;
+  if (!isValidName(t.tenant) || !isValidName(t.connection)) return null;
+  if (!isShortString(t.provider, 128) || !isShortString(t.accessToken, 16_384)) return null;
+  if (!isShortString(t.tokenType, 64) || !isVersion(t.version)) return null;
+  if (t.scope !== undefined && typeof t.scope !== 'string') return null;
+  let expiresAtMs = Infinity;
+  if (t.expiresAt !== null) {
+    if (typeof t.expiresAt !== 'string') return null;
+    expiresAtMs = Date.parse(t.expiresAt);
+    if (Number.isNaN(expiresAtMs)) return null;
+  }
+  const view: TokenView = {
+    tenant: t.tenant,
+    connection: t.connection,
+    provider: t.provider,
+    accessToken: t.accessToken,
+    tokenType: t.tokenType,
+    expiresAt: t.expiresAt as string | null,
+    version: t.version,
+  };
+  if (t.scope !== undefined) view.scope = t.scope;
+  return { view: Object.freeze(view), expiresAtMs };
+}
+
+function parseJson(data: Uint8Array): Record<string, unknown> | null {
+  try {
+    const value: unknown = JSON.parse(decoder.decode(data));
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Parses one pushed event. The subject is authoritative for kind and identity: a
+ * payload that names another credential than its subject is refused, so a
+ * publisher allowed on one tenant's subjects cannot write another tenant's entry.
+ */
+export function parseTokenEvent(subject: string, data: Uint8Array): TokenEvent | null {
+  const parts = parseTokenEventSubject(subject);
+  if (parts === null || !isValidName(parts.tenant) || !isValidName(parts.connection)) return null;
+  const body = parseJson(data);
+  if (body === null) return null;
+  if (body.tenant !== parts.tenant || body.connection !== parts.connection) return null;
+  const kind: TokenEventKind = parts.kind;
+  switch (kind) {
+    case 'refreshed':
+    case 'registered': {
+      const token = validateTokenView(body);
+      return token === null ? null : { kind, token };
+    }
+    case 'failed': {
+      if (!isVersion(body.version)) return null;
+      const status = body.status as CredentialStatus;
+      if (!CREDENTIAL_STATUSES.includes(status)) return null;
+      return { kind, tenant: parts.tenant, connection: parts.connection, version: body.version, status };
+    }
+    case 'revoked': {
+      if (!isVersion(body.version)) return null;
+      return { kind, tenant: parts.tenant, connection: parts.connection, version: body.version };
+    }
+    default:
+      return null;
+  }
+}
