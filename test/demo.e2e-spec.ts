@@ -1,0 +1,28 @@
+import { spawn } from 'node:child_process';
+import { createTestDatabase, startNatsServer } from '@tokenkeeper/testing';
+import { expect, it } from 'vitest';
+
+/** The README's first command, shortened: it must tell the story and report zero failed calls. */
+it('npm run demo completes with zero failed API calls', async () => {
+  const [nats, db] = await Promise.all([startNatsServer(), createTestDatabase('tk_demo')]);
+  try {
+    const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/demo/src/main.ts'], {
+      env: { ...process.env, DEMO_SECONDS: '14', DEMO_TOKEN_TTL_SECONDS: '8', REFRESH_MIN_MARGIN_SECONDS: '3', NATS_URL: nats.url, DATABASE_URL: db.url, TOKEN_ENCRYPTION_KEYS: `demo:${Buffer.alloc(32, 7).toString('base64')}` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(out, out).toContain('API calls failed:    0');
+    expect(code, out).toBe(0);
+    expect(out).toMatch(/token refreshed → v\d/);
+    expect(out).toMatch(/billing +now using token v\d+ \(pushed by the refresher\)/);
+    expect(out).toMatch(/401 for the old token; reported it/);
+    const made = Number(/API calls made: +(\d+)/.exec(out)?.[1]);
+    expect(made).toBeGreaterThanOrEqual(20);
+  } finally {
+    await nats.stop();
+    await db.drop();
+  }
+}, 90_000);
