@@ -4,10 +4,10 @@ import { expect, it } from 'vitest';
 
 /** The README's first command, shortened: it must tell the story and report zero failed calls. */
 it('npm run demo completes with zero failed API calls', async () => {
-  const [nats, db] = await Promise.all([startNatsServer(), createTestDatabase('tk_demo')]);
+  const [nats, db] = await Promise.all([startNatsServer({ jetstream: true }), createTestDatabase('tk_demo')]);
   try {
     const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/demo/src/main.ts'], {
-      env: { ...process.env, DEMO_SECONDS: '14', DEMO_TOKEN_TTL_SECONDS: '8', REFRESH_MIN_MARGIN_SECONDS: '3', NATS_URL: nats.url, DATABASE_URL: db.url, TOKEN_ENCRYPTION_KEYS: `demo:${Buffer.alloc(32, 7).toString('base64')}` },
+      env: { ...process.env, DEMO_SECONDS: '14', DEMO_TOKEN_TTL_SECONDS: '8', REFRESH_MIN_MARGIN_SECONDS: '3', NATS_URL: nats.url, DATABASE_URL: db.url, AUDIT_DATABASE_URL: `${db.url}_audit`, TOKEN_ENCRYPTION_KEYS: `demo:${Buffer.alloc(32, 7).toString('base64')}` },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -19,9 +19,15 @@ it('npm run demo completes with zero failed API calls', async () => {
     expect(out).toMatch(/token refreshed → v\d/);
     expect(out).toMatch(/billing +now using token v\d+ \(pushed by the refresher\)/);
     expect(out).toMatch(/401 for the old token; reported it/);
+    expect(out).toMatch(/audit records: +.*\d+ refreshed/);
     const made = Number(/API calls made: +(\d+)/.exec(out)?.[1]);
     expect(made).toBeGreaterThanOrEqual(20);
   } finally {
+    const { default: pg } = await import('pg');
+    const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]+$/, '/postgres') });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS "${db.name}_audit" WITH (FORCE)`);
+    await admin.end();
     await nats.stop();
     await db.drop();
   }

@@ -16,6 +16,8 @@ import { startSandboxProvider } from '@tokenkeeper/testing';
 import { loadConfig } from '../../refresher/src/config/app-config.js';
 import { parseProvidersDocument } from '../../refresher/src/providers/providers-file.loader.js';
 import { startRefresher } from '../../refresher/src/refresher.app.js';
+import { startAudit } from '../../audit/src/audit.app.js';
+import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
 import { DemoConsumer, type ConsumerSummary } from './demo-consumer.js';
 import { DemoLog, preview } from './demo-log.js';
 
@@ -40,7 +42,14 @@ const config = loadConfig({
 log.section(`Tokenkeeper demo: ${seconds} s, tokens live ${TOKEN_TTL_SECONDS} s`);
 // Each run starts from an empty demo database: credentials left by an earlier run belong
 // to a sandbox provider that no longer exists.
+const auditConfig = loadAuditConfig({
+  ...process.env,
+  AUDIT_DATABASE_URL: process.env.AUDIT_DATABASE_URL ?? `${config.database.url}_audit`,
+  AUDIT_CONSUMER_NAME: process.env.AUDIT_CONSUMER_NAME ?? 'tokenkeeper-demo-audit',
+});
 await resetDatabase(config.database.url);
+await resetDatabase(auditConfig.database.url);
+const demoStartedAt = new Date().toISOString();
 const sandbox = await startSandboxProvider({ accessTokenTtlSeconds: TOKEN_TTL_SECONDS, rotateRefreshTokens: true });
 log.line('provider', `sandbox OAuth2 provider on ${sandbox.url} (rotating refresh tokens, reuse revokes the family)`);
 
@@ -64,6 +73,8 @@ const providers = parseProvidersDocument(
 const refresherLogger = new PinoLoggerService(createLogger({ level: process.env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: process.stderr as never }));
 const refresher = await startRefresher({ config, logger: refresherLogger, providers });
 log.line('refresher', `started: PostgreSQL ${new URL(config.database.url).pathname.slice(1)}, NATS ${config.nats.servers.join(',')}`);
+const audit = await startAudit({ config: auditConfig, logger: refresherLogger });
+log.line('audit', `started: durable JetStream consumer into ${new URL(auditConfig.database.url).pathname.slice(1)}`);
 
 const nc = await connect({ servers: config.nats.servers });
 let refreshes = 0;
@@ -112,8 +123,10 @@ async function finish(reason: string): Promise<void> {
   clearTimeout(revokeAt);
   log.line('demo', `${reason}; stopping`);
   const summaries: ConsumerSummary[] = await Promise.all(consumers.map((c) => c.stop()));
+  await refresher.close(); // publishes what is left in the outbox before it stops
+  const auditCounts = await countAuditRecords();
+  await audit.close();
   await nc.drain();
-  await refresher.close();
   await sandbox.close();
 
   const calls = summaries.reduce((n, s) => n + s.calls, 0);
@@ -127,8 +140,28 @@ async function finish(reason: string): Promise<void> {
       `${s.name.padEnd(8)} versions seen ${s.versionsSeen.join(', ')}; tokens from cache ${s.fromCache}, fetched via token.get ${s.fetched}, pushed updates ${s.pushedUpdates}, 401 retries ${s.retriedAfter401}\n`,
     );
   }
+  process.stdout.write(`audit records:       ${auditCounts}\n`);
   process.stdout.write(failed === 0 ? '\nNo API call failed: every token was refreshed before it expired.\n' : `\n${failed} API calls failed.\n`);
   process.exit(failed === 0 && calls > 0 ? 0 : 1);
+}
+
+/** What the audit app stored for this run, by type (it may take a moment to catch up). */
+async function countAuditRecords(): Promise<string> {
+  let counts = new Map<string, number>();
+  for (let attempt = 0; attempt < 20; attempt++) {
+    try {
+      const res = await nc.request('audit.query', JSON.stringify({ ...key, since: demoStartedAt, limit: 1000 }), { timeout: 2_000 });
+      const body = res.json<{ ok: boolean; items?: { type: string }[] }>();
+      counts = new Map();
+      for (const item of body.items ?? []) counts.set(item.type, (counts.get(item.type) ?? 0) + 1);
+      if ((counts.get('refreshed') ?? 0) >= refreshes) break;
+    } catch {
+      // not answering yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  const parts = [...counts].map(([type, n]) => `${n} ${type}`);
+  return parts.length ? `${parts.join(', ')} (secret-free, stored once each)` : 'none received';
 }
 
 process.once('SIGINT', () => void finish('Ctrl-C'));

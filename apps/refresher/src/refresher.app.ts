@@ -3,6 +3,7 @@ import type { INestApplication, LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { AppConfig } from './config/app-config.js';
+import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
 import { NATS_CONNECTION } from './nats/nats-connection.js';
 import { NatsRpcServer } from './nats/nats-rpc.server.js';
 import { PassThroughRpcExceptionFilter } from './nats/rpc-exception.filter.js';
@@ -27,7 +28,10 @@ export async function startRefresher(options: RefresherAppOptions): Promise<INes
   });
   app.useGlobalFilters(new PassThroughRpcExceptionFilter());
   const nc = app.get<NatsConnection>(NATS_CONNECTION);
-  app.connectMicroservice({ strategy: new NatsRpcServer(nc) }, { inheritAppConfig: true });
+  const rpc = new NatsRpcServer(nc);
+  app.connectMicroservice({ strategy: rpc }, { inheritAppConfig: true });
+  // At shutdown the request-reply subscriptions go first, before the refresh work drains.
+  app.get(GracefulShutdown).stopRequestsWith(() => rpc.close());
   await app.startAllMicroservices();
   await app.listen(options.config.httpPort, '0.0.0.0');
   return app;

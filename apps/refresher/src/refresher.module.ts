@@ -1,6 +1,9 @@
 import { type DynamicModule, Inject, Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { ensureDatabase, openWithMigrations } from '@tokenkeeper/common';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { AuditStreamService } from './audit/audit-stream.service.js';
+import { OutboxRelay } from './audit/outbox-relay.service.js';
 import { APP_CONFIG, type AppConfig } from './config/app-config.js';
 import { createTokenCipher } from './crypto/encryption-keys.provider.js';
 import { TokenCipher } from './crypto/token-cipher.js';
@@ -10,9 +13,13 @@ import { TokenEventPublisher } from './nats/token-event.publisher.js';
 import { CredentialEntity } from './persistence/credential.entity.js';
 import { CredentialMapper } from './persistence/credential.mapper.js';
 import { CredentialRepository } from './persistence/credential.repository.js';
-import { ensureDatabase } from './persistence/database.bootstrap.js';
 import { InitialSchema1764100000000 } from './persistence/migrations/1764100000000-initial-schema.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
+import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
+import { HealthController } from './observability/health.controller.js';
+import { NatsStatusMonitor } from './observability/nats-status.monitor.js';
+import { OpsMetrics } from './observability/ops-metrics.js';
+import { ReadinessService } from './observability/readiness.service.js';
 import { ProviderRegistry } from './providers/provider.registry.js';
 import type { ProviderConfig, TokenEndpoint } from './providers/provider.types.js';
 import { TOKEN_ENDPOINT } from './providers/provider.tokens.js';
@@ -37,11 +44,20 @@ export interface RefresherModuleOptions {
   providers?: ReadonlyMap<string, ProviderConfig>;
 }
 
-/** Drains the NATS connection last, after handlers and the scheduler have stopped. */
+/**
+ * Drains the NATS connection last, after handlers and the scheduler have stopped (see
+ * GracefulShutdown for the whole order). Bounded: while disconnected a drain would wait
+ * for the server forever.
+ */
 class NatsLifecycle implements OnApplicationShutdown {
   constructor(@Inject(NATS_CONNECTION) private readonly nc: NatsConnection) {}
   async onApplicationShutdown(): Promise<void> {
-    if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+    if (this.nc.isClosed()) return;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise((resolve) => (timer = setTimeout(resolve, 5_000)));
+    await Promise.race([this.nc.drain().catch(() => undefined), bound]);
+    clearTimeout(timer);
+    if (!this.nc.isClosed()) await this.nc.close();
   }
 }
 
@@ -53,6 +69,7 @@ export class RefresherModule {
       module: RefresherModule,
       imports: [
         TypeOrmModule.forRootAsync({
+          dataSourceFactory: async (options) => openWithMigrations(options!, 'tokenkeeper-refresher-migrations'),
           useFactory: async () => {
             await ensureDatabase(config.database.url);
             return {
@@ -60,7 +77,8 @@ export class RefresherModule {
               url: config.database.url,
               entities: ENTITIES,
               migrations: MIGRATIONS,
-              migrationsRun: true,
+              // Applied by openWithMigrations, under a lock shared by all replicas.
+              migrationsRun: false,
               synchronize: false,
               poolSize: config.database.poolSize,
               retryAttempts: config.env === 'test' ? 1 : 10,
@@ -70,7 +88,7 @@ export class RefresherModule {
           },
         }),
       ],
-      controllers: [TokenController],
+      controllers: [TokenController, HealthController],
       providers: [
         { provide: APP_CONFIG, useValue: config },
         { provide: TokenCipher, useFactory: () => createTokenCipher(config, (message) => logger.log(message)) },
@@ -96,6 +114,12 @@ export class RefresherModule {
         RefreshScheduler,
         ReencryptionService,
         TokenService,
+        AuditStreamService,
+        OutboxRelay,
+        NatsStatusMonitor,
+        ReadinessService,
+        OpsMetrics,
+        GracefulShutdown,
       ],
       exports: [APP_CONFIG, NATS_CONNECTION, RefreshMetrics, TokenService, RefreshScheduler],
     };

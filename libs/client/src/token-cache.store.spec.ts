@@ -71,6 +71,23 @@ describe('TokenCache version rules', () => {
     expect([...cache.map.keys()]).toEqual(['c/x', 'a/x', 'd/x']);
     expect(stats.evictions).toBe(1);
   });
+
+  it('keeps the by-tenant index of the hot path in step with inserts, evictions and clear', () => {
+    const cache = new TokenCache(2, emptyStats());
+    cache.applyPushedToken('t1/a', token(1), 0);
+    cache.applyRevoked('t1/b', 3);
+    expect(cache.byTenant.get('t1')?.get('a')).toBe(cache.map.get('t1/a'));
+    expect(cache.byTenant.get('t1')?.get('b')).toBe(cache.map.get('t1/b'));
+    cache.applyPushedToken('t1/a', token(2), 0);
+    expect(cache.byTenant.get('t1')?.get('a')?.version).toBe(2);
+    cache.applyPushedToken('t2/c', token(1), 0);
+    expect(cache.byTenant.get('t1')?.has('a')).toBe(false);
+    expect(cache.byTenant.get('t2')?.get('c')).toBe(cache.map.get('t2/c'));
+    cache.applyPushedToken('t3/d', token(1), 0);
+    expect(cache.byTenant.has('t1')).toBe(false);
+    cache.clear();
+    expect(cache.byTenant.size).toBe(0);
+  });
 });
 
 describe('parseTokenEvent', () => {

@@ -4,3 +4,4 @@ export * from './messages.js';
 export * from './names.js';
 export * from './names-guard.js';
 export * from './subjects.js';
+export * from './audit.js';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ContractError, type ErrorBody } from './errors.js';
-import { NAME_PATTERN } from './names.js';
+import { isValidName, NAME_PATTERN } from './names.js';
 import { AUDIT_RECORD_TYPES } from './subjects.js';
 
 const name = (what: string) =>
@@ -15,14 +15,42 @@ const secretString = z.string().min(1).max(16_384);
 export const CREDENTIAL_STATUSES = ['active', 'failing', 'reauth_required', 'revoked'] as const;
 export type CredentialStatus = (typeof CREDENTIAL_STATUSES)[number];
 
+/** Upper bound of `minTtlSeconds`: one day. */
+const MAX_MIN_TTL_SECONDS = 86_400;
+
 /** `token.get`: lenient about unknown fields so that newer clients work with older refreshers. */
 export const TokenGetRequestSchema = z.object({
   tenant,
   connection,
-  minTtlSeconds: z.number().int().min(0).max(86_400).optional(),
+  minTtlSeconds: z.number().int().min(0).max(MAX_MIN_TTL_SECONDS).optional(),
   rejectedVersion: z.number().int().min(0).optional(),
 });
 export type TokenGetRequest = z.infer<typeof TokenGetRequestSchema>;
+
+/**
+ * `token.get` validation for the hot path: the same rules as TokenGetRequestSchema,
+ * checked by hand (a tenth of the CPU of the schema, which showed in token.get's
+ * profile). Anything this check does not accept goes through the schema, so a
+ * rejected request gets exactly the schema's `bad_request` message.
+ */
+export function parseTokenGetRequest(data: unknown): TokenGetRequest {
+  if (data !== null && typeof data === 'object' && !Array.isArray(data)) {
+    const { tenant, connection, minTtlSeconds, rejectedVersion } = data as Record<string, unknown>;
+    if (
+      isValidName(tenant) &&
+      isValidName(connection) &&
+      (minTtlSeconds === undefined ||
+        (Number.isSafeInteger(minTtlSeconds) && (minTtlSeconds as number) >= 0 && (minTtlSeconds as number) <= MAX_MIN_TTL_SECONDS)) &&
+      (rejectedVersion === undefined || (Number.isSafeInteger(rejectedVersion) && (rejectedVersion as number) >= 0))
+    ) {
+      const request: TokenGetRequest = { tenant, connection };
+      if (minTtlSeconds !== undefined) request.minTtlSeconds = minTtlSeconds as number;
+      if (rejectedVersion !== undefined) request.rejectedVersion = rejectedVersion as number;
+      return request;
+    }
+  }
+  return parseRequest(TokenGetRequestSchema, data);
+}
 
 /** Providers send `expires_in` as a number or a numeric string; registrations may do the same. */
 const lifetimeSeconds = z.union([z.number(), z.string().regex(/^\d+(\.\d+)?$/)]).transform(Number).pipe(

@@ -42,8 +42,21 @@ const EnvSchema = z.object({
   BACKOFF_BASE_MS: positiveInt(1_000),
   BACKOFF_MAX_MS: positiveInt(300_000),
   MISCONFIGURED_RETRY_MS: positiveInt(600_000),
-  SHUTDOWN_GRACE_MS: positiveInt(10_000),
+  SHUTDOWN_GRACE_MS: positiveInt(15_000),
   TOKEN_CACHE_MAX_ENTRIES: positiveInt(100_000),
+  // Audit: the TOKEN_AUDIT stream (created or updated at start) and the outbox relay.
+  AUDIT_STREAM_MAX_AGE_HOURS: positiveInt(24 * 30),
+  AUDIT_STREAM_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
+  AUDIT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  AUDIT_DEDUPE_WINDOW_SECONDS: positiveInt(120),
+  AUDIT_RELAY_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(256),
+  AUDIT_RELAY_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(1_024).default(64),
+  AUDIT_RELAY_INTERVAL_MS: positiveInt(100),
+  AUDIT_RELAY_STANDBY_POLL_MS: positiveInt(1_000),
+  AUDIT_RELAY_BACKOFF_MAX_MS: positiveInt(10_000),
+  AUDIT_PUBLISH_TIMEOUT_MS: positiveInt(5_000),
+  AUDIT_RELAY_DRAIN_MS: positiveInt(5_000),
+  AUDIT_OUTBOX_RETENTION_HOURS: positiveInt(24),
 });
 
 export type NatsAuth =
@@ -81,6 +94,19 @@ export interface AppConfig {
     misconfiguredRetryMs: number;
   };
   shutdownGraceMs: number;
+  audit: {
+    stream: { maxAgeSeconds: number; maxBytes: number; replicas: number; dedupeWindowSeconds: number };
+    relay: {
+      batchSize: number;
+      maxInFlight: number;
+      intervalMs: number;
+      standbyPollMs: number;
+      backoffMaxMs: number;
+      publishTimeoutMs: number;
+      drainMs: number;
+      outboxRetentionHours: number;
+    };
+  };
 }
 
 export const APP_CONFIG = Symbol('APP_CONFIG');
@@ -109,6 +135,9 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   const servers = e.NATS_URL.split(',').map((s) => s.trim()).filter(Boolean);
   if (servers.some((s) => !/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(s))) {
     problems.push('  NATS_URL: must be nats://host:port (comma-separated for a cluster)');
+  }
+  if (e.AUDIT_DEDUPE_WINDOW_SECONDS > e.AUDIT_STREAM_MAX_AGE_HOURS * 3600) {
+    problems.push('  AUDIT_DEDUPE_WINDOW_SECONDS: must not exceed AUDIT_STREAM_MAX_AGE_HOURS');
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
 
@@ -147,5 +176,23 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
       misconfiguredRetryMs: e.MISCONFIGURED_RETRY_MS,
     },
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    audit: {
+      stream: {
+        maxAgeSeconds: e.AUDIT_STREAM_MAX_AGE_HOURS * 3600,
+        maxBytes: e.AUDIT_STREAM_MAX_BYTES,
+        replicas: e.AUDIT_STREAM_REPLICAS,
+        dedupeWindowSeconds: e.AUDIT_DEDUPE_WINDOW_SECONDS,
+      },
+      relay: {
+        batchSize: e.AUDIT_RELAY_BATCH_SIZE,
+        maxInFlight: e.AUDIT_RELAY_MAX_IN_FLIGHT,
+        intervalMs: e.AUDIT_RELAY_INTERVAL_MS,
+        standbyPollMs: e.AUDIT_RELAY_STANDBY_POLL_MS,
+        backoffMaxMs: e.AUDIT_RELAY_BACKOFF_MAX_MS,
+        publishTimeoutMs: e.AUDIT_PUBLISH_TIMEOUT_MS,
+        drainMs: e.AUDIT_RELAY_DRAIN_MS,
+        outboxRetentionHours: e.AUDIT_OUTBOX_RETENTION_HOURS,
+      },
+    },
   };
 }

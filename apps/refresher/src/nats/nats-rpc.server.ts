@@ -19,22 +19,29 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   private readonly subscriptions: Subscription[] = [];
   private readonly rpcLogger = new Logger('NatsRpcServer');
 
-  constructor(private readonly nc: NatsConnection) {
+  /** `queue`: the queue group replicas share requests in (the audit app passes `audit`). */
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly queue: string = REFRESHER_QUEUE_GROUP,
+  ) {
     super();
   }
 
   listen(callback: (...optionalParams: unknown[]) => void): void {
+    const direct = directHandlers.get(this.nc);
     for (const [subject, handler] of this.messageHandlers) {
       if (handler.isEventHandler) continue;
+      const directHandler = direct?.get(subject);
       this.subscriptions.push(
         this.nc.subscribe(subject, {
-          queue: REFRESHER_QUEUE_GROUP,
+          queue: this.queue,
           callback: (err, msg) => {
             if (err) {
               this.rpcLogger.warn({ msg: 'subscription error', subject, error: err.message });
               return;
             }
-            void this.dispatch(subject, handler, msg);
+            if (directHandler) this.dispatchDirect(subject, directHandler, msg);
+            else void this.dispatch(subject, handler, msg);
           },
         }),
       );
@@ -69,4 +76,46 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
     }
     msg.respond(reply);
   }
+
+  /**
+   * decode → handler → respond, synchronously when the handler answers synchronously
+   * (a token.get cache hit): no promise, no Nest pipeline. Errors are mapped exactly as
+   * on the Nest path, by errorToReply.
+   */
+  private dispatchDirect(subject: string, handler: DirectHandler, msg: Msg): void {
+    if (!msg.reply) return;
+    let result: Uint8Array | Promise<Uint8Array>;
+    try {
+      result = handler(decodeJsonObject(msg.data));
+    } catch (error) {
+      msg.respond(errorToReply(error, subject, this.rpcLogger));
+      return;
+    }
+    if (result instanceof Uint8Array) {
+      msg.respond(result);
+      return;
+    }
+    result.then(
+      (reply) => msg.respond(reply),
+      (error: unknown) => msg.respond(errorToReply(error, subject, this.rpcLogger)),
+    );
+  }
+}
+
+/** A request handler that takes the decoded payload and answers with the encoded reply. */
+export type DirectHandler = (request: Record<string, unknown>) => Uint8Array | Promise<Uint8Array>;
+
+/**
+ * Direct handlers by connection: what a controller registers here for one of its
+ * `@MessagePattern` subjects is called by the NatsRpcServer on that same connection
+ * instead of Nest's per-request pipeline (guards, interceptors, pipes, filters: about
+ * half of token.get's CPU, measured in docs/benchmarks.md). Keyed by the connection so
+ * that two applications in one process (tests run several replicas) never mix.
+ */
+const directHandlers = new WeakMap<NatsConnection, Map<string, DirectHandler>>();
+
+export function registerDirectHandler(nc: NatsConnection, subject: string, handler: DirectHandler): void {
+  let handlers = directHandlers.get(nc);
+  if (!handlers) directHandlers.set(nc, (handlers = new Map()));
+  handlers.set(subject, handler);
 }

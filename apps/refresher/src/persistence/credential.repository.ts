@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import type { CredentialKey, CredentialStatus, ErrorBody } from '@tokenkeeper/contracts';
 import type { Secret } from '@tokenkeeper/common';
 import { DataSource } from 'typeorm';
@@ -77,6 +77,8 @@ export interface ListFilter {
  */
 @Injectable()
 export class CredentialRepository {
+  private readonly logger = new Logger(CredentialRepository.name);
+
   constructor(
     private readonly db: DataSource,
     private readonly mapper: CredentialMapper,
@@ -139,7 +141,35 @@ export class CredentialRepository {
        SELECT * FROM changed`,
       [bucket, limit, owner, leaseSeconds],
     );
-    return rows.map((row) => this.leased(row));
+    const leased: LeasedCredential[] = [];
+    for (const row of rows) {
+      try {
+        leased.push(this.leased(row));
+      } catch (error) {
+        // One row that cannot be decrypted (key removed from TOKEN_ENCRYPTION_KEYS, or a
+        // corrupted blob) must not hold up the rest of the batch, lease after lease.
+        await this.quarantine(row, error);
+      }
+    }
+    return leased;
+  }
+
+  /** Parks an unreadable credential for an hour with an error an operator can see in describe. */
+  private async quarantine(row: CredentialRow, error: unknown): Promise<void> {
+    this.logger.error({
+      msg: 'stored token cannot be decrypted; credential parked (check TOKEN_ENCRYPTION_KEYS)',
+      tenant: row.tenant,
+      connection: row.connection,
+      keyId: row.key_id,
+      error: (error as Error).constructor?.name,
+    });
+    await this.db.query(
+      `UPDATE credentials SET status = 'failing', failures = failures + 1, last_error_code = 'internal',
+         last_error_message = 'stored token cannot be decrypted (unknown key or corrupted ciphertext)',
+         next_refresh_at = now() + interval '1 hour', ${NO_LEASE}, updated_at = now()
+       WHERE tenant = $1 AND connection = $2 AND lease_id = $3`,
+      [row.tenant, row.connection, row.lease_id],
+    );
   }
 
   /**

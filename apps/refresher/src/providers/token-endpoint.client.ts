@@ -137,8 +137,14 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
         body: Buffer.concat(chunks, size).toString('utf8'),
       };
     } catch (error) {
-      if (callerAborted) return { ok: false, failure: aborted() };
+      // A caller's deadline (AbortSignal.timeout, e.g. the refresh engine's per-request timeout) is
+      // a timeout of the provider, not a cancellation: it must be classified as one.
+      const callerTimedOut = callerAborted && (callerSignal?.reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
+      if (callerAborted && !callerTimedOut) return { ok: false, failure: aborted() };
       const code = errorCode(error);
+      if (callerTimedOut) {
+        return { ok: false, failure: { kind: 'retryable', code: 'timeout', message: 'no complete answer within the time allowed' } };
+      }
       if (timedOut || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
         return { ok: false, failure: { kind: 'retryable', code: 'timeout', message: `no complete answer within ${this.timeoutMs} ms` } };
       }

@@ -49,6 +49,8 @@ export class RefreshCoordinator {
   private async run(key: CredentialKey, staleVersion: number | undefined): Promise<OnDemandResult> {
     const deadline = Date.now() + this.config.refresh.leaseSeconds * 1000 + this.config.refresh.requestTimeoutMs;
     for (;;) {
+      // At shutdown every lease is given back unused: answer at once, another replica takes over.
+      if (this.refresher.isDraining) throw new ContractError('unavailable', 'this refresher is shutting down; retry');
       const leased = await this.repository.tryLease(key, this.config.replicaId, this.config.refresh.leaseSeconds, staleVersion);
       if (leased) {
         const outcome = await this.refresher.refreshLeased(leased);

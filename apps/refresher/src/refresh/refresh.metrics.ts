@@ -34,8 +34,10 @@ export class RefreshMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
     registers: [this.registry],
   });
+  private readonly gets: Counter<'outcome'>;
   private cacheHits = 0;
   private cacheHitsReported = 0;
+  private cacheHitsCounted = 0;
 
   constructor() {
     const metrics = this;
@@ -48,6 +50,18 @@ export class RefreshMetrics {
         metrics.cacheHitsReported = metrics.cacheHits;
       },
     });
+    this.gets = new Counter({
+      name: 'tokenkeeper_token_get_total',
+      help: 'token.get requests by outcome: hit (answered from memory), ok (slow path) or error',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+      collect() {
+        // Cache hits are folded in at scrape time, so the hot path stays a bare increment.
+        this.inc({ outcome: 'hit' }, metrics.cacheHits - metrics.cacheHitsCounted);
+        metrics.cacheHitsCounted = metrics.cacheHits;
+      },
+    });
+    for (const outcome of ['hit', 'ok', 'error']) this.gets.inc({ outcome }, 0);
   }
 
   countRefresh(provider: string, outcome: string): void {
@@ -64,6 +78,7 @@ export class RefreshMetrics {
 
   observeGet(outcome: string, seconds: number): void {
     this.getSeconds.observe({ outcome }, seconds);
+    this.gets.inc({ outcome });
   }
 
   /** The hot path only bumps a counter: a histogram observation would cost more than the lookup. */

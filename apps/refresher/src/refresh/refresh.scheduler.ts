@@ -28,13 +28,20 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
     this.schedule(0);
   }
 
-  /** Stop claiming, then let in-flight refreshes finish within the grace period. */
-  async onApplicationShutdown(): Promise<void> {
+  /**
+   * Stops claiming and waits for the claim in progress, whose credentials are handed to
+   * RefreshService. Finishing (or giving back) the leased work is RefreshService.drain's
+   * job; GracefulShutdown calls both, in that order, before NATS and the pool close.
+   */
+  async stop(): Promise<void> {
     this.running = false;
     clearTimeout(this.timer);
-    await this.loop;
-    const grace = new Promise((resolve) => setTimeout(resolve, this.config.shutdownGraceMs).unref());
-    await Promise.race([Promise.allSettled([...this.inFlight]), grace]);
+    await this.loop?.catch(() => undefined);
+  }
+
+  /** Normally a no-op by now: GracefulShutdown stopped the scheduler in beforeApplicationShutdown. */
+  async onApplicationShutdown(): Promise<void> {
+    await this.stop();
   }
 
   get activeRefreshes(): number {

@@ -23,6 +23,24 @@ export type RefreshOutcome =
 
 /** Time kept in hand between the end of a token request and the end of its lease. */
 const LEASE_SAFETY_MS = 2_000;
+/** A request is not started with less time than this before the lease deadline. */
+const MIN_REQUEST_WINDOW_MS = 1_000;
+/** After cancelling the requests still in flight at shutdown, how long their leases get to be given back by them. */
+const CANCEL_SETTLE_MS = 1_000;
+
+/** True when every promise settled within `ms`. */
+async function waitSettled(promises: Promise<unknown>[], ms: number): Promise<boolean> {
+  if (promises.length === 0) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([Promise.allSettled(promises).then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * Refreshes one leased credential: token request (bounded per provider), new schedule,
@@ -35,6 +53,12 @@ const LEASE_SAFETY_MS = 2_000;
 export class RefreshService {
   private readonly logger = new Logger(RefreshService.name);
   private readonly limits = new Map<string, LimitFunction>();
+  /** Leased work in this process, by lease id: what shutdown waits for, or gives back. */
+  private readonly active = new Map<string, { leased: LeasedCredential; done: Promise<unknown> }>();
+  /** Set at shutdown: no token request starts any more; queued and new leases are given back. */
+  private draining = false;
+  /** Aborted when the shutdown grace period is over: cancels the token requests still in flight. */
+  private readonly cancelInFlight = new AbortController();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -47,8 +71,31 @@ export class RefreshService {
     private readonly metrics: RefreshMetrics,
   ) {}
 
-  async refreshLeased({ credential, lease }: LeasedCredential): Promise<RefreshOutcome> {
-    const leaseDeadline = performance.now() + this.config.refresh.leaseSeconds * 1000 - LEASE_SAFETY_MS;
+  /** Refreshes under the lease; the lease is always either used by a fenced write or given back. */
+  async refreshLeased(leased: LeasedCredential): Promise<RefreshOutcome> {
+    if (this.draining) {
+      await this.repository.releaseLease(leased.credential, leased.lease);
+      return { kind: 'superseded' };
+    }
+    const done = this.refreshUnderLease(leased);
+    const entry = { leased, done: done.catch(() => undefined) };
+    this.active.set(leased.lease.leaseId, entry);
+    try {
+      return await done;
+    } finally {
+      if (this.active.get(leased.lease.leaseId) === entry) this.active.delete(leased.lease.leaseId);
+    }
+  }
+
+  private async refreshUnderLease({ credential, lease }: LeasedCredential): Promise<RefreshOutcome> {
+    const { leaseSeconds, requestTimeoutMs } = this.config.refresh;
+    // The config guarantees lease > request timeout. Keep up to LEASE_SAFETY_MS of the lease
+    // for the commit, but never so much that a short lease leaves no room for a request
+    // (LEASE_SECONDS=3 with REFRESH_TIMEOUT_MS=1000 used to leave exactly 1 s, below the
+    // minimum window, so every claim was released unused and claimed again, forever).
+    const leaseMs = leaseSeconds * 1000;
+    const windowMs = leaseMs - Math.min(LEASE_SAFETY_MS, leaseMs - requestTimeoutMs);
+    const leaseDeadline = performance.now() + windowMs;
     const dueAt = credential.nextRefreshAt;
     const provider = this.providers.get(credential.provider);
     if (!provider) {
@@ -65,15 +112,24 @@ export class RefreshService {
     const started = performance.now();
     const result = await this.limitFor(provider)(async () => {
       const remaining = leaseDeadline - performance.now();
-      if (remaining < 1_000) return null; // queued too long: let the lease lapse rather than race it
+      // Queued too long (or shutting down): give the lease back rather than race it.
+      if (this.draining || remaining < Math.min(MIN_REQUEST_WINDOW_MS, windowMs / 2)) return null;
       return this.endpoint.requestToken({
         provider,
         refreshToken: provider.grant === 'refresh_token' ? credential.refreshToken : undefined,
-        signal: AbortSignal.timeout(Math.min(remaining, this.config.refresh.requestTimeoutMs)),
+        signal: AbortSignal.any([AbortSignal.timeout(Math.floor(Math.min(remaining, requestTimeoutMs))), this.cancelInFlight.signal]),
       });
     });
     if (result === null) {
+      // Never sent: the refresh token is untouched, so another replica may take it at once.
       await this.repository.releaseLease(credential, lease);
+      return { kind: 'superseded' };
+    }
+    if (!result.ok && result.failure.code === 'aborted' && this.cancelInFlight.signal.aborted) {
+      // Cancelled at shutdown after it was sent: the provider may still be processing it
+      // (and rotating the refresh token). Giving the lease back now would let another
+      // replica present the same refresh token while this request is still in flight, so
+      // the lease is kept and simply expires. Not the provider's fault: nothing recorded.
       return { kind: 'superseded' };
     }
     this.metrics.observeRequest(provider.id, (performance.now() - started) / 1000);
@@ -179,6 +235,36 @@ export class RefreshService {
       this.limits.set(provider.id, limit);
     }
     return limit;
+  }
+
+  /** Refreshes under a lease in this process right now (waiting for a provider slot, requesting or writing). */
+  get activeCount(): number {
+    return this.active.size;
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /**
+   * Shutdown: no token request starts from now on (queued ones and new leases are given
+   * back at once), and the requests in flight get `graceMs` to finish and commit. Those
+   * still running then are cancelled; their leases are kept until they expire (at most
+   * LEASE_SECONDS), because the provider may still be processing them: releasing at once
+   * would put two requests with one refresh token in flight. The default grace
+   * (SHUTDOWN_GRACE_MS) outlasts REFRESH_TIMEOUT_MS, so with defaults nothing is cancelled.
+   */
+  async drain(graceMs: number): Promise<{ finished: number; cancelled: number }> {
+    this.draining = true;
+    const started = this.active.size;
+    const settled = (ms: number) => waitSettled([...this.active.values()].map((a) => a.done), ms);
+    let cancelled = 0;
+    if (!(await settled(graceMs))) {
+      cancelled = this.active.size;
+      this.cancelInFlight.abort();
+      await settled(CANCEL_SETTLE_MS);
+    }
+    return { finished: started - cancelled, cancelled };
   }
 
   /** Credentials waiting for a provider slot, for metrics and shutdown. */

@@ -79,20 +79,21 @@ export class TokenService {
     const minTtlMs = (request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS) * 1000;
     let credential = await this.find(request);
     if (this.serves(credential, minTtlMs, request.rejectedVersion)) return credential;
-    this.refusesIfDead(credential);
 
+    const live = credential.status === 'active' || credential.status === 'failing';
     const inBackoff =
       credential.status === 'failing' && credential.nextRefreshAt !== null && credential.nextRefreshAt.getTime() > this.clock.now();
-    if (!inBackoff) {
+    if (live && !inBackoff) {
       const stale = request.rejectedVersion !== undefined ? Math.min(request.rejectedVersion, credential.version) : credential.version;
       const result = await this.coordinator.refresh(request, stale);
       credential = result.credential;
       if (this.serves(credential, Math.min(minTtlMs, 1_000), request.rejectedVersion)) return credential;
-      this.refusesIfDead(credential);
     }
-    // The refresh failed or is backing off. A token that is still valid (and was not
-    // reported rejected) beats an error.
+    // The refresh failed, is backing off, or can no longer happen (reauth_required). A token
+    // that is still valid (and was not reported rejected) beats an error (SPEC §3); a revoked
+    // credential has no token left to serve.
     if (this.serves(credential, 0, request.rejectedVersion)) return credential;
+    this.refusesIfDead(credential);
     throw new ContractError(
       credential.lastError?.code === 'unavailable' ? 'unavailable' : 'refresh_failed',
       credential.lastError ? `refresh failed: ${credential.lastError.message}` : 'no valid token; refresh pending',
@@ -132,8 +133,11 @@ export class TokenService {
       random: this.clock.random(),
     });
     const canRefresh = provider.grant === 'client_credentials' || refreshToken !== undefined;
-    // Without an access token (or with one already expired) the first refresh is due now.
-    const expired = schedule.expiresAt !== null && schedule.expiresAt.getTime() <= issuedAt.getTime();
+    // Without an access token (or with one already expired) the first refresh is due now. An
+    // expiresAt in the past is a known expiry, not "no expiry": scheduleRefresh has no schedule
+    // for a lifetime <= 0, so the expired token's expiry is kept here.
+    const expired = accessToken !== undefined && lifetime !== undefined && lifetime <= 0;
+    const expiresAt = !accessToken ? null : expired ? new Date(issuedAt.getTime() + lifetime! * 1000) : schedule.expiresAt;
     const nextRefreshAt = !canRefresh ? null : !accessToken || expired ? issuedAt : schedule.nextRefreshAt;
     const audit = auditRecord('registered', { ...request, provider: provider.id }, this.config.replicaId, {
       outcome: accessToken ? 'with_access_token' : 'refresh_pending',
@@ -148,7 +152,7 @@ export class TokenService {
         tokenType: request.tokenType ?? 'Bearer',
         scope: request.scope,
         issuedAt,
-        expiresAt: accessToken ? schedule.expiresAt : null,
+        expiresAt,
         nextRefreshAt,
       },
       [audit],
@@ -156,6 +160,9 @@ export class TokenService {
     if (credential.accessToken) {
       this.cache.put(toTokenView(credential), issuedAtMs(credential));
       this.publisher.issued('registered', credential, audit.event_id);
+    } else {
+      // No token yet: whatever is cached belongs to the grant this registration replaced.
+      this.cache.evict(credentialId(credential), credential.version);
     }
     return toCredentialView(credential);
   }
@@ -164,7 +171,11 @@ export class TokenService {
     const credential = await this.find(key);
     this.refusesIfDead(credential);
     const result = await this.coordinator.refresh(key);
-    if (result.failure) throw new ContractError(result.failure.code === 'unavailable' ? 'unavailable' : 'refresh_failed', result.failure.message);
+    if (result.failure) {
+      // reauth_required is terminal and must not be reported as the retryable refresh_failed.
+      const code = result.failure.code === 'unavailable' || result.failure.code === 'reauth_required' ? result.failure.code : 'refresh_failed';
+      throw new ContractError(code, result.failure.message);
+    }
     return toCredentialView(result.credential);
   }
 

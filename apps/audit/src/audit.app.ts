@@ -1,0 +1,37 @@
+import 'reflect-metadata';
+import type { INestMicroservice, LoggerService } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { AUDIT_QUEUE_GROUP } from '@tokenkeeper/contracts';
+import { connectNats } from '../../refresher/src/nats/nats-connection.js';
+import { NatsRpcServer } from '../../refresher/src/nats/nats-rpc.server.js';
+import { PassThroughRpcExceptionFilter } from '../../refresher/src/nats/rpc-exception.filter.js';
+import { AuditModule } from './audit.module.js';
+import type { AuditConfig } from './config/audit-config.js';
+
+export interface AuditAppOptions {
+  config: AuditConfig;
+  logger: LoggerService | false;
+}
+
+/**
+ * Builds and starts the audit app: the durable JetStream consumer that stores records,
+ * and `audit.query` on the same lean NATS transport as the refresher (queue group
+ * `audit`, plain-JSON replies). Used by main.ts, the demo and tests.
+ */
+export async function startAudit(options: AuditAppOptions): Promise<INestMicroservice> {
+  const nc = await connectNats(options.config.nats, `tokenkeeper-audit ${options.config.replicaId}`);
+  try {
+    const app = await NestFactory.createMicroservice(AuditModule.forRoot({ config: options.config, nc }), {
+      strategy: new NatsRpcServer(nc, AUDIT_QUEUE_GROUP),
+      logger: options.logger,
+      abortOnError: false,
+      bufferLogs: false,
+    });
+    app.useGlobalFilters(new PassThroughRpcExceptionFilter());
+    await app.listen();
+    return app;
+  } catch (error) {
+    await nc.close().catch(() => undefined);
+    throw error;
+  }
+}

@@ -1,0 +1,199 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import {
+  AckPolicy,
+  type Consumer,
+  type ConsumerMessages,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, type AuditRecord } from '@tokenkeeper/contracts';
+import { AUDIT_CONFIG, type AuditConfig } from '../config/audit-config.js';
+import { AUDIT_NATS_CONNECTION } from '../nats.js';
+import { AuditRecordRepository } from '../persistence/audit-record.repository.js';
+import { sanitizeAuditRecord } from './audit-record.sanitizer.js';
+
+/**
+ * Durable JetStream consumer of `TOKEN_AUDIT` that stores each record once.
+ *
+ * - Durable pull consumer (`AUDIT_CONSUMER_NAME`) with explicit acks; replicas of the
+ *   audit app share it, each message going to one of them.
+ * - Bounded in flight: the consumer's `max_ack_pending` (`AUDIT_MAX_IN_FLIGHT`) caps the
+ *   records delivered and not yet acknowledged, whatever the client buffers.
+ * - Store, then ack: records are inserted in batches with `ON CONFLICT (event_id) DO
+ *   NOTHING` and acknowledged only after the insert committed. A crash before the ack
+ *   means a redelivery, which the unique event id turns into a no-op: every record is
+ *   stored exactly once.
+ * - A record that fails validation is terminated (never redelivered) and logged by
+ *   field names only; a database failure naks the batch with a delay and backs off.
+ */
+@Injectable()
+export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(AuditConsumer.name);
+  private running = false;
+  private loop?: Promise<void>;
+  private messages?: ConsumerMessages;
+  private wake?: () => void;
+  private failures = 0;
+  private complaining = false;
+  private storedTotal = 0;
+  private duplicatesTotal = 0;
+  private rejectedTotal = 0;
+
+  constructor(
+    @Inject(AUDIT_CONFIG) private readonly config: AuditConfig,
+    @Inject(AUDIT_NATS_CONNECTION) private readonly nc: NatsConnection,
+    private readonly repository: AuditRecordRepository,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** Stops pulling, stores and acks what was already delivered, then returns. */
+  async onApplicationShutdown(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.messages?.close().catch(() => undefined);
+    const grace = new Promise((resolve) => setTimeout(resolve, this.config.shutdownGraceMs).unref());
+    await Promise.race([this.loop, grace]);
+    this.logger.log({ msg: 'audit consumer stopped', ...this.stats });
+  }
+
+  /** Counters since start: stored, skipped as already stored, refused. */
+  get stats(): { stored: number; duplicates: number; rejected: number } {
+    return { stored: this.storedTotal, duplicates: this.duplicatesTotal, rejected: this.rejectedTotal };
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      try {
+        const consumer = await this.ensureConsumer();
+        if (!this.running) break;
+        const messages = await consumer.consume({ max_messages: Math.min(this.config.consumer.maxInFlight, 1_000) });
+        this.messages = messages;
+        this.recovered();
+        await this.drain(messages);
+      } catch (error) {
+        this.complain('audit consumer not ready; retrying', error);
+        await this.sleep(this.backoff());
+      }
+    }
+  }
+
+  /** Reads delivered messages, in batches of what is already buffered (up to AUDIT_INSERT_BATCH_SIZE). */
+  private async drain(messages: ConsumerMessages): Promise<void> {
+    let batch: JsMsg[] = [];
+    for await (const msg of messages) {
+      batch.push(msg);
+      if (batch.length >= this.config.consumer.insertBatchSize || messages.getPending() === 0) {
+        await this.store(batch);
+        batch = [];
+      }
+    }
+    if (batch.length > 0) await this.store(batch);
+  }
+
+  private async store(batch: JsMsg[]): Promise<void> {
+    const records: AuditRecord[] = [];
+    const accepted: JsMsg[] = [];
+    for (const msg of batch) {
+      const result = sanitizeAuditRecord(msg.subject, msg.data);
+      if (!result.ok) {
+        this.rejectedTotal++;
+        this.logger.warn({ msg: 'audit record refused', reason: result.reason, stream: AUDIT_STREAM, seq: msg.seq });
+        msg.term(result.reason);
+        continue;
+      }
+      if (result.dropped.length > 0) {
+        this.logger.warn({ msg: 'audit record carried fields outside the allow-list; they were dropped', fields: result.dropped.slice(0, 20), eventId: result.record.eventId });
+      }
+      records.push(result.record);
+      accepted.push(msg);
+    }
+    if (records.length === 0) return;
+    for (;;) {
+      try {
+        const inserted = await this.repository.insertMany(records);
+        this.storedTotal += inserted;
+        this.duplicatesTotal += records.length - inserted;
+        for (const msg of accepted) msg.ack();
+        this.recovered();
+        return;
+      } catch (error) {
+        this.complain('storing audit records failed; retrying', error);
+        if (!this.running) {
+          // Let another replica (or the next start) have them at once instead of after ack_wait.
+          for (const msg of accepted) msg.nak();
+          return;
+        }
+        // Keep the deliveries alive while the database is away, rather than see them redelivered.
+        for (const msg of accepted) msg.working();
+        await this.sleep(this.backoff());
+      }
+    }
+  }
+
+  /** Creates the durable consumer, or brings its limits in line with the configuration. */
+  private async ensureConsumer(): Promise<Consumer> {
+    const { name, maxInFlight, ackWaitSeconds } = this.config.consumer;
+    const jsm = await jetstreamManager(this.nc);
+    const wanted = { max_ack_pending: maxInFlight, ack_wait: nanos(ackWaitSeconds * 1000) };
+    try {
+      const info = await jsm.consumers.info(AUDIT_STREAM, name);
+      if (info.config.max_ack_pending !== wanted.max_ack_pending || info.config.ack_wait !== wanted.ack_wait) {
+        await jsm.consumers.update(AUDIT_STREAM, name, wanted);
+      }
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound)) throw error;
+      await jsm.consumers.add(AUDIT_STREAM, {
+        durable_name: name,
+        description: 'Tokenkeeper audit app: stores every audit record once',
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        filter_subject: AUDIT_SUBJECT_FILTER,
+        max_deliver: -1,
+        ...wanted,
+      });
+      this.logger.log({ msg: 'audit consumer created', stream: AUDIT_STREAM, consumer: name });
+    }
+    return jetstream(this.nc).consumers.get(AUDIT_STREAM, name);
+  }
+
+  private backoff(): number {
+    this.failures++;
+    return Math.max(50, Math.random() * Math.min(this.config.consumer.retryMaxMs, 100 * 2 ** Math.min(this.failures, 16)));
+  }
+
+  private complain(msg: string, error: unknown): void {
+    if (this.complaining) return;
+    this.complaining = true;
+    const stream = error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound;
+    this.logger.warn({
+      msg: stream ? `${msg}: the ${AUDIT_STREAM} stream does not exist yet (the refresher creates it)` : msg,
+      error: (error as Error)?.message,
+    });
+  }
+
+  private recovered(): void {
+    if (this.complaining) this.logger.log({ msg: 'audit consumer running again' });
+    this.complaining = false;
+    this.failures = 0;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}

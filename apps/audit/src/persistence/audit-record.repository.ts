@@ -1,0 +1,123 @@
+import { Injectable } from '@nestjs/common';
+import { type AuditRecord, type AuditRecordType, ContractError } from '@tokenkeeper/contracts';
+import { DataSource } from 'typeorm';
+
+export interface AuditQuery {
+  tenant?: string;
+  connection?: string;
+  type?: AuditRecordType;
+  since?: string;
+  limit: number;
+  cursor?: string;
+}
+
+interface AuditRow {
+  id: string;
+  event_id: string;
+  tenant: string;
+  connection: string;
+  provider: string;
+  type: AuditRecordType;
+  version: number;
+  outcome: string | null;
+  code: string | null;
+  message: string | null;
+  at: Date;
+  replica: string;
+}
+
+/** Keyset position: the (at, id) of the last record of a page. */
+interface Position {
+  at: string;
+  id: string;
+}
+
+function encodeCursor(row: AuditRow): string {
+  return Buffer.from(`${row.at.toISOString()}|${row.id}`, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): Position {
+  const [at, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  if (rest.length > 0 || !at || !id || !/^\d{1,19}$/.test(id) || Number.isNaN(Date.parse(at))) {
+    throw new ContractError('bad_request', 'cursor: not a cursor from a previous audit.query reply');
+  }
+  return { at, id };
+}
+
+/** SQL of the audit table: idempotent batch inserts and newest-first keyset pages. */
+@Injectable()
+export class AuditRecordRepository {
+  constructor(private readonly db: DataSource) {}
+
+  /**
+   * Stores the records in one statement; a record whose event id is already stored
+   * (a redelivery, or a republish after a relay crash) is skipped. Returns how many
+   * rows were new.
+   */
+  async insertMany(records: AuditRecord[]): Promise<number> {
+    if (records.length === 0) return 0;
+    const column = <K extends keyof AuditRecord>(key: K) => records.map((r) => r[key] ?? null);
+    const inserted: unknown[] = await this.db.query(
+      `INSERT INTO audit_records (event_id, tenant, connection, provider, type, version, outcome, code, message, at, replica)
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[],
+                            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[])
+       ON CONFLICT (event_id) DO NOTHING
+       RETURNING 1`,
+      [
+        column('eventId'), column('tenant'), column('connection'), column('provider'), column('type'), column('version'),
+        column('outcome'), column('code'), column('message'), column('at'), column('replica'),
+      ],
+    );
+    return inserted.length;
+  }
+
+  /** Newest first; `nextCursor` when there may be more. */
+  async query(q: AuditQuery): Promise<{ items: AuditRecord[]; nextCursor?: string }> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const bind = (value: unknown) => {
+      params.push(value);
+      return `$${params.length}`;
+    };
+    if (q.tenant !== undefined) where.push(`tenant = ${bind(q.tenant)}`);
+    if (q.connection !== undefined) where.push(`connection = ${bind(q.connection)}`);
+    if (q.type !== undefined) where.push(`type = ${bind(q.type)}`);
+    if (q.since !== undefined) where.push(`at >= ${bind(q.since)}::timestamptz`);
+    if (q.cursor !== undefined) {
+      const after = decodeCursor(q.cursor);
+      where.push(`(at, id) < (${bind(after.at)}::timestamptz, ${bind(after.id)}::bigint)`);
+    }
+    const rows: AuditRow[] = await this.db.query(
+      `SELECT id, event_id, tenant, connection, provider, type, version, outcome, code, message, at, replica
+       FROM audit_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+       ORDER BY at DESC, id DESC
+       LIMIT ${bind(q.limit + 1)}`,
+      params,
+    );
+    const page = rows.slice(0, q.limit);
+    const items = page.map(toRecord);
+    return rows.length > q.limit ? { items, nextCursor: encodeCursor(page[page.length - 1]) } : { items };
+  }
+
+  async count(): Promise<number> {
+    const rows: { n: string }[] = await this.db.query(`SELECT count(*) AS n FROM audit_records`);
+    return Number(rows[0].n);
+  }
+}
+
+function toRecord(row: AuditRow): AuditRecord {
+  const record: AuditRecord = {
+    eventId: row.event_id,
+    type: row.type,
+    tenant: row.tenant,
+    connection: row.connection,
+    provider: row.provider,
+    version: row.version,
+    at: row.at.toISOString(),
+    replica: row.replica,
+  };
+  if (row.outcome !== null) record.outcome = row.outcome;
+  if (row.code !== null) record.code = row.code;
+  if (row.message !== null) record.message = row.message;
+  return record;
+}

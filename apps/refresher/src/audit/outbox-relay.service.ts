@@ -1,0 +1,349 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { AUDIT_SUBJECT_PREFIX, encodeJson, pickAuditFields } from '@tokenkeeper/contracts';
+import pg from 'pg';
+import { DataSource } from 'typeorm';
+import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
+import { NATS_CONNECTION } from '../nats/nats-connection.js';
+import { AuditStreamService } from './audit-stream.service.js';
+
+/**
+ * Session advisory lock that makes one replica the active relay. Advisory locks are
+ * per database, so deployments in different databases do not see each other.
+ */
+export const OUTBOX_RELAY_LOCK_KEY = 7_388_311_512_001;
+
+interface OutboxRow {
+  id: string;
+  event_id: string;
+  tenant: string;
+  connection: string;
+  subject: string;
+  payload: Record<string, unknown>;
+}
+
+export interface RelayBatchResult {
+  /** Rows read from the outbox. */
+  read: number;
+  /** Rows acknowledged by JetStream and marked published. */
+  published: number;
+  /** Rows whose publish failed; they stay pending and are retried after a backoff. */
+  failed: number;
+}
+
+/**
+ * Publishes the outbox to JetStream: at least once, in order per credential, one
+ * replica at a time.
+ *
+ * Design: **one active relay**, elected with a PostgreSQL session advisory lock held
+ * on a dedicated connection; the other replicas stand by, retrying the lock every
+ * `AUDIT_RELAY_STANDBY_POLL_MS`, and take over when the holder dies (its session ends,
+ * so PostgreSQL releases the lock). The active relay reads and marks rows on that same
+ * connection, so once it loses the connection it can no longer mark anything. Chosen
+ * over per-row `FOR UPDATE SKIP LOCKED` claiming because ordering per credential then
+ * needs a "no older pending row of this credential" check on every claim, and a claim
+ * transaction held open across the JetStream round trip; one pipelined publisher
+ * already does tens of thousands of records per second, far above the rate at which
+ * refreshes commit, so the single relay costs no throughput that matters.
+ *
+ * Ordering: rows of one credential are written under that credential's row lock, so
+ * their ids follow their commit order, and a reader that sees a row also sees every
+ * older row of the same credential. A batch is read in id order and split into one
+ * chain per credential; chains run in parallel (up to `AUDIT_RELAY_MAX_IN_FLIGHT`),
+ * and within a chain a record is sent only after JetStream acknowledged the previous
+ * one. A failure stops its chain, so a later record never overtakes an earlier one.
+ *
+ * Exactly-once bookkeeping: rows are marked published in one UPDATE after their acks.
+ * A crash between ack and UPDATE republishes them with the same `Nats-Msg-Id` (the
+ * event id): JetStream drops the copy within its dedupe window, and the audit app's
+ * unique event id drops it after that.
+ */
+@Injectable()
+export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(OutboxRelay.name);
+  private readonly js: JetStreamClient;
+  private client?: pg.Client;
+  private active = false;
+  private running = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private natsUp = true;
+  private failures = 0;
+  private lastPurge = 0;
+  private complaining = false;
+  private publishedTotal = 0;
+
+  /**
+   * Shutdown order: GracefulShutdown finishes the refreshes in flight before any
+   * onApplicationShutdown hook runs; this relay depends on AuditStreamService (which
+   * depends on the NATS connection), and Nest shuts providers down from the most
+   * dependent to the least, so its final drain runs before NatsLifecycle drains the
+   * connection, and sees every record the finished refreshes committed.
+   */
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
+    private readonly stream: AuditStreamService,
+    private readonly db: DataSource,
+  ) {
+    this.js = jetstream(nc, { timeout: config.audit.relay.publishTimeoutMs });
+  }
+
+  onApplicationBootstrap(): void {
+    this.running = true;
+    void this.watchNats();
+    this.loop = this.run();
+  }
+
+  /** Stops the loop, then publishes what is still pending (bounded by AUDIT_RELAY_DRAIN_MS) and steps down. */
+  async onApplicationShutdown(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    // Bounded: a query to an unreachable database would otherwise hold the shutdown up.
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      this.loop?.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.config.audit.relay.drainMs))),
+    ]);
+    clearTimeout(timer);
+    if (!settled) {
+      await this.stepDown();
+      return;
+    }
+    if (this.active && this.stream.isReady && this.natsUp && !this.nc.isClosed()) {
+      const deadline = Date.now() + this.config.audit.relay.drainMs;
+      try {
+        while (Date.now() < deadline) {
+          const result = await this.publishBatch();
+          if (result.read === 0 || result.failed > 0) break;
+        }
+      } catch (error) {
+        this.logger.warn({ msg: 'outbox drain at shutdown stopped; the next active relay publishes the rest', error: (error as Error).message });
+      }
+    }
+    await this.stepDown();
+  }
+
+  /** True while this replica holds the relay lock. */
+  get isActive(): boolean {
+    return this.active;
+  }
+
+  /** Records published by this replica since it started. */
+  get published(): number {
+    return this.publishedTotal;
+  }
+
+  /** Records committed but not yet acknowledged by JetStream (for the outbox backlog metric). */
+  async backlog(): Promise<number> {
+    const rows: { n: string }[] = await this.db.query(`SELECT count(*) AS n FROM outbox WHERE published_at IS NULL`);
+    return Number(rows[0].n);
+  }
+
+  private async run(): Promise<void> {
+    const { standbyPollMs, intervalMs, batchSize } = this.config.audit.relay;
+    while (this.running) {
+      let pause: number;
+      // Errors of the stream check are NATS trouble; any other error here comes from PostgreSQL.
+      let phase: 'database' | 'stream' = 'database';
+      try {
+        if (!(await this.tryLead())) {
+          pause = standbyPollMs;
+        } else if (!this.natsUp) {
+          pause = this.backoff();
+        } else {
+          phase = 'stream';
+          await this.stream.ensure();
+          phase = 'database';
+          const result = await this.publishBatch();
+          if (result.failed > 0) {
+            pause = this.backoff();
+            this.complain('JetStream did not acknowledge audit records; retrying with backoff', { failed: result.failed });
+          } else {
+            this.recovered();
+            pause = result.read === batchSize ? 0 : intervalMs;
+          }
+          await this.purgeOld();
+        }
+      } catch (error) {
+        pause = this.backoff();
+        // After a database error the lock may be gone with the session: step down and re-elect.
+        if (phase === 'database') await this.stepDown();
+        this.complain(
+          phase === 'database' ? 'outbox relay: database error; stepping down and retrying' : 'audit stream unavailable; retrying with backoff',
+          { error: (error as Error).message },
+        );
+      }
+      if (pause > 0 && this.running) await this.sleep(pause);
+    }
+  }
+
+  /** Publishes one batch of pending rows in id order and marks the acknowledged ones (active relay only). */
+  private async publishBatch(): Promise<RelayBatchResult> {
+    const client = this.client;
+    if (!client || !this.active) return { read: 0, published: 0, failed: 0 };
+    const { batchSize, maxInFlight, publishTimeoutMs } = this.config.audit.relay;
+    const { rows } = await client.query<OutboxRow>(
+      `SELECT id, event_id, tenant, connection, subject, payload FROM outbox
+       WHERE published_at IS NULL ORDER BY id LIMIT $1`,
+      [batchSize],
+    );
+    if (rows.length === 0) return { read: 0, published: 0, failed: 0 };
+
+    const chains = new Map<string, OutboxRow[]>();
+    for (const row of rows) {
+      const key = `${row.tenant}/${row.connection}`;
+      const chain = chains.get(key);
+      if (chain) chain.push(row);
+      else chains.set(key, [row]);
+    }
+    const queue = [...chains.values()];
+    const acked: string[] = [];
+    let failed = 0;
+    let lastError: Error | undefined;
+    const worker = async () => {
+      for (let chain = queue.shift(); chain; chain = queue.shift()) {
+        for (let i = 0; i < chain.length; i++) {
+          const row = chain[i];
+          if (!row.subject.startsWith(`${AUDIT_SUBJECT_PREFIX}.`)) {
+            // Cannot happen with rows the repository writes (the subject is built in SQL from
+            // validated names); should one appear, retrying it forever would stall the relay.
+            this.logger.error({ msg: 'outbox row with a foreign subject skipped, not published', id: row.id, eventId: row.event_id });
+            acked.push(row.id);
+            continue;
+          }
+          try {
+            // Only the allow-listed fields go out, whatever the row holds.
+            await this.js.publish(row.subject, encodeJson(pickAuditFields(row.payload)), {
+              msgID: row.event_id,
+              timeout: publishTimeoutMs,
+            });
+            acked.push(row.id);
+          } catch (error) {
+            // The rest of this credential's chain waits for the next attempt, so nothing overtakes it.
+            failed += chain.length - i;
+            lastError = error as Error;
+            break;
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(maxInFlight, queue.length) }, worker));
+    if (acked.length > 0) {
+      await client.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL`, [acked]);
+      this.publishedTotal += acked.length;
+    }
+    if (failed > 0) {
+      this.stream.invalidate();
+      this.logger.debug?.({ msg: 'audit publish failed', failed, error: lastError?.message });
+    }
+    return { read: rows.length, published: acked.length, failed };
+  }
+
+  /** Holds or tries to take the relay lock; keeps a standby connection open between tries. */
+  private async tryLead(): Promise<boolean> {
+    if (this.active) return true;
+    if (!this.client) {
+      const client = new pg.Client({
+        connectionString: this.config.database.url,
+        application_name: `tokenkeeper-outbox-relay ${this.config.replicaId}`.slice(0, 63),
+        keepAlive: true,
+        connectionTimeoutMillis: 5_000,
+        query_timeout: 30_000,
+      });
+      client.on('error', (error) => {
+        this.logger.warn({ msg: 'outbox relay connection failed', error: error.message });
+        if (this.client === client) {
+          this.client = undefined;
+          this.active = false;
+        }
+        client.end().catch(() => undefined);
+      });
+      this.client = client;
+      try {
+        await client.connect();
+        // Should this process vanish without closing the socket (host lost, network cut), the
+        // server still ends the idle session, and so frees the lock, after this timeout. The
+        // relay and its standbys query far more often than that while alive.
+        const { standbyPollMs, backoffMaxMs } = this.config.audit.relay;
+        const idleMs = Math.max(30_000, 3 * Math.max(standbyPollMs, backoffMaxMs));
+        await client.query(`SET idle_session_timeout = ${idleMs}`).catch(() => undefined); // PostgreSQL < 14: no such setting
+      } catch (error) {
+        this.client = undefined;
+        client.end().catch(() => undefined);
+        throw error;
+      }
+    }
+    const { rows } = await this.client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [
+      OUTBOX_RELAY_LOCK_KEY,
+    ]);
+    this.active = rows[0].locked;
+    if (this.active) this.logger.log({ msg: 'this replica is now the active outbox relay', replica: this.config.replicaId });
+    return this.active;
+  }
+
+  /** Releases the lock by closing its session; safe when not holding it. */
+  private async stepDown(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    this.active = false;
+    if (client) await client.end().catch(() => undefined);
+  }
+
+  /**
+   * Deletes published rows older than AUDIT_OUTBOX_RETENTION_HOURS, at most once a
+   * minute. It looks at the oldest ids only (primary key order follows time), so a
+   * table full of recent rows costs one short index scan.
+   */
+  private async purgeOld(): Promise<void> {
+    if (!this.client || Date.now() - this.lastPurge < 60_000) return;
+    this.lastPurge = Date.now();
+    await this.client.query(
+      `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 10000)
+         AND published_at IS NOT NULL AND published_at < now() - make_interval(hours => $1)`,
+      [this.config.audit.relay.outboxRetentionHours],
+    );
+  }
+
+  private backoff(): number {
+    this.failures++;
+    const cap = Math.min(this.config.audit.relay.backoffMaxMs, 100 * 2 ** Math.min(this.failures, 16));
+    return Math.max(50, Math.random() * cap);
+  }
+
+  /** Logs the first failure of a run of failures once, not every retry. */
+  private complain(msg: string, fields: Record<string, unknown>): void {
+    if (this.complaining) return;
+    this.complaining = true;
+    this.logger.warn({ msg, ...fields });
+  }
+
+  private recovered(): void {
+    if (this.complaining) this.logger.log({ msg: 'outbox relay publishing again' });
+    this.complaining = false;
+    this.failures = 0;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  /** Pauses publishing while the connection is down instead of piling requests into its buffer. */
+  private async watchNats(): Promise<void> {
+    for await (const status of this.nc.status()) {
+      if (status.type === 'disconnect') this.natsUp = false;
+      else if (status.type === 'reconnect') {
+        this.natsUp = true;
+        this.wake?.();
+      }
+    }
+  }
+}

@@ -1,0 +1,240 @@
+import 'reflect-metadata';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { AUDIT_QUERY_SUBJECT } from '@tokenkeeper/contracts';
+import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { parse } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
+import { loadConfig } from '../src/config/app-config.js';
+import { HealthController } from '../src/observability/health.controller.js';
+import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import { baseUrlOf, freePort, REPO_ROOT } from './ops-support.js';
+
+/**
+ * docker-compose.yml, the Dockerfile and .dockerignore, checked without a Docker engine:
+ * every environment variable a service sets is one its app reads (and the values pass
+ * its validation), every command and file they name exists, and every healthcheck is
+ * run for real against the thing it probes.
+ */
+
+const file = (path: string) => readFileSync(join(REPO_ROOT, path), 'utf8');
+const compose = parse(file('docker-compose.yml'), { merge: true });
+const dockerfile = file('Dockerfile');
+const packageJson = JSON.parse(file('package.json'));
+const run = promisify(execFile);
+
+/** Compose interpolation as `docker compose` does it with an empty environment: `${X:-d}` → d, `${X}` → ''. */
+function interpolate(value: unknown): string {
+  return String(value).replace(/\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}/g, (_, _name, fallback) => fallback ?? '');
+}
+
+function envOf(service: string): Record<string, string> {
+  const env = compose.services[service].environment ?? {};
+  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, interpolate(v)]));
+}
+
+/** The variable names an app's zod schema (`const EnvSchema = z.object({ ... })`) reads. */
+function schemaVariables(sourcePath: string): Set<string> {
+  const source = file(sourcePath);
+  const block = /const EnvSchema = z\.object\(\{([\s\S]*?)\n\}\);/.exec(source);
+  if (!block) throw new Error(`no EnvSchema in ${sourcePath}`);
+  const names = new Set([...block[1].matchAll(/^ {2}([A-Z][A-Z0-9_]*):/gm)].map((m) => m[1]));
+  expect(names.size).toBeGreaterThan(5);
+  return names;
+}
+
+/** `${VAR}` references of a providers file: the refresher resolves them from its environment. */
+function providersFileVariables(path: string): Set<string> {
+  return new Set([...file(path).matchAll(/\$\{([A-Z0-9_]+)/g)].map((m) => m[1]));
+}
+
+function healthcheckOf(service: string): string[] {
+  const test = compose.services[service].healthcheck?.test;
+  expect(Array.isArray(test) && test[0] === 'CMD', `${service}: healthcheck is an exec-form CMD`).toBe(true);
+  return test.slice(1);
+}
+
+function dockerfileHealthcheck(): string[] {
+  const match = /^HEALTHCHECK[^\n]*(?:\\\n[^\n]*)*?CMD (\[.*\])\s*$/m.exec(dockerfile);
+  if (!match) throw new Error('no HEALTHCHECK ... CMD [...] in the Dockerfile');
+  return JSON.parse(match[1]);
+}
+
+function httpRoutes(controller: new (...args: never[]) => unknown): Set<string> {
+  const proto = controller.prototype as Record<string, unknown>;
+  const routes = Object.getOwnPropertyNames(proto)
+    .map((name) => Reflect.getMetadata('path', proto[name] as object) as string | undefined)
+    .filter((path): path is string => typeof path === 'string');
+  return new Set(routes.map((path) => `/${path.replace(/^\//, '')}`));
+}
+
+/** Runs a healthcheck command from /work/main as Docker would from /app; resolves to its exit code. */
+async function probe(argv: string[], env: Record<string, string>): Promise<number> {
+  expect(argv[0]).toBe('node');
+  try {
+    await run(process.execPath, argv.slice(1), { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 15_000 });
+    return 0;
+  } catch (error) {
+    return (error as { code?: number }).code ?? -1;
+  }
+}
+
+function composeCli(): string[] | null {
+  for (const argv of [['docker', 'compose'], ['docker-compose']]) {
+    try {
+      execFileSync(argv[0], [...argv.slice(1), 'version'], { stdio: 'ignore' });
+      return argv;
+    } catch {
+      // not available
+    }
+  }
+  return null;
+}
+
+describe('ops: docker-compose.yml and Dockerfile', () => {
+  it('runs PostgreSQL 15, NATS 2.10 with JetStream, the refresher and the audit app, with volumes for their data', () => {
+    const { services, volumes } = compose;
+    expect(Object.keys(services)).toEqual(expect.arrayContaining(['postgres', 'nats', 'refresher', 'audit']));
+    expect(services.postgres.image).toMatch(/^postgres:15(\b|$)/);
+    expect(services.nats.image).toMatch(/^nats:2\.10(\b|$)/);
+    const natsArgs: string[] = services.nats.command;
+    expect(natsArgs).toContain('-js');
+    const storeDir = natsArgs[natsArgs.indexOf('-sd') + 1];
+    const mounted = (service: string) => (services[service].volumes as string[]).map((v) => v.split(':')) as [string, string][];
+    expect(mounted('postgres')).toContainEqual([expect.any(String), '/var/lib/postgresql/data']);
+    expect(mounted('nats').some(([, target]) => storeDir.startsWith(target))).toBe(true);
+    for (const service of ['postgres', 'nats', 'refresher']) {
+      for (const [source] of mounted(service)) expect(Object.keys(volumes), `${service}: named volume ${source}`).toContain(source);
+    }
+    // Every app waits for healthy dependencies.
+    for (const service of ['refresher', 'audit']) {
+      expect(services[service].depends_on).toEqual({ postgres: { condition: 'service_healthy' }, nats: { condition: 'service_healthy' } });
+    }
+  });
+
+  it('sets only variables the refresher reads, with values its configuration accepts', () => {
+    const env = envOf('refresher');
+    const known = new Set([...schemaVariables('apps/refresher/src/config/app-config.ts'), ...providersFileVariables(env.PROVIDERS_FILE)]);
+    for (const name of Object.keys(env)) expect(known, `refresher: ${name}`).toContain(name);
+    expect(existsSync(join(REPO_ROOT, env.PROVIDERS_FILE))).toBe(true);
+    const config = loadConfig(env);
+    expect(config.nats.servers).toEqual(['nats://nats:4222']);
+    expect(new URL(config.database.url).hostname).toBe('postgres');
+    // The published port and the container port are HTTP_PORT.
+    expect(compose.services.refresher.ports.map((p: string) => p.split(':').at(-1))).toContain(env.HTTP_PORT);
+    // Compose waits longer than the shutdown may take: the grace period plus main.ts's 15 s for the rest.
+    const stopMs = Number(/^(\d+)s$/.exec(compose.services.refresher.stop_grace_period)![1]) * 1000;
+    expect(stopMs).toBeGreaterThan(config.shutdownGraceMs + 15_000);
+  });
+
+  it('sets only variables the audit app reads, with values its configuration accepts', () => {
+    const env = envOf('audit');
+    const known = schemaVariables('apps/audit/src/config/audit-config.ts');
+    for (const name of Object.keys(env)) expect(known, `audit: ${name}`).toContain(name);
+    const config = loadAuditConfig(env);
+    expect(config.nats.servers).toEqual(['nats://nats:4222']);
+    expect(new URL(config.database.url).hostname).toBe('postgres');
+  });
+
+  it('starts every app with a command that exists', () => {
+    const scriptFile = (script: string) => /(apps\/\S+\.ts)/.exec(packageJson.scripts[script])?.[1];
+    const refresherArgv: string[] = compose.services.refresher.command;
+    expect(refresherArgv.join(' ')).toBe(packageJson.scripts['start:refresher']);
+    const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)![1]) as string[];
+    expect(cmd.join(' ')).toBe(packageJson.scripts['start:refresher']);
+    expect(compose.services.audit.command).toEqual(['npm', 'run', 'start:audit']);
+    for (const service of Object.keys(compose.services)) {
+      const argv = compose.services[service].command as string[] | undefined;
+      if (!argv || argv[0] !== 'npm') continue;
+      const script = argv[2];
+      expect(packageJson.scripts[script], `${service}: npm script ${script}`).toBeDefined();
+      expect(existsSync(join(REPO_ROOT, scriptFile(script)!)), `${service}: ${scriptFile(script)}`).toBe(true);
+    }
+    expect(existsSync(join(REPO_ROOT, refresherArgv.at(-1)!))).toBe(true);
+  });
+
+  it('builds a multi-stage image that runs as a non-root user, from a context without secrets or node_modules', () => {
+    const stages = [...dockerfile.matchAll(/^FROM (\S+)(?: AS (\S+))?$/gm)];
+    expect(stages.length).toBeGreaterThanOrEqual(2);
+    expect(/^ARG NODE_IMAGE=(node:(20|22)-slim)$/m.exec(dockerfile)).not.toBeNull();
+    expect(dockerfile).toMatch(/^RUN npm ci\b/m);
+    const user = /^USER (\S+)$/m.exec(dockerfile)?.[1];
+    expect(user).toBeDefined();
+    expect(['root', '0']).not.toContain(user);
+    // What the image copies exists and is not ignored.
+    const ignored = file('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    for (const [, sources] of dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)) {
+      for (const source of sources.split(' ')) {
+        expect(existsSync(join(REPO_ROOT, source)), `COPY ${source}`).toBe(true);
+        expect(ignored, `COPY ${source} is not in .dockerignore`).not.toContain(source);
+      }
+    }
+    for (const entry of ['**/node_modules', '.git', '.tokenkeeper', '**/.env']) expect(ignored).toContain(entry);
+    expect(dockerfileHealthcheck()).toEqual(['node', 'deploy/healthcheck.mjs', 'http', '/healthz']);
+  });
+
+  const cli = composeCli();
+  it.skipIf(cli === null)('is a valid compose file for the compose CLI (`config`, no engine needed)', async () => {
+    const [bin, ...args] = cli!;
+    const { stdout } = await run(bin, [...args, '-f', join(REPO_ROOT, 'docker-compose.yml'), 'config', '--services'], { cwd: REPO_ROOT });
+    expect(stdout.split('\n').filter(Boolean)).toEqual(expect.arrayContaining(['postgres', 'nats', 'refresher', 'audit']));
+  });
+});
+
+describe('ops: the healthchecks, run against what they probe', () => {
+  let nats: NatsServerHandle;
+  let db: TestDatabase;
+  let sandbox: SandboxProvider;
+  let refresher: TestRefresher;
+  let responder: NatsConnection;
+
+  beforeAll(async () => {
+    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_compose'), startSandboxProvider()]);
+    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+  });
+
+  afterAll(async () => {
+    await responder?.close();
+    await refresher?.close();
+    await Promise.all([sandbox?.close(), nats?.stop()]);
+    await db?.drop();
+  });
+
+  it('probes routes the refresher serves: the image (/healthz) and compose (/readyz) healthchecks pass, and fail with nothing listening', async () => {
+    const routes = httpRoutes(HealthController);
+    const port = new URL(baseUrlOf(refresher.app)).port;
+    for (const argv of [dockerfileHealthcheck(), healthcheckOf('refresher')]) {
+      expect(argv.slice(0, 3)).toEqual(['node', 'deploy/healthcheck.mjs', 'http']);
+      expect(routes).toContain(argv[3]);
+      expect(await probe(argv, { HTTP_PORT: port }), argv.join(' ')).toBe(0);
+      expect(await probe(argv, { HTTP_PORT: String(await freePort()) }), `${argv.join(' ')} with nothing listening`).toBe(1);
+    }
+  });
+
+  it('probes the subject the audit app answers, with the environment the audit service has', async () => {
+    const argv = healthcheckOf('audit');
+    expect(argv.slice(0, 3)).toEqual(['node', 'deploy/healthcheck.mjs', 'nats']);
+    expect(argv[3]).toBe(AUDIT_QUERY_SUBJECT);
+    const { AuditQueryController } = await import('../../audit/src/query/audit-query.controller.js');
+    const patterns = Object.getOwnPropertyNames(AuditQueryController.prototype).flatMap(
+      (name) => (Reflect.getMetadata('microservices:pattern', (AuditQueryController.prototype as any)[name]) as unknown[] | undefined) ?? [],
+    );
+    expect(patterns).toContain(AUDIT_QUERY_SUBJECT);
+
+    const env = { ...envOf('audit'), NATS_URL: nats.url };
+    expect(await probe(argv, env), 'no audit replica answering').toBe(1);
+    responder = await connect({ servers: nats.url });
+    responder.subscribe(AUDIT_QUERY_SUBJECT, { queue: 'audit', callback: (_err, msg) => void msg.respond('{"ok":false,"error":{"code":"bad_request","message":"x"}}') });
+    await responder.flush();
+    expect(await probe(argv, env), 'an audit replica answers').toBe(0);
+  });
+
+  it('probes the sandbox provider on its own port', async () => {
+    const argv = healthcheckOf('sandbox');
+    expect(await probe(argv.map((a) => (a === compose.services.sandbox.environment.SANDBOX_PORT ? new URL(sandbox.url).port : a)), {})).toBe(0);
+  });
+});

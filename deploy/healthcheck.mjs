@@ -1,0 +1,42 @@
+// Container health probe for the Tokenkeeper image: plain JavaScript (no transpiler, no
+// shell tools: the slim image has no curl or wget), run from /app by Docker.
+//
+//   node deploy/healthcheck.mjs http <path> [expected-status] [port]   GET http://127.0.0.1:<port or $HTTP_PORT><path>
+//   node deploy/healthcheck.mjs nats <subject>                  any reply to a request on <subject>
+//
+// Exits 0 when healthy, 1 otherwise, within about 3 seconds.
+const TIMEOUT_MS = 3_000;
+const [kind, target, expected, portArg] = process.argv.slice(2);
+
+async function http(path, status) {
+  const port = portArg || process.env.HTTP_PORT || '8080';
+  const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+  await response.arrayBuffer();
+  return status ? response.status === Number(status) : response.ok;
+}
+
+// For apps without HTTP (the audit app): it is healthy when a replica answers its subject;
+// any reply counts, an error reply included. Supports user/password and token auth.
+async function nats(subject) {
+  const { connect } = await import('@nats-io/transport-node');
+  const nc = await connect({
+    servers: (process.env.NATS_URL || 'nats://127.0.0.1:4222').split(','),
+    user: process.env.NATS_USER || undefined,
+    pass: process.env.NATS_PASS || undefined,
+    token: process.env.NATS_TOKEN || undefined,
+    timeout: TIMEOUT_MS,
+  });
+  try {
+    await nc.request(subject, '{}', { timeout: TIMEOUT_MS });
+    return true;
+  } finally {
+    await nc.close();
+  }
+}
+
+try {
+  const healthy = kind === 'http' ? await http(target || '/healthz', expected) : kind === 'nats' ? await nats(target) : false;
+  process.exit(healthy ? 0 : 1);
+} catch {
+  process.exit(1);
+}
