@@ -53,22 +53,7 @@ const demoStartedAt = new Date().toISOString();
 const sandbox = await startSandboxProvider({ accessTokenTtlSeconds: TOKEN_TTL_SECONDS, rotateRefreshTokens: true });
 log.line('provider', `sandbox OAuth2 provider on ${sandbox.url} (rotating refresh tokens, reuse revokes the family)`);
 
-const providers = parseProvidersDocument(
-  JSON.stringify({
-    providers: {
-      sandbox: {
-        tokenUrl: sandbox.tokenUrl,
-        revocationUrl: sandbox.revocationUrl,
-        clientId: 'sandbox-client',
-        clientSecret: 'sandbox-secret',
-        authMethod: 'client_secret_basic',
-        grant: 'refresh_token',
-      },
-    },
-  }),
-  'json',
-  {},
-);
+const providers = parseProvidersDocument(JSON.stringify({ providers: { sandbox: sandbox.providerSettings() } }), 'json', {});
 // The refresher's own log is JSON; here only its warnings reach stderr, to keep the story readable.
 const refresherLogger = new PinoLoggerService(createLogger({ level: process.env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: process.stderr as never }));
 const refresher = await startRefresher({ config, logger: refresherLogger, providers });

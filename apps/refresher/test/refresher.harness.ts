@@ -36,22 +36,8 @@ export function testEnv(base: { natsUrl: string; databaseUrl: string; keys: stri
 export function sandboxProviders(sandbox: SandboxProvider, extra: Record<string, unknown> = {}): Map<string, ProviderConfig> {
   const doc = {
     providers: {
-      sandbox: {
-        tokenUrl: sandbox.tokenUrl,
-        revocationUrl: sandbox.revocationUrl,
-        clientId: 'sandbox-client',
-        clientSecret: 'sandbox-secret',
-        authMethod: 'client_secret_basic',
-        grant: 'refresh_token',
-        ...extra,
-      },
-      'sandbox-cc': {
-        tokenUrl: sandbox.tokenUrl,
-        clientId: 'sandbox-client',
-        clientSecret: 'sandbox-secret',
-        authMethod: 'client_secret_post',
-        grant: 'client_credentials',
-      },
+      sandbox: sandbox.providerSettings(extra),
+      'sandbox-cc': sandbox.providerSettings({ revocationUrl: undefined, authMethod: 'client_secret_post', grant: 'client_credentials' }),
     },
   };
   return parseProvidersDocument(JSON.stringify(doc), 'json', {});

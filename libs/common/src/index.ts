@@ -1,3 +1,4 @@
 export * from './database.js';
+export * from './env-config.js';
 export * from './logger.js';
 export * from './secret.js';

@@ -178,6 +178,19 @@ export class SandboxProvider {
   }
 
   /** Starts a new refresh-token family and returns its first refresh token. */
+  /** Settings for a providers file (SPEC §5) entry backed by this sandbox. */
+  providerSettings(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+    return {
+      tokenUrl: this.tokenUrl,
+      revocationUrl: this.revocationUrl,
+      clientId: this.clientId,
+      clientSecret: this.clientSecret,
+      authMethod: 'client_secret_basic',
+      grant: 'refresh_token',
+      ...overrides,
+    };
+  }
+
   issueRefreshToken(): string {
     return this.store.startFamily();
   }

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { logLevel, type NatsConfig, natsConfigFrom, natsEnvShape, optionalText, positiveInt } from '@tokenkeeper/common';
 import { z } from 'zod';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
@@ -6,22 +7,10 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
-const optionalText = z
-  .string()
-  .optional()
-  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
 
 const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
-  NATS_URL: z.string().default('nats://127.0.0.1:4222'),
-  NATS_USER: optionalText,
-  NATS_PASS: optionalText,
-  NATS_TOKEN: optionalText,
-  NATS_CREDS: optionalText,
-  NATS_TLS_CA: optionalText,
-  NATS_TLS_CERT: optionalText,
-  NATS_TLS_KEY: optionalText,
+  ...natsEnvShape,
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
@@ -31,7 +20,7 @@ const EnvSchema = z.object({
   TOKEN_ENCRYPTION_KEYS: optionalText,
   TOKEN_ENCRYPTION_KEY_FILE: z.string().default('.tokenkeeper/encryption.key'),
   HTTP_PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: logLevel,
   REPLICA_ID: optionalText,
   LEASE_SECONDS: positiveInt(30),
   REFRESH_MIN_MARGIN_SECONDS: positiveInt(60),
@@ -59,21 +48,16 @@ const EnvSchema = z.object({
   AUDIT_OUTBOX_RETENTION_HOURS: positiveInt(24),
 });
 
-export type NatsAuth =
-  | { kind: 'none' }
-  | { kind: 'userpass'; user: string; pass: string }
-  | { kind: 'token'; token: string }
-  | { kind: 'creds'; file: string };
+/** Every variable the refresher reads (docs and the compose-file check use it). */
+export const ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
+
+export type { NatsAuth } from '@tokenkeeper/common';
 
 /** Everything the refresher reads from its environment, validated once at start. */
 export interface AppConfig {
   env: 'development' | 'test' | 'production';
   replicaId: string;
-  nats: {
-    servers: string[];
-    auth: NatsAuth;
-    tls?: { caFile?: string; certFile?: string; keyFile?: string };
-  };
+  nats: NatsConfig;
   database: { url: string; poolSize: number };
   providersFile: string;
   /** The environment `${VAR}` references in the providers file resolve against. */
@@ -119,44 +103,21 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   }
   const e = parsed.data;
   const problems: string[] = [];
-  if ((e.NATS_USER === undefined) !== (e.NATS_PASS === undefined)) {
-    problems.push('  NATS_USER and NATS_PASS: set both or neither');
-  }
-  const authKinds = [e.NATS_USER, e.NATS_TOKEN, e.NATS_CREDS].filter((v) => v !== undefined).length;
-  if (authKinds > 1) problems.push('  NATS_USER/NATS_TOKEN/NATS_CREDS: choose one way to authenticate');
-  if ((e.NATS_TLS_CERT === undefined) !== (e.NATS_TLS_KEY === undefined)) {
-    problems.push('  NATS_TLS_CERT and NATS_TLS_KEY: set both or neither');
-  }
+  const nats = natsConfigFrom(e, problems);
   if (e.LEASE_SECONDS * 1000 <= e.REFRESH_TIMEOUT_MS) {
     // The lease must outlive any request made under it, or a second replica could
     // present the same refresh token while the first request is still in flight.
     problems.push('  LEASE_SECONDS: must be longer than REFRESH_TIMEOUT_MS');
-  }
-  const servers = e.NATS_URL.split(',').map((s) => s.trim()).filter(Boolean);
-  if (servers.some((s) => !/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(s))) {
-    problems.push('  NATS_URL: must be nats://host:port (comma-separated for a cluster)');
   }
   if (e.AUDIT_DEDUPE_WINDOW_SECONDS > e.AUDIT_STREAM_MAX_AGE_HOURS * 3600) {
     problems.push('  AUDIT_DEDUPE_WINDOW_SECONDS: must not exceed AUDIT_STREAM_MAX_AGE_HOURS');
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
 
-  const auth: NatsAuth = e.NATS_USER
-    ? { kind: 'userpass', user: e.NATS_USER, pass: e.NATS_PASS! }
-    : e.NATS_TOKEN
-      ? { kind: 'token', token: e.NATS_TOKEN }
-      : e.NATS_CREDS
-        ? { kind: 'creds', file: e.NATS_CREDS }
-        : { kind: 'none' };
-  const tls =
-    e.NATS_TLS_CA || e.NATS_TLS_CERT
-      ? { caFile: e.NATS_TLS_CA, certFile: e.NATS_TLS_CERT, keyFile: e.NATS_TLS_KEY }
-      : undefined;
-
   return {
     env: e.NODE_ENV,
     replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`,
-    nats: { servers, auth, tls },
+    nats,
     database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
     providersFile: e.PROVIDERS_FILE,
     providersEnv: { ...env },
