@@ -99,6 +99,19 @@ describe('refresher: register, get, refresh, describe, list, revoke', () => {
     await waitFor(() => events.find((e) => e.subject === 'token.revoked.acme.gone'));
   });
 
+  it('client_credentials: registered without tokens, fetched on first use with client_secret_post, refreshed without a refresh token', async () => {
+    const before = sandbox.stats.clientCredentialsGrants;
+    const reg = await caller.call('token.register', { tenant: 'svc', connection: 'billing', provider: 'sandbox-cc' });
+    expect(reg.credential).toMatchObject({ status: 'active', hasAccessToken: false, hasRefreshToken: false });
+    const got = await caller.call('token.get', { tenant: 'svc', connection: 'billing' });
+    expect(got.ok).toBe(true);
+    expect(got.token.accessToken).toMatch(/^at_/);
+    expect(sandbox.stats.clientCredentialsGrants).toBeGreaterThan(before);
+    const refreshed = await caller.call('token.refresh', { tenant: 'svc', connection: 'billing' });
+    expect(refreshed.credential).toMatchObject({ version: got.token.version + 1, hasRefreshToken: false, status: 'active' });
+    expect(Date.parse(refreshed.credential.nextRefreshAt)).toBeGreaterThan(Date.now());
+  });
+
   it('answers not_found and unknown_provider with contract codes', async () => {
     expect((await caller.call('token.get', { tenant: 'nobody', connection: 'x' })).error.code).toBe('not_found');
     expect((await caller.call('token.register', { tenant: 'a', connection: 'b', provider: 'nope', accessToken: 'x' })).error.code).toBe('unknown_provider');
