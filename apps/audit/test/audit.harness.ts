@@ -2,7 +2,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { INestMicroservice } from '@nestjs/common';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -11,6 +10,7 @@ import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
 import { AUDIT_STREAM } from '@tokenkeeper/contracts';
 import { waitFor, type SandboxProvider } from '@tokenkeeper/testing';
 import pg from 'pg';
+import { LogCapture } from '../../refresher/test/refresher.harness.js';
 import { startAudit } from '../src/audit.app.js';
 import { AuditConsumer } from '../src/consumer/audit-consumer.service.js';
 import { type AuditConfig, loadAuditConfig } from '../src/config/audit-config.js';
@@ -31,21 +31,11 @@ export function auditEnv(natsUrl: string, databaseUrl: string, overrides: Record
   };
 }
 
-class Capture extends Writable {
-  readonly lines: string[] = [];
-  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
-    this.lines.push(chunk.toString('utf8'));
-    done();
-  }
-  text(): string {
-    return this.lines.join('');
-  }
-}
 
 export interface TestAudit {
   app: INestMicroservice;
   config: AuditConfig;
-  logs: Capture;
+  logs: LogCapture;
   consumer: AuditConsumer;
   close(): Promise<void>;
 }
@@ -53,7 +43,7 @@ export interface TestAudit {
 /** The audit app in this process, logging into memory. */
 export async function startTestAudit(env: Record<string, string>): Promise<TestAudit> {
   const config = loadAuditConfig(env);
-  const logs = new Capture();
+  const logs = new LogCapture();
   const logger = new PinoLoggerService(createLogger({ level: env.LOG_LEVEL ?? 'warn', name: 'audit', destination: logs }));
   const app = await startAudit({ config, logger });
   return { app, config, logs, consumer: app.get(AuditConsumer), close: () => app.close() };

@@ -2,3 +2,4 @@ export * from './database.js';
 export * from './env-config.js';
 export * from './logger.js';
 export * from './secret.js';
+export * from './wakeable-sleep.js';

@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { WakeableSleep } from '@tokenkeeper/common';
 import {
   AckPolicy,
   type Consumer,
@@ -37,7 +38,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
   private running = false;
   private loop?: Promise<void>;
   private messages?: ConsumerMessages;
-  private wake?: () => void;
+  private readonly idle = new WakeableSleep();
   private failures = 0;
   private complaining = false;
   private storedTotal = 0;
@@ -58,7 +59,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
   /** Stops pulling, stores and acks what was already delivered, then returns. */
   async onApplicationShutdown(): Promise<void> {
     this.running = false;
-    this.wake?.();
+    this.idle.wake();
     await this.messages?.close().catch(() => undefined);
     const grace = new Promise((resolve) => setTimeout(resolve, this.config.shutdownGraceMs).unref());
     await Promise.race([this.loop, grace]);
@@ -81,7 +82,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
         await this.drain(messages);
       } catch (error) {
         this.complain('audit consumer not ready; retrying', error);
-        await this.sleep(this.backoff());
+        await this.idle.sleep(this.backoff());
       }
     }
   }
@@ -134,7 +135,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
         }
         // Keep the deliveries alive while the database is away, rather than see them redelivered.
         for (const msg of accepted) msg.working();
-        await this.sleep(this.backoff());
+        await this.idle.sleep(this.backoff());
       }
     }
   }
@@ -186,14 +187,4 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     this.failures = 0;
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
-  }
 }

@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { WakeableSleep } from '@tokenkeeper/common';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AUDIT_SUBJECT_PREFIX, encodeJson, pickAuditFields } from '@tokenkeeper/contracts';
@@ -67,7 +68,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   private active = false;
   private running = false;
   private loop?: Promise<void>;
-  private wake?: () => void;
+  private readonly idle = new WakeableSleep();
   private natsUp = true;
   private failures = 0;
   private lastPurge = 0;
@@ -99,7 +100,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   /** Stops the loop, then publishes what is still pending (bounded by AUDIT_RELAY_DRAIN_MS) and steps down. */
   async onApplicationShutdown(): Promise<void> {
     this.running = false;
-    this.wake?.();
+    this.idle.wake();
     // Bounded: a query to an unreachable database would otherwise hold the shutdown up.
     let timer: NodeJS.Timeout | undefined;
     const settled = await Promise.race([
@@ -175,7 +176,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
           { error: (error as Error).message },
         );
       }
-      if (pause > 0 && this.running) await this.sleep(pause);
+      if (pause > 0 && this.running) await this.idle.sleep(pause);
     }
   }
 
@@ -325,16 +326,6 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     this.failures = 0;
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
-  }
 
   /** Pauses publishing while the connection is down instead of piling requests into its buffer. */
   private async watchNats(): Promise<void> {
@@ -342,7 +333,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
       if (status.type === 'disconnect') this.natsUp = false;
       else if (status.type === 'reconnect') {
         this.natsUp = true;
-        this.wake?.();
+        this.idle.wake();
       }
     }
   }
