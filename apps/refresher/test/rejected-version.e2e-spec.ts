@@ -90,6 +90,30 @@ describe('refresher: token.get with rejectedVersion', () => {
     expect(sandbox.everPresentedTwice()).toEqual([]);
   });
 
+  it('a rejectedVersion that never existed names nothing to refresh: the current token, no refresh', async () => {
+    const key = { tenant: 'acme', connection: 'future' };
+    await register(key);
+    const before = sandbox.stats.refreshGrants;
+    const replies = await Promise.all(Array.from({ length: 20 }, () => caller.call('token.get', { ...key, rejectedVersion: 1_000_000 })));
+    expect(replies.every((r) => r.ok && r.token.version === 1)).toBe(true);
+    expect(sandbox.stats.refreshGrants - before).toBe(0);
+  });
+
+  it('an expired token reported with an older rejectedVersion is still refreshed', async () => {
+    const key = { tenant: 'acme', connection: 'expired-old-report' };
+    const expired = () => {
+      const { accessToken, refreshToken } = sandbox.issueTokens();
+      return { ...key, provider: 'sandbox', accessToken, refreshToken, expiresAt: new Date(Date.now() - 1_000).toISOString() };
+    };
+    expect((await caller.call('token.register', expired())).ok).toBe(true);
+    expect((await caller.call('token.register', expired())).ok).toBe(true);
+    // Version 2 is stored and expired; a caller reports version 1 (long replaced) as rejected.
+    const reply = await caller.call('token.get', { ...key, rejectedVersion: 1 });
+    expect(reply.ok, JSON.stringify(reply)).toBe(true);
+    expect(reply.token.version).toBeGreaterThanOrEqual(3);
+    expect(Date.parse(reply.token.expiresAt)).toBeGreaterThan(Date.now());
+  });
+
   it(`two replicas sharing ${CALLERS} reports: still one refresh per rejected version`, async () => {
     b = await startTestRefresher({ ...env, REPLICA_ID: 'replica-b' }, providersFor({ sandbox: { sandbox } }));
     const key = { tenant: 'acme', connection: 'replicated' };

@@ -78,21 +78,30 @@ export class TokenService {
   private async resolve(request: TokenGetRequest): Promise<Credential> {
     const minTtlMs = (request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS) * 1000;
     let credential = await this.find(request);
-    if (this.serves(credential, minTtlMs, request.rejectedVersion)) return credential;
+    let rejected = request.rejectedVersion;
+    if (rejected !== undefined && rejected > credential.version) {
+      // The caller saw a version our read predates (another replica just committed it): read
+      // again. A version that does not exist at all names nothing to refresh, so it is ignored
+      // rather than allowed to cause a refresh per request.
+      credential = await this.find(request);
+      if (rejected > credential.version) rejected = undefined;
+    }
+    if (this.serves(credential, minTtlMs, rejected)) return credential;
 
     const live = credential.status === 'active' || credential.status === 'failing';
     const inBackoff =
       credential.status === 'failing' && credential.nextRefreshAt !== null && credential.nextRefreshAt.getTime() > this.clock.now();
     if (live && !inBackoff) {
-      const stale = request.rejectedVersion !== undefined ? Math.min(request.rejectedVersion, credential.version) : credential.version;
-      const result = await this.coordinator.refresh(request, stale);
+      // Whatever the reason (expired, not valid for minTtl, or this very version rejected),
+      // the stored version is the stale one: one refresh past it, shared by every caller.
+      const result = await this.coordinator.refresh(request, credential.version);
       credential = result.credential;
-      if (this.serves(credential, Math.min(minTtlMs, 1_000), request.rejectedVersion)) return credential;
+      if (this.serves(credential, Math.min(minTtlMs, 1_000), rejected)) return credential;
     }
     // The refresh failed, is backing off, or can no longer happen (reauth_required). A token
     // that is still valid (and was not reported rejected) beats an error (SPEC §3); a revoked
     // credential has no token left to serve.
-    if (this.serves(credential, 0, request.rejectedVersion)) return credential;
+    if (this.serves(credential, 0, rejected)) return credential;
     this.refusesIfDead(credential);
     throw new ContractError(
       credential.lastError?.code === 'unavailable' ? 'unavailable' : 'refresh_failed',
