@@ -156,14 +156,7 @@ export class TokenClient {
   private hitKey(key: CredentialKey, minTtlMs: number): CacheEntry | undefined {
     const byConnection = this.byTenant.get(key.tenant);
     const entry = byConnection === undefined ? undefined : byConnection.get(key.connection);
-    if (
-      entry === undefined ||
-      entry.state !== FRESH ||
-      entry.epoch !== this.epoch ||
-      entry.expiresAtMs - this.clock() < minTtlMs
-    ) {
-      return undefined;
-    }
+    if (!this.servable(entry, minTtlMs)) return undefined;
     this.counters.hits++;
     if (this.cache.bounded) this.cache.touchKey(key.tenant, key.connection, entry);
     return entry;
@@ -172,17 +165,15 @@ export class TokenClient {
   /** `hitKey` by id, for the paths that have built the id anyway. */
   private hit(id: string, minTtlMs: number): CacheEntry | undefined {
     const entry = this.entries.get(id);
-    if (
-      entry === undefined ||
-      entry.state !== FRESH ||
-      entry.epoch !== this.epoch ||
-      entry.expiresAtMs - this.clock() < minTtlMs
-    ) {
-      return undefined;
-    }
+    if (!this.servable(entry, minTtlMs)) return undefined;
     this.counters.hits++;
     if (this.cache.bounded) this.cache.touch(id, entry);
     return entry;
+  }
+
+  /** Fresh, trusted since the last reconnect, and valid for `minTtlMs` more. */
+  private servable(entry: CacheEntry | undefined, minTtlMs: number): entry is CacheEntry {
+    return entry !== undefined && entry.state === FRESH && entry.epoch === this.epoch && entry.expiresAtMs - this.clock() >= minTtlMs;
   }
 
   private async resolve(key: CredentialKey, id: string, minTtlMs: number): Promise<TokenView> {
