@@ -22,7 +22,7 @@ export async function startAudit(options: AuditAppOptions): Promise<INestMicrose
   const nc = await connectNats(options.config.nats, `tokenkeeper-audit ${options.config.replicaId}`);
   try {
     const app = await NestFactory.createMicroservice(AuditModule.forRoot({ config: options.config, nc }), {
-      strategy: new NatsRpcServer(nc, AUDIT_QUEUE_GROUP),
+      strategy: new NatsRpcServer(nc, { queue: AUDIT_QUEUE_GROUP }),
       logger: options.logger,
       abortOnError: false,
       bufferLogs: false,

@@ -9,6 +9,8 @@ import { NatsRpcServer } from './nats/nats-rpc.server.js';
 import { PassThroughRpcExceptionFilter } from './nats/rpc-exception.filter.js';
 import type { ProviderConfig } from './providers/provider.types.js';
 import { RefresherModule } from './refresher.module.js';
+import { TokenController } from './tokens/token.controller.js';
+import { RpcSubject } from '@tokenkeeper/contracts';
 
 export interface RefresherAppOptions {
   config: AppConfig;
@@ -28,7 +30,9 @@ export async function startRefresher(options: RefresherAppOptions): Promise<INes
   });
   app.useGlobalFilters(new PassThroughRpcExceptionFilter());
   const nc = app.get<NatsConnection>(NATS_CONNECTION);
-  const rpc = new NatsRpcServer(nc);
+  // token.get skips Nest's per-request pipeline; guards, interceptors and pipes do not apply to it.
+  const tokens = app.get(TokenController);
+  const rpc = new NatsRpcServer(nc, { direct: { [RpcSubject.get]: (data) => tokens.get(data) } });
   app.connectMicroservice({ strategy: rpc }, { inheritAppConfig: true });
   // At shutdown the request-reply subscriptions go first, before the refresh work drains.
   app.get(GracefulShutdown).stopRequestsWith(() => rpc.close());

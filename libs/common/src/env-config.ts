@@ -5,6 +5,21 @@ import { z } from 'zod';
  * zod helpers, so that the refresher and the audit app read NATS_* the same way.
  */
 
+/**
+ * Validates an environment against an app's schema; `fail` turns the report (one line per
+ * offending variable, never its value) into the app's configuration error.
+ */
+export function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>, fail: (message: string) => Error): z.output<S> {
+  const parsed = schema.safeParse(env);
+  if (parsed.success) return parsed.data;
+  throw fail(`invalid configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+}
+
+/** Cross-variable checks collect lines in `problems`; any line stops start-up. */
+export function failOnProblems(problems: string[], fail: (message: string) => Error): void {
+  if (problems.length > 0) throw fail(`invalid configuration:\n${problems.join('\n')}`);
+}
+
 export const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
 /** An optional variable; an empty value counts as unset. */

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { logLevel, type NatsConfig, natsConfigFrom, natsEnvShape, optionalText, positiveInt } from '@tokenkeeper/common';
+import { failOnProblems, logLevel, type NatsConfig, natsConfigFrom, natsEnvShape, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
 export class AuditConfigError extends Error {
@@ -55,16 +55,12 @@ export interface AuditConfig {
 export const AUDIT_CONFIG = Symbol('AUDIT_CONFIG');
 
 export function loadAuditConfig(env: Record<string, string | undefined>): AuditConfig {
-  const parsed = EnvSchema.safeParse(env);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
-    throw new AuditConfigError(`invalid configuration:\n${lines.join('\n')}`);
-  }
-  const e = parsed.data;
+  const fail = (message: string) => new AuditConfigError(message);
+  const e = parseEnv(EnvSchema, env, fail);
   const problems: string[] = [];
   const nats = natsConfigFrom(e, problems);
   if (!new URL(e.AUDIT_DATABASE_URL).pathname.replace(/^\//, '')) problems.push('  AUDIT_DATABASE_URL: must name a database');
-  if (problems.length > 0) throw new AuditConfigError(`invalid configuration:\n${problems.join('\n')}`);
+  failOnProblems(problems, fail);
 
   return {
     env: e.NODE_ENV,

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { logLevel, type NatsConfig, natsConfigFrom, natsEnvShape, optionalText, positiveInt } from '@tokenkeeper/common';
+import { failOnProblems, logLevel, type NatsConfig, natsConfigFrom, natsEnvShape, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
 import { z } from 'zod';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
@@ -96,12 +96,8 @@ export interface AppConfig {
 export const APP_CONFIG = Symbol('APP_CONFIG');
 
 export function loadConfig(env: Record<string, string | undefined>): AppConfig {
-  const parsed = EnvSchema.safeParse(env);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
-    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
-  }
-  const e = parsed.data;
+  const fail = (message: string) => new ConfigError(message);
+  const e = parseEnv(EnvSchema, env, fail);
   const problems: string[] = [];
   const nats = natsConfigFrom(e, problems);
   if (e.LEASE_SECONDS * 1000 <= e.REFRESH_TIMEOUT_MS) {
@@ -112,7 +108,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   if (e.AUDIT_DEDUPE_WINDOW_SECONDS > e.AUDIT_STREAM_MAX_AGE_HOURS * 3600) {
     problems.push('  AUDIT_DEDUPE_WINDOW_SECONDS: must not exceed AUDIT_STREAM_MAX_AGE_HOURS');
   }
-  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
+  failOnProblems(problems, fail);
 
   return {
     env: e.NODE_ENV,

@@ -19,19 +19,22 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   private readonly subscriptions: Subscription[] = [];
   private readonly rpcLogger = new Logger('NatsRpcServer');
 
-  /** `queue`: the queue group replicas share requests in (the audit app passes `audit`). */
+  private readonly queue: string;
+  private readonly direct: Readonly<Record<string, DirectHandler>>;
+
   constructor(
     private readonly nc: NatsConnection,
-    private readonly queue: string = REFRESHER_QUEUE_GROUP,
+    options: NatsRpcServerOptions = {},
   ) {
     super();
+    this.queue = options.queue ?? REFRESHER_QUEUE_GROUP;
+    this.direct = options.direct ?? {};
   }
 
   listen(callback: (...optionalParams: unknown[]) => void): void {
-    const direct = directHandlers.get(this.nc);
     for (const [subject, handler] of this.messageHandlers) {
       if (handler.isEventHandler) continue;
-      const directHandler = direct?.get(subject);
+      const directHandler = this.direct[subject];
       this.subscriptions.push(
         this.nc.subscribe(subject, {
           queue: this.queue,
@@ -105,17 +108,13 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
 /** A request handler that takes the decoded payload and answers with the encoded reply. */
 export type DirectHandler = (request: Record<string, unknown>) => Uint8Array | Promise<Uint8Array>;
 
-/**
- * Direct handlers by connection: what a controller registers here for one of its
- * `@MessagePattern` subjects is called by the NatsRpcServer on that same connection
- * instead of Nest's per-request pipeline (guards, interceptors, pipes, filters: about
- * half of token.get's CPU, measured in docs/benchmarks.md). Keyed by the connection so
- * that two applications in one process (tests run several replicas) never mix.
- */
-const directHandlers = new WeakMap<NatsConnection, Map<string, DirectHandler>>();
-
-export function registerDirectHandler(nc: NatsConnection, subject: string, handler: DirectHandler): void {
-  let handlers = directHandlers.get(nc);
-  if (!handlers) directHandlers.set(nc, (handlers = new Map()));
-  handlers.set(subject, handler);
+export interface NatsRpcServerOptions {
+  /** The queue group replicas share requests in (default `refresher`; the audit app uses `audit`). */
+  queue?: string;
+  /**
+   * Hot subjects whose handler is called directly instead of through Nest's per-request
+   * pipeline (guards, interceptors, pipes, filters: about half of token.get's CPU,
+   * measured in docs/benchmarks.md). The subject must still be a `@MessagePattern`.
+   */
+  direct?: Record<string, DirectHandler>;
 }

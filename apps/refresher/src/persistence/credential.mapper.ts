@@ -39,7 +39,11 @@ export interface CredentialRow {
 export class CredentialMapper {
   constructor(private readonly cipher: TokenCipher) {}
 
-  toDomain(row: CredentialRow): Credential {
+  /**
+   * `written`: the secrets this statement has just stored, so that a write is not
+   * followed by decrypting what was encrypted a moment ago (the refresh loop's hot path).
+   */
+  toDomain(row: CredentialRow, written?: { accessToken?: Secret; refreshToken?: Secret }): Credential {
     return {
       tenant: row.tenant,
       connection: row.connection,
@@ -48,8 +52,8 @@ export class CredentialMapper {
       version: row.version,
       tokenType: row.token_type,
       scope: row.scope ?? undefined,
-      accessToken: this.open(row, row.access_token_enc, 'access'),
-      refreshToken: this.open(row, row.refresh_token_enc, 'refresh'),
+      accessToken: written?.accessToken ?? this.open(row, row.access_token_enc, 'access'),
+      refreshToken: written?.refreshToken ?? this.open(row, row.refresh_token_enc, 'refresh'),
       issuedAt: row.issued_at,
       expiresAt: row.expires_at,
       nextRefreshAt: row.next_refresh_at,

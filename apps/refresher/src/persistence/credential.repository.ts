@@ -44,15 +44,10 @@ export interface TokenWrite {
   nextRefreshAt: Date | null;
 }
 
-export interface Registration extends CredentialKey {
+export interface Registration extends CredentialKey, Omit<TokenWrite, 'accessToken'> {
   provider: string;
+  /** Absent when only a refresh token (or nothing, for client_credentials) is registered. */
   accessToken?: Secret;
-  refreshToken?: Secret;
-  tokenType: string;
-  scope?: string;
-  issuedAt: Date;
-  expiresAt: Date | null;
-  nextRefreshAt: Date | null;
 }
 
 export interface FailureWrite {
@@ -116,7 +111,7 @@ export class CredentialRepository {
         JSON.stringify(audit),
       ],
     );
-    return this.mapper.toDomain(rows[0]);
+    return this.mapper.toDomain(rows[0], reg);
   }
 
   /**
@@ -214,7 +209,7 @@ export class CredentialRepository {
         write.nextRefreshAt, JSON.stringify(audit),
       ],
     );
-    return rows.length ? this.mapper.toDomain(rows[0]) : null;
+    return rows.length ? this.mapper.toDomain(rows[0], write) : null;
   }
 
   /** Records a failed attempt under the lease and releases it; null when the fence no longer holds. */

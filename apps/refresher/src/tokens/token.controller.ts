@@ -1,6 +1,5 @@
-import { Controller, Inject } from '@nestjs/common';
+import { Controller } from '@nestjs/common';
 import { MessagePattern } from '@nestjs/microservices';
-import type { NatsConnection } from '@nats-io/transport-node';
 import {
   CredentialKeyRequestSchema,
   parseRequest,
@@ -9,8 +8,6 @@ import {
   TokenListRequestSchema,
   TokenRegisterRequestSchema,
 } from '@tokenkeeper/contracts';
-import { NATS_CONNECTION } from '../nats/nats-connection.js';
-import { registerDirectHandler } from '../nats/nats-rpc.server.js';
 import { TokenService } from './token.service.js';
 
 /**
@@ -20,16 +17,9 @@ import { TokenService } from './token.service.js';
  */
 @Controller()
 export class TokenController {
-  constructor(
-    private readonly tokens: TokenService,
-    @Inject(NATS_CONNECTION) nc: NatsConnection,
-  ) {
-    // The hot path: NatsRpcServer calls this directly, without Nest's per-request
-    // pipeline (which cost as much CPU as the rest of a cache hit). The pattern below
-    // still declares the subject; guards, interceptors and pipes do not apply to it.
-    registerDirectHandler(nc, RpcSubject.get, (data) => this.get(data));
-  }
+  constructor(private readonly tokens: TokenService) {}
 
+  /** The hot path: refresher.app.ts also hands this to NatsRpcServer as a direct handler. */
   @MessagePattern(RpcSubject.get)
   get(data: unknown) {
     return this.tokens.get(parseTokenGetRequest(data));
