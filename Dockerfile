@@ -2,7 +2,8 @@
 # One image for every Tokenkeeper app: the refresher (default command), the audit app
 # (`node dist/apps/audit/src/main.js`) and the sandbox provider (`node dist/apps/sandbox-provider/src/main.js`).
 #
-# The apps are compiled (`npm run build`: SWC, tools/build.ts) in a build stage, and the
+# The apps are compiled (`npm run build`: `nest build` with the Nest CLI's SWC builder, see
+# nest-cli.json and tools/build.ts) in a build stage, and the
 # runtime stage runs plain JavaScript with production dependencies only: no TypeScript
 # loader and no compiler in the process (that would cost about 140 MiB of RSS, measured in
 # docs/benchmarks.md), and no devDependencies in the image.
@@ -14,7 +15,7 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.build.json nest-cli.json swcrc.build.json ./
 COPY tools ./tools
 COPY libs ./libs
 COPY apps ./apps
