@@ -158,7 +158,7 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
   it('builds a multi-stage image that runs as a non-root user, from a context without secrets or node_modules', () => {
     const stages = [...dockerfile.matchAll(/^FROM (\S+)(?: AS (\S+))?$/gm)];
     expect(stages.length).toBeGreaterThanOrEqual(2);
-    expect(/^ARG NODE_IMAGE=(node:(20|22)-slim)$/m.exec(dockerfile)).not.toBeNull();
+    expect(/^ARG NODE_IMAGE=(node:(22|24)(-trixie|-bookworm)?-slim)$/m.exec(dockerfile)).not.toBeNull();
     expect(dockerfile).toMatch(/^RUN npm ci\b/m);
     const user = /^USER (\S+)$/m.exec(dockerfile)?.[1];
     expect(user).toBeDefined();
