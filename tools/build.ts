@@ -13,6 +13,7 @@ const { files, seconds } = await compile(join(REPO_ROOT, 'dist'), [
   'libs/client/src',
   'libs/common/src',
   'libs/contracts/src',
+  'libs/nats/src',
   'libs/testing/src',
 ]);
 process.stdout.write(`compiled ${files} files to dist/ in ${seconds.toFixed(2)} s\n`);
