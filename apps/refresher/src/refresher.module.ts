@@ -13,6 +13,9 @@ import { TokenEventListener } from './nats/token-event.listener.js';
 import { TokenEventPublisher } from './nats/token-event.publisher.js';
 import { CredentialEntity } from './persistence/credential.entity.js';
 import { CredentialMapper } from './persistence/credential.mapper.js';
+import { CredentialStatsRepository } from './persistence/credential-stats.repository.js';
+import { DatabaseStatusRepository } from './persistence/database-status.repository.js';
+import { OutboxRepository } from './persistence/outbox.repository.js';
 import { CredentialRepository } from './persistence/credential.repository.js';
 import { InitialSchema1764100000000 } from './persistence/migrations/1764100000000-initial-schema.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
@@ -111,7 +114,10 @@ export class RefresherModule {
         ReencryptionService,
         TokenService,
         AuditStreamService,
+        OutboxRepository,
         OutboxRelay,
+        CredentialStatsRepository,
+        DatabaseStatusRepository,
         NatsStatusMonitor,
         ReadinessService,
         OpsMetrics,

@@ -75,7 +75,7 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
     const streamBefore = await auditStreamSubjects();
 
     const seen: string[] = [];
-    const subs: Subscription[] = HOSTILE.map((subject) => caller.nc.subscribe(subject, { callback: (_err, msg) => seen.push(msg.subject) }));
+    const subs: Subscription[] = HOSTILE.map((subject) => caller.nc.subscribe(subject, { callback: (_err, msg) => void seen.push(msg.subject) }));
     await caller.nc.flush();
 
     const body = encodeJson({ tenant: 'acme', connection: 'github', note: MARKER });
