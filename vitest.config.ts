@@ -13,6 +13,7 @@ export default defineConfig({
       '@tokenkeeper/client': here('./libs/client/src/index.ts'),
       '@tokenkeeper/testing': here('./libs/testing/src/index.ts'),
       '@tokenkeeper/common': here('./libs/common/src/index.ts'),
+      '@tokenkeeper/nats': here('./libs/nats/src/index.ts'),
     },
   },
   test: {

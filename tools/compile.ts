@@ -10,6 +10,7 @@ const ALIASES: Record<string, string> = {
   '@tokenkeeper/client': 'libs/client/src/index.js',
   '@tokenkeeper/common': 'libs/common/src/index.js',
   '@tokenkeeper/contracts': 'libs/contracts/src/index.js',
+  '@tokenkeeper/nats': 'libs/nats/src/index.js',
   '@tokenkeeper/testing': 'libs/testing/src/index.js',
 };
 

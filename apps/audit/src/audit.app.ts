@@ -2,9 +2,8 @@ import 'reflect-metadata';
 import type { INestMicroservice, LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { AUDIT_QUEUE_GROUP } from '@tokenkeeper/contracts';
-import { connectNats } from '../../refresher/src/nats/nats-connection.js';
-import { NatsRpcServer } from '../../refresher/src/nats/nats-rpc.server.js';
-import { PassThroughRpcExceptionFilter } from '../../refresher/src/nats/rpc-exception.filter.js';
+import { connectNats, NatsRpcServer, PassThroughRpcExceptionFilter, rpcDropCounter } from '@tokenkeeper/nats';
+import { AuditMetrics } from './audit.metrics.js';
 import { AuditModule } from './audit.module.js';
 import type { AuditConfig } from './config/audit-config.js';
 
@@ -20,9 +19,14 @@ export interface AuditAppOptions {
  */
 export async function startAudit(options: AuditAppOptions): Promise<INestMicroservice> {
   const nc = await connectNats(options.config.nats, `tokenkeeper-audit ${options.config.replicaId}`);
+  const metrics = new AuditMetrics();
   try {
-    const app = await NestFactory.createMicroservice(AuditModule.forRoot({ config: options.config, nc }), {
-      strategy: new NatsRpcServer(nc, { queue: AUDIT_QUEUE_GROUP }),
+    const app = await NestFactory.createMicroservice(AuditModule.forRoot({ config: options.config, nc, metrics }), {
+      strategy: new NatsRpcServer(nc, {
+        queue: AUDIT_QUEUE_GROUP,
+        replySubjectPrefixes: options.config.replySubjectPrefixes,
+        onDrop: rpcDropCounter(metrics.registry),
+      }),
       logger: options.logger,
       abortOnError: false,
       bufferLogs: false,

@@ -2,6 +2,7 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { ensureDatabase, openWithMigrations } from '@tokenkeeper/common';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { AuditMetrics } from './audit.metrics.js';
 import { AUDIT_CONFIG, type AuditConfig } from './config/audit-config.js';
 import { AuditConsumer } from './consumer/audit-consumer.service.js';
 import { AUDIT_NATS_CONNECTION, AuditNatsLifecycle } from './nats.js';
@@ -16,11 +17,12 @@ export const AUDIT_ENTITIES = [AuditRecordEntity];
 export interface AuditModuleOptions {
   config: AuditConfig;
   nc: NatsConnection;
+  metrics?: AuditMetrics;
 }
 
 @Module({})
 export class AuditModule {
-  static forRoot({ config, nc }: AuditModuleOptions): DynamicModule {
+  static forRoot({ config, nc, metrics = new AuditMetrics() }: AuditModuleOptions): DynamicModule {
     return {
       module: AuditModule,
       imports: [
@@ -48,11 +50,12 @@ export class AuditModule {
       providers: [
         { provide: AUDIT_CONFIG, useValue: config },
         { provide: AUDIT_NATS_CONNECTION, useValue: nc },
+        { provide: AuditMetrics, useValue: metrics },
         AuditNatsLifecycle,
         AuditRecordRepository,
         AuditConsumer,
       ],
-      exports: [AUDIT_CONFIG, AuditRecordRepository, AuditConsumer],
+      exports: [AUDIT_CONFIG, AuditMetrics, AuditRecordRepository, AuditConsumer],
     };
   }
 }

@@ -1,4 +1,5 @@
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
+import { redactServers } from '@tokenkeeper/nats';
 import { startAudit } from './audit.app.js';
 import { AuditConfigError, loadAuditConfig } from './config/audit-config.js';
 
@@ -18,7 +19,7 @@ try {
   const app = await startAudit({ config, logger: new PinoLoggerService(logger) });
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   logger.info(
-    { replica: config.replicaId, nats: config.nats.servers, consumer: config.consumer.name, database: new URL(config.database.url).pathname.slice(1) },
+    { replica: config.replicaId, nats: redactServers(config.nats.servers), consumer: config.consumer.name, database: new URL(config.database.url).pathname.slice(1) },
     'audit started',
   );
 } catch (error) {

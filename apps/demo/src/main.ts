@@ -11,6 +11,7 @@
 import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
+import { redactServers } from '@tokenkeeper/nats';
 import { tokenEventFilter } from '@tokenkeeper/contracts';
 import { startSandboxProvider } from '@tokenkeeper/testing';
 import { loadConfig } from '../../refresher/src/config/app-config.js';
@@ -57,7 +58,7 @@ const providers = parseProvidersDocument(JSON.stringify({ providers: { sandbox: 
 // The refresher's own log is JSON; here only its warnings reach stderr, to keep the story readable.
 const refresherLogger = new PinoLoggerService(createLogger({ level: process.env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: process.stderr as never }));
 const refresher = await startRefresher({ config, logger: refresherLogger, providers });
-log.line('refresher', `started: PostgreSQL ${new URL(config.database.url).pathname.slice(1)}, NATS ${config.nats.servers.join(',')}`);
+log.line('refresher', `started: PostgreSQL ${new URL(config.database.url).pathname.slice(1)}, NATS ${redactServers(config.nats.servers).join(',')}`);
 const audit = await startAudit({ config: auditConfig, logger: refresherLogger });
 log.line('audit', `started: durable JetStream consumer into ${new URL(auditConfig.database.url).pathname.slice(1)}`);
 

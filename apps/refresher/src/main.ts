@@ -1,4 +1,5 @@
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
+import { redactServers } from '@tokenkeeper/nats';
 import { ConfigError, loadConfig } from './config/app-config.js';
 import { startRefresher } from './refresher.app.js';
 
@@ -32,7 +33,7 @@ try {
   };
   process.once('SIGTERM', hardStop);
   process.once('SIGINT', hardStop);
-  logger.info({ replica: config.replicaId, httpPort: config.httpPort, nats: config.nats.servers }, 'refresher started');
+  logger.info({ replica: config.replicaId, httpPort: config.httpPort, nats: redactServers(config.nats.servers) }, 'refresher started');
 } catch (error) {
   logger.fatal({ type: (error as Error).constructor?.name, message: (error as Error).message }, 'refresher failed to start');
   process.exit(1);

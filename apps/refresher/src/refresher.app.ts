@@ -5,8 +5,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { AppConfig } from './config/app-config.js';
 import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
 import { NATS_CONNECTION } from './nats/nats-connection.js';
-import { NatsRpcServer } from './nats/nats-rpc.server.js';
-import { PassThroughRpcExceptionFilter } from './nats/rpc-exception.filter.js';
+import { NatsRpcServer, PassThroughRpcExceptionFilter, rpcDropCounter } from '@tokenkeeper/nats';
+import { RefreshMetrics } from './refresh/refresh.metrics.js';
 import type { ProviderConfig } from './providers/provider.types.js';
 import { RefresherModule } from './refresher.module.js';
 import { TokenController } from './tokens/token.controller.js';
@@ -32,7 +32,11 @@ export async function startRefresher(options: RefresherAppOptions): Promise<INes
   const nc = app.get<NatsConnection>(NATS_CONNECTION);
   // token.get skips Nest's per-request pipeline; guards, interceptors and pipes do not apply to it.
   const tokens = app.get(TokenController);
-  const rpc = new NatsRpcServer(nc, { direct: { [RpcSubject.get]: (data) => tokens.get(data) } });
+  const rpc = new NatsRpcServer(nc, {
+    direct: { [RpcSubject.get]: (data) => tokens.get(data) },
+    replySubjectPrefixes: options.config.replySubjectPrefixes,
+    onDrop: rpcDropCounter(app.get(RefreshMetrics).registry),
+  });
   app.connectMicroservice({ strategy: rpc }, { inheritAppConfig: true });
   // At shutdown the request-reply subscriptions go first, before the refresh work drains.
   app.get(GracefulShutdown).stopRequestsWith(() => rpc.close());

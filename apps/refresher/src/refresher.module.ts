@@ -1,4 +1,5 @@
 import { type DynamicModule, Inject, Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
+import { connectNats, drainBounded } from '@tokenkeeper/nats';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { ensureDatabase, openWithMigrations } from '@tokenkeeper/common';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -7,11 +8,14 @@ import { OutboxRelay } from './audit/outbox-relay.service.js';
 import { APP_CONFIG, type AppConfig } from './config/app-config.js';
 import { createTokenCipher } from './crypto/encryption-keys.provider.js';
 import { TokenCipher } from './crypto/token-cipher.js';
-import { connectNats, NATS_CONNECTION } from './nats/nats-connection.js';
+import { NATS_CONNECTION } from './nats/nats-connection.js';
 import { TokenEventListener } from './nats/token-event.listener.js';
 import { TokenEventPublisher } from './nats/token-event.publisher.js';
 import { CredentialEntity } from './persistence/credential.entity.js';
 import { CredentialMapper } from './persistence/credential.mapper.js';
+import { CredentialStatsRepository } from './persistence/credential-stats.repository.js';
+import { DatabaseStatusRepository } from './persistence/database-status.repository.js';
+import { OutboxRepository } from './persistence/outbox.repository.js';
 import { CredentialRepository } from './persistence/credential.repository.js';
 import { InitialSchema1764100000000 } from './persistence/migrations/1764100000000-initial-schema.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
@@ -52,12 +56,7 @@ export interface RefresherModuleOptions {
 class NatsLifecycle implements OnApplicationShutdown {
   constructor(@Inject(NATS_CONNECTION) private readonly nc: NatsConnection) {}
   async onApplicationShutdown(): Promise<void> {
-    if (this.nc.isClosed()) return;
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise((resolve) => (timer = setTimeout(resolve, 5_000)));
-    await Promise.race([this.nc.drain().catch(() => undefined), bound]);
-    clearTimeout(timer);
-    if (!this.nc.isClosed()) await this.nc.close();
+    await drainBounded(this.nc);
   }
 }
 
@@ -115,7 +114,10 @@ export class RefresherModule {
         ReencryptionService,
         TokenService,
         AuditStreamService,
+        OutboxRepository,
         OutboxRelay,
+        CredentialStatsRepository,
+        DatabaseStatusRepository,
         NatsStatusMonitor,
         ReadinessService,
         OpsMetrics,

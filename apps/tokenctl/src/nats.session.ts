@@ -1,71 +1,47 @@
 import { readFileSync } from 'node:fs';
 import {
   AuthorizationError,
-  connect,
-  credsAuthenticator,
   NoRespondersError,
   PermissionViolationError,
   RequestError,
   TimeoutError,
   type NatsConnection,
-  type NodeConnectionOptions,
 } from '@nats-io/transport-node';
 import { AUDIT_QUERY_SUBJECT, encodeJson } from '@tokenkeeper/contracts';
+import { connectNats, type NatsConfig, natsConfigFrom, natsEnvShape, redactUrl } from '@tokenkeeper/nats';
+import { z } from 'zod';
 import { serviceErrorFrom, UnreachableError, UsageError, type HintContext } from './cli.errors.js';
 import type { Output } from './output.format.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_TIMEOUT_MS = 15_000;
 
-/** Where and how to connect: `--nats-url`/`NATS_URL`, auth and TLS from the environment. */
+/** Where and how to connect: `--nats-url`/`NATS_URL`, auth, TLS and inbox prefix from the environment. */
 export interface NatsSettings {
-  servers: string[];
+  nats: NatsConfig;
   timeoutMs: number;
-  auth: { user?: string; pass?: string; token?: string; credsFile?: string };
-  tls?: { caFile?: string; certFile?: string; keyFile?: string };
 }
 
-const set = (value: string | undefined) => (value === undefined || value.trim() === '' ? undefined : value);
+const NatsEnvSchema = z.object(natsEnvShape);
 
+/** The services' NATS_* rules (@tokenkeeper/nats), with `--nats-url` taking the place of NATS_URL. */
 export function natsSettings(flags: { natsUrl?: string; timeout?: number }, env: NodeJS.ProcessEnv): NatsSettings {
-  const url = set(flags.natsUrl) ?? set(env.NATS_URL) ?? DEFAULT_NATS_URL;
-  const servers = url.split(',').map((s) => s.trim()).filter(Boolean);
-  if (servers.length === 0 || servers.some((s) => !/^((nats|tls|ws|wss):\/\/)?[^\s/]+(:\d+)?\/?$/.test(s))) {
+  const flagUrl = flags.natsUrl?.trim() ? flags.natsUrl : undefined;
+  const envUrl = env.NATS_URL?.trim() ? env.NATS_URL : undefined;
+  const url = flagUrl ?? envUrl ?? DEFAULT_NATS_URL;
+  const parsed = NatsEnvSchema.safeParse({ ...env, NATS_URL: url });
+  if (!parsed.success) throw new UsageError(`${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
+  const problems: string[] = [];
+  const nats = natsConfigFrom(parsed.data, problems);
+  const [first, ...rest] = problems.map((line) => line.trim());
+  if (first?.startsWith('NATS_URL:')) {
     throw new UsageError(`invalid NATS URL ${redactUrl(url)}`, 'use nats://host:port (comma-separated for a cluster)');
   }
-  let [user, pass, token, credsFile] = [set(env.NATS_USER), set(env.NATS_PASS), set(env.NATS_TOKEN), set(env.NATS_CREDS)];
-  // nats://user:pass@host or nats://token@host, as the nats CLI accepts: moved out of the URL.
-  const embedded = userInfo(servers[0]);
-  if (embedded && user === undefined && token === undefined && credsFile === undefined) {
-    if (embedded.pass !== undefined) [user, pass] = [embedded.user, embedded.pass];
-    else token = embedded.user;
-  }
-  for (let i = 0; i < servers.length; i++) servers[i] = servers[i].replace(/\/\/[^/@\s]*@/, '//');
-  if ((user === undefined) !== (pass === undefined)) throw new UsageError('NATS_USER and NATS_PASS: set both or neither');
-  if ([user, token, credsFile].filter((v) => v !== undefined).length > 1) {
-    throw new UsageError('NATS_USER/NATS_TOKEN/NATS_CREDS: choose one way to authenticate');
-  }
-  const [caFile, certFile, keyFile] = [set(env.NATS_TLS_CA), set(env.NATS_TLS_CERT), set(env.NATS_TLS_KEY)];
-  if ((certFile === undefined) !== (keyFile === undefined)) throw new UsageError('NATS_TLS_CERT and NATS_TLS_KEY: set both or neither');
-  return {
-    servers,
-    timeoutMs: flags.timeout ?? DEFAULT_TIMEOUT_MS,
-    auth: { user, pass, token, credsFile },
-    tls: caFile || certFile ? { caFile, certFile, keyFile } : undefined,
-  };
+  if (first) throw new UsageError(first, rest.length > 0 ? rest.join('; ') : undefined);
+  return { nats, timeoutMs: flags.timeout ?? DEFAULT_TIMEOUT_MS };
 }
 
-function userInfo(server: string): { user: string; pass?: string } | null {
-  const match = /^[a-z]+:\/\/([^/@\s]*)@/.exec(server);
-  if (!match || match[1] === '') return null;
-  const [user, ...rest] = match[1].split(':');
-  return { user: decodeURIComponent(user), pass: rest.length > 0 ? decodeURIComponent(rest.join(':')) : undefined };
-}
-
-/** A URL fit for a message: any `user:pass@` is replaced. */
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/[^/@\s]*@/g, '//***@');
-}
+export { redactUrl };
 
 /** Which service answers a subject, for the "is it running?" hint. */
 function serviceFor(subject: string): { name: string; start: string } {
@@ -82,39 +58,32 @@ export class NatsSession {
   ) {}
 
   get url(): string {
-    return redactUrl(this.settings.servers.join(','));
+    return redactUrl(this.settings.nats.servers.join(','));
   }
 
   static async open(settings: NatsSettings, options: { reconnectForever?: boolean } = {}): Promise<NatsSession> {
-    const connectOptions: NodeConnectionOptions = {
-      servers: settings.servers,
-      name: 'tokenctl',
-      timeout: Math.min(settings.timeoutMs, 10_000),
-      maxReconnectAttempts: options.reconnectForever ? -1 : 10,
-      reconnectTimeWait: 250,
-      noAsyncTraces: true,
-    };
-    const { auth, tls } = settings;
-    if (auth.user !== undefined) Object.assign(connectOptions, { user: auth.user, pass: auth.pass });
-    if (auth.token !== undefined) connectOptions.token = auth.token;
-    if (auth.credsFile !== undefined) {
-      let creds: Uint8Array;
+    const { nats } = settings;
+    if (nats.auth.kind === 'creds') {
+      // Read once here for a usage error that names the variable; the connection reads it again.
       try {
-        creds = readFileSync(auth.credsFile);
+        readFileSync(nats.auth.file);
       } catch (error) {
-        throw new UsageError(`NATS_CREDS: cannot read ${auth.credsFile} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+        throw new UsageError(`NATS_CREDS: cannot read ${nats.auth.file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
       }
-      connectOptions.authenticator = credsAuthenticator(creds);
     }
-    if (tls) connectOptions.tls = { ...(tls.caFile ? { caFile: tls.caFile } : {}), ...(tls.certFile ? { certFile: tls.certFile, keyFile: tls.keyFile } : {}) };
-    const url = redactUrl(settings.servers.join(','));
+    const url = redactUrl(nats.servers.join(','));
     try {
-      return new NatsSession(await connect(connectOptions), settings);
+      const nc = await connectNats(nats, 'tokenctl', {
+        timeout: Math.min(settings.timeoutMs, 10_000),
+        maxReconnectAttempts: options.reconnectForever ? -1 : 10,
+        waitOnFirstConnect: false,
+      });
+      return new NatsSession(nc, settings);
     } catch (error) {
       if (error instanceof AuthorizationError || /authori[sz]ation/i.test((error as Error).message)) {
         throw new UnreachableError(
           `NATS at ${url} refused the credentials (${(error as Error).message})`,
-          'check NATS_USER/NATS_PASS, NATS_TOKEN or NATS_CREDS',
+          'check NATS_USER/NATS_PASS, NATS_TOKEN, NATS_CREDS or NATS_NKEY_SEED',
         );
       }
       const cause = (error as { cause?: { code?: string } }).cause?.code;

@@ -1,4 +1,5 @@
 export * from './database.js';
+export * from './deadline.js';
 export * from './env-config.js';
 export * from './logger.js';
 export * from './secret.js';

@@ -101,6 +101,30 @@ describe('startNatsServer', () => {
     }
   });
 
+  it('runs with a configuration text (authorization), also after a restart, with JetStream', async () => {
+    const server = await start({
+      jetstream: true,
+      config: 'authorization { users = [ { user: "alice", password: "s3cret", permissions: { publish: "ok.>", subscribe: "_INBOX.>" } } ] }',
+    });
+    await expect(connect({ servers: server.url, reconnect: false })).rejects.toThrow(/authori[sz]ation/i);
+    for (let round = 0; round < 2; round++) {
+      const nc = await connect({ servers: server.url, user: 'alice', pass: 's3cret', reconnect: false });
+      try {
+        const denied = new Promise<Error>((resolve) => {
+          void (async () => {
+            for await (const status of nc.status()) if (status.type === 'error') resolve(status.error as Error);
+          })();
+        });
+        nc.publish('not.allowed', 'x');
+        await nc.flush();
+        expect(String(await denied)).toMatch(/permissions violation/i);
+      } finally {
+        await nc.close();
+      }
+      if (round === 0) await server.restart();
+    }
+  });
+
   it('fails clearly, with the server output, when the server cannot start', async () => {
     const taken = await start();
     await expect(startNatsServer({ port: taken.port })).rejects.toThrow(/already in use/);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,12 @@ export interface NatsServerOptions {
   args?: string[];
   /** Default: a free port. */
   port?: number;
+  /**
+   * nats-server configuration text (e.g. an `authorization { users = [...] }` block),
+   * written to a temporary file and passed with `-c`. The harness's own address, port and
+   * JetStream flags are command-line flags, which take precedence over the file.
+   */
+  config?: string;
 }
 
 export interface NatsServerHandle {
@@ -200,6 +206,13 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   installExitHook();
   const port = options.port ?? (await freePort());
   const args = ['-a', '127.0.0.1', '-p', String(port)];
+  if (options.config !== undefined) {
+    const configDir = mkdtempSync(join(tmpdir(), 'tk-nats-conf-'));
+    storeDirs.add(configDir);
+    const configFile = join(configDir, 'nats-server.conf');
+    writeFileSync(configFile, options.config, { mode: 0o600 });
+    args.unshift('-c', configFile);
+  }
   let storeDir: string | undefined;
   if (options.jetstream) {
     storeDir = mkdtempSync(join(tmpdir(), 'tk-nats-'));

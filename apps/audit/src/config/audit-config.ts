@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { failOnProblems, logLevel, type NatsConfig, natsConfigFrom, natsEnvShape, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
+import { failOnProblems, logLevel, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
+import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom } from '@tokenkeeper/nats';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
 export class AuditConfigError extends Error {
@@ -11,6 +12,7 @@ export class AuditConfigError extends Error {
 const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   ...natsEnvShape,
+  ...replySubjectEnvShape,
   AUDIT_DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
@@ -39,6 +41,8 @@ export interface AuditConfig {
   replicaId: string;
   /** Same shape as the refresher's, so both connect through the same helper. */
   nats: NatsConfig;
+  /** REPLY_SUBJECT_PREFIXES: the only reply subjects audit.query answers to. */
+  replySubjectPrefixes: string[];
   database: { url: string; poolSize: number };
   logLevel: string;
   consumer: {
@@ -59,6 +63,7 @@ export function loadAuditConfig(env: Record<string, string | undefined>): AuditC
   const e = parseEnv(EnvSchema, env, fail);
   const problems: string[] = [];
   const nats = natsConfigFrom(e, problems);
+  const replySubjectPrefixes = replySubjectPrefixesFrom(e, problems);
   if (!new URL(e.AUDIT_DATABASE_URL).pathname.replace(/^\//, '')) problems.push('  AUDIT_DATABASE_URL: must name a database');
   failOnProblems(problems, fail);
 
@@ -66,6 +71,7 @@ export function loadAuditConfig(env: Record<string, string | undefined>): AuditC
     env: e.NODE_ENV,
     replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`,
     nats,
+    replySubjectPrefixes,
     database: { url: e.AUDIT_DATABASE_URL, poolSize: e.AUDIT_DATABASE_POOL_SIZE },
     logLevel: e.LOG_LEVEL,
     consumer: {

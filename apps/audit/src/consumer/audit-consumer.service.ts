@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { WakeableSleep } from '@tokenkeeper/common';
+import { settleWithin, WakeableSleep } from '@tokenkeeper/common';
 import {
   AckPolicy,
   type Consumer,
@@ -61,8 +61,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     this.running = false;
     this.idle.wake();
     await this.messages?.close().catch(() => undefined);
-    const grace = new Promise((resolve) => setTimeout(resolve, this.config.shutdownGraceMs).unref());
-    await Promise.race([this.loop, grace]);
+    if (this.loop) await settleWithin(this.loop, this.config.shutdownGraceMs);
     this.logger.log({ msg: 'audit consumer stopped', ...this.stats });
   }
 

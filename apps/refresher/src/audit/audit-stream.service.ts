@@ -13,6 +13,9 @@ import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER } from '@tokenkeeper/contracts';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
 
+/** JetStream API error code for "stream name already in use with a different configuration". */
+const STREAM_NAME_IN_USE = 10058;
+
 /**
  * Owns the `TOKEN_AUDIT` stream: creates it at start, or brings an existing one in
  * line with the configuration (age and size limits, dedupe window, replicas).
@@ -29,9 +32,6 @@ import { NATS_CONNECTION } from '../nats/nats-connection.js';
  * The stream is ensured lazily as well: if JetStream is not reachable at start, the
  * relay calls `ensure()` again before publishing, so start-up never waits for it.
  */
-/** JetStream API error code for "stream name already in use with a different configuration". */
-const STREAM_NAME_IN_USE = 10058;
-
 @Injectable()
 export class AuditStreamService implements OnApplicationBootstrap {
   private readonly logger = new Logger(AuditStreamService.name);

@@ -1,28 +1,14 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { WakeableSleep } from '@tokenkeeper/common';
+import { settleWithin, WakeableSleep } from '@tokenkeeper/common';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AUDIT_SUBJECT_PREFIX, encodeJson, pickAuditFields } from '@tokenkeeper/contracts';
-import pg from 'pg';
-import { DataSource } from 'typeorm';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
+import { type OutboxRelaySession, OutboxRepository, type OutboxRow } from '../persistence/outbox.repository.js';
 import { AuditStreamService } from './audit-stream.service.js';
 
-/**
- * Session advisory lock that makes one replica the active relay. Advisory locks are
- * per database, so deployments in different databases do not see each other.
- */
-export const OUTBOX_RELAY_LOCK_KEY = 7_388_311_512_001;
-
-interface OutboxRow {
-  id: string;
-  event_id: string;
-  tenant: string;
-  connection: string;
-  subject: string;
-  payload: Record<string, unknown>;
-}
+export { OUTBOX_RELAY_LOCK_KEY } from '../persistence/outbox.repository.js';
 
 export interface RelayBatchResult {
   /** Rows read from the outbox. */
@@ -55,6 +41,8 @@ export interface RelayBatchResult {
  * and within a chain a record is sent only after JetStream acknowledged the previous
  * one. A failure stops its chain, so a later record never overtakes an earlier one.
  *
+ * The SQL (lock, reads, marks, purge) is OutboxRepository's; this class is the loop.
+ *
  * Exactly-once bookkeeping: rows are marked published in one UPDATE after their acks.
  * A crash between ack and UPDATE republishes them with the same `Nats-Msg-Id` (the
  * event id): JetStream drops the copy within its dedupe window, and the audit app's
@@ -64,7 +52,7 @@ export interface RelayBatchResult {
 export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(OutboxRelay.name);
   private readonly js: JetStreamClient;
-  private client?: pg.Client;
+  private session?: OutboxRelaySession;
   private active = false;
   private running = false;
   private loop?: Promise<void>;
@@ -86,7 +74,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
     private readonly stream: AuditStreamService,
-    private readonly db: DataSource,
+    private readonly outbox: OutboxRepository,
   ) {
     this.js = jetstream(nc, { timeout: config.audit.relay.publishTimeoutMs });
   }
@@ -102,12 +90,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     this.running = false;
     this.idle.wake();
     // Bounded: a query to an unreachable database would otherwise hold the shutdown up.
-    let timer: NodeJS.Timeout | undefined;
-    const settled = await Promise.race([
-      this.loop?.then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.config.audit.relay.drainMs))),
-    ]);
-    clearTimeout(timer);
+    const settled = this.loop ? await settleWithin(this.loop, this.config.audit.relay.drainMs) : true;
     if (!settled) {
       await this.stepDown();
       return;
@@ -137,9 +120,8 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   /** Records committed but not yet acknowledged by JetStream (for the outbox backlog metric). */
-  async backlog(): Promise<number> {
-    const rows: { n: string }[] = await this.db.query(`SELECT count(*) AS n FROM outbox WHERE published_at IS NULL`);
-    return Number(rows[0].n);
+  backlog(): Promise<number> {
+    return this.outbox.backlog();
   }
 
   private async run(): Promise<void> {
@@ -182,14 +164,10 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
 
   /** Publishes one batch of pending rows in id order and marks the acknowledged ones (active relay only). */
   private async publishBatch(): Promise<RelayBatchResult> {
-    const client = this.client;
-    if (!client || !this.active) return { read: 0, published: 0, failed: 0 };
+    const session = this.session;
+    if (!session || !this.active) return { read: 0, published: 0, failed: 0 };
     const { batchSize, maxInFlight, publishTimeoutMs } = this.config.audit.relay;
-    const { rows } = await client.query<OutboxRow>(
-      `SELECT id, event_id, tenant, connection, subject, payload FROM outbox
-       WHERE published_at IS NULL ORDER BY id LIMIT $1`,
-      [batchSize],
-    );
+    const rows = await session.readPending(batchSize);
     if (rows.length === 0) return { read: 0, published: 0, failed: 0 };
 
     const chains = new Map<string, OutboxRow[]>();
@@ -232,7 +210,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     };
     await Promise.all(Array.from({ length: Math.min(maxInFlight, queue.length) }, worker));
     if (acked.length > 0) {
-      await client.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL`, [acked]);
+      await session.markPublished(acked);
       this.publishedTotal += acked.length;
     }
     if (failed > 0) {
@@ -245,66 +223,35 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   /** Holds or tries to take the relay lock; keeps a standby connection open between tries. */
   private async tryLead(): Promise<boolean> {
     if (this.active) return true;
-    if (!this.client) {
-      const client = new pg.Client({
-        connectionString: this.config.database.url,
-        application_name: `tokenkeeper-outbox-relay ${this.config.replicaId}`.slice(0, 63),
-        keepAlive: true,
-        connectionTimeoutMillis: 5_000,
-        query_timeout: 30_000,
-      });
-      client.on('error', (error) => {
+    if (!this.session) {
+      let opened: OutboxRelaySession | undefined;
+      opened = await this.outbox.openRelaySession((error) => {
         this.logger.warn({ msg: 'outbox relay connection failed', error: error.message });
-        if (this.client === client) {
-          this.client = undefined;
+        if (opened && this.session === opened) {
+          this.session = undefined;
           this.active = false;
         }
-        client.end().catch(() => undefined);
       });
-      this.client = client;
-      try {
-        await client.connect();
-        // Should this process vanish without closing the socket (host lost, network cut), the
-        // server still ends the idle session, and so frees the lock, after this timeout. The
-        // relay and its standbys query far more often than that while alive.
-        const { standbyPollMs, backoffMaxMs } = this.config.audit.relay;
-        const idleMs = Math.max(30_000, 3 * Math.max(standbyPollMs, backoffMaxMs));
-        await client.query(`SET idle_session_timeout = ${idleMs}`).catch(() => undefined); // PostgreSQL < 14: no such setting
-      } catch (error) {
-        this.client = undefined;
-        client.end().catch(() => undefined);
-        throw error;
-      }
+      this.session = opened;
     }
-    const { rows } = await this.client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [
-      OUTBOX_RELAY_LOCK_KEY,
-    ]);
-    this.active = rows[0].locked;
+    this.active = await this.session.tryLead();
     if (this.active) this.logger.log({ msg: 'this replica is now the active outbox relay', replica: this.config.replicaId });
     return this.active;
   }
 
   /** Releases the lock by closing its session; safe when not holding it. */
   private async stepDown(): Promise<void> {
-    const client = this.client;
-    this.client = undefined;
+    const session = this.session;
+    this.session = undefined;
     this.active = false;
-    if (client) await client.end().catch(() => undefined);
+    if (session) await session.close();
   }
 
-  /**
-   * Deletes published rows older than AUDIT_OUTBOX_RETENTION_HOURS, at most once a
-   * minute. It looks at the oldest ids only (primary key order follows time), so a
-   * table full of recent rows costs one short index scan.
-   */
+  /** Deletes old published rows (AUDIT_OUTBOX_RETENTION_HOURS), at most once a minute. */
   private async purgeOld(): Promise<void> {
-    if (!this.client || Date.now() - this.lastPurge < 60_000) return;
+    if (!this.session || Date.now() - this.lastPurge < 60_000) return;
     this.lastPurge = Date.now();
-    await this.client.query(
-      `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 10000)
-         AND published_at IS NOT NULL AND published_at < now() - make_interval(hours => $1)`,
-      [this.config.audit.relay.outboxRetentionHours],
-    );
+    await this.session.purgePublished(this.config.audit.relay.outboxRetentionHours);
   }
 
   private backoff(): number {

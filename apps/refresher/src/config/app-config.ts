@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
-import { failOnProblems, logLevel, type NatsConfig, natsConfigFrom, natsEnvShape, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
+import { failOnProblems, logLevel, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
+import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom } from '@tokenkeeper/nats';
 import { z } from 'zod';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
@@ -11,6 +12,7 @@ export class ConfigError extends Error {
 const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   ...natsEnvShape,
+  ...replySubjectEnvShape,
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
@@ -51,13 +53,15 @@ const EnvSchema = z.object({
 /** Every variable the refresher reads (docs and the compose-file check use it). */
 export const ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
 
-export type { NatsAuth } from '@tokenkeeper/common';
+export type { NatsAuth } from '@tokenkeeper/nats';
 
 /** Everything the refresher reads from its environment, validated once at start. */
 export interface AppConfig {
   env: 'development' | 'test' | 'production';
   replicaId: string;
   nats: NatsConfig;
+  /** REPLY_SUBJECT_PREFIXES: the only reply subjects request handlers answer to. */
+  replySubjectPrefixes: string[];
   database: { url: string; poolSize: number };
   providersFile: string;
   /** The environment `${VAR}` references in the providers file resolve against. */
@@ -100,6 +104,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   const e = parseEnv(EnvSchema, env, fail);
   const problems: string[] = [];
   const nats = natsConfigFrom(e, problems);
+  const replySubjectPrefixes = replySubjectPrefixesFrom(e, problems);
   if (e.LEASE_SECONDS * 1000 <= e.REFRESH_TIMEOUT_MS) {
     // The lease must outlive any request made under it, or a second replica could
     // present the same refresh token while the first request is still in flight.
@@ -114,6 +119,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     env: e.NODE_ENV,
     replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`,
     nats,
+    replySubjectPrefixes,
     database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
     providersFile: e.PROVIDERS_FILE,
     providersEnv: { ...env },

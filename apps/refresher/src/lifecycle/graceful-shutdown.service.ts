@@ -1,8 +1,12 @@
 import { type BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
+import { settleWithin } from '@tokenkeeper/common';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { ReadinessService } from '../observability/readiness.service.js';
 import { RefreshScheduler } from '../refresh/refresh.scheduler.js';
 import { RefreshService } from '../refresh/refresh.service.js';
+
+/** How long closing the request-reply subscriptions may take before we move on. */
+const REQUEST_SERVER_CLOSE_MS = 2_000;
 
 /**
  * Graceful shutdown (SIGTERM/SIGINT through `enableShutdownHooks`, or `app.close()`).
@@ -34,15 +38,6 @@ import { RefreshService } from '../refresh/refresh.service.js';
  * the finished refreshes committed (OutboxRelay), the NATS connection is drained, with a
  * bound (NatsLifecycle, in refresher.module.ts), and last TypeORM destroys the pool.
  */
-/** How long closing the request-reply subscriptions may take before we move on. */
-const REQUEST_SERVER_CLOSE_MS = 2_000;
-
-async function settleWithin(work: Promise<unknown>[], ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([Promise.allSettled(work), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
-}
-
 @Injectable()
 export class GracefulShutdown implements BeforeApplicationShutdown {
   private readonly logger = new Logger(GracefulShutdown.name);

@@ -13,7 +13,6 @@ export class NatsStatusMonitor {
   private connected = true;
   private state = 'connected';
   private reconnectCount = 0;
-  private disconnectCount = 0;
 
   constructor(@Inject(NATS_CONNECTION) private readonly nc: NatsConnection) {
     void this.watch();
@@ -35,10 +34,6 @@ export class NatsStatusMonitor {
     return this.reconnectCount;
   }
 
-  get disconnects(): number {
-    return this.disconnectCount;
-  }
-
   private async watch(): Promise<void> {
     try {
       for await (const status of this.nc.status()) {
@@ -46,7 +41,6 @@ export class NatsStatusMonitor {
           case 'disconnect':
             this.connected = false;
             this.state = 'disconnected';
-            this.disconnectCount++;
             this.logger.warn({ msg: 'NATS connection lost; reconnecting', server: status.server });
             break;
           case 'reconnecting':

@@ -1,7 +1,9 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { CREDENTIAL_STATUSES } from '@tokenkeeper/contracts';
+import { withDeadline } from '@tokenkeeper/common';
 import { collectDefaultMetrics, Counter, Gauge } from 'prom-client';
-import { DataSource } from 'typeorm';
+import { CredentialStatsRepository } from '../persistence/credential-stats.repository.js';
+import { OutboxRepository } from '../persistence/outbox.repository.js';
 import { RefreshMetrics } from '../refresh/refresh.metrics.js';
 import { RefreshService } from '../refresh/refresh.service.js';
 import { NatsStatusMonitor } from './nats-status.monitor.js';
@@ -21,12 +23,13 @@ const DB_GAUGE_TIMEOUT_MS = 2_000;
 @Injectable()
 export class OpsMetrics {
   private readonly logger = new Logger(OpsMetrics.name);
-  private readonly cached = new Map<string, { at: number; value: Promise<Map<string, number>> }>();
+  private readonly cached = new Map<string, { at: number; value: Promise<unknown> }>();
   private reconnectsReported = 0;
 
   constructor(
     metrics: RefreshMetrics,
-    private readonly db: DataSource,
+    credentials: CredentialStatsRepository,
+    outbox: OutboxRepository,
     nats: NatsStatusMonitor,
     refresher: RefreshService,
   ) {
@@ -39,7 +42,7 @@ export class OpsMetrics {
       labelNames: ['status'],
       registers: [registry],
       async collect() {
-        const counts = await ops.cachedQuery('status', `SELECT status AS key, count(*)::int AS n FROM credentials GROUP BY status`);
+        const counts = await ops.cachedQuery('status', () => credentials.countByStatus());
         if (counts) for (const status of CREDENTIAL_STATUSES) this.set({ status }, counts.get(status) ?? 0);
       },
     });
@@ -48,8 +51,8 @@ export class OpsMetrics {
       help: `Audit records committed to the outbox and not yet published to JetStream (at most every ${DB_GAUGE_TTL_MS / 1000} s)`,
       registers: [registry],
       async collect() {
-        const counts = await ops.cachedQuery('outbox', `SELECT 'pending' AS key, count(*)::int AS n FROM outbox WHERE published_at IS NULL`);
-        if (counts) this.set(counts.get('pending') ?? 0);
+        const pending = await ops.cachedQuery('outbox', () => outbox.backlog());
+        if (pending !== null) this.set(pending);
       },
     });
     new Counter({
@@ -81,13 +84,13 @@ export class OpsMetrics {
 
   /**
    * One aggregate query, shared by concurrent scrapes and reused for DB_GAUGE_TTL_MS.
-   * Resolves to null when the database did not answer: the gauge keeps its last value.
+   * Resolves to null when the database did not answer in time: the gauge keeps its last value.
    */
-  private async cachedQuery(name: string, sql: string): Promise<Map<string, number> | null> {
+  private async cachedQuery<T>(name: string, fetch: () => Promise<T>): Promise<T | null> {
     const now = Date.now();
-    let entry = this.cached.get(name);
+    let entry = this.cached.get(name) as { at: number; value: Promise<T> } | undefined;
     if (!entry || now - entry.at >= DB_GAUGE_TTL_MS) {
-      entry = { at: now, value: this.query(sql) };
+      entry = { at: now, value: withDeadline(fetch(), DB_GAUGE_TIMEOUT_MS) };
       this.cached.set(name, entry);
     }
     try {
@@ -96,22 +99,6 @@ export class OpsMetrics {
       this.cached.delete(name);
       this.logger.debug({ msg: 'metrics query failed; keeping the last values', gauge: name, error: (error as Error).message });
       return null;
-    }
-  }
-
-  private async query(sql: string): Promise<Map<string, number>> {
-    if (!this.db.isInitialized) throw new Error('connection pool closed');
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${DB_GAUGE_TIMEOUT_MS} ms`)), DB_GAUGE_TIMEOUT_MS);
-    });
-    const work = this.db.query(sql) as Promise<{ key: string; n: number }[]>;
-    work.catch(() => undefined);
-    try {
-      const rows = await Promise.race([work, timeout]);
-      return new Map(rows.map((row) => [row.key, Number(row.n)]));
-    } finally {
-      clearTimeout(timer);
     }
   }
 }

@@ -1,7 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { DataSource } from 'typeorm';
+import { withDeadline } from '@tokenkeeper/common';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
+import { DatabaseStatusRepository } from '../persistence/database-status.repository.js';
 import { NatsStatusMonitor } from './nats-status.monitor.js';
 
 /** Each dependency must answer within this long for the replica to count as ready. */
@@ -35,7 +36,7 @@ export class ReadinessService {
   private running?: Promise<ReadinessReport>;
 
   constructor(
-    private readonly db: DataSource,
+    private readonly database: DatabaseStatusRepository,
     @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
     private readonly nats: NatsStatusMonitor,
   ) {}
@@ -43,10 +44,6 @@ export class ReadinessService {
   /** From the first moment of shutdown on, /readyz answers 503, so traffic moves elsewhere. */
   markStopping(): void {
     this.stopping = true;
-  }
-
-  get isStopping(): boolean {
-    return this.stopping;
   }
 
   check(): Promise<ReadinessReport> {
@@ -68,8 +65,8 @@ export class ReadinessService {
   }
 
   private async checkPostgres(): Promise<CheckResult> {
-    if (!this.db.isInitialized) return { status: 'down', reason: 'connection pool closed' };
-    return probe(() => this.db.query('SELECT 1'));
+    if (!this.database.isOpen) return { status: 'down', reason: 'connection pool closed' };
+    return probe(() => this.database.ping());
   }
 
   private async checkNats(): Promise<CheckResult> {
@@ -82,10 +79,7 @@ export class ReadinessService {
     if (this.migrationsConfirmed) return { status: 'up' };
     if (postgres.status === 'down') return { status: 'down', reason: 'unknown: database unreachable' };
     try {
-      const table = this.db.options.migrationsTableName ?? 'migrations';
-      const rows: { name: string }[] = await withTimeout(this.db.query(`SELECT name FROM "${table}"`), READINESS_TIMEOUT_MS);
-      const applied = new Set(rows.map((row) => row.name));
-      const pending = this.db.migrations.map((m) => m.name ?? m.constructor.name).filter((name) => !applied.has(name));
+      const pending = await withDeadline(this.database.pendingMigrations(), READINESS_TIMEOUT_MS);
       if (pending.length > 0) return { status: 'down', reason: `pending: ${pending.join(', ')}` };
       this.migrationsConfirmed = true;
       return { status: 'up' };
@@ -98,22 +92,11 @@ export class ReadinessService {
 async function probe(action: () => Promise<unknown>): Promise<CheckResult> {
   const started = performance.now();
   try {
-    await withTimeout(action(), READINESS_TIMEOUT_MS);
+    await withDeadline(action(), READINESS_TIMEOUT_MS);
     return { status: 'up', ms: Math.round((performance.now() - started) * 10) / 10 };
   } catch (error) {
     return { status: 'down', reason: safeReason(error) };
   }
-}
-
-class ProbeTimeout extends Error {}
-
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ProbeTimeout(`no answer within ${ms} ms`)), ms);
-  });
-  work.catch(() => undefined); // a late failure after the timeout is not unhandled
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** A short, secret-free reason: driver messages can quote a connection string. */

@@ -5,6 +5,14 @@ import { decodeJsonObject, encodeJson, REFRESHER_QUEUE_GROUP } from '@tokenkeepe
 import { isObservable, lastValueFrom } from 'rxjs';
 import { errorToReply } from './rpc-error.mapper.js';
 
+/** Why a request was dropped unanswered (the `reason` label of the drop counter). */
+export type RpcDropReason = 'reply_subject';
+
+/** The reply subjects answered by default (SPEC §3): inboxes, whatever their suffix. */
+export const DEFAULT_REPLY_SUBJECT_PREFIXES: readonly string[] = ['_INBOX'];
+/** A dropped request is logged at most once per reason in this long. */
+export const DROP_LOG_INTERVAL_MS = 10_000;
+
 /**
  * A lean NATS transport for `@MessagePattern` handlers, speaking the plain-JSON wire
  * contract (no Nest envelope) so that any NATS client can call it.
@@ -14,6 +22,12 @@ import { errorToReply } from './rpc-error.mapper.js';
  * This strategy keeps Nest's routing, DI and exception filters but calls the handler
  * directly: decode → handler → respond. A handler may return a pre-encoded Uint8Array
  * (the token.get hot path does), which is sent as is.
+ *
+ * Reply-subject guard: a request is answered only when its reply subject starts with one
+ * of `replySubjectPrefixes`, so that no requester can make the service publish a token
+ * into `token.refreshed.…`, `audit.token.…` or `$JS.…`. Anything else is dropped
+ * unanswered, counted (`onDrop`) and logged at most once per DROP_LOG_INTERVAL_MS per
+ * reason, without the payload.
  */
 export class NatsRpcServer extends Server implements CustomTransportStrategy {
   private readonly subscriptions: Subscription[] = [];
@@ -21,6 +35,9 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
 
   private readonly queue: string;
   private readonly direct: Readonly<Record<string, DirectHandler>>;
+  private readonly replyPrefixes: readonly string[];
+  private readonly onDrop?: (reason: RpcDropReason) => void;
+  private readonly dropLog = new Map<RpcDropReason, { loggedAt: number; suppressed: number }>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -29,6 +46,9 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
     super();
     this.queue = options.queue ?? REFRESHER_QUEUE_GROUP;
     this.direct = options.direct ?? {};
+    this.replyPrefixes = [...(options.replySubjectPrefixes ?? DEFAULT_REPLY_SUBJECT_PREFIXES)];
+    if (this.replyPrefixes.length === 0) throw new Error('NatsRpcServer: at least one reply subject prefix is needed');
+    this.onDrop = options.onDrop;
   }
 
   listen(callback: (...optionalParams: unknown[]) => void): void {
@@ -41,6 +61,12 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
           callback: (err, msg) => {
             if (err) {
               this.rpcLogger.warn({ msg: 'subscription error', subject, error: err.message });
+              return;
+            }
+            const reply = msg.reply;
+            if (!reply) return; // a publish without a reply inbox cannot be answered: drop it
+            if (!this.answersTo(reply)) {
+              this.drop('reply_subject', subject, reply);
               return;
             }
             if (directHandler) this.dispatchDirect(subject, directHandler, msg);
@@ -66,8 +92,36 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
     return this.nc as T;
   }
 
+  /** On every request, so a plain loop: one or two prefixes in practice. */
+  private answersTo(reply: string): boolean {
+    const prefixes = this.replyPrefixes;
+    for (let i = 0; i < prefixes.length; i++) if (reply.startsWith(prefixes[i])) return true;
+    return false;
+  }
+
+  private drop(reason: RpcDropReason, subject: string, reply: string): void {
+    try {
+      this.onDrop?.(reason);
+    } catch {
+      // A broken metric must not turn a dropped request into a crashed subscription.
+    }
+    const now = Date.now();
+    const state = this.dropLog.get(reason);
+    if (state && now - state.loggedAt < DROP_LOG_INTERVAL_MS) {
+      state.suppressed++;
+      return;
+    }
+    this.dropLog.set(reason, { loggedAt: now, suppressed: 0 });
+    this.rpcLogger.warn({
+      msg: 'request dropped unanswered: reply subject outside REPLY_SUBJECT_PREFIXES',
+      reason,
+      subject,
+      reply: reply.slice(0, 120),
+      droppedSinceLastLog: state?.suppressed ?? 0,
+    });
+  }
+
   private async dispatch(subject: string, handler: MessageHandler, msg: Msg): Promise<void> {
-    if (!msg.reply) return; // a publish without a reply inbox cannot be answered: drop it
     let reply: Uint8Array;
     try {
       const request = decodeJsonObject(msg.data);
@@ -86,7 +140,6 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
    * on the Nest path, by errorToReply.
    */
   private dispatchDirect(subject: string, handler: DirectHandler, msg: Msg): void {
-    if (!msg.reply) return;
     let result: Uint8Array | Promise<Uint8Array>;
     try {
       result = handler(decodeJsonObject(msg.data));
@@ -117,4 +170,8 @@ export interface NatsRpcServerOptions {
    * measured in docs/benchmarks.md). The subject must still be a `@MessagePattern`.
    */
   direct?: Record<string, DirectHandler>;
+  /** Reply subjects answered (REPLY_SUBJECT_PREFIXES; default `_INBOX`); others are dropped. */
+  replySubjectPrefixes?: readonly string[];
+  /** Called once per dropped request, e.g. a counter's inc (see rpcDropCounter). */
+  onDrop?: (reason: RpcDropReason) => void;
 }

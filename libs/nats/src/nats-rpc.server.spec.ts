@@ -1,0 +1,108 @@
+import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
+import { encodeJson } from '@tokenkeeper/contracts';
+import { startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { drainBounded } from './nats-connection.js';
+import { NatsRpcServer, type RpcDropReason } from './nats-rpc.server.js';
+
+describe('NatsRpcServer reply-subject guard', () => {
+  let nats: NatsServerHandle;
+  let serverConn: NatsConnection;
+  let caller: NatsConnection;
+  let rpc: NatsRpcServer;
+  const drops: RpcDropReason[] = [];
+  let handled = 0;
+
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    serverConn = await connect({ servers: nats.url });
+    caller = await connect({ servers: nats.url, inboxPrefix: '_R_caller' });
+    rpc = new NatsRpcServer(serverConn, {
+      queue: 'test',
+      replySubjectPrefixes: ['_R_', '_INBOX'],
+      direct: { 'svc.direct': () => encodeJson({ ok: true, via: 'direct', n: ++handled }) },
+      onDrop: (reason) => {
+        drops.push(reason);
+        throw new Error('a broken metric');
+      },
+    });
+    // A direct subject must also be a registered pattern; its Nest handler is then bypassed.
+    rpc.addHandler('svc.direct', async () => ({ ok: false, via: 'bypassed' }), false);
+    rpc.addHandler('svc.nest', async () => ({ ok: true, via: 'nest', n: ++handled }), false);
+    await new Promise<void>((resolve) => rpc.listen(() => resolve()));
+    await serverConn.flush();
+  });
+
+  afterAll(async () => {
+    await rpc?.close();
+    await Promise.all([serverConn?.close(), caller?.close()]);
+    await nats?.stop();
+  });
+
+  it('answers configured prefixes on both paths and drops anything else, even when the drop callback throws', async () => {
+    expect((await caller.request('svc.direct', '{}', { timeout: 2_000 })).json()).toMatchObject({ ok: true, via: 'direct' });
+    expect((await caller.request('svc.nest', '{}', { timeout: 2_000 })).json()).toMatchObject({ ok: true, via: 'nest' });
+    const seen: string[] = [];
+    const sub = caller.subscribe('token.>', { callback: (_e, msg) => void seen.push(msg.subject) });
+    await caller.flush();
+    const before = handled;
+    for (const subject of ['svc.direct', 'svc.nest']) caller.publish(subject, '{}', { reply: 'token.refreshed.acme.github' });
+    caller.publish('svc.direct', '{}', { reply: 'token.x' });
+    await caller.flush();
+    await serverConn.flush();
+    // The server keeps answering after the callback threw.
+    expect((await caller.request('svc.direct', '{}', { timeout: 2_000 })).json()).toMatchObject({ ok: true });
+    // A caller on the default inbox (`_INBOX.…`) is answered too.
+    const plain = await connect({ servers: nats.url });
+    expect((await plain.request('svc.nest', '{}', { timeout: 2_000 })).json()).toMatchObject({ ok: true, via: 'nest' });
+    await plain.close();
+    expect(createInbox().startsWith('_INBOX.')).toBe(true);
+    expect(drops).toEqual(['reply_subject', 'reply_subject', 'reply_subject']);
+    expect(handled).toBe(before + 2);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(seen).toEqual([]);
+    sub.unsubscribe();
+  });
+
+  it('refuses an empty prefix list', () => {
+    expect(() => new NatsRpcServer(serverConn, { replySubjectPrefixes: [] })).toThrow(/reply subject prefix/);
+  });
+});
+
+describe('drainBounded', () => {
+  it('gives up on a drain that never ends after the bound, and closes the connection', async () => {
+    let closed = false;
+    const hanging = {
+      isClosed: () => closed,
+      drain: () => new Promise<void>(() => undefined),
+      close: async () => {
+        closed = true;
+      },
+    } as unknown as NatsConnection;
+    const started = performance.now();
+    expect(await drainBounded(hanging, 200)).toBe(false);
+    expect(performance.now() - started).toBeLessThan(1_500);
+    expect(closed).toBe(true);
+  });
+
+  it('ends a connection whose server is gone', async () => {
+    const nats = await startNatsServer();
+    const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
+    nc.subscribe('x.>');
+    await nc.flush();
+    await nats.kill();
+    const started = performance.now();
+    await drainBounded(nc, 1_000);
+    expect(performance.now() - started).toBeLessThan(2_500);
+    expect(nc.isClosed()).toBe(true);
+  });
+
+  it('drains a healthy connection within the bound', async () => {
+    const nats = await startNatsServer();
+    const nc = await connect({ servers: nats.url });
+    nc.subscribe('x.>');
+    expect(await drainBounded(nc, 5_000)).toBe(true);
+    expect(nc.isClosed()).toBe(true);
+    await nats.stop();
+  });
+});
