@@ -10,17 +10,15 @@ export interface PendingAuditRecord {
 }
 
 /**
- * A record for a row the statement has yet to find (a claim): everything but the row's
- * identity, which the statement stamps from the row it changed (tenant, connection,
- * provider, version), as it stamps `version` on every record. `n` pairs it with one row.
+ * The record of a claim, whose rows the statement has yet to find: everything but the
+ * row's identity, which the statement stamps from each row it leased (eventId, tenant,
+ * connection, provider, version), as it stamps `version` on every record.
  */
-export interface RowAuditRecord {
-  n: number;
-  event_id: string;
+export interface ClaimAuditTemplate {
   type: AuditRecordType;
   /** The subject up to the tenant: `audit.token.<type>.` */
   subject_prefix: string;
-  payload: Omit<AuditRecord, 'version' | 'tenant' | 'connection' | 'provider'>;
+  payload: Omit<AuditRecord, 'eventId' | 'version' | 'tenant' | 'connection' | 'provider'>;
 }
 
 export interface AuditDetails {
@@ -53,15 +51,9 @@ export function auditRecord(
   return { event_id: eventId, type, subject: auditSubject(type, credential.tenant, credential.connection), payload };
 }
 
-/** `count` records of `type`, one for each row a claim may change (see RowAuditRecord). */
-export function rowAuditRecords(type: AuditRecordType, replica: string, count: number, details: AuditDetails = {}): RowAuditRecord[] {
-  const fields = recordFields(replica, details);
-  const records: RowAuditRecord[] = [];
-  for (let n = 1; n <= count; n++) {
-    const eventId = randomUUID();
-    records.push({ n, event_id: eventId, type, subject_prefix: `${AUDIT_SUBJECT_PREFIX}.${type}.`, payload: { eventId, type, ...fields } });
-  }
-  return records;
+/** The record of each row a claim leases; see ClaimAuditTemplate. */
+export function claimAuditTemplate(type: AuditRecordType, replica: string, details: AuditDetails = {}): ClaimAuditTemplate {
+  return { type, subject_prefix: `${AUDIT_SUBJECT_PREFIX}.${type}.`, payload: { type, ...recordFields(replica, details) } };
 }
 
 function recordFields(replica: string, details: AuditDetails): Pick<AuditRecord, 'at' | 'replica' | 'outcome' | 'code' | 'message'> {

@@ -5,7 +5,7 @@ import { DataSource } from 'typeorm';
 import type { CommittedChange } from '../domain/committed-change.js';
 import type { Credential, Lease, LeasedCredential } from '../domain/credential.js';
 import { CredentialMapper, type CredentialRow, SHARD_BUCKETS, shardBucketOf } from './credential.mapper.js';
-import { type PendingAuditRecord, rowAuditRecords } from './audit-record.js';
+import { claimAuditTemplate, type PendingAuditRecord } from './audit-record.js';
 
 type CommittedRow = CredentialRow & { audit_event_id: string | null };
 
@@ -24,18 +24,18 @@ const AUDIT_CTE = (param: number) => `
 const CHANGED_WITH_EVENT_ID = `SELECT changed.*, (SELECT event_id FROM audit LIMIT 1) AS audit_event_id FROM changed`;
 
 /**
- * Inserts one of the records built by rowAuditRecords for each claimed row in `changed`
- * (paired by `n`), stamping the row's identity and version: which rows a claim takes is
- * known only inside the statement, and the claim and its records commit together.
+ * Inserts the record built by claimAuditTemplate for each row in `changed`, stamping the
+ * row's identity and version: which rows a claim takes is known only inside the statement,
+ * and the claim and its records commit together.
  */
 const CLAIM_AUDIT_CTE = (param: number) => `
-  numbered AS (SELECT row_number() OVER () AS n, c.* FROM changed c),
+  started AS (SELECT gen_random_uuid() AS event_id, c.* FROM changed c),
   audit AS (
     INSERT INTO outbox (event_id, tenant, connection, type, subject, payload)
-    SELECT r.event_id, s.tenant, s.connection, r.type, r.subject_prefix || s.tenant || '.' || s.connection,
-           r.payload || jsonb_build_object('tenant', s.tenant, 'connection', s.connection, 'provider', s.provider, 'version', s.version)
-    FROM numbered s
-    JOIN jsonb_to_recordset($${param}::jsonb) AS r(n bigint, event_id uuid, type text, subject_prefix text, payload jsonb) ON r.n = s.n
+    SELECT s.event_id, s.tenant, s.connection, t.type, t.subject_prefix || s.tenant || '.' || s.connection,
+           t.payload || jsonb_build_object('eventId', s.event_id, 'tenant', s.tenant, 'connection', s.connection,
+             'provider', s.provider, 'version', s.version)
+    FROM started s CROSS JOIN jsonb_to_record($${param}::jsonb) AS t(type text, subject_prefix text, payload jsonb)
   )`;
 
 /** Clears a lease in an UPDATE's SET list. */
@@ -144,7 +144,7 @@ export class CredentialRepository {
          RETURNING c.*
        ), ${CLAIM_AUDIT_CTE(5)}
        SELECT * FROM changed`,
-      [bucket, limit, owner, leaseSeconds, JSON.stringify(rowAuditRecords('refresh_started', owner, limit))],
+      [bucket, limit, owner, leaseSeconds, JSON.stringify(claimAuditTemplate('refresh_started', owner))],
     );
     const leased: LeasedCredential[] = [];
     for (const row of rows) {
@@ -193,7 +193,7 @@ export class CredentialRepository {
          RETURNING *
        ), ${CLAIM_AUDIT_CTE(6)}
        SELECT * FROM changed`,
-      [key.tenant, key.connection, owner, leaseSeconds, expectedVersion ?? null, JSON.stringify(rowAuditRecords('refresh_started', owner, 1))],
+      [key.tenant, key.connection, owner, leaseSeconds, expectedVersion ?? null, JSON.stringify(claimAuditTemplate('refresh_started', owner))],
     );
     return rows.length ? this.leased(rows[0]) : null;
   }

@@ -62,7 +62,7 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     const requestedAt = new Date(this.now());
     const exchange = await this.exchange(provider.tokenUrl, form, headers, req.signal);
     if (!exchange.ok) return { ok: false, failure: exchange.failure };
-    return classifyTokenResponse(exchange, provider, requestedAt, secrets);
+    return classifyTokenResponse(exchange, provider, requestedAt, secrets, this.now());
   }
 
   async revoke(provider: ProviderConfig, token: Secret, hint: 'access_token' | 'refresh_token'): Promise<void> {
@@ -75,7 +75,8 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     if (!exchange.ok) throw new Error(`token revocation at ${where} failed: ${exchange.failure.message}`);
     // RFC 7009 §2.2: 200 also for tokens that were already invalid.
     if (exchange.status >= 200 && exchange.status < 300) return;
-    const result = classifyTokenResponse(exchange, provider, new Date(this.now()), [...variants(token.reveal()), ...secretVariants(provider)]);
+    const now = this.now();
+    const result = classifyTokenResponse(exchange, provider, new Date(now), [...variants(token.reveal()), ...secretVariants(provider)], now);
     const detail = result.ok ? `HTTP ${exchange.status}` : result.failure.message;
     throw new Error(`token revocation at ${where} failed: ${detail}`);
   }
