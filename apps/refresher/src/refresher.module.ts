@@ -7,10 +7,13 @@ import { AuditStreamService } from './audit/audit-stream.service.js';
 import { OutboxRelay } from './audit/outbox-relay.service.js';
 import { APP_CONFIG, type AppConfig } from './config/app-config.js';
 import { createTokenCipher } from './crypto/encryption-keys.provider.js';
+import { Clock } from './domain/clock.js';
+import { ReplyCache } from './events/reply-cache.js';
+import { TokenChangeNotifier } from './events/token-change.notifier.js';
+import { TokenEventListener } from './events/token-event.listener.js';
+import { TokenEventPublisher } from './events/token-event.publisher.js';
 import { TokenCipher } from './crypto/token-cipher.js';
 import { NATS_CONNECTION } from './nats/nats-connection.js';
-import { TokenEventListener } from './nats/token-event.listener.js';
-import { TokenEventPublisher } from './nats/token-event.publisher.js';
 import { CredentialEntity } from './persistence/credential.entity.js';
 import { CredentialMapper } from './persistence/credential.mapper.js';
 import { CredentialStatsRepository } from './persistence/credential-stats.repository.js';
@@ -25,17 +28,18 @@ import { NatsStatusMonitor } from './observability/nats-status.monitor.js';
 import { OpsMetrics } from './observability/ops-metrics.js';
 import { ReadinessService } from './observability/readiness.service.js';
 import { ProviderRegistry } from './providers/provider.registry.js';
+import { ProviderRevocation } from './providers/provider-revocation.client.js';
 import type { ProviderConfig, TokenEndpoint } from './providers/provider.types.js';
 import { TOKEN_ENDPOINT } from './providers/provider.tokens.js';
 import { loadProvidersFile } from './providers/providers-file.loader.js';
 import { UndiciTokenEndpoint } from './providers/token-endpoint.client.js';
-import { Clock } from './refresh/clock.js';
+import { TokenEndpointLifecycle } from './providers/token-endpoint.lifecycle.js';
 import { ReencryptionService } from './refresh/reencryption.service.js';
 import { RefreshCoordinator } from './refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from './refresh/refresh.metrics.js';
 import { RefreshScheduler } from './refresh/refresh.scheduler.js';
 import { RefreshService } from './refresh/refresh.service.js';
-import { TokenCache } from './tokens/token-cache.js';
+import { CredentialListPager } from './tokens/credential-list.pager.js';
 import { TokenController } from './tokens/token.controller.js';
 import { TokenService } from './tokens/token.service.js';
 
@@ -98,21 +102,27 @@ export class RefresherModule {
         },
         {
           provide: TOKEN_ENDPOINT,
-          useFactory: (): TokenEndpoint => new UndiciTokenEndpoint({ timeoutMs: config.refresh.requestTimeoutMs }),
+          useFactory: (clock: Clock): TokenEndpoint =>
+            new UndiciTokenEndpoint({ timeoutMs: config.refresh.requestTimeoutMs, now: () => clock.now() }),
+          inject: [Clock],
         },
+        TokenEndpointLifecycle,
+        ProviderRevocation,
         { provide: NATS_CONNECTION, useFactory: () => connectNats(config.nats, `tokenkeeper-refresher ${config.replicaId}`) },
-        { provide: TokenCache, useFactory: () => new TokenCache(config.tokenCacheMaxEntries) },
+        { provide: ReplyCache, useFactory: () => new ReplyCache(config.tokenCacheMaxEntries) },
         NatsLifecycle,
         Clock,
         RefreshMetrics,
         CredentialRepository,
         TokenEventPublisher,
+        TokenChangeNotifier,
         TokenEventListener,
         RefreshService,
         RefreshCoordinator,
         RefreshScheduler,
         ReencryptionService,
         TokenService,
+        CredentialListPager,
         AuditStreamService,
         OutboxRepository,
         OutboxRelay,

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditRecord } from '../src/persistence/audit-record.js';
 import { shardBucketOf } from '../src/persistence/credential.mapper.js';
 import type { CredentialRepository, FailureWrite, TokenWrite } from '../src/persistence/credential.repository.js';
-import type { Credential, Lease, LeasedCredential } from '../src/tokens/credential.js';
+import type { Credential, Lease, LeasedCredential } from '../src/domain/credential.js';
 import { openRepository, Sql, type StandaloneRepository } from './cluster.fixtures.js';
 import { testKeys } from './refresher.harness.js';
 
@@ -50,7 +50,7 @@ describe('credential repository: leases fence every write', () => {
   };
 
   async function register(repo: CredentialRepository, tenant: string, connection: string): Promise<Credential> {
-    return repo.register(
+    const change = await repo.register(
       {
         tenant,
         connection,
@@ -65,6 +65,7 @@ describe('credential repository: leases fence every write', () => {
       },
       [auditRecord('registered', { tenant, connection, provider: 'sandbox' }, 'test')],
     );
+    return change.credential;
   }
 
   async function outboxHas(eventId: string): Promise<boolean> {
@@ -115,7 +116,7 @@ describe('credential repository: leases fence every write', () => {
     const committedByB = await b.repository.commitRefresh(key, leasedByB!.lease, tokenWrite('B'), [
       auditRecord('refreshed', leasedByB!.credential, 'replica-b'),
     ]);
-    expect(committedByB).toMatchObject({ version: 2, status: 'active' });
+    expect(committedByB?.credential).toMatchObject({ version: 2, status: 'active' });
 
     // A wakes up with its answer from the provider: both of its writes must change nothing.
     const lateRefresh = auditRecord('refreshed', leasedByA!.credential, 'replica-a');
@@ -145,7 +146,7 @@ describe('credential repository: leases fence every write', () => {
     const key = { tenant: 'fence', connection: 'stale-version' };
     await register(a.repository, key.tenant, key.connection);
     const first = await a.repository.tryLease(key, 'replica-a', 30);
-    expect(await a.repository.commitRefresh(key, first!.lease, tokenWrite('v2'), [])).toMatchObject({ version: 2 });
+    expect((await a.repository.commitRefresh(key, first!.lease, tokenWrite('v2'), []))?.credential).toMatchObject({ version: 2 });
 
     const leased: LeasedCredential | null = await a.repository.tryLease(key, 'replica-a', 30);
     expect(leased!.lease.version).toBe(2);
@@ -162,7 +163,7 @@ describe('credential repository: leases fence every write', () => {
     expect(await b.repository.tryLease(key, 'replica-b', 30)).toBeNull();
 
     // The right lease with the right version lands.
-    expect(await a.repository.commitRefresh(key, leased!.lease, tokenWrite('v3'), [])).toMatchObject({ version: 3 });
+    expect((await a.repository.commitRefresh(key, leased!.lease, tokenWrite('v3'), []))?.credential).toMatchObject({ version: 3 });
     stored = await b.repository.find(key);
     expect(stored!.refreshToken?.reveal()).toBe('rt_v3');
     expect(stored!.accessToken?.reveal()).toBe('at_v3');

@@ -117,7 +117,7 @@ describe('refresher across a NATS server restart', () => {
         expiresAt: schedule.expiresAt,
         nextRefreshAt: schedule.nextRefreshAt,
       }, [auditRecord('refreshed', leased!.credential, 'other-replica')]);
-      expect(committed?.version).toBe(2);
+      expect(committed?.credential.version).toBe(2);
       otherAccessToken = result.token.accessToken.reveal();
     } finally {
       await endpoint.close();

@@ -1,5 +1,5 @@
 export { TokenClient } from './token.client.js';
-export { TokenClientError } from './token-get.requester.js';
+export { TokenClientError } from './token-client.error.js';
 export type {
   TokenClientOptions,
   TokenClientStats,

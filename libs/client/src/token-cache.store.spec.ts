@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { tokenView } from './fake-refresher.fixture.js';
 import { FRESH, REAUTH, REVOKED, TokenCache } from './token-cache.store.js';
 import { emptyStats } from './token-client.options.js';
-import { parseTokenEvent, type ValidatedToken, validateTokenView } from './token-events.validator.js';
+import { parseTokenEvent, type ValidatedToken, validateTokenView } from '@tokenkeeper/contracts';
 
 const key = { tenant: 'acme', connection: 'github' };
 const id = 'acme/github';

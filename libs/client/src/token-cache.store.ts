@@ -1,6 +1,5 @@
-import type { TokenView } from '@tokenkeeper/contracts';
+import type { TokenView, ValidatedToken } from '@tokenkeeper/contracts';
 import type { TokenClientStats } from './token-client.options.js';
-import type { ValidatedToken } from './token-events.validator.js';
 
 /** Served from memory while valid and trusted. */
 export const FRESH = 0;

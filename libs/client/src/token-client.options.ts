@@ -1,7 +1,7 @@
 import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
-import { isValidName, tokenEventFilter } from '@tokenkeeper/contracts';
+import { DEFAULT_MIN_TTL_SECONDS, isValidName, NAME_RULE, tokenEventFilter } from '@tokenkeeper/contracts';
 import type { Dispatcher } from 'undici';
-import { TokenClientError } from './token-get.requester.js';
+import { TokenClientError } from './token-client.error.js';
 
 /** Which pushed events a client listens to; `'*'` (or leaving a field out) means any. */
 export interface TokenEventSubscription {
@@ -96,7 +96,7 @@ function filterToken(value: string | undefined, what: string, allowTail: boolean
   if (value === undefined || value === '*') return '*';
   if (allowTail && value === '>') return '*';
   if (!isValidName(value)) {
-    throw new TokenClientError('bad_request', `subscribe ${what} must be '*' or match ^[A-Za-z0-9_-]{1,128}$`);
+    throw new TokenClientError('bad_request', `subscribe ${what} must be '*' or match ${NAME_RULE}`);
   }
   return value;
 }
@@ -117,7 +117,7 @@ function eventSubjects(filters: TokenEventSubscription[] | undefined): string[] 
 }
 
 export function resolveOptions(options: TokenClientOptions): ResolvedTokenClientOptions {
-  const minTtl = options.defaultMinTtlSeconds ?? 30;
+  const minTtl = options.defaultMinTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS;
   if (!Number.isFinite(minTtl) || minTtl < 0) {
     throw new TokenClientError('bad_request', 'defaultMinTtlSeconds must be a number >= 0');
   }

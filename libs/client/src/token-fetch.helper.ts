@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { CredentialKey, TokenView } from '@tokenkeeper/contracts';
 import { type Dispatcher, request } from 'undici';
-import { TokenClientError } from './token-get.requester.js';
+import { TokenClientError } from './token-client.error.js';
 
 /**
  * The fetch-like subset `client.fetch` accepts. Headers may be a plain record, an

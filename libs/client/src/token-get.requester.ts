@@ -7,38 +7,18 @@ import {
   TimeoutError,
 } from '@nats-io/transport-node';
 import {
-  ContractError,
   type CredentialKey,
   encodeJson,
   type ErrorCode,
   isErrorCode,
+  MAX_MIN_TTL_SECONDS,
   RpcSubject,
   type TokenGetRequest,
+  type ValidatedToken,
+  validateTokenView,
 } from '@tokenkeeper/contracts';
+import { TokenClientError } from './token-client.error.js';
 import type { TokenClientStats } from './token-client.options.js';
-import { type ValidatedToken, validateTokenView } from './token-events.validator.js';
-
-/**
- * What every failing `TokenClient` call rejects with. It extends the contract's
- * `ContractError` so that a service can forward `code` as is (e.g. in its own NATS
- * replies) and so that `retryable` means the same thing on both sides of the wire.
- *
- * The message is built from names, codes and the refresher's own (secret-free)
- * message only: it is safe to log.
- */
-export class TokenClientError extends ContractError {
-  readonly tenant?: string;
-  readonly connection?: string;
-
-  constructor(code: ErrorCode, message: string, key?: CredentialKey, options?: { cause?: unknown }) {
-    super(code, message);
-    this.name = 'TokenClientError';
-    this.tenant = key?.tenant;
-    this.connection = key?.connection;
-    // The cause is a NATS error (timeouts, no responders), never a payload, so it carries no secret.
-    if (options?.cause !== undefined) (this as { cause?: unknown }).cause = options.cause;
-  }
-}
 
 function describeKey(key: CredentialKey): string {
   return `${key.tenant}/${key.connection}`;
@@ -80,9 +60,6 @@ export function malformedReply(subject: string, key: CredentialKey): TokenClient
   return new TokenClientError('internal', `${subject} for ${describeKey(key)}: malformed reply`, key);
 }
 
-/** The contract bounds `minTtlSeconds` to one day; asking for more would be a `bad_request`. */
-const MAX_MIN_TTL_SECONDS = 86_400;
-
 const decoder = new TextDecoder();
 
 /**
@@ -105,7 +82,8 @@ export class TokenGetRequester {
     const request: TokenGetRequest = {
       tenant: key.tenant,
       connection: key.connection,
-      // Rounded up: asking for a little more validity than needed is harmless, less is not.
+      // Rounded up: asking for a little more validity than needed is harmless, less is not. The
+      // contract bounds minTtlSeconds (more would be a bad_request).
       minTtlSeconds: Math.min(MAX_MIN_TTL_SECONDS, Math.ceil(minTtlMs / 1000)),
     };
     if (rejectedVersion !== undefined) request.rejectedVersion = rejectedVersion;

@@ -1,5 +1,5 @@
 import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { type CredentialKey, credentialId, isValidName, type TokenView } from '@tokenkeeper/contracts';
+import { type CredentialKey, credentialId, isValidName, NAME_RULE_MESSAGE, parseTokenEvent, type TokenView } from '@tokenkeeper/contracts';
 import { type CacheEntry, FRESH, TokenCache } from './token-cache.store.js';
 import {
   emptyStats,
@@ -9,9 +9,9 @@ import {
   type TokenClientStats,
   type TokenRequestOptions,
 } from './token-client.options.js';
-import { parseTokenEvent } from './token-events.validator.js';
 import { type TokenFetchInit, type TokenFetchResponse, type TokenFetchTarget, tokenFetch } from './token-fetch.helper.js';
-import { TokenClientError, TokenGetRequester } from './token-get.requester.js';
+import { TokenClientError } from './token-client.error.js';
+import { TokenGetRequester } from './token-get.requester.js';
 
 /** One `token.get` in flight, shared by every caller waiting for the same key. */
 interface Flight {
@@ -230,7 +230,7 @@ export class TokenClient {
     if (this.closed) throw new TokenClientError('unavailable', 'TokenClient is closed', key);
     if (this.requester === undefined) throw new TokenClientError('unavailable', 'TokenClient is not started', key);
     if (!isValidName(key.tenant) || !isValidName(key.connection)) {
-      throw new TokenClientError('bad_request', 'tenant and connection must match ^[A-Za-z0-9_-]{1,128}$');
+      throw new TokenClientError('bad_request', NAME_RULE_MESSAGE);
     }
   }
 

@@ -5,3 +5,4 @@ export * from './names.js';
 export * from './names-guard.js';
 export * from './subjects.js';
 export * from './audit.js';
+export * from './token-events.js';

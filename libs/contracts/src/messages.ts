@@ -1,10 +1,10 @@
 import { z } from 'zod';
 import { ContractError, type ErrorBody } from './errors.js';
-import { isValidName, NAME_PATTERN } from './names.js';
+import { isValidName, NAME_PATTERN, NAME_RULE } from './names.js';
 import { AUDIT_RECORD_TYPES } from './subjects.js';
 
 const name = (what: string) =>
-  z.string({ error: `${what} must be a string` }).regex(NAME_PATTERN, `${what} must match ^[A-Za-z0-9_-]{1,128}$`);
+  z.string({ error: `${what} must be a string` }).regex(NAME_PATTERN, `${what} must match ${NAME_RULE}`);
 const tenant = name('tenant');
 const connection = name('connection');
 const providerId = name('provider');
@@ -16,7 +16,10 @@ export const CREDENTIAL_STATUSES = ['active', 'failing', 'reauth_required', 'rev
 export type CredentialStatus = (typeof CREDENTIAL_STATUSES)[number];
 
 /** Upper bound of `minTtlSeconds`: one day. */
-const MAX_MIN_TTL_SECONDS = 86_400;
+export const MAX_MIN_TTL_SECONDS = 86_400;
+
+/** `token.get` answers with a token valid at least this long when the request names no minTtlSeconds. */
+export const DEFAULT_MIN_TTL_SECONDS = 30;
 
 /** `token.get`: lenient about unknown fields so that newer clients work with older refreshers. */
 export const TokenGetRequestSchema = z.object({
@@ -146,11 +149,11 @@ export interface CredentialView {
   updatedAt: string;
 }
 
+/** `token.refreshed.*` and `token.registered.*` carry the same payload. */
 export interface TokenRefreshedEvent extends TokenView {
   eventId: string;
   refreshedAt: string;
 }
-export type TokenRegisteredEvent = TokenRefreshedEvent;
 
 export interface TokenFailedEvent {
   eventId: string;

@@ -4,6 +4,12 @@
  */
 export const NAME_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 
+/** The name rule as people read it, for error messages: `… must match ${NAME_RULE}`. */
+export const NAME_RULE = NAME_PATTERN.source;
+
+/** The message of every refusal of a tenant or connection name. */
+export const NAME_RULE_MESSAGE = `tenant and connection must match ${NAME_RULE}`;
+
 export function isValidName(value: unknown): value is string {
   return typeof value === 'string' && NAME_PATTERN.test(value);
 }

@@ -2,7 +2,7 @@ import { crc32 } from 'node:zlib';
 import type { Secret } from '@tokenkeeper/common';
 import type { CredentialStatus } from '@tokenkeeper/contracts';
 import { tokenAad, type TokenCipher } from '../crypto/token-cipher.js';
-import type { Credential } from '../tokens/credential.js';
+import type { Credential } from '../domain/credential.js';
 
 export const SHARD_BUCKETS = 16;
 

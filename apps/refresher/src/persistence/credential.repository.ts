@@ -2,31 +2,40 @@ import { Injectable, Logger } from '@nestjs/common';
 import type { CredentialKey, CredentialStatus, ErrorBody } from '@tokenkeeper/contracts';
 import type { Secret } from '@tokenkeeper/common';
 import { DataSource } from 'typeorm';
-import type { Credential, Lease, LeasedCredential } from '../tokens/credential.js';
+import type { CommittedChange } from '../domain/committed-change.js';
+import type { Credential, Lease, LeasedCredential } from '../domain/credential.js';
 import { CredentialMapper, type CredentialRow, SHARD_BUCKETS, shardBucketOf } from './credential.mapper.js';
-import type { PendingAuditRecord } from './audit-record.js';
+import { claimAuditTemplate, type PendingAuditRecord } from './audit-record.js';
 
-/** Inserts the statement's audit records for the row(s) in `changed`, stamping the committed version. */
+type CommittedRow = CredentialRow & { audit_event_id: string | null };
+
+/**
+ * Inserts the statement's audit records (built by audit-record.ts) for the row in
+ * `changed`, stamping the committed version; `audit_event_id` hands the outbox row's id
+ * back with the row, for the core event.
+ */
 const AUDIT_CTE = (param: number) => `
   audit AS (
     INSERT INTO outbox (event_id, tenant, connection, type, subject, payload)
-    SELECT r.event_id, c.tenant, c.connection, r.type,
-           'audit.token.' || r.type || '.' || c.tenant || '.' || c.connection,
-           r.payload || jsonb_build_object('version', c.version)
-    FROM changed c CROSS JOIN jsonb_to_recordset($${param}::jsonb) AS r(event_id uuid, type text, payload jsonb)
+    SELECT r.event_id, c.tenant, c.connection, r.type, r.subject, r.payload || jsonb_build_object('version', c.version)
+    FROM changed c CROSS JOIN jsonb_to_recordset($${param}::jsonb) AS r(event_id uuid, type text, subject text, payload jsonb)
+    RETURNING event_id
   )`;
+const CHANGED_WITH_EVENT_ID = `SELECT changed.*, (SELECT event_id FROM audit LIMIT 1) AS audit_event_id FROM changed`;
 
-/** Writes a `refresh_started` record for each row in `changed`, built in SQL. */
-const STARTED_AUDIT_CTE = (ownerParam: number) => `
+/**
+ * Inserts the record built by claimAuditTemplate for each row in `changed`, stamping the
+ * row's identity and version: which rows a claim takes is known only inside the statement,
+ * and the claim and its records commit together.
+ */
+const CLAIM_AUDIT_CTE = (param: number) => `
   started AS (SELECT gen_random_uuid() AS event_id, c.* FROM changed c),
   audit AS (
     INSERT INTO outbox (event_id, tenant, connection, type, subject, payload)
-    SELECT s.event_id, s.tenant, s.connection, 'refresh_started',
-           'audit.token.refresh_started.' || s.tenant || '.' || s.connection,
-           jsonb_build_object('eventId', s.event_id, 'type', 'refresh_started', 'tenant', s.tenant,
-             'connection', s.connection, 'provider', s.provider, 'version', s.version,
-             'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'replica', $${ownerParam}::text)
-    FROM started s
+    SELECT s.event_id, s.tenant, s.connection, t.type, t.subject_prefix || s.tenant || '.' || s.connection,
+           t.payload || jsonb_build_object('eventId', s.event_id, 'tenant', s.tenant, 'connection', s.connection,
+             'provider', s.provider, 'version', s.version)
+    FROM started s CROSS JOIN jsonb_to_record($${param}::jsonb) AS t(type text, subject_prefix text, payload jsonb)
   )`;
 
 /** Clears a lease in an UPDATE's SET list. */
@@ -66,7 +75,8 @@ export interface ListFilter {
 
 /**
  * All SQL about credentials. Every change is one statement (data-modifying CTEs), so
- * the change and its outbox records commit together in a single round trip, and every
+ * the change and its outbox records commit together in a single round trip; a change
+ * returns as a CommittedChange (the row and its audit record's id). Every
  * write made under a lease is fenced on (lease_id, version): a replica whose lease was
  * taken over, or that read an older version, changes nothing.
  */
@@ -87,10 +97,10 @@ export class CredentialRepository {
     return rows.length ? this.mapper.toDomain(rows[0]) : null;
   }
 
-  async register(reg: Registration, audit: PendingAuditRecord[]): Promise<Credential> {
+  async register(reg: Registration, audit: PendingAuditRecord[]): Promise<CommittedChange> {
     const access = this.mapper.seal(reg.tenant, reg.connection, 'access', reg.accessToken);
     const refresh = this.mapper.seal(reg.tenant, reg.connection, 'refresh', reg.refreshToken);
-    const rows: CredentialRow[] = await this.db.query(
+    const rows: CommittedRow[] = await this.db.query(
       `WITH changed AS (
          INSERT INTO credentials (tenant, connection, provider, shard_bucket, status, version, token_type, scope,
                                   access_token_enc, refresh_token_enc, key_id, issued_at, expires_at, next_refresh_at)
@@ -104,14 +114,14 @@ export class CredentialRepository {
            last_error_message = NULL, ${NO_LEASE}, updated_at = now()
          RETURNING *
        ), ${AUDIT_CTE(13)}
-       SELECT * FROM changed`,
+       ${CHANGED_WITH_EVENT_ID}`,
       [
         reg.tenant, reg.connection, reg.provider, shardBucketOf(reg.tenant), reg.tokenType, reg.scope ?? null,
         access, refresh, this.mapper.primaryKeyId, reg.issuedAt, reg.expiresAt, reg.nextRefreshAt,
         JSON.stringify(audit),
       ],
     );
-    return this.mapper.toDomain(rows[0], reg);
+    return this.committed('registered', rows[0], reg);
   }
 
   /**
@@ -132,9 +142,9 @@ export class CredentialRepository {
          SET lease_id = gen_random_uuid(), lease_owner = $3, lease_until = now() + make_interval(secs => $4)
          FROM due WHERE c.tenant = due.tenant AND c.connection = due.connection
          RETURNING c.*
-       ), ${STARTED_AUDIT_CTE(3)}
+       ), ${CLAIM_AUDIT_CTE(5)}
        SELECT * FROM changed`,
-      [bucket, limit, owner, leaseSeconds],
+      [bucket, limit, owner, leaseSeconds, JSON.stringify(claimAuditTemplate('refresh_started', owner))],
     );
     const leased: LeasedCredential[] = [];
     for (const row of rows) {
@@ -181,16 +191,16 @@ export class CredentialRepository {
            AND (lease_until IS NULL OR lease_until < now())
            AND ($5::integer IS NULL OR version = $5)
          RETURNING *
-       ), ${STARTED_AUDIT_CTE(3)}
+       ), ${CLAIM_AUDIT_CTE(6)}
        SELECT * FROM changed`,
-      [key.tenant, key.connection, owner, leaseSeconds, expectedVersion ?? null],
+      [key.tenant, key.connection, owner, leaseSeconds, expectedVersion ?? null, JSON.stringify(claimAuditTemplate('refresh_started', owner))],
     );
     return rows.length ? this.leased(rows[0]) : null;
   }
 
   /** Stores a new token under the lease; null when the fence no longer holds. */
-  async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<Credential | null> {
-    const rows: CredentialRow[] = await this.db.query(
+  async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+    const rows: CommittedRow[] = await this.db.query(
       `WITH changed AS (
          UPDATE credentials SET
            access_token_enc = $5, refresh_token_enc = COALESCE($6, refresh_token_enc), key_id = $7,
@@ -200,7 +210,7 @@ export class CredentialRepository {
          WHERE tenant = $1 AND connection = $2 AND lease_id = $3 AND version = $4
          RETURNING *
        ), ${AUDIT_CTE(13)}
-       SELECT * FROM changed`,
+       ${CHANGED_WITH_EVENT_ID}`,
       [
         key.tenant, key.connection, lease.leaseId, lease.version,
         this.mapper.seal(key.tenant, key.connection, 'access', write.accessToken),
@@ -209,25 +219,25 @@ export class CredentialRepository {
         write.nextRefreshAt, JSON.stringify(audit),
       ],
     );
-    return rows.length ? this.mapper.toDomain(rows[0], write) : null;
+    return rows.length ? this.committed('refreshed', rows[0], write) : null;
   }
 
   /** Records a failed attempt under the lease and releases it; null when the fence no longer holds. */
-  async commitFailure(key: CredentialKey, lease: Lease, write: FailureWrite, audit: PendingAuditRecord[]): Promise<Credential | null> {
-    const rows: CredentialRow[] = await this.db.query(
+  async commitFailure(key: CredentialKey, lease: Lease, write: FailureWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+    const rows: CommittedRow[] = await this.db.query(
       `WITH changed AS (
          UPDATE credentials SET status = $5, failures = $6, last_error_code = $7, last_error_message = $8,
            next_refresh_at = $9, ${NO_LEASE}, updated_at = now()
          WHERE tenant = $1 AND connection = $2 AND lease_id = $3 AND version = $4
          RETURNING *
        ), ${AUDIT_CTE(10)}
-       SELECT * FROM changed`,
+       ${CHANGED_WITH_EVENT_ID}`,
       [
         key.tenant, key.connection, lease.leaseId, lease.version, write.status, write.failures,
         write.lastError.code, write.lastError.message, write.nextRefreshAt, JSON.stringify(audit),
       ],
     );
-    return rows.length ? this.mapper.toDomain(rows[0]) : null;
+    return rows.length ? this.committed('failed', rows[0]) : null;
   }
 
   /** Gives a lease back unused (shutdown, or nothing to do). */
@@ -238,25 +248,25 @@ export class CredentialRepository {
     );
   }
 
-  /** Marks a credential revoked and forgets its tokens; returns the row as it was before. */
-  async revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; after: Credential } | null> {
+  /** Marks a credential revoked and forgets its tokens; returns the row as it was before, and the change. */
+  async revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; change: CommittedChange } | null> {
     return this.db.transaction(async (tx) => {
       const before: CredentialRow[] = await tx.query(
         `SELECT * FROM credentials WHERE tenant = $1 AND connection = $2 FOR UPDATE`,
         [key.tenant, key.connection],
       );
       if (before.length === 0) return null;
-      const after: CredentialRow[] = await tx.query(
+      const after: CommittedRow[] = await tx.query(
         `WITH changed AS (
            UPDATE credentials SET status = 'revoked', access_token_enc = NULL, refresh_token_enc = NULL,
              next_refresh_at = NULL, ${NO_LEASE}, updated_at = now()
            WHERE tenant = $1 AND connection = $2
            RETURNING *
          ), ${AUDIT_CTE(3)}
-         SELECT * FROM changed`,
+         ${CHANGED_WITH_EVENT_ID}`,
         [key.tenant, key.connection, JSON.stringify([audit])],
       );
-      return { before: this.mapper.toDomain(before[0]), after: this.mapper.toDomain(after[0]) };
+      return { before: this.mapper.toDomain(before[0]), change: this.committed('revoked', after[0]) };
     });
   }
 
@@ -304,6 +314,11 @@ export class CredentialRepository {
 
   get bucketCount(): number {
     return SHARD_BUCKETS;
+  }
+
+  private committed(kind: CommittedChange['kind'], row: CommittedRow, written?: { accessToken?: Secret; refreshToken?: Secret }): CommittedChange {
+    // A change always writes its audit record; only tests call without one.
+    return { kind, credential: this.mapper.toDomain(row, written), eventId: row.audit_event_id ?? '' };
   }
 
   private leased(row: CredentialRow): LeasedCredential {

@@ -7,8 +7,4 @@ export class ProviderRegistry {
   get(id: string): ProviderConfig | undefined {
     return this.providers.get(id);
   }
-
-  ids(): string[] {
-    return [...this.providers.keys()];
-  }
 }

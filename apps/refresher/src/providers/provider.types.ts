@@ -47,7 +47,12 @@ export interface ProviderConfig {
    * API (and every consumer building an Authorization header) wants `Bearer`. Preset-supplied.
    */
   tokenType?: string;
-  /** Refresh-token behaviour of the provider, from its preset; informational (engine, operators). */
+  /**
+   * Refresh-token behaviour of the provider, from its preset. The engine treats every
+   * provider alike (a new refresh token always replaces the old one, never two requests with
+   * one refresh token in flight); RefreshService reads this only to warn when a provider
+   * documented as rotating answers a refresh without a new refresh token.
+   */
   rotation?: RefreshTokenRotation;
 }
 
@@ -99,4 +104,6 @@ export interface TokenEndpoint {
   requestToken(request: TokenRequest): Promise<TokenResult>;
   /** RFC 7009 revocation; resolves when done or when the provider has no revocation endpoint. */
   revoke(provider: ProviderConfig, token: Secret, hint: 'access_token' | 'refresh_token'): Promise<void>;
+  /** Releases the connections; nothing is requested after it. */
+  close(): Promise<void>;
 }

@@ -3,7 +3,7 @@ import { extname } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { Secret } from '@tokenkeeper/common';
-import { NAME_PATTERN } from '@tokenkeeper/contracts';
+import { NAME_PATTERN, NAME_RULE } from '@tokenkeeper/contracts';
 import { interpolateTree, type InterpolationIssue } from './env-interpolation.util.js';
 import { PROVIDER_PRESETS } from './provider-presets.js';
 import { AUTH_METHODS, GRANT_TYPES, PRESET_NAMES, type ProviderConfig } from './provider.types.js';
@@ -101,7 +101,7 @@ export function parseProvidersDocument(
   const result = new Map<string, ProviderConfig>();
   for (const [id, raw] of Object.entries(providers)) {
     if (!NAME_PATTERN.test(id)) {
-      issues.push({ provider: id.slice(0, 64), message: 'provider id must match ^[A-Za-z0-9_-]{1,128}$' });
+      issues.push({ provider: id.slice(0, 64), message: `provider id must match ${NAME_RULE}` });
       continue;
     }
     const config = buildProvider(id, raw, env, issues);

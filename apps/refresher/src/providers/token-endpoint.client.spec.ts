@@ -21,6 +21,18 @@ describe('UndiciTokenEndpoint: success', () => {
     expect(result.token.requestedAt.getTime()).toBeLessThanOrEqual(t.received[0]!.at);
   });
 
+  it('reads requestedAt from the injected clock', async () => {
+    const fixed = Date.parse('2031-05-06T07:08:09.000Z');
+    const clocked = new UndiciTokenEndpoint({ timeoutMs: 2_000, now: () => fixed });
+    try {
+      const result = await t.refresh({}, clocked);
+      if (!result.ok) throw new Error(result.failure.message);
+      expect(result.token.requestedAt.getTime()).toBe(fixed);
+    } finally {
+      await clocked.close();
+    }
+  });
+
   it('accepts expires_in as a numeric string, honours refresh_in, keeps rotation and scope', async () => {
     t.handler = (_req, res) =>
       json(res, 200, { access_token: 'a', refresh_token: 'new-rt', expires_in: '7200', refresh_in: 600, scope: 'read write' });

@@ -8,6 +8,11 @@ export interface UndiciTokenEndpointOptions {
   timeoutMs?: number;
   maxResponseBytes?: number;
   userAgent?: string;
+  /**
+   * Epoch ms; the refresher passes its Clock. `requestedAt`, the moment every schedule counts
+   * from, is read from it. Default `Date.now`.
+   */
+  now?: () => number;
 }
 
 type Exchange =
@@ -24,11 +29,13 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
   private readonly timeoutMs: number;
   private readonly maxResponseBytes: number;
   private readonly userAgent: string;
+  private readonly now: () => number;
 
   constructor(options: UndiciTokenEndpointOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.maxResponseBytes = options.maxResponseBytes ?? 64 * 1024;
     this.userAgent = options.userAgent ?? 'tokenkeeper-refresher';
+    this.now = options.now ?? Date.now;
     // undici's own timeouts only back up ours (which spans the whole exchange).
     this.agent = new Agent({
       connect: { timeout: this.timeoutMs },
@@ -52,10 +59,10 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     const secrets = clientAuth(provider, form, headers);
     if (req.refreshToken) secrets.push(...variants(req.refreshToken.reveal()));
 
-    const requestedAt = new Date();
+    const requestedAt = new Date(this.now());
     const exchange = await this.exchange(provider.tokenUrl, form, headers, req.signal);
     if (!exchange.ok) return { ok: false, failure: exchange.failure };
-    return classifyTokenResponse(exchange, provider, requestedAt, secrets);
+    return classifyTokenResponse(exchange, provider, requestedAt, secrets, this.now());
   }
 
   async revoke(provider: ProviderConfig, token: Secret, hint: 'access_token' | 'refresh_token'): Promise<void> {
@@ -68,11 +75,13 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     if (!exchange.ok) throw new Error(`token revocation at ${where} failed: ${exchange.failure.message}`);
     // RFC 7009 §2.2: 200 also for tokens that were already invalid.
     if (exchange.status >= 200 && exchange.status < 300) return;
-    const result = classifyTokenResponse(exchange, provider, new Date(), [...variants(token.reveal()), ...secretVariants(provider)]);
+    const now = this.now();
+    const result = classifyTokenResponse(exchange, provider, new Date(now), [...variants(token.reveal()), ...secretVariants(provider)], now);
     const detail = result.ok ? `HTTP ${exchange.status}` : result.failure.message;
     throw new Error(`token revocation at ${where} failed: ${detail}`);
   }
 
+  /** Closes the connection pool; called at shutdown, after the refresh work has drained. */
   async close(): Promise<void> {
     await this.agent.close();
   }

@@ -1,9 +1,10 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { ContractError, credentialId, type CredentialKey } from '@tokenkeeper/contracts';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
+import { Clock } from '../domain/clock.js';
+import type { Credential } from '../domain/credential.js';
+import { ReplyCache } from '../events/reply-cache.js';
 import { CredentialRepository } from '../persistence/credential.repository.js';
-import type { Credential } from '../tokens/credential.js';
-import { TokenCache } from '../tokens/token-cache.js';
 import { RefreshService } from './refresh.service.js';
 
 /** How often a waiter re-reads the row in case the event it waits for was lost. */
@@ -29,7 +30,8 @@ export class RefreshCoordinator {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     private readonly repository: CredentialRepository,
     private readonly refresher: RefreshService,
-    private readonly cache: TokenCache,
+    private readonly cache: ReplyCache,
+    private readonly clock: Clock,
   ) {}
 
   /**
@@ -47,7 +49,7 @@ export class RefreshCoordinator {
   }
 
   private async run(key: CredentialKey, staleVersion: number | undefined): Promise<OnDemandResult> {
-    const deadline = Date.now() + this.config.refresh.leaseSeconds * 1000 + this.config.refresh.requestTimeoutMs;
+    const deadline = this.clock.now() + this.config.refresh.leaseSeconds * 1000 + this.config.refresh.requestTimeoutMs;
     for (;;) {
       // At shutdown every lease is given back unused: answer at once, another replica takes over.
       if (this.refresher.isDraining) throw new ContractError('unavailable', 'this refresher is shutting down; retry');
@@ -63,7 +65,7 @@ export class RefreshCoordinator {
       const moved = staleVersion === undefined ? leased !== null : current.version > staleVersion;
       if (moved || (current.status !== 'active' && current.status !== 'failing')) return { credential: current };
       if (staleVersion === undefined) staleVersion = current.version;
-      if (Date.now() > deadline) {
+      if (this.clock.now() > deadline) {
         throw new ContractError('refresh_failed', 'timed out waiting for another replica to refresh the token');
       }
       // Another replica (or our own scheduler) holds the lease: wait for its result.

@@ -62,3 +62,42 @@ export function retryDelayMs(input: RetryInput): number {
   const backoff = backoffDelayMs(input.attempt, input.baseMs, input.capMs, input.random);
   return input.retryAfterMs !== undefined ? Math.max(backoff, input.retryAfterMs) : backoff;
 }
+
+export interface RegistrationScheduleInput {
+  /** When the registration arrived: a registered lifetime counts from here. */
+  registeredAt: Date;
+  hasAccessToken: boolean;
+  /** Whether a refresh can ever happen (a refresh token, or the client_credentials grant). */
+  canRefresh: boolean;
+  expiresInSeconds?: number;
+  expiresAt?: Date;
+  /** The provider's default lifetime, for a token registered without one. */
+  defaultTtlSeconds?: number;
+  threshold: number;
+  minMarginSeconds: number;
+  random: number;
+}
+
+/**
+ * The schedule of a registered credential. Without an access token (or with one already
+ * expired) the first refresh is due now. An expiresAt in the past is a known expiry, not
+ * "no expiry": scheduleRefresh has no schedule for a lifetime <= 0, so the expired token's
+ * expiry is kept here.
+ */
+export function scheduleRegistration(input: RegistrationScheduleInput): Schedule {
+  const { registeredAt, hasAccessToken } = input;
+  const lifetime =
+    input.expiresInSeconds ??
+    (input.expiresAt ? (input.expiresAt.getTime() - registeredAt.getTime()) / 1000 : input.defaultTtlSeconds);
+  const schedule = scheduleRefresh({
+    issuedAt: registeredAt,
+    lifetimeSeconds: hasAccessToken ? lifetime : undefined,
+    threshold: input.threshold,
+    minMarginSeconds: input.minMarginSeconds,
+    random: input.random,
+  });
+  const expired = hasAccessToken && lifetime !== undefined && lifetime <= 0;
+  const expiresAt = !hasAccessToken ? null : expired ? new Date(registeredAt.getTime() + lifetime! * 1000) : schedule.expiresAt;
+  const nextRefreshAt = !input.canRefresh ? null : !hasAccessToken || expired ? registeredAt : schedule.nextRefreshAt;
+  return { expiresAt, nextRefreshAt };
+}

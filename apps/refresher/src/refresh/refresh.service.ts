@@ -1,17 +1,15 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { credentialId, type CredentialKey, type ErrorCode } from '@tokenkeeper/contracts';
+import type { ErrorCode } from '@tokenkeeper/contracts';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
-import { TokenEventPublisher } from '../nats/token-event.publisher.js';
+import { Clock } from '../domain/clock.js';
+import type { Credential, LeasedCredential } from '../domain/credential.js';
+import { TokenChangeNotifier } from '../events/token-change.notifier.js';
 import { auditRecord } from '../persistence/audit-record.js';
 import { CredentialRepository, type FailureWrite } from '../persistence/credential.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
 import type { ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/provider.types.js';
-import type { Credential, LeasedCredential } from '../tokens/credential.js';
-import { TokenCache } from '../tokens/token-cache.js';
-import { toTokenView } from '../tokens/token-view.js';
-import { Clock } from './clock.js';
 import { RefreshMetrics } from './refresh.metrics.js';
 import { retryDelayMs, scheduleRefresh } from './refresh-policy.js';
 
@@ -44,7 +42,8 @@ async function waitSettled(promises: Promise<unknown>[], ms: number): Promise<bo
 
 /**
  * Refreshes one leased credential: token request (bounded per provider), new schedule,
- * fenced write with its audit records, then events and cache. Never two requests with
+ * fenced write with its audit records, then the committed change goes to the notifier
+ * (cache and events). Never two requests with
  * the same refresh token: the lease makes this replica the only one that may present
  * it, the request is cut off before the lease ends, and the write lands only while the
  * lease still holds.
@@ -65,8 +64,7 @@ export class RefreshService {
     private readonly repository: CredentialRepository,
     private readonly providers: ProviderRegistry,
     @Inject(TOKEN_ENDPOINT) private readonly endpoint: TokenEndpoint,
-    private readonly publisher: TokenEventPublisher,
-    private readonly cache: TokenCache,
+    private readonly notifier: TokenChangeNotifier,
     private readonly clock: Clock,
     private readonly metrics: RefreshMetrics,
   ) {}
@@ -136,6 +134,9 @@ export class RefreshService {
     if (!result.ok) return this.fail(credential, lease, credential.failures + 1, result.failure, provider);
 
     const token = result.token;
+    if (provider.grant === 'refresh_token' && !token.refreshToken && provider.rotation !== undefined && provider.rotation !== 'none') {
+      this.logger.warn({ msg: 'a rotating provider answered without a new refresh token; the old one is kept', provider: provider.id });
+    }
     const lifetime = token.expiresInSeconds ?? provider.defaultTtlSeconds;
     const schedule = scheduleRefresh({
       issuedAt: token.requestedAt,
@@ -165,9 +166,8 @@ export class RefreshService {
     }
     this.metrics.countRefresh(provider.id, 'success');
     if (dueAt) this.metrics.observeLateness((this.clock.now() - dueAt.getTime()) / 1000);
-    this.cache.put(toTokenView(committed), token.requestedAt.getTime());
-    this.publisher.issued('refreshed', committed, audit.event_id);
-    return { kind: 'refreshed', credential: committed };
+    this.notifier.committed(committed);
+    return { kind: 'refreshed', credential: committed.credential };
   }
 
   private async fail(
@@ -218,14 +218,8 @@ export class RefreshService {
     const committed = await this.repository.commitFailure(credential, lease, write, [audit]);
     this.metrics.countRefresh(provider?.id ?? credential.provider, failure.kind);
     if (!committed) return { kind: 'superseded' };
-    this.cache.interrupt(credentialId(credential));
-    this.publisher.failed(committed, {
-      code: write.lastError.code,
-      message: write.lastError.message,
-      attempt,
-      retryAt: write.nextRefreshAt,
-    }, audit.event_id);
-    return { kind: 'failed', credential: committed, code: write.lastError.code, message: write.lastError.message };
+    this.notifier.committed(committed);
+    return { kind: 'failed', credential: committed.credential, code: write.lastError.code, message: write.lastError.message };
   }
 
   private limitFor(provider: ProviderConfig): LimitFunction {
@@ -265,16 +259,5 @@ export class RefreshService {
       await settled(CANCEL_SETTLE_MS);
     }
     return { finished: started - cancelled, cancelled };
-  }
-
-  /** Credentials waiting for a provider slot, for metrics and shutdown. */
-  pendingRequests(): number {
-    let pending = 0;
-    for (const limit of this.limits.values()) pending += limit.activeCount + limit.pendingCount;
-    return pending;
-  }
-
-  isKnownProvider(key: CredentialKey & { provider: string }): boolean {
-    return this.providers.get(key.provider) !== undefined;
   }
 }

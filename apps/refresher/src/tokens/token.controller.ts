@@ -8,6 +8,7 @@ import {
   TokenListRequestSchema,
   TokenRegisterRequestSchema,
 } from '@tokenkeeper/contracts';
+import { CredentialListPager } from './credential-list.pager.js';
 import { TokenService } from './token.service.js';
 
 /**
@@ -17,7 +18,10 @@ import { TokenService } from './token.service.js';
  */
 @Controller()
 export class TokenController {
-  constructor(private readonly tokens: TokenService) {}
+  constructor(
+    private readonly tokens: TokenService,
+    private readonly pager: CredentialListPager,
+  ) {}
 
   /** The hot path: refresher.app.ts also hands this to NatsRpcServer as a direct handler. */
   @MessagePattern(RpcSubject.get)
@@ -47,6 +51,6 @@ export class TokenController {
 
   @MessagePattern(RpcSubject.list)
   async list(data: unknown) {
-    return { ok: true, ...(await this.tokens.list(parseRequest(TokenListRequestSchema, data))) };
+    return { ok: true, ...(await this.pager.list(parseRequest(TokenListRequestSchema, data))) };
   }
 }

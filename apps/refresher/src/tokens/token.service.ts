@@ -1,47 +1,43 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { Secret } from '@tokenkeeper/common';
 import {
   ContractError,
   credentialId,
+  DEFAULT_MIN_TTL_SECONDS,
   encodeJson,
   type CredentialKey,
   type CredentialView,
   type TokenGetRequest,
-  type TokenListRequest,
   type TokenRegisterRequest,
 } from '@tokenkeeper/contracts';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
-import { TokenEventPublisher } from '../nats/token-event.publisher.js';
+import { Clock } from '../domain/clock.js';
+import type { Credential } from '../domain/credential.js';
+import { isLive, issuedAtMs, minTtlCapMs, validFor } from '../domain/token-validity.js';
+import { toCredentialView, toTokenView } from '../domain/token-view.js';
+import { ReplyCache } from '../events/reply-cache.js';
+import { TokenChangeNotifier } from '../events/token-change.notifier.js';
 import { auditRecord } from '../persistence/audit-record.js';
 import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
-import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
-import type { TokenEndpoint } from '../providers/provider.types.js';
-import { Clock } from '../refresh/clock.js';
+import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from '../refresh/refresh.metrics.js';
-import { scheduleRefresh } from '../refresh/refresh-policy.js';
-import type { Credential } from './credential.js';
-import { minTtlCapMs, TokenCache } from './token-cache.js';
-import { toCredentialView, toTokenView } from './token-view.js';
-
-const DEFAULT_MIN_TTL_SECONDS = 30;
+import { scheduleRegistration } from '../refresh/refresh-policy.js';
 
 /** What the request-reply subjects do, independent of the transport. */
 @Injectable()
 export class TokenService {
-  private readonly logger = new Logger(TokenService.name);
-
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     private readonly repository: CredentialRepository,
     private readonly providers: ProviderRegistry,
     private readonly coordinator: RefreshCoordinator,
-    private readonly cache: TokenCache,
-    private readonly publisher: TokenEventPublisher,
+    private readonly cache: ReplyCache,
+    private readonly notifier: TokenChangeNotifier,
+    private readonly revocation: ProviderRevocation,
     private readonly clock: Clock,
     private readonly metrics: RefreshMetrics,
-    @Inject(TOKEN_ENDPOINT) private readonly endpoint: TokenEndpoint,
   ) {}
 
   /**
@@ -52,7 +48,7 @@ export class TokenService {
     const cached = this.cache.get(credentialId(request));
     if (
       cached !== undefined &&
-      cached.expiresAtMs - Date.now() >= Math.min((request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS) * 1000, cached.minTtlCapMs) &&
+      validFor(cached.expiresAtMs, cached.minTtlCapMs, (request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS) * 1000, this.clock.now()) &&
       (request.rejectedVersion === undefined || request.rejectedVersion < cached.version)
     ) {
       this.metrics.countCacheHit();
@@ -66,13 +62,24 @@ export class TokenService {
     let outcome = 'error';
     try {
       const credential = await this.resolve(request);
-      const view = toTokenView(credential);
-      if (credential.status === 'active' || credential.status === 'failing') this.cache.put(view, issuedAtMs(credential));
       outcome = 'ok';
-      return encodeJson({ ok: true, token: view });
+      return this.replyFor(credential);
     } finally {
       this.metrics.observeGet(outcome, (performance.now() - started) / 1000);
     }
+  }
+
+  /**
+   * The reply for a credential about to be served: a refresh this replica just committed
+   * (or an event) has put it in the cache already; otherwise it is cached now. Either way the
+   * view is built and encoded once.
+   */
+  private replyFor(credential: Credential): Uint8Array {
+    const cached = this.cache.get(credentialId(credential));
+    if (cached !== undefined && cached.version === credential.version) return cached.reply;
+    const view = toTokenView(credential);
+    const stored = isLive(credential) ? this.cache.put(view, issuedAtMs(credential)) : undefined;
+    return stored?.reply ?? encodeJson({ ok: true, token: view });
   }
 
   private async resolve(request: TokenGetRequest): Promise<Credential> {
@@ -88,10 +95,9 @@ export class TokenService {
     }
     if (this.serves(credential, minTtlMs, rejected)) return credential;
 
-    const live = credential.status === 'active' || credential.status === 'failing';
     const inBackoff =
       credential.status === 'failing' && credential.nextRefreshAt !== null && credential.nextRefreshAt.getTime() > this.clock.now();
-    if (live && !inBackoff) {
+    if (isLive(credential) && !inBackoff) {
       // Whatever the reason (expired, not valid for minTtl, or this very version rejected),
       // the stored version is the stale one: one refresh past it, shared by every caller.
       const result = await this.coordinator.refresh(request, credential.version);
@@ -115,7 +121,7 @@ export class TokenService {
     if (rejectedVersion !== undefined && rejectedVersion >= credential.version) return false;
     if (credential.expiresAt === null) return true;
     const expiresAtMs = credential.expiresAt.getTime();
-    return expiresAtMs - this.clock.now() >= Math.min(minTtlMs, minTtlCapMs(expiresAtMs, issuedAtMs(credential)));
+    return validFor(expiresAtMs, minTtlCapMs(expiresAtMs, issuedAtMs(credential)), minTtlMs, this.clock.now());
   }
 
   private refusesIfDead(credential: Credential): void {
@@ -131,27 +137,21 @@ export class TokenService {
     const issuedAt = new Date(this.clock.now());
     const accessToken = Secret.of(request.accessToken);
     const refreshToken = Secret.of(request.refreshToken);
-    const lifetime =
-      request.expiresIn ??
-      (request.expiresAt ? (Date.parse(request.expiresAt) - issuedAt.getTime()) / 1000 : provider.defaultTtlSeconds);
-    const schedule = scheduleRefresh({
-      issuedAt,
-      lifetimeSeconds: accessToken ? lifetime : undefined,
+    const { expiresAt, nextRefreshAt } = scheduleRegistration({
+      registeredAt: issuedAt,
+      hasAccessToken: accessToken !== undefined,
+      canRefresh: provider.grant === 'client_credentials' || refreshToken !== undefined,
+      expiresInSeconds: request.expiresIn,
+      expiresAt: request.expiresAt ? new Date(request.expiresAt) : undefined,
+      defaultTtlSeconds: provider.defaultTtlSeconds,
       threshold: provider.threshold,
       minMarginSeconds: this.config.refresh.minMarginSeconds,
       random: this.clock.random(),
     });
-    const canRefresh = provider.grant === 'client_credentials' || refreshToken !== undefined;
-    // Without an access token (or with one already expired) the first refresh is due now. An
-    // expiresAt in the past is a known expiry, not "no expiry": scheduleRefresh has no schedule
-    // for a lifetime <= 0, so the expired token's expiry is kept here.
-    const expired = accessToken !== undefined && lifetime !== undefined && lifetime <= 0;
-    const expiresAt = !accessToken ? null : expired ? new Date(issuedAt.getTime() + lifetime! * 1000) : schedule.expiresAt;
-    const nextRefreshAt = !canRefresh ? null : !accessToken || expired ? issuedAt : schedule.nextRefreshAt;
     const audit = auditRecord('registered', { ...request, provider: provider.id }, this.config.replicaId, {
       outcome: accessToken ? 'with_access_token' : 'refresh_pending',
     });
-    const credential = await this.repository.register(
+    const change = await this.repository.register(
       {
         tenant: request.tenant,
         connection: request.connection,
@@ -166,14 +166,8 @@ export class TokenService {
       },
       [audit],
     );
-    if (credential.accessToken) {
-      this.cache.put(toTokenView(credential), issuedAtMs(credential));
-      this.publisher.issued('registered', credential, audit.event_id);
-    } else {
-      // No token yet: whatever is cached belongs to the grant this registration replaced.
-      this.cache.evict(credentialId(credential), credential.version);
-    }
-    return toCredentialView(credential);
+    this.notifier.committed(change);
+    return toCredentialView(change.credential);
   }
 
   async refreshNow(key: CredentialKey): Promise<CredentialView> {
@@ -193,36 +187,12 @@ export class TokenService {
     const audit = auditRecord('revoked', found, this.config.replicaId);
     const result = await this.repository.revoke(key, audit);
     if (!result) throw new ContractError('not_found', `no credential ${key.tenant}/${key.connection}`);
-    this.cache.evict(credentialId(key), result.after.version);
-    this.publisher.revoked(result.after, audit.event_id);
-    return { providerRevoked: await this.revokeAtProvider(result.before) };
-  }
-
-  /** RFC 7009, best effort: the credential is already revoked here whatever the provider says. */
-  private async revokeAtProvider(before: Credential): Promise<boolean> {
-    const provider = this.providers.get(before.provider);
-    if (!provider?.revocationUrl) return false;
-    try {
-      if (before.refreshToken) await this.endpoint.revoke(provider, before.refreshToken, 'refresh_token');
-      if (before.accessToken) await this.endpoint.revoke(provider, before.accessToken, 'access_token');
-      return true;
-    } catch (error) {
-      this.logger.warn({ msg: 'provider revocation failed', provider: provider.id, error: (error as Error).message });
-      return false;
-    }
+    this.notifier.committed(result.change);
+    return { providerRevoked: await this.revocation.revokeTokensOf(result.before) };
   }
 
   async describe(key: CredentialKey): Promise<CredentialView> {
     return toCredentialView(await this.find(key));
-  }
-
-  async list(request: TokenListRequest): Promise<{ items: CredentialView[]; nextCursor?: string }> {
-    const limit = request.limit ?? 100;
-    const after = request.cursor ? decodeCursor(request.cursor) : undefined;
-    const rows = await this.repository.list({ tenant: request.tenant, status: request.status, after, limit: limit + 1 });
-    const items = rows.slice(0, limit).map(toCredentialView);
-    const last = items.at(-1);
-    return rows.length > limit && last ? { items, nextCursor: encodeCursor(last) } : { items };
   }
 
   private async find(key: CredentialKey): Promise<Credential> {
@@ -230,22 +200,4 @@ export class TokenService {
     if (!credential) throw new ContractError('not_found', `no credential ${key.tenant}/${key.connection}`);
     return credential;
   }
-}
-
-function issuedAtMs(credential: Credential): number {
-  return (credential.issuedAt ?? credential.updatedAt).getTime();
-}
-
-function encodeCursor(key: CredentialKey): string {
-  return Buffer.from(JSON.stringify([key.tenant, key.connection])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): CredentialKey {
-  try {
-    const [tenant, connection] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (typeof tenant === 'string' && typeof connection === 'string') return { tenant, connection };
-  } catch {
-    // fall through
-  }
-  throw new ContractError('bad_request', 'cursor is not one this service issued');
 }

@@ -1,15 +1,11 @@
-import {
-  CREDENTIAL_STATUSES,
-  type CredentialStatus,
-  isValidName,
-  parseTokenEventSubject,
-  type TokenEventKind,
-  type TokenView,
-} from '@tokenkeeper/contracts';
+import { CREDENTIAL_STATUSES, type CredentialStatus, type TokenView } from './messages.js';
+import { isValidName } from './names.js';
+import { parseTokenEventSubject, type TokenEventKind } from './subjects.js';
 
 /**
- * Hand-written checks instead of zod: pushed events arrive for every credential of
- * every subscribed tenant, and a few `typeof` tests cost far less than a schema
+ * Validation of `token.*` events and `token.get` replies, shared by every reader (the
+ * client library, the refresher's replicas). Hand-written checks instead of zod: pushed
+ * events arrive for every credential of every subscribed tenant, and a few `typeof` tests cost far less than a schema
  * parse. Anything that fails is dropped and counted, never thrown, because a bad
  * publisher must not break the consumer's cache.
  */
@@ -22,7 +18,12 @@ export interface ValidatedToken {
 }
 
 export type TokenEvent =
-  | { kind: 'refreshed' | 'registered'; token: ValidatedToken }
+  | {
+      kind: 'refreshed' | 'registered';
+      token: ValidatedToken;
+      /** `refreshedAt` in epoch ms, NaN when absent or unreadable (readers that need it fall back to now). */
+      refreshedAtMs: number;
+    }
   | { kind: 'failed'; tenant: string; connection: string; version: number; status: CredentialStatus }
   | { kind: 'revoked'; tenant: string; connection: string; version: number };
 
@@ -93,7 +94,8 @@ export function parseTokenEvent(subject: string, data: Uint8Array): TokenEvent |
     case 'refreshed':
     case 'registered': {
       const token = validateTokenView(body);
-      return token === null ? null : { kind, token };
+      if (token === null) return null;
+      return { kind, token, refreshedAtMs: typeof body.refreshedAt === 'string' ? Date.parse(body.refreshedAt) : Number.NaN };
     }
     case 'failed': {
       if (!isVersion(body.version)) return null;

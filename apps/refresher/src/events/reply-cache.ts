@@ -1,5 +1,6 @@
 import { credentialId, encodeJson, type TokenView } from '@tokenkeeper/contracts';
 import { LRUCache } from 'lru-cache';
+import { minTtlCapMs } from '../domain/token-validity.js';
 
 /** A token ready to be served: the reply is encoded once per version, not once per request. */
 export interface CachedToken {
@@ -18,13 +19,14 @@ export interface CachedToken {
 type VersionWaiter = { above: number; resolve: (version: number) => void };
 
 /**
- * The refresher's memory of tokens that `token.get` asked for, so that a fresh token is
+ * The refresher's memory of `token.get` replies (not the client library's TokenCache: this
+ * one holds pre-encoded replies), for the tokens that `token.get` asked for, so that a fresh token is
  * answered without a database round trip. It is bounded (LRU) because a replica may own
  * millions of credentials but only serves a working set, and it is kept coherent across
  * replicas by versions: every replica applies every `token.*` event, and an entry is
  * only ever replaced by a strictly newer version.
  */
-export class TokenCache {
+export class ReplyCache {
   private readonly entries: LRUCache<string, CachedToken>;
   private readonly waiters = new Map<string, VersionWaiter[]>();
 
@@ -36,19 +38,30 @@ export class TokenCache {
     return this.entries.get(id);
   }
 
-  /** Stores a token that was just read or written by this replica. */
-  put(token: TokenView, issuedAtMs: number): void {
+  /**
+   * Stores a token that was just read or written by this replica and returns its entry, or
+   * undefined when a newer version is already cached (the caller then encodes its own reply).
+   */
+  put(token: TokenView, issuedAtMs: number): CachedToken | undefined {
     const id = credentialId(token);
     const current = this.entries.peek(id);
-    if (!current || current.version <= token.version) this.entries.set(id, toCached(token, issuedAtMs));
+    let stored: CachedToken | undefined;
+    if (!current || current.version <= token.version) {
+      stored = toCached(token, issuedAtMs, parseExpiry(token));
+      this.entries.set(id, stored);
+    }
     this.notify(id, token.version);
+    return stored;
   }
 
-  /** Applies a token announced by any replica; only entries already cached are replaced. */
-  observe(token: TokenView, issuedAtMs: number): void {
-    const id = credentialId(token);
+  /**
+   * Applies a token announced by any replica, under `id`: the credential its event's subject
+   * names (the event was dropped before this if its body names another). Only entries already
+   * cached are replaced.
+   */
+  observe(id: string, token: TokenView, issuedAtMs: number, expiresAtMs: number): void {
     const current = this.entries.peek(id);
-    if (current && current.version < token.version) this.entries.set(id, toCached(token, issuedAtMs));
+    if (current && current.version < token.version) this.entries.set(id, toCached(token, issuedAtMs, expiresAtMs));
     this.notify(id, token.version);
   }
 
@@ -90,10 +103,6 @@ export class TokenCache {
     for (const w of list) w.resolve(-1);
   }
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   clear(): void {
     this.entries.clear();
   }
@@ -119,12 +128,11 @@ export class TokenCache {
   }
 }
 
-export function minTtlCapMs(expiresAtMs: number, issuedAtMs: number): number {
-  return Number.isFinite(expiresAtMs) ? Math.max(0, (expiresAtMs - issuedAtMs) / 2) : Number.POSITIVE_INFINITY;
+function parseExpiry(token: TokenView): number {
+  return token.expiresAt === null ? Number.POSITIVE_INFINITY : Date.parse(token.expiresAt);
 }
 
-function toCached(token: TokenView, issuedAtMs: number): CachedToken {
-  const expiresAtMs = token.expiresAt === null ? Number.POSITIVE_INFINITY : Date.parse(token.expiresAt);
+function toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number): CachedToken {
   return {
     version: token.version,
     expiresAtMs,

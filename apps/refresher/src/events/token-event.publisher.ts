@@ -6,10 +6,10 @@ import {
   type TokenFailedEvent,
   type TokenRefreshedEvent,
   type TokenRevokedEvent,
+  type TokenView,
 } from '@tokenkeeper/contracts';
-import type { Credential } from '../tokens/credential.js';
-import { toTokenView } from '../tokens/token-view.js';
-import { NATS_CONNECTION } from './nats-connection.js';
+import type { Credential } from '../domain/credential.js';
+import { NATS_CONNECTION } from '../nats/nats-connection.js';
 
 export interface FailureNotice {
   code: string;
@@ -30,13 +30,10 @@ export class TokenEventPublisher {
 
   constructor(@Inject(NATS_CONNECTION) private readonly nc: NatsConnection) {}
 
-  issued(kind: 'refreshed' | 'registered', credential: Credential, eventId: string): void {
-    const event: TokenRefreshedEvent = {
-      eventId,
-      ...toTokenView(credential),
-      refreshedAt: (credential.lastRefreshedAt ?? credential.updatedAt).toISOString(),
-    };
-    this.publish(tokenEventSubject(kind, credential.tenant, credential.connection), event);
+  /** `token`: the view the reply cache holds too, built once per committed version. */
+  issued(kind: 'refreshed' | 'registered', token: TokenView, refreshedAt: Date, eventId: string): void {
+    const event: TokenRefreshedEvent = { eventId, ...token, refreshedAt: refreshedAt.toISOString() };
+    this.publish(tokenEventSubject(kind, token.tenant, token.connection), event);
   }
 
   failed(credential: Credential, notice: FailureNotice, eventId: string): void {

@@ -1,0 +1,174 @@
+import { Logger } from '@nestjs/common';
+import { credentialId, type TokenGetRequest } from '@tokenkeeper/contracts';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  cacheAndNotifier,
+  credential,
+  decodeReply,
+  FakeClock,
+  FakeRepository,
+  FakeTokenEndpoint,
+  provider,
+  T0,
+  testConfig,
+} from '../../test/unit/core-fakes.js';
+import type { Credential } from '../domain/credential.js';
+import { ProviderRegistry } from '../providers/provider.registry.js';
+import { ProviderRevocation } from '../providers/provider-revocation.client.js';
+import type { OnDemandResult, RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
+import { RefreshMetrics } from '../refresh/refresh.metrics.js';
+import { TokenService } from './token.service.js';
+
+/** Stands in for the coordinator: "refreshes" by committing a new version, as RefreshService would, through the notifier. */
+class FakeCoordinator {
+  calls: { staleVersion?: number }[] = [];
+  fail = false;
+  constructor(
+    private readonly repository: FakeRepository,
+    private readonly committed: (change: Parameters<ReturnType<typeof cacheAndNotifier>['notifier']['committed']>[0]) => void,
+  ) {}
+
+  get asCoordinator(): RefreshCoordinator {
+    return this as unknown as RefreshCoordinator;
+  }
+
+  async refresh(key: { tenant: string; connection: string }, staleVersion?: number): Promise<OnDemandResult> {
+    this.calls.push({ staleVersion });
+    const leased = (await this.repository.tryLease(key, 'me', 30))!;
+    if (this.fail) {
+      const change = await this.repository.commitFailure(key, leased.lease, { status: 'failing', failures: 1, lastError: { code: 'refresh_failed', message: 'HTTP 500' }, nextRefreshAt: null }, []);
+      return { credential: change!.credential, failure: { code: 'refresh_failed', message: 'HTTP 500' } };
+    }
+    const c = leased.credential;
+    const change = (await this.repository.commitRefresh(key, leased.lease, {
+      accessToken: (await import('@tokenkeeper/common')).Secret.of(`at_v${c.version + 1}`)!,
+      tokenType: 'Bearer',
+      issuedAt: new Date(T0),
+      expiresAt: new Date(T0 + 7_200_000),
+      nextRefreshAt: null,
+    }, []))!;
+    this.committed(change);
+    return { credential: change.credential };
+  }
+}
+
+describe('TokenService (fakes: repository, coordinator, token endpoint, clock)', () => {
+  const key = { tenant: 'acme', connection: 'github' };
+  let clock: FakeClock;
+  let repository: FakeRepository;
+  let endpoint: FakeTokenEndpoint;
+  let parts: ReturnType<typeof cacheAndNotifier>;
+  let coordinator: FakeCoordinator;
+  let service: TokenService;
+
+  beforeAll(() => Logger.overrideLogger(false));
+
+  beforeEach(() => {
+    clock = new FakeClock(T0);
+    repository = new FakeRepository(clock);
+    endpoint = new FakeTokenEndpoint(clock);
+    parts = cacheAndNotifier();
+    coordinator = new FakeCoordinator(repository, (change) => parts.notifier.committed(change));
+    const providers = new ProviderRegistry(new Map([['sandbox', provider({ revocationUrl: 'https://provider.test/revoke' })]]));
+    service = new TokenService(
+      testConfig(),
+      repository.asRepository,
+      providers,
+      coordinator.asCoordinator,
+      parts.cache,
+      parts.notifier,
+      new ProviderRevocation(providers, endpoint),
+      clock,
+      new RefreshMetrics(),
+    );
+  });
+
+  const get = async (request: Partial<TokenGetRequest> = {}) => decodeReply(await service.get({ ...key, ...request }));
+  const store = (over: Partial<Credential> = {}) => repository.put(credential(clock, over));
+
+  it('answers a fresh token from memory after the first read: same bytes, no database', async () => {
+    store();
+    const first = await service.get(key);
+    const reads = repository.finds;
+    const second = service.get(key);
+    expect(second).toBeInstanceOf(Uint8Array);
+    expect(second).toBe(first);
+    expect(repository.finds).toBe(reads);
+    expect(decodeReply(second as Uint8Array).token).toMatchObject({ accessToken: 'at_v1', version: 1 });
+  });
+
+  it('the injected clock decides: a cached token no longer valid for minTtl is refreshed', async () => {
+    store();
+    await get();
+    // 3600 s token: with the default minTtl (30 s) it stops being served 30 s before expiry.
+    clock.advance(3_600_000 - 30_000 + 1);
+    const reply = await get();
+    expect(coordinator.calls).toEqual([{ staleVersion: 1 }]);
+    expect(reply.token).toMatchObject({ accessToken: 'at_v2', version: 2 });
+  });
+
+  it('minTtl is capped at half the lifetime, on the hot path and the slow path alike', async () => {
+    // A 60 s token asked for minTtl 3600 s: served while 30 s (half its lifetime) remain.
+    store({ expiresAt: new Date(T0 + 60_000) });
+    expect((await get({ minTtlSeconds: 3600 })).token.version).toBe(1);
+    clock.advance(29_000);
+    expect((await get({ minTtlSeconds: 3600 })).token.version).toBe(1);
+    expect(coordinator.calls).toHaveLength(0);
+    clock.advance(2_000);
+    expect((await get({ minTtlSeconds: 3600 })).token.version).toBe(2);
+  });
+
+  it('a slow token.get that refreshes answers the reply the commit cached: one view, one put, one encoding', async () => {
+    // An hour-long token with 10 s left: not valid for the default 30 s.
+    store({ issuedAt: new Date(T0 - 3_590_000), expiresAt: new Date(T0 + 10_000) });
+    const reply = await service.get(key);
+    const cached = parts.cache.get(credentialId(key))!;
+    expect(cached.version).toBe(2);
+    expect(reply).toBe(cached.reply);
+    expect(parts.publisher.events.map((e) => e.kind)).toEqual(['refreshed']);
+  });
+
+  it('the version a caller reports rejected is refreshed once; an older report is answered from memory', async () => {
+    store();
+    await get();
+    expect((await get({ rejectedVersion: 1 })).token.version).toBe(2);
+    expect((await get({ rejectedVersion: 1 })).token.version).toBe(2);
+    expect(coordinator.calls).toHaveLength(1);
+  });
+
+  it('a failed refresh still serves a valid token; an expired one becomes refresh_failed', async () => {
+    coordinator.fail = true;
+    store({ expiresAt: new Date(T0 + 20_000) });
+    expect((await get()).token.version).toBe(1);
+    clock.advance(21_000);
+    await expect(service.get(key)).rejects.toMatchObject({ code: 'refresh_failed' });
+  });
+
+  it('register: schedules from the clock, caches and announces with the audit record id', async () => {
+    const view = await service.register({ ...key, provider: 'sandbox', accessToken: 'at_r', refreshToken: 'rt_r', expiresIn: 1000 });
+    expect(view).toMatchObject({ version: 1, expiresAt: new Date(T0 + 1_000_000).toISOString(), nextRefreshAt: new Date(T0 + 800_000).toISOString() });
+    const [audit] = repository.audit;
+    expect(audit).toMatchObject({ type: 'registered', subject: 'audit.token.registered.acme.github' });
+    expect(parts.publisher.events).toEqual([expect.objectContaining({ kind: 'registered', eventId: audit.event_id, accessToken: 'at_r' })]);
+    expect(service.get(key)).toBeInstanceOf(Uint8Array);
+  });
+
+  it('register without an access token: due now, nothing announced, the old grant evicted', async () => {
+    store();
+    await get();
+    const view = await service.register({ ...key, provider: 'sandbox', refreshToken: 'rt_only' });
+    expect(view).toMatchObject({ version: 2, hasAccessToken: false, expiresAt: null, nextRefreshAt: new Date(T0).toISOString() });
+    expect(parts.cache.get(credentialId(key))).toBeUndefined();
+    expect(parts.publisher.events).toEqual([]);
+  });
+
+  it('revoke: evicted, announced, then both tokens revoked at the provider', async () => {
+    store();
+    await get();
+    expect(await service.revoke(key)).toEqual({ providerRevoked: true });
+    expect(parts.cache.get(credentialId(key))).toBeUndefined();
+    expect(parts.publisher.events).toEqual([expect.objectContaining({ kind: 'revoked' })]);
+    expect(endpoint.revoked.map((r) => [r.token, r.hint])).toEqual([['rt_v1', 'refresh_token'], ['at_v1', 'access_token']]);
+    await expect(service.get(key)).rejects.toMatchObject({ code: 'revoked' });
+  });
+});

@@ -1,0 +1,68 @@
+import { encodeJson } from '@tokenkeeper/contracts';
+import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+
+/**
+ * The refresher applies every replica's `token.*` events to its reply cache. The subject
+ * names the credential: an event whose body names another credential must change nothing.
+ */
+describe('refresher: token events whose body disagrees with their subject', () => {
+  let nats: NatsServerHandle;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let sandbox: SandboxProvider;
+  let refresher: TestRefresher;
+  let caller: RawCaller;
+
+  beforeAll(async () => {
+    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_spoofed_event'), startSandboxProvider()]);
+    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    caller = await RawCaller.connect(nats.url);
+  });
+
+  afterAll(async () => {
+    await caller?.close();
+    await refresher?.close();
+    await Promise.all([sandbox?.close(), nats?.stop()]);
+    await db?.drop();
+  });
+
+  const spoof = (subject: string, body: Record<string, unknown>) =>
+    caller.nc.publish(
+      subject,
+      encodeJson({
+        eventId: '00000000-0000-4000-8000-000000000000',
+        provider: 'sandbox',
+        accessToken: 'attacker-token',
+        tokenType: 'Bearer',
+        expiresAt: new Date(Date.now() + 86_400_000).toISOString(),
+        version: Number.MAX_SAFE_INTEGER,
+        refreshedAt: new Date().toISOString(),
+        ...body,
+      }),
+    );
+
+  it('an event on token.refreshed.evil.x naming acme/github is never served to acme/github callers', async () => {
+    const tokens = sandbox.issueTokens();
+    const registered = await caller.call('token.register', { tenant: 'acme', connection: 'github', provider: 'sandbox', ...tokens, expiresIn: 3600 });
+    expect(registered.ok).toBe(true);
+    const first = await caller.call('token.get', { tenant: 'acme', connection: 'github' });
+    expect(first.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });
+
+    spoof('token.refreshed.evil.x', { tenant: 'acme', connection: 'github' });
+    // Same subject as the real credential, body naming another one: dropped too.
+    spoof('token.refreshed.acme.github', { tenant: 'acme', connection: 'other' });
+    await caller.nc.flush();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    const after = await caller.call('token.get', { tenant: 'acme', connection: 'github' });
+    expect(after.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });
+
+    // A real refresh still replaces the cached entry.
+    const refreshed = await caller.call('token.refresh', { tenant: 'acme', connection: 'github' });
+    expect(refreshed.credential.version).toBe(2);
+    const latest = await caller.call('token.get', { tenant: 'acme', connection: 'github' });
+    expect(latest.token.version).toBe(2);
+    expect(latest.token.accessToken).not.toBe('attacker-token');
+  });
+});

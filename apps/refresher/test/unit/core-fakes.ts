@@ -1,0 +1,290 @@
+import { randomUUID } from 'node:crypto';
+import { Secret } from '@tokenkeeper/common';
+import { credentialId, type CredentialKey } from '@tokenkeeper/contracts';
+import type { AppConfig } from '../../src/config/app-config.js';
+import { Clock } from '../../src/domain/clock.js';
+import type { CommittedChange } from '../../src/domain/committed-change.js';
+import type { Credential, Lease, LeasedCredential } from '../../src/domain/credential.js';
+import { ReplyCache } from '../../src/events/reply-cache.js';
+import { TokenChangeNotifier } from '../../src/events/token-change.notifier.js';
+import type { FailureNotice, TokenEventPublisher } from '../../src/events/token-event.publisher.js';
+import type { PendingAuditRecord } from '../../src/persistence/audit-record.js';
+import type { CredentialRepository, FailureWrite, Registration, TokenWrite } from '../../src/persistence/credential.repository.js';
+import type { ProviderConfig, TokenEndpoint, TokenRequest, TokenResult } from '../../src/providers/provider.types.js';
+
+/**
+ * In-memory adapters for unit tests of the core services: no PostgreSQL, no NATS, no HTTP.
+ * They keep the contracts the real adapters keep (fenced writes, versions), nothing more.
+ */
+
+export const T0 = Date.parse('2030-01-01T00:00:00.000Z');
+
+/** A clock that only moves when told to. */
+export class FakeClock extends Clock {
+  constructor(
+    public nowMs = T0,
+    public randomValue = 0,
+  ) {
+    super();
+  }
+  override now(): number {
+    return this.nowMs;
+  }
+  override random(): number {
+    return this.randomValue;
+  }
+  advance(ms: number): void {
+    this.nowMs += ms;
+  }
+}
+
+export function testConfig(): AppConfig {
+  return {
+    replicaId: 'replica-test',
+    refresh: {
+      leaseSeconds: 30,
+      minMarginSeconds: 60,
+      requestTimeoutMs: 5_000,
+      claimIntervalMs: 1_000,
+      claimBatchSize: 10,
+      maxInFlight: 10,
+      backoffBaseMs: 1_000,
+      backoffMaxMs: 60_000,
+      misconfiguredRetryMs: 600_000,
+    },
+  } as AppConfig;
+}
+
+export function provider(over: Partial<ProviderConfig> = {}): ProviderConfig {
+  return {
+    id: 'sandbox',
+    preset: 'generic',
+    tokenUrl: 'https://provider.test/token',
+    clientId: 'client',
+    authMethod: 'client_secret_basic',
+    grant: 'refresh_token',
+    threshold: 0.8,
+    maxConcurrency: 4,
+    extraParams: {},
+    ...over,
+  };
+}
+
+export function credential(clock: FakeClock, over: Partial<Credential> = {}): Credential {
+  const now = new Date(clock.now());
+  return {
+    tenant: 'acme',
+    connection: 'github',
+    provider: 'sandbox',
+    status: 'active',
+    version: 1,
+    tokenType: 'Bearer',
+    accessToken: new Secret('at_v1'),
+    refreshToken: new Secret('rt_v1'),
+    issuedAt: now,
+    expiresAt: new Date(clock.now() + 3_600_000),
+    nextRefreshAt: new Date(clock.now() + 2_880_000),
+    lastRefreshedAt: null,
+    failures: 0,
+    lastError: null,
+    createdAt: now,
+    updatedAt: now,
+    ...over,
+  };
+}
+
+/** The credentials table in a Map, with the repository's fences (lease id and version). */
+export class FakeRepository {
+  readonly rows = new Map<string, Credential & { leaseId: string | null }>();
+  readonly audit: PendingAuditRecord[] = [];
+  finds = 0;
+  /** Set to make tryLease find the row leased by another replica. */
+  leasedElsewhere = false;
+
+  constructor(private readonly clock: FakeClock) {}
+
+  get asRepository(): CredentialRepository {
+    return this as unknown as CredentialRepository;
+  }
+
+  put(credential: Credential): void {
+    this.rows.set(credentialId(credential), { ...credential, leaseId: null });
+  }
+
+  async find(key: CredentialKey): Promise<Credential | null> {
+    this.finds++;
+    const row = this.rows.get(credentialId(key));
+    return row ? strip(row) : null;
+  }
+
+  async register(reg: Registration, audit: PendingAuditRecord[]): Promise<CommittedChange> {
+    const before = this.rows.get(credentialId(reg));
+    const now = new Date(this.clock.now());
+    const row = {
+      ...reg,
+      status: 'active' as const,
+      version: (before?.version ?? 0) + 1,
+      lastRefreshedAt: null,
+      failures: 0,
+      lastError: null,
+      createdAt: before?.createdAt ?? now,
+      updatedAt: now,
+      leaseId: null,
+    };
+    this.rows.set(credentialId(reg), row);
+    return this.change('registered', row, audit);
+  }
+
+  async tryLease(key: CredentialKey, _owner: string, _leaseSeconds: number, expectedVersion?: number): Promise<LeasedCredential | null> {
+    const row = this.rows.get(credentialId(key));
+    if (!row || this.leasedElsewhere || row.leaseId !== null) return null;
+    if (row.status !== 'active' && row.status !== 'failing') return null;
+    if (expectedVersion !== undefined && row.version !== expectedVersion) return null;
+    row.leaseId = randomUUID();
+    return { credential: strip(row), lease: { leaseId: row.leaseId, version: row.version } };
+  }
+
+  async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+    const row = this.fenced(key, lease);
+    if (!row) return null;
+    Object.assign(row, {
+      accessToken: write.accessToken,
+      refreshToken: write.refreshToken ?? row.refreshToken,
+      tokenType: write.tokenType,
+      scope: write.scope ?? row.scope,
+      issuedAt: write.issuedAt,
+      expiresAt: write.expiresAt,
+      nextRefreshAt: write.nextRefreshAt,
+      lastRefreshedAt: new Date(this.clock.now()),
+      version: row.version + 1,
+      status: 'active',
+      failures: 0,
+      lastError: null,
+      leaseId: null,
+      updatedAt: new Date(this.clock.now()),
+    });
+    return this.change('refreshed', row, audit);
+  }
+
+  async commitFailure(key: CredentialKey, lease: Lease, write: FailureWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+    const row = this.fenced(key, lease);
+    if (!row) return null;
+    Object.assign(row, { ...write, leaseId: null, updatedAt: new Date(this.clock.now()) });
+    return this.change('failed', row, audit);
+  }
+
+  async releaseLease(key: CredentialKey, lease: Lease): Promise<void> {
+    const row = this.rows.get(credentialId(key));
+    if (row?.leaseId === lease.leaseId) row.leaseId = null;
+  }
+
+  async revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; change: CommittedChange } | null> {
+    const row = this.rows.get(credentialId(key));
+    if (!row) return null;
+    const before = strip(row);
+    Object.assign(row, { status: 'revoked', accessToken: undefined, refreshToken: undefined, nextRefreshAt: null, leaseId: null });
+    return { before, change: this.change('revoked', row, [audit]) };
+  }
+
+  /** Another replica commits a new version (its event may or may not reach us). */
+  commitElsewhere(key: CredentialKey, accessToken: string): Credential {
+    const row = this.rows.get(credentialId(key))!;
+    Object.assign(row, { accessToken: new Secret(accessToken), version: row.version + 1, leaseId: null });
+    return strip(row);
+  }
+
+  private fenced(key: CredentialKey, lease: Lease) {
+    const row = this.rows.get(credentialId(key));
+    return row && row.leaseId === lease.leaseId && row.version === lease.version ? row : undefined;
+  }
+
+  private change(kind: CommittedChange['kind'], row: Credential & { leaseId: string | null }, audit: PendingAuditRecord[]): CommittedChange {
+    this.audit.push(...audit);
+    return { kind, credential: strip(row), eventId: audit[0]?.event_id ?? '' };
+  }
+}
+
+function strip(row: Credential & { leaseId?: string | null }): Credential {
+  const { leaseId: _leaseId, ...credential } = row;
+  return { ...credential };
+}
+
+/** Token endpoint answering from a script; records what it was asked. */
+export class FakeTokenEndpoint implements TokenEndpoint {
+  readonly requests: TokenRequest[] = [];
+  readonly revoked: { provider: string; token: string; hint: string }[] = [];
+  closed = false;
+  answer: (request: TokenRequest) => TokenResult | Promise<TokenResult>;
+
+  constructor(private readonly clock: FakeClock) {
+    this.answer = () => this.issue('at_new', 'rt_new', 3600);
+  }
+
+  issue(accessToken: string, refreshToken: string | undefined, expiresInSeconds: number | undefined): TokenResult {
+    return {
+      ok: true,
+      token: {
+        accessToken: new Secret(accessToken),
+        refreshToken: refreshToken === undefined ? undefined : new Secret(refreshToken),
+        tokenType: 'Bearer',
+        expiresInSeconds,
+        requestedAt: new Date(this.clock.now()),
+      },
+    };
+  }
+
+  async requestToken(request: TokenRequest): Promise<TokenResult> {
+    this.requests.push(request);
+    return this.answer(request);
+  }
+
+  async revoke(p: ProviderConfig, token: Secret, hint: 'access_token' | 'refresh_token'): Promise<void> {
+    this.revoked.push({ provider: p.id, token: token.reveal(), hint });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+export interface PublishedEvent {
+  kind: 'refreshed' | 'registered' | 'failed' | 'revoked';
+  tenant: string;
+  connection: string;
+  version: number;
+  eventId: string;
+  accessToken?: string;
+  notice?: FailureNotice;
+}
+
+/** Records the core events instead of publishing them. */
+export class RecordingPublisher {
+  readonly events: PublishedEvent[] = [];
+
+  get asPublisher(): TokenEventPublisher {
+    return this as unknown as TokenEventPublisher;
+  }
+
+  issued(kind: 'refreshed' | 'registered', token: { tenant: string; connection: string; version: number; accessToken: string }, _at: Date, eventId: string): void {
+    this.events.push({ kind, tenant: token.tenant, connection: token.connection, version: token.version, eventId, accessToken: token.accessToken });
+  }
+
+  failed(c: Credential, notice: FailureNotice, eventId: string): void {
+    this.events.push({ kind: 'failed', tenant: c.tenant, connection: c.connection, version: c.version, eventId, notice });
+  }
+
+  revoked(c: Credential, eventId: string): void {
+    this.events.push({ kind: 'revoked', tenant: c.tenant, connection: c.connection, version: c.version, eventId });
+  }
+}
+
+/** The real cache and notifier over a recording publisher. */
+export function cacheAndNotifier(): { cache: ReplyCache; publisher: RecordingPublisher; notifier: TokenChangeNotifier } {
+  const cache = new ReplyCache(100);
+  const publisher = new RecordingPublisher();
+  return { cache, publisher, notifier: new TokenChangeNotifier(cache, publisher.asPublisher) };
+}
+
+export function decodeReply(bytes: Uint8Array): any {
+  return JSON.parse(Buffer.from(bytes).toString('utf8'));
+}
