@@ -5,3 +5,6 @@ export * from './names.js';
 export * from './names-guard.js';
 export * from './subjects.js';
 export * from './audit.js';
+export * from './wire-subjects.js';
+export * from './signing.js';
+export * from './permissions.js';

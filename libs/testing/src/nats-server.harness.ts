@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,11 @@ export interface NatsServerOptions {
   args?: string[];
   /** Default: a free port. */
   port?: number;
+  /**
+   * nats-server configuration text (e.g. an `authorization` block), written to a temp
+   * file and passed with `-c`; the harness still chooses address and port.
+   */
+  config?: string;
 }
 
 export interface NatsServerHandle {
@@ -200,6 +205,14 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   installExitHook();
   const port = options.port ?? (await freePort());
   const args = ['-a', '127.0.0.1', '-p', String(port)];
+  if (options.config !== undefined) {
+    // Command-line flags win over the file, so address and port stay the harness's.
+    const dir = mkdtempSync(join(tmpdir(), 'tk-nats-conf-'));
+    storeDirs.add(dir);
+    const file = join(dir, 'nats-server.conf');
+    writeFileSync(file, options.config, { mode: 0o600 });
+    args.push('-c', file);
+  }
   let storeDir: string | undefined;
   if (options.jetstream) {
     storeDir = mkdtempSync(join(tmpdir(), 'tk-nats-'));
