@@ -40,8 +40,9 @@ interface Implementation {
   verify: () => boolean;
 }
 
-type Nacl = typeof naclModule.default;
-const nacl: Nacl = (naclModule.default as Nacl & { default?: Nacl }).default ?? naclModule.default;
+type Nacl = typeof naclModule.default.default;
+const loaded = naclModule as unknown as { default: Nacl & { default?: Nacl } };
+const nacl: Nacl = loaded.default.default ?? loaded.default;
 
 function implementations(): Implementation[] {
   const seed = generateSigningSeed();
