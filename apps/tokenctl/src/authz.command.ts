@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { createUser } from '@nats-io/nkeys';
 import { Command } from 'commander';
 import { authzUsers, isValidName, type AuthzRole, type AuthzUser } from '@tokenkeeper/contracts';
@@ -116,13 +116,19 @@ export function buildAuthz(flags: AuthzFlags): AuthzOutput {
   return { config: renderServerConfig(generated, header), secrets: renderSecrets(generated), users: generated };
 }
 
+/** Mode 600 also when the file was already there (writeFileSync's mode applies only on creation). */
+function writePrivate(path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
 export async function authzCommand(flags: AuthzFlags, io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }): Promise<ExitCode> {
   const { config, secrets } = buildAuthz(flags);
-  if (flags.out) writeFileSync(flags.out, config, { mode: 0o600 });
+  if (flags.out) writePrivate(flags.out, config);
   else io.stdout.write(config);
   if (secrets) {
     if (flags.secretsFile) {
-      writeFileSync(flags.secretsFile, secrets, { mode: 0o600 });
+      writePrivate(flags.secretsFile, secrets);
       io.stderr.write(`credentials written to ${flags.secretsFile} (mode 600): give each service only its own\n`);
     } else {
       // A separate section after the block, every line a comment, marked secret.
