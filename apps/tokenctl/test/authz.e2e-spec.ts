@@ -11,6 +11,11 @@ import {
   type NatsConnection,
   type Subscription,
 } from '@nats-io/transport-node';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAuthz, type AuthzFlags } from '../src/authz.command.js';
@@ -329,5 +334,39 @@ describe('tokenctl authz --nkeys: the same model with nkey users', () => {
     );
     expect(outcome).toBeInstanceOf(Error);
     expect(String(outcome)).toMatch(/authorization/i);
+  });
+});
+
+describe('tokenctl authz on the command line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tk-authz-cli-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('writes a config a nats-server runs and a private secrets file, and a consumer connects with what it was given', async () => {
+    const [conf, secrets] = [join(dir, 'auth.conf'), join(dir, 'tokenkeeper.secrets')];
+    const run = spawnSync(
+      process.execPath,
+      ['--import', '@swc-node/register/esm-register', 'apps/tokenctl/src/main.ts', 'authz', '--refresher', '--tenant', 'acme', '--nkeys', '--out', conf, '--secrets-file', secrets],
+      { cwd: fileURLToPath(new URL('../../../', import.meta.url)), encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' }, timeout: 120_000 },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toBe('');
+    expect(statSync(conf).mode & 0o777).toBe(0o600);
+    expect(statSync(secrets).mode & 0o777).toBe(0o600);
+    const text = readFileSync(secrets, 'utf8');
+    const block = text.slice(text.indexOf('[svc-acme]'));
+    const seed = /NATS_NKEY_SEED=(SU[A-Z2-7]+)/.exec(block)![1]!;
+    const inboxPrefix = /NATS_INBOX_PREFIX=(\S+)/.exec(block)![1]!;
+    expect(inboxPrefix).toBe('_INBOX_svc-acme');
+    const nats = await startNatsServer({ config: readFileSync(conf, 'utf8') });
+    try {
+      const nc = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(encoder.encode(seed)), inboxPrefix });
+      const sub = nc.subscribe('token.refreshed.acme.*');
+      const refused = nc.subscribe('token.refreshed.globex.*');
+      expect(await Promise.race([refused.closed, sleep(REFUSAL_MS).then(() => 'open')])).toBeInstanceOf(PermissionViolationError);
+      expect(await Promise.race([sub.closed, sleep(SILENCE_MS).then(() => 'open')])).toBe('open');
+      await nc.close();
+    } finally {
+      await nats.stop();
+    }
   });
 });
