@@ -16,6 +16,9 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError } from '@nats-io/jetstream';
+import { nanos } from '@nats-io/transport-node';
+import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, DEFAULT_AUDIT_CONSUMER } from '@tokenkeeper/contracts';
 import { startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAuthz, type AuthzFlags } from '../src/authz.command.js';
@@ -368,5 +371,85 @@ describe('tokenctl authz on the command line', () => {
     } finally {
       await nats.stop();
     }
+  });
+});
+
+describe('tokenctl authz: JetStream under the narrow API permissions', () => {
+  let nats: NatsServerHandle;
+  const clients: Client[] = [];
+  let refresher: Client;
+  let audit: Client;
+  let consumer: Client;
+
+  beforeAll(async () => {
+    const generated = buildAuthz({ refresher: true, audit: true, tenant: ['acme'] });
+    nats = await startNatsServer({ jetstream: true, config: generated.config });
+    const byName = new Map(generated.users.map((u) => [u.user.name, u]));
+    for (const name of ['refresher', 'audit', 'svc-acme']) clients.push(await connectAs(nats, byName.get(name)!));
+    [refresher, audit, consumer] = clients as [Client, Client, Client];
+  });
+
+  afterAll(async () => {
+    for (const c of clients) await c.nc.close().catch(() => undefined);
+    await nats?.stop();
+  });
+
+  it('the refresher manages TOKEN_AUDIT and publishes to it; the audit app creates, reads and acks its durable consumer', async () => {
+    // The calls apps/refresher audit-stream.service and outbox-relay make.
+    const jsm = await jetstreamManager(refresher.nc);
+    const missing = await jsm.streams.info(AUDIT_STREAM).then(() => null, (e: unknown) => e);
+    expect(missing).toBeInstanceOf(JetStreamApiError);
+    await jsm.streams.add({ name: AUDIT_STREAM, subjects: [AUDIT_SUBJECT_FILTER], max_age: nanos(3_600_000), duplicate_window: nanos(60_000) });
+    await jsm.streams.update(AUDIT_STREAM, { max_age: nanos(7_200_000) });
+    expect((await jsm.streams.info(AUDIT_STREAM)).config.max_age).toBe(nanos(7_200_000));
+    const js = jetstream(refresher.nc);
+    for (let i = 1; i <= 3; i++) {
+      const ack = await js.publish(`audit.token.refreshed.acme.c${i}`, encoder.encode(`{"n":${i}}`), { msgID: `rec-${i}` });
+      expect(ack.seq).toBe(i);
+    }
+
+    // The calls apps/audit audit-consumer.service makes.
+    const ajsm = await jetstreamManager(audit.nc);
+    const none = await ajsm.consumers.info(AUDIT_STREAM, DEFAULT_AUDIT_CONSUMER).then(() => null, (e: unknown) => e);
+    expect(none).toBeInstanceOf(JetStreamApiError);
+    await ajsm.consumers.add(AUDIT_STREAM, {
+      durable_name: DEFAULT_AUDIT_CONSUMER,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      filter_subject: AUDIT_SUBJECT_FILTER,
+      max_ack_pending: 16,
+    });
+    await ajsm.consumers.update(AUDIT_STREAM, DEFAULT_AUDIT_CONSUMER, { max_ack_pending: 32 });
+    const pull = await jetstream(audit.nc).consumers.get(AUDIT_STREAM, DEFAULT_AUDIT_CONSUMER);
+    const messages = await pull.consume({ max_messages: 10 });
+    const got: string[] = [];
+    for await (const m of messages) {
+      got.push(m.subject);
+      m.ack();
+      if (got.length === 3) break;
+    }
+    expect(got).toEqual(['audit.token.refreshed.acme.c1', 'audit.token.refreshed.acme.c2', 'audit.token.refreshed.acme.c3']);
+    // Acks went through: nothing is left pending for redelivery.
+    const deadline = Date.now() + 5_000;
+    let info = await ajsm.consumers.info(AUDIT_STREAM, DEFAULT_AUDIT_CONSUMER);
+    while (info.num_ack_pending > 0 && Date.now() < deadline) {
+      await sleep(50);
+      info = await ajsm.consumers.info(AUDIT_STREAM, DEFAULT_AUDIT_CONSUMER);
+    }
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.config.max_ack_pending).toBe(32);
+  });
+
+  it('nobody else reaches the stream: no delete, purge or reading for the refresher, no stream changes for the audit app, nothing for a consumer', async () => {
+    await expectRequestRefused(refresher, `$JS.API.STREAM.DELETE.${AUDIT_STREAM}`);
+    await expectRequestRefused(refresher, `$JS.API.STREAM.PURGE.${AUDIT_STREAM}`);
+    await expectRequestRefused(refresher, `$JS.API.STREAM.MSG.GET.${AUDIT_STREAM}`);
+    await expectRequestRefused(refresher, `$JS.API.CONSUMER.CREATE.${AUDIT_STREAM}.spy`);
+    await expectRequestRefused(audit, `$JS.API.STREAM.UPDATE.${AUDIT_STREAM}`);
+    await expectRequestRefused(audit, `$JS.API.CONSUMER.CREATE.${AUDIT_STREAM}.other`);
+    await expectRequestRefused(audit, `$JS.API.CONSUMER.DELETE.${AUDIT_STREAM}.${DEFAULT_AUDIT_CONSUMER}`);
+    await expectRequestRefused(consumer, '$JS.API.INFO');
+    await expectRequestRefused(consumer, `$JS.API.CONSUMER.MSG.NEXT.${AUDIT_STREAM}.${DEFAULT_AUDIT_CONSUMER}`);
+    await expectPublishRefused(consumer, 'audit.token.refreshed.acme.github');
   });
 });
