@@ -13,6 +13,7 @@ import { loadavg } from 'node:os';
 import { cacheHitBench } from './cache-hit.bench.js';
 import { refreshPipelineBench } from './refresh-pipeline.bench.js';
 import { scaleBench } from './scale.bench.js';
+import { signingBench } from './signing.bench.js';
 import { storm401Bench } from './storm-401.bench.js';
 import { BUILD_DIR, buildChildren } from './support/build.js';
 import { REPO_ROOT, useCompiledChildren } from './support/children.js';
@@ -34,7 +35,7 @@ function parseOptions(argv: string[]): BenchOptions {
   const scale = value('--scale')?.split(',').map(Number);
   return {
     quick,
-    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5]),
+    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6]),
     scaleSmall: scale?.[0] ?? 10_000,
     scaleLarge: scale?.[1] ?? (quick ? 100_000 : 1_000_000),
     svgPath: resolve(REPO_ROOT, value('--svg') ?? (quick ? 'bench/results/benchmarks-quick.svg' : 'docs/benchmarks.svg')),
@@ -48,6 +49,7 @@ const SCENARIOS: Array<[number, string, (ctx: BenchContext) => Promise<void>]> =
   [5, '401 storm', storm401Bench],
   [3, 'refresh pipeline vs undici POST / single-row UPDATE', refreshPipelineBench],
   [4, 'scale: claim cost, RSS, lateness', scaleBench],
+  [6, 'Ed25519 sign/verify: native crypto vs nkeys (tweetnacl)', signingBench],
 ];
 
 async function main(): Promise<void> {

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { AUDIT_RECORD_TYPES, CREDENTIAL_STATUSES, TOKEN_EVENT_KINDS } from '@tokenkeeper/contracts';
 import { ExitCode, reportError, ServiceError } from './cli.errors.js';
+import { registerAuthzCommand } from './authz.command.js';
 import { auditCommand, watchCommand } from './events.commands.js';
 import { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS, NatsSession, natsSettings, type CommandContext } from './nats.session.js';
 import { createOutput, printJson } from './output.format.js';
@@ -170,6 +171,7 @@ Examples:
     .option('--cursor <cursor>', 'continue after a previous page')
     .action(action((ctx, flags: Parameters<typeof auditCommand>[0]) => auditCommand(flags, ctx)));
 
+  registerAuthzCommand(program);
   return program;
 }
 

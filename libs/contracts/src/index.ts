@@ -6,3 +6,6 @@ export * from './names-guard.js';
 export * from './subjects.js';
 export * from './audit.js';
 export * from './token-events.js';
+export * from './wire-subjects.js';
+export * from './signing.js';
+export * from './permissions.js';

@@ -1,0 +1,173 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { createUser } from '@nats-io/nkeys';
+import { Command } from 'commander';
+import { authzUsers, isValidName, type AuthzRole, type AuthzUser } from '@tokenkeeper/contracts';
+import { renderNscCommands, renderSecrets, renderServerConfig, type GeneratedUser, type UserCredential } from './authz.render.js';
+import { ExitCode, reportError, UsageError } from './cli.errors.js';
+
+/**
+ * `tokenctl authz`: the nats-server `authorization` block (or the `nsc` commands) for the
+ * roles of SPEC §11, so nobody writes permissions by hand. Offline: it talks to no server.
+ */
+
+export interface AuthzFlags {
+  refresher?: boolean;
+  audit?: boolean;
+  auditConsumer?: string;
+  operator?: boolean;
+  tenant?: string[];
+  tenantAdmin?: string[];
+  consumer?: string[];
+  nkeys?: boolean;
+  passwordsFile?: string;
+  secretsFile?: string;
+  out?: string;
+  nsc?: string | boolean;
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function tenantName(value: string, flag: string): string {
+  if (!isValidName(value)) throw new UsageError(`${flag}: tenant must match ^[A-Za-z0-9_-]{1,128}$`);
+  return value;
+}
+
+/** `acme:billing` or `acme:billing:github,slack` → a consumer role. */
+export function parseConsumerFlag(value: string): AuthzRole {
+  const [tenant, service, connections, ...rest] = value.split(':');
+  const names = connections === undefined ? undefined : connections.split(',').filter(Boolean);
+  if (rest.length > 0 || !service || !isValidName(tenant ?? '') || !isValidName(service) || (names !== undefined && (names.length === 0 || !names.every(isValidName)))) {
+    throw new UsageError(`--consumer ${JSON.stringify(value)}: give <tenant>:<service>[:<connection>,…] with names of ^[A-Za-z0-9_-]{1,128}$`);
+  }
+  return { kind: 'consumer', tenant: tenant!, service, ...(names ? { connections: names } : {}) };
+}
+
+/** The roles asked for, in a stable order: services first, then people, then tenants' services. */
+export function rolesFromFlags(flags: AuthzFlags): AuthzRole[] {
+  const roles: AuthzRole[] = [];
+  if (flags.refresher) roles.push({ kind: 'refresher' });
+  if (flags.audit) roles.push({ kind: 'audit', ...(flags.auditConsumer ? { consumerName: flags.auditConsumer } : {}) });
+  if (flags.operator) roles.push({ kind: 'operator' });
+  for (const t of flags.tenant ?? []) {
+    const tenant = tenantName(t, '--tenant');
+    roles.push({ kind: 'tenant-admin', tenant }, { kind: 'consumer', tenant });
+  }
+  for (const t of flags.tenantAdmin ?? []) roles.push({ kind: 'tenant-admin', tenant: tenantName(t, '--tenant-admin') });
+  for (const c of flags.consumer ?? []) roles.push(parseConsumerFlag(c));
+  if (roles.length === 0) {
+    throw new UsageError('no roles asked for', 'add --refresher, --audit, --operator, --tenant <t>, --tenant-admin <t> or --consumer <t>:<service>');
+  }
+  return roles;
+}
+
+/** `name=password` lines (blank lines and `#` comments skipped). */
+export function parsePasswordsFile(text: string): Map<string, string> {
+  const passwords = new Map<string, string>();
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const eq = line.indexOf('=');
+    // The line number, never the line: it holds a password.
+    if (eq <= 0 || eq === line.length - 1) throw new UsageError(`--passwords-file: line ${i + 1} is not name=password`);
+    passwords.set(line.slice(0, eq).trim(), line.slice(eq + 1).trim());
+  });
+  return passwords;
+}
+
+/** 24 random bytes, base64url: nothing nats-server's config or a shell would read specially. */
+export function generatePassword(): string {
+  return randomBytes(24).toString('base64url');
+}
+
+function credentialFor(user: AuthzUser, flags: AuthzFlags, passwords: Map<string, string>): UserCredential {
+  if (flags.nkeys) {
+    const kp = createUser();
+    return { kind: 'nkey', publicKey: kp.getPublicKey(), seed: new TextDecoder().decode(kp.getSeed()) };
+  }
+  const given = passwords.get(user.name);
+  if (given !== undefined && /["\\\s]/.test(given)) throw new UsageError(`--passwords-file: the password of ${user.name} holds a quote, backslash or space`);
+  return { kind: 'password', password: given ?? generatePassword() };
+}
+
+export interface AuthzOutput {
+  /** What goes to stdout or --out. */
+  config: string;
+  /** Credentials; empty for --nsc (nsc makes its own keys). */
+  secrets: string;
+  /** The users with their credentials, for callers that connect as them (tests, the demo). */
+  users: GeneratedUser[];
+}
+
+export function buildAuthz(flags: AuthzFlags): AuthzOutput {
+  const users = authzUsers(rolesFromFlags(flags));
+  if (flags.nsc !== undefined && flags.nsc !== false) {
+    const account = typeof flags.nsc === 'string' ? flags.nsc : 'TOKENKEEPER';
+    if (!isValidName(account)) throw new UsageError('--nsc: account name must match ^[A-Za-z0-9_-]{1,128}$');
+    return { config: renderNscCommands(users, account), secrets: '', users: [] };
+  }
+  if (flags.nkeys && flags.passwordsFile) throw new UsageError('--nkeys and --passwords-file: choose one');
+  const passwords = flags.passwordsFile ? parsePasswordsFile(readFileSync(flags.passwordsFile, 'utf8')) : new Map<string, string>();
+  for (const name of passwords.keys()) {
+    if (!users.some((u) => u.name === name)) throw new UsageError(`--passwords-file names ${name}, which is none of the users asked for`);
+  }
+  const generated: GeneratedUser[] = users.map((user) => ({ user, credential: credentialFor(user, flags, passwords) }));
+  const header = `generated by tokenctl authz (SPEC §11); users: ${users.map((u) => u.name).join(', ')}`;
+  return { config: renderServerConfig(generated, header), secrets: renderSecrets(generated), users: generated };
+}
+
+/** Mode 600 also when the file was already there (writeFileSync's mode applies only on creation). */
+function writePrivate(path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+export async function authzCommand(flags: AuthzFlags, io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }): Promise<ExitCode> {
+  const { config, secrets } = buildAuthz(flags);
+  if (flags.out) writePrivate(flags.out, config);
+  else io.stdout.write(config);
+  if (secrets) {
+    if (flags.secretsFile) {
+      writePrivate(flags.secretsFile, secrets);
+      io.stderr.write(`credentials written to ${flags.secretsFile} (mode 600): give each service only its own\n`);
+    } else {
+      // A separate section after the block, every line a comment, marked secret.
+      io.stdout.write(`\n${secrets}`);
+    }
+  }
+  return ExitCode.ok;
+}
+
+/** Registers `authz` on the program (offline: no NATS session). */
+export function registerAuthzCommand(program: Command): void {
+  program
+    .command('authz')
+    .description('print the nats-server authorization block (or nsc commands) for the roles of SPEC §11')
+    .option('--refresher', 'the refresher service user')
+    .option('--audit', 'the audit app user')
+    .option('--audit-consumer <name>', 'the audit app durable consumer (AUDIT_CONSUMER_NAME, default tokenkeeper-audit)')
+    .option('--operator', 'the operator (tokenctl) user')
+    .option('--tenant <tenant>', 'a tenant admin and a consumer service of this tenant (repeatable)', collect)
+    .option('--tenant-admin <tenant>', 'a tenant admin of this tenant (repeatable)', collect)
+    .option('--consumer <tenant:service[:conn,…]>', 'a consumer service of a tenant, optionally limited to connections (repeatable)', collect)
+    .option('--nkeys', 'nkey users (public keys in the config, seeds in the secret section) instead of passwords')
+    .option('--passwords-file <path>', 'name=password lines to use instead of generated passwords')
+    .option('--secrets-file <path>', 'write the credentials there (mode 600) instead of a secret section on stdout')
+    .option('--out <path>', 'write the config there (mode 600) instead of stdout')
+    .option('--nsc [account]', 'print nsc add user commands for this account (default TOKENKEEPER) instead')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  tokenctl authz --refresher --audit --operator --tenant acme --consumer globex:billing:github > auth.conf
+  tokenctl authz --refresher --audit --operator --tenant acme --nkeys --secrets-file tokenkeeper.secrets
+  tokenctl authz --refresher --tenant acme --nsc TOKENKEEPER`,
+    )
+    .action(async (flags: AuthzFlags) => {
+      try {
+        process.exitCode = await authzCommand(flags, { stdout: process.stdout, stderr: process.stderr });
+      } catch (error) {
+        process.exitCode = reportError(error, process.stderr);
+      }
+    });
+}

@@ -1,0 +1,104 @@
+import type { AuthzRole, AuthzUser } from '@tokenkeeper/contracts';
+
+/**
+ * Renders the permission model (libs/contracts permissions.ts) for nats-server and nsc.
+ * Pure functions: `tokenctl authz` decides users and credentials, this only writes text.
+ *
+ * Every string goes out JSON-quoted: nats-server's config reads `$X` in a bare word as a
+ * variable and `>`/`*` bare are fragile, while a double-quoted JSON string is taken as
+ * is. The users array is therefore valid JSON, which the spec parses as such.
+ */
+
+export type UserCredential = { kind: 'password'; password: string } | { kind: 'nkey'; publicKey: string; seed: string };
+
+export interface GeneratedUser {
+  user: AuthzUser;
+  credential: UserCredential;
+}
+
+function describeRole(role: AuthzRole): string {
+  switch (role.kind) {
+    case 'consumer':
+      return `consumer service${role.service ? ` ${role.service}` : ''} of tenant ${role.tenant}${role.connections?.length ? ` (connections ${role.connections.join(', ')})` : ''}`;
+    case 'tenant-admin':
+      return `tenant admin of ${role.tenant}`;
+    case 'audit':
+      return `audit app (durable consumer ${role.consumerName ?? 'default'})`;
+    default:
+      return role.kind;
+  }
+}
+
+/** One user as a nats-server config object (password or nkey; permissions always). */
+export function serverUserObject({ user, credential }: GeneratedUser): Record<string, unknown> {
+  const { publish, subscribe, allowResponses } = user.permissions;
+  const identity = credential.kind === 'nkey' ? { nkey: credential.publicKey } : { user: user.name, password: credential.password };
+  return {
+    ...identity,
+    permissions: {
+      publish: { allow: [...publish] },
+      subscribe: { allow: [...subscribe] },
+      ...(allowResponses ? { allow_responses: true } : {}),
+    },
+  };
+}
+
+/** The `authorization { users = [ … ] }` block, each user preceded by a comment naming its role and inbox. */
+export function renderServerConfig(users: readonly GeneratedUser[], header?: string): string {
+  const lines: string[] = [];
+  if (header) lines.push(...header.split('\n').map((l) => `# ${l}`));
+  lines.push('authorization {', '  users = [');
+  users.forEach((generated, i) => {
+    const { user } = generated;
+    lines.push(`    # ${user.name}: ${describeRole(user.role)}; connects with NATS_INBOX_PREFIX=${user.inboxPrefix}`);
+    const body = JSON.stringify(serverUserObject(generated), null, 2).split('\n');
+    const last = i === users.length - 1;
+    body.forEach((line, j) => lines.push(`    ${line}${last || j < body.length - 1 ? '' : ','}`));
+  });
+  lines.push('  ]', '}');
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * What each service needs to connect, as environment lines. Every line is a comment
+ * to nats-server, so the whole output stays loadable as one file if someone pipes it
+ * into a config, and the marker says it must not be shared.
+ */
+export function renderSecrets(users: readonly GeneratedUser[]): string {
+  const lines = ['# ---- SECRET: credentials for each user; give each service only its own, never commit this ----'];
+  for (const { user, credential } of users) {
+    lines.push(`# [${user.name}] ${describeRole(user.role)}`);
+    if (credential.kind === 'nkey') lines.push(`#   NATS_NKEY_SEED=${credential.seed}`);
+    else lines.push(`#   NATS_USER=${user.name}`, `#   NATS_PASS=${credential.password}`);
+    lines.push(`#   NATS_INBOX_PREFIX=${user.inboxPrefix}`);
+  }
+  lines.push('# ---- END SECRET ----');
+  return `${lines.join('\n')}\n`;
+}
+
+/** A POSIX shell single-quoted word: subjects hold `$`, `*` and `>`. */
+export function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'"'"'`)}'`;
+}
+
+/**
+ * The same users as `nsc` commands for operator mode (one account; see docs/security.md
+ * for one account per tenant). nsc makes the nkeys and creds files itself.
+ */
+export function renderNscCommands(users: readonly AuthzUser[], account: string): string {
+  const lines = [`# nsc commands for account ${account} (operator mode); nsc generates each user's nkey and creds file`];
+  for (const user of users) {
+    const { publish, subscribe, allowResponses } = user.permissions;
+    lines.push(`# ${user.name}: ${describeRole(user.role)}; connect with NATS_CREDS=<creds of ${user.name}> NATS_INBOX_PREFIX=${user.inboxPrefix}`);
+    const args = [
+      'nsc add user',
+      `--account ${shellQuote(account)}`,
+      `--name ${shellQuote(user.name)}`,
+      `--allow-pub ${shellQuote(publish.join(','))}`,
+      `--allow-sub ${shellQuote(subscribe.join(','))}`,
+      ...(allowResponses ? ['--allow-pub-response'] : []),
+    ];
+    lines.push(args.join(' \\\n    '));
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,177 @@
+import { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, TOKEN_EVENT_KINDS } from './subjects.js';
+import { isValidName, NAME_PATTERN } from './names.js';
+import { ADMIN_CREDENTIAL_OPERATIONS, ADMIN_PREFIX, AUDIT_QUERY_PREFIX, TOKEN_GET_PREFIX } from './wire-subjects.js';
+
+/**
+ * The permission model of SPEC §11 as data: what each role may publish and subscribe
+ * to on a single-account nats-server. `tokenctl authz` renders it into the server's
+ * `authorization` block and into `nsc` commands; the e2e tests run under it.
+ *
+ * Rules it keeps:
+ * - every client has its own inbox prefix `_INBOX_<user>`; nobody is allowed `_INBOX.>`,
+ *   so nobody reads another client's replies;
+ * - event types are named one by one (`token.refreshed.T.*`, never `token.*.T.>`);
+ * - JetStream API subjects are named for the `TOKEN_AUDIT` stream and the audit app's
+ *   durable consumer only, never `$JS.API.>`;
+ * - only the two services answer requests (`allow_responses`), so a consumer cannot
+ *   publish to an arbitrary subject by choosing it as a reply subject elsewhere.
+ */
+
+/** The audit app's durable consumer when `AUDIT_CONSUMER_NAME` is not set (apps/audit config). */
+export const DEFAULT_AUDIT_CONSUMER = 'tokenkeeper-audit';
+
+/** Where a client's replies arrive: its `NATS_INBOX_PREFIX` / the client library's `inboxPrefix`. */
+export function inboxPrefixFor(user: string): string {
+  return `_INBOX_${user}`;
+}
+
+export type AuthzRole =
+  | { kind: 'refresher' }
+  | { kind: 'audit'; consumerName?: string }
+  | { kind: 'operator' }
+  | { kind: 'tenant-admin'; tenant: string }
+  /** A consumer service of one tenant, optionally limited to some of its connections. */
+  | { kind: 'consumer'; tenant: string; service?: string; connections?: readonly string[] };
+
+export type AuthzRoleKind = AuthzRole['kind'];
+
+export interface SubjectPermissions {
+  publish: readonly string[];
+  subscribe: readonly string[];
+  /** nats-server `allow_responses: true`: may publish one reply to the reply subject of each message it received. */
+  allowResponses: boolean;
+}
+
+export interface AuthzUser {
+  /** nats-server user name (and, in nsc, the user's name). */
+  name: string;
+  role: AuthzRole;
+  inboxPrefix: string;
+  permissions: SubjectPermissions;
+}
+
+/** User names that keep roles apart: `svc-<tenant>[-<service>]`, `admin-<tenant>`, or the service's own. */
+export function defaultUserName(role: AuthzRole): string {
+  switch (role.kind) {
+    case 'refresher':
+    case 'audit':
+    case 'operator':
+      return role.kind;
+    case 'tenant-admin':
+      return `admin-${role.tenant}`;
+    case 'consumer':
+      return role.service === undefined ? `svc-${role.tenant}` : `svc-${role.tenant}-${role.service}`;
+  }
+}
+
+const eventSubjects = (tenant: string, connection: string) => TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.${tenant}.${connection}`);
+const inbox = (prefix: string) => `${prefix}.>`;
+
+/** `$JS.API.INFO`: what `jetstreamManager()` asks first (account info, to see JetStream is on). */
+const JS_API_INFO = '$JS.API.INFO';
+
+/** The JetStream API of `TOKEN_AUDIT` the refresher uses: info, create, update (apps/refresher audit-stream.service). */
+export function auditStreamApi(stream = AUDIT_STREAM): string[] {
+  return [JS_API_INFO, `$JS.API.STREAM.INFO.${stream}`, `$JS.API.STREAM.CREATE.${stream}`, `$JS.API.STREAM.UPDATE.${stream}`];
+}
+
+/**
+ * The JetStream API of the audit app's durable consumer: info, create/update (nats.js
+ * sends `CONSUMER.CREATE.<stream>.<name>.<filter>` when a filter is set, and the old
+ * `DURABLE.CREATE` to servers before 2.9), pull (`MSG.NEXT`) and acks.
+ */
+export function auditConsumerApi(consumer = DEFAULT_AUDIT_CONSUMER, stream = AUDIT_STREAM): string[] {
+  return [
+    JS_API_INFO,
+    `$JS.API.CONSUMER.INFO.${stream}.${consumer}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.${consumer}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.${consumer}.>`,
+    `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.${consumer}`,
+    `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`,
+    `$JS.ACK.${stream}.${consumer}.>`,
+  ];
+}
+
+function assertName(value: string, what: string): void {
+  if (!isValidName(value)) throw new RangeError(`${what} must match ${NAME_PATTERN.source}`);
+}
+
+/** The allow lists of one role (SPEC §11), for a client whose inbox prefix is `inboxPrefix`. */
+export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPermissions {
+  switch (role.kind) {
+    case 'consumer': {
+      assertName(role.tenant, 'tenant');
+      if (role.service !== undefined) assertName(role.service, 'service');
+      const connections = role.connections?.length ? role.connections : ['*'];
+      for (const c of connections) if (c !== '*') assertName(c, 'connection');
+      return {
+        publish: connections.map((c) => `${TOKEN_GET_PREFIX}.${role.tenant}.${c}`),
+        subscribe: [...connections.flatMap((c) => eventSubjects(role.tenant, c)), inbox(inboxPrefix)],
+        allowResponses: false,
+      };
+    }
+    case 'tenant-admin':
+      assertName(role.tenant, 'tenant');
+      return {
+        // Operations one by one rather than `tokenkeeper.admin.*.T.>`: same reach on
+        // today's subjects, and an operation added later is not granted by accident.
+        publish: [
+          ...ADMIN_CREDENTIAL_OPERATIONS.map((op) => `${ADMIN_PREFIX}.${op}.${role.tenant}.*`),
+          `${ADMIN_PREFIX}.list.${role.tenant}`,
+          `${AUDIT_QUERY_PREFIX}.${role.tenant}`,
+        ],
+        subscribe: [inbox(inboxPrefix)],
+        allowResponses: false,
+      };
+    case 'operator':
+      return {
+        // token.get.> for `tokenctl get`: it reveals nothing the operator's `watch`
+        // subscription to token.refreshed.> does not already show.
+        publish: [`${ADMIN_PREFIX}.>`, AUDIT_QUERY_PREFIX, `${AUDIT_QUERY_PREFIX}.>`, `${TOKEN_GET_PREFIX}.>`],
+        subscribe: [inbox(inboxPrefix), ...eventSubjects('*', '*')],
+        allowResponses: false,
+      };
+    case 'refresher':
+      return {
+        publish: [...TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.>`), `${AUDIT_SUBJECT_PREFIX}.>`, ...auditStreamApi()],
+        subscribe: [
+          `${TOKEN_GET_PREFIX}.>`,
+          `${ADMIN_PREFIX}.>`,
+          // Replica coherence: each replica applies its peers' events to its cache.
+          ...TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.>`),
+          inbox(inboxPrefix),
+        ],
+        allowResponses: true,
+      };
+    case 'audit': {
+      const consumer = role.consumerName ?? DEFAULT_AUDIT_CONSUMER;
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(consumer)) throw new RangeError('audit consumer name must match ^[A-Za-z0-9_-]{1,64}$');
+      return {
+        publish: auditConsumerApi(consumer),
+        subscribe: [AUDIT_QUERY_PREFIX, `${AUDIT_QUERY_PREFIX}.>`, inbox(inboxPrefix)],
+        allowResponses: true,
+      };
+    }
+  }
+}
+
+/** One user per role; the name defaults to {@link defaultUserName}, the inbox to `_INBOX_<name>`. */
+export function authzUser(role: AuthzRole, name = defaultUserName(role)): AuthzUser {
+  // The name is a subject token of the inbox prefix: no dots, wildcards or spaces.
+  assertName(name, 'user name');
+  const inboxPrefix = inboxPrefixFor(name);
+  return { name, role, inboxPrefix, permissions: rolePermissions(role, inboxPrefix) };
+}
+
+/** Users for a set of roles, refusing two that would share a name (and so an inbox). */
+export function authzUsers(roles: Iterable<AuthzRole | { role: AuthzRole; name: string }>): AuthzUser[] {
+  const users: AuthzUser[] = [];
+  const names = new Set<string>();
+  for (const entry of roles) {
+    const user = 'role' in entry ? authzUser(entry.role, entry.name) : authzUser(entry);
+    if (names.has(user.name)) throw new RangeError(`two roles would share the user name ${user.name}`);
+    names.add(user.name);
+    users.push(user);
+  }
+  return users;
+}
