@@ -62,7 +62,7 @@ export class TokenCipher {
   encrypt(secret: Secret, associatedData: string): Buffer {
     const key = this.byId.get(this.primaryKeyId)!;
     const iv = randomBytes(IV_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
     cipher.setAAD(Buffer.from(associatedData, 'utf8'));
     const body = Buffer.concat([cipher.update(secret.reveal(), 'utf8'), cipher.final()]);
     const kid = Buffer.from(this.primaryKeyId, 'utf8');
@@ -72,12 +72,15 @@ export class TokenCipher {
   decrypt(blob: Buffer, associatedData: string): Secret {
     if (blob.length < 2 || blob[0] !== FORMAT_VERSION) throw new EncryptionKeyError('unknown ciphertext format');
     const kidEnd = 2 + blob[1];
+    // GCM accepts tags as short as 4 bytes, and a short tag can be forged by trial: a
+    // blob cut inside its tag must not reach the decipher (which is also pinned to 16).
+    if (blob.length < kidEnd + IV_BYTES + TAG_BYTES) throw new EncryptionKeyError('ciphertext is truncated');
     const kid = blob.subarray(2, kidEnd).toString('utf8');
     const key = this.byId.get(kid);
     if (!key) throw new EncryptionKeyError(`ciphertext sealed with unknown key "${kid}"`);
     const iv = blob.subarray(kidEnd, kidEnd + IV_BYTES);
     const tag = blob.subarray(kidEnd + IV_BYTES, kidEnd + IV_BYTES + TAG_BYTES);
-    const decipher = createDecipheriv('aes-256-gcm', key, iv);
+    const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
     decipher.setAAD(Buffer.from(associatedData, 'utf8'));
     decipher.setAuthTag(tag);
     const plain = Buffer.concat([decipher.update(blob.subarray(kidEnd + IV_BYTES + TAG_BYTES)), decipher.final()]);
