@@ -134,17 +134,31 @@ export function parseRetryAfter(value: string | undefined, now: number = Date.no
   return Math.min(Math.max(0, Math.round(ms)), RETRY_AFTER_CAP_MS);
 }
 
-/** True when `text` contains the secret, or any FRAGMENT-long piece of it (a truncated echo). */
+/**
+ * True when `text` contains a secret, or any FRAGMENT-long piece of one (a truncated echo).
+ *
+ * The text is the provider's, so the work must not grow with |secret|·|text| (a 60 KB
+ * error body against a 1 KB JWT was ~|secret| full scans). Instead every FRAGMENT-long
+ * window of every long secret goes into one set (O(Σ|secret|)), and each FRAGMENT-long
+ * window of the text is looked up once (O(|text|·FRAGMENT), FRAGMENT being a constant):
+ * linear in both. It finds exactly what the old search found: text holds some
+ * FRAGMENT-long piece of a secret iff one of the text's FRAGMENT-long windows is that
+ * piece. Secrets no longer than FRAGMENT are still searched whole with `includes`, whose
+ * cost is bounded by |text|·FRAGMENT.
+ */
 export function leaksSecret(text: string, secrets: readonly string[]): boolean {
+  const pieces = new Set<string>();
   for (const secret of secrets) {
     if (secret === '') continue;
     if (secret.length <= FRAGMENT) {
       if (text.includes(secret)) return true;
       continue;
     }
-    for (let i = 0; i + FRAGMENT <= secret.length; i++) {
-      if (text.includes(secret.slice(i, i + FRAGMENT))) return true;
-    }
+    for (let i = 0; i + FRAGMENT <= secret.length; i++) pieces.add(secret.slice(i, i + FRAGMENT));
+  }
+  if (pieces.size === 0) return false;
+  for (let i = 0; i + FRAGMENT <= text.length; i++) {
+    if (pieces.has(text.slice(i, i + FRAGMENT))) return true;
   }
   return false;
 }
