@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { Secret } from '@tokenkeeper/common';
 import type { FailureKind, ProviderConfig, TokenFailure, TokenResult } from './provider.types.js';
 
@@ -17,6 +18,15 @@ const STANDARD_ERROR_CODES: Readonly<Record<string, FailureKind>> = {
 };
 
 const RETRY_AFTER_CAP_MS = 3_600_000;
+/**
+ * Longest lifetime (`expires_in`, `refresh_in`) taken from a provider: one year. Beyond
+ * that a value is a bug or a hostile answer (1e13 s is past what a Date can hold, and the
+ * commit of a rotated refresh token would fail on it); a year still means "refresh about
+ * yearly", which keeps the credential alive, where "no expiry" would never refresh it.
+ */
+export const MAX_LIFETIME_SECONDS = 365 * 24 * 3600;
+
+const logger = new Logger('TokenResponseClassifier');
 const DESCRIPTION_MAX = 200;
 // Shortest fragment of a secret that, found in a provider's text, makes us drop that text:
 // long enough not to match ordinary words ("_refresh"), short enough to catch truncated echoes.
@@ -32,7 +42,7 @@ export interface RawTokenResponse {
 /** Turns an HTTP answer of a token endpoint into a TokenResult. Never throws. */
 export function classifyTokenResponse(
   response: RawTokenResponse,
-  provider: Pick<ProviderConfig, 'errorCodes' | 'tokenType'>,
+  provider: Pick<ProviderConfig, 'errorCodes' | 'tokenType'> & { id?: string },
   requestedAt: Date,
   secrets: readonly string[],
   now: number = Date.now(),
@@ -69,7 +79,10 @@ export function classifyTokenResponse(
     return fail('retryable', c, withCode(c));
   }
   if (code) {
-    const kind = provider.errorCodes?.[code] ?? STANDARD_ERROR_CODES[code] ?? 'misconfigured';
+    // A code neither RFC 6749 nor the preset knows says nothing about our configuration:
+    // back off as for any transient fault (SPEC §4), rather than park the credential for
+    // the misconfiguration delay. The code itself stays in the failure's message.
+    const kind = provider.errorCodes?.[code] ?? STANDARD_ERROR_CODES[code] ?? 'retryable';
     return fail(kind, code, withCode(code));
   }
   if (status === 401) return fail('misconfigured', 'invalid_client', `HTTP 401 without an OAuth error: client authentication failed`);
@@ -84,7 +97,7 @@ export function classifyTokenResponse(
 function toIssuedToken(
   json: Record<string, unknown>,
   accessToken: string,
-  provider: Pick<ProviderConfig, 'tokenType'>,
+  provider: Pick<ProviderConfig, 'tokenType'> & { id?: string },
   requestedAt: Date,
 ) {
   const rawType = json['token_type'];
@@ -98,8 +111,8 @@ function toIssuedToken(
     accessToken: new Secret(accessToken),
     refreshToken: typeof refresh === 'string' ? Secret.of(refresh) : undefined,
     tokenType,
-    expiresInSeconds: parseSeconds(json['expires_in']),
-    refreshInSeconds: parseSeconds(json['refresh_in']),
+    expiresInSeconds: clampLifetime(parseSeconds(json['expires_in']), 'expires_in', provider.id),
+    refreshInSeconds: clampLifetime(parseSeconds(json['refresh_in']), 'refresh_in', provider.id),
     scope: typeof scopeText === 'string' && scopeText !== '' ? scopeText : undefined,
     requestedAt,
   };
@@ -118,6 +131,19 @@ function parseObject(body: string): Record<string, unknown> | undefined {
 export function parseSeconds(value: unknown): number | undefined {
   const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value) ? Number(value) : NaN;
   return Number.isFinite(n) && n >= 0 ? n : undefined;
+}
+
+/** Caps a provider's lifetime at MAX_LIFETIME_SECONDS, saying so (the number is no secret). */
+function clampLifetime(seconds: number | undefined, field: string, providerId: string | undefined): number | undefined {
+  if (seconds === undefined || seconds <= MAX_LIFETIME_SECONDS) return seconds;
+  logger.warn({
+    msg: `token response ${field} is beyond one year; clamped`,
+    provider: providerId,
+    field,
+    received: seconds,
+    usedSeconds: MAX_LIFETIME_SECONDS,
+  });
+  return MAX_LIFETIME_SECONDS;
 }
 
 /** RFC 9110 §10.2.3: delta-seconds or an HTTP-date; capped so a hostile header cannot park a credential. */
