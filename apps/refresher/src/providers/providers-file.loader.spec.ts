@@ -233,8 +233,8 @@ describe('interpolation may not read Tokenkeeper\'s own settings', () => {
 
   it('a default does not get around the rule, and other variables still work', () => {
     expect(errorOf(() => yaml(provider('x${TOKEN_ENCRYPTION_KEYS:-fallback}'), own)).message).toContain('TOKEN_ENCRYPTION_KEYS');
-    expect(yaml(provider('${GH_SECRET}'), own).get('idp')!.clientSecret.reveal()).toBe('gh-s3cret-value');
-    expect(yaml(provider('$${TOKEN_ENCRYPTION_KEYS}'), own).get('idp')!.clientSecret.reveal()).toBe('${TOKEN_ENCRYPTION_KEYS}');
+    expect(yaml(provider('${GH_SECRET}'), own).get('idp')!.clientSecret!.reveal()).toBe('gh-s3cret-value');
+    expect(yaml(provider('$${TOKEN_ENCRYPTION_KEYS}'), own).get('idp')!.clientSecret!.reveal()).toBe('${TOKEN_ENCRYPTION_KEYS}');
   });
 
   it('covers every variable the refresher and the audit app read', () => {
