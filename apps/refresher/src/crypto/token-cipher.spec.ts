@@ -52,6 +52,18 @@ describe('TokenCipher', () => {
     }
   });
 
+  it('gives a 16-byte check value per key id that tells keys apart and is not the key', () => {
+    const a = key();
+    const values = (spec: string) => new Map(new TokenCipher(parseKeySpec(spec)).keyCheckValues().map((c) => [c.keyId, c.checkValue]));
+    const first = values(`k1:${a},k2:${key()}`);
+    expect(first.get('k1')).toHaveLength(16);
+    expect(values(`k1:${a}`).get('k1')!.equals(first.get('k1')!)).toBe(true);
+    expect(values(`k1:${key()}`).get('k1')!.equals(first.get('k1')!)).toBe(false);
+    // The same key under another id has another check value: ids sharing a key are not revealed.
+    expect(values(`k9:${a}`).get('k9')!.equals(first.get('k1')!)).toBe(false);
+    expect(Buffer.from(a, 'base64').includes(first.get('k1')!)).toBe(false);
+  });
+
   it('rejects bad key specs with messages that name the problem but not the key', () => {
     expect(() => parseKeySpec('nokid')).toThrow(EncryptionKeyError);
     expect(() => parseKeySpec('k1:c2hvcnQ=')).toThrow(/32 bytes/);

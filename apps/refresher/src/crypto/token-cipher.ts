@@ -1,10 +1,11 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import { Secret } from '@tokenkeeper/common';
 
 const FORMAT_VERSION = 1;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+const KEY_CHECK_BYTES = 16;
 
 export class EncryptionKeyError extends Error {
   override name = 'EncryptionKeyError';
@@ -85,6 +86,19 @@ export class TokenCipher {
     decipher.setAuthTag(tag);
     const plain = Buffer.concat([decipher.update(blob.subarray(kidEnd + IV_BYTES + TAG_BYTES)), decipher.final()]);
     return new Secret(plain.toString('utf8'));
+  }
+
+  /**
+   * A check value per key (HMAC-SHA256 under the key of a constant and the key id, cut to
+   * 16 bytes), to compare with what the database recorded without storing the key. It
+   * offers no shortcut to the key: finding a 256-bit HMAC key from one output costs a
+   * search of the key space, as for any other known plaintext.
+   */
+  keyCheckValues(): { keyId: string; checkValue: Buffer }[] {
+    return [...this.byId].map(([keyId, key]) => ({
+      keyId,
+      checkValue: createHmac('sha256', key).update(`tokenkeeper key check v1\0${keyId}`).digest().subarray(0, KEY_CHECK_BYTES),
+    }));
   }
 
   keyIdOf(blob: Buffer): string {
