@@ -160,33 +160,54 @@ export function parseRetryAfter(value: string | undefined, now: number = Date.no
   return Math.min(Math.max(0, Math.round(ms)), RETRY_AFTER_CAP_MS);
 }
 
+/** Polynomial rolling hash of FRAGMENT characters, mod 2^32 (base: the 32-bit FNV prime). */
+const HASH_BASE = 0x01000193;
+let HASH_TOP = 1; // HASH_BASE^(FRAGMENT-1) mod 2^32: the weight of the character leaving the window
+for (let i = 1; i < FRAGMENT; i++) HASH_TOP = Math.imul(HASH_TOP, HASH_BASE) >>> 0;
+
+function windowHash(text: string, start: number): number {
+  let h = 0;
+  for (let i = start; i < start + FRAGMENT; i++) h = (Math.imul(h, HASH_BASE) + text.charCodeAt(i)) >>> 0;
+  return h;
+}
+
 /**
  * True when `text` contains a secret, or any FRAGMENT-long piece of one (a truncated echo).
  *
- * The text is the provider's, so the work must not grow with |secret|·|text| (a 60 KB
- * error body against a 1 KB JWT was ~|secret| full scans). Instead every FRAGMENT-long
- * window of every long secret goes into one set (O(Σ|secret|)), and each FRAGMENT-long
- * window of the text is looked up once (O(|text|·FRAGMENT), FRAGMENT being a constant):
- * linear in both. It finds exactly what the old search found: text holds some
- * FRAGMENT-long piece of a secret iff one of the text's FRAGMENT-long windows is that
- * piece. Secrets no longer than FRAGMENT are still searched whole with `includes`, whose
- * cost is bounded by |text|·FRAGMENT.
+ * The text is the provider's, so the work must not grow with |secret|·|text| (the old
+ * search ran one `includes` over a 60 KB error body per window of a 1 KB JWT). Here every
+ * FRAGMENT-long window of every long secret is hashed into a table (O(Σ|secret|)), and a
+ * rolling hash walks the text once, O(1) per position; only a hash hit costs a FRAGMENT-long
+ * comparison, against the few windows sharing that hash: linear in |text| + Σ|secret|.
+ * It finds exactly what the old search found: text holds some FRAGMENT-long piece of a
+ * secret iff one of the text's FRAGMENT-long windows equals one of the secret's, and equal
+ * windows have equal hashes. Secrets no longer than FRAGMENT are still searched whole with
+ * `includes`, whose cost is bounded by |text|·FRAGMENT.
  */
 export function leaksSecret(text: string, secrets: readonly string[]): boolean {
-  const pieces = new Set<string>();
+  const pieces = new Map<number, string[]>();
   for (const secret of secrets) {
     if (secret === '') continue;
     if (secret.length <= FRAGMENT) {
       if (text.includes(secret)) return true;
       continue;
     }
-    for (let i = 0; i + FRAGMENT <= secret.length; i++) pieces.add(secret.slice(i, i + FRAGMENT));
+    for (let i = 0; i + FRAGMENT <= secret.length; i++) {
+      const h = windowHash(secret, i);
+      const bucket = pieces.get(h);
+      const piece = secret.slice(i, i + FRAGMENT);
+      if (!bucket) pieces.set(h, [piece]);
+      else if (!bucket.includes(piece)) bucket.push(piece);
+    }
   }
-  if (pieces.size === 0) return false;
-  for (let i = 0; i + FRAGMENT <= text.length; i++) {
-    if (pieces.has(text.slice(i, i + FRAGMENT))) return true;
+  if (pieces.size === 0 || text.length < FRAGMENT) return false;
+  let h = windowHash(text, 0);
+  for (let i = 0; ; i++) {
+    const bucket = pieces.get(h);
+    if (bucket && bucket.some((piece) => text.startsWith(piece, i))) return true;
+    if (i + FRAGMENT >= text.length) return false;
+    h = (Math.imul((h - Math.imul(text.charCodeAt(i), HASH_TOP)) >>> 0, HASH_BASE) + text.charCodeAt(i + FRAGMENT)) >>> 0;
   }
-  return false;
 }
 
 function safeCode(code: string, secrets: readonly string[]): string {
