@@ -9,9 +9,10 @@ import { AUDIT_NATS_CONNECTION, AuditNatsLifecycle } from './nats.js';
 import { AuditRecordEntity } from './persistence/audit-record.entity.js';
 import { AuditRecordRepository } from './persistence/audit-record.repository.js';
 import { AuditRecords1764200000000 } from './persistence/migrations/1764200000000-audit-records.js';
+import { AuditDeadLetters1764600000000 } from './persistence/migrations/1764600000000-audit-dead-letters.js';
 import { AuditQueryController } from './query/audit-query.controller.js';
 
-export const AUDIT_MIGRATIONS = [AuditRecords1764200000000];
+export const AUDIT_MIGRATIONS = [AuditRecords1764200000000, AuditDeadLetters1764600000000];
 export const AUDIT_ENTITIES = [AuditRecordEntity];
 
 export interface AuditModuleOptions {

@@ -6,6 +6,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { AuditStreamService } from './audit/audit-stream.service.js';
 import { OutboxRelay } from './audit/outbox-relay.service.js';
 import { APP_CONFIG, type AppConfig } from './config/app-config.js';
+import { EncryptionKeyCheck } from './crypto/encryption-key-check.service.js';
 import { createTokenCipher } from './crypto/encryption-keys.provider.js';
 import { Clock } from './domain/clock.js';
 import { ReplyCache } from './events/reply-cache.js';
@@ -20,7 +21,9 @@ import { CredentialStatsRepository } from './persistence/credential-stats.reposi
 import { DatabaseStatusRepository } from './persistence/database-status.repository.js';
 import { OutboxRepository } from './persistence/outbox.repository.js';
 import { CredentialRepository } from './persistence/credential.repository.js';
+import { EncryptionKeyRepository } from './persistence/encryption-key.repository.js';
 import { InitialSchema1764100000000 } from './persistence/migrations/1764100000000-initial-schema.js';
+import { EncryptionKeys1764500000000 } from './persistence/migrations/1764500000000-encryption-keys.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
 import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
 import { HealthController } from './observability/health.controller.js';
@@ -43,7 +46,7 @@ import { CredentialListPager } from './tokens/credential-list.pager.js';
 import { TokenController } from './tokens/token.controller.js';
 import { TokenService } from './tokens/token.service.js';
 
-export const MIGRATIONS = [InitialSchema1764100000000];
+export const MIGRATIONS = [InitialSchema1764100000000, EncryptionKeys1764500000000];
 export const ENTITIES = [CredentialEntity, OutboxEntity];
 
 export interface RefresherModuleOptions {
@@ -114,6 +117,8 @@ export class RefresherModule {
         Clock,
         RefreshMetrics,
         CredentialRepository,
+        EncryptionKeyRepository,
+        { provide: EncryptionKeyCheck, useFactory: EncryptionKeyCheck.run, inject: [TokenCipher, EncryptionKeyRepository] },
         TokenEventPublisher,
         TokenChangeNotifier,
         TokenEventListener,

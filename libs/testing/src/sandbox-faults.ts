@@ -21,7 +21,9 @@ export type SandboxFault =
   /** 200 with a multi-megabyte JSON body, sent chunked so that no Content-Length gives it away. */
   | { type: 'huge' }
   /** Waits, then answers normally. */
-  | { type: 'delay'; ms: number };
+  | { type: 'delay'; ms: number }
+  /** Processes the grant normally (rotating the refresh token) but advertises this `expires_in`. */
+  | { type: 'expires_in'; value: number | string };
 
 export const HUGE_BODY_BYTES = 5 * 1024 * 1024;
 
@@ -60,8 +62,8 @@ function sendHuge(res: ServerResponse): void {
 }
 
 /**
- * Writes the response of a fault. Returns false for `delay`, which the caller
- * handles because it ends in a normal answer.
+ * Writes the response of a fault. Returns false for `delay` and `expires_in`, which
+ * the caller handles because they end in a normal answer.
  */
 export function respondWithFault(fault: SandboxFault, req: IncomingMessage, res: ServerResponse): boolean {
   switch (fault.type) {
@@ -113,6 +115,7 @@ export function respondWithFault(fault: SandboxFault, req: IncomingMessage, res:
       sendHuge(res);
       return true;
     case 'delay':
+    case 'expires_in':
       return false;
   }
 }

@@ -326,22 +326,23 @@ export class SandboxProvider {
               : 'unknown refresh token';
         return oauthError(res, 400, 'invalid_grant', description);
       }
-      return this.sendTokens(res, outcome.accessToken, outcome.refreshToken, outcome.scope);
+      return this.sendTokens(res, outcome.accessToken, outcome.refreshToken, outcome.scope, fault?.type === 'expires_in' ? fault.value : undefined);
     }
     if (grantType === 'client_credentials') {
       stats.clientCredentialsGrants++;
-      return this.sendTokens(res, this.store.clientCredentials(this.clientId, this.ttlSeconds, scope), undefined, scope);
+      return this.sendTokens(res, this.store.clientCredentials(this.clientId, this.ttlSeconds, scope), undefined, scope, fault?.type === 'expires_in' ? fault.value : undefined);
     }
     if (!grantType) return oauthError(res, 400, 'invalid_request', 'grant_type is required');
     return oauthError(res, 400, 'unsupported_grant_type', 'only refresh_token and client_credentials are supported');
   }
 
-  private sendTokens(res: ServerResponse, accessToken: string, refreshToken?: string, scope?: string): void {
+  /** `expiresIn` overrides what is advertised (a fault); the token itself lives ttlSeconds either way. */
+  private sendTokens(res: ServerResponse, accessToken: string, refreshToken?: string, scope?: string, expiresIn?: number | string): void {
     this.mutableStats.successes++;
     const body: Record<string, unknown> = {
       access_token: accessToken,
       token_type: 'Bearer',
-      expires_in: this.expiresInAsString ? String(this.ttlSeconds) : this.ttlSeconds,
+      expires_in: expiresIn ?? (this.expiresInAsString ? String(this.ttlSeconds) : this.ttlSeconds),
     };
     if (refreshToken) body.refresh_token = refreshToken;
     if (scope) body.scope = scope;

@@ -15,7 +15,8 @@ import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, type AuditRecord } from '@tokenkeeper/contracts';
 import { AUDIT_CONFIG, type AuditConfig } from '../config/audit-config.js';
 import { AUDIT_NATS_CONNECTION } from '../nats.js';
-import { AuditRecordRepository } from '../persistence/audit-record.repository.js';
+import { AuditRecordRepository, type DeadLetter } from '../persistence/audit-record.repository.js';
+import { columnProblem } from './audit-record.columns.js';
 import { sanitizeAuditRecord } from './audit-record.sanitizer.js';
 
 /**
@@ -29,8 +30,10 @@ import { sanitizeAuditRecord } from './audit-record.sanitizer.js';
  *   NOTHING` and acknowledged only after the insert committed. A crash before the ack
  *   means a redelivery, which the unique event id turns into a no-op: every record is
  *   stored exactly once.
- * - A record that fails validation is terminated (never redelivered) and logged by
- *   field names only; a database failure naks the batch with a delay and backs off.
+ * - A record that fails validation, or that the table cannot hold (columnProblem, or one
+ *   PostgreSQL refuses with a data error), goes to `audit_dead_letters` with the reason and
+ *   its safe fields and is acked: one poison record never stops the others (SPEC §7).
+ *   A database failure keeps the batch (working()) and backs off.
  */
 @Injectable()
 export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -44,6 +47,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
   private storedTotal = 0;
   private duplicatesTotal = 0;
   private rejectedTotal = 0;
+  private deadLetteredTotal = 0;
 
   constructor(
     @Inject(AUDIT_CONFIG) private readonly config: AuditConfig,
@@ -65,9 +69,13 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     this.logger.log({ msg: 'audit consumer stopped', ...this.stats });
   }
 
-  /** Counters since start: stored, skipped as already stored, refused. */
-  get stats(): { stored: number; duplicates: number; rejected: number } {
-    return { stored: this.storedTotal, duplicates: this.duplicatesTotal, rejected: this.rejectedTotal };
+  /**
+   * Counters since start: stored, skipped as already stored, refused by the schema, and
+   * dead-lettered (refused ones included). The audit app has no metrics endpoint: these are
+   * logged at shutdown and with every dead letter; `audit_dead_letters` holds the records.
+   */
+  get stats(): { stored: number; duplicates: number; rejected: number; deadLettered: number } {
+    return { stored: this.storedTotal, duplicates: this.duplicatesTotal, rejected: this.rejectedTotal, deadLettered: this.deadLetteredTotal };
   }
 
   private async run(): Promise<void> {
@@ -100,40 +108,71 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
   }
 
   private async store(batch: JsMsg[]): Promise<void> {
-    const records: AuditRecord[] = [];
-    const accepted: JsMsg[] = [];
+    let pending: { record: AuditRecord; msg: JsMsg }[] = [];
+    const dead: { msg: JsMsg; letter: DeadLetter }[] = [];
     for (const msg of batch) {
       const result = sanitizeAuditRecord(msg.subject, msg.data);
       if (!result.ok) {
         this.rejectedTotal++;
         this.logger.warn({ msg: 'audit record refused', reason: result.reason, stream: AUDIT_STREAM, seq: msg.seq });
-        msg.term(result.reason);
+        dead.push({ msg, letter: refusedLetter(msg, result.reason) });
         continue;
       }
       if (result.dropped.length > 0) {
         this.logger.warn({ msg: 'audit record carried fields outside the allow-list; they were dropped', fields: result.dropped.slice(0, 20), eventId: result.record.eventId });
       }
-      records.push(result.record);
-      accepted.push(msg);
+      const problem = columnProblem(result.record);
+      if (problem) dead.push({ msg, letter: deadLetterOf(msg, result.record, problem) });
+      else pending.push({ record: result.record, msg });
     }
-    if (records.length === 0) return;
+    if (pending.length === 0 && dead.length === 0) return;
     for (;;) {
       try {
-        const inserted = await this.repository.insertMany(records);
+        let inserted: number;
+        try {
+          inserted = await this.repository.insertMany(pending.map((p) => p.record));
+        } catch (error) {
+          if (!isDataError(error)) throw error;
+          // Something columnProblem did not foresee: find the record(s) PostgreSQL refuses, one by one.
+          inserted = 0;
+          const kept: typeof pending = [];
+          for (const p of pending) {
+            try {
+              inserted += await this.repository.insertMany([p.record]);
+              kept.push(p);
+            } catch (single) {
+              if (!isDataError(single)) throw single;
+              dead.push({ msg: p.msg, letter: deadLetterOf(p.msg, p.record, `rejected by PostgreSQL (SQLSTATE ${sqlState(single)})`) });
+            }
+          }
+          pending = kept;
+        }
+        await this.repository.insertDeadLetters(dead.map((d) => d.letter)).catch((error) => {
+          if (!isDataError(error)) throw error;
+          // Should a kept field itself be unstorable, keep where and why: never block on a dead letter.
+          return this.repository.insertDeadLetters(dead.map(({ letter }) => ({ streamSeq: letter.streamSeq, subject: null, reason: letter.reason })));
+        });
         this.storedTotal += inserted;
-        this.duplicatesTotal += records.length - inserted;
-        for (const msg of accepted) msg.ack();
+        this.duplicatesTotal += pending.length - inserted;
+        for (const { msg } of pending) msg.ack();
+        for (const { msg, letter } of dead) {
+          // Stored in the dead-letter table: acked, so that it never holds up the records behind it.
+          msg.ack();
+          this.deadLetteredTotal++;
+          this.logger.warn({ msg: 'audit record dead-lettered', reason: letter.reason, eventId: letter.eventId, stream: AUDIT_STREAM, seq: letter.streamSeq, deadLettered: this.deadLetteredTotal });
+        }
         this.recovered();
         return;
       } catch (error) {
         this.complain('storing audit records failed; retrying', error);
+        const held = [...pending.map((p) => p.msg), ...dead.map((d) => d.msg)];
         if (!this.running) {
           // Let another replica (or the next start) have them at once instead of after ack_wait.
-          for (const msg of accepted) msg.nak();
+          for (const msg of held) msg.nak();
           return;
         }
         // Keep the deliveries alive while the database is away, rather than see them redelivered.
-        for (const msg of accepted) msg.working();
+        for (const msg of held) msg.working();
         await this.idle.sleep(this.backoff());
       }
     }
@@ -186,4 +225,48 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     this.failures = 0;
   }
 
+}
+
+/**
+ * SQLSTATE classes that mean "this row", not "this database": 22 data exception (value out
+ * of range, bad datetime), 23 integrity (a NOT NULL), 54 program limit (an index row too
+ * big). Anything else (connection lost, admin shutdown, …) is retried.
+ */
+function isDataError(error: unknown): boolean {
+  return /^(22|23|54)/.test(sqlState(error));
+}
+
+function sqlState(error: unknown): string {
+  const code = (error as { code?: unknown; driverError?: { code?: unknown } })?.code ?? (error as { driverError?: { code?: unknown } })?.driverError?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : 'unknown';
+}
+
+/** A subject is kept only when it is plain printable ASCII of a sane length (NATS allows more). */
+function safeSubject(subject: string): string | null {
+  return /^[\x21-\x7e]{1,512}$/.test(subject) ? subject : null;
+}
+
+function refusedLetter(msg: JsMsg, reason: string): DeadLetter {
+  // The payload failed validation: none of its fields is known to be safe, so none is kept.
+  return { streamSeq: msg.seq, subject: safeSubject(msg.subject), reason: `refused: ${reason}` };
+}
+
+/** The record's validated identifying fields; never its message. */
+function deadLetterOf(msg: JsMsg, record: AuditRecord, reason: string): DeadLetter {
+  const letter: DeadLetter = {
+    streamSeq: msg.seq,
+    subject: safeSubject(msg.subject),
+    reason,
+    eventId: record.eventId,
+    type: record.type,
+    tenant: record.tenant,
+    connection: record.connection,
+    provider: record.provider,
+    version: String(record.version),
+    at: record.at,
+    replica: record.replica,
+  };
+  if (record.outcome !== undefined) letter.outcome = record.outcome;
+  if (record.code !== undefined) letter.code = record.code;
+  return letter;
 }

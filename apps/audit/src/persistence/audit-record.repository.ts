@@ -44,6 +44,23 @@ function decodeCursor(cursor: string): Position {
   return { at, id };
 }
 
+/** A record that could not be stored: where it came from, why, and its safe fields as text. */
+export interface DeadLetter {
+  streamSeq: number;
+  subject: string | null;
+  reason: string;
+  eventId?: string;
+  type?: string;
+  tenant?: string;
+  connection?: string;
+  provider?: string;
+  version?: string;
+  at?: string;
+  replica?: string;
+  outcome?: string;
+  code?: string;
+}
+
 /** SQL of the audit table: idempotent batch inserts and newest-first keyset pages. */
 @Injectable()
 export class AuditRecordRepository {
@@ -69,6 +86,29 @@ export class AuditRecordRepository {
       ],
     );
     return inserted.length;
+  }
+
+  /** Stores dead letters in one statement; one already stored (same event id, a redelivery) is skipped. */
+  async insertDeadLetters(letters: DeadLetter[]): Promise<number> {
+    if (letters.length === 0) return 0;
+    const column = <K extends keyof DeadLetter>(key: K) => letters.map((l) => l[key] ?? null);
+    const inserted: unknown[] = await this.db.query(
+      `INSERT INTO audit_dead_letters (stream_seq, subject, reason, event_id, type, tenant, connection, provider, version, at, replica, outcome, code)
+       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[],
+                            $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+       ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
+       RETURNING 1`,
+      [
+        column('streamSeq'), column('subject'), column('reason'), column('eventId'), column('type'), column('tenant'), column('connection'),
+        column('provider'), column('version'), column('at'), column('replica'), column('outcome'), column('code'),
+      ],
+    );
+    return inserted.length;
+  }
+
+  async countDeadLetters(): Promise<number> {
+    const rows: { n: string }[] = await this.db.query(`SELECT count(*) AS n FROM audit_dead_letters`);
+    return Number(rows[0].n);
   }
 
   /** Newest first; `nextCursor` when there may be more. */

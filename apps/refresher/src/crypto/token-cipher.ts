@@ -1,10 +1,11 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import { Secret } from '@tokenkeeper/common';
 
 const FORMAT_VERSION = 1;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+const KEY_CHECK_BYTES = 16;
 
 export class EncryptionKeyError extends Error {
   override name = 'EncryptionKeyError';
@@ -62,7 +63,7 @@ export class TokenCipher {
   encrypt(secret: Secret, associatedData: string): Buffer {
     const key = this.byId.get(this.primaryKeyId)!;
     const iv = randomBytes(IV_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
     cipher.setAAD(Buffer.from(associatedData, 'utf8'));
     const body = Buffer.concat([cipher.update(secret.reveal(), 'utf8'), cipher.final()]);
     const kid = Buffer.from(this.primaryKeyId, 'utf8');
@@ -72,16 +73,32 @@ export class TokenCipher {
   decrypt(blob: Buffer, associatedData: string): Secret {
     if (blob.length < 2 || blob[0] !== FORMAT_VERSION) throw new EncryptionKeyError('unknown ciphertext format');
     const kidEnd = 2 + blob[1];
+    // GCM accepts tags as short as 4 bytes, and a short tag can be forged by trial: a
+    // blob cut inside its tag must not reach the decipher (which is also pinned to 16).
+    if (blob.length < kidEnd + IV_BYTES + TAG_BYTES) throw new EncryptionKeyError('ciphertext is truncated');
     const kid = blob.subarray(2, kidEnd).toString('utf8');
     const key = this.byId.get(kid);
     if (!key) throw new EncryptionKeyError(`ciphertext sealed with unknown key "${kid}"`);
     const iv = blob.subarray(kidEnd, kidEnd + IV_BYTES);
     const tag = blob.subarray(kidEnd + IV_BYTES, kidEnd + IV_BYTES + TAG_BYTES);
-    const decipher = createDecipheriv('aes-256-gcm', key, iv);
+    const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
     decipher.setAAD(Buffer.from(associatedData, 'utf8'));
     decipher.setAuthTag(tag);
     const plain = Buffer.concat([decipher.update(blob.subarray(kidEnd + IV_BYTES + TAG_BYTES)), decipher.final()]);
     return new Secret(plain.toString('utf8'));
+  }
+
+  /**
+   * A check value per key (HMAC-SHA256 under the key of a constant and the key id, cut to
+   * 16 bytes), to compare with what the database recorded without storing the key. It
+   * offers no shortcut to the key: finding a 256-bit HMAC key from one output costs a
+   * search of the key space, as for any other known plaintext.
+   */
+  keyCheckValues(): { keyId: string; checkValue: Buffer }[] {
+    return [...this.byId].map(([keyId, key]) => ({
+      keyId,
+      checkValue: createHmac('sha256', key).update(`tokenkeeper key check v1\0${keyId}`).digest().subarray(0, KEY_CHECK_BYTES),
+    }));
   }
 
   keyIdOf(blob: Buffer): string {

@@ -6,6 +6,12 @@
  * - `${VAR}`: the variable's value; unset or empty is an error (an empty secret is a mistake).
  * - `${VAR:-default}`: the default when the variable is unset or empty (shell semantics).
  * - `$$`: a literal `$` (as in docker compose), e.g. `$${NOT_A_VAR}`.
+ *
+ * What may be read: any variable except Tokenkeeper's own settings (isReservedVariable).
+ * The providers file is meant for provider credentials; without this rule a line such as
+ * `clientSecret: ${TOKEN_ENCRYPTION_KEYS}` would send the master keys (or the database or
+ * NATS password) to whatever token endpoint the file names. A deny list, not an allow list,
+ * because users name their provider variables freely (`${GITHUB_CLIENT_SECRET}`).
  */
 
 export interface InterpolationIssue {
@@ -15,6 +21,23 @@ export interface InterpolationIssue {
 }
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * Tokenkeeper's own settings, refresher and audit app (a spec checks that every variable
+ * their configs read is covered): whole families by prefix, so that a setting added later
+ * (`DATABASE_STATEMENT_TIMEOUT_MS`, `NATS_TLS_…`) is covered too, plus libpq's `PG…`
+ * variables, which the PostgreSQL driver reads for the database password.
+ */
+const RESERVED_PREFIXES = /^(NATS_|DATABASE_|AUDIT_|TOKEN_|EVENT_|REFRESH_|CLAIM_|BACKOFF_|LEASE_|SHUTDOWN_|PG[A-Z])/;
+const RESERVED_NAMES = new Set([
+  'NODE_ENV', 'PROVIDERS_FILE', 'HTTP_PORT', 'LOG_LEVEL', 'REPLICA_ID', 'MAX_REFRESHES_IN_FLIGHT', 'MISCONFIGURED_RETRY_MS',
+]);
+
+/** True for a variable the providers file may not read. Case-insensitive, as Windows' environment is. */
+export function isReservedVariable(name: string): boolean {
+  const upper = name.toUpperCase();
+  return RESERVED_NAMES.has(upper) || RESERVED_PREFIXES.test(upper);
+}
 
 /** Interpolates one string; returns the issue instead of throwing so callers can name the field. */
 export function interpolateString(
@@ -49,6 +72,10 @@ export function interpolateString(
     const separator = expression.indexOf(':-');
     const name = separator === -1 ? expression : expression.slice(0, separator);
     if (!NAME.test(name)) return { ok: false, message: 'invalid ${…} expression (expected ${NAME} or ${NAME:-default})' };
+    // Refused even with a default: the rule must not depend on whether the variable is set.
+    if (isReservedVariable(name)) {
+      return { ok: false, message: `environment variable ${name} is one of Tokenkeeper's own settings; the providers file may not read it` };
+    }
     const fromEnv = env[name];
     if (fromEnv !== undefined && fromEnv !== '') out += fromEnv;
     else if (separator !== -1) out += expression.slice(separator + 2);

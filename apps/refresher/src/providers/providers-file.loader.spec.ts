@@ -2,7 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { interpolateString } from './env-interpolation.util.js';
+import { AUDIT_ENV_VARIABLES } from '../../../audit/src/config/audit-config.js';
+import { ENV_VARIABLES } from '../config/app-config.js';
+import { interpolateString, isReservedVariable } from './env-interpolation.util.js';
 import { loadProvidersFile, parseProvidersDocument, ProvidersFileError } from './providers-file.loader.js';
 
 const env = { GH_ID: 'Iv1.abc', GH_SECRET: 'gh-s3cret-value', IDP_SECRET: 'idp-s3cret', EMPTY: '' };
@@ -200,6 +202,44 @@ describe('interpolateString', () => {
     expect(bad.ok).toBe(false);
     expect(JSON.stringify(bad)).not.toContain('not valid');
     expect(interpolateString('a$b ${A}${B:-d}', { A: '1' })).toEqual({ ok: true, value: 'a$b 1d' });
+  });
+});
+
+describe('interpolation may not read Tokenkeeper\'s own settings', () => {
+  const own = {
+    ...env,
+    TOKEN_ENCRYPTION_KEYS: 'k1:c2VjcmV0LWtleS1tYXRlcmlhbA==',
+    DATABASE_URL: 'postgres://u:db-s3cret@db/tk',
+    NATS_PASS: 'nats-s3cret',
+    NATS_URL: 'nats://u:nats-s3cret@n:4222',
+    EVENT_SIGNING_KEY: 'signing-s3cret',
+    PGPASSWORD: 'pg-s3cret',
+    AUDIT_DATABASE_URL: 'postgres://u:audit-s3cret@db/audit',
+    LOG_LEVEL: 'info',
+  };
+  const provider = (secret: string) => `providers:\n  idp:\n    tokenUrl: https://idp/t\n    clientId: c\n    clientSecret: ${secret}\n`;
+
+  it.each(['TOKEN_ENCRYPTION_KEYS', 'DATABASE_URL', 'NATS_PASS', 'NATS_URL', 'EVENT_SIGNING_KEY', 'PGPASSWORD', 'AUDIT_DATABASE_URL', 'LOG_LEVEL', 'token_encryption_keys'])(
+    '${%s} is refused, naming provider, field and variable, never the value',
+    (name) => {
+      const error = errorOf(() => yaml(provider(`\${${name}}`), { ...own, token_encryption_keys: own.TOKEN_ENCRYPTION_KEYS }));
+      expect(error.message).toContain('provider "idp": clientSecret:');
+      expect(error.message).toContain(name);
+      expect(error.message).toMatch(/Tokenkeeper's own settings/);
+      for (const value of Object.values(own)) if (value.length > 8) expect(error.message).not.toContain(value);
+      expect(error.message).not.toMatch(/s3cret|c2VjcmV0/);
+    },
+  );
+
+  it('a default does not get around the rule, and other variables still work', () => {
+    expect(errorOf(() => yaml(provider('x${TOKEN_ENCRYPTION_KEYS:-fallback}'), own)).message).toContain('TOKEN_ENCRYPTION_KEYS');
+    expect(yaml(provider('${GH_SECRET}'), own).get('idp')!.clientSecret!.reveal()).toBe('gh-s3cret-value');
+    expect(yaml(provider('$${TOKEN_ENCRYPTION_KEYS}'), own).get('idp')!.clientSecret!.reveal()).toBe('${TOKEN_ENCRYPTION_KEYS}');
+  });
+
+  it('covers every variable the refresher and the audit app read', () => {
+    for (const name of [...ENV_VARIABLES, ...AUDIT_ENV_VARIABLES]) expect(isReservedVariable(name), name).toBe(true);
+    for (const name of ['GITHUB_CLIENT_SECRET', 'IDP_SECRET', 'GOOGLE_CLIENT_ID', 'HOME']) expect(isReservedVariable(name), name).toBe(false);
   });
 });
 

@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { Secret } from '@tokenkeeper/common';
 import type { FailureKind, ProviderConfig, TokenFailure, TokenResult } from './provider.types.js';
 
@@ -17,6 +18,15 @@ const STANDARD_ERROR_CODES: Readonly<Record<string, FailureKind>> = {
 };
 
 const RETRY_AFTER_CAP_MS = 3_600_000;
+/**
+ * Longest lifetime (`expires_in`, `refresh_in`) taken from a provider: one year. Beyond
+ * that a value is a bug or a hostile answer (1e13 s is past what a Date can hold, and the
+ * commit of a rotated refresh token would fail on it); a year still means "refresh about
+ * yearly", which keeps the credential alive, where "no expiry" would never refresh it.
+ */
+export const MAX_LIFETIME_SECONDS = 365 * 24 * 3600;
+
+const logger = new Logger('TokenResponseClassifier');
 const DESCRIPTION_MAX = 200;
 // Shortest fragment of a secret that, found in a provider's text, makes us drop that text:
 // long enough not to match ordinary words ("_refresh"), short enough to catch truncated echoes.
@@ -32,7 +42,7 @@ export interface RawTokenResponse {
 /** Turns an HTTP answer of a token endpoint into a TokenResult. Never throws. */
 export function classifyTokenResponse(
   response: RawTokenResponse,
-  provider: Pick<ProviderConfig, 'errorCodes' | 'tokenType'>,
+  provider: Pick<ProviderConfig, 'errorCodes' | 'tokenType'> & { id?: string },
   requestedAt: Date,
   secrets: readonly string[],
   now: number = Date.now(),
@@ -69,7 +79,10 @@ export function classifyTokenResponse(
     return fail('retryable', c, withCode(c));
   }
   if (code) {
-    const kind = provider.errorCodes?.[code] ?? STANDARD_ERROR_CODES[code] ?? 'misconfigured';
+    // A code neither RFC 6749 nor the preset knows says nothing about our configuration:
+    // back off as for any transient fault (SPEC §4), rather than park the credential for
+    // the misconfiguration delay. The code itself stays in the failure's message.
+    const kind = provider.errorCodes?.[code] ?? STANDARD_ERROR_CODES[code] ?? 'retryable';
     return fail(kind, code, withCode(code));
   }
   if (status === 401) return fail('misconfigured', 'invalid_client', `HTTP 401 without an OAuth error: client authentication failed`);
@@ -84,7 +97,7 @@ export function classifyTokenResponse(
 function toIssuedToken(
   json: Record<string, unknown>,
   accessToken: string,
-  provider: Pick<ProviderConfig, 'tokenType'>,
+  provider: Pick<ProviderConfig, 'tokenType'> & { id?: string },
   requestedAt: Date,
 ) {
   const rawType = json['token_type'];
@@ -98,8 +111,8 @@ function toIssuedToken(
     accessToken: new Secret(accessToken),
     refreshToken: typeof refresh === 'string' ? Secret.of(refresh) : undefined,
     tokenType,
-    expiresInSeconds: parseSeconds(json['expires_in']),
-    refreshInSeconds: parseSeconds(json['refresh_in']),
+    expiresInSeconds: clampLifetime(parseSeconds(json['expires_in']), 'expires_in', provider.id),
+    refreshInSeconds: clampLifetime(parseSeconds(json['refresh_in']), 'refresh_in', provider.id),
     scope: typeof scopeText === 'string' && scopeText !== '' ? scopeText : undefined,
     requestedAt,
   };
@@ -120,6 +133,19 @@ export function parseSeconds(value: unknown): number | undefined {
   return Number.isFinite(n) && n >= 0 ? n : undefined;
 }
 
+/** Caps a provider's lifetime at MAX_LIFETIME_SECONDS, saying so (the number is no secret). */
+function clampLifetime(seconds: number | undefined, field: string, providerId: string | undefined): number | undefined {
+  if (seconds === undefined || seconds <= MAX_LIFETIME_SECONDS) return seconds;
+  logger.warn({
+    msg: `token response ${field} is beyond one year; clamped`,
+    provider: providerId,
+    field,
+    received: seconds,
+    usedSeconds: MAX_LIFETIME_SECONDS,
+  });
+  return MAX_LIFETIME_SECONDS;
+}
+
 /** RFC 9110 §10.2.3: delta-seconds or an HTTP-date; capped so a hostile header cannot park a credential. */
 export function parseRetryAfter(value: string | undefined, now: number = Date.now()): number | undefined {
   if (value === undefined) return undefined;
@@ -134,8 +160,32 @@ export function parseRetryAfter(value: string | undefined, now: number = Date.no
   return Math.min(Math.max(0, Math.round(ms)), RETRY_AFTER_CAP_MS);
 }
 
-/** True when `text` contains the secret, or any FRAGMENT-long piece of it (a truncated echo). */
+/** Polynomial rolling hash of FRAGMENT characters, mod 2^32 (base: the 32-bit FNV prime). */
+const HASH_BASE = 0x01000193;
+let HASH_TOP = 1; // HASH_BASE^(FRAGMENT-1) mod 2^32: the weight of the character leaving the window
+for (let i = 1; i < FRAGMENT; i++) HASH_TOP = Math.imul(HASH_TOP, HASH_BASE) >>> 0;
+
+function windowHash(text: string, start: number): number {
+  let h = 0;
+  for (let i = start; i < start + FRAGMENT; i++) h = (Math.imul(h, HASH_BASE) + text.charCodeAt(i)) >>> 0;
+  return h;
+}
+
+/**
+ * True when `text` contains a secret, or any FRAGMENT-long piece of one (a truncated echo).
+ *
+ * The text is the provider's, so the work must not grow with |secret|·|text| (the old
+ * search ran one `includes` over a 60 KB error body per window of a 1 KB JWT). Here every
+ * FRAGMENT-long window of every long secret is hashed into a table (O(Σ|secret|)), and a
+ * rolling hash walks the text once, O(1) per position; only a hash hit costs a FRAGMENT-long
+ * comparison, against the few windows sharing that hash: linear in |text| + Σ|secret|.
+ * It finds exactly what the old search found: text holds some FRAGMENT-long piece of a
+ * secret iff one of the text's FRAGMENT-long windows equals one of the secret's, and equal
+ * windows have equal hashes. Secrets no longer than FRAGMENT are still searched whole with
+ * `includes`, whose cost is bounded by |text|·FRAGMENT.
+ */
 export function leaksSecret(text: string, secrets: readonly string[]): boolean {
+  const pieces = new Map<number, string[]>();
   for (const secret of secrets) {
     if (secret === '') continue;
     if (secret.length <= FRAGMENT) {
@@ -143,10 +193,21 @@ export function leaksSecret(text: string, secrets: readonly string[]): boolean {
       continue;
     }
     for (let i = 0; i + FRAGMENT <= secret.length; i++) {
-      if (text.includes(secret.slice(i, i + FRAGMENT))) return true;
+      const h = windowHash(secret, i);
+      const bucket = pieces.get(h);
+      const piece = secret.slice(i, i + FRAGMENT);
+      if (!bucket) pieces.set(h, [piece]);
+      else if (!bucket.includes(piece)) bucket.push(piece);
     }
   }
-  return false;
+  if (pieces.size === 0 || text.length < FRAGMENT) return false;
+  let h = windowHash(text, 0);
+  for (let i = 0; ; i++) {
+    const bucket = pieces.get(h);
+    if (bucket && bucket.some((piece) => text.startsWith(piece, i))) return true;
+    if (i + FRAGMENT >= text.length) return false;
+    h = (Math.imul((h - Math.imul(text.charCodeAt(i), HASH_TOP)) >>> 0, HASH_BASE) + text.charCodeAt(i + FRAGMENT)) >>> 0;
+  }
 }
 
 function safeCode(code: string, secrets: readonly string[]): string {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelayMs, retryDelayMs, scheduleRefresh } from './refresh-policy.js';
+import { backoffDelayMs, EXPIRED_REFRESH_FLOOR_SECONDS, retryDelayMs, scheduleRefresh } from './refresh-policy.js';
 
 const issuedAt = new Date('2026-01-01T00:00:00.000Z');
 const at = (seconds: number) => new Date(issuedAt.getTime() + seconds * 1000);
@@ -33,6 +33,15 @@ describe('scheduleRefresh', () => {
 
   it('never schedules a token without a known expiry', () => {
     expect(scheduleRefresh({ ...base })).toEqual({ expiresAt: null, nextRefreshAt: null });
+  });
+
+  it('a lifetime of zero is expired now and refreshed again after the floor, not never', () => {
+    expect(EXPIRED_REFRESH_FLOOR_SECONDS).toBe(30);
+    const floor = at(EXPIRED_REFRESH_FLOOR_SECONDS);
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 0 })).toEqual({ expiresAt: issuedAt, nextRefreshAt: floor });
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 0, refreshInSeconds: 1 })).toEqual({ expiresAt: issuedAt, nextRefreshAt: floor });
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: -5, random: 0.9 })).toEqual({ expiresAt: issuedAt, nextRefreshAt: floor });
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: Number.NaN })).toEqual({ expiresAt: issuedAt, nextRefreshAt: floor });
   });
 });
 

@@ -27,9 +27,20 @@ export interface Schedule {
 const JITTER_SHARE = 0.05;
 const JITTER_MAX_MS = 30_000;
 
+/**
+ * A token that arrives already expired (`expires_in: 0`, SPEC §4) is refreshed again this
+ * long after it was requested: soon enough to replace it, late enough that a provider which
+ * always answers 0 is asked twice a minute per credential rather than in a tight loop.
+ */
+export const EXPIRED_REFRESH_FLOOR_SECONDS = 30;
+
 export function scheduleRefresh(input: ScheduleInput): Schedule {
   const { issuedAt, lifetimeSeconds } = input;
-  if (lifetimeSeconds === undefined || !(lifetimeSeconds > 0)) return { expiresAt: null, nextRefreshAt: null };
+  if (lifetimeSeconds === undefined) return { expiresAt: null, nextRefreshAt: null };
+  if (!(lifetimeSeconds > 0)) {
+    // Zero (or less) is a known expiry, now; "no expiry" would never refresh it again.
+    return { expiresAt: new Date(issuedAt.getTime()), nextRefreshAt: new Date(issuedAt.getTime() + EXPIRED_REFRESH_FLOOR_SECONDS * 1000) };
+  }
   const issued = issuedAt.getTime();
   const lifetimeMs = lifetimeSeconds * 1000;
   const expiresAt = issued + lifetimeMs;

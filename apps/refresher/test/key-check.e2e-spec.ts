@@ -1,0 +1,109 @@
+import { randomBytes } from 'node:crypto';
+import { createTestDatabase, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Db } from '../../audit/test/audit.harness.js';
+import { spawnRefresher, type ChildRefresher } from './ops-support.js';
+import { RawCaller } from './refresher.harness.js';
+
+/**
+ * Issue 11 item 12: a mistyped key under a known key id. The refresher runs as
+ * `npm run start:refresher` does (main.ts in a child process) against a real PostgreSQL
+ * and NATS: a key that differs from the one the database knows under the same id stops
+ * start-up with an error naming the id (never the key); new ids are recorded.
+ */
+describe('refresher: encryption key check at start', () => {
+  let nats: NatsServerHandle;
+  let database: TestDatabase;
+  let db: Db;
+  const A = randomBytes(32).toString('base64');
+  const B = randomBytes(32).toString('base64');
+  const C = randomBytes(32).toString('base64');
+  const running: ChildRefresher[] = [];
+
+  beforeAll(async () => {
+    [nats, database] = await Promise.all([startNatsServer({ jetstream: true }), createTestDatabase('tk_keycheck')]);
+    db = new Db(database.url);
+  });
+
+  afterAll(async () => {
+    for (const child of running) child.kill();
+    await db?.close();
+    await nats?.stop();
+    await database?.drop();
+  });
+
+  const env = (keys: string) => ({
+    NODE_ENV: 'test',
+    NATS_URL: nats.url,
+    DATABASE_URL: database.url,
+    TOKEN_ENCRYPTION_KEYS: keys,
+    LOG_LEVEL: 'info',
+    SHUTDOWN_GRACE_MS: '2000',
+  });
+
+  /** Starts main.ts; resolves with 'started' or with the exit and what it printed. */
+  async function start(keys: string): Promise<{ started: true; child: ChildRefresher } | { started: false; code: number | null; output: string }> {
+    const child = await spawnRefresher(env(keys));
+    running.push(child);
+    let exit: { code: number | null } | undefined;
+    void child.exited.then((e) => (exit = e));
+    await waitFor(() => exit !== undefined || child.output().includes('"refresher started"'), { timeoutMs: 60_000, intervalMs: 50, message: 'the refresher to start or exit' });
+    if (exit) return { started: false, code: exit.code, output: child.output() };
+    return { started: true, child };
+  }
+
+  async function stop(child: ChildRefresher): Promise<void> {
+    child.child.kill('SIGTERM');
+    expect((await child.exited).code).toBe(0);
+  }
+
+  it('k1=A starts; k1=B is refused naming k1; k1=A,k2=C starts and records k2', { timeout: 180_000 }, async () => {
+    const first = await start(`k1:${A}`);
+    expect(first.started).toBe(true);
+    // A credential sealed under k1=A, to show that nothing was re-sealed by the refused start.
+    const caller = await RawCaller.connect(nats.url);
+    try {
+      expect((await caller.call('token.register', { tenant: 'keys', connection: 'c1', provider: 'sandbox', accessToken: 'at_sealed_under_A', expiresIn: 3600 })).ok).toBe(true);
+    } finally {
+      await caller.close();
+    }
+    if (first.started) await stop(first.child);
+    const recorded = await db.rows<{ key_id: string; check_value: Buffer }>('SELECT key_id, check_value FROM encryption_keys ORDER BY key_id');
+    expect(recorded.map((r) => r.key_id)).toEqual(['k1']);
+    expect(recorded[0]!.check_value).toHaveLength(16);
+    // Never the key itself, in any encoding.
+    expect(recorded[0]!.check_value.equals(Buffer.from(A, 'base64').subarray(0, 16))).toBe(false);
+    const sealedBefore = await db.rows('SELECT access_token_enc, key_id, version FROM credentials');
+
+    const wrong = await start(`k1:${B}`);
+    expect(wrong.started).toBe(false);
+    if (!wrong.started) {
+      expect(wrong.code).toBe(1);
+      expect(wrong.output).toMatch(/refresher failed to start/);
+      expect(wrong.output).toMatch(/key \\?"k1\\?" is not the key this database knows/);
+      for (const key of [A, B, Buffer.from(B, 'base64').toString('hex')]) expect(wrong.output).not.toContain(key);
+      // Refused before the NATS handlers went live: no request was served with the wrong key.
+      expect(wrong.output).not.toContain('Nest microservice successfully started');
+    }
+    expect(await db.rows('SELECT access_token_enc, key_id, version FROM credentials')).toEqual(sealedBefore);
+
+    const both = await start(`k1:${A},k2:${C}`);
+    expect(both.started).toBe(true);
+    if (both.started) await stop(both.child);
+    expect((await db.rows<{ key_id: string }>('SELECT key_id FROM encryption_keys ORDER BY key_id')).map((r) => r.key_id)).toEqual(['k1', 'k2']);
+  });
+
+  it('a database from before the check: a wrong key is refused when rows sealed under its id do not open', { timeout: 120_000 }, async () => {
+    // As after the upgrade: the table exists, but knows nothing yet; rows sealed under k1=A exist.
+    await db.rows('DELETE FROM encryption_keys');
+    const wrong = await start(`k1:${B}`);
+    expect(wrong.started).toBe(false);
+    if (!wrong.started) expect(wrong.output).toMatch(/key \\?"k1\\?" is not the key this database knows/);
+    expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(0);
+
+    const right = await start(`k1:${A}`);
+    expect(right.started).toBe(true);
+    if (right.started) await stop(right.child);
+    expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(1);
+  });
+});
