@@ -99,7 +99,7 @@ describe('authz rendering', () => {
     const text = renderNscCommands(users, 'TOKENKEEPER');
     expect(text).toContain(`--name 'audit'`);
     expect(text).toContain(`--allow-pub '$JS.API.INFO,$JS.API.CONSUMER.INFO.TOKEN_AUDIT.tokenkeeper-audit,`);
-    expect(text).toContain(`--allow-sub 'token.refreshed.acme.*,token.registered.acme.*,token.failed.acme.*,token.revoked.acme.*,_INBOX_svc-acme.>'`);
+    expect(text).toContain(`--allow-sub 'token.refreshed.acme.>,token.registered.acme.>,token.failed.acme.>,token.revoked.acme.>,_INBOX_svc-acme.>'`);
     expect(text.match(/--allow-pub-response/g)).toHaveLength(1);
     // What a shell would do with the quoted list: nothing.
     const echoed = spawnSync('/bin/sh', ['-c', `printf %s ${shellQuote("a.$B.>,it's")}`], { encoding: 'utf8' });

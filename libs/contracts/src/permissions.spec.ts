@@ -29,8 +29,8 @@ describe('permission model (SPEC §11)', () => {
 
   it('keeps a consumer to its tenant (and connections) and names event types one by one', () => {
     expect(rolePermissions({ kind: 'consumer', tenant: 'acme' }, '_INBOX_svc-acme')).toEqual({
-      publish: ['token.get.acme.*'],
-      subscribe: ['token.refreshed.acme.*', 'token.registered.acme.*', 'token.failed.acme.*', 'token.revoked.acme.*', '_INBOX_svc-acme.>'],
+      publish: ['token.get.acme.>'],
+      subscribe: ['token.refreshed.acme.>', 'token.registered.acme.>', 'token.failed.acme.>', 'token.revoked.acme.>', '_INBOX_svc-acme.>'],
       allowResponses: false,
     });
     const limited = rolePermissions({ kind: 'consumer', tenant: 'acme', connections: ['github', 'slack'] }, '_INBOX_s');

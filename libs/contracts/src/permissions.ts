@@ -102,8 +102,10 @@ export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPe
     case 'consumer': {
       assertName(role.tenant, 'tenant');
       if (role.service !== undefined) assertName(role.service, 'service');
-      const connections = role.connections?.length ? role.connections : ['*'];
-      for (const c of connections) if (c !== '*') assertName(c, 'connection');
+      // `>` as SPEC §11 writes it: the same reach as `*` (a connection is one subject token and
+      // the refresher serves only 4-token subjects), and it lets a client subscribe either way.
+      for (const c of role.connections ?? []) assertName(c, 'connection');
+      const connections = role.connections?.length ? role.connections : ['>'];
       return {
         publish: connections.map((c) => `${TOKEN_GET_PREFIX}.${role.tenant}.${c}`),
         subscribe: [...connections.flatMap((c) => eventSubjects(role.tenant, c)), inbox(inboxPrefix)],
