@@ -24,7 +24,7 @@ describe('audit: records, secrets, audit.query', () => {
   let adb: Db;
   const issuedAccessTokens: string[] = [];
 
-  const query = (body: Record<string, unknown>) => caller.call('audit.query', body);
+  const query = (body: Record<string, unknown>) => caller.auditQuery(body);
 
   beforeAll(async () => {
     [nats, refresherDb, auditDb, sandbox] = await Promise.all([
@@ -61,13 +61,13 @@ describe('audit: records, secrets, audit.query', () => {
   it('stores one record per lifecycle change, with who, what, when and which replica, and no secret anywhere', async () => {
     const plantedRefresh = sandbox.issueRefreshToken();
     const key = { tenant: 'acme', connection: 'github' };
-    expect((await caller.call('token.register', { ...key, provider: 'sandbox', refreshToken: plantedRefresh })).ok).toBe(true);
-    expect((await caller.call('token.get', key)).token.version).toBe(2);
-    expect((await caller.call('token.refresh', key)).credential.version).toBe(3);
-    expect((await caller.call('token.revoke', key)).ok).toBe(true);
+    expect((await caller.admin('register', { ...key, provider: 'sandbox', refreshToken: plantedRefresh })).ok).toBe(true);
+    expect((await caller.get(key)).token.version).toBe(2);
+    expect((await caller.admin('refresh', key)).credential.version).toBe(3);
+    expect((await caller.admin('revoke', key)).ok).toBe(true);
     const plantedAccess = `at_planted_${randomUUID()}`;
     const plantedRefresh2 = `rt_planted_${randomUUID()}`;
-    await caller.call('token.register', { ...key, provider: 'sandbox', accessToken: plantedAccess, refreshToken: plantedRefresh2, expiresIn: 3600 });
+    await caller.admin('register', { ...key, provider: 'sandbox', accessToken: plantedAccess, refreshToken: plantedRefresh2, expiresIn: 3600 });
 
     const expected = [
       ['registered', 1], ['refresh_started', 1], ['refreshed', 2], ['refresh_started', 2], ['refreshed', 3], ['revoked', 3], ['registered', 4],
@@ -89,16 +89,16 @@ describe('audit: records, secrets, audit.query', () => {
     // Failures: a provider error page that echoes the refresh token and a bearer header, then invalid_grant.
     const failing = { tenant: 'acme', connection: 'failing' };
     const failingRefresh = sandbox.issueRefreshToken();
-    await caller.call('token.register', { ...failing, provider: 'sandbox', refreshToken: failingRefresh });
+    await caller.admin('register', { ...failing, provider: 'sandbox', refreshToken: failingRefresh });
     sandbox.setFault({
       type: 'status',
       status: 503,
       contentType: 'application/json',
       body: JSON.stringify({ error: 'temporarily_unavailable', error_description: `retry ${failingRefresh}; Authorization: Bearer ${issuedAccessTokens.at(-1)}` }),
     });
-    expect((await caller.call('token.get', failing)).ok).toBe(false);
+    expect((await caller.get(failing)).ok).toBe(false);
     sandbox.setFault({ type: 'oauth_error', error: 'invalid_grant' });
-    await waitFor(async () => (await caller.call('token.describe', failing)).credential.status === 'reauth_required', { timeoutMs: 15_000, message: 'reauth_required' });
+    await waitFor(async () => (await caller.admin('describe', failing)).credential.status === 'reauth_required', { timeoutMs: 15_000, message: 'reauth_required' });
     sandbox.setFault(null);
     const failures = await waitFor(async () => {
       const reply = await query({ ...failing, type: 'reauth_required' });

@@ -65,7 +65,7 @@ export interface Key {
 }
 
 export async function describeCredential(caller: RawCaller, key: Key): Promise<any> {
-  const reply = await caller.call('token.describe', key);
+  const reply = await caller.admin('describe', key);
   if (!reply.ok) throw new Error(`describe ${key.tenant}/${key.connection}: ${JSON.stringify(reply.error)}`);
   return reply.credential;
 }
