@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { jetstream } from '@nats-io/jetstream';
-import { AUDIT_STREAM, encodeJson } from '@tokenkeeper/contracts';
+import { AUDIT_STREAM, encodeJson, parseTokenEventSubject } from '@tokenkeeper/contracts';
 import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../../refresher/test/refresher.harness.js';
+import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher, wire } from '../../refresher/test/refresher.harness.js';
 import { auditEnv, Db, readAuditStream, startTestAudit, type TestAudit, waitForAuditToCatchUp } from './audit.harness.js';
 
 /**
@@ -41,6 +41,7 @@ describe('audit: records, secrets, audit.query', () => {
     caller = await RawCaller.connect(nats.url);
     caller.nc.subscribe('token.*.*.*', {
       callback: (_err, msg) => {
+        if (parseTokenEventSubject(msg.subject) === null) return; // token.get.<tenant>.<connection> is a request
         const event = msg.json<{ accessToken?: string }>();
         if (event.accessToken) issuedAccessTokens.push(event.accessToken);
       },
@@ -201,6 +202,13 @@ describe('audit: records, secrets, audit.query', () => {
     const recentOddFailed = await query({ tenant: 'paging', connection: 'odd', type: 'failed', since: new Date(base + 10_000).toISOString() });
     expect(recentOddFailed.items.map((r: any) => r.version)).toEqual([29, 23]);
 
+    // The cross-tenant subject with a tenant filter answers what the tenant's subject answers; an
+    // empty payload is {}, and a payload naming the subject's own tenant is accepted.
+    const ofTenant = await caller.call(wire.auditQuery('paging'), '');
+    expect(ofTenant.items).toHaveLength(30);
+    expect(await caller.call(wire.auditQuery(), { tenant: 'paging', limit: 1000 })).toEqual(ofTenant);
+    expect(await caller.call(wire.auditQuery('paging'), { tenant: 'paging', limit: 1000 })).toEqual(ofTenant);
+
     // Newest first across tenants, without any filter.
     const all = await query({ limit: 3 });
     expect(all.items.map((r: any) => r.tenant)).toEqual(['paging', 'paging', 'paging']);
@@ -208,12 +216,19 @@ describe('audit: records, secrets, audit.query', () => {
   });
 
   it('answers bad requests with bad_request', async () => {
+    const badRequest = { ok: false, error: { code: 'bad_request', message: expect.any(String) } };
     for (const body of [{ cursor: 'bm90LWEtY3Vyc29y' }, { limit: 0 }, { limit: 1001 }, { tenant: 'a.b' }, { type: 'stolen' }, { since: 'yesterday' }, { password: 'x' }]) {
-      const reply = await query(body);
-      expect(reply, JSON.stringify(body)).toEqual({ ok: false, error: { code: 'bad_request', message: expect.any(String) } });
+      // The body as is, on both subjects (on a tenant's subject a payload tenant other than its own is refused as well).
+      expect(await caller.call(wire.auditQuery(), body), JSON.stringify(body)).toEqual(badRequest);
+      expect(await caller.call(wire.auditQuery('acme'), body), `acme ${JSON.stringify(body)}`).toEqual(badRequest);
     }
-    const raw = await caller.nc.request('audit.query', new TextEncoder().encode('{oops'), { timeout: 5_000 });
-    expect(raw.json<any>().error.code).toBe('bad_request');
+    // A subject token outside the name rule, and a payload naming another tenant than the subject.
+    for (const tenant of ['a%b', 'a$b', 'x'.repeat(129)]) expect(await caller.call(wire.auditQuery(tenant), {}), tenant).toEqual(badRequest);
+    expect(await caller.call(wire.auditQuery('acme'), { tenant: 'paging' })).toEqual(badRequest);
+    for (const subject of [wire.auditQuery(), wire.auditQuery('acme')]) {
+      const raw = await caller.nc.request(subject, new TextEncoder().encode('{oops'), { timeout: 5_000 });
+      expect(raw.json<any>().error.code).toBe('bad_request');
+    }
   });
 
   it('creates the TOKEN_AUDIT stream with file storage, limits and the dedupe window', async () => {
