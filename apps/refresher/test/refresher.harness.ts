@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { INestApplication } from '@nestjs/common';
-import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
 import { encodeJson } from '@tokenkeeper/contracts';
 import { type AppConfig, loadConfig } from '../src/config/app-config.js';
@@ -93,8 +93,8 @@ export type AdminOperation = 'register' | 'refresh' | 'revoke' | 'describe';
 export class RawCaller {
   private constructor(readonly nc: NatsConnection) {}
 
-  static async connect(url: string, options: Partial<ConnectionOptions> = {}): Promise<RawCaller> {
-    return new RawCaller(await connect({ servers: url, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100, ...options }));
+  static async connect(url: string): Promise<RawCaller> {
+    return new RawCaller(await connect({ servers: url, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100 }));
   }
 
   async call<T = any>(subject: string, body: unknown, timeout = 10_000): Promise<T> {
