@@ -10,7 +10,7 @@
 import { TokenClient } from '@tokenkeeper/client';
 import { credentialId, type CredentialKey } from '@tokenkeeper/contracts';
 import type { BenchContext } from './support/context.js';
-import { request } from './support/env.js';
+import { register } from './support/env.js';
 import { median } from './support/stats.js';
 
 interface BareEntry {
@@ -87,8 +87,8 @@ export async function cacheHitBench(ctx: BenchContext): Promise<void> {
   for (let i = 0; i < keys.length; i += 32) {
     await Promise.all(
       keys.slice(i, i + 32).map(async (key, j) => {
-        const reply = await request(caller, 'token.register', { ...key, provider: 'sandbox', accessToken: `at_cache_${i + j}_${'x'.repeat(32)}`, expiresIn: 3600 });
-        if (!reply.ok) throw new Error(`token.register failed: ${JSON.stringify(reply.error)}`);
+        const reply = await register(caller, key, { provider: 'sandbox', accessToken: `at_cache_${i + j}_${'x'.repeat(32)}`, expiresIn: 3600 });
+        if (!reply.ok) throw new Error(`register failed: ${JSON.stringify(reply.error)}`);
       }),
     );
   }

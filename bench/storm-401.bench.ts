@@ -9,7 +9,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { TokenClient } from '@tokenkeeper/client';
 import type { BenchContext } from './support/context.js';
-import { connectCaller, request } from './support/env.js';
+import { connectCaller, register } from './support/env.js';
 import { median } from './support/stats.js';
 
 const KEY = { tenant: 'bench', connection: 'storm-401' };
@@ -21,8 +21,8 @@ export async function storm401Bench(ctx: BenchContext): Promise<void> {
   const connectionCount = 10;
 
   const tokens = await env.sandbox.call<{ accessToken: string; refreshToken: string }>('issueTokens');
-  const registered = await request(caller, 'token.register', { ...KEY, provider: 'sandbox', ...tokens, expiresIn: 3600 });
-  if (!registered.ok) throw new Error(`token.register failed: ${JSON.stringify(registered.error)}`);
+  const registered = await register(caller, KEY, { provider: 'sandbox', ...tokens, expiresIn: 3600 });
+  if (!registered.ok) throw new Error(`register failed: ${JSON.stringify(registered.error)}`);
 
   const connections: NatsConnection[] = await Promise.all(
     Array.from({ length: connectionCount }, (_, i) => connectCaller(env.natsUrl, `bench-storm-${i}`)),

@@ -5,11 +5,11 @@
  * Measurements alternate between the two, round after round, and the median of the
  * rounds is reported.
  */
-import { encodeJson } from '@tokenkeeper/contracts';
+import { encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
 import type { BenchChild } from './support/children.js';
 import { type BenchContext, profiled, timing } from './support/context.js';
 import { CpuAccounting, describePerOp, perOp } from './support/cpu-accounting.js';
-import { request } from './support/env.js';
+import { register } from './support/env.js';
 import { closedLoop, type LoadResult, type LoadTarget, openLoop } from './support/nats-load.js';
 import { median } from './support/stats.js';
 
@@ -21,17 +21,19 @@ export async function tokenGetBench(ctx: BenchContext): Promise<void> {
   const { measureMs, rounds, warmupMs } = timing(ctx.options);
 
   const tokens = await env.sandbox.call<{ accessToken: string; refreshToken: string }>('issueTokens');
-  const registered = await request(caller, 'token.register', { ...KEY, provider: 'sandbox', ...tokens, expiresIn: 3600 });
-  if (!registered.ok) throw new Error(`token.register failed: ${JSON.stringify(registered.error)}`);
-  const payload = encodeJson(KEY);
-  const first = await caller.request('token.get', payload, { timeout: 10_000 });
+  const registered = await register(caller, KEY, { provider: 'sandbox', ...tokens, expiresIn: 3600 });
+  if (!registered.ok) throw new Error(`register failed: ${JSON.stringify(registered.error)}`);
+  // SPEC §3: the subject names the credential; a consumer asking with defaults sends `{}`.
+  const getSubject = tokenGetSubject(KEY.tenant, KEY.connection);
+  const payload = encodeJson({});
+  const first = await caller.request(getSubject, payload, { timeout: 10_000 });
   const firstReply = first.json<{ ok: boolean; error?: unknown }>();
   if (!firstReply.ok) throw new Error(`token.get failed: ${JSON.stringify(firstReply.error)}`);
   const replyBytes = first.data.length;
 
   const echo = await env.startEcho(replyBytes);
   try {
-    const subject: LoadTarget = { name: 'refresher', subject: 'token.get', payload };
+    const subject: LoadTarget = { name: 'refresher', subject: getSubject, payload };
     const baseline: LoadTarget = { name: 'echo', subject: 'bench.echo', payload };
     const responders = new Map<LoadTarget, BenchChild>([
       [subject, refresher],

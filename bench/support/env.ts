@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { encodeJson } from '@tokenkeeper/contracts';
+import { adminSubject, type CredentialKey, encodeJson } from '@tokenkeeper/contracts';
 import { createTestDatabase, startNatsServer, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
 import { DataSource } from 'typeorm';
 import { parseKeySpec, TokenCipher } from '../../apps/refresher/src/crypto/token-cipher.js';
@@ -24,6 +24,11 @@ export function connectCaller(url: string, name: string): Promise<NatsConnection
 export async function request<T = any>(nc: NatsConnection, subject: string, body: unknown, timeout = 10_000): Promise<T> {
   const msg = await nc.request(subject, encodeJson(body), { timeout });
   return msg.json<T>();
+}
+
+/** `tokenkeeper.admin.register.<tenant>.<connection>` (SPEC §3): the names in the subject, the rest as payload. */
+export async function register<T = any>(nc: NatsConnection, key: CredentialKey, body: Record<string, unknown>): Promise<T> {
+  return request<T>(nc, adminSubject('register', key.tenant, key.connection), body);
 }
 
 /** The refresher's providers document for the bench: the sandbox, with `maxConcurrency` token requests in flight. */

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { jetstream } from '@nats-io/jetstream';
-import { AUDIT_STREAM, encodeJson } from '@tokenkeeper/contracts';
+import { AUDIT_STREAM, encodeJson, parseTokenEventSubject } from '@tokenkeeper/contracts';
 import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../../refresher/test/refresher.harness.js';
+import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher, wire } from '../../refresher/test/refresher.harness.js';
 import { auditEnv, Db, readAuditStream, startTestAudit, type TestAudit, waitForAuditToCatchUp } from './audit.harness.js';
 
 /**
@@ -24,7 +24,7 @@ describe('audit: records, secrets, audit.query', () => {
   let adb: Db;
   const issuedAccessTokens: string[] = [];
 
-  const query = (body: Record<string, unknown>) => caller.call('audit.query', body);
+  const query = (body: Record<string, unknown>) => caller.auditQuery(body);
 
   beforeAll(async () => {
     [nats, refresherDb, auditDb, sandbox] = await Promise.all([
@@ -41,6 +41,7 @@ describe('audit: records, secrets, audit.query', () => {
     caller = await RawCaller.connect(nats.url);
     caller.nc.subscribe('token.*.*.*', {
       callback: (_err, msg) => {
+        if (parseTokenEventSubject(msg.subject) === null) return; // token.get.<tenant>.<connection> is a request
         const event = msg.json<{ accessToken?: string }>();
         if (event.accessToken) issuedAccessTokens.push(event.accessToken);
       },
@@ -61,13 +62,13 @@ describe('audit: records, secrets, audit.query', () => {
   it('stores one record per lifecycle change, with who, what, when and which replica, and no secret anywhere', async () => {
     const plantedRefresh = sandbox.issueRefreshToken();
     const key = { tenant: 'acme', connection: 'github' };
-    expect((await caller.call('token.register', { ...key, provider: 'sandbox', refreshToken: plantedRefresh })).ok).toBe(true);
-    expect((await caller.call('token.get', key)).token.version).toBe(2);
-    expect((await caller.call('token.refresh', key)).credential.version).toBe(3);
-    expect((await caller.call('token.revoke', key)).ok).toBe(true);
+    expect((await caller.admin('register', { ...key, provider: 'sandbox', refreshToken: plantedRefresh })).ok).toBe(true);
+    expect((await caller.get(key)).token.version).toBe(2);
+    expect((await caller.admin('refresh', key)).credential.version).toBe(3);
+    expect((await caller.admin('revoke', key)).ok).toBe(true);
     const plantedAccess = `at_planted_${randomUUID()}`;
     const plantedRefresh2 = `rt_planted_${randomUUID()}`;
-    await caller.call('token.register', { ...key, provider: 'sandbox', accessToken: plantedAccess, refreshToken: plantedRefresh2, expiresIn: 3600 });
+    await caller.admin('register', { ...key, provider: 'sandbox', accessToken: plantedAccess, refreshToken: plantedRefresh2, expiresIn: 3600 });
 
     const expected = [
       ['registered', 1], ['refresh_started', 1], ['refreshed', 2], ['refresh_started', 2], ['refreshed', 3], ['revoked', 3], ['registered', 4],
@@ -89,16 +90,16 @@ describe('audit: records, secrets, audit.query', () => {
     // Failures: a provider error page that echoes the refresh token and a bearer header, then invalid_grant.
     const failing = { tenant: 'acme', connection: 'failing' };
     const failingRefresh = sandbox.issueRefreshToken();
-    await caller.call('token.register', { ...failing, provider: 'sandbox', refreshToken: failingRefresh });
+    await caller.admin('register', { ...failing, provider: 'sandbox', refreshToken: failingRefresh });
     sandbox.setFault({
       type: 'status',
       status: 503,
       contentType: 'application/json',
       body: JSON.stringify({ error: 'temporarily_unavailable', error_description: `retry ${failingRefresh}; Authorization: Bearer ${issuedAccessTokens.at(-1)}` }),
     });
-    expect((await caller.call('token.get', failing)).ok).toBe(false);
+    expect((await caller.get(failing)).ok).toBe(false);
     sandbox.setFault({ type: 'oauth_error', error: 'invalid_grant' });
-    await waitFor(async () => (await caller.call('token.describe', failing)).credential.status === 'reauth_required', { timeoutMs: 15_000, message: 'reauth_required' });
+    await waitFor(async () => (await caller.admin('describe', failing)).credential.status === 'reauth_required', { timeoutMs: 15_000, message: 'reauth_required' });
     sandbox.setFault(null);
     const failures = await waitFor(async () => {
       const reply = await query({ ...failing, type: 'reauth_required' });
@@ -201,6 +202,13 @@ describe('audit: records, secrets, audit.query', () => {
     const recentOddFailed = await query({ tenant: 'paging', connection: 'odd', type: 'failed', since: new Date(base + 10_000).toISOString() });
     expect(recentOddFailed.items.map((r: any) => r.version)).toEqual([29, 23]);
 
+    // The cross-tenant subject with a tenant filter answers what the tenant's subject answers; an
+    // empty payload is {}, and a payload naming the subject's own tenant is accepted.
+    const ofTenant = await caller.call(wire.auditQuery('paging'), '');
+    expect(ofTenant.items).toHaveLength(30);
+    expect(await caller.call(wire.auditQuery(), { tenant: 'paging', limit: 1000 })).toEqual(ofTenant);
+    expect(await caller.call(wire.auditQuery('paging'), { tenant: 'paging', limit: 1000 })).toEqual(ofTenant);
+
     // Newest first across tenants, without any filter.
     const all = await query({ limit: 3 });
     expect(all.items.map((r: any) => r.tenant)).toEqual(['paging', 'paging', 'paging']);
@@ -208,12 +216,19 @@ describe('audit: records, secrets, audit.query', () => {
   });
 
   it('answers bad requests with bad_request', async () => {
+    const badRequest = { ok: false, error: { code: 'bad_request', message: expect.any(String) } };
     for (const body of [{ cursor: 'bm90LWEtY3Vyc29y' }, { limit: 0 }, { limit: 1001 }, { tenant: 'a.b' }, { type: 'stolen' }, { since: 'yesterday' }, { password: 'x' }]) {
-      const reply = await query(body);
-      expect(reply, JSON.stringify(body)).toEqual({ ok: false, error: { code: 'bad_request', message: expect.any(String) } });
+      // The body as is, on both subjects (on a tenant's subject a payload tenant other than its own is refused as well).
+      expect(await caller.call(wire.auditQuery(), body), JSON.stringify(body)).toEqual(badRequest);
+      expect(await caller.call(wire.auditQuery('acme'), body), `acme ${JSON.stringify(body)}`).toEqual(badRequest);
     }
-    const raw = await caller.nc.request('audit.query', new TextEncoder().encode('{oops'), { timeout: 5_000 });
-    expect(raw.json<any>().error.code).toBe('bad_request');
+    // A subject token outside the name rule, and a payload naming another tenant than the subject.
+    for (const tenant of ['a%b', 'a$b', 'x'.repeat(129)]) expect(await caller.call(wire.auditQuery(tenant), {}), tenant).toEqual(badRequest);
+    expect(await caller.call(wire.auditQuery('acme'), { tenant: 'paging' })).toEqual(badRequest);
+    for (const subject of [wire.auditQuery(), wire.auditQuery('acme')]) {
+      const raw = await caller.nc.request(subject, new TextEncoder().encode('{oops'), { timeout: 5_000 });
+      expect(raw.json<any>().error.code).toBe('bad_request');
+    }
   });
 
   it('creates the TOKEN_AUDIT stream with file storage, limits and the dedupe window', async () => {

@@ -60,7 +60,7 @@ describe('audit: audit app killed and restarted mid-stream', () => {
 
   it('loses no record and stores none twice', { timeout: 90_000 }, async () => {
     for (let i = 0; i < CREDENTIALS; i++) {
-      const reply = await caller.call('token.register', { tenant: 'storm', connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await caller.admin('register', { tenant: 'storm', connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
       expect(reply.ok).toBe(true);
     }
     // A backlog for the audit app to chew on when it first starts.

@@ -10,7 +10,7 @@ import { RefreshMetrics } from './refresh/refresh.metrics.js';
 import type { ProviderConfig } from './providers/provider.types.js';
 import { RefresherModule } from './refresher.module.js';
 import { TokenController } from './tokens/token.controller.js';
-import { RpcSubject } from '@tokenkeeper/contracts';
+import { WireSubscription } from '@tokenkeeper/contracts';
 
 export interface RefresherAppOptions {
   config: AppConfig;
@@ -33,7 +33,7 @@ export async function startRefresher(options: RefresherAppOptions): Promise<INes
   // token.get skips Nest's per-request pipeline; guards, interceptors and pipes do not apply to it.
   const tokens = app.get(TokenController);
   const rpc = new NatsRpcServer(nc, {
-    direct: { [RpcSubject.get]: (data) => tokens.get(data) },
+    direct: { [WireSubscription.tokenGet]: (data, subject) => tokens.getDirect(data, subject) },
     replySubjectPrefixes: options.config.replySubjectPrefixes,
     onDrop: rpcDropCounter(app.get(RefreshMetrics).registry),
   });

@@ -72,7 +72,7 @@ describe('audit: refresher killed with SIGKILL during a refresh storm', () => {
   it('keeps exactly one refreshed record per committed version across kills', async () => {
     await refresher.start();
     for (let i = 0; i < CREDENTIALS; i++) {
-      const reply = await caller.call('token.register', { tenant: `t${i % 4}`, connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await caller.admin('register', { tenant: `t${i % 4}`, connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
       expect(reply.ok).toBe(true);
     }
     for (let kill = 0; kill < KILLS; kill++) {

@@ -45,7 +45,7 @@ describe('audit: outbox relay through a NATS outage and across replicas', () => 
     rdb = new Db(refresherDb.url);
     adb = new Db(auditDb.url);
     for (let i = 0; i < CREDENTIALS; i++) {
-      const reply = await caller.call('token.register', { tenant: 'outage', connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await caller.admin('register', { tenant: 'outage', connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
       expect(reply.ok).toBe(true);
     }
   });

@@ -94,7 +94,7 @@ describe('crash takeover: a replica killed while holding leases', () => {
       Array.from({ length: CREDENTIALS }, async (_, i) => {
         const tokens = sandbox.issueTokens();
         initialRefreshTokens.set(pad(i), tokens.refreshToken);
-        const reply = await caller.call('token.register', {
+        const reply = await caller.admin('register', {
           tenant: TENANT, connection: pad(i), provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600,
         });
         expect(reply.ok).toBe(true);
@@ -155,7 +155,7 @@ describe('crash takeover: a replica killed while holding leases', () => {
 
     // Every credential serves a valid token that the provider's API accepts.
     for (let i = 0; i < CREDENTIALS; i++) {
-      const got = await caller.call('token.get', { tenant: TENANT, connection: pad(i) });
+      const got = await caller.get({ tenant: TENANT, connection: pad(i) });
       expect(got.ok, `token.get ${pad(i)}: ${JSON.stringify(got.error)}`).toBe(true);
       expect(got.token.version).toBeGreaterThanOrEqual(2);
       expect(Date.parse(got.token.expiresAt)).toBeGreaterThan(Date.now());

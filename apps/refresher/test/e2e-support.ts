@@ -1,4 +1,5 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import { parseTokenEventSubject } from '@tokenkeeper/contracts';
 import type { SandboxProvider } from '@tokenkeeper/testing';
 import type { ProviderConfig } from '../src/providers/provider.types.js';
 import { parseProvidersDocument } from '../src/providers/providers-file.loader.js';
@@ -43,7 +44,7 @@ export class EventLog {
   constructor(nc: NatsConnection, subject = 'token.>') {
     this.subscription = nc.subscribe(subject, {
       callback: (_err, msg) => {
-        if (msg.subject.split('.').length !== 4) return; // token.get etc. are requests, not events
+        if (parseTokenEventSubject(msg.subject) === null) return; // token.get.<tenant>.<connection> is a request, not an event
         this.events.push({ subject: msg.subject, data: msg.json(), at: Date.now() });
       },
     });
@@ -65,7 +66,7 @@ export interface Key {
 }
 
 export async function describeCredential(caller: RawCaller, key: Key): Promise<any> {
-  const reply = await caller.call('token.describe', key);
+  const reply = await caller.admin('describe', key);
   if (!reply.ok) throw new Error(`describe ${key.tenant}/${key.connection}: ${JSON.stringify(reply.error)}`);
   return reply.credential;
 }

@@ -62,7 +62,7 @@ describe('refresher: short-lived tokens under load', () => {
 
   it(`${IN_FLIGHT} callers for ${DURATION_MS / 1000} s: never an expired or too-short token, never an error`, async () => {
     for (const key of keys) {
-      const reg = await caller.call('token.register', { ...key, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reg = await caller.admin('register', { ...key, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
       expect(reg.ok).toBe(true);
     }
     // Registered without an access token: the first refresh is due at once.
@@ -89,7 +89,7 @@ describe('refresher: short-lived tokens under load', () => {
         const sentAt = Date.now();
         let reply: any;
         try {
-          reply = await caller.call('token.get', request, 5_000);
+          reply = await caller.get(request, 5_000);
         } catch (error) {
           problems.push(`${key.connection}: request failed: ${(error as Error).message}`);
           continue;

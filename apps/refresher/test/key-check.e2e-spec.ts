@@ -63,7 +63,7 @@ describe('refresher: encryption key check at start', () => {
     // A credential sealed under k1=A, to show that nothing was re-sealed by the refused start.
     const caller = await RawCaller.connect(nats.url);
     try {
-      expect((await caller.call('token.register', { tenant: 'keys', connection: 'c1', provider: 'sandbox', accessToken: 'at_sealed_under_A', expiresIn: 3600 })).ok).toBe(true);
+      expect((await caller.admin('register', { tenant: 'keys', connection: 'c1', provider: 'sandbox', accessToken: 'at_sealed_under_A', expiresIn: 3600 })).ok).toBe(true);
     } finally {
       await caller.close();
     }

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { nkeys, type NatsConnection } from '@nats-io/transport-node';
-import { encodeJson, RpcSubject } from '@tokenkeeper/contracts';
+import { adminSubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
 import { connectNats, natsConfigFrom, natsEnvShape } from '@tokenkeeper/nats';
 import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, waitFor } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,10 +51,10 @@ describe('NATS nkey authentication and per-app inbox prefixes', () => {
 
   beforeAll(async () => {
     const config = `authorization { users = [
-      ${entry(refresherUser.publicKey, ['token.>', 'audit.token.>', '$JS.API.>'], ['token.>', '_INBOX_refresher.>'], true)}
+      ${entry(refresherUser.publicKey, ['token.>', 'audit.token.>', '$JS.API.>'], ['token.>', 'tokenkeeper.admin.>', '_INBOX_refresher.>'], true)}
       ${entry(auditUser.publicKey, ['$JS.API.>', '$JS.ACK.>'], ['audit.query', 'audit.query.>', '_INBOX_audit.>'], true)}
-      ${entry(consumerUser.publicKey, ['token.get', 'token.register'], ['_INBOX_consumer.>'])}
-      ${entry(operatorUser.publicKey, ['token.>', 'audit.query', 'audit.query.>'], ['_INBOX_ops.>'])}
+      ${entry(consumerUser.publicKey, ['token.get.acme.>', 'tokenkeeper.admin.register.acme.>'], ['_INBOX_consumer.>'])}
+      ${entry(operatorUser.publicKey, ['tokenkeeper.admin.>', 'audit.query', 'audit.query.>'], ['_INBOX_ops.>'])}
     ] }`;
     [nats, db, auditDb, sandbox] = await Promise.all([
       startNatsServer({ jetstream: true, config }),
@@ -78,17 +78,17 @@ describe('NATS nkey authentication and per-app inbox prefixes', () => {
   it('serves a consumer on its own inbox; the default inbox is refused by the server', async () => {
     const consumer = await connectAs({ NATS_NKEY_SEED: consumerUser.seed, NATS_INBOX_PREFIX: '_INBOX_consumer' });
     const reg = await consumer.request(
-      RpcSubject.register,
-      encodeJson({ tenant: 'acme', connection: 'github', provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 }),
+      adminSubject('register', 'acme', 'github'),
+      encodeJson({ provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 }),
       { timeout: 10_000 },
     );
     expect(reg.json()).toMatchObject({ ok: true });
-    const got = await consumer.request(RpcSubject.get, encodeJson({ tenant: 'acme', connection: 'github' }), { timeout: 10_000 });
+    const got = await consumer.request(tokenGetSubject('acme', 'github'), encodeJson({}), { timeout: 10_000 });
     expect(got.json()).toMatchObject({ ok: true, token: { tenant: 'acme', connection: 'github', version: 1 } });
 
     // Same user, default inbox prefix: its reply subscription on _INBOX.> is not allowed.
     const defaultInbox = await connectAs({ NATS_NKEY_SEED: consumerUser.seed });
-    await expect(defaultInbox.request(RpcSubject.get, encodeJson({ tenant: 'acme', connection: 'github' }), { timeout: 2_000 })).rejects.toThrow();
+    await expect(defaultInbox.request(tokenGetSubject('acme', 'github'), encodeJson({}), { timeout: 2_000 })).rejects.toThrow();
   });
 
   it('refuses a connection with an unknown nkey', async () => {

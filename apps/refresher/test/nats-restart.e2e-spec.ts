@@ -72,16 +72,16 @@ describe('refresher across a NATS server restart', () => {
 
   it('reconnects by itself, refreshed through the outage, and serves the current version afterwards', async () => {
     for (const connection of SHORT) {
-      const reply = await caller.call('token.register', { tenant: TENANT, connection, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await caller.admin('register', { tenant: TENANT, connection, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
       expect(reply.ok).toBe(true);
     }
     const longTokens = longSandbox.issueTokens();
-    await caller.call('token.register', {
+    await caller.admin('register', {
       tenant: TENANT, connection: 'stale', provider: 'sandbox-long', accessToken: longTokens.accessToken, refreshToken: longTokens.refreshToken, expiresIn: 3600,
     });
-    for (const connection of SHORT) expect((await caller.call('token.get', { tenant: TENANT, connection })).ok).toBe(true);
+    for (const connection of SHORT) expect((await caller.get({ tenant: TENANT, connection })).ok).toBe(true);
     // The replica now has 'stale' version 1 in its cache, good for an hour.
-    const before = await caller.call('token.get', { tenant: TENANT, connection: 'stale' });
+    const before = await caller.get({ tenant: TENANT, connection: 'stale' });
     expect(before.token).toMatchObject({ version: 1, accessToken: longTokens.accessToken });
     await waitFor(() => refreshedEvents.length >= SHORT.length, { message: 'refreshed events before the outage' });
 
@@ -138,7 +138,7 @@ describe('refresher across a NATS server restart', () => {
     await waitFor(() => statuses.includes('reconnect'), { timeoutMs: 10_000, message: 'the refresher to reconnect' });
     expect(nc.isClosed()).toBe(false);
     const fresh = await waitFor(async () => {
-      const reply = await caller.call('token.get', { tenant: TENANT, connection: 'stale' }, 1_000);
+      const reply = await caller.get({ tenant: TENANT, connection: 'stale' }, 1_000);
       return reply.ok ? reply : undefined;
     }, { timeoutMs: 10_000, message: 'token.get to be answered after the restart' });
 
@@ -147,7 +147,7 @@ describe('refresher across a NATS server restart', () => {
     // The short ones: at least what the database holds right before the question.
     for (const connection of SHORT) {
       const stored = (await versions()).get(connection)!;
-      const reply = await caller.call('token.get', { tenant: TENANT, connection });
+      const reply = await caller.get({ tenant: TENANT, connection });
       expect(reply.ok, `token.get ${connection}`).toBe(true);
       expect(reply.token.version, `version of ${connection}`).toBeGreaterThanOrEqual(stored);
       expect(Date.parse(reply.token.expiresAt)).toBeGreaterThan(Date.now());

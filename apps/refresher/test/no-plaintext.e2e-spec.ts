@@ -35,8 +35,8 @@ describe('refresher: no plaintext secret anywhere', () => {
     await db?.drop();
   });
 
-  const call = async (subject: string, body: unknown) => {
-    const reply = await caller.call(subject, body);
+  const call = async (sent: Promise<any>) => {
+    const reply = await sent;
     replies.push(reply);
     return reply;
   };
@@ -44,8 +44,8 @@ describe('refresher: no plaintext secret anywhere', () => {
   it('drives planted secrets through every path', async () => {
     const tokens = sandbox.issueTokens();
     secrets.push(tokens.accessToken, tokens.refreshToken, 'sandbox-secret');
-    await call('token.register', { tenant: 'acme', connection: 'github', provider: 'sandbox', ...tokens, expiresIn: 3 });
-    const first = await call('token.get', { tenant: 'acme', connection: 'github' });
+    await call(caller.admin('register', { tenant: 'acme', connection: 'github', provider: 'sandbox', ...tokens, expiresIn: 3 }));
+    const first = await call(caller.get({ tenant: 'acme', connection: 'github' }));
     expect(first.ok).toBe(true);
 
     // A provider that echoes the presented refresh token and the client secret in its error.
@@ -56,18 +56,18 @@ describe('refresher: no plaintext secret anywhere', () => {
       body: JSON.stringify({ error: 'invalid_request', error_description: `bad refresh_token=${tokens.refreshToken} client_secret=sandbox-secret` }),
     }, 1);
     sandbox.injectFault({ type: 'html' }, 1);
-    await waitFor(async () => (await call('token.describe', { tenant: 'acme', connection: 'github' })).credential.failures >= 2, { timeoutMs: 15_000 });
+    await waitFor(async () => (await call(caller.admin('describe', { tenant: 'acme', connection: 'github' }))).credential.failures >= 2, { timeoutMs: 15_000 });
     // Then it recovers and rotates: the rotated tokens are secrets too.
     const refreshed = await waitFor(async () => {
-      const got = await call('token.get', { tenant: 'acme', connection: 'github', minTtlSeconds: 1 });
+      const got = await call(caller.get({ tenant: 'acme', connection: 'github', minTtlSeconds: 1 }));
       return got.ok && got.token.version > 1 ? got : null;
     }, { timeoutMs: 15_000 });
     secrets.push(refreshed.token.accessToken);
 
     // A register with a secret in a wrong field, and an admin refresh that fails.
-    await call('token.register', { tenant: 'acme', connection: 'bad', provider: 'sandbox', accessToken: ['at_planted_in_array_0123456789'] });
+    await call(caller.admin('register', { tenant: 'acme', connection: 'bad', provider: 'sandbox', accessToken: ['at_planted_in_array_0123456789'] }));
     secrets.push('at_planted_in_array_0123456789');
-    await call('token.revoke', { tenant: 'acme', connection: 'github' });
+    await call(caller.admin('revoke', { tenant: 'acme', connection: 'github' }));
   });
 
   it('finds no plaintext secret in any database column', async () => {

@@ -6,7 +6,7 @@ import { ENV_VARIABLES } from '../src/config/app-config.js';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { AUDIT_QUERY_SUBJECT } from '@tokenkeeper/contracts';
+import { WireSubscription } from '@tokenkeeper/contracts';
 import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -216,17 +216,17 @@ describe('ops: the healthchecks, run against what they probe', () => {
   it('probes the subject the audit app answers, with the environment the audit service has', async () => {
     const argv = healthcheckOf('audit');
     expect(argv.slice(0, 3)).toEqual(['node', 'deploy/healthcheck.mjs', 'nats']);
-    expect(argv[3]).toBe(AUDIT_QUERY_SUBJECT);
+    expect(argv[3]).toBe(WireSubscription.auditQuery);
     const { AuditQueryController } = await import('../../audit/src/query/audit-query.controller.js');
     const patterns = Object.getOwnPropertyNames(AuditQueryController.prototype).flatMap(
       (name) => (Reflect.getMetadata('microservices:pattern', (AuditQueryController.prototype as any)[name]) as unknown[] | undefined) ?? [],
     );
-    expect(patterns).toContain(AUDIT_QUERY_SUBJECT);
+    expect(patterns).toContain(WireSubscription.auditQuery);
 
     const env = { ...envOf('audit'), NATS_URL: nats.url };
     expect(await probe(argv, env), 'no audit replica answering').toBe(1);
     responder = await connect({ servers: nats.url });
-    responder.subscribe(AUDIT_QUERY_SUBJECT, { queue: 'audit', callback: (_err, msg) => void msg.respond('{"ok":false,"error":{"code":"bad_request","message":"x"}}') });
+    responder.subscribe(WireSubscription.auditQuery, { queue: 'audit', callback: (_err, msg) => void msg.respond('{"ok":false,"error":{"code":"bad_request","message":"x"}}') });
     await responder.flush();
     expect(await probe(argv, env), 'an audit replica answers').toBe(0);
   });

@@ -79,7 +79,7 @@ describe('refresher ops: /metrics', () => {
     for (let i = 0; i < COUNT; i++) {
       const tokens = sandbox.issueTokens();
       planted.push(tokens.accessToken, tokens.refreshToken);
-      const reply = await caller.call('token.register', { tenant: TENANT, connection: `conn${i}`, provider: 'sandbox', ...tokens, expiresIn: 3 });
+      const reply = await caller.admin('register', { tenant: TENANT, connection: `conn${i}`, provider: 'sandbox', ...tokens, expiresIn: 3 });
       expect(reply.ok).toBe(true);
     }
 
@@ -95,9 +95,9 @@ describe('refresher ops: /metrics', () => {
     // token.get: answers from memory are counted at scrape time; a miss is an error outcome.
     const hitsBefore = sample(text, 'tokenkeeper_token_get_total', { outcome: 'hit' })!;
     for (let i = 0; i < 20; i++) {
-      expect((await caller.call('token.get', { tenant: TENANT, connection: 'conn0', minTtlSeconds: 0 })).ok).toBe(true);
+      expect((await caller.get({ tenant: TENANT, connection: 'conn0', minTtlSeconds: 0 })).ok).toBe(true);
     }
-    const missing = await caller.call('token.get', { tenant: TENANT, connection: 'nosuch' });
+    const missing = await caller.get({ tenant: TENANT, connection: 'nosuch' });
     expect(missing.error.code).toBe('not_found');
     text = await scrape();
     expect(sample(text, 'tokenkeeper_token_get_total', { outcome: 'hit' })! - hitsBefore).toBeGreaterThanOrEqual(19);

@@ -6,7 +6,7 @@ import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, typ
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sql } from './cluster.fixtures.js';
 import { callApi } from './e2e-support.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher, wire } from './refresher.harness.js';
 import { httpGet, sample, spawnRefresher, type ChildRefresher } from './ops-support.js';
 
 /**
@@ -105,7 +105,7 @@ function useStack(scenario: Scenario) {
       Array.from({ length: scenario.count }, async (_, i) => {
         const tokens = s.sandbox.issueTokens();
         s.secrets.push(tokens.accessToken, tokens.refreshToken);
-        const reply = await s.caller.call('token.register', { tenant: 'storm', connection: `c${i}`, provider: 'sandbox', ...tokens, expiresIn: 1 });
+        const reply = await s.caller.admin('register', { tenant: 'storm', connection: `c${i}`, provider: 'sandbox', ...tokens, expiresIn: 1 });
         expect(reply.ok, JSON.stringify(reply)).toBe(true);
       }),
     );
@@ -148,7 +148,7 @@ function useStack(scenario: Scenario) {
     for (let i = 0; i < scenario.count; i++) {
       const key = { tenant: 'storm', connection: `c${i}` };
       const got = await waitFor(async () => {
-        const reply = await s.caller.call('token.get', { ...key, minTtlSeconds: 5 });
+        const reply = await s.caller.get({ ...key, minTtlSeconds: 5 });
         if (!reply.ok && ['reauth_required', 'revoked', 'not_found'].includes(reply.error.code)) {
           throw new Error(`storm/c${i} is lost: ${JSON.stringify(reply.error)}`);
         }
@@ -186,10 +186,11 @@ describe('refresher ops: SIGTERM during a refresh storm (in-flight refreshes fin
     const v = [plant('rt'), plant('rt'), plant('pw'), plant('at'), plant('at')];
     s.secrets.push(...v);
     const rejected = await Promise.all([
-      s.caller.call('token.register', { tenant: 'bad tenant!', connection: 'x', provider: 'sandbox', refreshToken: v[0] }),
-      s.caller.call('token.register', { tenant: 'acme', connection: 'x', provider: 'sandbox', refreshToken: v[1], password: v[2] }),
-      s.caller.call('token.register', { tenant: 'acme', connection: 'x', provider: 'sandbox', accessToken: { nested: v[3] } }),
-      s.caller.call('token.get', `{"tenant":"acme","connection":"x","accessToken":"${v[4]}"`),
+      // A payload name outside the name rule (a subject could not even carry it).
+      s.caller.call(wire.admin('register', 'acme', 'x'), { tenant: 'bad tenant!', connection: 'x', provider: 'sandbox', refreshToken: v[0] }),
+      s.caller.admin('register', { tenant: 'acme', connection: 'x', provider: 'sandbox', refreshToken: v[1], password: v[2] }),
+      s.caller.admin('register', { tenant: 'acme', connection: 'x', provider: 'sandbox', accessToken: { nested: v[3] } }),
+      s.caller.call(wire.tokenGet('acme', 'x'), `{"tenant":"acme","connection":"x","accessToken":"${v[4]}"`),
     ]);
     for (const reply of rejected) expect(reply.error?.code, JSON.stringify(reply)).toBe('bad_request');
 
@@ -198,10 +199,10 @@ describe('refresher ops: SIGTERM during a refresh storm (in-flight refreshes fin
     s.secrets.push(crashSecret);
     const tokens = s.sandbox.issueTokens();
     s.secrets.push(tokens.accessToken, tokens.refreshToken);
-    expect((await s.caller.call('token.register', { tenant: 'crash', connection: 'c', provider: 'sandbox', ...tokens, expiresIn: 3600 })).ok).toBe(true);
+    expect((await s.caller.admin('register', { tenant: 'crash', connection: 'c', provider: 'sandbox', ...tokens, expiresIn: 3600 })).ok).toBe(true);
     const kid = Buffer.from(crashSecret, 'utf8');
     await s.sql.query(`UPDATE credentials SET access_token_enc = $1 WHERE tenant = 'crash'`, [Buffer.concat([Buffer.from([1, kid.length]), kid, randomBytes(40)])]);
-    const crashed = await s.caller.call('token.get', { tenant: 'crash', connection: 'c', rejectedVersion: 1 });
+    const crashed = await s.caller.get({ tenant: 'crash', connection: 'c', rejectedVersion: 1 });
     expect(crashed.error?.code).toBe('internal');
     expect(JSON.stringify(crashed)).not.toContain(crashSecret);
     await s.sql.query(`DELETE FROM credentials WHERE tenant = 'crash'`);

@@ -75,13 +75,13 @@ describe('refresher: provider faults', () => {
     events = new EventLog(caller.nc);
 
     for (const key of healthyKeys) {
-      const reg = await caller.call('token.register', { ...key, provider: 'healthy', refreshToken: healthy.issueRefreshToken() });
+      const reg = await caller.admin('register', { ...key, provider: 'healthy', refreshToken: healthy.issueRefreshToken() });
       expect(reg.ok).toBe(true);
     }
     background = (async () => {
       while (!stopBackground) {
         for (const key of healthyKeys) {
-          const reply = await caller.call('token.get', key);
+          const reply = await caller.get(key);
           healthyAnswers.push({ key, at: Date.now(), reply });
         }
         await sleep(50);
@@ -103,9 +103,9 @@ describe('refresher: provider faults', () => {
 
   async function registerValid(sandbox: SandboxProvider, key: Key, provider = 'faulty') {
     const tokens = sandbox.issueTokens();
-    const reg = await caller.call('token.register', { ...key, provider, accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', { ...key, provider, accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
     expect(reg.ok).toBe(true);
-    const got = await caller.call('token.get', key);
+    const got = await caller.get(key);
     expect(got).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
     return { tokens, token: got.token };
   }
@@ -146,13 +146,13 @@ describe('refresher: provider faults', () => {
 
     faulty.setFault(fault);
     const t0 = Date.now();
-    const refreshed = await caller.call('token.refresh', key);
+    const refreshed = await caller.admin('refresh', key);
     expect(refreshed).toMatchObject({ ok: false, error: { code } });
     expectNoSecrets(refreshed, [tokens.refreshToken]);
 
     // The still-valid token is served, unchanged.
-    expect(await caller.call('token.get', key)).toEqual({ ok: true, token: v1 });
-    expect(await caller.call('token.get', { ...key, minTtlSeconds: 0 })).toEqual({ ok: true, token: v1 });
+    expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
+    expect(await caller.get({ ...key, minTtlSeconds: 0 })).toEqual({ ok: true, token: v1 });
 
     const failing = await describeCredential(caller, key);
     expect(failing).toMatchObject({ status: 'failing', version: 1, lastError: { code } });
@@ -172,7 +172,7 @@ describe('refresher: provider faults', () => {
     await waitFor(async () => (await describeCredential(caller, key)).failures >= 2, { timeoutMs: 8_000, message: `${name}: second attempt` });
     const still = await describeCredential(caller, key);
     expect(still).toMatchObject({ status: 'failing', version: 1 });
-    expect(await caller.call('token.get', key)).toEqual({ ok: true, token: v1 });
+    expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
 
     if (name === 'stall') {
       // While token requests to one provider hang, the others are still refreshed.
@@ -190,7 +190,7 @@ describe('refresher: provider faults', () => {
     expect(recovered).toMatchObject({ failures: 0, lastError: null });
     expect(Date.parse(recovered.nextRefreshAt)).toBeGreaterThan(Date.now() + 60_000);
 
-    const fresh = await caller.call('token.get', key);
+    const fresh = await caller.get(key);
     expect(fresh).toMatchObject({ ok: true, token: { version: 2 } });
     expect(fresh.token.accessToken).not.toBe(v1.accessToken);
     if (never) expect(fresh.token.accessToken).not.toBe(never);
@@ -203,7 +203,7 @@ describe('refresher: provider faults', () => {
     await registerValid(faulty, key);
     faulty.setFault({ type: 'status', status: 500 });
     const t0 = Date.now();
-    expect(await caller.call('token.refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
+    expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
     const LAST = 9;
     await waitFor(() => events.of('failed', key.tenant, key.connection).length >= LAST, { timeoutMs: 15_000, message: `${LAST} failures` });
     faulty.clearFaults();
@@ -238,7 +238,7 @@ describe('refresher: provider faults', () => {
     faulty.injectFault({ type: 'rate_limit', status, retryAfterSeconds: RETRY_AFTER_S }, 1);
 
     const t0 = Date.now();
-    expect(await caller.call('token.refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
+    expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
     const requestsAfterFailure = faulty.stats.tokenRequests;
     const clock = new RequestClock(faulty);
     try {
@@ -253,7 +253,7 @@ describe('refresher: provider faults', () => {
       // Until then the provider hears nothing, and the valid token is served.
       while (Date.now() < retryAt - 100) {
         expect(faulty.stats.tokenRequests).toBe(requestsAfterFailure);
-        expect(await caller.call('token.get', key)).toEqual({ ok: true, token: v1 });
+        expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
         await sleep(100);
       }
       const recovered = await waitFor(async () => {
@@ -274,14 +274,14 @@ describe('refresher: provider faults', () => {
     const tokens = edge.issueTokens();
     edge.setFault({ type: 'status', status: 500 });
     try {
-      const reg = await caller.call('token.register', {
+      const reg = await caller.admin('register', {
         ...key, provider: 'edge', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken,
         expiresAt: new Date(Date.now() - 1_000).toISOString(),
       });
       expect(reg).toMatchObject({ ok: true, credential: { hasAccessToken: true } });
       expect(Date.parse(reg.credential.expiresAt)).toBeLessThan(Date.now());
 
-      const got = await caller.call('token.get', key);
+      const got = await caller.get(key);
       expect(got).toEqual({ ok: false, error: { code: 'refresh_failed', message: expect.any(String) } });
       expectNoSecrets(got, [tokens.accessToken, tokens.refreshToken]);
       expect(await describeCredential(caller, key)).toMatchObject({ status: 'failing', version: 1 });
@@ -290,7 +290,7 @@ describe('refresher: provider faults', () => {
     }
     // The scheduler's next attempt (within the backoff cap) brings it back.
     const got = await waitFor(async () => {
-      const reply = await caller.call('token.get', key);
+      const reply = await caller.get(key);
       return reply.ok ? reply : undefined;
     }, { timeoutMs: CAP_MS + 3_000, message: 'recovery' });
     expect(got.token.version).toBe(2);
@@ -302,13 +302,13 @@ describe('refresher: provider faults', () => {
     const tokens = edge.issueTokens();
     edge.setFault({ type: 'reset' });
     try {
-      const reg = await caller.call('token.register', { ...key, provider: 'edge', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 2 });
+      const reg = await caller.admin('register', { ...key, provider: 'edge', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 2 });
       expect(reg.ok).toBe(true);
       const expiresAt = Date.parse(reg.credential.expiresAt);
       const answers: { sent: number; at: number; reply: any }[] = [];
       while (Date.now() < expiresAt + 600) {
         const sent = Date.now();
-        const reply = await caller.call('token.get', key);
+        const reply = await caller.get(key);
         answers.push({ sent, at: Date.now(), reply });
         await sleep(50);
       }
@@ -324,18 +324,18 @@ describe('refresher: provider faults', () => {
     } finally {
       edge.clearFaults();
     }
-    await waitFor(async () => (await caller.call('token.get', key)).ok, { timeoutMs: CAP_MS + 3_000, message: 'recovery' });
+    await waitFor(async () => (await caller.get(key)).ok, { timeoutMs: CAP_MS + 3_000, message: 'recovery' });
   });
 
   it('invalid_client: misconfigured, failing with a long retry and a loud log line', async () => {
     const key = { tenant: 'misconfigured', connection: 'wrong-secret' };
     const tokens = edge.issueTokens();
-    const reg = await caller.call('token.register', { ...key, provider: 'edge-wrong-secret', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', { ...key, provider: 'edge-wrong-secret', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
     expect(reg.ok).toBe(true);
     const rejectedBefore = edge.stats.invalidClient;
 
     const t0 = Date.now();
-    const refreshed = await caller.call('token.refresh', key);
+    const refreshed = await caller.admin('refresh', key);
     const t1 = Date.now();
     expect(refreshed).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
     expect(edge.stats.invalidClient).toBe(rejectedBefore + 1);
@@ -354,7 +354,7 @@ describe('refresher: provider faults', () => {
     expectNoSecrets(refresher.logs.text(), [tokens.accessToken, tokens.refreshToken]);
 
     // The valid token is still served, and the provider is not asked again any time soon.
-    expect(await caller.call('token.get', key)).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
+    expect(await caller.get(key)).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
     await sleep(2_000);
     expect(edge.stats.invalidClient).toBe(rejectedBefore + 1);
     expect(await describeCredential(caller, key)).toMatchObject({ status: 'failing', failures: 1 });
@@ -364,7 +364,7 @@ describe('refresher: provider faults', () => {
     const key = { tenant: 'misconfigured', connection: 'unknown-200' };
     const { tokens } = await registerValid(edge, key, 'edge');
     edge.injectFault({ type: 'error_in_200', error: 'incorrect_client_credentials' }, 1);
-    expect(await caller.call('token.refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
+    expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
     const t1 = Date.now();
     const c = await describeCredential(caller, key);
     // The scheduled retry may already have run; if not, it is on the backoff schedule.

@@ -73,7 +73,23 @@ export async function startTestRefresher(
   return { app, config, logs, close: () => app.close() };
 }
 
-/** A raw nats.js caller, as any service in any language would be. */
+/** A request whose payload may name its credential: helpers move the names into the subject. */
+export interface Addressed {
+  tenant: string;
+  connection: string;
+}
+/** A request that may name a tenant (list, audit query). */
+export interface TenantScoped {
+  tenant?: string;
+}
+export type AdminOperation = 'register' | 'refresh' | 'revoke' | 'describe';
+
+/**
+ * A raw nats.js caller, as any service in any language would be. Besides `call` (any
+ * subject, any body), helpers speak SPEC §3: the credential is named by the subject and
+ * left out of the payload, exactly as a client sends it. Subjects are built without
+ * validation, so hostile tests can address names the contract refuses.
+ */
 export class RawCaller {
   private constructor(readonly nc: NatsConnection) {}
 
@@ -87,7 +103,44 @@ export class RawCaller {
     return msg.json<T>();
   }
 
+  /** `token.get.<tenant>.<connection>` with the rest of `request` as payload (`{}` when nothing is left). */
+  get<R extends Addressed>(request: R, timeout?: number): Promise<any> {
+    const { tenant, connection, ...payload } = request;
+    return this.call(wire.tokenGet(tenant, connection), payload, timeout);
+  }
+
+  /** `tokenkeeper.admin.<op>.<tenant>.<connection>` with the rest of `request` as payload. */
+  admin<R extends Addressed>(operation: AdminOperation, request: R, timeout?: number): Promise<any> {
+    const { tenant, connection, ...payload } = request;
+    return this.call(wire.admin(operation, tenant, connection), payload, timeout);
+  }
+
+  /** `tokenkeeper.admin.list.<tenant>` when `request` names a tenant (payload: the rest), else the cross-tenant `tokenkeeper.admin.list`. */
+  list<R extends TenantScoped>(request: R = {} as R, timeout?: number): Promise<any> {
+    const { tenant, ...payload } = request;
+    return this.call(wire.list(tenant), payload, timeout);
+  }
+
+  /** The cross-tenant `tokenkeeper.admin.list`, `request` sent as is (a `tenant` in it filters). */
+  listAll(request: object = {}, timeout?: number): Promise<any> {
+    return this.call(wire.list(), request, timeout);
+  }
+
+  /** `audit.query.<tenant>` when `request` names a tenant (payload: the rest), else the cross-tenant `audit.query`. */
+  auditQuery<R extends TenantScoped>(request: R = {} as R, timeout?: number): Promise<any> {
+    const { tenant, ...payload } = request;
+    return this.call(wire.auditQuery(tenant), payload, timeout);
+  }
+
   close(): Promise<void> {
     return this.nc.close();
   }
 }
+
+/** SPEC §3 subjects, unvalidated (tests send names the contract refuses on purpose). */
+export const wire = {
+  tokenGet: (tenant: string, connection: string) => `token.get.${tenant}.${connection}`,
+  admin: (operation: AdminOperation, tenant: string, connection: string) => `tokenkeeper.admin.${operation}.${tenant}.${connection}`,
+  list: (tenant?: string) => (tenant === undefined ? 'tokenkeeper.admin.list' : `tokenkeeper.admin.list.${tenant}`),
+  auditQuery: (tenant?: string) => (tenant === undefined ? 'audit.query' : `audit.query.${tenant}`),
+};

@@ -44,13 +44,13 @@ describe('refresher: token.get with rejectedVersion', () => {
 
   async function register(key: Key) {
     const tokens = sandbox.issueTokens();
-    const reg = await caller.call('token.register', { ...key, provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', { ...key, provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
     expect(reg).toMatchObject({ ok: true, credential: { version: 1 } });
     return tokens;
   }
 
   function getAll(key: Key, rejectedVersion: number) {
-    return Promise.all(Array.from({ length: CALLERS }, () => caller.call('token.get', { ...key, rejectedVersion })));
+    return Promise.all(Array.from({ length: CALLERS }, () => caller.get({ ...key, rejectedVersion })));
   }
 
   /** The same token for everyone, of the expected version; returns it. */
@@ -84,7 +84,7 @@ describe('refresher: token.get with rejectedVersion', () => {
     expect(sandbox.stats.refreshGrants - before).toBe(1);
     expect(expectOneToken(second, 2)).toEqual(v2);
     // Also with a fresh-token requirement on top: still the current version, no refresh.
-    expect(await caller.call('token.get', { ...key, rejectedVersion: 1, minTtlSeconds: 60 })).toEqual({ ok: true, token: v2 });
+    expect(await caller.get({ ...key, rejectedVersion: 1, minTtlSeconds: 60 })).toEqual({ ok: true, token: v2 });
     expect(sandbox.stats.refreshGrants - before).toBe(1);
     expect(events.of('refreshed', key.tenant, key.connection)).toHaveLength(1);
     expect(sandbox.everPresentedTwice()).toEqual([]);
@@ -94,7 +94,7 @@ describe('refresher: token.get with rejectedVersion', () => {
     const key = { tenant: 'acme', connection: 'future' };
     await register(key);
     const before = sandbox.stats.refreshGrants;
-    const replies = await Promise.all(Array.from({ length: 20 }, () => caller.call('token.get', { ...key, rejectedVersion: 1_000_000 })));
+    const replies = await Promise.all(Array.from({ length: 20 }, () => caller.get({ ...key, rejectedVersion: 1_000_000 })));
     expect(replies.every((r) => r.ok && r.token.version === 1)).toBe(true);
     expect(sandbox.stats.refreshGrants - before).toBe(0);
   });
@@ -105,10 +105,10 @@ describe('refresher: token.get with rejectedVersion', () => {
       const { accessToken, refreshToken } = sandbox.issueTokens();
       return { ...key, provider: 'sandbox', accessToken, refreshToken, expiresAt: new Date(Date.now() - 1_000).toISOString() };
     };
-    expect((await caller.call('token.register', expired())).ok).toBe(true);
-    expect((await caller.call('token.register', expired())).ok).toBe(true);
+    expect((await caller.admin('register', expired())).ok).toBe(true);
+    expect((await caller.admin('register', expired())).ok).toBe(true);
     // Version 2 is stored and expired; a caller reports version 1 (long replaced) as rejected.
-    const reply = await caller.call('token.get', { ...key, rejectedVersion: 1 });
+    const reply = await caller.get({ ...key, rejectedVersion: 1 });
     expect(reply.ok, JSON.stringify(reply)).toBe(true);
     expect(reply.token.version).toBeGreaterThanOrEqual(3);
     expect(Date.parse(reply.token.expiresAt)).toBeGreaterThan(Date.now());

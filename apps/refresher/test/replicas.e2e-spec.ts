@@ -78,7 +78,7 @@ describe('two refresher replicas on one database and one NATS', () => {
         const connection = `c${String(i).padStart(2, '0')}`;
         const refreshToken = sandbox.issueRefreshToken();
         initialRefreshTokens.set(connection, refreshToken);
-        const reply = await callers[i % 2]!.call('token.register', { tenant: 'replicas', connection, provider: 'sandbox', refreshToken });
+        const reply = await callers[i % 2]!.admin('register', { tenant: 'replicas', connection, provider: 'sandbox', refreshToken });
         expect(reply.ok).toBe(true);
       }),
     );
@@ -95,7 +95,7 @@ describe('two refresher replicas on one database and one NATS', () => {
           const rejectedVersion = seen !== undefined && Math.random() < REJECT_SHARE ? seen : undefined;
           const request = { tenant: 'replicas', connection, ...(rejectedVersion !== undefined ? { rejectedVersion } : {}) };
           const sentAt = Date.now();
-          const reply = await caller.call('token.get', request);
+          const reply = await caller.get(request);
           const receivedAt = Date.now();
           answers.push({ connection, sentAt, receivedAt, rejectedVersion, reply });
           if (reply.ok) lastSeen.set(connection, Math.max(lastSeen.get(connection) ?? 0, reply.token.version));
@@ -115,7 +115,7 @@ describe('two refresher replicas on one database and one NATS', () => {
     expect(withRejection.filter((a) => a.reply.token.version <= a.rejectedVersion!)).toEqual([]);
     // Served tokens are real: the provider's API accepts the current one of every credential.
     for (let i = 0; i < CREDENTIALS; i++) {
-      const got = await callers[0]!.call('token.get', { tenant: 'replicas', connection: `c${String(i).padStart(2, '0')}` });
+      const got = await callers[0]!.get({ tenant: 'replicas', connection: `c${String(i).padStart(2, '0')}` });
       const api = await fetch(sandbox.apiUrl, { headers: { authorization: `Bearer ${got.token.accessToken}` } });
       expect(api.status, `API with the token of c${i}`).toBe(200);
     }

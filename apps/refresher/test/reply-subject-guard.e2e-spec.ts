@@ -1,13 +1,13 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { Subscription } from '@nats-io/transport-node';
-import { AUDIT_QUERY_SUBJECT, AUDIT_STREAM, encodeJson, RpcSubject } from '@tokenkeeper/contracts';
+import { AUDIT_STREAM, encodeJson, WireSubscription } from '@tokenkeeper/contracts';
 import { RPC_DROPPED_METRIC } from '@tokenkeeper/nats';
 import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, waitFor } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditMetrics } from '../../audit/src/audit.metrics.js';
 import { auditEnv, startTestAudit, type TestAudit } from '../../audit/test/audit.harness.js';
 import { RefreshMetrics } from '../src/refresh/refresh.metrics.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher, wire } from './refresher.harness.js';
 
 /**
  * SPEC §3 "Reply subjects": on a bus without permissions (the defence-in-depth case), a
@@ -36,7 +36,7 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
     refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
     audit = await startTestAudit(auditEnv(nats.url, auditDb.url));
     caller = await RawCaller.connect(nats.url);
-    const registered = await caller.call(RpcSubject.register, {
+    const registered = await caller.admin('register', {
       tenant: 'acme',
       connection: 'github',
       provider: 'sandbox',
@@ -79,11 +79,14 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
     await caller.nc.flush();
 
     const body = encodeJson({ tenant: 'acme', connection: 'github', note: MARKER });
+    const get = wire.tokenGet('acme', 'github');
+    const describe = wire.admin('describe', 'acme', 'github');
+    const query = wire.auditQuery('acme');
     for (const reply of HOSTILE) {
       for (let i = 0; i < 3; i++) {
-        caller.nc.publish(RpcSubject.get, body, { reply });
-        caller.nc.publish(RpcSubject.describe, body, { reply });
-        caller.nc.publish(AUDIT_QUERY_SUBJECT, encodeJson({ tenant: 'acme' }), { reply });
+        caller.nc.publish(get, body, { reply });
+        caller.nc.publish(describe, body, { reply });
+        caller.nc.publish(query, encodeJson({ tenant: 'acme' }), { reply });
       }
     }
     await caller.nc.flush();
@@ -91,9 +94,9 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
     // Each service saw every request: 12 token.get/describe for the refresher, 6 audit.query for the audit app.
     await waitFor(async () => (await dropped(refresherMetrics)) === 12 && (await dropped(auditMetrics)) === 6, { timeoutMs: 10_000 });
     // A normal request, sent after the hostile ones, is answered: so they had their turn.
-    const ok = await caller.call(RpcSubject.get, { tenant: 'acme', connection: 'github' });
+    const ok = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(ok).toMatchObject({ ok: true, token: { tenant: 'acme', connection: 'github' } });
-    expect((await caller.call(AUDIT_QUERY_SUBJECT, { tenant: 'acme' })).ok).toBe(true);
+    expect((await caller.auditQuery({ tenant: 'acme' })).ok).toBe(true);
     await caller.nc.flush();
     await new Promise((resolve) => setTimeout(resolve, 300));
 
@@ -102,14 +105,16 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
     expect(await dropped(refresherMetrics)).toBe(12);
     expect(await dropped(auditMetrics)).toBe(6);
 
-    // Rate-limited: one line per reason and server within the interval, never the payload. (Nest's
+    // Rate-limited: one line per reason and server within the interval, naming the subscription
+    // (not the tenant's subject), never the payload. (Nest's
     // logger is process-wide, so in this one process both apps' lines may land in either capture.)
     const logs = refresher.logs.text() + audit.logs.text();
     const lines = logs.split('\n').filter((line) => line.includes('reply subject outside REPLY_SUBJECT_PREFIXES'));
     expect(lines).toHaveLength(2);
     expect(lines.every((line) => line.includes('"reason":"reply_subject"'))).toBe(true);
-    expect(lines.some((line) => line.includes(`"subject":"${AUDIT_QUERY_SUBJECT}"`))).toBe(true);
-    expect(lines.some((line) => /"subject":"token\.(get|describe)"/.test(line))).toBe(true);
+    expect(lines.some((line) => line.includes(`"subject":"${WireSubscription.auditQueryOfTenant}"`))).toBe(true);
+    const refresherPatterns = [WireSubscription.tokenGet, WireSubscription.admin('describe')];
+    expect(lines.some((line) => refresherPatterns.some((pattern) => line.includes(`"subject":"${pattern}"`)))).toBe(true);
     expect(logs).not.toContain(MARKER);
     for (const sub of subs) sub.unsubscribe();
   });

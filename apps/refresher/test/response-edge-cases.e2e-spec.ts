@@ -61,7 +61,7 @@ describe('refresher: token responses at the edges', () => {
     zero.setFault({ type: 'expires_in', value: 0 });
     const clock = new RequestClock(zero);
     try {
-      expect((await caller.call('token.register', { ...key, provider: 'zero', refreshToken: zero.issueRefreshToken() })).ok).toBe(true);
+      expect((await caller.admin('register', { ...key, provider: 'zero', refreshToken: zero.issueRefreshToken() })).ok).toBe(true);
       await waitFor(async () => (await versionOf(key)) >= 2, { timeoutMs: 10_000, message: 'the first refresh' });
       const first = await describeCredential(caller, key);
       expect(first).toMatchObject({ status: 'active', version: 2, failures: 0, lastError: null });
@@ -90,7 +90,7 @@ describe('refresher: token responses at the edges', () => {
     huge.setFault({ type: 'expires_in', value: 1e13 });
     try {
       const before = Date.now();
-      expect((await caller.call('token.register', { ...key, provider: 'huge', refreshToken: huge.issueRefreshToken() })).ok).toBe(true);
+      expect((await caller.admin('register', { ...key, provider: 'huge', refreshToken: huge.issueRefreshToken() })).ok).toBe(true);
       await waitFor(async () => (await versionOf(key)) >= 2, { timeoutMs: 10_000, message: 'the refresh to be committed' });
       const c = await describeCredential(caller, key);
       expect(c).toMatchObject({ status: 'active', version: 2, failures: 0, lastError: null });
@@ -99,12 +99,12 @@ describe('refresher: token responses at the edges', () => {
       expect(lifetimeMs).toBeLessThanOrEqual(MAX_LIFETIME_SECONDS * 1000 + 60_000);
       expect(Date.parse(c.nextRefreshAt)).toBeLessThan(Date.parse(c.expiresAt));
 
-      const got = await caller.call('token.get', key);
+      const got = await caller.get(key);
       expect(got).toMatchObject({ ok: true, token: { version: 2 } });
       expect(await callApi(huge, got.token.accessToken)).toBe(200);
       // The stored refresh token is the rotated one: the next refresh is accepted, no reuse.
       huge.clearFaults();
-      expect(await caller.call('token.refresh', key)).toMatchObject({ ok: true, credential: { status: 'active', version: 3 } });
+      expect(await caller.admin('refresh', key)).toMatchObject({ ok: true, credential: { status: 'active', version: 3 } });
       expect(huge.stats.reuseDetected).toBe(0);
       expect(huge.stats.familiesRevoked).toBe(0);
       const warning = refresher.logs.lines.map((l) => JSON.parse(l)).find((l) => /clamped/.test(l.msg ?? ''));
@@ -117,11 +117,11 @@ describe('refresher: token responses at the edges', () => {
   it('an unknown error code in a 200: failing with the code, retried on the backoff schedule', async () => {
     const key = { tenant: 'edges', connection: 'unknown' };
     const tokens = unknown.issueTokens();
-    expect((await caller.call('token.register', { ...key, provider: 'unknown', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 })).ok).toBe(true);
+    expect((await caller.admin('register', { ...key, provider: 'unknown', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 })).ok).toBe(true);
     unknown.setFault({ type: 'error_in_200', error: 'bad_refresh_token' });
     try {
       const t0 = Date.now();
-      expect(await caller.call('token.refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
+      expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
       const c = await describeCredential(caller, key);
       expect(c).toMatchObject({ status: 'failing', failures: 1, version: 1, lastError: { code: 'refresh_failed' } });
       expect(c.lastError.message).toMatch(/HTTP 200 bad_refresh_token/);
@@ -132,7 +132,7 @@ describe('refresher: token responses at the edges', () => {
       expect(unknown.stats.tokenRequests).toBeGreaterThanOrEqual(requests + 3);
       expect(Date.now() - t0).toBeLessThan(MISCONFIGURED_MS / 2);
       // The old token is served meanwhile, and there is no "misconfigured" alarm for it.
-      expect(await caller.call('token.get', key)).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
+      expect(await caller.get(key)).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
       expect(refresher.logs.lines.filter((l) => /MISCONFIGURED/.test(l) && /"provider":"unknown"/.test(l))).toEqual([]);
     } finally {
       unknown.clearFaults();

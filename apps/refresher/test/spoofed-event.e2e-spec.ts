@@ -44,9 +44,9 @@ describe('refresher: token events whose body disagrees with their subject', () =
 
   it('an event on token.refreshed.evil.x naming acme/github is never served to acme/github callers', async () => {
     const tokens = sandbox.issueTokens();
-    const registered = await caller.call('token.register', { tenant: 'acme', connection: 'github', provider: 'sandbox', ...tokens, expiresIn: 3600 });
+    const registered = await caller.admin('register', { tenant: 'acme', connection: 'github', provider: 'sandbox', ...tokens, expiresIn: 3600 });
     expect(registered.ok).toBe(true);
-    const first = await caller.call('token.get', { tenant: 'acme', connection: 'github' });
+    const first = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(first.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });
 
     spoof('token.refreshed.evil.x', { tenant: 'acme', connection: 'github' });
@@ -55,13 +55,13 @@ describe('refresher: token events whose body disagrees with their subject', () =
     await caller.nc.flush();
     await new Promise((resolve) => setTimeout(resolve, 200));
 
-    const after = await caller.call('token.get', { tenant: 'acme', connection: 'github' });
+    const after = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(after.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });
 
     // A real refresh still replaces the cached entry.
-    const refreshed = await caller.call('token.refresh', { tenant: 'acme', connection: 'github' });
+    const refreshed = await caller.admin('refresh', { tenant: 'acme', connection: 'github' });
     expect(refreshed.credential.version).toBe(2);
-    const latest = await caller.call('token.get', { tenant: 'acme', connection: 'github' });
+    const latest = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(latest.token.version).toBe(2);
     expect(latest.token.accessToken).not.toBe('attacker-token');
   });

@@ -14,11 +14,11 @@ it('parks an undecryptable credential and keeps refreshing its neighbours', asyn
     // Both in tenant "acme", hence one bucket and one claim batch; both due in about 1.5 s,
     // after the corruption below.
     for (const connection of ['good', 'broken']) {
-      await caller.call('token.register', { tenant: 'acme', connection, provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3 });
+      await caller.admin('register', { tenant: 'acme', connection, provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3 });
     }
     await sql.query(`UPDATE credentials SET refresh_token_enc = decode('01056f6c646b6579' || repeat('00', 40), 'hex'), key_id = 'oldkey' WHERE connection = 'broken'`);
     const good = await waitFor(async () => {
-      const d = await caller.call('token.describe', { tenant: 'acme', connection: 'good' });
+      const d = await caller.admin('describe', { tenant: 'acme', connection: 'good' });
       return d.credential.version > 1 ? d.credential : null;
     });
     expect(good.status).toBe('active');

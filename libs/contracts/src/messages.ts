@@ -1,7 +1,14 @@
 import { z } from 'zod';
 import { ContractError, type ErrorBody } from './errors.js';
-import { isValidName, NAME_PATTERN, NAME_RULE } from './names.js';
+import { NAME_PATTERN, NAME_RULE, type CredentialKey } from './names.js';
 import { AUDIT_RECORD_TYPES } from './subjects.js';
+import {
+  assertPayloadMatchesSubject,
+  parseAdminListSubject,
+  parseAdminSubject,
+  parseAuditQuerySubject,
+  parseTokenGetSubject,
+} from './wire-subjects.js';
 
 const name = (what: string) =>
   z.string({ error: `${what} must be a string` }).regex(NAME_PATTERN, `${what} must match ${NAME_RULE}`);
@@ -21,38 +28,52 @@ export const MAX_MIN_TTL_SECONDS = 86_400;
 /** `token.get` answers with a token valid at least this long when the request names no minTtlSeconds. */
 export const DEFAULT_MIN_TTL_SECONDS = 30;
 
-/** `token.get`: lenient about unknown fields so that newer clients work with older refreshers. */
-export const TokenGetRequestSchema = z.object({
-  tenant,
-  connection,
+/**
+ * `token.get.<tenant>.<connection>` payload (SPEC §3: `{minTtlSeconds?, rejectedVersion?}`,
+ * an empty payload is `{}`): lenient about unknown fields so that newer clients work with
+ * older refreshers. The subject names the credential; a payload may repeat
+ * `tenant`/`connection`, and then they must equal the subject's.
+ */
+export const TokenGetPayloadSchema = z.object({
+  tenant: tenant.optional(),
+  connection: connection.optional(),
   minTtlSeconds: z.number().int().min(0).max(MAX_MIN_TTL_SECONDS).optional(),
   rejectedVersion: z.number().int().min(0).optional(),
 });
+export type TokenGetPayload = z.infer<typeof TokenGetPayloadSchema>;
+
+/** A token.get with its credential's names: as served (subject + payload) or as a tool validates it. */
+export const TokenGetRequestSchema = TokenGetPayloadSchema.extend({ tenant, connection });
 export type TokenGetRequest = z.infer<typeof TokenGetRequestSchema>;
 
 /**
- * `token.get` validation for the hot path: the same rules as TokenGetRequestSchema,
- * checked by hand (a tenth of the CPU of the schema, which showed in token.get's
- * profile). Anything this check does not accept goes through the schema, so a
- * rejected request gets exactly the schema's `bad_request` message.
+ * `token.get` validation for the hot path: the subject's two names (the only name checks),
+ * then the payload by the same rules as TokenGetPayloadSchema + assertPayloadMatchesSubject,
+ * checked by hand (a tenth of the CPU of the schema, which showed in token.get's profile).
+ * Anything this check does not accept goes through the schema, so a rejected request gets
+ * exactly the schema's `bad_request` message.
  */
-export function parseTokenGetRequest(data: unknown): TokenGetRequest {
+export function parseTokenGetRequest(data: unknown, subject: string): TokenGetRequest {
+  const request: TokenGetRequest = parseTokenGetSubject(subject);
   if (data !== null && typeof data === 'object' && !Array.isArray(data)) {
     const { tenant, connection, minTtlSeconds, rejectedVersion } = data as Record<string, unknown>;
     if (
-      isValidName(tenant) &&
-      isValidName(connection) &&
+      (tenant === undefined || tenant === request.tenant) &&
+      (connection === undefined || connection === request.connection) &&
       (minTtlSeconds === undefined ||
         (Number.isSafeInteger(minTtlSeconds) && (minTtlSeconds as number) >= 0 && (minTtlSeconds as number) <= MAX_MIN_TTL_SECONDS)) &&
       (rejectedVersion === undefined || (Number.isSafeInteger(rejectedVersion) && (rejectedVersion as number) >= 0))
     ) {
-      const request: TokenGetRequest = { tenant, connection };
       if (minTtlSeconds !== undefined) request.minTtlSeconds = minTtlSeconds as number;
       if (rejectedVersion !== undefined) request.rejectedVersion = rejectedVersion as number;
       return request;
     }
   }
-  return parseRequest(TokenGetRequestSchema, data);
+  const payload = parseRequest(TokenGetPayloadSchema, data);
+  assertPayloadMatchesSubject(payload, request);
+  if (payload.minTtlSeconds !== undefined) request.minTtlSeconds = payload.minTtlSeconds;
+  if (payload.rejectedVersion !== undefined) request.rejectedVersion = payload.rejectedVersion;
+  return request;
 }
 
 /** Providers send `expires_in` as a number or a numeric string; registrations may do the same. */
@@ -60,26 +81,43 @@ const lifetimeSeconds = z.union([z.number(), z.string().regex(/^\d+(\.\d+)?$/)])
   z.number().positive().max(10 * 365 * 86_400),
 );
 
-export const TokenRegisterRequestSchema = z
-  .strictObject({
-    tenant,
-    connection,
-    provider: providerId,
-    accessToken: secretString.optional(),
-    refreshToken: secretString.optional(),
-    expiresIn: lifetimeSeconds.optional(),
-    expiresAt: isoTimestamp.optional(),
-    scope: z.string().max(4_096).optional(),
-    tokenType: z.string().min(1).max(64).optional(),
-  })
-  .refine((r) => r.expiresIn === undefined || r.expiresAt === undefined, {
-    message: 'give expiresIn or expiresAt, not both',
-  });
+const registerFields = {
+  provider: providerId,
+  accessToken: secretString.optional(),
+  refreshToken: secretString.optional(),
+  expiresIn: lifetimeSeconds.optional(),
+  expiresAt: isoTimestamp.optional(),
+  scope: z.string().max(4_096).optional(),
+  tokenType: z.string().min(1).max(64).optional(),
+};
+const oneLifetime = [
+  (r: { expiresIn?: number; expiresAt?: string }) => r.expiresIn === undefined || r.expiresAt === undefined,
+  { message: 'give expiresIn or expiresAt, not both' },
+] as const;
+
+/**
+ * `tokenkeeper.admin.register.<tenant>.<connection>` payload: strict (unknown fields are a
+ * `bad_request`); `tenant`/`connection` may be repeated and must then equal the subject's.
+ */
+export const TokenRegisterPayloadSchema = z
+  .strictObject({ tenant: tenant.optional(), connection: connection.optional(), ...registerFields })
+  .refine(...oneLifetime);
+
+/** A registration with its credential's names, as a tool validates it before addressing it (tokenctl). */
+export const TokenRegisterRequestSchema = z.strictObject({ tenant, connection, ...registerFields }).refine(...oneLifetime);
 export type TokenRegisterRequest = z.infer<typeof TokenRegisterRequestSchema>;
 
+/** Payload of `tokenkeeper.admin.{refresh,revoke,describe}.<tenant>.<connection>`: `{}`, names optional. */
+export const CredentialPayloadSchema = z.strictObject({ tenant: tenant.optional(), connection: connection.optional() });
+
+/** A credential's names, validated (tokenctl checks its arguments with it). */
 export const CredentialKeyRequestSchema = z.strictObject({ tenant, connection });
 export type CredentialKeyRequest = z.infer<typeof CredentialKeyRequestSchema>;
 
+/**
+ * Payload of `tokenkeeper.admin.list[.<tenant>]`: on the cross-tenant subject `tenant` is a
+ * filter, on a tenant's subject it must equal the subject's.
+ */
 export const TokenListRequestSchema = z.strictObject({
   tenant: tenant.optional(),
   status: z.enum(CREDENTIAL_STATUSES).optional(),
@@ -97,6 +135,34 @@ export const AuditQueryRequestSchema = z.strictObject({
   cursor: z.string().max(1_024).optional(),
 });
 export type AuditQueryRequest = z.infer<typeof AuditQueryRequestSchema>;
+
+/**
+ * An admin request on `tokenkeeper.admin.<op>.<tenant>.<connection>`: the subject's names
+ * (bad ones are a `bad_request`), the payload by `schema`, and the payload's names, if
+ * any, equal to the subject's. The result carries the subject's names.
+ */
+export function parseCredentialRequest<S extends z.ZodType<object>>(schema: S, data: unknown, subject: string): z.output<S> & CredentialKey {
+  const { tenant, connection } = parseAdminSubject(subject);
+  const payload = parseRequest(schema, data);
+  assertPayloadMatchesSubject(payload, { tenant, connection });
+  return { ...payload, tenant, connection };
+}
+
+/** `tokenkeeper.admin.list[.<tenant>]`: the tenant of the subject, else the payload's filter. */
+export function parseListRequest(data: unknown, subject: string): TokenListRequest {
+  return scoped(TokenListRequestSchema, data, parseAdminListSubject(subject));
+}
+
+/** `audit.query[.<tenant>]`: the tenant of the subject, else the payload's filter. */
+export function parseAuditQueryRequest(data: unknown, subject: string): AuditQueryRequest {
+  return scoped(AuditQueryRequestSchema, data, parseAuditQuerySubject(subject));
+}
+
+function scoped<S extends z.ZodType<{ tenant?: string }>>(schema: S, data: unknown, scope: { tenant?: string }): z.output<S> {
+  const payload = parseRequest(schema, data);
+  assertPayloadMatchesSubject(payload, scope);
+  return scope.tenant === undefined ? payload : { ...payload, tenant: scope.tenant };
+}
 
 /**
  * Validates a decoded request. The error message names fields and rules only, never

@@ -1,4 +1,4 @@
-import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
+import { connect, createInbox, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import { encodeJson } from '@tokenkeeper/contracts';
 import { startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -66,6 +66,35 @@ describe('NatsRpcServer reply-subject guard', () => {
 
   it('refuses an empty prefix list', () => {
     expect(() => new NatsRpcServer(serverConn, { replySubjectPrefixes: [] })).toThrow(/reply subject prefix/);
+  });
+});
+
+describe('NatsRpcServer subjects and payloads', () => {
+  it('subscribes wildcard patterns as they are and hands each handler the concrete subject; an empty body is {}', async () => {
+    const nats = await startNatsServer();
+    const serverConn = await connect({ servers: nats.url });
+    const caller = await connect({ servers: nats.url });
+    const rpc = new NatsRpcServer(serverConn, {
+      queue: 'test',
+      direct: { 'svc.get.*.*': (request, subject) => encodeJson({ via: 'direct', subject, request }) },
+    });
+    rpc.addHandler('svc.get.*.*', async () => ({ via: 'bypassed' }), false);
+    rpc.addHandler('svc.admin.*', async (request: unknown, msg: Msg) => ({ via: 'nest', subject: msg.subject, request }), false);
+    await new Promise<void>((resolve) => rpc.listen(() => resolve()));
+    await serverConn.flush();
+    try {
+      const ask = async (subject: string, body: string) => (await caller.request(subject, body, { timeout: 2_000 })).json();
+      expect(await ask('svc.get.acme.github', '')).toEqual({ via: 'direct', subject: 'svc.get.acme.github', request: {} });
+      expect(await ask('svc.get.a.b', '{"x":1}')).toEqual({ via: 'direct', subject: 'svc.get.a.b', request: { x: 1 } });
+      expect(await ask('svc.admin.acme', '')).toEqual({ via: 'nest', subject: 'svc.admin.acme', request: {} });
+      // Whitespace is not an empty body: it is not JSON.
+      expect(await ask('svc.admin.acme', ' ')).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      await expect(caller.request('svc.get.acme', '', { timeout: 300 })).rejects.toThrow();
+    } finally {
+      await rpc.close();
+      await Promise.all([serverConn.close(), caller.close()]);
+      await nats.stop();
+    }
   });
 });
 

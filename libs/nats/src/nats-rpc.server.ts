@@ -21,7 +21,9 @@ export const DROP_LOG_INTERVAL_MS = 10_000;
  * through an RxJS pipeline; measured here that costs 3–4× the CPU of a bare subscription.
  * This strategy keeps Nest's routing, DI and exception filters but calls the handler
  * directly: decode → handler → respond. A handler may return a pre-encoded Uint8Array
- * (the token.get hot path does), which is sent as is.
+ * (the token.get hot path does), which is sent as is. Patterns are subscribed as they
+ * are, wildcards included (`token.get.*.*`); a handler learns the concrete subject from
+ * its second argument (direct handlers: the subject string; Nest handlers: the `Msg`).
  *
  * Reply-subject guard: a request is answered only when its reply subject starts with one
  * of `replySubjectPrefixes`, so that no requester can make the service publish a token
@@ -124,8 +126,8 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   private async dispatch(subject: string, handler: MessageHandler, msg: Msg): Promise<void> {
     let reply: Uint8Array;
     try {
-      const request = decodeJsonObject(msg.data);
-      let result: unknown = await handler(request, msg);
+      // Nest handlers read the subject (and so the credential it names) from the Msg context.
+      let result: unknown = await handler(decodeRequest(msg.data), msg);
       if (isObservable(result)) result = await lastValueFrom(result);
       reply = result instanceof Uint8Array ? result : encodeJson(result);
     } catch (error) {
@@ -142,7 +144,7 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   private dispatchDirect(subject: string, handler: DirectHandler, msg: Msg): void {
     let result: Uint8Array | Promise<Uint8Array>;
     try {
-      result = handler(decodeJsonObject(msg.data));
+      result = handler(decodeRequest(msg.data), msg.subject);
     } catch (error) {
       msg.respond(errorToReply(error, subject, this.rpcLogger));
       return;
@@ -158,8 +160,16 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   }
 }
 
-/** A request handler that takes the decoded payload and answers with the encoded reply. */
-export type DirectHandler = (request: Record<string, unknown>) => Uint8Array | Promise<Uint8Array>;
+/** SPEC §3: an empty payload is `{}` (`nats req token.get.acme.github ''` is a valid request). */
+function decodeRequest(data: Uint8Array): Record<string, unknown> {
+  return data.length === 0 ? {} : decodeJsonObject(data);
+}
+
+/**
+ * A request handler that takes the decoded payload and the subject it arrived on (which
+ * names the credential, SPEC §3) and answers with the encoded reply.
+ */
+export type DirectHandler = (request: Record<string, unknown>, subject: string) => Uint8Array | Promise<Uint8Array>;
 
 export interface NatsRpcServerOptions {
   /** The queue group replicas share requests in (default `refresher`; the audit app uses `audit`). */
@@ -167,7 +177,8 @@ export interface NatsRpcServerOptions {
   /**
    * Hot subjects whose handler is called directly instead of through Nest's per-request
    * pipeline (guards, interceptors, pipes, filters: about half of token.get's CPU,
-   * measured in docs/benchmarks.md). The subject must still be a `@MessagePattern`.
+   * measured in docs/benchmarks.md). The key is the subscription (it may hold wildcards,
+   * e.g. `token.get.*.*`) and must still be a `@MessagePattern`.
    */
   direct?: Record<string, DirectHandler>;
   /** Reply subjects answered (REPLY_SUBJECT_PREFIXES; default `_INBOX`); others are dropped. */

@@ -1,20 +1,24 @@
 import { Controller } from '@nestjs/common';
-import { MessagePattern } from '@nestjs/microservices';
+import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
+import type { Msg } from '@nats-io/transport-node';
 import {
-  CredentialKeyRequestSchema,
-  parseRequest,
+  CredentialPayloadSchema,
+  parseCredentialRequest,
+  parseListRequest,
   parseTokenGetRequest,
-  RpcSubject,
-  TokenListRequestSchema,
-  TokenRegisterRequestSchema,
+  TokenRegisterPayloadSchema,
+  WireSubscription,
 } from '@tokenkeeper/contracts';
 import { CredentialListPager } from './credential-list.pager.js';
 import { TokenService } from './token.service.js';
 
 /**
- * The request-reply subjects of the wire contract. Each handler validates its payload
- * with the contract's schema and returns the reply body; errors are thrown as
- * ContractError and turned into replies by the transport, in one place.
+ * The request-reply subjects of the wire contract (SPEC §3). The subject names the
+ * credential; each handler reads it from the NATS message (`@Ctx()`: Nest passes only the
+ * payload to a handler without parameter decorators), validates the payload with the
+ * contract's schema (payload names, if any, must equal the subject's) and returns the
+ * reply body. Errors are thrown as ContractError and turned into replies by the
+ * transport, in one place.
  */
 @Controller()
 export class TokenController {
@@ -23,34 +27,50 @@ export class TokenController {
     private readonly pager: CredentialListPager,
   ) {}
 
-  /** The hot path: refresher.app.ts also hands this to NatsRpcServer as a direct handler. */
-  @MessagePattern(RpcSubject.get)
-  get(data: unknown) {
-    return this.tokens.get(parseTokenGetRequest(data));
+  /** Registered for routing; refresher.app.ts serves the subject through `getDirect`. */
+  @MessagePattern(WireSubscription.tokenGet)
+  get(@Payload() data: unknown, @Ctx() msg: Msg) {
+    return this.getDirect(data, msg.subject);
   }
 
-  @MessagePattern(RpcSubject.register)
-  async register(data: unknown) {
-    return { ok: true, credential: await this.tokens.register(parseRequest(TokenRegisterRequestSchema, data)) };
+  /** The hot path, a NatsRpcServer direct handler: no Nest pipeline. */
+  getDirect(data: unknown, subject: string) {
+    return this.tokens.get(parseTokenGetRequest(data, subject));
   }
 
-  @MessagePattern(RpcSubject.refresh)
-  async refresh(data: unknown) {
-    return { ok: true, credential: await this.tokens.refreshNow(parseRequest(CredentialKeyRequestSchema, data)) };
+  @MessagePattern(WireSubscription.admin('register'))
+  async register(@Payload() data: unknown, @Ctx() msg: Msg) {
+    return { ok: true, credential: await this.tokens.register(parseCredentialRequest(TokenRegisterPayloadSchema, data, msg.subject)) };
   }
 
-  @MessagePattern(RpcSubject.revoke)
-  async revoke(data: unknown) {
-    return { ok: true, ...(await this.tokens.revoke(parseRequest(CredentialKeyRequestSchema, data))) };
+  @MessagePattern(WireSubscription.admin('refresh'))
+  async refresh(@Payload() data: unknown, @Ctx() msg: Msg) {
+    return { ok: true, credential: await this.tokens.refreshNow(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject)) };
   }
 
-  @MessagePattern(RpcSubject.describe)
-  async describe(data: unknown) {
-    return { ok: true, credential: await this.tokens.describe(parseRequest(CredentialKeyRequestSchema, data)) };
+  @MessagePattern(WireSubscription.admin('revoke'))
+  async revoke(@Payload() data: unknown, @Ctx() msg: Msg) {
+    return { ok: true, ...(await this.tokens.revoke(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject))) };
   }
 
-  @MessagePattern(RpcSubject.list)
-  async list(data: unknown) {
-    return { ok: true, ...(await this.pager.list(parseRequest(TokenListRequestSchema, data))) };
+  @MessagePattern(WireSubscription.admin('describe'))
+  async describe(@Payload() data: unknown, @Ctx() msg: Msg) {
+    return { ok: true, credential: await this.tokens.describe(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject)) };
+  }
+
+  /** Across tenants; a payload `tenant` filters. */
+  @MessagePattern(WireSubscription.adminList)
+  listAll(@Payload() data: unknown, @Ctx() msg: Msg) {
+    return this.list(data, msg.subject);
+  }
+
+  /** One tenant, named by the subject. */
+  @MessagePattern(WireSubscription.adminListOfTenant)
+  listTenant(@Payload() data: unknown, @Ctx() msg: Msg) {
+    return this.list(data, msg.subject);
+  }
+
+  private async list(data: unknown, subject: string) {
+    return { ok: true, ...(await this.pager.list(parseListRequest(data, subject))) };
   }
 }
