@@ -37,6 +37,8 @@ interface Figures {
   hitUnverified: { bare: number; client: number };
   /** Hits/s: `client` the verifying client, `bare` the non-verifying one. */
   verifyingVsNot: { bare: number; client: number };
+  /** Hits/s: `client` the default (10,000-bounded) client, `bare` one with `maxEntries: Infinity`. */
+  boundedVsUnbounded: { bare: number; client: number };
 }
 
 function buildEvents(signer: EventSigner, keys: CredentialKey[], fromVersion: number, perKey: number): Msg[] {
@@ -86,7 +88,9 @@ export async function measureClientVerify(natsUrl: string, quick: boolean): Prom
   const tenants = [...new Set(keys.map((k) => k.tenant))];
   const verified = new TokenClient({ servers: natsUrl, tenants, trustedSigners: [signer.publicKey], logger: quiet, connectOptions: { noAsyncTraces: true } });
   const unverified = new TokenClient({ servers: natsUrl, tenants, logger: quiet, connectOptions: { noAsyncTraces: true } });
-  await Promise.all([verified.start(), unverified.start()]);
+  // The pre-issue-11 default (no bound), to show what the 10,000 default costs a hit.
+  const unbounded = new TokenClient({ servers: natsUrl, tenants, trustedSigners: [signer.publicKey], maxEntries: Infinity, logger: quiet, connectOptions: { noAsyncTraces: true } });
+  await Promise.all([verified.start(), unverified.start(), unbounded.start()]);
   try {
     const rounds = quick ? 3 : 5;
     const perKey = quick ? 10 : 20;
@@ -105,6 +109,8 @@ export async function measureClientVerify(natsUrl: string, quick: boolean): Prom
       samples.bare.push(results.bare!);
     }
     const events = rounds * perKey * keys.length;
+    const feedUnbounded = handlerOf(unbounded);
+    for (const msg of buildEvents(signer, keys, 1, 1)) feedUnbounded(msg);
     if (verified.stats.pushedUpdates !== (rounds + 1) * perKey * keys.length) {
       throw new Error(`verifying client applied ${verified.stats.pushedUpdates} events, rejected ${verified.stats.rejectedEvents}`);
     }
@@ -124,6 +130,7 @@ export async function measureClientVerify(natsUrl: string, quick: boolean): Prom
     const hitUnverified = await compare({ bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(unverified, clientKeys, n) }, 200_000, totalMs);
     // Head to head: the same hit path, so the ratio should sit at 1 within noise.
     const clients = await compare({ bare: (n) => clientSync(unverified, clientKeys, n), client: (n) => clientSync(verified, clientKeys, n) }, 200_000, totalMs);
+    const bound = await compare({ bare: (n) => clientSync(unbounded, clientKeys, n), client: (n) => clientSync(verified, clientKeys, n) }, 200_000, totalMs);
     return {
       verifiedUs: median(samples.verified),
       unverifiedUs: median(samples.unverified),
@@ -132,9 +139,10 @@ export async function measureClientVerify(natsUrl: string, quick: boolean): Prom
       hit: { bare: hit.bare, client: hit.client },
       hitUnverified: { bare: hitUnverified.bare, client: hitUnverified.client },
       verifyingVsNot: { bare: clients.bare, client: clients.client },
+      boundedVsUnbounded: { bare: bound.bare, client: bound.client },
     };
   } finally {
-    await Promise.all([verified.close(), unverified.close()]);
+    await Promise.all([verified.close(), unverified.close(), unbounded.close()]);
   }
 }
 
@@ -142,7 +150,7 @@ export function describeFigures(f: Figures): string[] {
   const us = (x: number) => `${x.toFixed(1)} µs`;
   return [
     `client.event: ${f.events.toLocaleString('en')} signed token.refreshed events (~400 B) per client, CPU per event: verifying ${us(f.verifiedUs)}, not verifying ${us(f.unverifiedUs)}, difference ${us(f.verifiedUs - f.unverifiedUs)} vs one bare Ed25519 verifyHeaders ${us(f.bareVerifyUs)}`,
-    `client.cache_hit: verifying client ${Math.round(f.hit.client).toLocaleString('en')}/s vs Map.get ${Math.round(f.hit.bare).toLocaleString('en')}/s (ratio ${(f.hit.client / f.hit.bare).toFixed(2)}); non-verifying client ratio ${(f.hitUnverified.client / f.hitUnverified.bare).toFixed(2)}; verifying vs non-verifying client ${(f.verifyingVsNot.client / f.verifyingVsNot.bare).toFixed(2)}`,
+    `client.cache_hit: verifying client ${Math.round(f.hit.client).toLocaleString('en')}/s vs Map.get ${Math.round(f.hit.bare).toLocaleString('en')}/s (ratio ${(f.hit.client / f.hit.bare).toFixed(2)}); non-verifying client ratio ${(f.hitUnverified.client / f.hitUnverified.bare).toFixed(2)}; verifying vs non-verifying client ${(f.verifyingVsNot.client / f.verifyingVsNot.bare).toFixed(2)}; bounded (default 10,000) vs unbounded ${(f.boundedVsUnbounded.client / f.boundedVsUnbounded.bare).toFixed(2)}`,
   ];
 }
 
@@ -162,6 +170,7 @@ export async function clientVerifyBench(ctx: BenchContext): Promise<void> {
   });
   ctx.report.add({ scenario: 7, name: 'client.cache_hit.verifying_client', value: f.hit.client, baseline: f.hit.bare, unit: '/s', target: { on: 'ratio', op: '>=', limit: 0.7 } });
   ctx.report.add({ scenario: 7, name: 'client.cache_hit.verifying_vs_not', value: f.verifyingVsNot.client, baseline: f.verifyingVsNot.bare, unit: '/s', note: 'same hit path: expect ~1' });
+  ctx.report.add({ scenario: 7, name: 'client.cache_hit.bounded_vs_unbounded', value: f.boundedVsUnbounded.client, baseline: f.boundedVsUnbounded.bare, unit: '/s', note: 'maxEntries 10,000 (default) vs Infinity' });
   ctx.report.series.clientVerify = f;
 }
 
