@@ -13,14 +13,14 @@ import type { BenchContext } from './support/context.js';
 import { register } from './support/env.js';
 import { median } from './support/stats.js';
 
-interface BareEntry {
+export interface BareEntry {
   accessToken: string;
   expiresAtMs: number;
 }
 
 const MIN_TTL_MS = 30_000;
 
-function bareSync(map: Map<string, BareEntry>, ids: string[], n: number): number {
+export function bareSync(map: Map<string, BareEntry>, ids: string[], n: number): number {
   let sink = 0;
   const len = ids.length;
   for (let i = 0; i < n; i++) {
@@ -30,7 +30,7 @@ function bareSync(map: Map<string, BareEntry>, ids: string[], n: number): number
   return sink;
 }
 
-function clientSync(client: TokenClient, keys: CredentialKey[], n: number): number {
+export function clientSync(client: TokenClient, keys: CredentialKey[], n: number): number {
   let sink = 0;
   const len = keys.length;
   for (let i = 0; i < n; i++) {
@@ -62,7 +62,7 @@ async function clientAsync(client: TokenClient, keys: CredentialKey[], n: number
 }
 
 /** Ops/s of `batch(n)`, batches alternating between the two, median of each. */
-async function compare(
+export async function compare(
   pairs: { bare: (n: number) => number | Promise<number>; client: (n: number) => number | Promise<number> },
   batchOps: number,
   totalMs: number,
@@ -92,7 +92,8 @@ export async function cacheHitBench(ctx: BenchContext): Promise<void> {
       }),
     );
   }
-  const client = new TokenClient({ servers: env.natsUrl, connectOptions: { noAsyncTraces: true, name: 'bench-cache-client' } });
+  const tenants = [...new Set(keys.map((k) => k.tenant))];
+  const client = new TokenClient({ servers: env.natsUrl, tenants, logger: { warn: () => undefined }, connectOptions: { noAsyncTraces: true, name: 'bench-cache-client' } });
   await client.start();
   try {
     const bare = new Map<string, BareEntry>();

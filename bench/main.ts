@@ -11,6 +11,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { loadavg } from 'node:os';
 import { cacheHitBench } from './cache-hit.bench.js';
+import { clientVerifyBench } from './client-verify.bench.js';
 import { refreshPipelineBench } from './refresh-pipeline.bench.js';
 import { scaleBench } from './scale.bench.js';
 import { signingBench } from './signing.bench.js';
@@ -35,7 +36,7 @@ function parseOptions(argv: string[]): BenchOptions {
   const scale = value('--scale')?.split(',').map(Number);
   return {
     quick,
-    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6]),
+    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6, 7]),
     scaleSmall: scale?.[0] ?? 10_000,
     scaleLarge: scale?.[1] ?? (quick ? 100_000 : 1_000_000),
     svgPath: resolve(REPO_ROOT, value('--svg') ?? (quick ? 'bench/results/benchmarks-quick.svg' : 'docs/benchmarks.svg')),
@@ -50,6 +51,7 @@ const SCENARIOS: Array<[number, string, (ctx: BenchContext) => Promise<void>]> =
   [3, 'refresh pipeline vs undici POST / single-row UPDATE', refreshPipelineBench],
   [4, 'scale: claim cost, RSS, lateness', scaleBench],
   [6, 'Ed25519 sign/verify: native crypto vs nkeys (tweetnacl)', signingBench],
+  [7, 'client: CPU per verified event, cache hit of a verifying client', clientVerifyBench],
 ];
 
 async function main(): Promise<void> {

@@ -1,19 +1,22 @@
-import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, headers, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import {
   type CredentialKey,
   credentialId,
-  decodeJsonObject,
   encodeJson,
   type ErrorCode,
   errorReply,
-  parseRequest,
+  EventSigner,
+  generateSigningSeed,
+  MAX_MIN_TTL_SECONDS,
+  parseTokenGetSubject,
   REFRESHER_QUEUE_GROUP,
-  RpcSubject,
+  SIGNATURE_HEADER,
+  SIGNER_HEADER,
   type TokenEventKind,
   tokenEventSubject,
   type TokenGetRequest,
-  TokenGetRequestSchema,
   type TokenView,
+  WireSubscription,
 } from '@tokenkeeper/contracts';
 import { randomUUID } from 'node:crypto';
 
@@ -32,33 +35,76 @@ export function tokenView(key: CredentialKey, version: number, ttlSeconds: numbe
   };
 }
 
+export interface FakeRefresherOptions {
+  /** `SU…` seed to sign with. Default: a fresh one per fake. */
+  signingSeed?: string;
+  /** Sign nothing, like a refresher before signatures existed. */
+  unsigned?: boolean;
+}
+
+/** How a test wants one message (reply or event) to look on the wire. */
+export type Forgery =
+  /** No signature headers. */
+  | 'unsigned'
+  /** Signed correctly, by a key nobody trusts. */
+  | 'foreign-signer'
+  /** This fake's signer named, but the signature does not match the bytes. */
+  | 'bad-signature';
+
+/** The exact payload a client sent, with the credential its subject named. */
+export interface ReceivedTokenGet extends TokenGetRequest {
+  subject: string;
+  payload: Record<string, unknown>;
+}
+
 /**
- * Plays the refresher in client tests: a raw nats.js responder in the contract's
- * queue group that counts every `token.get` and answers per SPEC §3, plus raw
- * event publishing. Kept deliberately dumb so that a test reads as the wire story.
+ * Plays the refresher in client tests: a raw nats.js responder on
+ * `token.get.<tenant>.<connection>` in the contract's queue group that counts every
+ * request and answers per SPEC §3, signing token replies and events like the real
+ * one (or not, or badly, on request). Kept deliberately dumb so that a test reads as
+ * the wire story.
  */
 export class FakeRefresher {
-  readonly requests: TokenGetRequest[] = [];
+  readonly requests: ReceivedTokenGet[] = [];
+  /** What signs replies and events, or null for an unsigned fake. */
+  readonly signer: EventSigner | null;
+  /** A second key, trusted by nobody, for forgeries. */
+  readonly foreignSigner = EventSigner.fromSeed(generateSigningSeed());
   private readonly tokens = new Map<string, TokenView>();
   private readonly errors = new Map<string, ErrorCode>();
   private readonly silent = new Set<string>();
+  private readonly replyForgeries = new Map<string, Forgery | { otherCredential: CredentialKey }>();
   /** Delay before each answer, so that concurrent callers surely overlap. */
   delayMs = 0;
   private sub?: Subscription;
 
-  private constructor(readonly nc: NatsConnection) {}
+  private constructor(
+    readonly nc: NatsConnection,
+    options: FakeRefresherOptions,
+  ) {
+    this.signer = options.unsigned ? null : EventSigner.fromSeed(options.signingSeed ?? generateSigningSeed());
+  }
 
-  static async start(servers: string): Promise<FakeRefresher> {
+  static async start(servers: string, options: FakeRefresherOptions = {}): Promise<FakeRefresher> {
     const nc = await connect({ servers, ...FAST_RECONNECT });
-    const refresher = new FakeRefresher(nc);
-    refresher.sub = nc.subscribe(RpcSubject.get, {
+    const refresher = new FakeRefresher(nc, options);
+    refresher.sub = nc.subscribe(WireSubscription.tokenGet, {
       queue: REFRESHER_QUEUE_GROUP,
       callback: (err, msg) => {
-        if (err === null) void refresher.answer(msg.data).then((reply) => msg.respond(encodeJson(reply)));
+        if (err !== null) return;
+        void refresher.answer(msg.subject, msg.data).then((reply) => {
+          if (reply !== null) msg.respond(reply.data, { headers: reply.headers });
+        });
       },
     });
     await nc.flush();
     return refresher;
+  }
+
+  /** The `U…` key a client must trust to accept this fake's traffic. */
+  get signerPublicKey(): string {
+    if (this.signer === null) throw new Error('this FakeRefresher signs nothing');
+    return this.signer.publicKey;
   }
 
   /** Stores a token; `token.get` answers it from now on. */
@@ -82,34 +128,47 @@ export class FakeRefresher {
     this.silent.add(credentialId(key));
   }
 
-  requestsFor(key: CredentialKey): TokenGetRequest[] {
+  /** Makes `token.get` for this key answer a forged reply: badly signed, or carrying another credential's token. */
+  forgeReplies(key: CredentialKey, forgery: Forgery | { otherCredential: CredentialKey } | null): void {
+    if (forgery === null) this.replyForgeries.delete(credentialId(key));
+    else this.replyForgeries.set(credentialId(key), forgery);
+  }
+
+  requestsFor(key: CredentialKey): ReceivedTokenGet[] {
     return this.requests.filter((r) => r.tenant === key.tenant && r.connection === key.connection);
   }
 
-  async publish(kind: TokenEventKind, key: CredentialKey, payload: Record<string, unknown>): Promise<void> {
-    this.nc.publish(tokenEventSubject(kind, key.tenant, key.connection), encodeJson({ eventId: randomUUID(), ...payload }));
+  /** Publishes an event on `token.<kind>.<key>`, signed unless `forgery` says otherwise. */
+  async publish(kind: TokenEventKind, key: CredentialKey, payload: Record<string, unknown>, forgery?: Forgery): Promise<void> {
+    const data = encodeJson({ eventId: randomUUID(), ...payload });
+    this.nc.publish(tokenEventSubject(kind, key.tenant, key.connection), data, { headers: this.headersFor(data, forgery) });
     await this.nc.flush();
   }
 
-  async publishRefreshed(view: TokenView, kind: 'refreshed' | 'registered' = 'refreshed'): Promise<void> {
-    await this.publish(kind, view, { ...view, refreshedAt: new Date().toISOString() });
+  async publishRefreshed(view: TokenView, kind: 'refreshed' | 'registered' = 'refreshed', forgery?: Forgery): Promise<void> {
+    await this.publish(kind, view, { ...view, refreshedAt: new Date().toISOString() }, forgery);
   }
 
-  async publishRevoked(key: CredentialKey, version: number): Promise<void> {
-    await this.publish('revoked', key, { tenant: key.tenant, connection: key.connection, provider: 'sandbox', version });
+  async publishRevoked(key: CredentialKey, version: number, forgery?: Forgery): Promise<void> {
+    await this.publish('revoked', key, { tenant: key.tenant, connection: key.connection, provider: 'sandbox', version }, forgery);
   }
 
-  async publishFailed(key: CredentialKey, version: number, status: string): Promise<void> {
-    await this.publish('failed', key, {
-      tenant: key.tenant,
-      connection: key.connection,
-      provider: 'sandbox',
-      code: status === 'reauth_required' ? 'reauth_required' : 'refresh_failed',
-      message: 'provider said invalid_grant',
-      attempt: 1,
-      status,
-      version,
-    });
+  async publishFailed(key: CredentialKey, version: number, status: string, forgery?: Forgery): Promise<void> {
+    await this.publish(
+      'failed',
+      key,
+      {
+        tenant: key.tenant,
+        connection: key.connection,
+        provider: 'sandbox',
+        code: status === 'reauth_required' ? 'reauth_required' : 'refresh_failed',
+        message: 'provider said invalid_grant',
+        attempt: 1,
+        status,
+        version,
+      },
+      forgery,
+    );
   }
 
   async close(): Promise<void> {
@@ -117,25 +176,62 @@ export class FakeRefresher {
     await this.nc.close();
   }
 
-  private async answer(data: Uint8Array): Promise<object | null> {
-    let request: TokenGetRequest;
-    try {
-      request = parseRequest(TokenGetRequestSchema, decodeJsonObject(data));
-    } catch {
-      return errorReply('bad_request', 'bad token.get request');
+  /** Signature headers as the real refresher sets them, or what a forgery calls for. */
+  headersFor(data: Uint8Array, forgery?: Forgery): MsgHdrs | undefined {
+    if (forgery === 'unsigned' || (forgery === undefined && this.signer === null)) return undefined;
+    const h = headers();
+    if (forgery === 'foreign-signer') {
+      for (const [name, value] of Object.entries(this.foreignSigner.headersFor(data))) h.set(name, value);
+      return h;
     }
+    const signer = this.signer ?? this.foreignSigner;
+    const signature = signer.sign(data);
+    // A valid signature of other bytes: well-formed, wrong.
+    h.set(SIGNATURE_HEADER, forgery === 'bad-signature' ? signer.sign(encodeJson({ other: signature })) : signature);
+    h.set(SIGNER_HEADER, signer.publicKey);
+    return h;
+  }
+
+  private async answer(subject: string, data: Uint8Array): Promise<{ data: Uint8Array; headers?: MsgHdrs } | null> {
+    const error = (code: ErrorCode, message: string) => ({ data: encodeJson(errorReply(code, message)) });
+    let key: CredentialKey;
+    let payload: Record<string, unknown>;
+    try {
+      key = parseTokenGetSubject(subject);
+      const text = new TextDecoder().decode(data);
+      payload = text.length === 0 ? {} : (JSON.parse(text) as Record<string, unknown>);
+    } catch {
+      return error('bad_request', 'bad token.get request');
+    }
+    if ((payload.tenant !== undefined && payload.tenant !== key.tenant) || (payload.connection !== undefined && payload.connection !== key.connection)) {
+      return error('bad_request', 'payload names another credential than the subject');
+    }
+    const { minTtlSeconds, rejectedVersion } = payload as { minTtlSeconds?: number; rejectedVersion?: number };
+    if (minTtlSeconds !== undefined && (!Number.isInteger(minTtlSeconds) || minTtlSeconds < 0 || minTtlSeconds > MAX_MIN_TTL_SECONDS)) {
+      return error('bad_request', 'bad minTtlSeconds');
+    }
+    const request: ReceivedTokenGet = { ...key, subject, payload };
+    if (minTtlSeconds !== undefined) request.minTtlSeconds = minTtlSeconds;
+    if (rejectedVersion !== undefined) request.rejectedVersion = rejectedVersion;
     this.requests.push(request);
-    const id = credentialId(request);
+    const id = credentialId(key);
     if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
-    if (this.silent.has(id)) return new Promise<never>(() => undefined);
+    if (this.silent.has(id)) return null;
     const code = this.errors.get(id);
-    if (code !== undefined) return errorReply(code, `credential ${id} is ${code}`);
+    if (code !== undefined) return error(code, `credential ${id} is ${code}`);
     let view = this.tokens.get(id);
-    if (view === undefined) return errorReply('not_found', `no credential ${id}`);
+    if (view === undefined) return error('not_found', `no credential ${id}`);
     // SPEC §3: a rejected version that is still current is refreshed once.
-    if (request.rejectedVersion !== undefined && request.rejectedVersion === view.version) {
+    if (rejectedVersion !== undefined && rejectedVersion === view.version) {
       view = this.set(tokenView(view, view.version + 1));
     }
-    return { ok: true, token: view };
+    const forgery = this.replyForgeries.get(id);
+    if (forgery !== undefined && typeof forgery === 'object') {
+      // Someone else's token, properly signed: only the request/answer comparison catches it.
+      const reply = encodeJson({ ok: true, token: tokenView(forgery.otherCredential, view.version + 100) });
+      return { data: reply, headers: this.headersFor(reply) };
+    }
+    const reply = encodeJson({ ok: true, token: view });
+    return { data: reply, headers: this.headersFor(reply, forgery) };
   }
 }

@@ -1,6 +1,9 @@
 export { TokenClient } from './token.client.js';
 export { TokenClientError } from './token-client.error.js';
+export { DEFAULT_MAX_ENTRIES } from './token-client.options.js';
 export type {
+  RejectionReason,
+  TokenClientLogger,
   TokenClientOptions,
   TokenClientStats,
   TokenEventSubscription,

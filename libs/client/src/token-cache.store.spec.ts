@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { tokenView } from './fake-refresher.fixture.js';
 import { FRESH, REAUTH, REVOKED, TokenCache } from './token-cache.store.js';
-import { emptyStats } from './token-client.options.js';
+import { DEFAULT_MAX_ENTRIES, emptyStats, resolveOptions } from './token-client.options.js';
 import { parseTokenEvent, type ValidatedToken, validateTokenView } from '@tokenkeeper/contracts';
 
 const key = { tenant: 'acme', connection: 'github' };
@@ -25,9 +25,9 @@ describe('TokenCache version rules', () => {
   it('revocation applies at an equal version and is lifted only by a newer token', () => {
     const cache = new TokenCache(Infinity, emptyStats());
     cache.applyPushedToken(id, token(4), 0);
-    expect(cache.applyRevoked(id, 3)).toBe(false);
-    expect(cache.applyRevoked(id, 4)).toBe(true);
-    expect(cache.applyRevoked(id, 4)).toBe(false);
+    expect(cache.applyRevoked(id, 3, false)).toBe(false);
+    expect(cache.applyRevoked(id, 4, false)).toBe(true);
+    expect(cache.applyRevoked(id, 4, false)).toBe(false);
     expect(cache.map.get(id)).toMatchObject({ state: REVOKED, accessToken: '', view: null });
     expect(cache.applyPushedToken(id, token(4), 0)).toBe(false);
     expect(cache.applyAnswer(id, token(4), 0)).toBe('revoked');
@@ -38,13 +38,13 @@ describe('TokenCache version rules', () => {
   it('reauth_required marks the entry; only a newer token clears it', () => {
     const cache = new TokenCache(Infinity, emptyStats());
     cache.applyPushedToken(id, token(1), 0);
-    expect(cache.applyFailed(id, 1, 'failing')).toBeNull();
-    expect(cache.applyFailed(id, 1, 'reauth_required')).toBe(true);
-    expect(cache.applyFailed(id, 1, 'reauth_required')).toBe(false);
+    expect(cache.applyFailed(id, 1, 'failing', false)).toBeNull();
+    expect(cache.applyFailed(id, 1, 'reauth_required', false)).toBe(true);
+    expect(cache.applyFailed(id, 1, 'reauth_required', false)).toBe(false);
     // An answer at the same version is handed to that caller but the mark stays.
     expect(cache.applyAnswer(id, token(1), 0)).toMatchObject({ version: 1 });
     expect(cache.map.get(id)?.state).toBe(REAUTH);
-    expect(cache.applyFailed(id, 1, 'revoked')).toBe(true);
+    expect(cache.applyFailed(id, 1, 'revoked', false)).toBe(true);
     expect(cache.map.get(id)?.state).toBe(REVOKED);
   });
 
@@ -55,6 +55,31 @@ describe('TokenCache version rules', () => {
     expect(cache.map.get(id)?.epoch).toBe(1);
     expect(cache.applyAnswer(id, token(2), 2)).toMatchObject({ version: 3 });
     expect(cache.map.get(id)?.epoch).toBe(1);
+  });
+
+  it('keeps revoked and reauth markers only for credentials it knows or is fetching', () => {
+    const cache = new TokenCache(Infinity, emptyStats());
+    expect(cache.applyRevoked('other/x', 4, false)).toBeNull();
+    expect(cache.applyFailed('other/y', 2, 'reauth_required', false)).toBeNull();
+    expect(cache.applyFailed('other/z', 2, 'revoked', false)).toBeNull();
+    expect(cache.size).toBe(0);
+    // A token.get in flight: the tombstone guards its answer against resurrecting the revoked token.
+    expect(cache.applyRevoked(id, 4, true)).toBe(true);
+    expect(cache.applyAnswer(id, token(4), 0)).toBe('revoked');
+    // A known credential gets its marker whatever the flag says.
+    cache.applyPushedToken('known/x', token(1), 0);
+    expect(cache.applyRevoked('known/x', 1, false)).toBe(true);
+    expect(cache.map.get('known/x')?.state).toBe(REVOKED);
+  });
+
+  it('is bounded by default to 10,000 entries', () => {
+    const stats = emptyStats();
+    const cache = new TokenCache(resolveOptions({ tenants: ['acme'] }).maxEntries, stats);
+    for (let i = 0; i < 10_050; i++) cache.applyPushedToken(`acme/c${i}`, token(1), 0);
+    expect(cache.size).toBe(DEFAULT_MAX_ENTRIES);
+    expect(stats.evictions).toBe(50);
+    expect(cache.map.has('acme/c0')).toBe(false);
+    expect(cache.map.has('acme/c10049')).toBe(true);
   });
 
   it('stores expiry as epoch ms, Infinity for tokens without one', () => {
@@ -75,7 +100,7 @@ describe('TokenCache version rules', () => {
   it('keeps the by-tenant index of the hot path in step with inserts, evictions and clear', () => {
     const cache = new TokenCache(2, emptyStats());
     cache.applyPushedToken('t1/a', token(1), 0);
-    cache.applyRevoked('t1/b', 3);
+    cache.applyRevoked('t1/b', 3, true);
     expect(cache.byTenant.get('t1')?.get('a')).toBe(cache.map.get('t1/a'));
     expect(cache.byTenant.get('t1')?.get('b')).toBe(cache.map.get('t1/b'));
     cache.applyPushedToken('t1/a', token(2), 0);

@@ -136,15 +136,21 @@ export class TokenCache {
    * when the event says nothing the cache acts on (a retryable failure: the
    * refresher keeps serving the still-valid token, and so does the cache).
    */
-  applyFailed(id: string, version: number, status: string): boolean | null {
-    if (status === 'revoked') return this.applyRevoked(id, version);
+  applyFailed(id: string, version: number, status: string, rememberUnknown: boolean): boolean | null {
+    if (status === 'revoked') return this.applyRevoked(id, version, rememberUnknown);
     if (status !== 'reauth_required') return null;
-    return this.markDead(id, REAUTH, version);
+    return this.markDead(id, REAUTH, version, rememberUnknown);
   }
 
-  /** Revocation applies at an equal version (it revokes the current token). */
-  applyRevoked(id: string, version: number): boolean {
-    return this.markDead(id, REVOKED, version);
+  /**
+   * Revocation applies at an equal version (it revokes the current token). For a
+   * credential the cache does not hold, a tombstone is kept only when `rememberUnknown`
+   * (the client has a token.get for it in flight, whose answer may be the revoked
+   * token); otherwise it returns null and nothing is stored, so events about
+   * credentials this client never used cannot fill its memory.
+   */
+  applyRevoked(id: string, version: number, rememberUnknown: boolean): boolean | null {
+    return this.markDead(id, REVOKED, version, rememberUnknown);
   }
 
   /**
@@ -178,10 +184,11 @@ export class TokenCache {
     this.byTenant.clear();
   }
 
-  private markDead(id: string, state: typeof REAUTH | typeof REVOKED, version: number): boolean {
+  private markDead(id: string, state: typeof REAUTH | typeof REVOKED, version: number, rememberUnknown: boolean): boolean | null {
     const entry = this.map.get(id);
     if (entry === undefined) {
-      // Remembered even though nothing was cached, so a late older token cannot bring it back.
+      if (!rememberUnknown) return null;
+      // Remembered though nothing was cached yet, so the answer in flight cannot bring it back.
       this.insert(id, new CacheEntry(null, version, state, 0, 0));
       return true;
     }

@@ -11,6 +11,7 @@ import type { TokenClientOptions } from './token-client.options.js';
 import { TokenClient } from './token.client.js';
 
 const NATS_URL = Symbol('NATS_URL');
+const quiet = { warn: () => undefined };
 
 @Module({})
 class ConfigModule {
@@ -48,7 +49,7 @@ describe('TokenClientModule', () => {
 
   it('forRoot provides a started client and closes it on shutdown', async () => {
     const moduleRef = await Test.createTestingModule({
-      imports: [TokenClientModule.forRoot({ servers: nats.url })],
+      imports: [TokenClientModule.forRoot({ servers: nats.url, tenants: ['acme'], trustedSigners: [refresher.signerPublicKey], logger: quiet })],
       providers: [BillingService],
     }).compile();
     const app = await moduleRef.init();
@@ -73,7 +74,7 @@ describe('TokenClientModule', () => {
           inject: [NATS_URL],
           useFactory: (url: string): TokenClientOptions => {
             expect(url).toBe(nats.url);
-            return { nc, subscribe: [{ tenant: 'acme' }], defaultMinTtlSeconds: 10 };
+            return { nc, connections: [key], trustedSigners: [refresher.signerPublicKey], defaultMinTtlSeconds: 10, logger: quiet };
           },
           isGlobal: true,
         }),
@@ -82,11 +83,12 @@ describe('TokenClientModule', () => {
     const app = await moduleRef.init();
 
     const client = app.get(TokenClient);
-    expect(app.get(TOKEN_CLIENT_OPTIONS)).toMatchObject({ defaultMinTtlSeconds: 10 });
+    expect(app.get(TOKEN_CLIENT_OPTIONS)).toMatchObject({ defaultMinTtlSeconds: 10, connections: [key] });
     expect(await client.getAccessToken(key)).toMatch(/^at-acme-stripe-v/);
 
-    // Filtered subscription: events of another tenant never reach the cache.
+    // Scoped subscription: events of another tenant or connection never reach the cache.
     await refresher.publishRefreshed(tokenView({ tenant: 'globex', connection: 'stripe' }, 1));
+    await refresher.publishRefreshed(tokenView({ tenant: 'acme', connection: 'github' }, 1));
     await refresher.publishRefreshed(tokenView(key, 9));
     await waitFor(() => client.stats.pushedUpdates === 1);
     expect(client.size).toBe(1);

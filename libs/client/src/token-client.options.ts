@@ -1,17 +1,38 @@
 import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
-import { DEFAULT_MIN_TTL_SECONDS, isValidName, NAME_RULE, tokenEventFilter } from '@tokenkeeper/contracts';
+import {
+  type CredentialKey,
+  credentialId,
+  DEFAULT_MIN_TTL_SECONDS,
+  isValidName,
+  NAME_RULE,
+  SignatureVerifier,
+  SigningKeyError,
+  TOKEN_EVENT_KINDS,
+  tokenEventFilter,
+} from '@tokenkeeper/contracts';
 import type { Dispatcher } from 'undici';
 import { TokenClientError } from './token-client.error.js';
 
-/** Which pushed events a client listens to; `'*'` (or leaving a field out) means any. */
+/**
+ * Deprecated shape of the old `subscribe` option, kept so existing callers compile:
+ * wildcards are no longer accepted (a client subscribes to named tenants only).
+ * `{tenant}` means `tenants: [tenant]`, `{tenant, connection}` means `connections: [{…}]`.
+ */
 export interface TokenEventSubscription {
   tenant?: string;
-  /** `'>'` is accepted too and means the same as `'*'` here: a connection is one subject token. */
   connection?: string;
 }
 
+/** Where the client says what an operator should know (once, never per call). */
+export interface TokenClientLogger {
+  warn(message: string): void;
+}
+
+/** Default bound of the cache (credentials, tombstones included). */
+export const DEFAULT_MAX_ENTRIES = 10_000;
+
 export interface TokenClientOptions {
-  /** A connection the application owns. The client never closes it. */
+  /** A connection the application owns. The client never closes it; its own inbox prefix applies. */
   nc?: NatsConnection;
   /**
    * Used only when `nc` is not given: the client then connects (nats.js defaults to
@@ -20,11 +41,32 @@ export interface TokenClientOptions {
   servers?: string | string[];
   /** Extra nats.js options (auth, TLS, name, reconnect policy) for a connection the client opens. */
   connectOptions?: Omit<NodeConnectionOptions, 'servers'>;
-  /** Default: every tenant and connection. */
+  /**
+   * Inbox prefix of a connection the client opens (SPEC §11: `_INBOX_<name>`, so the
+   * consumer needs no `_INBOX.>` permission). Default: nats.js's `_INBOX`. Refused
+   * together with `nc`: set it on that connection instead.
+   */
+  inboxPrefix?: string;
+  /**
+   * Tenants whose credentials this client serves: it subscribes to
+   * `token.{refreshed,registered,revoked,failed}.<tenant>.>` for each. At least one of
+   * `tenants` / `connections` is required.
+   */
+  tenants?: string[];
+  /** Single credentials served (subscriptions `token.<kind>.<tenant>.<connection>`), beside `tenants`. */
+  connections?: CredentialKey[];
+  /** @deprecated use `tenants` / `connections`; wildcards are refused. */
   subscribe?: TokenEventSubscription[];
+  /**
+   * `U…` public keys (NATS user nkeys) of the refreshers' `EVENT_SIGNING_KEY`. With
+   * them, token.get replies and pushed events are verified and dropped unless signed
+   * by one of these keys. Without them only subject/payload agreement is checked, and
+   * the client warns once at start.
+   */
+  trustedSigners?: string[];
   /** Timeout of each `token.get` request. Default 5000. */
   requestTimeoutMs?: number;
-  /** Optional LRU bound on cached credentials. Default: unbounded. */
+  /** LRU bound on cached credentials (tombstones included). Default 10,000. `Infinity` lifts it. */
   maxEntries?: number;
   /** A cached token is served only if it stays valid this long. Default 30 (the contract's default). */
   defaultMinTtlSeconds?: number;
@@ -32,12 +74,20 @@ export interface TokenClientOptions {
   clock?: () => number;
   /** undici dispatcher (Agent, Pool, ProxyAgent) for `client.fetch`. Default: undici's global one. */
   dispatcher?: Dispatcher;
+  /** Receives the client's few warnings (unverified mode, first drop per reason). Default `console`. */
+  logger?: TokenClientLogger;
 }
 
 export interface TokenRequestOptions {
   /** The token must stay valid at least this long. Default: the client's `defaultMinTtlSeconds`. */
   minTtlSeconds?: number;
 }
+
+/**
+ * Why a reply or an event was dropped: a verifier verdict, or the tenant/connection
+ * of the payload disagreeing with the event's subject or with what was asked.
+ */
+export type RejectionReason = 'unsigned' | 'untrusted' | 'bad_signature' | 'subject_mismatch' | 'request_mismatch';
 
 /** Counters a service can export as metrics. A snapshot: reading it twice gives two objects. */
 export interface TokenClientStats {
@@ -57,6 +107,12 @@ export interface TokenClientStats {
   evictions: number;
   /** Pushed events that failed validation and were ignored. */
   malformedEvents: number;
+  /** Pushed events dropped by verification or subject/payload disagreement. */
+  rejectedEvents: number;
+  /** token.get replies dropped the same way (each failed its call with `internal`). */
+  rejectedReplies: number;
+  /** Both of the above by reason (events and replies together). */
+  rejectedByReason: Record<string, number>;
 }
 
 export function emptyStats(): TokenClientStats {
@@ -69,6 +125,9 @@ export function emptyStats(): TokenClientStats {
     confirmationsAfterReconnect: 0,
     evictions: 0,
     malformedEvents: 0,
+    rejectedEvents: 0,
+    rejectedReplies: 0,
+    rejectedByReason: {},
   };
 }
 
@@ -77,11 +136,16 @@ export interface ResolvedTokenClientOptions {
   servers?: string | string[];
   connectOptions: Omit<NodeConnectionOptions, 'servers'>;
   subjects: string[];
+  /** Served tenants, and served single credentials by id. */
+  tenants: ReadonlySet<string>;
+  connectionIds: ReadonlySet<string>;
+  verifier: SignatureVerifier | null;
   requestTimeoutMs: number;
   maxEntries: number;
   defaultMinTtlMs: number;
   clock: () => number;
   dispatcher?: Dispatcher;
+  logger: TokenClientLogger;
 }
 
 function positiveInt(value: number | undefined, fallback: number, what: string): number {
@@ -92,28 +156,57 @@ function positiveInt(value: number | undefined, fallback: number, what: string):
   return value;
 }
 
-function filterToken(value: string | undefined, what: string, allowTail: boolean): string {
-  if (value === undefined || value === '*') return '*';
-  if (allowTail && value === '>') return '*';
-  if (!isValidName(value)) {
-    throw new TokenClientError('bad_request', `subscribe ${what} must be '*' or match ${NAME_RULE}`);
-  }
+function name(value: unknown, what: string): string {
+  if (!isValidName(value)) throw new TokenClientError('bad_request', `${what} must match ${NAME_RULE}`);
   return value;
 }
 
-/**
- * Subjects are built with the contract's `tokenEventFilter` and kind `*`, so one
- * subscription per filter carries all four event kinds. Identical filters collapse;
- * overlapping ones (e.g. `*` and `acme`) would deliver an event twice, which the
- * version rules absorb as a duplicate, so they are kept as given.
- */
-function eventSubjects(filters: TokenEventSubscription[] | undefined): string[] {
-  const list = filters === undefined || filters.length === 0 ? [{}] : filters;
-  const subjects = new Set<string>();
-  for (const f of list) {
-    subjects.add(tokenEventFilter('*', filterToken(f.tenant, 'tenant', false), filterToken(f.connection, 'connection', true)));
+/** Dots separate subject tokens; wildcards and whitespace would make the inbox a pattern. */
+const INBOX_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+function scope(options: TokenClientOptions): { tenants: Set<string>; connections: Map<string, CredentialKey> } {
+  const tenants = new Set<string>();
+  const connections = new Map<string, CredentialKey>();
+  for (const tenant of options.tenants ?? []) tenants.add(name(tenant, 'tenants[]'));
+  for (const key of options.connections ?? []) {
+    const valid = { tenant: name(key?.tenant, 'connections[].tenant'), connection: name(key?.connection, 'connections[].connection') };
+    connections.set(credentialId(valid), valid);
   }
-  return [...subjects];
+  for (const legacy of options.subscribe ?? []) {
+    const tenant = name(legacy.tenant, 'subscribe[].tenant (wildcards are no longer accepted)');
+    if (legacy.connection === undefined) tenants.add(tenant);
+    else connections.set(`${tenant}/${legacy.connection}`, { tenant, connection: name(legacy.connection, 'subscribe[].connection') });
+  }
+  if (tenants.size === 0 && connections.size === 0) {
+    throw new TokenClientError(
+      'bad_request',
+      'TokenClient needs `tenants` or `connections`: it subscribes only to the credentials it serves (SPEC §11)',
+    );
+  }
+  // A connection of a served tenant is covered by the tenant's subscriptions already.
+  for (const [id, key] of connections) if (tenants.has(key.tenant)) connections.delete(id);
+  return { tenants, connections };
+}
+
+/** The four event types named one by one (never `token.*.…`), per tenant or per credential. */
+function eventSubjects(tenants: Set<string>, connections: Map<string, CredentialKey>): string[] {
+  const subjects: string[] = [];
+  for (const tenant of tenants) for (const kind of TOKEN_EVENT_KINDS) subjects.push(tokenEventFilter(kind, tenant, '>'));
+  for (const key of connections.values()) {
+    for (const kind of TOKEN_EVENT_KINDS) subjects.push(tokenEventFilter(kind, key.tenant, key.connection));
+  }
+  return subjects;
+}
+
+function verifierOf(trusted: string[] | undefined): SignatureVerifier | null {
+  if (trusted === undefined || trusted.length === 0) return null;
+  try {
+    return new SignatureVerifier(trusted);
+  } catch (err) {
+    // SigningKeyError messages name the position, never the key.
+    if (err instanceof SigningKeyError) throw new TokenClientError('bad_request', `trustedSigners: ${err.message}`);
+    throw err;
+  }
 }
 
 export function resolveOptions(options: TokenClientOptions): ResolvedTokenClientOptions {
@@ -121,15 +214,31 @@ export function resolveOptions(options: TokenClientOptions): ResolvedTokenClient
   if (!Number.isFinite(minTtl) || minTtl < 0) {
     throw new TokenClientError('bad_request', 'defaultMinTtlSeconds must be a number >= 0');
   }
+  const connectOptions = { ...(options.connectOptions ?? {}) };
+  if (options.inboxPrefix !== undefined) {
+    if (options.nc !== undefined) {
+      throw new TokenClientError('bad_request', 'inboxPrefix applies to a connection the client opens; with `nc`, set it on that connection');
+    }
+    if (!INBOX_PREFIX.test(options.inboxPrefix)) {
+      throw new TokenClientError('bad_request', 'inboxPrefix must be dot-separated subject tokens without wildcards, e.g. _INBOX_billing');
+    }
+    connectOptions.inboxPrefix = options.inboxPrefix;
+  }
+  const { tenants, connections } = scope(options);
   return {
     nc: options.nc,
     servers: options.servers,
-    connectOptions: options.connectOptions ?? {},
-    subjects: eventSubjects(options.subscribe),
+    connectOptions,
+    subjects: eventSubjects(tenants, connections),
+    tenants,
+    connectionIds: new Set(connections.keys()),
+    verifier: verifierOf(options.trustedSigners),
     requestTimeoutMs: positiveInt(options.requestTimeoutMs, 5_000, 'requestTimeoutMs'),
-    maxEntries: options.maxEntries === undefined ? Infinity : positiveInt(options.maxEntries, 0, 'maxEntries'),
+    maxEntries:
+      options.maxEntries === undefined ? DEFAULT_MAX_ENTRIES : options.maxEntries === Infinity ? Infinity : positiveInt(options.maxEntries, 0, 'maxEntries'),
     defaultMinTtlMs: minTtl * 1000,
     clock: options.clock ?? Date.now,
     dispatcher: options.dispatcher,
+    logger: options.logger ?? console,
   };
 }

@@ -23,7 +23,7 @@ describe('TokenClient after a NATS reconnect', () => {
     server = await startNatsServer();
     refresher = await FakeRefresher.start(server.url);
     nc = await connect({ servers: server.url, ...FAST_RECONNECT });
-    client = new TokenClient({ nc });
+    client = new TokenClient({ nc, tenants: ['acme'], trustedSigners: [refresher.signerPublicKey] });
     await client.start();
   });
 

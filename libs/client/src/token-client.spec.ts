@@ -10,14 +10,21 @@ let server: NatsServerHandle;
 let refresher: FakeRefresher;
 const clients: TokenClient[] = [];
 let seq = 0;
+/** Tenants made by the running test: what its clients serve unless told otherwise. */
+let testTenants: string[] = [];
+const warnings: string[] = [];
+const logger = { warn: (message: string) => void warnings.push(message) };
 
-/** A fresh credential per test, so that tests sharing one server cannot see each other's events. */
+/** A fresh credential (and tenant) per test, so that tests sharing one server cannot see each other's events. */
 function newKey(): CredentialKey {
-  return { tenant: `t${++seq}`, connection: 'github' };
+  const key = { tenant: `t${++seq}`, connection: 'github' };
+  testTenants.push(key.tenant);
+  return key;
 }
 
+/** A client that trusts the fake refresher's key and serves the test's tenants. */
 async function newClient(options: Partial<TokenClientOptions> = {}): Promise<TokenClient> {
-  const client = new TokenClient({ servers: server.url, ...options });
+  const client = new TokenClient({ servers: server.url, tenants: [...testTenants], trustedSigners: [refresher.signerPublicKey], logger, ...options });
   clients.push(client);
   await client.start();
   return client;
@@ -38,6 +45,8 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
+  testTenants = [];
+  warnings.length = 0;
   refresher.delayMs = 0;
   await Promise.all(clients.splice(0).map((c) => c.close()));
 });
@@ -122,14 +131,36 @@ describe('TokenClient cache', () => {
     expect(refresher.requestsFor(key)).toHaveLength(2);
   });
 
-  it('remembers a revocation of a credential it never cached', async () => {
-    const key = newKey();
+  it('keeps no revocation marker for a credential it never used', async () => {
+    const known = newKey();
+    const unknown = newKey();
+    refresher.set(tokenView(known, 1));
     const client = await newClient();
-    refresher.failWith(key, 'revoked');
-    await refresher.publishRevoked(key, 4);
-    await refresher.publishRefreshed(tokenView(key, 3));
-    await waitFor(() => client.stats.staleEventsIgnored === 1);
-    expect((await rejection(client.getAccessToken(key))).code).toBe('revoked');
+    await client.getAccessToken(known);
+    await refresher.publishRevoked(unknown, 4);
+    await refresher.publishFailed(unknown, 4, 'reauth_required');
+    await refresher.publishRevoked(known, 1);
+    await waitFor(() => client.stats.pushedUpdates === 1);
+    expect(client.size).toBe(1);
+    expect(client.stats.staleEventsIgnored).toBe(0);
+    expect(client.peekAccessToken(known)).toBeUndefined();
+  });
+
+  it('remembers a revocation that arrives while its token.get is in flight', async () => {
+    const key = newKey();
+    refresher.set(tokenView(key, 1));
+    refresher.delayMs = 150;
+    const client = await newClient();
+    const pending = client.getAccessToken(key).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    await waitFor(() => refresher.requestsFor(key).length === 1);
+    await refresher.publishRevoked(key, 1);
+    await waitFor(() => client.stats.pushedUpdates === 1);
+    // The answer (version 1, fetched before the revocation) must not be cached or served.
+    expect(await pending).toMatchObject({ code: 'revoked' });
+    expect(client.peekAccessToken(key)).toBeUndefined();
   });
 
   it('does not serve a token marked reauth_required', async () => {
@@ -225,8 +256,9 @@ describe('TokenClient failures', () => {
   it('maps "no responders" to unavailable', async () => {
     const lonely = await startNatsServer();
     try {
+      const key = newKey();
       const client = await newClient({ servers: lonely.url });
-      expect((await rejection(client.getAccessToken(newKey()))).code).toBe('unavailable');
+      expect((await rejection(client.getAccessToken(key))).code).toBe('unavailable');
     } finally {
       await clients.pop()?.close();
       await lonely.stop();
@@ -234,12 +266,12 @@ describe('TokenClient failures', () => {
   });
 
   it('surfaces the contract code of an error reply', async () => {
-    const client = await newClient();
     const missing = newKey();
+    const failing = newKey();
+    const client = await newClient();
     const err = await rejection(client.getToken(missing));
     expect(err).toMatchObject({ code: 'not_found', tenant: missing.tenant, connection: missing.connection });
 
-    const failing = newKey();
     refresher.failWith(failing, 'refresh_failed');
     expect((await rejection(client.getAccessToken(failing))).code).toBe('refresh_failed');
 
@@ -248,15 +280,20 @@ describe('TokenClient failures', () => {
     expect(refresher.requestsFor({ tenant: 'no.dots', connection: 'x' })).toHaveLength(0);
   });
 
-  it('ignores and counts malformed events', async () => {
+  it('ignores and counts malformed events, and rejects one naming another credential', async () => {
     const key = newKey();
     const client = await newClient();
     const subject = tokenEventSubject('refreshed', key.tenant, key.connection);
-    refresher.nc.publish(subject, 'not json');
-    refresher.nc.publish(subject, JSON.stringify({ ...tokenView(key, 1), version: 'one' }));
-    refresher.nc.publish(subject, JSON.stringify({ ...tokenView(key, 1), tenant: 'someone-else' }));
+    const signed = (body: string) => {
+      const data = new TextEncoder().encode(body);
+      refresher.nc.publish(subject, data, { headers: refresher.headersFor(data) });
+    };
+    signed('not json');
+    signed(JSON.stringify({ ...tokenView(key, 1), version: 'one' }));
+    signed(JSON.stringify({ ...tokenView(key, 1), tenant: 'someone-else' }));
     await refresher.nc.flush();
-    await waitFor(() => client.stats.malformedEvents === 3);
+    await waitFor(() => client.stats.malformedEvents === 2 && client.stats.rejectedEvents === 1);
+    expect(client.stats.rejectedByReason).toEqual({ subject_mismatch: 1 });
     expect(client.size).toBe(0);
   });
 });

@@ -48,6 +48,8 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+const FETCH_TENANTS = ['fetch'];
+
 describe('client.fetch', () => {
   let nats: NatsServerHandle;
   let refresher: FakeRefresher;
@@ -61,7 +63,7 @@ describe('client.fetch', () => {
     refresher = await FakeRefresher.start(nats.url);
     api = new ProtectedApi();
     await api.start();
-    client = new TokenClient({ servers: nats.url });
+    client = new TokenClient({ servers: nats.url, tenants: FETCH_TENANTS, trustedSigners: [refresher.signerPublicKey] });
     await client.start();
   });
 
@@ -74,7 +76,7 @@ describe('client.fetch', () => {
 
   /** Caches version 1, then lets the API accept only version 2, as if v1 had been revoked at the provider. */
   async function rotateBehindTheClientsBack(): Promise<void> {
-    key = { tenant: `f${++n}`, connection: 'github' };
+    key = { tenant: FETCH_TENANTS[0]!, connection: `c${++n}` };
     const v1 = refresher.set(tokenView(key, 1));
     api.accepted.add(v1.accessToken);
     const first = await client.fetch(api.url, undefined, key);

@@ -11,14 +11,15 @@ import {
   encodeJson,
   type ErrorCode,
   isErrorCode,
+  type HeaderReader,
   MAX_MIN_TTL_SECONDS,
-  RpcSubject,
-  type TokenGetRequest,
+  tokenGetSubject,
   type ValidatedToken,
   validateTokenView,
 } from '@tokenkeeper/contracts';
 import { TokenClientError } from './token-client.error.js';
-import type { TokenClientStats } from './token-client.options.js';
+import type { RejectionReason, TokenClientStats } from './token-client.options.js';
+import type { TokenMessageGuard } from './token-message.guard.js';
 
 function describeKey(key: CredentialKey): string {
   return `${key.tenant}/${key.connection}`;
@@ -60,6 +61,17 @@ export function malformedReply(subject: string, key: CredentialKey): TokenClient
   return new TokenClientError('internal', `${subject} for ${describeKey(key)}: malformed reply`, key);
 }
 
+/** A reply that carried a token but failed verification; the message names the reason, never the token. */
+export function unverifiedReply(subject: string, key: CredentialKey, reason: RejectionReason): TokenClientError {
+  return new TokenClientError('internal', `${subject} for ${describeKey(key)}: unverified reply (${reason}), dropped`, key);
+}
+
+/** The wire payload of SPEC §3: the credential is in the subject, not here. */
+interface TokenGetPayload {
+  minTtlSeconds: number;
+  rejectedVersion?: number;
+}
+
 const decoder = new TextDecoder();
 
 /**
@@ -76,12 +88,13 @@ export class TokenGetRequester {
     private readonly nc: NatsConnection,
     private readonly timeoutMs: number,
     private readonly stats: TokenClientStats,
+    private readonly guard: TokenMessageGuard,
   ) {}
 
   async get(key: CredentialKey, minTtlMs: number, rejectedVersion?: number): Promise<ValidatedToken> {
-    const request: TokenGetRequest = {
-      tenant: key.tenant,
-      connection: key.connection,
+    // Names were checked by the caller; the builder refuses bad ones all the same.
+    const subject = tokenGetSubject(key.tenant, key.connection);
+    const request: TokenGetPayload = {
       // Rounded up: asking for a little more validity than needed is harmless, less is not. The
       // contract bounds minTtlSeconds (more would be a bad_request).
       minTtlSeconds: Math.min(MAX_MIN_TTL_SECONDS, Math.ceil(minTtlMs / 1000)),
@@ -90,29 +103,36 @@ export class TokenGetRequester {
 
     this.stats.fallbacks++;
     let data: Uint8Array;
+    let headers: HeaderReader | undefined;
     try {
-      const msg = await this.nc.request(RpcSubject.get, encodeJson(request), { timeout: this.timeoutMs });
+      const msg = await this.nc.request(subject, encodeJson(request), { timeout: this.timeoutMs });
       data = msg.data;
+      headers = msg.headers;
     } catch (err) {
-      throw fromNatsError(err, RpcSubject.get, key, this.timeoutMs);
+      throw fromNatsError(err, subject, key, this.timeoutMs);
     }
-    return this.parseReply(data, key);
+    return this.parseReply(subject, data, headers, key);
   }
 
-  private parseReply(data: Uint8Array, key: CredentialKey): ValidatedToken {
+  private parseReply(subject: string, data: Uint8Array, headers: HeaderReader | undefined, key: CredentialKey): ValidatedToken {
     let reply: { ok?: unknown; token?: unknown; error?: unknown };
     try {
       reply = JSON.parse(decoder.decode(data)) as typeof reply;
     } catch {
-      throw malformedReply(RpcSubject.get, key);
+      throw malformedReply(subject, key);
     }
-    if (reply === null || typeof reply !== 'object') throw malformedReply(RpcSubject.get, key);
-    if (reply.ok === false) throw fromErrorReply(reply.error, RpcSubject.get, key);
-    if (reply.ok !== true) throw malformedReply(RpcSubject.get, key);
+    if (reply === null || typeof reply !== 'object') throw malformedReply(subject, key);
+    // Error replies are not signed (SPEC §3): a forged one can fail a call, never plant a token.
+    if (reply.ok === false) throw fromErrorReply(reply.error, subject, key);
+    if (reply.ok !== true) throw malformedReply(subject, key);
+    const unverified = this.guard.checkReplySignature(data, headers, subject);
+    if (unverified !== null) throw unverifiedReply(subject, key, unverified);
     const token = validateTokenView(reply.token);
+    if (token === null) throw malformedReply(subject, key);
     // A token for another credential would poison the cache under this key: refuse it.
-    if (token === null || token.view.tenant !== key.tenant || token.view.connection !== key.connection) {
-      throw malformedReply(RpcSubject.get, key);
+    if (token.view.tenant !== key.tenant || token.view.connection !== key.connection) {
+      this.guard.rejectReply('request_mismatch', subject);
+      throw unverifiedReply(subject, key, 'request_mismatch');
     }
     return token;
   }

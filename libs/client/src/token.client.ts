@@ -1,5 +1,5 @@
 import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { type CredentialKey, credentialId, isValidName, NAME_RULE_MESSAGE, parseTokenEvent, type TokenView } from '@tokenkeeper/contracts';
+import { type CredentialKey, credentialId, isValidName, NAME_RULE_MESSAGE, type TokenView } from '@tokenkeeper/contracts';
 import { type CacheEntry, FRESH, TokenCache } from './token-cache.store.js';
 import {
   emptyStats,
@@ -12,6 +12,7 @@ import {
 import { type TokenFetchInit, type TokenFetchResponse, type TokenFetchTarget, tokenFetch } from './token-fetch.helper.js';
 import { TokenClientError } from './token-client.error.js';
 import { TokenGetRequester } from './token-get.requester.js';
+import { TokenMessageGuard } from './token-message.guard.js';
 
 /** One `token.get` in flight, shared by every caller waiting for the same key. */
 interface Flight {
@@ -29,6 +30,10 @@ interface Flight {
  * current. A reconnect bumps the client's epoch; an entry from an older epoch is
  * confirmed once with `token.get` on its next use. On the hot path that costs one
  * integer comparison, instead of a sweep over the whole cache at reconnect time.
+ *
+ * Scope: the client subscribes only to the tenants/connections it is configured
+ * for, and refuses (`bad_request`, nothing sent) a credential outside them: it could
+ * not hear that credential's revocations, so it could not cache it safely.
  */
 export class TokenClient {
   private readonly opts: ResolvedTokenClientOptions;
@@ -40,6 +45,7 @@ export class TokenClient {
   private readonly clock: () => number;
   private readonly defaultMinTtlMs: number;
   private readonly flights = new Map<string, Flight>();
+  private readonly guard: TokenMessageGuard;
   private readonly rejections = new Map<string, Flight>();
   private nc: NatsConnection | undefined;
   private requester: TokenGetRequester | undefined;
@@ -57,6 +63,7 @@ export class TokenClient {
     this.byTenant = this.cache.byTenant;
     this.clock = this.opts.clock;
     this.defaultMinTtlMs = this.opts.defaultMinTtlMs;
+    this.guard = new TokenMessageGuard(this.opts.verifier, this.counters, this.opts.logger);
     if (this.opts.nc !== undefined) this.useConnection(this.opts.nc);
   }
 
@@ -81,7 +88,7 @@ export class TokenClient {
 
   /** A snapshot of the counters, for a metrics exporter. */
   get stats(): TokenClientStats {
-    return { ...this.counters };
+    return { ...this.counters, rejectedByReason: { ...this.counters.rejectedByReason } };
   }
 
   /** Bumped on every NATS reconnect; entries cached under an older value are confirmed before use. */
@@ -226,12 +233,25 @@ export class TokenClient {
     return flight;
   }
 
+  /** Miss path only: a served key is the only kind the cache can hold, so hits need no check. */
   private checkUsable(key: CredentialKey): void {
     if (this.closed) throw new TokenClientError('unavailable', 'TokenClient is closed', key);
     if (this.requester === undefined) throw new TokenClientError('unavailable', 'TokenClient is not started', key);
     if (!isValidName(key.tenant) || !isValidName(key.connection)) {
       throw new TokenClientError('bad_request', NAME_RULE_MESSAGE);
     }
+    if (!this.serves(key)) {
+      throw new TokenClientError(
+        'bad_request',
+        `${key.tenant}/${key.connection} is not served by this client: add it to \`tenants\` or \`connections\``,
+        key,
+      );
+    }
+  }
+
+  /** Whether this client subscribes to the credential's events. */
+  serves(key: CredentialKey): boolean {
+    return this.opts.tenants.has(key.tenant) || this.opts.connectionIds.has(credentialId(key));
   }
 
   private async doStart(): Promise<void> {
@@ -248,6 +268,11 @@ export class TokenClient {
       }
     }
     const nc = this.nc as NatsConnection;
+    if (!this.guard.verifies) {
+      this.opts.logger.warn(
+        'TokenClient: no trustedSigners configured: token.get replies and pushed events are NOT verified (only subject/payload agreement is checked)',
+      );
+    }
     if (this.closed) {
       // close() ran while connecting; it could not close what did not exist yet.
       if (this.ownsConnection) await nc.close();
@@ -269,25 +294,29 @@ export class TokenClient {
 
   private useConnection(nc: NatsConnection): void {
     this.nc = nc;
-    this.requester = new TokenGetRequester(nc, this.opts.requestTimeoutMs, this.counters);
+    this.requester = new TokenGetRequester(nc, this.opts.requestTimeoutMs, this.counters, this.guard);
   }
 
   private onEvent(msg: Msg): void {
-    const event = parseTokenEvent(msg.subject, msg.data);
-    if (event === null) {
-      this.counters.malformedEvents++;
-      return;
-    }
+    const event = this.guard.acceptEvent(msg);
+    if (event === null) return;
     let applied: boolean | null;
     if (event.kind === 'failed') {
-      applied = this.cache.applyFailed(credentialId(event), event.version, event.status);
+      const id = credentialId(event);
+      applied = this.cache.applyFailed(id, event.version, event.status, this.inFlight(id));
     } else if (event.kind === 'revoked') {
-      applied = this.cache.applyRevoked(credentialId(event), event.version);
+      const id = credentialId(event);
+      applied = this.cache.applyRevoked(id, event.version, this.inFlight(id));
     } else {
       applied = this.cache.applyPushedToken(credentialId(event.token.view), event.token, this.epoch);
     }
     if (applied === true) this.counters.pushedUpdates++;
     else if (applied === false) this.counters.staleEventsIgnored++;
+  }
+
+  /** A token.get is out for this credential: its answer may predate a revocation arriving now. */
+  private inFlight(id: string): boolean {
+    return this.flights.has(id) || this.rejections.has(id);
   }
 
   private async watchStatus(nc: NatsConnection): Promise<void> {

@@ -1,0 +1,331 @@
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { type CredentialKey, EventSigner, generateSigningSeed, tokenEventSubject } from '@tokenkeeper/contracts';
+import { type NatsServerHandle, startNatsServer, waitFor } from '@tokenkeeper/testing';
+import { createServer } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { FakeRefresher, tokenView } from './fake-refresher.fixture.js';
+import { TokenClientError } from './token-client.error.js';
+import type { TokenClientOptions } from './token-client.options.js';
+import { TokenClient } from './token.client.js';
+
+/**
+ * Defence in depth (SPEC §3, §11) on a permissive bus: anyone may publish events and
+ * answer token.get, so only signatures and name agreement keep forgeries out.
+ */
+
+let server: NatsServerHandle;
+let monitorPort: number;
+let refresher: FakeRefresher;
+const clients: TokenClient[] = [];
+const warnings: string[] = [];
+const logger = { warn: (message: string) => void warnings.push(message) };
+let seq = 0;
+
+function newKey(): CredentialKey {
+  return { tenant: `v${++seq}`, connection: 'github' };
+}
+
+async function newClient(options: TokenClientOptions): Promise<TokenClient> {
+  const client = new TokenClient({ servers: server.url, logger, trustedSigners: [refresher.signerPublicKey], ...options });
+  clients.push(client);
+  await client.start();
+  return client;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<TokenClientError> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(TokenClientError);
+  return err as TokenClientError;
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/** The subjects the server itself holds for the connection of that name (monitoring endpoint). */
+async function serverSideSubscriptions(connectionName: string): Promise<string[]> {
+  const res = await fetch(`http://127.0.0.1:${monitorPort}/connz?subs=1`);
+  const body = (await res.json()) as { connections: Array<{ name?: string; subscriptions_list?: string[] }> };
+  const conn = body.connections.find((c) => c.name === connectionName);
+  if (conn === undefined) throw new Error(`no connection named ${connectionName}`);
+  return conn.subscriptions_list ?? [];
+}
+
+/** Whether a NATS subscription subject matches a concrete subject. */
+function matches(pattern: string, subject: string): boolean {
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return s.length > i;
+    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+beforeAll(async () => {
+  monitorPort = await freePort();
+  server = await startNatsServer({ args: ['-m', String(monitorPort)] });
+  refresher = await FakeRefresher.start(server.url);
+});
+
+afterEach(async () => {
+  warnings.length = 0;
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+});
+
+afterAll(async () => {
+  await refresher?.close();
+  await server?.stop();
+});
+
+describe('TokenClient with trustedSigners: events', () => {
+  it('drops unsigned, untrusted and badly signed events, counts them by reason, and keeps the cache', async () => {
+    const key = newKey();
+    const v1 = refresher.set(tokenView(key, 1));
+    const client = await newClient({ tenants: [key.tenant] });
+    expect(await client.getAccessToken(key)).toBe(v1.accessToken);
+
+    await refresher.publishRefreshed(tokenView(key, 5), 'refreshed', 'unsigned');
+    await refresher.publishRefreshed(tokenView(key, 6), 'registered', 'foreign-signer');
+    await refresher.publishRefreshed(tokenView(key, 7), 'refreshed', 'bad-signature');
+    await refresher.publishRevoked(key, 8, 'foreign-signer');
+    await refresher.publishFailed(key, 8, 'reauth_required', 'unsigned');
+    await waitFor(() => client.stats.rejectedEvents === 5);
+
+    expect(client.stats.rejectedByReason).toEqual({ unsigned: 2, untrusted: 2, bad_signature: 1 });
+    expect(client.stats).toMatchObject({ pushedUpdates: 0, rejectedReplies: 0, malformedEvents: 0 });
+    expect(client.peekAccessToken(key)).toBe(v1.accessToken);
+    expect(await client.getToken(key)).toMatchObject({ version: 1 });
+    // One warning per reason, no payload in it.
+    expect(warnings.filter((w) => w.includes('dropped'))).toHaveLength(3);
+    expect(warnings.join('\n')).not.toContain('at-');
+  });
+
+  it('a forged higher version signed by an untrusted key does not replace the cached token; a signed one does', async () => {
+    const key = newKey();
+    const v1 = refresher.set(tokenView(key, 1));
+    const client = await newClient({ tenants: [key.tenant] });
+    await client.getAccessToken(key);
+
+    const forged = { ...tokenView(key, 99), accessToken: 'attacker-token' };
+    await refresher.publishRefreshed(forged, 'refreshed', 'foreign-signer');
+    const v2 = tokenView(key, 2);
+    await refresher.publishRefreshed(v2);
+    await waitFor(() => client.stats.pushedUpdates === 1);
+
+    expect(client.stats.rejectedByReason).toEqual({ untrusted: 1 });
+    expect(await client.getAccessToken(key)).toBe(v2.accessToken);
+    expect(await client.getAccessToken(key)).not.toBe(v1.accessToken);
+    expect(refresher.requestsFor(key)).toHaveLength(1);
+  });
+
+  it('trusts every listed key (rotation) and rejects a trusted signer writing another credential', async () => {
+    const key = newKey();
+    const rotated = EventSigner.fromSeed(generateSigningSeed());
+    const client = await newClient({ tenants: [key.tenant], trustedSigners: [refresher.signerPublicKey, rotated.publicKey] });
+
+    const view = tokenView(key, 3);
+    const data = new TextEncoder().encode(JSON.stringify({ ...view, eventId: 'e1', refreshedAt: new Date().toISOString() }));
+    const h = headers();
+    for (const [name, value] of Object.entries(rotated.headersFor(data))) h.set(name, value);
+    refresher.nc.publish(tokenEventSubject('refreshed', key.tenant, key.connection), data, { headers: h });
+    // Signed by the trusted fake, but the payload names another connection than the subject.
+    const other = tokenView({ tenant: key.tenant, connection: 'slack' }, 9);
+    const mismatched = new TextEncoder().encode(JSON.stringify(other));
+    refresher.nc.publish(tokenEventSubject('refreshed', key.tenant, key.connection), mismatched, { headers: refresher.headersFor(mismatched) });
+    await refresher.nc.flush();
+    await waitFor(() => client.stats.pushedUpdates === 1 && client.stats.rejectedEvents === 1);
+
+    expect(client.stats.rejectedByReason).toEqual({ subject_mismatch: 1 });
+    expect(client.peekAccessToken(key)).toBe(view.accessToken);
+    expect(client.size).toBe(1);
+  });
+});
+
+describe('TokenClient with trustedSigners: token.get replies', () => {
+  it.each([
+    ['unsigned', 'unsigned'],
+    ['foreign-signer', 'untrusted'],
+    ['bad-signature', 'bad_signature'],
+  ] as const)('fails the call with internal and caches nothing for a %s reply', async (forgery, reason) => {
+    const key = newKey();
+    refresher.set(tokenView(key, 1));
+    refresher.forgeReplies(key, forgery);
+    const client = await newClient({ tenants: [key.tenant] });
+
+    const err = await rejection(client.getAccessToken(key));
+    expect(err.code).toBe('internal');
+    expect(err.message).toContain(`unverified reply (${reason})`);
+    expect(err.message).not.toContain('at-');
+    expect(client.stats).toMatchObject({ rejectedReplies: 1, rejectedEvents: 0, rejectedByReason: { [reason]: 1 } });
+    expect(client.size).toBe(0);
+
+    refresher.forgeReplies(key, null);
+    expect(await client.getAccessToken(key)).toBe(tokenView(key, 1).accessToken);
+    expect(refresher.requestsFor(key)).toHaveLength(2);
+  });
+
+  it('refuses a signed reply carrying another credential than was asked', async () => {
+    const key = newKey();
+    refresher.set(tokenView(key, 1));
+    refresher.forgeReplies(key, { otherCredential: { tenant: key.tenant, connection: 'slack' } });
+    const client = await newClient({ tenants: [key.tenant] });
+
+    const err = await rejection(client.getAccessToken(key));
+    expect(err.code).toBe('internal');
+    expect(err.message).toContain('request_mismatch');
+    expect(client.stats).toMatchObject({ rejectedReplies: 1, rejectedByReason: { request_mismatch: 1 } });
+    expect(client.size).toBe(0);
+    refresher.forgeReplies(key, null);
+  });
+
+  it('passes an unsigned error reply on with its code (error replies are not signed)', async () => {
+    const key = newKey();
+    refresher.failWith(key, 'reauth_required');
+    const client = await newClient({ tenants: [key.tenant] });
+    expect((await rejection(client.getAccessToken(key))).code).toBe('reauth_required');
+    expect(client.stats.rejectedReplies).toBe(0);
+  });
+
+  it('puts the credential in the subject and only minTtlSeconds/rejectedVersion in the payload', async () => {
+    const key = newKey();
+    refresher.set(tokenView(key, 1));
+    const client = await newClient({ tenants: [key.tenant] });
+    await client.getAccessToken(key);
+    await client.rejectToken(key, 1);
+    expect(refresher.requestsFor(key).map((r) => [r.subject, r.payload])).toEqual([
+      [`token.get.${key.tenant}.${key.connection}`, { minTtlSeconds: 30 }],
+      [`token.get.${key.tenant}.${key.connection}`, { minTtlSeconds: 30, rejectedVersion: 1 }],
+    ]);
+  });
+});
+
+describe('TokenClient without trustedSigners', () => {
+  let unsigned: FakeRefresher;
+  beforeAll(async () => {
+    unsigned = await FakeRefresher.start(server.url, { unsigned: true });
+  });
+  afterAll(async () => {
+    await unsigned?.close();
+  });
+
+  it('warns once at start, accepts unsigned traffic, and still checks subject/payload agreement', async () => {
+    const key = newKey();
+    const client = await newClient({ tenants: [key.tenant], trustedSigners: undefined });
+    expect(warnings.filter((w) => w.includes('NOT verified'))).toHaveLength(1);
+    await client.start();
+    expect(warnings.filter((w) => w.includes('NOT verified'))).toHaveLength(1);
+
+    await unsigned.publishRefreshed(tokenView(key, 1));
+    const other = tokenView({ tenant: key.tenant, connection: 'slack' }, 9);
+    unsigned.nc.publish(tokenEventSubject('refreshed', key.tenant, key.connection), JSON.stringify(other));
+    await unsigned.nc.flush();
+    await waitFor(() => client.stats.pushedUpdates === 1 && client.stats.rejectedEvents === 1);
+    expect(client.stats.rejectedByReason).toEqual({ subject_mismatch: 1 });
+    expect(client.peekAccessToken(key)).toBe(tokenView(key, 1).accessToken);
+    expect(client.size).toBe(1);
+  });
+
+  it('does not warn when signers are trusted', async () => {
+    await newClient({ tenants: [newKey().tenant] });
+    expect(warnings).toEqual([]);
+  });
+});
+
+describe('TokenClient scope', () => {
+  it('subscribes to the four event types of its tenants and connections only; other tenants are never received', async () => {
+    const served = newKey();
+    const single = { tenant: `v${++seq}`, connection: 'stripe' };
+    const stranger = newKey();
+    const client = await newClient({ tenants: [served.tenant], connections: [single], connectOptions: { name: 'scoped-client' } });
+
+    const subjects = await serverSideSubscriptions('scoped-client');
+    const events = subjects.filter((s) => s.startsWith('token.'));
+    expect(events.sort()).toEqual(
+      [
+        `token.failed.${served.tenant}.>`,
+        `token.refreshed.${served.tenant}.>`,
+        `token.registered.${served.tenant}.>`,
+        `token.revoked.${served.tenant}.>`,
+        `token.failed.${single.tenant}.stripe`,
+        `token.refreshed.${single.tenant}.stripe`,
+        `token.registered.${single.tenant}.stripe`,
+        `token.revoked.${single.tenant}.stripe`,
+      ].sort(),
+    );
+    const strangerSubject = tokenEventSubject('refreshed', stranger.tenant, stranger.connection);
+    const otherConnection = tokenEventSubject('refreshed', single.tenant, 'github');
+    expect(subjects.filter((s) => matches(s, strangerSubject) || matches(s, otherConnection))).toEqual([]);
+
+    await refresher.publishRefreshed(tokenView(stranger, 1));
+    await refresher.publishRefreshed(tokenView({ tenant: single.tenant, connection: 'github' }, 1));
+    await refresher.publishRevoked(stranger, 2);
+    await refresher.publishRefreshed(tokenView(served, 1)); // sentinel: sent last, on the same connection
+    await refresher.publishRefreshed(tokenView(single, 1));
+    await waitFor(() => client.stats.pushedUpdates === 2);
+    expect(client.stats).toMatchObject({ pushedUpdates: 2, malformedEvents: 0, rejectedEvents: 0, staleEventsIgnored: 0 });
+    expect(client.size).toBe(2);
+  });
+
+  it('refuses a credential it does not serve, without sending anything', async () => {
+    const served = newKey();
+    const stranger = newKey();
+    refresher.set(tokenView(stranger, 1));
+    const client = await newClient({ connections: [served] });
+
+    const err = await rejection(client.getAccessToken(stranger));
+    expect(err.code).toBe('bad_request');
+    expect(err.message).toContain('not served by this client');
+    await expect(client.rejectToken({ tenant: served.tenant, connection: 'other' }, 1)).rejects.toMatchObject({ code: 'bad_request' });
+    expect(refresher.requestsFor(stranger)).toHaveLength(0);
+    expect(client.stats.fallbacks).toBe(0);
+  });
+
+  it('refuses to be built without tenants or connections, or with wildcards', () => {
+    expect(() => new TokenClient({ servers: server.url })).toThrow(/needs `tenants` or `connections`/);
+    expect(() => new TokenClient({ servers: server.url, tenants: [] })).toThrow(TokenClientError);
+    expect(() => new TokenClient({ servers: server.url, tenants: ['*'] })).toThrow(/tenants\[\] must match/);
+    expect(() => new TokenClient({ servers: server.url, subscribe: [{ tenant: '*' }] })).toThrow(/wildcards/);
+    expect(() => new TokenClient({ servers: server.url, tenants: ['a'], trustedSigners: ['SUAM-not-a-key'] })).toThrow(/trusted signer #1/);
+  });
+});
+
+describe('TokenClient inboxPrefix', () => {
+  it('receives token.get replies under its own prefix', async () => {
+    const key = newKey();
+    refresher.set(tokenView(key, 1));
+    const spy: NatsConnection = await connect({ servers: server.url });
+    try {
+      const seen: string[] = [];
+      spy.subscribe('_INBOX_billing.>', { callback: (err, msg) => void (err === null && seen.push(msg.subject)) });
+      const wide: string[] = [];
+      spy.subscribe('_INBOX.>', { callback: (err, msg) => void (err === null && wide.push(msg.subject)) });
+      await spy.flush();
+
+      const client = await newClient({ tenants: [key.tenant], inboxPrefix: '_INBOX_billing' });
+      expect(await client.getAccessToken(key)).toBe(tokenView(key, 1).accessToken);
+      await waitFor(() => seen.length === 1);
+      expect(seen[0]).toMatch(/^_INBOX_billing\./);
+      expect(wide).toEqual([]);
+    } finally {
+      await spy.close();
+    }
+  });
+
+  it('is refused together with a provided connection, whose own prefix applies', async () => {
+    const nc = await connect({ servers: server.url, inboxPrefix: '_INBOX_shared' });
+    try {
+      expect(() => new TokenClient({ nc, tenants: ['a'], inboxPrefix: '_INBOX_x' })).toThrow(/set it on that connection/);
+      expect(() => new TokenClient({ servers: server.url, tenants: ['a'], inboxPrefix: '_INBOX.>' })).toThrow(/without wildcards/);
+    } finally {
+      await nc.close();
+    }
+  });
+});
