@@ -7,7 +7,7 @@ import {
   TimeoutError,
   type NatsConnection,
 } from '@nats-io/transport-node';
-import { AUDIT_QUERY_SUBJECT, encodeJson } from '@tokenkeeper/contracts';
+import { AUDIT_QUERY_PREFIX, encodeJson } from '@tokenkeeper/contracts';
 import { connectNats, type NatsConfig, natsConfigFrom, natsEnvShape, redactUrl } from '@tokenkeeper/nats';
 import { z } from 'zod';
 import { serviceErrorFrom, UnreachableError, UsageError, type HintContext } from './cli.errors.js';
@@ -45,7 +45,7 @@ export { redactUrl };
 
 /** Which service answers a subject, for the "is it running?" hint. */
 function serviceFor(subject: string): { name: string; start: string } {
-  return subject === AUDIT_QUERY_SUBJECT
+  return subject === AUDIT_QUERY_PREFIX || subject.startsWith(`${AUDIT_QUERY_PREFIX}.`)
     ? { name: 'the audit service', start: 'npm run start:audit' }
     : { name: 'the refresher', start: 'npm run start:refresher' };
 }
@@ -137,7 +137,7 @@ export class NatsSession {
       );
     }
     if (error instanceof PermissionViolationError) {
-      return new UnreachableError(`NATS denied ${error.operation} on ${error.subject}`, 'the NATS user needs permission for token.> and _INBOX.>');
+      return new UnreachableError(`NATS denied ${error.operation} on ${error.subject}`, 'this NATS user lacks the permission; `tokenctl authz --operator` prints what the operator needs, and NATS_INBOX_PREFIX must be its own inbox prefix (_INBOX_<user>)');
     }
     return new UnreachableError(`request ${subject} failed: ${(error as Error)?.message ?? String(error)}`, running);
   }
