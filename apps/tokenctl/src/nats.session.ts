@@ -50,6 +50,12 @@ function serviceFor(subject: string): { name: string; start: string } {
     : { name: 'the refresher', start: 'npm run start:refresher' };
 }
 
+/** The server's permission violation behind an error, however nats.js wrapped it. */
+function permissionViolation(error: unknown): PermissionViolationError | undefined {
+  for (let e = error; e instanceof Error; e = e.cause) if (e instanceof PermissionViolationError) return e;
+  return undefined;
+}
+
 /** One NATS connection for the duration of a command. */
 export class NatsSession {
   private constructor(
@@ -123,6 +129,11 @@ export class NatsSession {
 
   /** Classifies what went wrong on the way: always exit 3, with a hint naming the service. */
   transportError(subject: string, error: unknown): UnreachableError {
+    // First: a refused publish also ends the request, which nats.js may report with it.
+    const denied = permissionViolation(error);
+    if (denied) {
+      return new UnreachableError(`NATS denied ${denied.operation} on ${denied.subject}`, 'this NATS user lacks the permission; `tokenctl authz --operator` prints what the operator needs, and NATS_INBOX_PREFIX must be its own inbox prefix (_INBOX_<user>)');
+    }
     const service = serviceFor(subject);
     const running = `is ${service.name} running (${service.start})? NATS_URL=${this.url}`;
     const noResponders =
@@ -135,9 +146,6 @@ export class NatsSession {
         `no reply to ${subject} within ${this.settings.timeoutMs} ms`,
         `${running}; a slow provider may need a longer --timeout`,
       );
-    }
-    if (error instanceof PermissionViolationError) {
-      return new UnreachableError(`NATS denied ${error.operation} on ${error.subject}`, 'this NATS user lacks the permission; `tokenctl authz --operator` prints what the operator needs, and NATS_INBOX_PREFIX must be its own inbox prefix (_INBOX_<user>)');
     }
     return new UnreachableError(`request ${subject} failed: ${(error as Error)?.message ?? String(error)}`, running);
   }

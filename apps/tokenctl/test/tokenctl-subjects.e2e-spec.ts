@@ -10,6 +10,8 @@ import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node'
 import { encodeJson } from '@tokenkeeper/contracts';
 import { startNatsServer, waitFor, type NatsServerHandle } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildAuthz } from '../src/authz.command.js';
+import type { GeneratedUser } from '../src/authz.render.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const CLI_TEST_TIMEOUT_MS = 120_000;
@@ -160,7 +162,7 @@ describe('tokenctl: SPEC §3 subjects (raw responder)', () => {
   it('watch subscribes to the four event types one by one, scoped to --tenant', async () => {
     const watch = runCli(['watch', '--tenant', 'acme', '--json'], { NATS_URL: nats.url });
     try {
-      await waitFor(() => watch.err().includes('watching'), { timeoutMs: 30_000, message: 'watch started' });
+      await waitFor(() => watch.err().includes('watching'), { timeoutMs: 90_000, message: 'watch started' });
       expect(watch.err()).toContain('watching token.refreshed.acme.*, token.registered.acme.*, token.failed.acme.*, token.revoked.acme.*');
       const event = { eventId: 'e1', tenant: 'acme', connection: 'github', provider: 'sandbox', version: 4 };
       responder.publish('token.revoked.acme.github', encodeJson(event));
@@ -172,7 +174,85 @@ describe('tokenctl: SPEC §3 subjects (raw responder)', () => {
       expect(lines[1].accessToken).not.toBe('at_watch_secret_1234567890');
     } finally {
       watch.child.kill('SIGINT');
-      expect((await watch.done).code).toBe(0);
     }
+    // Reached only when the watch ran: Ctrl-C ends it with 0.
+    expect((await watch.done).code).toBe(0);
+  }, CLI_TEST_TIMEOUT_MS);
+});
+
+/**
+ * The same commands on a nats-server running `tokenctl authz` output, with the raw
+ * responder as the refresher and audit users: a tenant admin reaches its tenant through
+ * the `--tenant` subjects, and a refusal is reported as the server's (exit 3).
+ */
+describe('tokenctl: subjects under the generated permissions (raw responder)', () => {
+  let nats: NatsServerHandle;
+  const services: NatsConnection[] = [];
+  let users: Map<string, GeneratedUser>;
+  const envOf = (name: string) => {
+    const { user, credential } = users.get(name)!;
+    if (credential.kind !== 'password') throw new Error('password users expected');
+    return { NATS_URL: nats.url, NATS_USER: user.name, NATS_PASS: credential.password, NATS_INBOX_PREFIX: user.inboxPrefix };
+  };
+
+  beforeAll(async () => {
+    const authz = buildAuthz({ refresher: true, audit: true, operator: true, tenantAdmin: ['acme'] });
+    users = new Map(authz.users.map((u) => [u.user.name, u]));
+    nats = await startNatsServer({ config: authz.config });
+    const serve = async (name: string, subjects: string[]) => {
+      const env = envOf(name);
+      const nc = await connect({ servers: nats.url, user: env.NATS_USER, pass: env.NATS_PASS, inboxPrefix: env.NATS_INBOX_PREFIX });
+      for (const subject of subjects) nc.subscribe(subject, { queue: name, callback: (_e, msg) => void msg.respond(encodeJson({ ok: true, items: [], subject: msg.subject })) });
+      await nc.flush();
+      services.push(nc);
+    };
+    await serve('refresher', ['token.get.>', 'tokenkeeper.admin.>']);
+    await serve('audit', ['audit.query', 'audit.query.>']);
+  });
+
+  afterAll(async () => {
+    for (const nc of services) await nc.close();
+    await nats?.stop();
+  });
+
+  it('a tenant admin lists and queries its tenant; the cross-tenant list is refused by the server', async () => {
+    const admin = envOf('admin-acme');
+    const [list, auditIt, crossList, foreign, get, opList] = await Promise.all([
+      runCli(['list', '--tenant', 'acme', '--json'], admin).done,
+      runCli(['audit', '--tenant', 'acme', '--json'], admin).done,
+      runCli(['list'], admin).done,
+      runCli(['list', '--tenant', 'globex'], admin).done,
+      runCli(['get', 'acme', 'github'], admin).done,
+      runCli(['list', '--json'], envOf('operator')).done,
+    ]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(JSON.parse(list.stdout).subject).toBe('tokenkeeper.admin.list.acme');
+    expect(auditIt.code, auditIt.stderr).toBe(0);
+    expect(JSON.parse(auditIt.stdout).subject).toBe('audit.query.acme');
+    expect(opList.code, opList.stderr).toBe(0);
+    expect(JSON.parse(opList.stdout).subject).toBe('tokenkeeper.admin.list');
+    for (const [refused, subject] of [
+      [crossList, 'tokenkeeper.admin.list'],
+      [foreign, 'tokenkeeper.admin.list.globex'],
+      [get, 'token.get.acme.github'],
+    ] as const) {
+      expect(refused.code, `${subject}: ${refused.stderr}`).toBe(3);
+      expect(refused.stderr).toContain(`NATS denied publish on ${subject}`);
+    }
+  }, CLI_TEST_TIMEOUT_MS);
+
+  it('the operator watches the four event types (a wildcard type would be refused)', async () => {
+    const watch = runCli(['watch', '--json'], envOf('operator'));
+    try {
+      await waitFor(() => watch.err().includes('watching'), { timeoutMs: 90_000, message: 'watch started' });
+      const event = { eventId: 'e1', tenant: 'acme', connection: 'github', provider: 'sandbox', version: 4 };
+      services[0].publish('token.revoked.acme.github', encodeJson(event));
+      await waitFor(() => watch.out().includes('token.revoked.acme.github'), { timeoutMs: 10_000, message: 'event printed' });
+    } finally {
+      watch.child.kill('SIGINT');
+    }
+    const done = await watch.done;
+    expect(done.code, done.stderr).toBe(0);
+    expect(done.stderr).not.toContain('denied');
   }, CLI_TEST_TIMEOUT_MS);
 });
