@@ -1,6 +1,14 @@
-import { TokenClient } from '@tokenkeeper/client';
+import type { ConnectionOptions } from '@nats-io/transport-node';
+import { PermissionViolationError } from '@nats-io/transport-node';
+import { TokenClient, type TokenClientOptions } from '@tokenkeeper/client';
 import type { CredentialKey } from '@tokenkeeper/contracts';
 import type { DemoLog } from './demo-log.js';
+
+/** What happened when a consumer asked for another tenant's token. */
+export interface ForeignTokenOutcome {
+  refused: boolean;
+  detail: string;
+}
 
 export interface ConsumerSummary {
   name: string;
@@ -29,9 +37,38 @@ export class DemoConsumer {
     private readonly key: CredentialKey,
     private readonly apiUrl: string,
     private readonly log: DemoLog,
+    bus: { connect: ConnectionOptions; trustedSigners: string[] },
   ) {
-    // Demo tokens live 20 s, so a cached one is used while it has 5 s left.
-    this.client = new TokenClient({ servers: natsUrl, subscribe: [key], defaultMinTtlSeconds: 5 });
+    const { inboxPrefix, ...connectOptions } = bus.connect;
+    // Demo tokens live 20 s, so a cached one is used while it has 5 s left. The client
+    // subscribes to its own tenant's events only, verifies replies and events against the
+    // refresher's key, and receives replies under its user's own inbox prefix.
+    // The cast: `tenants`, `trustedSigners` and `inboxPrefix` come with branch `client`
+    // (ISSUE10-PLAN.md); drop it once they are in TokenClientOptions.
+    const options = {
+      servers: natsUrl,
+      connectOptions,
+      tenants: [key.tenant],
+      trustedSigners: bus.trustedSigners,
+      ...(inboxPrefix ? { inboxPrefix } : {}),
+      defaultMinTtlSeconds: 5,
+    } as TokenClientOptions;
+    this.client = new TokenClient(options);
+  }
+
+  /** Asks for a credential of another tenant through this service's own connection. */
+  async tryForeignToken(key: CredentialKey): Promise<ForeignTokenOutcome> {
+    try {
+      const token = await this.client.getToken(key, { minTtlSeconds: 0 });
+      return { refused: false, detail: `got ${key.tenant}/${key.connection} v${token.version}` };
+    } catch (error) {
+      for (let e: unknown = error; e instanceof Error; e = e.cause) {
+        if (e instanceof PermissionViolationError || /permissions violation/i.test(e.message)) {
+          return { refused: true, detail: `refused by NATS: no permission to publish token.get.${key.tenant}.${key.connection}` };
+        }
+      }
+      return { refused: true, detail: `no token (${(error as Error).message})` };
+    }
   }
 
   async start(periodMs: number): Promise<void> {
