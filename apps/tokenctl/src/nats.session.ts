@@ -132,7 +132,7 @@ export class NatsSession {
     // First: a refused publish also ends the request, which nats.js may report with it.
     const denied = permissionViolation(error);
     if (denied) {
-      return new UnreachableError(`NATS denied ${denied.operation} on ${denied.subject}`, 'this NATS user lacks the permission; `tokenctl authz --operator` prints what the operator needs, and NATS_INBOX_PREFIX must be its own inbox prefix (_INBOX_<user>)');
+      return new UnreachableError(`NATS denied ${denied.operation} on ${denied.subject}`, 'this NATS user may not (`tokenctl authz` prints each role\'s permissions; a tenant admin reaches its own tenant only, with --tenant), and NATS_INBOX_PREFIX must be the user\'s own (_INBOX_<user>)');
     }
     const service = serviceFor(subject);
     const running = `is ${service.name} running (${service.start})? NATS_URL=${this.url}`;

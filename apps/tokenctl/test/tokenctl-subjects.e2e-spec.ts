@@ -14,7 +14,7 @@ import { buildAuthz } from '../src/authz.command.js';
 import type { GeneratedUser } from '../src/authz.render.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const CLI_TEST_TIMEOUT_MS = 120_000;
+const CLI_TEST_TIMEOUT_MS = 240_000;
 
 interface Seen {
   subject: string;
