@@ -1,7 +1,6 @@
-import type { ConnectionOptions } from '@nats-io/transport-node';
-import { PermissionViolationError } from '@nats-io/transport-node';
+import { connect, PermissionViolationError, type ConnectionOptions } from '@nats-io/transport-node';
 import { TokenClient, type TokenClientOptions } from '@tokenkeeper/client';
-import type { CredentialKey } from '@tokenkeeper/contracts';
+import { tokenGetSubject, type CredentialKey } from '@tokenkeeper/contracts';
 import type { DemoLog } from './demo-log.js';
 
 /** What happened when a consumer asked for another tenant's token. */
@@ -37,7 +36,7 @@ export class DemoConsumer {
     private readonly key: CredentialKey,
     private readonly apiUrl: string,
     private readonly log: DemoLog,
-    bus: { connect: ConnectionOptions; trustedSigners: string[] },
+    private readonly bus: { servers: string; connect: ConnectionOptions; trustedSigners: string[] },
   ) {
     const { inboxPrefix, ...connectOptions } = bus.connect;
     // Demo tokens live 20 s, so a cached one is used while it has 5 s left. The client
@@ -56,11 +55,19 @@ export class DemoConsumer {
     this.client = new TokenClient(options);
   }
 
-  /** Asks for a credential of another tenant through this service's own connection. */
+  /**
+   * Asks for a credential of another tenant with this service's own NATS credentials, as a
+   * hand-made `token.get` (the client library might refuse a tenant it is not configured
+   * for before asking; the point is that the server refuses whatever the service sends).
+   */
   async tryForeignToken(key: CredentialKey): Promise<ForeignTokenOutcome> {
+    const nc = await connect({ servers: this.bus.servers, ...this.bus.connect });
     try {
-      const token = await this.client.getToken(key, { minTtlSeconds: 0 });
-      return { refused: false, detail: `got ${key.tenant}/${key.connection} v${token.version}` };
+      const reply = await nc.request(tokenGetSubject(key.tenant, key.connection), '{}', { timeout: 3_000 });
+      const body = reply.json<{ ok: boolean; token?: { version: number }; error?: { code: string } }>();
+      return body.ok
+        ? { refused: false, detail: `got ${key.tenant}/${key.connection} v${body.token?.version}` }
+        : { refused: true, detail: `answered ${body.error?.code}` };
     } catch (error) {
       for (let e: unknown = error; e instanceof Error; e = e.cause) {
         if (e instanceof PermissionViolationError || /permissions violation/i.test(e.message)) {
@@ -68,6 +75,8 @@ export class DemoConsumer {
         }
       }
       return { refused: true, detail: `no token (${(error as Error).message})` };
+    } finally {
+      await nc.close();
     }
   }
 

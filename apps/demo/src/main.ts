@@ -139,7 +139,7 @@ for (const { key } of services) {
 
 const consumers = services.map(
   ({ service, key }) =>
-    new DemoConsumer(service, bus.url, key, sandbox.apiUrl, log, { connect: bus.connectOptions(`consumer:${service}`), trustedSigners: [signerPublicKey] }),
+    new DemoConsumer(service, bus.url, key, sandbox.apiUrl, log, { servers: bus.url, connect: bus.connectOptions(`consumer:${service}`), trustedSigners: [signerPublicKey] }),
 );
 await Promise.all(consumers.map((c, i) => new Promise<void>((resolve) => setTimeout(() => void c.start(1_000).then(resolve), i * 500))));
 log.line(
