@@ -3,6 +3,7 @@
 //
 //   node deploy/healthcheck.mjs http <path> [expected-status] [port]   GET http://127.0.0.1:<port or $HTTP_PORT><path>
 //   node deploy/healthcheck.mjs nats <subject>                  any reply to a request on <subject>
+//     (as NATS_USER/NATS_PASS/NATS_INBOX_PREFIX, or HEALTHCHECK_NATS_USER/_PASS/_INBOX_PREFIX when set)
 //
 // Exits 0 when healthy, 1 otherwise, within about 3 seconds.
 const TIMEOUT_MS = 3_000;
@@ -16,14 +17,20 @@ async function http(path, status) {
 }
 
 // For apps without HTTP (the audit app): it is healthy when a replica answers its subject;
-// any reply counts, an error reply included. Supports user/password and token auth.
+// any reply counts, an error reply included. Supports user/password and token auth, and an
+// inbox prefix (a least-privilege user may only receive replies under its own). The
+// HEALTHCHECK_NATS_* variables, when set, take the place of the service's own NATS_*: a
+// service user may not be allowed to send the request its health is judged by.
 async function nats(subject) {
   const { connect } = await import('@nats-io/transport-node');
+  const env = process.env;
+  const probeUser = env.HEALTHCHECK_NATS_USER || undefined;
   const nc = await connect({
-    servers: (process.env.NATS_URL || 'nats://127.0.0.1:4222').split(','),
-    user: process.env.NATS_USER || undefined,
-    pass: process.env.NATS_PASS || undefined,
-    token: process.env.NATS_TOKEN || undefined,
+    servers: (env.NATS_URL || 'nats://127.0.0.1:4222').split(','),
+    user: probeUser ?? (env.NATS_USER || undefined),
+    pass: (probeUser ? env.HEALTHCHECK_NATS_PASS : env.NATS_PASS) || undefined,
+    token: probeUser ? undefined : env.NATS_TOKEN || undefined,
+    inboxPrefix: (probeUser ? env.HEALTHCHECK_NATS_INBOX_PREFIX : env.NATS_INBOX_PREFIX) || undefined,
     timeout: TIMEOUT_MS,
   });
   try {

@@ -2,12 +2,16 @@ import { spawn } from 'node:child_process';
 import { createTestDatabase, startNatsServer } from '@tokenkeeper/testing';
 import { expect, it } from 'vitest';
 
-/** The README's first command, shortened: it must tell the story and report zero failed calls. */
-it('npm run demo completes with zero failed API calls', async () => {
-  const [nats, db] = await Promise.all([startNatsServer({ jetstream: true }), createTestDatabase('tk_demo')]);
+/**
+ * The README's first command, shortened: it must tell the story and report zero failed
+ * calls, on the secure bus (its own nats-server with the generated permissions, what it
+ * runs wherever a nats-server binary is at hand, as here) and on an open one.
+ */
+it.each(['secure', 'open'] as const)('npm run demo completes with zero failed API calls (%s bus)', async (mode) => {
+  const [nats, db] = await Promise.all([startNatsServer({ jetstream: true }), createTestDatabase(`tk_demo_${mode}`)]);
   try {
     const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/demo/src/main.ts'], {
-      env: { ...process.env, DEMO_SECONDS: '14', DEMO_TOKEN_TTL_SECONDS: '8', REFRESH_MIN_MARGIN_SECONDS: '3', NATS_URL: nats.url, DATABASE_URL: db.url, AUDIT_DATABASE_URL: `${db.url}_audit`, TOKEN_ENCRYPTION_KEYS: `demo:${Buffer.alloc(32, 7).toString('base64')}` },
+      env: { ...process.env, DEMO_BUS: mode, DEMO_SECONDS: '14', DEMO_TOKEN_TTL_SECONDS: '8', REFRESH_MIN_MARGIN_SECONDS: '3', NATS_URL: nats.url, DATABASE_URL: db.url, AUDIT_DATABASE_URL: `${db.url}_audit`, TOKEN_ENCRYPTION_KEYS: `demo:${Buffer.alloc(32, 7).toString('base64')}` },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -22,6 +26,16 @@ it('npm run demo completes with zero failed API calls', async () => {
     expect(out).toMatch(/audit records: +.*\d+ refreshed/);
     const made = Number(/API calls made: +(\d+)/.exec(out)?.[1]);
     expect(made).toBeGreaterThanOrEqual(20);
+    // Both tenants' consumers got their own tenant's pushed tokens.
+    expect(out).toMatch(/reports +now using token v\d+ \(pushed by the refresher\)/);
+    if (mode === 'secure') {
+      expect(out).toContain('secure bus: per-tenant permissions');
+      // The proof for a new user: one tenant's service cannot get another tenant's token.
+      expect(out).toMatch(/tenant isolation: +billing \(tenant acme\) asked for globex\/sandbox-api: refused by NATS: no permission to publish token\.get\.globex\.sandbox-api\n/);
+    } else {
+      expect(out).toContain('open bus: no permissions');
+      expect(out).toMatch(/tenant isolation: +none on an open bus/);
+    }
   } finally {
     const { default: pg } = await import('pg');
     const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]+$/, '/postgres') });

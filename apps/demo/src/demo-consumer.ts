@@ -1,6 +1,13 @@
-import { TokenClient } from '@tokenkeeper/client';
-import type { CredentialKey } from '@tokenkeeper/contracts';
+import { connect, PermissionViolationError, type ConnectionOptions } from '@nats-io/transport-node';
+import { TokenClient, type TokenClientOptions } from '@tokenkeeper/client';
+import { tokenGetSubject, type CredentialKey } from '@tokenkeeper/contracts';
 import type { DemoLog } from './demo-log.js';
+
+/** What happened when a consumer asked for another tenant's token. */
+export interface ForeignTokenOutcome {
+  refused: boolean;
+  detail: string;
+}
 
 export interface ConsumerSummary {
   name: string;
@@ -29,9 +36,48 @@ export class DemoConsumer {
     private readonly key: CredentialKey,
     private readonly apiUrl: string,
     private readonly log: DemoLog,
+    private readonly bus: { servers: string; connect: ConnectionOptions; trustedSigners: string[] },
   ) {
-    // Demo tokens live 20 s, so a cached one is used while it has 5 s left.
-    this.client = new TokenClient({ servers: natsUrl, subscribe: [key], defaultMinTtlSeconds: 5 });
+    const { inboxPrefix, ...connectOptions } = bus.connect;
+    // Demo tokens live 20 s, so a cached one is used while it has 5 s left. The client
+    // subscribes to its own tenant's events only, verifies replies and events against the
+    // refresher's key, and receives replies under its user's own inbox prefix.
+    // The cast: `tenants`, `trustedSigners` and `inboxPrefix` come with branch `client`
+    // (ISSUE10-PLAN.md); drop it once they are in TokenClientOptions.
+    const options = {
+      servers: natsUrl,
+      connectOptions,
+      tenants: [key.tenant],
+      trustedSigners: bus.trustedSigners,
+      ...(inboxPrefix ? { inboxPrefix } : {}),
+      defaultMinTtlSeconds: 5,
+    } as TokenClientOptions;
+    this.client = new TokenClient(options);
+  }
+
+  /**
+   * Asks for a credential of another tenant with this service's own NATS credentials, as a
+   * hand-made `token.get` (the client library might refuse a tenant it is not configured
+   * for before asking; the point is that the server refuses whatever the service sends).
+   */
+  async tryForeignToken(key: CredentialKey): Promise<ForeignTokenOutcome> {
+    const nc = await connect({ servers: this.bus.servers, ...this.bus.connect });
+    try {
+      const reply = await nc.request(tokenGetSubject(key.tenant, key.connection), '{}', { timeout: 3_000 });
+      const body = reply.json<{ ok: boolean; token?: { version: number }; error?: { code: string } }>();
+      return body.ok
+        ? { refused: false, detail: `got ${key.tenant}/${key.connection} v${body.token?.version}` }
+        : { refused: true, detail: `answered ${body.error?.code}` };
+    } catch (error) {
+      for (let e: unknown = error; e instanceof Error; e = e.cause) {
+        if (e instanceof PermissionViolationError || /permissions violation/i.test(e.message)) {
+          return { refused: true, detail: `refused by NATS: no permission to publish token.get.${key.tenant}.${key.connection}` };
+        }
+      }
+      return { refused: true, detail: `no token (${(error as Error).message})` };
+    } finally {
+      await nc.close();
+    }
   }
 
   async start(periodMs: number): Promise<void> {

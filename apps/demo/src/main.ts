@@ -1,9 +1,14 @@
 /**
  * The live demo: the seed story (a service whose OAuth2 token keeps expiring) with
  * Tokenkeeper doing the refreshing. A sandbox provider issues 20-second tokens with
- * rotating refresh tokens; the refresher keeps one credential fresh; two consumer
- * services call the provider's protected API about once a second through the client.
- * Halfway, the provider revokes the current access token, to show the 401 path.
+ * rotating refresh tokens; the refresher keeps two tenants' credentials fresh; two
+ * consumer services, one of each tenant, call the provider's protected API about once a
+ * second through the client. Halfway, the provider revokes one access token, to show the
+ * 401 path. At the end, one consumer asks for the other tenant's token and is refused.
+ *
+ * Where a nats-server binary is at hand, the demo runs its own with the permissions
+ * `tokenctl authz` generates (SPEC §11: "secure bus"), every part under its own user;
+ * otherwise it uses NATS_URL without permissions ("open bus"). DEMO_BUS=open|secure chooses.
  *
  *   npm run demo                 # 90 s
  *   DEMO_SECONDS=30 npm run demo
@@ -12,14 +17,15 @@ import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
 import { redactServers } from '@tokenkeeper/nats';
-import { tokenEventFilter } from '@tokenkeeper/contracts';
+import { adminSubject, auditQuerySubject, EventSigner, generateSigningSeed, TOKEN_EVENT_KINDS, tokenEventFilter, tokenGetSubject, type CredentialKey } from '@tokenkeeper/contracts';
 import { startSandboxProvider } from '@tokenkeeper/testing';
 import { loadConfig } from '../../refresher/src/config/app-config.js';
 import { parseProvidersDocument } from '../../refresher/src/providers/providers-file.loader.js';
 import { startRefresher } from '../../refresher/src/refresher.app.js';
 import { startAudit } from '../../audit/src/audit.app.js';
 import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
-import { DemoConsumer, type ConsumerSummary } from './demo-consumer.js';
+import { DemoBus, natsServerAvailable, type DemoRole } from './demo-bus.js';
+import { DemoConsumer, type ConsumerSummary, type ForeignTokenOutcome } from './demo-consumer.js';
 import { DemoLog, preview } from './demo-log.js';
 
 const seconds = Number(process.env.DEMO_SECONDS ?? 90);
@@ -28,11 +34,40 @@ if (!Number.isFinite(seconds) || seconds <= 0) {
   process.exit(2);
 }
 const TOKEN_TTL_SECONDS = Number(process.env.DEMO_TOKEN_TTL_SECONDS ?? 20);
-const key = { tenant: 'demo', connection: 'sandbox-api' };
+/** Two tenants, one credential each, and a consumer service of each tenant. */
+const services = [
+  { service: 'billing', key: { tenant: 'acme', connection: 'sandbox-api' } },
+  { service: 'reports', key: { tenant: 'globex', connection: 'sandbox-api' } },
+];
+const keyName = (k: CredentialKey) => `${k.tenant}/${k.connection}`;
 const log = new DemoLog();
+
+const requestedBus = process.env.DEMO_BUS;
+if (requestedBus !== undefined && requestedBus !== 'secure' && requestedBus !== 'open') {
+  process.stderr.write('DEMO_BUS must be secure or open\n');
+  process.exit(2);
+}
+const haveServer = natsServerAvailable(process.env);
+if (requestedBus === 'secure' && !haveServer) {
+  process.stderr.write('DEMO_BUS=secure needs a nats-server binary (/usr/sbin/nats-server or on PATH)\n');
+  process.exit(2);
+}
+const AUDIT_CONSUMER_NAME = process.env.AUDIT_CONSUMER_NAME ?? 'tokenkeeper-demo-audit';
+const bus = await DemoBus.start({
+  mode: requestedBus ?? (haveServer ? 'secure' : 'open'),
+  openUrl: process.env.NATS_URL ?? 'nats://127.0.0.1:4222',
+  auditConsumer: AUDIT_CONSUMER_NAME,
+  consumers: services.map((s) => ({ tenant: s.key.tenant, service: s.service })),
+});
+// The refresher signs token replies and events with this key; the consumers trust only it.
+const signingSeed = process.env.EVENT_SIGNING_KEY ?? generateSigningSeed();
+const signerPublicKey = EventSigner.fromSeed(signingSeed).publicKey;
 
 const config = loadConfig({
   ...process.env,
+  NATS_URL: bus.url,
+  ...bus.env('refresher'),
+  EVENT_SIGNING_KEY: signingSeed,
   DATABASE_URL: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/tokenkeeper_demo',
   HTTP_PORT: process.env.HTTP_PORT ?? '0',
   REPLICA_ID: 'demo-refresher',
@@ -41,12 +76,19 @@ const config = loadConfig({
 });
 
 log.section(`Tokenkeeper demo: ${seconds} s, tokens live ${TOKEN_TTL_SECONDS} s`);
+if (bus.mode === 'secure') {
+  log.line('nats', `secure bus: per-tenant permissions (own nats-server on ${bus.url}, configuration from tokenctl authz; users ${(['refresher', 'audit', 'operator', ...services.map((s) => `consumer:${s.service}`)] as DemoRole[]).map((r) => bus.userOf(r)).join(', ')})`);
+} else {
+  log.line('nats', `open bus: no permissions (NATS_URL ${redactServers([bus.url]).join(',')}); any client could read any tenant's token. With a nats-server binary at hand the demo runs the secure bus.`);
+}
 // Each run starts from an empty demo database: credentials left by an earlier run belong
 // to a sandbox provider that no longer exists.
 const auditConfig = loadAuditConfig({
   ...process.env,
+  NATS_URL: bus.url,
+  ...bus.env('audit'),
   AUDIT_DATABASE_URL: process.env.AUDIT_DATABASE_URL ?? `${config.database.url}_audit`,
-  AUDIT_CONSUMER_NAME: process.env.AUDIT_CONSUMER_NAME ?? 'tokenkeeper-demo-audit',
+  AUDIT_CONSUMER_NAME,
 });
 await resetDatabase(config.database.url);
 await resetDatabase(auditConfig.database.url);
@@ -62,44 +104,55 @@ log.line('refresher', `started: PostgreSQL ${new URL(config.database.url).pathna
 const audit = await startAudit({ config: auditConfig, logger: refresherLogger });
 log.line('audit', `started: durable JetStream consumer into ${new URL(auditConfig.database.url).pathname.slice(1)}`);
 
-const nc = await connect({ servers: config.nats.servers });
+// The demo itself watches, registers and queries as the operator, what tokenctl runs as.
+const nc = await connect({ servers: bus.url, ...bus.connectOptions('operator') });
 let refreshes = 0;
-let lastExpiry = 0;
-nc.subscribe(tokenEventFilter('*', key.tenant, key.connection), {
-  callback: (_err, msg) => {
-    const event = msg.json<{ version: number; expiresAt: string; accessToken?: string; code?: string; message?: string }>();
-    const kind = msg.subject.split('.')[1];
-    if (kind === 'refreshed') {
-      refreshes++;
-      const early = lastExpiry ? ((lastExpiry - Date.now()) / 1000).toFixed(1) : '?';
-      log.line('refresher', `token refreshed → v${event.version} ${preview(event.accessToken ?? '')}, ${early} s before the old one expired; pushed to consumers`);
-    } else if (kind === 'registered') {
-      log.line('refresher', `credential registered as v${event.version}`);
-    } else if (kind === 'failed') {
-      log.line('refresher', `refresh failed: ${event.code} ${event.message}`);
-    }
-    if (event.expiresAt) lastExpiry = Date.parse(event.expiresAt);
-  },
-});
+const lastExpiry = new Map<string, number>();
+// The four event types one by one: the operator may subscribe to those, not to `token.*.…`.
+for (const kind of TOKEN_EVENT_KINDS) {
+  nc.subscribe(tokenEventFilter(kind, '*', '*'), {
+    callback: (_err, msg) => {
+      const event = msg.json<{ tenant: string; connection: string; version: number; expiresAt: string; accessToken?: string; code?: string; message?: string }>();
+      const name = keyName(event);
+      if (kind === 'refreshed') {
+        refreshes++;
+        const previous = lastExpiry.get(name);
+        const early = previous ? ((previous - Date.now()) / 1000).toFixed(1) : '?';
+        log.line('refresher', `token refreshed → v${event.version} of ${name} ${preview(event.accessToken ?? '')}, ${early} s before the old one expired; pushed to its tenant's consumer`);
+      } else if (kind === 'registered') {
+        log.line('refresher', `credential ${name} registered as v${event.version}`);
+      } else if (kind === 'failed') {
+        log.line('refresher', `refresh of ${name} failed: ${event.code} ${event.message}`);
+      }
+      if (event.expiresAt) lastExpiry.set(name, Date.parse(event.expiresAt));
+    },
+  });
+}
 
-// The seed's "initial OAuth2 token loaded": an access token and a refresh token from the provider.
-const initial = sandbox.issueTokens();
-const registered = await nc.request('token.register', JSON.stringify({ ...key, provider: 'sandbox', ...initial }), { timeout: 10_000 });
-const reply = registered.json<{ ok: boolean; error?: { message: string } }>();
-if (!reply.ok) throw new Error(`register failed: ${reply.error?.message}`);
+// The seed's "initial OAuth2 token loaded": an access token and a refresh token from the provider, per tenant.
+for (const { key } of services) {
+  const initial = sandbox.issueTokens();
+  const registered = await nc.request(adminSubject('register', key.tenant, key.connection), JSON.stringify({ ...key, provider: 'sandbox', ...initial }), { timeout: 10_000 });
+  const reply = registered.json<{ ok: boolean; error?: { message: string } }>();
+  if (!reply.ok) throw new Error(`register ${keyName(key)} failed: ${reply.error?.message}`);
+}
 
-const consumers = [
-  new DemoConsumer('billing', config.nats.servers.join(','), key, sandbox.apiUrl, log),
-  new DemoConsumer('reports', config.nats.servers.join(','), key, sandbox.apiUrl, log),
-];
+const consumers = services.map(
+  ({ service, key }) =>
+    new DemoConsumer(service, bus.url, key, sandbox.apiUrl, log, { servers: bus.url, connect: bus.connectOptions(`consumer:${service}`), trustedSigners: [signerPublicKey] }),
+);
 await Promise.all(consumers.map((c, i) => new Promise<void>((resolve) => setTimeout(() => void c.start(1_000).then(resolve), i * 500))));
-log.line('demo', 'two consumer services are calling the protected API every second');
+log.line(
+  'demo',
+  `two consumer services are calling the protected API every second: ${services.map((s) => `${s.service} of tenant ${s.key.tenant} (as ${bus.userOf(`consumer:${s.service}`)})`).join(', ')}; replies and events verified against the refresher's key ${signerPublicKey.slice(0, 8)}…`,
+);
 
 const revokeAt = setTimeout(async () => {
-  const got = await nc.request('token.get', JSON.stringify(key), { timeout: 5_000 });
+  const key = services[0].key;
+  const got = await nc.request(tokenGetSubject(key.tenant, key.connection), '{}', { timeout: 5_000 });
   const token = got.json<{ token: { accessToken: string; version: number } }>().token;
   sandbox.revokeAccessToken(token.accessToken);
-  log.line('provider', `revoked access token v${token.version} early (as a provider might): the next calls get 401`);
+  log.line('provider', `revoked access token v${token.version} of ${keyName(key)} early (as a provider might): the next calls get 401`);
 }, (seconds * 1000) / 2);
 
 let stopping = false;
@@ -108,6 +161,9 @@ async function finish(reason: string): Promise<void> {
   stopping = true;
   clearTimeout(revokeAt);
   log.line('demo', `${reason}; stopping`);
+  // Tenant isolation: the first tenant's service asks for the second tenant's token.
+  const foreignKey = services[1].key;
+  const foreign: ForeignTokenOutcome = await consumers[0].tryForeignToken(foreignKey);
   const summaries: ConsumerSummary[] = await Promise.all(consumers.map((c) => c.stop()));
   await refresher.close(); // publishes what is left in the outbox before it stops
   const auditCounts = await countAuditRecords();
@@ -127,8 +183,15 @@ async function finish(reason: string): Promise<void> {
     );
   }
   process.stdout.write(`audit records:       ${auditCounts}\n`);
+  process.stdout.write(`bus:                 ${bus.mode === 'secure' ? 'secure bus: per-tenant permissions' : 'open bus (no permissions)'}\n`);
+  const who = `${consumers[0].name} (tenant ${services[0].key.tenant}) asked for ${keyName(foreignKey)}`;
+  // On the secure bus this must be refused; on the open bus it shows why the secure one exists.
+  const isolated = bus.mode === 'open' || foreign.refused;
+  if (bus.mode === 'secure') process.stdout.write(`tenant isolation:    ${who}: ${foreign.detail}${foreign.refused ? '' : '  ← NOT ISOLATED'}\n`);
+  else process.stdout.write(`tenant isolation:    none on an open bus: ${who}: ${foreign.detail}\n`);
+  await bus.stop();
   process.stdout.write(failed === 0 ? '\nNo API call failed: every token was refreshed before it expired.\n' : `\n${failed} API calls failed.\n`);
-  process.exit(failed === 0 && calls > 0 ? 0 : 1);
+  process.exit(failed === 0 && calls > 0 && isolated ? 0 : 1);
 }
 
 /** What the audit app stored for this run, by type (it may take a moment to catch up). */
@@ -136,7 +199,8 @@ async function countAuditRecords(): Promise<string> {
   let counts = new Map<string, number>();
   for (let attempt = 0; attempt < 20; attempt++) {
     try {
-      const res = await nc.request('audit.query', JSON.stringify({ ...key, since: demoStartedAt, limit: 1000 }), { timeout: 2_000 });
+      // Across tenants, as the operator may.
+      const res = await nc.request(auditQuerySubject(), JSON.stringify({ since: demoStartedAt, limit: 1000 }), { timeout: 2_000 });
       const body = res.json<{ ok: boolean; items?: { type: string }[] }>();
       counts = new Map();
       for (const item of body.items ?? []) counts.set(item.type, (counts.get(item.type) ?? 0) + 1);

@@ -1,13 +1,13 @@
 import 'reflect-metadata';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { AUDIT_ENV_VARIABLES } from '../../audit/src/config/audit-config.js';
 import { ENV_VARIABLES } from '../src/config/app-config.js';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { WireSubscription } from '@tokenkeeper/contracts';
-import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { authzUser, type AuthzRole, WireSubscription } from '@tokenkeeper/contracts';
+import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
@@ -15,6 +15,7 @@ import { loadConfig } from '../src/config/app-config.js';
 import { HealthController } from '../src/observability/health.controller.js';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 import { baseUrlOf, freePort, REPO_ROOT } from './ops-support.js';
+import { COMPOSE_AUTH_FILE, COMPOSE_AUTHZ_FLAGS, composeAuth } from '../../../tools/nats-compose-auth.js';
 
 /**
  * docker-compose.yml, the Dockerfile and .dockerignore, checked without a Docker engine:
@@ -37,6 +38,32 @@ function interpolate(value: unknown): string {
 function envOf(service: string): Record<string, string> {
   const env = compose.services[service].environment ?? {};
   return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, interpolate(v)]));
+}
+
+/** A compose value's `${VAR:-default}` reference: the variable, or undefined for a literal. */
+function referencedVariable(service: string, name: string): string | undefined {
+  return /^\$\{([A-Z0-9_]+)(?::-[^}]*)?\}$/.exec(String(compose.services[service].environment?.[name] ?? ''))?.[1];
+}
+
+interface ConfigUser {
+  user: string;
+  password: string;
+  permissions: { publish: { allow: string[] }; subscribe: { allow: string[] }; allow_responses?: boolean };
+}
+
+/** The users of the committed nats-server config; a `$VAR` password comes back as the string "$VAR". */
+function natsConfigUsers(text: string): ConfigUser[] {
+  const body = text
+    .split('\n')
+    .filter((line) => !line.trim().startsWith('#'))
+    .join('\n');
+  const array = /users = (\[[\s\S]*\])\s*\}\s*$/.exec(body)![1].replace(/: \$([A-Z0-9_]+)/g, ': "$$$1"');
+  return JSON.parse(array) as ConfigUser[];
+}
+
+/** The variables a healthcheck script reads besides the app's own. */
+function healthcheckVariables(): Set<string> {
+  return new Set([...file('deploy/healthcheck.mjs').matchAll(/env\.([A-Z0-9_]+)/g)].map((m) => m[1]));
 }
 
 /** The variables an app's configuration reads, as its config module declares them. */
@@ -102,12 +129,20 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
     expect(services.nats.image).toMatch(/^nats:2\.10(\b|$)/);
     const natsArgs: string[] = services.nats.command;
     expect(natsArgs).toContain('-js');
+    // The permission model's configuration, mounted read-only from deploy/nats.
+    const configPath = natsArgs[natsArgs.indexOf('-c') + 1];
+    const configMount = (services.nats.volumes as string[]).map((v) => v.split(':')).find(([, target]) => configPath.startsWith(`${target}/`));
+    expect(configMount, `nats: ${configPath} is mounted`).toBeDefined();
+    expect(join(configMount![0], configPath.slice(configMount![1].length + 1)).replace(/^\.\//, '')).toBe(COMPOSE_AUTH_FILE);
+    expect(configMount![2]).toBe('ro');
     const storeDir = natsArgs[natsArgs.indexOf('-sd') + 1];
     const mounted = (service: string) => (services[service].volumes as string[]).map((v) => v.split(':')) as [string, string][];
     expect(mounted('postgres')).toContainEqual([expect.any(String), '/var/lib/postgresql/data']);
     expect(mounted('nats').some(([, target]) => storeDir.startsWith(target))).toBe(true);
     for (const service of ['postgres', 'nats', 'refresher']) {
-      for (const [source] of mounted(service)) expect(Object.keys(volumes), `${service}: named volume ${source}`).toContain(source);
+      for (const [source] of mounted(service)) {
+      if (!source.startsWith('./')) expect(Object.keys(volumes), `${service}: named volume ${source}`).toContain(source);
+    }
     }
     // Every app waits for healthy dependencies.
     for (const service of ['refresher', 'audit']) {
@@ -132,7 +167,7 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
 
   it('sets only variables the audit app reads, with values its configuration accepts', () => {
     const env = envOf('audit');
-    const known = schemaVariables('apps/audit/src/config/audit-config.ts');
+    const known = new Set([...schemaVariables('apps/audit/src/config/audit-config.ts'), ...healthcheckVariables()]);
     for (const name of Object.keys(env)) expect(known, `audit: ${name}`).toContain(name);
     const config = loadAuditConfig(env);
     expect(config.nats.servers).toEqual(['nats://nats:4222']);
@@ -175,6 +210,59 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
     expect(dockerfileHealthcheck()).toEqual(['node', 'deploy/healthcheck.mjs', 'http', '/healthz']);
   });
 
+  it('runs NATS with exactly the permissions `tokenctl authz` generates (regenerated and compared)', () => {
+    // `npm run authz:compose` writes the file; any hand edit or model change shows here.
+    expect(file(COMPOSE_AUTH_FILE)).toBe(composeAuth().config);
+    const users = natsConfigUsers(file(COMPOSE_AUTH_FILE));
+    // Parsed back, each user holds its role's permissions as the contract's model has them.
+    const roles: AuthzRole[] = [
+      { kind: 'refresher' },
+      { kind: 'audit' },
+      { kind: 'operator' },
+      { kind: 'tenant-admin', tenant: 'healthcheck' },
+      ...COMPOSE_AUTHZ_FLAGS.consumer!.map((c) => ({ kind: 'consumer' as const, tenant: c.split(':')[0], service: c.split(':')[1] })),
+    ];
+    expect(users.map((u) => u.user).sort()).toEqual(roles.map((r) => authzUser(r).name).sort());
+    for (const role of roles) {
+      const model = authzUser(role);
+      const user = users.find((u) => u.user === model.name)!;
+      expect(user.permissions.publish.allow, model.name).toEqual(model.permissions.publish);
+      expect(user.permissions.subscribe.allow, model.name).toEqual(model.permissions.subscribe);
+      expect(user.permissions.allow_responses ?? false, model.name).toBe(model.permissions.allowResponses);
+      // No password in the file: a reference to the nats container's environment.
+      expect(user.password, model.name).toMatch(/^\$TK_NATS_PASS_[A-Z0-9_]+$/);
+    }
+    // No consumer may read another tenant's or every inbox.
+    for (const user of users) expect(user.permissions.subscribe.allow, user.user).not.toContain('_INBOX.>');
+  });
+
+  it('gives every service its own NATS user, password variable and inbox prefix, all defined for nats-server', () => {
+    const users = natsConfigUsers(file(COMPOSE_AUTH_FILE));
+    const natsEnv = envOf('nats');
+    // Every variable the config references is set for nats-server (else it refuses to start).
+    for (const user of users) expect(Object.keys(natsEnv), user.user).toContain(user.password.slice(1));
+    const wiring: [service: string, prefix: '' | 'HEALTHCHECK_', role: AuthzRole][] = [
+      ['refresher', '', { kind: 'refresher' }],
+      ['audit', '', { kind: 'audit' }],
+      ['audit', 'HEALTHCHECK_', { kind: 'tenant-admin', tenant: 'healthcheck' }],
+    ];
+    for (const [service, prefix, role] of wiring) {
+      const env = envOf(service);
+      const model = authzUser(role);
+      const what = `${service}: ${prefix}NATS_USER`;
+      expect(env[`${prefix}NATS_USER`], what).toBe(model.name);
+      expect(env[`${prefix}NATS_INBOX_PREFIX`], what).toBe(model.inboxPrefix);
+      const user = users.find((u) => u.user === model.name)!;
+      // The service's password is the same variable nats-server reads, with the same default.
+      const variable = referencedVariable(service, `${prefix}NATS_PASS`);
+      expect(variable, `${service}: ${prefix}NATS_PASS references a variable`).toBe(user.password.slice(1));
+      expect(env[`${prefix}NATS_PASS`], `${service}: ${prefix}NATS_PASS default`).toBe(natsEnv[variable!]);
+    }
+    // Production needs the signing key (SPEC §8): the refresher passes it through.
+    expect(referencedVariable('refresher', 'EVENT_SIGNING_KEY')).toBe('EVENT_SIGNING_KEY');
+    expect(envOf('refresher').EVENT_SIGNING_KEY_FILE).toMatch(/^\/var\/lib\/tokenkeeper\//);
+  });
+
   const cli = composeCli();
   it.skipIf(cli === null)('is a valid compose file for the compose CLI (`config`, no engine needed)', async () => {
     const [bin, ...args] = cli!;
@@ -213,22 +301,51 @@ describe('ops: the healthchecks, run against what they probe', () => {
     }
   });
 
-  it('probes the subject the audit app answers, with the environment the audit service has', async () => {
+  it('probes the subject the audit app answers, as the audit service would on the permissioned bus', async () => {
     const argv = healthcheckOf('audit');
     expect(argv.slice(0, 3)).toEqual(['node', 'deploy/healthcheck.mjs', 'nats']);
-    expect(argv[3]).toBe(WireSubscription.auditQuery);
+    // A tenant's audit.query (SPEC §3), which the audit app serves on audit.query.*.
+    expect(argv[3]).toBe('audit.query.healthcheck');
+    expect(WireSubscription.auditQueryOfTenant).toBe('audit.query.*');
     const { AuditQueryController } = await import('../../audit/src/query/audit-query.controller.js');
     const patterns = Object.getOwnPropertyNames(AuditQueryController.prototype).flatMap(
       (name) => (Reflect.getMetadata('microservices:pattern', (AuditQueryController.prototype as any)[name]) as unknown[] | undefined) ?? [],
     );
-    expect(patterns).toContain(WireSubscription.auditQuery);
+    expect(patterns).toContain(WireSubscription.auditQueryOfTenant);
 
-    const env = { ...envOf('audit'), NATS_URL: nats.url };
-    expect(await probe(argv, env), 'no audit replica answering').toBe(1);
-    responder = await connect({ servers: nats.url });
-    responder.subscribe(WireSubscription.auditQuery, { queue: 'audit', callback: (_err, msg) => void msg.respond('{"ok":false,"error":{"code":"bad_request","message":"x"}}') });
-    await responder.flush();
-    expect(await probe(argv, env), 'an audit replica answers').toBe(0);
+    const secure = await startComposeNats();
+    try {
+      const env = { ...envOf('audit'), NATS_URL: secure.url };
+      expect(await probe(argv, env), 'no audit replica answering').toBe(1);
+      // A stand-in audit replica under the audit service's own compose credentials.
+      const audit = envOf('audit');
+      responder = await connect({ servers: secure.url, user: audit.NATS_USER, pass: audit.NATS_PASS, inboxPrefix: audit.NATS_INBOX_PREFIX });
+      responder.subscribe(WireSubscription.auditQueryOfTenant, { queue: 'audit', callback: (_err, msg) => void msg.respond('{"ok":true,"items":[]}') });
+      await responder.flush();
+      expect(await probe(argv, env), 'an audit replica answers').toBe(0);
+      // The audit user itself may not send the query: that is why the probe has its own user.
+      const withoutProbeUser = Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('HEALTHCHECK_')));
+      expect(await probe(argv, withoutProbeUser), 'as the audit user').toBe(1);
+    } finally {
+      await responder?.close();
+      await secure.stop();
+    }
+  });
+
+  it('starts nats-server from the committed configuration with the compose environment; each service user connects', async () => {
+    const secure = await startComposeNats();
+    try {
+      for (const service of ['refresher', 'audit']) {
+        const env = envOf(service);
+        const nc = await connect({ servers: secure.url, user: env.NATS_USER, pass: env.NATS_PASS, inboxPrefix: env.NATS_INBOX_PREFIX });
+        await nc.flush();
+        await nc.close();
+        await expect(connect({ servers: secure.url, user: env.NATS_USER, pass: 'wrong' }), `${service} with a wrong password`).rejects.toThrow(/authori[sz]ation/i);
+      }
+      await expect(connect({ servers: secure.url }), 'anonymous').rejects.toThrow(/authori[sz]ation/i);
+    } finally {
+      await secure.stop();
+    }
   });
 
   it('probes the sandbox provider on its own port', async () => {
@@ -236,3 +353,38 @@ describe('ops: the healthchecks, run against what they probe', () => {
     expect(await probe(argv.map((a) => (a === compose.services.sandbox.environment.SANDBOX_PORT ? new URL(sandbox.url).port : a)), {})).toBe(0);
   });
 });
+
+/**
+ * nats-server as compose runs it: the committed configuration, the nats service's
+ * environment (its TK_NATS_PASS_* defaults), on a free local port.
+ */
+async function startComposeNats(): Promise<{ url: string; stop(): Promise<void> }> {
+  const port = await freePort();
+  const binary = existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server';
+  const child: ChildProcess = spawn(binary, ['-c', join(REPO_ROOT, COMPOSE_AUTH_FILE), '-a', '127.0.0.1', '-p', String(port)], {
+    env: { PATH: process.env.PATH ?? '', ...envOf('nats') },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const url = `nats://127.0.0.1:${port}`;
+  await waitFor(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`);
+      return connect({ servers: url, user: 'x', pass: 'x', timeout: 500 }).then(
+        (nc) => nc.close().then(() => true),
+        (error: Error) => /authori[sz]ation/i.test(error.message),
+      );
+    },
+    { timeoutMs: 10_000, message: 'nats-server with the compose configuration accepts connections' },
+  );
+  return {
+    url,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}

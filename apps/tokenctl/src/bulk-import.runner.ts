@@ -1,4 +1,4 @@
-import { RpcSubject, type CredentialReply } from '@tokenkeeper/contracts';
+import { adminSubject, type CredentialReply } from '@tokenkeeper/contracts';
 import { hintForCode, UnreachableError, UsageError, type ExitCode } from './cli.errors.js';
 import { BulkInput, type BulkDefaults, type BulkEntry } from './bulk-input.reader.js';
 import type { NatsSession } from './nats.session.js';
@@ -104,12 +104,13 @@ export async function runBulkImport(
   };
 
   const send = async (entry: BulkEntry): Promise<void> => {
+    const subject = adminSubject('register', entry.request.tenant, entry.request.connection);
     try {
-      const reply = await nats.requestReply<CredentialReply>(RpcSubject.register, entry.request);
+      const reply = await nats.requestReply<CredentialReply>(subject, entry.request);
       if (reply?.ok === true) summary.registered++;
       else fail(entry, String(reply?.error?.code ?? 'invalid_reply'), String(reply?.error?.message ?? 'reply is not {ok, …}'));
     } catch (error) {
-      const unreachable = error instanceof UnreachableError ? error : nats.transportError(RpcSubject.register, error);
+      const unreachable = error instanceof UnreachableError ? error : nats.transportError(subject, error);
       fail(entry, 'nats', unreachable.message);
       // No responder, no connection or no reply in time: the next requests would fare no better.
       summary.stoppedBecause ??= `${unreachable.message}; ${unreachable.hint ?? ''}`;

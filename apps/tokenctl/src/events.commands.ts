@@ -1,13 +1,15 @@
 import {
-  AUDIT_QUERY_SUBJECT,
   AuditQueryRequestSchema,
+  auditQuerySubject,
   isValidName,
   parseTokenEventSubject,
   tokenEventFilter,
   type AuditRecord,
   type AuditRecordType,
+  TOKEN_EVENT_KINDS,
   type TokenEventKind,
 } from '@tokenkeeper/contracts';
+import type { Msg } from '@nats-io/transport-node';
 import { UsageError, validateRequest, type ExitCode } from './cli.errors.js';
 import type { CommandContext } from './nats.session.js';
 import { AUDIT_COLUMNS, auditRow, maskSecret, paint, printJson, relativeTime, renderTable } from './output.format.js';
@@ -30,12 +32,18 @@ export async function watchCommand(flags: WatchFlags, ctx: CommandContext): Prom
       throw new UsageError(`${flag} must match ^[A-Za-z0-9_-]{1,128}$ (wildcards are not accepted; leave it out to watch all)`);
     }
   }
-  const subject = tokenEventFilter(flags.kind ?? '*', flags.tenant ?? '*', flags.connection ?? '*');
+  // The four event types one by one, never `token.*.…`: that is what the operator's and a
+  // consumer's permissions allow (SPEC §11), and a wildcard type would be refused.
+  const subjects = (flags.kind ? [flags.kind] : TOKEN_EVENT_KINDS).map((kind) => tokenEventFilter(kind, flags.tenant ?? '*', flags.connection ?? '*'));
   const session = await ctx.session({ reconnectForever: true });
   const { nc } = session;
-  const sub = nc.subscribe(subject);
+  const messages = new EventQueue();
+  const subs = subjects.map((subject) => nc.subscribe(subject, { callback: (error, msg) => messages.push(error, msg) }));
   await nc.flush();
-  ctx.out.stderr.write(`watching ${subject} on ${session.url} (Ctrl-C to stop)\n`);
+  ctx.out.stderr.write(`watching ${subjects.join(', ')} on ${session.url} (Ctrl-C to stop)\n`);
+  // A refused subscription closes with the server's permission violation: stop, and say so.
+  for (const sub of subs) void sub.closed.then((reason) => reason instanceof Error && messages.end(reason), (error: unknown) => messages.end(error));
+  void Promise.all(subs.map((sub) => sub.closed.catch(() => undefined))).then(() => messages.end());
 
   let interrupted = false;
   const stop = () => {
@@ -52,7 +60,7 @@ export async function watchCommand(flags: WatchFlags, ctx: CommandContext): Prom
     }
   })().catch(() => undefined);
 
-  for await (const msg of sub) {
+  for await (const msg of messages) {
     const parts = parseTokenEventSubject(msg.subject);
     let event: Record<string, unknown>;
     try {
@@ -70,8 +78,42 @@ export async function watchCommand(flags: WatchFlags, ctx: CommandContext): Prom
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
   if (interrupted) return 0;
+  if (messages.error) throw session.transportError(subjects.join(', '), messages.error);
   ctx.out.stderr.write(`tokenctl: the NATS connection closed\n`);
   return 3;
+}
+
+/** The messages of several subscriptions as one stream, in arrival order; ends when they all close. */
+class EventQueue implements AsyncIterable<Msg> {
+  private readonly queued: Msg[] = [];
+  private wake?: () => void;
+  private ended = false;
+  error?: unknown;
+
+  push(error: Error | null, msg: Msg): void {
+    if (error) return this.end(error);
+    this.queued.push(msg);
+    this.wake?.();
+  }
+
+  end(error?: unknown): void {
+    this.error ??= error;
+    this.ended = true;
+    this.wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Msg> {
+    for (;;) {
+      const next = this.queued.shift();
+      if (next) {
+        yield next;
+        continue;
+      }
+      if (this.ended) return;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
 }
 
 function eventLine(kind: TokenEventKind, e: Record<string, unknown>, color: boolean): string {
@@ -110,7 +152,7 @@ export function parseSince(value: string, now = Date.now()): string {
 }
 
 /**
- * `tokenctl audit`: asks the audit service (`audit.query`) for lifecycle records and
+ * `tokenctl audit`: asks the audit service (`audit.query[.<tenant>]`) for lifecycle records and
  * prints their `items`. The records are secret-free by contract.
  */
 export async function auditCommand(flags: AuditFlags, ctx: CommandContext): Promise<ExitCode> {
@@ -129,7 +171,8 @@ export async function auditCommand(flags: AuditFlags, ctx: CommandContext): Prom
     'audit query',
   );
   const session = await ctx.session();
-  const reply = await session.request<{ items?: Partial<AuditRecord>[]; nextCursor?: string }>(AUDIT_QUERY_SUBJECT, request, request);
+  // With --tenant, the tenant's own subject, so a tenant admin's permissions suffice (SPEC §11).
+  const reply = await session.request<{ items?: Partial<AuditRecord>[]; nextCursor?: string }>(auditQuerySubject(request.tenant), request, request);
   if (ctx.out.json) {
     printJson(ctx.out, reply);
     return 0;

@@ -75,7 +75,7 @@ export function buildProgram(): Command {
     .version(version())
     .exitOverride()
     .showHelpAfterError('(tokenctl <command> --help shows usage)')
-    .option('--nats-url <url>', `NATS server(s), comma-separated (env NATS_URL, default ${DEFAULT_NATS_URL}); auth from NATS_USER/NATS_PASS, NATS_TOKEN or NATS_CREDS`)
+    .option('--nats-url <url>', `NATS server(s), comma-separated (env NATS_URL, default ${DEFAULT_NATS_URL}); auth from NATS_USER/NATS_PASS, NATS_TOKEN, NATS_CREDS or NATS_NKEY_SEED, and NATS_INBOX_PREFIX (the user's own, _INBOX_<user>)`)
     .option('--timeout <ms>', `request timeout, e.g. 15000 or 15s (default ${DEFAULT_TIMEOUT_MS / 1000}s)`, duration)
     .option('--json', 'print the reply JSON instead of tables (for scripts)');
   program.addHelpText(

@@ -7,7 +7,7 @@ import {
   TimeoutError,
   type NatsConnection,
 } from '@nats-io/transport-node';
-import { AUDIT_QUERY_SUBJECT, encodeJson } from '@tokenkeeper/contracts';
+import { AUDIT_QUERY_PREFIX, encodeJson } from '@tokenkeeper/contracts';
 import { connectNats, type NatsConfig, natsConfigFrom, natsEnvShape, redactUrl } from '@tokenkeeper/nats';
 import { z } from 'zod';
 import { serviceErrorFrom, UnreachableError, UsageError, type HintContext } from './cli.errors.js';
@@ -45,9 +45,15 @@ export { redactUrl };
 
 /** Which service answers a subject, for the "is it running?" hint. */
 function serviceFor(subject: string): { name: string; start: string } {
-  return subject === AUDIT_QUERY_SUBJECT
+  return subject === AUDIT_QUERY_PREFIX || subject.startsWith(`${AUDIT_QUERY_PREFIX}.`)
     ? { name: 'the audit service', start: 'npm run start:audit' }
     : { name: 'the refresher', start: 'npm run start:refresher' };
+}
+
+/** The server's permission violation behind an error, however nats.js wrapped it. */
+function permissionViolation(error: unknown): PermissionViolationError | undefined {
+  for (let e = error; e instanceof Error; e = e.cause) if (e instanceof PermissionViolationError) return e;
+  return undefined;
 }
 
 /** One NATS connection for the duration of a command. */
@@ -123,6 +129,11 @@ export class NatsSession {
 
   /** Classifies what went wrong on the way: always exit 3, with a hint naming the service. */
   transportError(subject: string, error: unknown): UnreachableError {
+    // First: a refused publish also ends the request, which nats.js may report with it.
+    const denied = permissionViolation(error);
+    if (denied) {
+      return new UnreachableError(`NATS denied ${denied.operation} on ${denied.subject}`, 'this NATS user may not (`tokenctl authz` prints each role\'s permissions; a tenant admin reaches its own tenant only, with --tenant), and NATS_INBOX_PREFIX must be the user\'s own (_INBOX_<user>)');
+    }
     const service = serviceFor(subject);
     const running = `is ${service.name} running (${service.start})? NATS_URL=${this.url}`;
     const noResponders =
@@ -135,9 +146,6 @@ export class NatsSession {
         `no reply to ${subject} within ${this.settings.timeoutMs} ms`,
         `${running}; a slow provider may need a longer --timeout`,
       );
-    }
-    if (error instanceof PermissionViolationError) {
-      return new UnreachableError(`NATS denied ${error.operation} on ${error.subject}`, 'the NATS user needs permission for token.> and _INBOX.>');
     }
     return new UnreachableError(`request ${subject} failed: ${(error as Error)?.message ?? String(error)}`, running);
   }

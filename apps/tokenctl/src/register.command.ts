@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { RpcSubject, TokenRegisterRequestSchema, type CredentialView } from '@tokenkeeper/contracts';
+import { adminSubject, TokenRegisterRequestSchema, type CredentialView } from '@tokenkeeper/contracts';
 import { UsageError, validateRequest, type ExitCode } from './cli.errors.js';
 import { DEFAULT_CONCURRENCY, runBulkImport } from './bulk-import.runner.js';
 import type { CommandContext } from './nats.session.js';
@@ -72,7 +72,7 @@ export async function registerCommand(flags: RegisterFlags, ctx: CommandContext)
   );
 
   const session = await ctx.session();
-  const reply = await session.request<{ credential: CredentialView }>(RpcSubject.register, request, request);
+  const reply = await session.request<{ credential: CredentialView }>(adminSubject('register', request.tenant, request.connection), request, request);
   if (ctx.out.json) {
     printJson(ctx.out, reply);
   } else {

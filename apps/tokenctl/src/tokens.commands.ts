@@ -1,12 +1,14 @@
 import {
+  adminListSubject,
+  adminSubject,
   CredentialKeyRequestSchema,
-  RpcSubject,
   TokenGetRequestSchema,
   TokenListRequestSchema,
   type CredentialStatus,
   type CredentialView,
   type TokenListRequest,
   type TokenView,
+  tokenGetSubject,
 } from '@tokenkeeper/contracts';
 import { validateRequest, type ExitCode } from './cli.errors.js';
 import type { CommandContext } from './nats.session.js';
@@ -44,7 +46,9 @@ export async function getCommand(
     'get request',
   );
   const session = await ctx.session();
-  const reply = await session.request<{ token: TokenView }>(RpcSubject.get, request, request);
+  // The subject names the credential (SPEC §3); the payload carries only the options.
+  const body = request.minTtlSeconds !== undefined ? { minTtlSeconds: request.minTtlSeconds } : {};
+  const reply = await session.request<{ token: TokenView }>(tokenGetSubject(request.tenant, request.connection), body, request);
   if (ctx.out.json) {
     printJson(ctx.out, flags.showToken ? reply : { ...reply, token: { ...reply.token, accessToken: maskSecret(reply.token.accessToken) } });
   } else {
@@ -57,7 +61,7 @@ export async function getCommand(
 export async function describeCommand(tenant: string, connection: string, ctx: CommandContext): Promise<ExitCode> {
   const request = key(tenant, connection);
   const session = await ctx.session();
-  const reply = await session.request<{ credential: CredentialView }>(RpcSubject.describe, request, request);
+  const reply = await session.request<{ credential: CredentialView }>(adminSubject('describe', request.tenant, request.connection), request, request);
   if (ctx.out.json) printJson(ctx.out, reply);
   else ctx.out.stdout.write(renderCredential(reply.credential, ctx.out.color));
   return 0;
@@ -67,7 +71,7 @@ export async function describeCommand(tenant: string, connection: string, ctx: C
 export async function refreshCommand(tenant: string, connection: string, ctx: CommandContext): Promise<ExitCode> {
   const request = key(tenant, connection);
   const session = await ctx.session();
-  const reply = await session.request<{ credential: CredentialView }>(RpcSubject.refresh, request, request);
+  const reply = await session.request<{ credential: CredentialView }>(adminSubject('refresh', request.tenant, request.connection), request, request);
   if (ctx.out.json) {
     printJson(ctx.out, reply);
   } else {
@@ -83,7 +87,7 @@ export async function refreshCommand(tenant: string, connection: string, ctx: Co
 export async function revokeCommand(tenant: string, connection: string, ctx: CommandContext): Promise<ExitCode> {
   const request = key(tenant, connection);
   const session = await ctx.session();
-  const reply = await session.request<{ providerRevoked?: boolean }>(RpcSubject.revoke, request, request);
+  const reply = await session.request<{ providerRevoked?: boolean }>(adminSubject('revoke', request.tenant, request.connection), request, request);
   if (ctx.out.json) {
     printJson(ctx.out, reply);
   } else {
@@ -114,10 +118,12 @@ export async function listCommand(flags: ListFlags, ctx: CommandContext): Promis
     'list request',
   );
   const session = await ctx.session();
+  // With --tenant, the tenant's own subject: a tenant admin's permissions reach it (SPEC §11).
+  const subject = adminListSubject(base.tenant);
   type Page = { items: CredentialView[]; nextCursor?: string };
 
   if (!flags.all) {
-    const reply = await session.request<Page>(RpcSubject.list, base);
+    const reply = await session.request<Page>(subject, base);
     if (ctx.out.json) {
       printJson(ctx.out, reply);
       return 0;
@@ -133,7 +139,7 @@ export async function listCommand(flags: ListFlags, ctx: CommandContext): Promis
   const progress = new ProgressLine(ctx.out, 'listing', 0);
   let cursor = base.cursor;
   for (;;) {
-    const reply = await session.request<Page>(RpcSubject.list, { ...base, ...(cursor ? { cursor } : {}) });
+    const reply = await session.request<Page>(subject, { ...base, ...(cursor ? { cursor } : {}) });
     items.push(...reply.items);
     if (ctx.out.interactive) ctx.out.stderr.write(`\r\u001b[2Klisting… ${count(items.length)}`);
     if (!reply.nextCursor || reply.items.length === 0) break;

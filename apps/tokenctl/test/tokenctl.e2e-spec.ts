@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AUDIT_QUERY_SUBJECT } from '@tokenkeeper/contracts';
+import { adminSubject, auditQuerySubject } from '@tokenkeeper/contracts';
 import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../../refresher/test/refresher.harness.js';
@@ -247,10 +247,16 @@ describe('tokenctl against a real refresher', () => {
   it('watch prints a line per event, masks tokens, and stops on Ctrl-C', async () => {
     const human = startCli(['watch', '--tenant', 'watched'], env);
     const json = startCli(['watch', '--json', '--show-secrets'], env);
-    await waitFor(() => human.err().includes('watching token.*.watched.*') && json.err().includes('watching token.*.*.*'), { timeoutMs: 20_000, message: 'watch started' });
+    // The four event types one by one (SPEC §11 permissions name them so), scoped to --tenant.
+    await waitFor(
+      () =>
+        human.err().includes('watching token.refreshed.watched.*, token.registered.watched.*, token.failed.watched.*, token.revoked.watched.*') &&
+        json.err().includes('watching token.refreshed.*.*, token.registered.*.*, token.failed.*.*, token.revoked.*.*'),
+      { timeoutMs: 20_000, message: 'watch started' },
+    );
 
     const accessToken = `at_watch_${randomBytes(8).toString('hex')}`;
-    const reg = await caller.call('token.register', { tenant: 'watched', connection: 'slack', provider: 'sandbox', accessToken, expiresIn: 3600 });
+    const reg = await caller.call(adminSubject('register', 'watched', 'slack'), { provider: 'sandbox', accessToken, expiresIn: 3600 });
     expect(reg.ok).toBe(true);
     await waitFor(() => human.out().includes('watched/slack') && json.out().includes('watched'), { message: 'event printed' });
     expect(human.out()).toMatch(/registered\s+watched\/slack\s+v1\s+sandbox\s+Bearer\s+expires in 59m\s+token \*\*\*\*/);
@@ -265,10 +271,11 @@ describe('tokenctl against a real refresher', () => {
     expect(j.code).toBe(0);
   }, CLI_TEST_TIMEOUT_MS);
 
-  it('audit sends audit.query per the contract and prints the items', async () => {
+  it('audit sends audit.query.<tenant> per the contract and prints the items', async () => {
     const requests: unknown[] = [];
     const record = { eventId: '6f1c1c52-2f8a-4c39-9d3c-3d1d7a0f2b11', type: 'refreshed', tenant: 'acme', connection: 'github', provider: 'sandbox', version: 2, outcome: 'ok', at: '2025-01-01T00:00:00.000Z', replica: 'r1' };
-    const sub = caller.nc.subscribe(AUDIT_QUERY_SUBJECT, {
+    // --tenant goes to the tenant's own subject, so a tenant admin's permissions suffice.
+    const sub = caller.nc.subscribe(auditQuerySubject('acme'), {
       queue: 'audit',
       callback: (_e, msg) => {
         requests.push(msg.json());
