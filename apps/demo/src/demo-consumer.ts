@@ -42,16 +42,14 @@ export class DemoConsumer {
     // Demo tokens live 20 s, so a cached one is used while it has 5 s left. The client
     // subscribes to its own tenant's events only, verifies replies and events against the
     // refresher's key, and receives replies under its user's own inbox prefix.
-    // The cast: `tenants`, `trustedSigners` and `inboxPrefix` come with branch `client`
-    // (ISSUE10-PLAN.md); drop it once they are in TokenClientOptions.
-    const options = {
+    const options: TokenClientOptions = {
       servers: natsUrl,
       connectOptions,
       tenants: [key.tenant],
       trustedSigners: bus.trustedSigners,
       ...(inboxPrefix ? { inboxPrefix } : {}),
       defaultMinTtlSeconds: 5,
-    } as TokenClientOptions;
+    };
     this.client = new TokenClient(options);
   }
 
