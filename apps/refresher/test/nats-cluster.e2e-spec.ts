@@ -131,7 +131,8 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
     // The test's own connections never touch n1, so that what they see is the survivors' view.
     admin = await connect({ servers: [cluster.urls[1]!, cluster.urls[2]!], noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     client = await connect({ servers: cluster.urls[2]!, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-    jsm = await jetstreamManager(admin);
+    // Short API timeout: while a raft group has no leader, its info requests go unanswered, and polls should stay fine-grained.
+    jsm = await jetstreamManager(admin, { timeout: 1_000 });
   }, 30_000);
 
   afterAll(async () => {
@@ -242,6 +243,9 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
     // When the audit app stored its first record of a change made after the kill (PostgreSQL clock, as killedAtDb).
     const [{ first: firstStoredDb }] = await adb.rows<{ first: Date }>('SELECT min(received_at) AS first FROM audit_records WHERE at > $1', [killedAtDb]);
     const storedAfterKillMs = firstStoredDb.getTime() - killedAtDb.getTime();
+    // Two elections (stream, then consumer) and a re-pull after missed heartbeats: well under 25 s.
+    // With nats.js's default 30 s pull expiry the consumer sat idle for 30 s more.
+    expect(storedAfterKillMs).toBeLessThan(25_000);
     const [{ now: beforeRestartDb }] = await rdb.rows<{ now: Date }>('SELECT now()');
     const writtenWhileDown = await rdb.count(
       `SELECT count(*) AS n FROM outbox WHERE created_at > $1 AND published_at IS NOT NULL AND published_at < $2`,
