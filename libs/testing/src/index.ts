@@ -1,4 +1,5 @@
 export * from './database.harness.js';
+export * from './nats-cluster.harness.js';
 export * from './nats-server.harness.js';
 export * from './sandbox-provider.js';
 export * from './wait.js';

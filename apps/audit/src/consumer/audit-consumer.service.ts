@@ -20,6 +20,28 @@ import { columnProblem } from './audit-record.columns.js';
 import { sanitizeAuditRecord } from './audit-record.sanitizer.js';
 
 /**
+ * Lifetime of a pull request. nats.js sends idle heartbeats at half of it and re-pulls after two
+ * missed ones; its default (30 s) would leave the consumer idle for 30 s after a consumer leader
+ * change on a NATS cluster, since the pull requests held by the old leader vanish with it.
+ */
+const PULL_EXPIRES_MS = 5_000;
+/** With a partial batch in hand, how long to wait for another message before storing it. */
+const BATCH_LINGER_MS = 20;
+
+/** The next iterator result, or undefined when none came within `ms`. */
+async function lingerFor<T>(next: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(resolve, ms, undefined);
+  });
+  try {
+    return await Promise.race([next, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * Durable JetStream consumer of `TOKEN_AUDIT` that stores each record once.
  *
  * - Durable pull consumer (`AUDIT_CONSUMER_NAME`) with explicit acks; replicas of the
@@ -83,7 +105,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
       try {
         const consumer = await this.ensureConsumer();
         if (!this.running) break;
-        const messages = await consumer.consume({ max_messages: Math.min(this.config.consumer.maxInFlight, 1_000) });
+        const messages = await consumer.consume({ max_messages: Math.min(this.config.consumer.maxInFlight, 1_000), expires: PULL_EXPIRES_MS });
         this.messages = messages;
         this.recovered();
         await this.drain(messages);
@@ -94,11 +116,33 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     }
   }
 
-  /** Reads delivered messages, in batches of what is already buffered (up to AUDIT_INSERT_BATCH_SIZE). */
+  /**
+   * Reads delivered messages, in batches of what is already buffered (up to AUDIT_INSERT_BATCH_SIZE).
+   * "Nothing more buffered" is `getPending() === 0`, or no message within BATCH_LINGER_MS: nats.js
+   * counts a pull it queued among the messages as still pending after it ran, so after a burst that
+   * ended with a re-pull (as after a consumer leader change) the counter stays above 0, and waiting
+   * for it would hold the last records unstored and unacked until more arrive.
+   */
   private async drain(messages: ConsumerMessages): Promise<void> {
+    const iterator = messages[Symbol.asyncIterator]();
     let batch: JsMsg[] = [];
-    for await (const msg of messages) {
-      batch.push(msg);
+    // A rejection (the consumer went away) surfaces where it is awaited; until then it must not count as unhandled.
+    const following = () => {
+      const promise = iterator.next();
+      promise.catch(() => undefined);
+      return promise;
+    };
+    let next = following();
+    for (;;) {
+      const result = batch.length === 0 ? await next : await lingerFor(next, BATCH_LINGER_MS);
+      if (result === undefined) {
+        await this.store(batch);
+        batch = [];
+        continue;
+      }
+      if (result.done) break;
+      batch.push(result.value);
+      next = following();
       if (batch.length >= this.config.consumer.insertBatchSize || messages.getPending() === 0) {
         await this.store(batch);
         batch = [];
