@@ -1,6 +1,6 @@
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { AUDIT_STREAM, encodeJson } from '@tokenkeeper/contracts';
+import { adminSubject, AUDIT_STREAM, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
 import {
   createTestDatabase,
   sleep,
@@ -41,9 +41,9 @@ const CONSUMER = 'tokenkeeper-audit';
  */
 const wire = {
   register: (nc: NatsConnection, connection: string, body: Record<string, unknown>) =>
-    requestJson(nc, 'token.register', { tenant: TENANT, connection, ...body }, 10_000),
+    requestJson(nc, adminSubject('register', TENANT, connection), body, 10_000),
   get: (nc: NatsConnection, connection: string, body: Record<string, unknown> = {}) =>
-    requestJson(nc, 'token.get', { tenant: TENANT, connection, ...body }, REQUEST_TIMEOUT_MS),
+    requestJson(nc, tokenGetSubject(TENANT, connection), body, REQUEST_TIMEOUT_MS),
 };
 
 async function requestJson(nc: NatsConnection, subject: string, body: unknown, timeout: number): Promise<any> {
