@@ -35,9 +35,7 @@ const LEADER_ELECTION_MS = 15_000;
 const CONSUMER = 'tokenkeeper-audit';
 
 /**
- * The subjects this test speaks, in one place: today's `token.register` / `token.get` with
- * the credential in the payload. When SPEC §3's `token.get.<tenant>.<connection>` lands,
- * only these two functions change.
+ * The subjects this test speaks (SPEC §3), in one place.
  */
 const wire = {
   register: (nc: NatsConnection, connection: string, body: Record<string, unknown>) =>
