@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { adminSubject, type CredentialKey, encodeJson } from '@tokenkeeper/contracts';
+import { adminSubject, type CredentialKey, encodeJson, generateSigningSeed } from '@tokenkeeper/contracts';
 import { createTestDatabase, startNatsServer, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
 import { DataSource } from 'typeorm';
 import { parseKeySpec, TokenCipher } from '../../apps/refresher/src/crypto/token-cipher.js';
@@ -52,6 +52,8 @@ export function providersDocument(sandbox: SandboxInfo, maxConcurrency: number):
 export class BenchEnv {
   readonly keys = `bench:${randomBytes(32).toString('base64')}`;
   readonly cipher = new TokenCipher(parseKeySpec(this.keys));
+  /** Shared by every refresher child, as replicas share EVENT_SIGNING_KEY in production. */
+  readonly signingSeed = generateSigningSeed();
   private readonly databases: TestDatabase[] = [];
   private readonly children = new Set<BenchChild>();
   private nats?: NatsServerHandle;
@@ -119,6 +121,7 @@ export class BenchEnv {
         NATS_URL: this.natsUrl,
         DATABASE_URL: databaseUrl,
         TOKEN_ENCRYPTION_KEYS: this.keys,
+        EVENT_SIGNING_KEY: this.signingSeed,
         HTTP_PORT: '0',
         LOG_LEVEL: 'warn',
         REPLICA_ID: `bench-${randomBytes(3).toString('hex')}`,

@@ -3,11 +3,13 @@ import { connectNats, drainBounded } from '@tokenkeeper/nats';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { ensureDatabase, openWithMigrations } from '@tokenkeeper/common';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { EventSigner, SignatureVerifier } from '@tokenkeeper/contracts';
 import { AuditStreamService } from './audit/audit-stream.service.js';
 import { OutboxRelay } from './audit/outbox-relay.service.js';
 import { APP_CONFIG, type AppConfig } from './config/app-config.js';
 import { EncryptionKeyCheck } from './crypto/encryption-key-check.service.js';
 import { createTokenCipher } from './crypto/encryption-keys.provider.js';
+import { createEventSigner, createSignatureVerifier } from './crypto/event-signing-key.provider.js';
 import { Clock } from './domain/clock.js';
 import { ReplyCache } from './events/reply-cache.js';
 import { TokenChangeNotifier } from './events/token-change.notifier.js';
@@ -112,7 +114,9 @@ export class RefresherModule {
         TokenEndpointLifecycle,
         ProviderRevocation,
         { provide: NATS_CONNECTION, useFactory: () => connectNats(config.nats, `tokenkeeper-refresher ${config.replicaId}`) },
-        { provide: ReplyCache, useFactory: () => new ReplyCache(config.tokenCacheMaxEntries) },
+        { provide: EventSigner, useFactory: () => createEventSigner(config, (message) => logger.log(message)) },
+        { provide: SignatureVerifier, useFactory: (signer: EventSigner) => createSignatureVerifier(config, signer), inject: [EventSigner] },
+        { provide: ReplyCache, useFactory: (signer: EventSigner) => new ReplyCache(config.tokenCacheMaxEntries, signer), inject: [EventSigner] },
         NatsLifecycle,
         Clock,
         RefreshMetrics,

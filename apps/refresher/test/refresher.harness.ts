@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { INestApplication } from '@nestjs/common';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
-import { encodeJson } from '@tokenkeeper/contracts';
+import { encodeJson, EventSigner, generateSigningSeed } from '@tokenkeeper/contracts';
 import { type AppConfig, loadConfig } from '../src/config/app-config.js';
 import { parseProvidersDocument } from '../src/providers/providers-file.loader.js';
 import type { ProviderConfig } from '../src/providers/provider.types.js';
@@ -59,18 +59,28 @@ export interface TestRefresher {
   app: INestApplication;
   config: AppConfig;
   logs: LogCapture;
+  /** The `U…` key this replica signs token replies and events with. */
+  signerPublicKey: string;
   close(): Promise<void>;
 }
+
+/**
+ * One signing key per test file (each file gets its own module instance), so that the
+ * replicas a test starts trust each other's events as production replicas sharing
+ * EVENT_SIGNING_KEY do. A test that sets EVENT_SIGNING_KEY itself (even to '', for the
+ * ephemeral test key) keeps it.
+ */
+export const FILE_SIGNING_SEED = generateSigningSeed();
 
 export async function startTestRefresher(
   env: Record<string, string>,
   providers: Map<string, ProviderConfig>,
 ): Promise<TestRefresher> {
-  const config = loadConfig(env);
+  const config = loadConfig('EVENT_SIGNING_KEY' in env ? env : { ...env, EVENT_SIGNING_KEY: FILE_SIGNING_SEED });
   const logs = new LogCapture();
   const logger = new PinoLoggerService(createLogger({ level: env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: logs }));
   const app = await startRefresher({ config, logger, providers });
-  return { app, config, logs, close: () => app.close() };
+  return { app, config, logs, signerPublicKey: app.get(EventSigner).publicKey, close: () => app.close() };
 }
 
 /** A request whose payload may name its credential: helpers move the names into the subject. */

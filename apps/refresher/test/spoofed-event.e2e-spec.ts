@@ -1,11 +1,15 @@
-import { encodeJson } from '@tokenkeeper/contracts';
+import { encodeJson, EventSigner } from '@tokenkeeper/contracts';
+import { fixedHeaders } from '@tokenkeeper/nats';
 import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import { RefreshMetrics } from '../src/refresh/refresh.metrics.js';
+import { FILE_SIGNING_SEED, RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 /**
  * The refresher applies every replica's `token.*` events to its reply cache. The subject
- * names the credential: an event whose body names another credential must change nothing.
+ * names the credential: an event whose body names another credential must change nothing,
+ * even when it is signed with the replicas' own key (a publisher holding it for one tenant's
+ * subjects must not write another's entry). Unsigned forgeries: signed-replies-events.
  */
 describe('refresher: token events whose body disagrees with their subject', () => {
   let nats: NatsServerHandle;
@@ -27,20 +31,20 @@ describe('refresher: token events whose body disagrees with their subject', () =
     await db?.drop();
   });
 
-  const spoof = (subject: string, body: Record<string, unknown>) =>
-    caller.nc.publish(
-      subject,
-      encodeJson({
-        eventId: '00000000-0000-4000-8000-000000000000',
-        provider: 'sandbox',
-        accessToken: 'attacker-token',
-        tokenType: 'Bearer',
-        expiresAt: new Date(Date.now() + 86_400_000).toISOString(),
-        version: Number.MAX_SAFE_INTEGER,
-        refreshedAt: new Date().toISOString(),
-        ...body,
-      }),
-    );
+  const signer = EventSigner.fromSeed(FILE_SIGNING_SEED);
+  const spoof = (subject: string, body: Record<string, unknown>) => {
+    const data = encodeJson({
+      eventId: '00000000-0000-4000-8000-000000000000',
+      provider: 'sandbox',
+      accessToken: 'attacker-token',
+      tokenType: 'Bearer',
+      expiresAt: new Date(Date.now() + 86_400_000).toISOString(),
+      version: Number.MAX_SAFE_INTEGER,
+      refreshedAt: new Date().toISOString(),
+      ...body,
+    });
+    caller.nc.publish(subject, data, { headers: fixedHeaders(signer.headersFor(data)) });
+  };
 
   it('an event on token.refreshed.evil.x naming acme/github is never served to acme/github callers', async () => {
     const tokens = sandbox.issueTokens();
@@ -57,6 +61,8 @@ describe('refresher: token events whose body disagrees with their subject', () =
 
     const after = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(after.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });
+    const metric = (await refresher.app.get(RefreshMetrics).registry.getMetricsAsJSON()).find((m) => m.name === 'tokenkeeper_events_dropped_total');
+    expect(metric?.values.find((v) => v.labels.reason === 'mismatch')?.value).toBe(2);
 
     // A real refresh still replaces the cached entry.
     const refreshed = await caller.admin('refresh', { tenant: 'acme', connection: 'github' });

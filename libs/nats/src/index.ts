@@ -1,4 +1,5 @@
 export * from './nats-config.js';
+export * from './fixed-headers.js';
 export * from './nats-connection.js';
 export * from './nats-rpc.server.js';
 export * from './nats-url.js';

@@ -3,6 +3,7 @@ import { type CustomTransportStrategy, type MessageHandler, Server } from '@nest
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decodeJsonObject, encodeJson, REFRESHER_QUEUE_GROUP } from '@tokenkeeper/contracts';
 import { isObservable, lastValueFrom } from 'rxjs';
+import { isReplyWithHeaders, type RpcReply } from './fixed-headers.js';
 import { errorToReply } from './rpc-error.mapper.js';
 
 /** Why a request was dropped unanswered (the `reason` label of the drop counter). */
@@ -20,8 +21,9 @@ export const DROP_LOG_INTERVAL_MS = 10_000;
  * Nest's built-in NATS server wraps every request in an envelope and routes each reply
  * through an RxJS pipeline; measured here that costs 3–4× the CPU of a bare subscription.
  * This strategy keeps Nest's routing, DI and exception filters but calls the handler
- * directly: decode → handler → respond. A handler may return a pre-encoded Uint8Array
- * (the token.get hot path does), which is sent as is. Patterns are subscribed as they
+ * directly: decode → handler → respond. A handler may return a pre-encoded Uint8Array,
+ * sent as is, or a pre-built `{ data, headers }` (the token.get hot path answers its
+ * signed cached reply so), sent with those headers. Patterns are subscribed as they
  * are, wildcards included (`token.get.*.*`); a handler learns the concrete subject from
  * its second argument (direct handlers: the subject string; Nest handlers: the `Msg`).
  *
@@ -124,16 +126,16 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   }
 
   private async dispatch(subject: string, handler: MessageHandler, msg: Msg): Promise<void> {
-    let reply: Uint8Array;
+    let reply: RpcReply;
     try {
       // Nest handlers read the subject (and so the credential it names) from the Msg context.
       let result: unknown = await handler(decodeRequest(msg.data), msg);
       if (isObservable(result)) result = await lastValueFrom(result);
-      reply = result instanceof Uint8Array ? result : encodeJson(result);
+      reply = result instanceof Uint8Array || isReplyWithHeaders(result) ? result : encodeJson(result);
     } catch (error) {
       reply = errorToReply(error, subject, this.rpcLogger);
     }
-    msg.respond(reply);
+    respond(msg, reply);
   }
 
   /**
@@ -142,19 +144,19 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
    * on the Nest path, by errorToReply.
    */
   private dispatchDirect(subject: string, handler: DirectHandler, msg: Msg): void {
-    let result: Uint8Array | Promise<Uint8Array>;
+    let result: RpcReply | Promise<RpcReply>;
     try {
       result = handler(decodeRequest(msg.data), msg.subject);
     } catch (error) {
       msg.respond(errorToReply(error, subject, this.rpcLogger));
       return;
     }
-    if (result instanceof Uint8Array) {
-      msg.respond(result);
+    if (!(result instanceof Promise)) {
+      respond(msg, result);
       return;
     }
     result.then(
-      (reply) => msg.respond(reply),
+      (reply) => respond(msg, reply),
       (error: unknown) => msg.respond(errorToReply(error, subject, this.rpcLogger)),
     );
   }
@@ -165,11 +167,17 @@ function decodeRequest(data: Uint8Array): Record<string, unknown> {
   return data.length === 0 ? {} : decodeJsonObject(data);
 }
 
+/** Sends a reply, with its headers when it has them (a signed token reply). */
+function respond(msg: Msg, reply: RpcReply): void {
+  if (reply instanceof Uint8Array) msg.respond(reply);
+  else msg.respond(reply.data, { headers: reply.headers });
+}
+
 /**
  * A request handler that takes the decoded payload and the subject it arrived on (which
- * names the credential, SPEC §3) and answers with the encoded reply.
+ * names the credential, SPEC §3) and answers with the encoded reply (and its headers, if any).
  */
-export type DirectHandler = (request: Record<string, unknown>, subject: string) => Uint8Array | Promise<Uint8Array>;
+export type DirectHandler = (request: Record<string, unknown>, subject: string) => RpcReply | Promise<RpcReply>;
 
 export interface NatsRpcServerOptions {
   /** The queue group replicas share requests in (default `refresher`; the audit app uses `audit`). */

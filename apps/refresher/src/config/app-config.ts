@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
-import { failOnProblems, logLevel, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
+import { failOnProblems, logLevel, optionalText, parseEnv, positiveInt, Secret } from '@tokenkeeper/common';
+import { decodeUserSeed, isUserPublicKey } from '@tokenkeeper/contracts';
 import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom } from '@tokenkeeper/nats';
 import { z } from 'zod';
 
@@ -21,6 +22,11 @@ const EnvSchema = z.object({
   PROVIDERS_FILE: z.string().default('config/providers.yaml'),
   TOKEN_ENCRYPTION_KEYS: optionalText,
   TOKEN_ENCRYPTION_KEY_FILE: z.string().default('.tokenkeeper/encryption.key'),
+  // Signing of token replies and events (SPEC §3): a NATS user nkey seed, and the public
+  // keys of the other replicas' signers (several during a rotation).
+  EVENT_SIGNING_KEY: optionalText,
+  EVENT_SIGNING_KEY_FILE: z.string().default('.tokenkeeper/event-signing.seed'),
+  EVENT_TRUSTED_SIGNERS: optionalText,
   HTTP_PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
   LOG_LEVEL: logLevel,
   REPLICA_ID: optionalText,
@@ -68,6 +74,14 @@ export interface AppConfig {
   providersEnv: Record<string, string | undefined>;
   tokenCacheMaxEntries: number;
   encryption: { keysSpec?: string; devKeyFile: string };
+  signing: {
+    /** EVENT_SIGNING_KEY (an `SU…` seed, checked here); absent: see createEventSigner. */
+    seed?: Secret;
+    /** Where a local run keeps the key it made (EVENT_SIGNING_KEY_FILE). */
+    devKeyFile: string;
+    /** EVENT_TRUSTED_SIGNERS: `U…` public keys trusted besides this replica's own. */
+    trustedSigners: string[];
+  };
   httpPort: number;
   logLevel: string;
   refresh: {
@@ -113,6 +127,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   if (e.AUDIT_DEDUPE_WINDOW_SECONDS > e.AUDIT_STREAM_MAX_AGE_HOURS * 3600) {
     problems.push('  AUDIT_DEDUPE_WINDOW_SECONDS: must not exceed AUDIT_STREAM_MAX_AGE_HOURS');
   }
+  const signing = signingFrom(e, problems);
   failOnProblems(problems, fail);
 
   return {
@@ -125,6 +140,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     providersEnv: { ...env },
     tokenCacheMaxEntries: e.TOKEN_CACHE_MAX_ENTRIES,
     encryption: { keysSpec: e.TOKEN_ENCRYPTION_KEYS, devKeyFile: e.TOKEN_ENCRYPTION_KEY_FILE },
+    signing,
     httpPort: e.HTTP_PORT,
     logLevel: e.LOG_LEVEL,
     refresh: {
@@ -158,4 +174,29 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
       },
     },
   };
+}
+
+/** The signing settings; each problem names the variable (and a list entry's position), never the value. */
+function signingFrom(
+  e: { NODE_ENV: AppConfig['env']; EVENT_SIGNING_KEY?: string; EVENT_SIGNING_KEY_FILE: string; EVENT_TRUSTED_SIGNERS?: string },
+  problems: string[],
+): AppConfig['signing'] {
+  let seed: Secret | undefined;
+  if (e.EVENT_SIGNING_KEY !== undefined) {
+    try {
+      decodeUserSeed(e.EVENT_SIGNING_KEY);
+      seed = new Secret(e.EVENT_SIGNING_KEY.trim());
+    } catch {
+      problems.push('  EVENT_SIGNING_KEY: must be a NATS user nkey seed (SU…, e.g. from `nk -gen user`)');
+    }
+  } else if (e.NODE_ENV === 'production') {
+    // Replicas must share one key (or trust each other's): a key made up per container would
+    // make every replica drop the others' events.
+    problems.push('  EVENT_SIGNING_KEY: required in production (a NATS user nkey seed, SU…)');
+  }
+  const trustedSigners = (e.EVENT_TRUSTED_SIGNERS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  trustedSigners.forEach((key, index) => {
+    if (!isUserPublicKey(key)) problems.push(`  EVENT_TRUSTED_SIGNERS: entry #${index + 1} is not a NATS user public key (U…)`);
+  });
+  return { seed, devKeyFile: e.EVENT_SIGNING_KEY_FILE, trustedSigners };
 }

@@ -1,8 +1,13 @@
-import { credentialId, encodeJson, type TokenView } from '@tokenkeeper/contracts';
+import { credentialId, encodeJson, type EventSigner, type TokenView } from '@tokenkeeper/contracts';
+import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { LRUCache } from 'lru-cache';
 import { minTtlCapMs } from '../domain/token-validity.js';
+import { signedPayload } from './signed-payload.js';
 
-/** A token ready to be served: the reply is encoded once per version, not once per request. */
+/**
+ * A token ready to be served: the reply is encoded and signed once per version, not once
+ * per request, and answered as this very object.
+ */
 export interface CachedToken {
   version: number;
   /** Infinity when the token has no known expiry. */
@@ -12,7 +17,8 @@ export interface CachedToken {
    * issuing tokens shorter than minTtl would be asked for a new one on every request.
    */
   minTtlCapMs: number;
-  reply: Uint8Array;
+  /** The encoded `{ok, token}` reply with its signature headers (SPEC §3). */
+  reply: ReplyWithHeaders;
 }
 
 /** Resolved with the new version, or -1 when the refresh being waited for failed. */
@@ -30,8 +36,19 @@ export class ReplyCache {
   private readonly entries: LRUCache<string, CachedToken>;
   private readonly waiters = new Map<string, VersionWaiter[]>();
 
-  constructor(maxEntries: number) {
+  constructor(
+    maxEntries: number,
+    private readonly signer: EventSigner,
+  ) {
     this.entries = new LRUCache({ max: maxEntries });
+  }
+
+  /**
+   * The signed reply for a token that is not (or cannot be) cached: a slow path that found
+   * a newer version cached already, or a credential no longer refreshed. One signature each.
+   */
+  replyFor(token: TokenView): ReplyWithHeaders {
+    return signedPayload(this.signer, encodeJson({ ok: true, token }));
   }
 
   get(id: string): CachedToken | undefined {
@@ -47,7 +64,7 @@ export class ReplyCache {
     const current = this.entries.peek(id);
     let stored: CachedToken | undefined;
     if (!current || current.version <= token.version) {
-      stored = toCached(token, issuedAtMs, parseExpiry(token));
+      stored = this.toCached(token, issuedAtMs, parseExpiry(token));
       this.entries.set(id, stored);
     }
     this.notify(id, token.version);
@@ -56,12 +73,13 @@ export class ReplyCache {
 
   /**
    * Applies a token announced by any replica, under `id`: the credential its event's subject
-   * names (the event was dropped before this if its body names another). Only entries already
-   * cached are replaced.
+   * names (the event was dropped before this if its body names another, or if its signature
+   * is not trusted). Only entries already cached are replaced; the reply is this replica's
+   * own encoding of the token, signed with its own key.
    */
   observe(id: string, token: TokenView, issuedAtMs: number, expiresAtMs: number): void {
     const current = this.entries.peek(id);
-    if (current && current.version < token.version) this.entries.set(id, toCached(token, issuedAtMs, expiresAtMs));
+    if (current && current.version < token.version) this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs));
     this.notify(id, token.version);
   }
 
@@ -119,6 +137,15 @@ export class ReplyCache {
     else this.waiters.delete(id);
   }
 
+  private toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number): CachedToken {
+    return {
+      version: token.version,
+      expiresAtMs,
+      minTtlCapMs: minTtlCapMs(expiresAtMs, issuedAtMs),
+      reply: this.replyFor(token),
+    };
+  }
+
   private removeWaiter(id: string, waiter: VersionWaiter): void {
     const list = this.waiters.get(id);
     if (!list) return;
@@ -132,11 +159,3 @@ function parseExpiry(token: TokenView): number {
   return token.expiresAt === null ? Number.POSITIVE_INFINITY : Date.parse(token.expiresAt);
 }
 
-function toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number): CachedToken {
-  return {
-    version: token.version,
-    expiresAtMs,
-    minTtlCapMs: minTtlCapMs(expiresAtMs, issuedAtMs),
-    reply: encodeJson({ ok: true, token }),
-  };
-}

@@ -1,49 +1,95 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { credentialId, parseTokenEvent, tokenEventFilter } from '@tokenkeeper/contracts';
+import {
+  credentialId,
+  type HeaderReader,
+  parseTokenEvent,
+  parseTokenEventSubject,
+  SignatureVerifier,
+  TOKEN_EVENT_KINDS,
+  tokenEventFilter,
+} from '@tokenkeeper/contracts';
+import { Counter } from 'prom-client';
 import { Clock } from '../domain/clock.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
+import { RefreshMetrics } from '../refresh/refresh.metrics.js';
 import { ReplyCache } from './reply-cache.js';
+
+/** Why an event was not applied (the `reason` label of tokenkeeper_events_dropped_total). */
+export const EVENT_DROP_REASONS = ['unsigned', 'untrusted', 'bad_signature', 'mismatch', 'malformed'] as const;
+export type EventDropReason = (typeof EVENT_DROP_REASONS)[number];
+/** Dropped events are logged at most once per reason in this long. */
+export const EVENT_DROP_LOG_INTERVAL_MS = 10_000;
+
+const decoder = new TextDecoder();
 
 /**
  * Keeps this replica's reply cache coherent with the others: every replica hears every
- * `token.*` event (no queue group) and applies it by version. Events are validated with
- * the contract's parser, the same one the client library uses: the subject names the
- * credential, and an event whose body names another one (or is malformed) is dropped, so
- * a publisher allowed on one credential's subjects cannot write another's cache entry.
+ * `token.*` event (no queue group) and applies it by version. The four event types are
+ * subscribed one by one, as SPEC §11 permits them (never `token.*.*.*`, which would also
+ * take `token.get.*.*` requests).
+ *
+ * Nothing touches the cache before its signature checks out against the trusted signers
+ * (this replica's own key and EVENT_TRUSTED_SIGNERS): on a bus where anyone may publish
+ * `token.refreshed.…`, a forged higher version would otherwise be served by every replica.
+ * Then the contract's parser, the same one the client library uses: the subject names the
+ * credential, and an event whose body names another one (or is malformed) is dropped too.
+ * Drops are counted by reason and logged at most once per reason per interval.
  * After a reconnect the cache is dropped, since events published while we were away are
  * lost for us.
  */
 @Injectable()
 export class TokenEventListener implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(TokenEventListener.name);
-  private subscription?: Subscription;
+  private readonly subscriptions: Subscription[] = [];
+  private readonly dropped: Counter<'reason'>;
+  private readonly dropLog = new Map<EventDropReason, { loggedAt: number; suppressed: number }>();
 
   constructor(
     @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
     private readonly cache: ReplyCache,
     private readonly clock: Clock,
-  ) {}
+    private readonly verifier: SignatureVerifier,
+    metrics: RefreshMetrics,
+  ) {
+    this.dropped = new Counter({
+      name: 'tokenkeeper_events_dropped_total',
+      help: 'token.* events not applied to the reply cache, by reason (unsigned, untrusted signer, bad signature, body naming another credential than the subject, malformed)',
+      labelNames: ['reason'],
+      registers: [metrics.registry],
+    });
+    for (const reason of EVENT_DROP_REASONS) this.dropped.inc({ reason }, 0);
+  }
 
   onApplicationBootstrap(): void {
-    this.subscription = this.nc.subscribe(tokenEventFilter('*'), {
-      callback: (err, msg) => {
-        if (err) return;
-        this.apply(msg.subject, msg.data);
-      },
-    });
+    for (const kind of TOKEN_EVENT_KINDS) {
+      this.subscriptions.push(
+        this.nc.subscribe(tokenEventFilter(kind), {
+          callback: (err, msg) => {
+            if (err) return;
+            this.apply(msg.subject, msg.data, msg.headers);
+          },
+        }),
+      );
+    }
     void this.watchReconnects();
   }
 
   async onApplicationShutdown(): Promise<void> {
-    this.subscription?.unsubscribe();
+    for (const subscription of this.subscriptions) subscription.unsubscribe();
+    this.subscriptions.length = 0;
   }
 
-  /** Applies one event; exposed for tests. */
-  apply(subject: string, data: Uint8Array): void {
+  /** Verifies and applies one event; exposed for tests. */
+  apply(subject: string, data: Uint8Array, headers: HeaderReader | undefined): void {
+    const verdict = this.verifier.verifyHeaders(data, headers);
+    if (verdict !== 'ok') {
+      this.drop(verdict, subject);
+      return;
+    }
     const event = parseTokenEvent(subject, data);
     if (event === null) {
-      this.logger.warn({ msg: 'ignored a malformed token event (or one whose body names another credential)', subject: subject.slice(0, 300) });
+      this.drop(namesAnotherCredential(subject, data) ? 'mismatch' : 'malformed', subject);
       return;
     }
     switch (event.kind) {
@@ -63,6 +109,24 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
     }
   }
 
+  private drop(reason: EventDropReason, subject: string): void {
+    this.dropped.inc({ reason });
+    const now = this.clock.now();
+    const state = this.dropLog.get(reason);
+    if (state && now - state.loggedAt < EVENT_DROP_LOG_INTERVAL_MS) {
+      state.suppressed++;
+      return;
+    }
+    this.dropLog.set(reason, { loggedAt: now, suppressed: 0 });
+    // The subject, never the payload: a forged event may carry anything, a real one a token.
+    this.logger.warn({
+      msg: 'dropped a token event',
+      reason,
+      subject: subject.slice(0, 300),
+      droppedSinceLastLog: state?.suppressed ?? 0,
+    });
+  }
+
   private async watchReconnects(): Promise<void> {
     for await (const status of this.nc.status()) {
       if (status.type === 'reconnect') {
@@ -70,5 +134,19 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
         this.logger.log({ msg: 'reconnected to NATS; token cache dropped', server: status.server });
       }
     }
+  }
+}
+
+/** Only on the drop path, to tell a body naming another credential from a malformed one. */
+function namesAnotherCredential(subject: string, data: Uint8Array): boolean {
+  const parts = parseTokenEventSubject(subject);
+  if (parts === null) return false;
+  try {
+    const body: unknown = JSON.parse(decoder.decode(data));
+    if (body === null || typeof body !== 'object') return false;
+    const { tenant, connection } = body as Record<string, unknown>;
+    return tenant !== parts.tenant || connection !== parts.connection;
+  } catch {
+    return false;
   }
 }

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
   encodeJson,
+  EventSigner,
   tokenEventSubject,
   type TokenFailedEvent,
   type TokenRefreshedEvent,
@@ -10,6 +11,7 @@ import {
 } from '@tokenkeeper/contracts';
 import type { Credential } from '../domain/credential.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
+import { signedPayload } from './signed-payload.js';
 
 export interface FailureNotice {
   code: string;
@@ -23,12 +25,17 @@ export interface FailureNotice {
  * consumer can never see a token that the database does not hold. Core NATS is
  * at-most-once: a consumer that misses an event still gets the token from `token.get`,
  * and the durable record of every change goes through the outbox to JetStream.
+ * Every event is signed once, over its exact bytes (SPEC §3), so that readers holding the
+ * trusted keys (other replicas, the client) can tell it from a forgery.
  */
 @Injectable()
 export class TokenEventPublisher {
   private readonly logger = new Logger(TokenEventPublisher.name);
 
-  constructor(@Inject(NATS_CONNECTION) private readonly nc: NatsConnection) {}
+  constructor(
+    @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
+    private readonly signer: EventSigner,
+  ) {}
 
   /** `token`: the view the reply cache holds too, built once per committed version. */
   issued(kind: 'refreshed' | 'registered', token: TokenView, refreshedAt: Date, eventId: string): void {
@@ -65,7 +72,8 @@ export class TokenEventPublisher {
 
   private publish(subject: string, event: object): void {
     try {
-      this.nc.publish(subject, encodeJson(event));
+      const { data, headers } = signedPayload(this.signer, encodeJson(event));
+      this.nc.publish(subject, data, { headers });
     } catch (error) {
       // A closed connection (shutdown) must not undo a committed refresh.
       this.logger.warn({ msg: 'could not publish event', subject, error: (error as Error).message });

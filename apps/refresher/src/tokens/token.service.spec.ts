@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { credentialId, type TokenGetRequest } from '@tokenkeeper/contracts';
+import { credentialId, SignatureVerifier, SIGNER_HEADER, type TokenGetRequest } from '@tokenkeeper/contracts';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   cacheAndNotifier,
@@ -11,11 +11,13 @@ import {
   provider,
   T0,
   testConfig,
+  testSigner,
 } from '../../test/unit/core-fakes.js';
 import type { Credential } from '../domain/credential.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import type { OnDemandResult, RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
+import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { RefreshMetrics } from '../refresh/refresh.metrics.js';
 import { TokenService } from './token.service.js';
 
@@ -91,10 +93,14 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     const first = await service.get(key);
     const reads = repository.finds;
     const second = service.get(key);
-    expect(second).toBeInstanceOf(Uint8Array);
+    expect(second).not.toBeInstanceOf(Promise);
     expect(second).toBe(first);
     expect(repository.finds).toBe(reads);
-    expect(decodeReply(second as Uint8Array).token).toMatchObject({ accessToken: 'at_v1', version: 1 });
+    expect(decodeReply(second as ReplyWithHeaders).token).toMatchObject({ accessToken: 'at_v1', version: 1 });
+    // Signed over exactly the bytes answered, by this replica's key.
+    const { data, headers } = second as ReplyWithHeaders;
+    expect(headers.get(SIGNER_HEADER)).toBe(testSigner.publicKey);
+    expect(new SignatureVerifier([testSigner.publicKey]).verifyHeaders(data, headers)).toBe('ok');
   });
 
   it('the injected clock decides: a cached token no longer valid for minTtl is refreshed', async () => {
@@ -150,7 +156,8 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     const [audit] = repository.audit;
     expect(audit).toMatchObject({ type: 'registered', subject: 'audit.token.registered.acme.github' });
     expect(parts.publisher.events).toEqual([expect.objectContaining({ kind: 'registered', eventId: audit.event_id, accessToken: 'at_r' })]);
-    expect(service.get(key)).toBeInstanceOf(Uint8Array);
+    // Answered from memory, synchronously: the reply the commit cached.
+    expect(service.get(key)).toBe(parts.cache.get(credentialId(key))!.reply);
   });
 
   it('register without an access token: due now, nothing announced, the old grant evicted', async () => {

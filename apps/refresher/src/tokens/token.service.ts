@@ -4,12 +4,12 @@ import {
   ContractError,
   credentialId,
   DEFAULT_MIN_TTL_SECONDS,
-  encodeJson,
   type CredentialKey,
   type CredentialView,
   type TokenGetRequest,
   type TokenRegisterRequest,
 } from '@tokenkeeper/contracts';
+import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
 import type { Credential } from '../domain/credential.js';
@@ -42,9 +42,10 @@ export class TokenService {
 
   /**
    * The hot path: a token that is fresh enough and not reported rejected is answered from
-   * memory with its pre-encoded reply. Anything else takes the slow path.
+   * memory with its pre-encoded, pre-signed reply (the cached object itself: nothing is
+   * signed, encoded or allocated here). Anything else takes the slow path.
    */
-  get(request: TokenGetRequest): Uint8Array | Promise<Uint8Array> {
+  get(request: TokenGetRequest): ReplyWithHeaders | Promise<ReplyWithHeaders> {
     const cached = this.cache.get(credentialId(request));
     if (
       cached !== undefined &&
@@ -57,7 +58,7 @@ export class TokenService {
     return this.getSlow(request);
   }
 
-  private async getSlow(request: TokenGetRequest): Promise<Uint8Array> {
+  private async getSlow(request: TokenGetRequest): Promise<ReplyWithHeaders> {
     const started = performance.now();
     let outcome = 'error';
     try {
@@ -72,14 +73,14 @@ export class TokenService {
   /**
    * The reply for a credential about to be served: a refresh this replica just committed
    * (or an event) has put it in the cache already; otherwise it is cached now. Either way the
-   * view is built and encoded once.
+   * view is built, encoded and signed once.
    */
-  private replyFor(credential: Credential): Uint8Array {
+  private replyFor(credential: Credential): ReplyWithHeaders {
     const cached = this.cache.get(credentialId(credential));
     if (cached !== undefined && cached.version === credential.version) return cached.reply;
     const view = toTokenView(credential);
     const stored = isLive(credential) ? this.cache.put(view, issuedAtMs(credential)) : undefined;
-    return stored?.reply ?? encodeJson({ ok: true, token: view });
+    return stored?.reply ?? this.cache.replyFor(view);
   }
 
   private async resolve(request: TokenGetRequest): Promise<Credential> {

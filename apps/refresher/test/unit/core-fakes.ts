@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Secret } from '@tokenkeeper/common';
-import { credentialId, type CredentialKey } from '@tokenkeeper/contracts';
+import { credentialId, type CredentialKey, EventSigner, generateSigningSeed } from '@tokenkeeper/contracts';
+import type { RpcReply } from '@tokenkeeper/nats';
 import type { AppConfig } from '../../src/config/app-config.js';
 import { Clock } from '../../src/domain/clock.js';
 import type { CommittedChange } from '../../src/domain/committed-change.js';
@@ -280,11 +281,15 @@ export class RecordingPublisher {
 
 /** The real cache and notifier over a recording publisher. */
 export function cacheAndNotifier(): { cache: ReplyCache; publisher: RecordingPublisher; notifier: TokenChangeNotifier } {
-  const cache = new ReplyCache(100);
+  const cache = new ReplyCache(100, testSigner);
   const publisher = new RecordingPublisher();
   return { cache, publisher, notifier: new TokenChangeNotifier(cache, publisher.asPublisher) };
 }
 
-export function decodeReply(bytes: Uint8Array): any {
+/** One signing key for the unit tests (the e2e harness makes its own per file). */
+export const testSigner = EventSigner.fromSeed(generateSigningSeed());
+
+export function decodeReply(reply: RpcReply): any {
+  const bytes = reply instanceof Uint8Array ? reply : reply.data;
   return JSON.parse(Buffer.from(bytes).toString('utf8'));
 }
