@@ -3,20 +3,6 @@ import { assertSubjectToken } from './names-guard.js';
 /** The queue group every refresher replica joins for request-reply subjects. */
 export const REFRESHER_QUEUE_GROUP = 'refresher';
 
-/** Request-reply subjects served by the refresher. */
-export const RpcSubject = {
-  get: 'token.get',
-  register: 'token.register',
-  refresh: 'token.refresh',
-  revoke: 'token.revoke',
-  describe: 'token.describe',
-  list: 'token.list',
-} as const;
-export type RpcSubject = (typeof RpcSubject)[keyof typeof RpcSubject];
-
-/** Request-reply subject served by the audit app. */
-export const AUDIT_QUERY_SUBJECT = 'audit.query';
-
 /** Core NATS lifecycle events: `token.<kind>.<tenant>.<connection>`. */
 export const TOKEN_EVENT_KINDS = ['refreshed', 'registered', 'failed', 'revoked'] as const;
 export type TokenEventKind = (typeof TOKEN_EVENT_KINDS)[number];
