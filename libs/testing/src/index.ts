@@ -2,3 +2,4 @@ export * from './database.harness.js';
 export * from './nats-server.harness.js';
 export * from './sandbox-provider.js';
 export * from './wait.js';
+export * from './tcp-proxy.js';
