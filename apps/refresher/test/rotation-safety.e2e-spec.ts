@@ -105,6 +105,8 @@ describe('rotation safety (issue 11)', () => {
     expect(done.map((r) => r.status)).toEqual(Array(COUNT).fill('active'));
     expect(w.sandbox.stats.reuseDetected).toBe(0);
     expect(w.sandbox.everPresentedTwice()).toEqual([]);
+    // The outage did hit commits of rotated tokens (the scenario happened).
+    expect(w.refresher.logs.text()).toContain('commit of a rotated refresh token failed');
     // Let a late duplicate show itself, if there were one.
     await sleep(1_000);
     expect((await rows(w)).map((r) => r.status)).toEqual(Array(COUNT).fill('active'));

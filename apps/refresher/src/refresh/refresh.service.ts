@@ -170,7 +170,7 @@ export class RefreshService {
     const result = await this.limitFor(provider)(async () => {
       // While the work waited for a slot, the keeper kept the lease alive; a lease it could
       // not confirm (or shutting down) means: give it back unused rather than race it.
-      if (this.draining || keeper.lost.aborted || keeper.remainingMs < MIN_REQUEST_WINDOW_MS) return null;
+      if (this.draining || keeper.lost.aborted || keeper.remainingMs < Math.min(MIN_REQUEST_WINDOW_MS, this.safetyMs())) return null;
       started = performance.now();
       // The full timeout, however long the work was queued: the keeper extends the lease
       // while the request runs and stops it only if the lease can no longer be confirmed.
