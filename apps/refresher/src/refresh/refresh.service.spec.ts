@@ -189,7 +189,7 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
     expect(service.claimRoom()).toEqual({ perProvider: { sandbox: 1 }, others: 1 });
     release();
     await running;
-    expect(service.claimRoom()).toEqual({ perProvider: {}, others: 1 });
+    expect(service.claimRoom()).toEqual({ perProvider: { sandbox: 2 }, others: 1 });
   });
 
   it('a credential of a provider not in the providers file fails as misconfigured without a request', async () => {

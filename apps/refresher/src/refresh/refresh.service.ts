@@ -79,6 +79,8 @@ export class RefreshService {
   private readonly active = new Map<string, { leased: LeasedCredential; done: Promise<unknown> }>();
   /** Leased work per provider (queued for a slot or requesting): what the next claim may add. */
   private readonly busy = new Map<string, number>();
+  /** Providers this process has had work for: their limits bound every later claim. */
+  private readonly seenProviders = new Set<string>();
   /** Rotated tokens whose commit has not landed yet, by credential: a new lease on one is handed to it. */
   private readonly pendingCommits = new Map<string, { keeper: LeaseKeeper; done: Promise<RefreshOutcome> }>();
   /** Set at shutdown: no token request starts any more; queued and new leases are given back. */
@@ -115,6 +117,7 @@ export class RefreshService {
       return { kind: 'superseded' };
     }
     const providerId = leased.credential.provider;
+    this.seenProviders.add(providerId);
     this.busy.set(providerId, (this.busy.get(providerId) ?? 0) + 1);
     const keeper = new LeaseKeeper(this.repository, this.clock, leased.credential, leased.lease, untilMs, this.config.refresh.leaseSeconds, this.safetyMs()).start();
     const done = this.refreshUnderLease(leased.credential, keeper);
@@ -134,13 +137,13 @@ export class RefreshService {
   /**
    * What the next claim may take: per provider with work here, its free request slots
    * (maxConcurrency less the leased work it has), so claimed work can be sent at once; a
-   * provider with none here yet, one row per claim until its limit is known.
+   * provider this process has not had work for yet, one row per claim until then.
    */
   claimRoom(): ClaimRoom {
     const perProvider: Record<string, number> = {};
-    for (const [id, count] of this.busy) {
+    for (const id of this.seenProviders) {
       const provider = this.providers.get(id);
-      if (provider) perProvider[id] = Math.max(0, provider.maxConcurrency - count);
+      if (provider) perProvider[id] = Math.max(0, provider.maxConcurrency - (this.busy.get(id) ?? 0));
     }
     return { perProvider, others: 1 };
   }
