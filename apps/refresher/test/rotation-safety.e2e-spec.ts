@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { DataSource } from 'typeorm';
 import {
   createTestDatabase,
   sleep,
@@ -81,8 +82,13 @@ async function rows(w: World): Promise<{ connection: string; status: string; ver
 
 describe('rotation safety (issue 11)', () => {
   it('item 1: keeps a rotated refresh token through a PostgreSQL outage and commits it afterwards', async () => {
-    const w = await setUp({ viaProxy: true, env: { LEASE_SECONDS: '10', REFRESH_TIMEOUT_MS: '5000' } });
+    const w = await setUp({ viaProxy: true, env: { LEASE_SECONDS: '10', REFRESH_TIMEOUT_MS: '5000', DATABASE_STATEMENT_TIMEOUT_MS: '4000' } });
     const COUNT = 12;
+    // Item 2: the pool's sessions carry the configured timeouts.
+    const [session] = await w.refresher.app.get(DataSource).query(
+      `SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle`,
+    );
+    expect(session).toEqual({ statement: '4s', idle: '15s' });
     // Token requests take 1.5 s, so the outage below starts while they are in flight.
     w.sandbox.setTokenDelay(1_500);
     await registerDue(w, COUNT);

@@ -149,6 +149,24 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
     expect((await repository.find(key))!.accessToken?.reveal()).toBe('at_other');
   });
 
+  it('item 2: a commit that hangs past the lease deadline is noticed, logged and retried with the same token', async () => {
+    const config = testConfig();
+    config.refresh.leaseSeconds = 3;
+    service = new RefreshService(config, repository.asRepository, new ProviderRegistry(new Map([['sandbox', provider()]])), endpoint, parts.notifier, clock, new RefreshMetrics());
+    repository.commitHangs = 1;
+    const warnings: unknown[] = [];
+    Logger.overrideLogger({ log() {}, error: (m: unknown) => warnings.push(m), warn: (m: unknown) => warnings.push(m) } as never);
+    try {
+      const outcome = await service.refreshLeased((await repository.tryLease(key, 'me', 3))!);
+      expect(outcome.kind).toBe('refreshed');
+    } finally {
+      Logger.overrideLogger(false);
+    }
+    expect(endpoint.requests).toHaveLength(1);
+    expect((await repository.find(key))!.refreshToken?.reveal()).toBe('rt_new');
+    expect(JSON.stringify(warnings)).toContain('commit did not finish within');
+  }, 10_000);
+
   it('item 4: the lease is extended while a slow request runs, and the slow answer is committed', async () => {
     const config = testConfig();
     config.refresh.leaseSeconds = 1;

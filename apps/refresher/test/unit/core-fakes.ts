@@ -146,6 +146,8 @@ export class FakeRepository {
 
   /** The next this-many commits of a refresh fail as a dropped connection would. */
   commitErrors = 0;
+  /** The next this-many commits of a refresh never answer. */
+  commitHangs = 0;
   extensions = 0;
 
   async extendLease(key: CredentialKey, lease: Lease, leaseSeconds: number): Promise<number | null> {
@@ -159,6 +161,10 @@ export class FakeRepository {
   }
 
   async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+    if (this.commitHangs > 0) {
+      this.commitHangs--;
+      return new Promise(() => undefined); // packets silently dropped: no answer, ever
+    }
     if (this.commitErrors > 0) {
       this.commitErrors--;
       throw new Error('Connection terminated unexpectedly');
