@@ -91,7 +91,15 @@ export class RefresherModule {
               poolSize: config.database.poolSize,
               retryAttempts: config.env === 'test' ? 1 : 10,
               retryDelay: 1_000,
-              extra: { application_name: `tokenkeeper-refresher ${config.replicaId}` },
+              extra: {
+                application_name: `tokenkeeper-refresher ${config.replicaId}`,
+                connectionTimeoutMillis: config.database.connectTimeoutMs,
+                statement_timeout: config.database.statementTimeoutMs,
+                idle_in_transaction_session_timeout: config.database.idleInTransactionTimeoutMs,
+                // Client side too: a server that stopped answering cannot enforce its own timeout.
+                query_timeout: config.database.statementTimeoutMs + 2_000,
+                keepAlive: true,
+              },
             };
           },
         }),

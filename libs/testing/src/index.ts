@@ -3,3 +3,4 @@ export * from './nats-cluster.harness.js';
 export * from './nats-server.harness.js';
 export * from './sandbox-provider.js';
 export * from './wait.js';
+export * from './tcp-proxy.js';

@@ -19,6 +19,11 @@ const EnvSchema = z.object({
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
     .default('postgres://postgres@127.0.0.1:5432/tokenkeeper'),
   DATABASE_POOL_SIZE: positiveInt(10),
+  // Bounds on every database wait, so a PostgreSQL that silently drops packets fails a
+  // statement (retried under the lease) instead of hanging it (issue 11 item 2).
+  DATABASE_CONNECT_TIMEOUT_MS: positiveInt(5_000),
+  DATABASE_STATEMENT_TIMEOUT_MS: positiveInt(15_000),
+  DATABASE_IDLE_IN_TX_TIMEOUT_MS: positiveInt(15_000),
   PROVIDERS_FILE: z.string().default('config/providers.yaml'),
   TOKEN_ENCRYPTION_KEYS: optionalText,
   TOKEN_ENCRYPTION_KEY_FILE: z.string().default('.tokenkeeper/encryption.key'),
@@ -68,7 +73,7 @@ export interface AppConfig {
   nats: NatsConfig;
   /** REPLY_SUBJECT_PREFIXES: the only reply subjects request handlers answer to. */
   replySubjectPrefixes: string[];
-  database: { url: string; poolSize: number };
+  database: { url: string; poolSize: number; connectTimeoutMs: number; statementTimeoutMs: number; idleInTransactionTimeoutMs: number };
   providersFile: string;
   /** The environment `${VAR}` references in the providers file resolve against. */
   providersEnv: Record<string, string | undefined>;
@@ -119,11 +124,9 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   const problems: string[] = [];
   const nats = natsConfigFrom(e, problems);
   const replySubjectPrefixes = replySubjectPrefixesFrom(e, problems);
-  if (e.LEASE_SECONDS * 1000 <= e.REFRESH_TIMEOUT_MS) {
-    // The lease must outlive any request made under it, or a second replica could
-    // present the same refresh token while the first request is still in flight.
-    problems.push('  LEASE_SECONDS: must be longer than REFRESH_TIMEOUT_MS');
-  }
+  // LEASE_SECONDS need not exceed REFRESH_TIMEOUT_MS any more: the lease is extended while a
+  // request runs, and a request is stopped before the lease ends only when no extension could
+  // be confirmed (docs/design.md, "Leases, fencing and single flight").
   if (e.AUDIT_DEDUPE_WINDOW_SECONDS > e.AUDIT_STREAM_MAX_AGE_HOURS * 3600) {
     problems.push('  AUDIT_DEDUPE_WINDOW_SECONDS: must not exceed AUDIT_STREAM_MAX_AGE_HOURS');
   }
@@ -135,7 +138,13 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`,
     nats,
     replySubjectPrefixes,
-    database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
+    database: {
+      url: e.DATABASE_URL,
+      poolSize: e.DATABASE_POOL_SIZE,
+      connectTimeoutMs: e.DATABASE_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+      idleInTransactionTimeoutMs: e.DATABASE_IDLE_IN_TX_TIMEOUT_MS,
+    },
     providersFile: e.PROVIDERS_FILE,
     providersEnv: { ...env },
     tokenCacheMaxEntries: e.TOKEN_CACHE_MAX_ENTRIES,

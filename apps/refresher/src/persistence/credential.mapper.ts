@@ -1,6 +1,6 @@
 import { crc32 } from 'node:zlib';
-import type { Secret } from '@tokenkeeper/common';
-import type { CredentialStatus } from '@tokenkeeper/contracts';
+import { Secret } from '@tokenkeeper/common';
+import { ContractError, type CredentialStatus } from '@tokenkeeper/contracts';
 import { tokenAad, type TokenCipher } from '../crypto/token-cipher.js';
 import type { Credential } from '../domain/credential.js';
 
@@ -31,9 +31,39 @@ export interface CredentialRow {
   last_error_code: string | null;
   last_error_message: string | null;
   lease_id: string | null;
+  lease_owner?: string | null;
   created_at: Date;
   updated_at: Date;
 }
+
+/**
+ * A stored token this process cannot decrypt (key missing from TOKEN_ENCRYPTION_KEYS, or a
+ * corrupted blob). It says "a token is stored" to metadata calls (describe, list, revoke)
+ * and refuses to be revealed, so one bad row fails only the calls that need its token.
+ */
+export class UnreadableSecret extends Secret {
+  constructor() {
+    super('');
+  }
+  override reveal(): string {
+    throw new ContractError('internal', 'stored token cannot be decrypted (unknown key or corrupted ciphertext)');
+  }
+  override equals(): boolean {
+    return false;
+  }
+}
+
+/** True when a credential carries a token this process could not decrypt. */
+export function hasUnreadableToken(credential: { accessToken?: Secret; refreshToken?: Secret }): boolean {
+  return credential.accessToken instanceof UnreadableSecret || credential.refreshToken instanceof UnreadableSecret;
+}
+
+/**
+ * How a row's tokens are opened: `strict` throws on a blob that does not decrypt (work that
+ * needs the tokens: claims, leases, commits); `tolerant` puts an UnreadableSecret in its place
+ * (reads that may only need metadata).
+ */
+export type OpenMode = 'strict' | 'tolerant';
 
 /** Turns rows into domain credentials, decrypting on the way out; nothing else sees a row. */
 export class CredentialMapper {
@@ -43,7 +73,7 @@ export class CredentialMapper {
    * `written`: the secrets this statement has just stored, so that a write is not
    * followed by decrypting what was encrypted a moment ago (the refresh loop's hot path).
    */
-  toDomain(row: CredentialRow, written?: { accessToken?: Secret; refreshToken?: Secret }): Credential {
+  toDomain(row: CredentialRow, written?: { accessToken?: Secret; refreshToken?: Secret }, mode: OpenMode = 'strict'): Credential {
     return {
       tenant: row.tenant,
       connection: row.connection,
@@ -52,8 +82,8 @@ export class CredentialMapper {
       version: row.version,
       tokenType: row.token_type,
       scope: row.scope ?? undefined,
-      accessToken: written?.accessToken ?? this.open(row, row.access_token_enc, 'access'),
-      refreshToken: written?.refreshToken ?? this.open(row, row.refresh_token_enc, 'refresh'),
+      accessToken: written?.accessToken ?? this.open(row, row.access_token_enc, 'access', mode),
+      refreshToken: written?.refreshToken ?? this.open(row, row.refresh_token_enc, 'refresh', mode),
       issuedAt: row.issued_at,
       expiresAt: row.expires_at,
       nextRefreshAt: row.next_refresh_at,
@@ -73,7 +103,13 @@ export class CredentialMapper {
     return this.cipher.primaryKeyId;
   }
 
-  private open(row: CredentialRow, blob: Buffer | null, field: 'access' | 'refresh'): Secret | undefined {
-    return blob ? this.cipher.decrypt(blob, tokenAad(row.tenant, row.connection, field)) : undefined;
+  private open(row: CredentialRow, blob: Buffer | null, field: 'access' | 'refresh', mode: OpenMode): Secret | undefined {
+    if (!blob) return undefined;
+    if (mode === 'strict') return this.cipher.decrypt(blob, tokenAad(row.tenant, row.connection, field));
+    try {
+      return this.cipher.decrypt(blob, tokenAad(row.tenant, row.connection, field));
+    } catch {
+      return new UnreadableSecret();
+    }
   }
 }

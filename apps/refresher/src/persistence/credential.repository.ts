@@ -3,9 +3,10 @@ import type { CredentialKey, CredentialStatus, ErrorBody } from '@tokenkeeper/co
 import type { Secret } from '@tokenkeeper/common';
 import { DataSource } from 'typeorm';
 import type { CommittedChange } from '../domain/committed-change.js';
+import { Clock } from '../domain/clock.js';
 import type { Credential, Lease, LeasedCredential } from '../domain/credential.js';
-import { CredentialMapper, type CredentialRow, SHARD_BUCKETS, shardBucketOf } from './credential.mapper.js';
-import { claimAuditTemplate, type PendingAuditRecord } from './audit-record.js';
+import { CredentialMapper, type CredentialRow, hasUnreadableToken, SHARD_BUCKETS, shardBucketOf } from './credential.mapper.js';
+import { auditRecord, claimAuditTemplate, type PendingAuditRecord } from './audit-record.js';
 
 type CommittedRow = CredentialRow & { audit_event_id: string | null };
 
@@ -37,6 +38,28 @@ const CLAIM_AUDIT_CTE = (param: number) => `
              'provider', s.provider, 'version', s.version)
     FROM started s CROSS JOIN jsonb_to_record($${param}::jsonb) AS t(type text, subject_prefix text, payload jsonb)
   )`;
+
+/** What a parked (undecryptable) credential says in describe; also how a parked row is recognised. */
+export const QUARANTINE_MESSAGE = 'stored token cannot be decrypted (unknown key or corrupted ciphertext)';
+const QUARANTINED = `status = 'failing' AND last_error_code = 'internal' AND last_error_message = '${QUARANTINE_MESSAGE}'`;
+
+/**
+ * A lease with its local deadline: epoch ms (Clock) taken BEFORE the statement that set
+ * `lease_until = now() + lease` ran, so the local deadline is never later than the
+ * database's, however long the statement waited for locks or the reply for the event loop.
+ */
+export interface TimedLease extends LeasedCredential {
+  leaseUntilMs: number;
+}
+
+/**
+ * How many rows of each provider a claim may take (the provider's free request slots); a
+ * provider not named may take `others` rows. A provider with 0 is not claimed at all.
+ */
+export interface ClaimRoom {
+  perProvider: Record<string, number>;
+  others: number;
+}
 
 /** Clears a lease in an UPDATE's SET list. */
 const NO_LEASE = 'lease_id = NULL, lease_owner = NULL, lease_until = NULL';
@@ -87,14 +110,20 @@ export class CredentialRepository {
   constructor(
     private readonly db: DataSource,
     private readonly mapper: CredentialMapper,
+    private readonly clock: Clock = new Clock(),
   ) {}
 
+  /**
+   * Tolerant of undecryptable tokens (UnreadableSecret in their place): describe and the
+   * backoff decision need no token. A parked row whose tokens decrypt again (the key is
+   * back) is reported due now, so token.get may refresh it on demand at once.
+   */
   async find(key: CredentialKey): Promise<Credential | null> {
     const rows: CredentialRow[] = await this.db.query(
       `SELECT * FROM credentials WHERE tenant = $1 AND connection = $2`,
       [key.tenant, key.connection],
     );
-    return rows.length ? this.mapper.toDomain(rows[0]) : null;
+    return rows.length ? this.unparked(rows[0], this.mapper.toDomain(rows[0], undefined, 'tolerant')) : null;
   }
 
   async register(reg: Registration, audit: PendingAuditRecord[]): Promise<CommittedChange> {
@@ -129,27 +158,40 @@ export class CredentialRepository {
    * SKIP LOCKED lets replicas claim side by side without waiting on each other; an
    * expired lease (its holder died) makes the row claimable again.
    */
-  async claimDue(bucket: number, limit: number, owner: string, leaseSeconds: number): Promise<LeasedCredential[]> {
+  async claimDue(bucket: number, limit: number, owner: string, leaseSeconds: number, room?: ClaimRoom): Promise<TimedLease[]> {
+    // Providers without a free slot are left out of the scan; the others take at most their
+    // free slots (row_number per provider over the locked candidates; rows locked but not
+    // updated are unlocked at the end of the statement).
+    const full = room ? Object.entries(room.perProvider).filter(([, n]) => n <= 0).map(([id]) => id) : [];
+    const startedAt = this.clock.now();
     const rows: CredentialRow[] = await this.db.query(
       `WITH due AS (
-         SELECT tenant, connection FROM credentials
+         SELECT tenant, connection, provider, next_refresh_at FROM credentials
          WHERE shard_bucket = $1 AND next_refresh_at <= now() AND (lease_until IS NULL OR lease_until < now())
+           AND NOT (provider = ANY($6::text[]))
          ORDER BY next_refresh_at
          LIMIT $2
          FOR UPDATE SKIP LOCKED
+       ), ranked AS (
+         SELECT tenant, connection, row_number() OVER (PARTITION BY provider ORDER BY next_refresh_at) AS rn,
+                COALESCE(($7::jsonb ->> provider)::integer, $8::integer) AS room
+         FROM due
        ), changed AS (
          UPDATE credentials c
          SET lease_id = gen_random_uuid(), lease_owner = $3, lease_until = now() + make_interval(secs => $4)
-         FROM due WHERE c.tenant = due.tenant AND c.connection = due.connection
+         FROM ranked WHERE c.tenant = ranked.tenant AND c.connection = ranked.connection AND ranked.rn <= ranked.room
          RETURNING c.*
        ), ${CLAIM_AUDIT_CTE(5)}
        SELECT * FROM changed`,
-      [bucket, limit, owner, leaseSeconds, JSON.stringify(claimAuditTemplate('refresh_started', owner))],
+      [
+        bucket, limit, owner, leaseSeconds, JSON.stringify(claimAuditTemplate('refresh_started', owner)),
+        full, JSON.stringify(room?.perProvider ?? {}), room?.others ?? limit,
+      ],
     );
-    const leased: LeasedCredential[] = [];
+    const leased: TimedLease[] = [];
     for (const row of rows) {
       try {
-        leased.push(this.leased(row));
+        leased.push(this.leased(row, startedAt, leaseSeconds));
       } catch (error) {
         // One row that cannot be decrypted (key removed from TOKEN_ENCRYPTION_KEYS, or a
         // corrupted blob) must not hold up the rest of the batch, lease after lease.
@@ -159,7 +201,10 @@ export class CredentialRepository {
     return leased;
   }
 
-  /** Parks an unreadable credential for an hour with an error an operator can see in describe. */
+  /**
+   * Parks an unreadable credential for an hour with an error an operator can see in
+   * describe, and its audit record (the claim already wrote `refresh_started`).
+   */
   private async quarantine(row: CredentialRow, error: unknown): Promise<void> {
     this.logger.error({
       msg: 'stored token cannot be decrypted; credential parked (check TOKEN_ENCRYPTION_KEYS)',
@@ -168,13 +213,35 @@ export class CredentialRepository {
       keyId: row.key_id,
       error: (error as Error).constructor?.name,
     });
+    const audit = auditRecord('failed', row, row.lease_owner ?? 'refresher', {
+      outcome: 'quarantined',
+      code: 'undecryptable',
+      message: `stored token cannot be decrypted under key id "${row.key_id ?? ''}"; parked for an hour`,
+    });
     await this.db.query(
-      `UPDATE credentials SET status = 'failing', failures = failures + 1, last_error_code = 'internal',
-         last_error_message = 'stored token cannot be decrypted (unknown key or corrupted ciphertext)',
-         next_refresh_at = now() + interval '1 hour', ${NO_LEASE}, updated_at = now()
-       WHERE tenant = $1 AND connection = $2 AND lease_id = $3`,
-      [row.tenant, row.connection, row.lease_id],
+      `WITH changed AS (
+         UPDATE credentials SET status = 'failing', failures = failures + 1, last_error_code = 'internal',
+           last_error_message = $4, next_refresh_at = now() + interval '1 hour', ${NO_LEASE}, updated_at = now()
+         WHERE tenant = $1 AND connection = $2 AND lease_id = $3
+         RETURNING *
+       ), ${AUDIT_CTE(5)}
+       SELECT 1 FROM changed`,
+      [row.tenant, row.connection, row.lease_id, QUARANTINE_MESSAGE, JSON.stringify([audit])],
     );
+  }
+
+  /**
+   * Extends a lease this replica holds, fenced on its lease id and version: true (with the
+   * new local deadline, from the moment before the statement) while nobody took it over.
+   */
+  async extendLease(key: CredentialKey, lease: Lease, leaseSeconds: number): Promise<number | null> {
+    const startedAt = this.clock.now();
+    const rows: unknown[] = await this.db.query(
+      `UPDATE credentials SET lease_until = now() + make_interval(secs => $5)
+       WHERE tenant = $1 AND connection = $2 AND lease_id = $3 AND version = $4 RETURNING 1`,
+      [key.tenant, key.connection, lease.leaseId, lease.version, leaseSeconds],
+    );
+    return rows.length ? startedAt + leaseSeconds * 1000 : null;
   }
 
   /**
@@ -182,7 +249,8 @@ export class CredentialRepository {
    * stored version is still that one: a thousand reports of the same rejected version
    * lead to one lease, and none once the version has moved on.
    */
-  async tryLease(key: CredentialKey, owner: string, leaseSeconds: number, expectedVersion?: number): Promise<LeasedCredential | null> {
+  async tryLease(key: CredentialKey, owner: string, leaseSeconds: number, expectedVersion?: number): Promise<TimedLease | null> {
+    const startedAt = this.clock.now();
     const rows: CredentialRow[] = await this.db.query(
       `WITH changed AS (
          UPDATE credentials
@@ -195,7 +263,13 @@ export class CredentialRepository {
        SELECT * FROM changed`,
       [key.tenant, key.connection, owner, leaseSeconds, expectedVersion ?? null, JSON.stringify(claimAuditTemplate('refresh_started', owner))],
     );
-    return rows.length ? this.leased(rows[0]) : null;
+    if (!rows.length) return null;
+    try {
+      return this.leased(rows[0], startedAt, leaseSeconds);
+    } catch (error) {
+      await this.quarantine(rows[0], error);
+      throw error;
+    }
   }
 
   /** Stores a new token under the lease; null when the fence no longer holds. */
@@ -266,7 +340,11 @@ export class CredentialRepository {
          ${CHANGED_WITH_EVENT_ID}`,
         [key.tenant, key.connection, JSON.stringify([audit])],
       );
-      return { before: this.mapper.toDomain(before[0]), change: this.committed('revoked', after[0]) };
+      // Revoking needs no token: one this process cannot decrypt is simply not revoked at the provider.
+      const previous = this.mapper.toDomain(before[0], undefined, 'tolerant');
+      if (previous.accessToken && hasUnreadableToken({ accessToken: previous.accessToken })) previous.accessToken = undefined;
+      if (previous.refreshToken && hasUnreadableToken({ refreshToken: previous.refreshToken })) previous.refreshToken = undefined;
+      return { before: previous, change: this.committed('revoked', after[0]) };
     });
   }
 
@@ -279,23 +357,31 @@ export class CredentialRepository {
        LIMIT $5`,
       [filter.tenant ?? null, filter.status ?? null, filter.after?.tenant ?? null, filter.after?.connection ?? null, filter.limit],
     );
-    return rows.map((row) => this.mapper.toDomain(row));
+    return rows.map((row) => this.mapper.toDomain(row, undefined, 'tolerant'));
   }
 
   /**
    * Re-seals up to `limit` rows written under an older key, walking the primary key
    * from `after`; returns where to continue (null at the end of the table).
    */
-  async reencryptBatch(after: CredentialKey | null, limit: number): Promise<{ next: CredentialKey | null; rewritten: number }> {
+  async reencryptBatch(after: CredentialKey | null, limit: number): Promise<{ next: CredentialKey | null; rewritten: number; unreadable: CredentialKey[]; unparked: number }> {
     const rows: CredentialRow[] = await this.db.query(
       `SELECT * FROM credentials WHERE ($1::text IS NULL OR (tenant, connection) > ($1, $2))
        ORDER BY tenant, connection LIMIT $3`,
       [after?.tenant ?? null, after?.connection ?? null, limit],
     );
     let rewritten = 0;
+    let unparked = 0;
+    const unreadable: CredentialKey[] = [];
     for (const row of rows) {
+      const credential = this.mapper.toDomain(row, undefined, 'tolerant');
+      if (hasUnreadableToken(credential)) {
+        // Skipped and reported: one bad row must not stop the sweep for the rest of the table.
+        unreadable.push({ tenant: row.tenant, connection: row.connection });
+        continue;
+      }
+      if (this.isParked(row)) unparked += await this.unpark(row);
       if (row.key_id === null || row.key_id === this.mapper.primaryKeyId) continue;
-      const credential = this.mapper.toDomain(row);
       const result: unknown[] = await this.db.query(
         `UPDATE credentials SET access_token_enc = $4, refresh_token_enc = $5, key_id = $6
          WHERE tenant = $1 AND connection = $2 AND version = $3 AND key_id = $7 RETURNING 1`,
@@ -309,7 +395,7 @@ export class CredentialRepository {
       rewritten += result.length;
     }
     const last = rows.at(-1);
-    return { next: rows.length < limit || !last ? null : { tenant: last.tenant, connection: last.connection }, rewritten };
+    return { next: rows.length < limit || !last ? null : { tenant: last.tenant, connection: last.connection }, rewritten, unreadable, unparked };
   }
 
   get bucketCount(): number {
@@ -321,7 +407,30 @@ export class CredentialRepository {
     return { kind, credential: this.mapper.toDomain(row, written), eventId: row.audit_event_id ?? '' };
   }
 
-  private leased(row: CredentialRow): LeasedCredential {
-    return { credential: this.mapper.toDomain(row), lease: { leaseId: row.lease_id!, version: row.version } };
+  private leased(row: CredentialRow, startedAt: number, leaseSeconds: number): TimedLease {
+    return {
+      credential: this.mapper.toDomain(row),
+      lease: { leaseId: row.lease_id!, version: row.version },
+      leaseUntilMs: startedAt + leaseSeconds * 1000,
+    };
+  }
+
+  private isParked(row: CredentialRow): boolean {
+    return row.status === 'failing' && row.last_error_code === 'internal' && row.last_error_message === QUARANTINE_MESSAGE;
+  }
+
+  /** A parked row whose tokens decrypt again is due now (the scheduler and token.get may refresh it). */
+  private unparked(row: CredentialRow, credential: Credential): Credential {
+    if (!this.isParked(row) || hasUnreadableToken(credential) || !credential.nextRefreshAt) return credential;
+    return credential.nextRefreshAt.getTime() > row.updated_at.getTime() ? { ...credential, nextRefreshAt: row.updated_at } : credential;
+  }
+
+  /** The sweep found a parked row readable again: make it due now, so the scheduler takes it. */
+  private async unpark(row: CredentialRow): Promise<number> {
+    const result: unknown[] = await this.db.query(
+      `UPDATE credentials SET next_refresh_at = now() WHERE tenant = $1 AND connection = $2 AND version = $3 AND ${QUARANTINED} RETURNING 1`,
+      [row.tenant, row.connection, row.version],
+    );
+    return result.length;
   }
 }

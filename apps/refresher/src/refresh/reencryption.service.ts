@@ -3,6 +3,8 @@ import type { CredentialKey } from '@tokenkeeper/contracts';
 import { CredentialRepository } from '../persistence/credential.repository.js';
 
 const BATCH = 500;
+/** Undecryptable rows named in the sweep's report (the count covers them all up to this). */
+const MAX_REPORTED = 100;
 const PAUSE_BETWEEN_BATCHES_MS = 200;
 /**
  * Every write seals with the current key, so once a sweep has finished no old-key row can
@@ -37,14 +39,28 @@ export class ReencryptionService implements OnApplicationBootstrap, OnApplicatio
   async sweep(): Promise<number> {
     let cursor: CredentialKey | null = null;
     let total = 0;
+    let unparked = 0;
+    let skipped = 0;
+    const unreadable: CredentialKey[] = [];
     try {
       do {
-        const { next, rewritten } = await this.repository.reencryptBatch(cursor, BATCH);
-        total += rewritten;
-        cursor = next;
+        const batch = await this.repository.reencryptBatch(cursor, BATCH);
+        total += batch.rewritten;
+        unparked += batch.unparked;
+        skipped += batch.unreadable.length;
+        unreadable.push(...batch.unreadable.slice(0, MAX_REPORTED - unreadable.length));
+        cursor = batch.next;
         if (cursor) await new Promise((resolve) => setTimeout(resolve, PAUSE_BETWEEN_BATCHES_MS));
       } while (cursor && !this.stopped);
       if (total > 0) this.logger.log({ msg: 're-encrypted credentials under the current key', count: total });
+      if (unparked > 0) this.logger.log({ msg: 'parked credentials are readable again and due now', count: unparked });
+      if (skipped > 0) {
+        this.logger.error({
+          msg: 're-encryption skipped credentials it cannot decrypt (check TOKEN_ENCRYPTION_KEYS)',
+          count: skipped,
+          credentials: unreadable.map((k) => `${k.tenant}/${k.connection}`),
+        });
+      }
     } catch (error) {
       this.logger.warn({ msg: 're-encryption sweep failed; will try again', error: (error as Error).message });
     }

@@ -6,7 +6,8 @@ import { RefreshService } from './refresh.service.js';
 /**
  * Finds due credentials and refreshes them before they expire. Each tick claims work
  * bucket by bucket (one index range scan each, single-shard under Citus) up to the free
- * capacity; a full batch means a backlog, so the next tick follows at once.
+ * capacity, and per provider up to its free request slots; a tick that claimed anything
+ * may have left a backlog, so the next tick follows at once.
  */
 @Injectable()
 export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -71,8 +72,11 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
       const bucket = this.nextBucket;
       this.nextBucket = (this.nextBucket + 1) % buckets;
       const limit = Math.min(capacity, claimBatchSize);
-      const claimed = await this.repository.claimDue(bucket, limit, this.config.replicaId, leaseSeconds);
-      if (claimed.length === limit) backlog = true;
+      // No more per provider than it has free request slots: claimed work is sent at once,
+      // with its whole REFRESH_TIMEOUT_MS, instead of waiting in a queue while its lease ages.
+      const claimed = await this.repository.claimDue(bucket, limit, this.config.replicaId, leaseSeconds, this.refresher.claimRoom());
+      // The room per provider may hold a claim below `limit` with more due behind it.
+      if (claimed.length > 0) backlog = true;
       for (const leased of claimed) {
         const work = this.refresher
           .refreshLeased(leased)

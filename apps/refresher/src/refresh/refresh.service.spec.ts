@@ -117,6 +117,99 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
     expect(parts.publisher.events).toEqual([]);
   });
 
+  it('item 1: a commit that fails after the provider rotated is retried with the rotated token until it lands', async () => {
+    repository.commitErrors = 3;
+    const outcome = await service.refreshLeased(await lease());
+    expect(outcome.kind).toBe('refreshed');
+    expect(endpoint.requests).toHaveLength(1);
+    expect((await repository.find(key))!.refreshToken?.reveal()).toBe('rt_new');
+  });
+
+  it('item 1: a lease that lapsed meanwhile (nobody took it) is taken again and the rotated token committed under it', async () => {
+    const leased = await lease();
+    endpoint.answer = () => {
+      repository.dropLease(key);
+      return endpoint.issue('at_new', 'rt_new', 3600);
+    };
+    expect((await service.refreshLeased(leased)).kind).toBe('refreshed');
+    expect(endpoint.requests).toHaveLength(1);
+    const stored = (await repository.find(key))!;
+    expect(stored).toMatchObject({ version: 2 });
+    expect(stored.refreshToken?.reveal()).toBe('rt_new');
+  });
+
+  it('item 1: a newer version found while retrying ends the retry without overwriting it', async () => {
+    repository.commitErrors = 1;
+    const leased = await lease();
+    endpoint.answer = () => {
+      repository.commitElsewhere(key, 'at_other');
+      return endpoint.issue('at_late', 'rt_late', 3600);
+    };
+    expect(await service.refreshLeased(leased)).toEqual({ kind: 'superseded' });
+    expect((await repository.find(key))!.accessToken?.reveal()).toBe('at_other');
+  });
+
+  it('item 2: a commit that hangs past the lease deadline is noticed, logged and retried with the same token', async () => {
+    const config = testConfig();
+    config.refresh.leaseSeconds = 3;
+    service = new RefreshService(config, repository.asRepository, new ProviderRegistry(new Map([['sandbox', provider()]])), endpoint, parts.notifier, clock, new RefreshMetrics());
+    repository.commitHangs = 1;
+    const warnings: unknown[] = [];
+    Logger.overrideLogger({ log() {}, error: (m: unknown) => warnings.push(m), warn: (m: unknown) => warnings.push(m) } as never);
+    try {
+      const outcome = await service.refreshLeased((await repository.tryLease(key, 'me', 3))!);
+      expect(outcome.kind).toBe('refreshed');
+    } finally {
+      Logger.overrideLogger(false);
+    }
+    expect(endpoint.requests).toHaveLength(1);
+    expect((await repository.find(key))!.refreshToken?.reveal()).toBe('rt_new');
+    expect(JSON.stringify(warnings)).toContain('commit did not finish within');
+  }, 10_000);
+
+  it('item 4: the lease is extended while a slow request runs, and the slow answer is committed', async () => {
+    const config = testConfig();
+    config.refresh.leaseSeconds = 1;
+    service = new RefreshService(config, repository.asRepository, new ProviderRegistry(new Map([['sandbox', provider()]])), endpoint, parts.notifier, clock, new RefreshMetrics());
+    endpoint.answer = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      return endpoint.issue('at_slow', 'rt_slow', 3600);
+    };
+    const outcome = await service.refreshLeased((await repository.tryLease(key, 'me', 1))!);
+    expect(outcome.kind).toBe('refreshed');
+    // One beat per third of the 1 s lease while the 1.1 s request ran.
+    expect(repository.extensions).toBeGreaterThanOrEqual(2);
+    expect((await repository.find(key))!.refreshToken?.reveal()).toBe('rt_slow');
+  });
+
+  it('item 4: after a timed-out request the retry comes within 5 s, however many failures came before', async () => {
+    repository.put(credential(clock, { status: 'failing', failures: 8 }));
+    clock.randomValue = 0.999;
+    endpoint.answer = () => ({ ok: false, failure: { kind: 'retryable', code: 'timeout', message: 'no complete answer within 2000 ms' } });
+    await service.refreshLeased(await lease());
+    const stored = (await repository.find(key))!;
+    expect(stored.failures).toBe(9);
+    expect(stored.nextRefreshAt!.getTime() - T0).toBeLessThanOrEqual(5_000);
+    // Other retryable failures keep their exponential backoff (attempt 9: up to 256 s, capped at 60 s here).
+    repository.put(credential(clock, { status: 'failing', failures: 8 }));
+    endpoint.answer = () => ({ ok: false, failure: { kind: 'retryable', code: 'http_503', message: 'HTTP 503' } });
+    await service.refreshLeased(await lease());
+    expect((await repository.find(key))!.nextRefreshAt!.getTime() - T0).toBeGreaterThan(30_000);
+  });
+
+  it('item 3: claim room per provider is its free slots while work is leased', async () => {
+    build([provider({ maxConcurrency: 2 })]);
+    let release!: () => void;
+    endpoint.answer = () => new Promise((resolve) => (release = () => resolve(endpoint.issue('at_new', 'rt_new', 3600))));
+    expect(service.claimRoom()).toEqual({ perProvider: {}, others: 1 });
+    const running = service.refreshLeased(await lease());
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(service.claimRoom()).toEqual({ perProvider: { sandbox: 1 }, others: 1 });
+    release();
+    await running;
+    expect(service.claimRoom()).toEqual({ perProvider: { sandbox: 2 }, others: 1 });
+  });
+
   it('a credential of a provider not in the providers file fails as misconfigured without a request', async () => {
     build([provider({ id: 'other' })]);
     const outcome = await service.refreshLeased(await lease());

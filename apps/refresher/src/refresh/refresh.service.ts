@@ -1,15 +1,19 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import type { ErrorCode } from '@tokenkeeper/contracts';
+import { credentialId, type ErrorCode } from '@tokenkeeper/contracts';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
 import type { Credential, LeasedCredential } from '../domain/credential.js';
 import { TokenChangeNotifier } from '../events/token-change.notifier.js';
 import { auditRecord } from '../persistence/audit-record.js';
-import { CredentialRepository, type FailureWrite } from '../persistence/credential.repository.js';
+import type { CommittedChange } from '../domain/committed-change.js';
+import { isLive } from '../domain/token-validity.js';
+import { type ClaimRoom, CredentialRepository, type FailureWrite, type TokenWrite } from '../persistence/credential.repository.js';
+import type { PendingAuditRecord } from '../persistence/audit-record.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
 import type { ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/provider.types.js';
+import { LeaseKeeper } from './lease-keeper.js';
 import { RefreshMetrics } from './refresh.metrics.js';
 import { retryDelayMs, scheduleRefresh } from './refresh-policy.js';
 
@@ -19,10 +23,24 @@ export type RefreshOutcome =
   /** Our lease was taken over or the version moved: someone else's write stands. */
   | { kind: 'superseded' };
 
-/** Time kept in hand between the end of a token request and the end of its lease. */
+/**
+ * A token request stops this long before the local lease deadline when no extension could
+ * be confirmed (the database is unreachable from here): past it, another replica might
+ * claim the credential and present the same refresh token.
+ */
 const LEASE_SAFETY_MS = 2_000;
-/** A request is not started with less time than this before the lease deadline. */
+/** A request is not started with less confirmed lease than this. */
 const MIN_REQUEST_WINDOW_MS = 1_000;
+/**
+ * After a request was abandoned (timed out; the provider may have rotated the refresh token
+ * without our seeing the answer), the retry comes within this, whatever the attempt count:
+ * it must land inside the provider's reuse grace (Okta's default is 30 s, Auth0's reuse
+ * interval is set per tenant) to present the old token without revoking the family.
+ */
+export const ABANDONED_RETRY_MAX_MS = 5_000;
+/** A failed commit of a rotated token is retried this often at first, backing off to the max. */
+const COMMIT_RETRY_FIRST_MS = 100;
+const COMMIT_RETRY_MAX_MS = 2_000;
 /** After cancelling the requests still in flight at shutdown, how long their leases get to be given back by them. */
 const CANCEL_SETTLE_MS = 1_000;
 
@@ -40,13 +58,18 @@ async function waitSettled(promises: Promise<unknown>[], ms: number): Promise<bo
   }
 }
 
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /**
  * Refreshes one leased credential: token request (bounded per provider), new schedule,
  * fenced write with its audit records, then the committed change goes to the notifier
- * (cache and events). Never two requests with
- * the same refresh token: the lease makes this replica the only one that may present
- * it, the request is cut off before the lease ends, and the write lands only while the
- * lease still holds.
+ * (cache and events). Never two requests with the same refresh token: the lease makes this
+ * replica the only one that may present it, a LeaseKeeper extends it while the work runs
+ * (and stops the request if it can no longer be sure of it), and the write lands only while
+ * the lease still holds. A rotated refresh token, once the provider answered, is held until
+ * its commit lands or a newer version is found (commitRotated), never dropped.
  */
 @Injectable()
 export class RefreshService {
@@ -54,6 +77,12 @@ export class RefreshService {
   private readonly limits = new Map<string, LimitFunction>();
   /** Leased work in this process, by lease id: what shutdown waits for, or gives back. */
   private readonly active = new Map<string, { leased: LeasedCredential; done: Promise<unknown> }>();
+  /** Leased work per provider (queued for a slot or requesting): what the next claim may add. */
+  private readonly busy = new Map<string, number>();
+  /** Providers this process has had work for: their limits bound every later claim. */
+  private readonly seenProviders = new Set<string>();
+  /** Rotated tokens whose commit has not landed yet, by credential: a new lease on one is handed to it. */
+  private readonly pendingCommits = new Map<string, { keeper: LeaseKeeper; done: Promise<RefreshOutcome> }>();
   /** Set at shutdown: no token request starts any more; queued and new leases are given back. */
   private draining = false;
   /** Aborted when the shutdown grace period is over: cancels the token requests still in flight. */
@@ -69,31 +98,64 @@ export class RefreshService {
     private readonly metrics: RefreshMetrics,
   ) {}
 
-  /** Refreshes under the lease; the lease is always either used by a fenced write or given back. */
-  async refreshLeased(leased: LeasedCredential): Promise<RefreshOutcome> {
+  /**
+   * Refreshes under the lease; the lease is always either used by a fenced write or given
+   * back. `leaseUntilMs` is the local deadline the repository computed from the moment before
+   * its statement; without one (tests), the lease counts from now.
+   */
+  async refreshLeased(leased: LeasedCredential & { leaseUntilMs?: number }): Promise<RefreshOutcome> {
+    const untilMs = leased.leaseUntilMs ?? this.clock.now() + this.config.refresh.leaseSeconds * 1000;
+    const pending = this.pendingCommits.get(credentialId(leased.credential));
+    if (pending) {
+      // Our own lease lapsed while a rotated token waited for its commit, and this process
+      // claimed the credential again: the new lease serves that commit, no request is made.
+      pending.keeper.adopt(leased.lease, untilMs);
+      return pending.done;
+    }
     if (this.draining) {
       await this.repository.releaseLease(leased.credential, leased.lease);
       return { kind: 'superseded' };
     }
-    const done = this.refreshUnderLease(leased);
+    const providerId = leased.credential.provider;
+    this.seenProviders.add(providerId);
+    this.busy.set(providerId, (this.busy.get(providerId) ?? 0) + 1);
+    const keeper = new LeaseKeeper(this.repository, this.clock, leased.credential, leased.lease, untilMs, this.config.refresh.leaseSeconds, this.safetyMs()).start();
+    const done = this.refreshUnderLease(leased.credential, keeper);
     const entry = { leased, done: done.catch(() => undefined) };
     this.active.set(leased.lease.leaseId, entry);
     try {
       return await done;
     } finally {
+      keeper.stop();
+      const left = (this.busy.get(providerId) ?? 1) - 1;
+      if (left > 0) this.busy.set(providerId, left);
+      else this.busy.delete(providerId);
       if (this.active.get(leased.lease.leaseId) === entry) this.active.delete(leased.lease.leaseId);
     }
   }
 
-  private async refreshUnderLease({ credential, lease }: LeasedCredential): Promise<RefreshOutcome> {
-    const { leaseSeconds, requestTimeoutMs } = this.config.refresh;
-    // The config guarantees lease > request timeout. Keep up to LEASE_SAFETY_MS of the lease
-    // for the commit, but never so much that a short lease leaves no room for a request
-    // (LEASE_SECONDS=3 with REFRESH_TIMEOUT_MS=1000 used to leave exactly 1 s, below the
-    // minimum window, so every claim was released unused and claimed again, forever).
-    const leaseMs = leaseSeconds * 1000;
-    const windowMs = leaseMs - Math.min(LEASE_SAFETY_MS, leaseMs - requestTimeoutMs);
-    const leaseDeadline = performance.now() + windowMs;
+  /**
+   * What the next claim may take: per provider with work here, its free request slots
+   * (maxConcurrency less the leased work it has), so claimed work can be sent at once; a
+   * provider this process has not had work for yet, one row per claim until then.
+   */
+  claimRoom(): ClaimRoom {
+    const perProvider: Record<string, number> = {};
+    for (const id of this.seenProviders) {
+      const provider = this.providers.get(id);
+      if (provider) perProvider[id] = Math.max(0, provider.maxConcurrency - (this.busy.get(id) ?? 0));
+    }
+    return { perProvider, others: 1 };
+  }
+
+  /** Keep LEASE_SAFETY_MS of the lease in hand, but never so much that a short lease leaves no time for a request. */
+  private safetyMs(): number {
+    return Math.min(LEASE_SAFETY_MS, (this.config.refresh.leaseSeconds * 1000) / 3);
+  }
+
+  private async refreshUnderLease(credential: Credential, keeper: LeaseKeeper): Promise<RefreshOutcome> {
+    const { requestTimeoutMs } = this.config.refresh;
+    const lease = keeper.lease;
     const dueAt = credential.nextRefreshAt;
     const provider = this.providers.get(credential.provider);
     if (!provider) {
@@ -107,20 +169,29 @@ export class RefreshService {
       return this.fail(credential, lease, 1, { kind: 'invalid_grant', code: 'no_refresh_token', message: 'no refresh token stored' });
     }
 
-    const started = performance.now();
+    let started = performance.now();
     const result = await this.limitFor(provider)(async () => {
-      const remaining = leaseDeadline - performance.now();
-      // Queued too long (or shutting down): give the lease back rather than race it.
-      if (this.draining || remaining < Math.min(MIN_REQUEST_WINDOW_MS, windowMs / 2)) return null;
+      // While the work waited for a slot, the keeper kept the lease alive; a lease it could
+      // not confirm (or shutting down) means: give it back unused rather than race it.
+      if (this.draining || keeper.lost.aborted || keeper.remainingMs < Math.min(MIN_REQUEST_WINDOW_MS, this.safetyMs())) return null;
+      started = performance.now();
+      // The full timeout, however long the work was queued: the keeper extends the lease
+      // while the request runs and stops it only if the lease can no longer be confirmed.
       return this.endpoint.requestToken({
         provider,
         refreshToken: provider.grant === 'refresh_token' ? credential.refreshToken : undefined,
-        signal: AbortSignal.any([AbortSignal.timeout(Math.floor(Math.min(remaining, requestTimeoutMs))), this.cancelInFlight.signal]),
+        signal: AbortSignal.any([AbortSignal.timeout(requestTimeoutMs), this.cancelInFlight.signal, keeper.lost]),
       });
     });
     if (result === null) {
       // Never sent: the refresh token is untouched, so another replica may take it at once.
-      await this.repository.releaseLease(credential, lease);
+      await this.repository.releaseLease(credential, keeper.lease).catch(() => undefined);
+      return { kind: 'superseded' };
+    }
+    if (!result.ok && result.failure.code === 'aborted' && keeper.lost.aborted) {
+      // Stopped because this replica could no longer be sure of its lease: another replica
+      // may hold it now. Nothing can be written under it; the lease is left to expire.
+      this.logger.error({ msg: 'token request stopped: the lease could not be kept; the provider may have rotated the refresh token', tenant: credential.tenant, connection: credential.connection });
       return { kind: 'superseded' };
     }
     if (!result.ok && result.failure.code === 'aborted' && this.cancelInFlight.signal.aborted) {
@@ -131,7 +202,7 @@ export class RefreshService {
       return { kind: 'superseded' };
     }
     this.metrics.observeRequest(provider.id, (performance.now() - started) / 1000);
-    if (!result.ok) return this.fail(credential, lease, credential.failures + 1, result.failure, provider);
+    if (!result.ok) return this.fail(credential, keeper.lease, credential.failures + 1, result.failure, provider);
 
     const token = result.token;
     if (provider.grant === 'refresh_token' && !token.refreshToken && provider.rotation !== undefined && provider.rotation !== 'none') {
@@ -149,7 +220,7 @@ export class RefreshService {
     const audit = auditRecord('refreshed', credential, this.config.replicaId, {
       outcome: token.refreshToken && !token.refreshToken.equals(credential.refreshToken) ? 'rotated' : 'refreshed',
     });
-    const committed = await this.repository.commitRefresh(credential, lease, {
+    const committed = await this.commitRotated(credential, keeper, {
       accessToken: token.accessToken,
       // No new refresh token (or an empty one) means: keep the old one.
       refreshToken: token.refreshToken ?? credential.refreshToken,
@@ -159,6 +230,12 @@ export class RefreshService {
       expiresAt: schedule.expiresAt,
       nextRefreshAt: provider.grant === 'refresh_token' && !(token.refreshToken ?? credential.refreshToken) ? null : schedule.nextRefreshAt,
     }, [audit]);
+    if (committed === 'landed') {
+      // Our write landed but its answer was lost (the connection died): the row holds it.
+      this.metrics.countRefresh(provider.id, 'success');
+      const stored = await this.repository.find(credential);
+      return stored ? { kind: 'refreshed', credential: stored } : { kind: 'superseded' };
+    }
     if (!committed) {
       this.metrics.countRefresh(provider.id, 'superseded');
       this.logger.warn({ msg: 'refresh result discarded: lease lost or version moved', tenant: credential.tenant, connection: credential.connection });
@@ -168,6 +245,94 @@ export class RefreshService {
     if (dueAt) this.metrics.observeLateness((this.clock.now() - dueAt.getTime()) / 1000);
     this.notifier.committed(committed);
     return { kind: 'refreshed', credential: committed.credential };
+  }
+
+  /**
+   * The fenced commit of a token the provider has issued, retried until it lands or a newer
+   * version is found: the new refresh token exists only in this process, and the provider has
+   * already retired the old one. Database errors (restart, failover, a dropped connection, a
+   * statement timeout) are retried with backoff while the keeper extends the lease; a fence
+   * that no longer holds is examined: a newer version stands (ours, if its refresh token is
+   * ours), or the lease lapsed and nobody took it, and it is taken again. Ends only at
+   * shutdown, loudly.
+   */
+  private async commitRotated(credential: Credential, keeper: LeaseKeeper, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null | 'landed'> {
+    const id = credentialId(credential);
+    let resolve!: (outcome: RefreshOutcome) => void;
+    const outcome = new Promise<RefreshOutcome>((r) => (resolve = r));
+    let delay = COMMIT_RETRY_FIRST_MS;
+    let failures = 0;
+    const where = { tenant: credential.tenant, connection: credential.connection, provider: credential.provider };
+    try {
+      for (;;) {
+        try {
+          const committed = await this.withinLease(this.repository.commitRefresh(credential, keeper.lease, write, audit), keeper);
+          if (committed) return committed;
+          const now = await this.repository.find(credential);
+          if (!now) return null;
+          if (now.version > keeper.lease.version) {
+            return write.refreshToken && now.refreshToken?.equals(write.refreshToken) ? 'landed' : null;
+          }
+          if (!isLive(now)) {
+            this.logger.error({ msg: 'ROTATED REFRESH TOKEN NOT STORED: the credential left the live states meanwhile', ...where, status: now.status });
+            return null;
+          }
+          const again = await this.repository.tryLease(credential, this.config.replicaId, this.config.refresh.leaseSeconds, keeper.lease.version);
+          if (again) {
+            keeper.adopt(again.lease, again.leaseUntilMs);
+            continue;
+          }
+          // Someone holds the lease: this process (a new claim is handed to us, see
+          // refreshLeased) or another replica, whose write or failure we will see.
+          if (failures === 0) this.pendingCommits.set(id, { keeper, done: outcome });
+        } catch (error) {
+          if (failures === 0) this.pendingCommits.set(id, { keeper, done: outcome });
+          const level = failures % 20 === 0 ? 'error' : 'warn';
+          this.logger[level]({
+            msg: 'commit of a rotated refresh token failed; the token is kept in memory and the commit retried under the lease',
+            ...where,
+            attempt: failures + 1,
+            leaseRemainingMs: Math.round(keeper.remainingMs),
+            error: (error as Error).message,
+          });
+        }
+        failures++;
+        if (this.cancelInFlight.signal.aborted) {
+          this.logger.error({ msg: 'ROTATED REFRESH TOKEN LOST: shutting down before its commit could land; the credential may need re-authorization', ...where });
+          return null;
+        }
+        await sleep(delay);
+        delay = Math.min(COMMIT_RETRY_MAX_MS, delay * 2);
+        // Before each retry the lease is made sure of, so a commit never runs on a lapsed one
+        // when it can be extended; if it cannot (database still away), the commit is fenced
+        // on the lease id anyway and lands exactly when nobody else claimed the credential.
+        if (keeper.remainingMs < COMMIT_RETRY_MAX_MS) await keeper.extend();
+      }
+    } finally {
+      if (this.pendingCommits.get(id)?.keeper === keeper) this.pendingCommits.delete(id);
+      // Whoever joined this commit through a new lease hears how it ended.
+      void outcome;
+      resolve({ kind: 'superseded' });
+    }
+  }
+
+  /**
+   * Bounds one commit attempt by the lease: a statement that hangs (packets silently
+   * dropped) past the local deadline is noticed and logged, and the retry loop goes on
+   * (the hung statement may still land; the next attempt's fence then sees it).
+   */
+  private async withinLease<T>(attempt: Promise<T>, keeper: LeaseKeeper): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const bound = Math.max(COMMIT_RETRY_MAX_MS, keeper.remainingMs);
+    const hung = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`commit did not finish within ${Math.round(bound)} ms (lease deadline)`)), bound);
+    });
+    attempt.catch(() => undefined);
+    try {
+      return await Promise.race([attempt, hung]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async fail(
@@ -198,13 +363,17 @@ export class RefreshService {
       };
       this.logger.error({ msg: 'PROVIDER MISCONFIGURED: token requests are rejected; check the providers file', ...where, code: failure.code, failure: failure.message });
     } else {
-      const delay = retryDelayMs({
+      let delay = retryDelayMs({
         attempt,
         baseMs: this.config.refresh.backoffBaseMs,
         capMs: this.config.refresh.backoffMaxMs,
         random: this.clock.random(),
         retryAfterMs: failure.retryAfterMs,
       });
+      // An abandoned request may have rotated the refresh token at the provider: retry while
+      // its reuse grace lasts. A provider that keeps timing out is still bounded: each try
+      // holds one of its maxConcurrency slots for the whole REFRESH_TIMEOUT_MS.
+      if (failure.code === 'timeout') delay = Math.min(delay, ABANDONED_RETRY_MAX_MS * (0.5 + this.clock.random() / 2));
       write = {
         status: 'failing',
         failures: attempt,

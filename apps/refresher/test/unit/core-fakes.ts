@@ -136,16 +136,40 @@ export class FakeRepository {
     return this.change('registered', row, audit);
   }
 
-  async tryLease(key: CredentialKey, _owner: string, _leaseSeconds: number, expectedVersion?: number): Promise<LeasedCredential | null> {
+  async tryLease(key: CredentialKey, _owner: string, _leaseSeconds: number, expectedVersion?: number): Promise<(LeasedCredential & { leaseUntilMs: number }) | null> {
     const row = this.rows.get(credentialId(key));
     if (!row || this.leasedElsewhere || row.leaseId !== null) return null;
     if (row.status !== 'active' && row.status !== 'failing') return null;
     if (expectedVersion !== undefined && row.version !== expectedVersion) return null;
     row.leaseId = randomUUID();
-    return { credential: strip(row), lease: { leaseId: row.leaseId, version: row.version } };
+    return { credential: strip(row), lease: { leaseId: row.leaseId, version: row.version }, leaseUntilMs: this.clock.now() + _leaseSeconds * 1000 };
+  }
+
+  /** The next this-many commits of a refresh fail as a dropped connection would. */
+  commitErrors = 0;
+  /** The next this-many commits of a refresh never answer. */
+  commitHangs = 0;
+  extensions = 0;
+
+  async extendLease(key: CredentialKey, lease: Lease, leaseSeconds: number): Promise<number | null> {
+    this.extensions++;
+    return this.fenced(key, lease) ? this.clock.now() + leaseSeconds * 1000 : null;
+  }
+
+  /** Our lease lapsed and nobody took it: the lease id is gone from the row. */
+  dropLease(key: CredentialKey): void {
+    this.rows.get(credentialId(key))!.leaseId = null;
   }
 
   async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+    if (this.commitHangs > 0) {
+      this.commitHangs--;
+      return new Promise(() => undefined); // packets silently dropped: no answer, ever
+    }
+    if (this.commitErrors > 0) {
+      this.commitErrors--;
+      throw new Error('Connection terminated unexpectedly');
+    }
     const row = this.fenced(key, lease);
     if (!row) return null;
     Object.assign(row, {
