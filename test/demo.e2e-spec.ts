@@ -11,7 +11,7 @@ it.each(['secure', 'open'] as const)('npm run demo completes with zero failed AP
   const [nats, db] = await Promise.all([startNatsServer({ jetstream: true }), createTestDatabase(`tk_demo_${mode}`)]);
   try {
     const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/demo/src/main.ts'], {
-      env: { ...process.env, DEMO_BUS: mode, DEMO_SECONDS: '14', DEMO_TOKEN_TTL_SECONDS: '8', REFRESH_MIN_MARGIN_SECONDS: '3', NATS_URL: nats.url, DATABASE_URL: db.url, AUDIT_DATABASE_URL: `${db.url}_audit`, TOKEN_ENCRYPTION_KEYS: `demo:${Buffer.alloc(32, 7).toString('base64')}` },
+      env: { ...process.env, DEMO_BUS: mode, DEMO_SECONDS: '16', DEMO_TOKEN_TTL_SECONDS: '12', REFRESH_MIN_MARGIN_SECONDS: '6', NATS_URL: nats.url, DATABASE_URL: db.url, AUDIT_DATABASE_URL: `${db.url}_audit`, TOKEN_ENCRYPTION_KEYS: `demo:${Buffer.alloc(32, 7).toString('base64')}` },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

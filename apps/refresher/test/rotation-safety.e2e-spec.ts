@@ -69,7 +69,7 @@ async function registerDue(w: World, count: number): Promise<string[]> {
   for (let i = 0; i < count; i++) {
     const refreshToken = w.sandbox.issueRefreshToken();
     initial.push(refreshToken);
-    const reply = await w.caller.call('token.register', { tenant: 'acme', connection: `c${String(i).padStart(2, '0')}`, provider: 'sandbox', refreshToken });
+    const reply = await w.caller.admin('register', { tenant: 'acme', connection: `c${String(i).padStart(2, '0')}`, provider: 'sandbox', refreshToken });
     expect(reply.ok, JSON.stringify(reply.error)).toBe(true);
   }
   return initial;

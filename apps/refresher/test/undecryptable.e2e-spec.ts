@@ -57,7 +57,7 @@ it('an undecryptable row leaves metadata calls, the sweep and later on-demand re
   const legacy = await openRepository(db.url, oldKey);
   try {
     for (const connection of ['broken', 'good']) {
-      await caller.call('token.register', { tenant: 'acme', connection, provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3 });
+      await caller.admin('register', { tenant: 'acme', connection, provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3 });
     }
     // A row still sealed under the older key, behind the broken one in primary-key order.
     const tokens = sandbox.issueTokens();
@@ -79,9 +79,9 @@ it('an undecryptable row leaves metadata calls, the sweep and later on-demand re
     expect(records.at(-1).payload).toMatchObject({ code: 'undecryptable' });
 
     // Item 13: metadata calls work without the token.
-    const described = await caller.call('token.describe', { tenant: 'acme', connection: 'broken' });
+    const described = await caller.admin('describe', { tenant: 'acme', connection: 'broken' });
     expect(described).toMatchObject({ ok: true, credential: { status: 'failing', hasRefreshToken: true } });
-    const page = await caller.call('token.list', { tenant: 'acme' });
+    const page = await caller.list({ tenant: 'acme' });
     expect(page.ok, JSON.stringify(page.error)).toBe(true);
     expect(page.items.map((c: any) => c.connection)).toEqual(['broken', 'good', 'old']);
 
@@ -99,13 +99,13 @@ it('an undecryptable row leaves metadata calls, the sweep and later on-demand re
       const { rows } = await sql.query(`SELECT expires_at < now() AS expired FROM credentials WHERE connection = 'broken'`);
       return rows[0].expired;
     }, { message: 'broken token expired' });
-    const got = await caller.call('token.get', { tenant: 'acme', connection: 'broken' });
+    const got = await caller.get({ tenant: 'acme', connection: 'broken' });
     expect(got.ok, JSON.stringify(got.error)).toBe(true);
     expect(got.token.version).toBeGreaterThan(1);
 
     // Revoke works on an unreadable row too.
     await sql.query(`UPDATE credentials SET access_token_enc = decode('01056f6c646b6579' || repeat('00', 40), 'hex'), key_id = 'oldkey' WHERE connection = 'good'`);
-    const revoked = await caller.call('token.revoke', { tenant: 'acme', connection: 'good' });
+    const revoked = await caller.admin('revoke', { tenant: 'acme', connection: 'good' });
     expect(revoked.ok, JSON.stringify(revoked.error)).toBe(true);
     const { rows: [good] } = await sql.query(`SELECT status FROM credentials WHERE connection = 'good'`);
     expect(good.status).toBe('revoked');
