@@ -8,7 +8,7 @@ import { Session } from 'node:inspector/promises';
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
 import { loadConfig } from '../../apps/refresher/src/config/app-config.js';
 import { parseProvidersDocument } from '../../apps/refresher/src/providers/providers-file.loader.js';
-import { RefreshMetrics } from '../../apps/refresher/src/refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../../apps/refresher/src/metrics/refresh.metrics.js';
 import { startRefresher } from '../../apps/refresher/src/refresher.app.js';
 import { reportFatal, reportReady, serveParent } from './children.js';
 

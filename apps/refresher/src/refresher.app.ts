@@ -6,7 +6,7 @@ import type { AppConfig } from './config/app-config.js';
 import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
 import { NATS_CONNECTION } from './nats/nats-connection.js';
 import { NatsRpcServer, PassThroughRpcExceptionFilter, rpcDropCounter } from '@tokenkeeper/nats';
-import { RefreshMetrics } from './refresh/refresh.metrics.js';
+import { RefreshMetrics } from './metrics/refresh.metrics.js';
 import type { ProviderConfig } from './providers/provider.types.js';
 import { RefresherModule } from './refresher.module.js';
 import { TokenController } from './tokens/token.controller.js';

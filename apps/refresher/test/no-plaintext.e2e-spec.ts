@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RefreshMetrics } from '../src/refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 /**

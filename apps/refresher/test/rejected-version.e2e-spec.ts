@@ -1,6 +1,6 @@
 import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RefreshMetrics } from '../src/refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { callApi, EventLog, providersFor, type Key } from './e2e-support.js';
 import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 

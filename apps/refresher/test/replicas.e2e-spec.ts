@@ -1,6 +1,6 @@
 import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RefreshMetrics } from '../src/refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { openRepository, Sql, TokenEndpointRecorder } from './cluster.fixtures.js';
 import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 

@@ -6,7 +6,7 @@ import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsSer
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditMetrics } from '../../audit/src/audit.metrics.js';
 import { auditEnv, startTestAudit, type TestAudit } from '../../audit/test/audit.harness.js';
-import { RefreshMetrics } from '../src/refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher, wire } from './refresher.harness.js';
 
 /**

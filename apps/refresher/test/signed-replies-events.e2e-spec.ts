@@ -15,7 +15,7 @@ import { fixedHeaders } from '@tokenkeeper/nats';
 import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ReplyCache } from '../src/events/reply-cache.js';
-import { RefreshMetrics } from '../src/refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { TokenService } from '../src/tokens/token.service.js';
 import { FILE_SIGNING_SEED, RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 

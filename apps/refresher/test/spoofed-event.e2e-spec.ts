@@ -2,7 +2,7 @@ import { encodeJson, EventSigner } from '@tokenkeeper/contracts';
 import { fixedHeaders } from '@tokenkeeper/nats';
 import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RefreshMetrics } from '../src/refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { FILE_SIGNING_SEED, RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 /**

@@ -4,7 +4,7 @@ import { encodeJson, EventSigner, generateSigningSeed, SIGNATURE_HEADER, Signatu
 import { fixedHeaders } from '@tokenkeeper/nats';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { decodeReply, FakeClock, T0, testSigner } from '../../test/unit/core-fakes.js';
-import { RefreshMetrics } from '../refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { ReplyCache } from './reply-cache.js';
 import { TokenEventListener } from './token-event.listener.js';
 

@@ -12,7 +12,7 @@ import {
 import { Counter } from 'prom-client';
 import { Clock } from '../domain/clock.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
-import { RefreshMetrics } from '../refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { ReplyCache } from './reply-cache.js';
 
 /** Why an event was not applied (the `reason` label of tokenkeeper_events_dropped_total). */

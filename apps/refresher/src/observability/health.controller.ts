@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { Controller, Get, Res } from '@nestjs/common';
-import { RefreshMetrics } from '../refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { ReadinessService } from './readiness.service.js';
 
 /**

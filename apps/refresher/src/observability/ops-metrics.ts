@@ -4,7 +4,7 @@ import { withDeadline } from '@tokenkeeper/common';
 import { collectDefaultMetrics, Counter, Gauge } from 'prom-client';
 import { CredentialStatsRepository } from '../persistence/credential-stats.repository.js';
 import { OutboxRepository } from '../persistence/outbox.repository.js';
-import { RefreshMetrics } from '../refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { RefreshService } from '../refresh/refresh.service.js';
 import { NatsStatusMonitor } from './nats-status.monitor.js';
 

@@ -13,7 +13,7 @@ import {
 } from '../../test/unit/core-fakes.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import type { ProviderConfig } from '../providers/provider.types.js';
-import { RefreshMetrics } from './refresh.metrics.js';
+import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { RefreshService } from './refresh.service.js';
 
 describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', () => {

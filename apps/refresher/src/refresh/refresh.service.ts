@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { settleWithin } from '@tokenkeeper/common';
 import { credentialId, type ErrorCode } from '@tokenkeeper/contracts';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
@@ -14,7 +15,7 @@ import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
 import type { ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/provider.types.js';
 import { LeaseKeeper } from './lease-keeper.js';
-import { RefreshMetrics } from './refresh.metrics.js';
+import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { retryDelayMs, scheduleRefresh } from './refresh-policy.js';
 
 export type RefreshOutcome =
@@ -43,20 +44,6 @@ const COMMIT_RETRY_FIRST_MS = 100;
 const COMMIT_RETRY_MAX_MS = 2_000;
 /** After cancelling the requests still in flight at shutdown, how long their leases get to be given back by them. */
 const CANCEL_SETTLE_MS = 1_000;
-
-/** True when every promise settled within `ms`. */
-async function waitSettled(promises: Promise<unknown>[], ms: number): Promise<boolean> {
-  if (promises.length === 0) return true;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([Promise.allSettled(promises).then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -420,7 +407,7 @@ export class RefreshService {
   async drain(graceMs: number): Promise<{ finished: number; cancelled: number }> {
     this.draining = true;
     const started = this.active.size;
-    const settled = (ms: number) => waitSettled([...this.active.values()].map((a) => a.done), ms);
+    const settled = (ms: number) => settleWithin([...this.active.values()].map((a) => a.done), ms);
     let cancelled = 0;
     if (!(await settled(graceMs))) {
       cancelled = this.active.size;

@@ -18,7 +18,7 @@ import { ProviderRegistry } from '../providers/provider.registry.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import type { OnDemandResult, RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
 import type { ReplyWithHeaders } from '@tokenkeeper/nats';
-import { RefreshMetrics } from '../refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { TokenService } from './token.service.js';
 
 /** Stands in for the coordinator: "refreshes" by committing a new version, as RefreshService would, through the notifier. */

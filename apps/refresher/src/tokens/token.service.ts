@@ -22,7 +22,7 @@ import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
-import { RefreshMetrics } from '../refresh/refresh.metrics.js';
+import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { scheduleRegistration } from '../refresh/refresh-policy.js';
 
 /** What the request-reply subjects do, independent of the transport. */

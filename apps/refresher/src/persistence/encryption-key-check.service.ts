@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
-import { EncryptionKeyRepository } from '../persistence/encryption-key.repository.js';
-import { EncryptionKeyError, tokenAad, TokenCipher } from './token-cipher.js';
+import { EncryptionKeyRepository } from './encryption-key.repository.js';
+import { EncryptionKeyError, tokenAad, TokenCipher } from '../crypto/token-cipher.js';
 
 /**
  * Refuses to start with a key that differs from the one the database knows under the same
