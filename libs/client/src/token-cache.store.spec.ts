@@ -30,7 +30,7 @@ describe('TokenCache version rules', () => {
     expect(cache.applyRevoked(id, 4, false)).toBe(false);
     expect(cache.map.get(id)).toMatchObject({ state: REVOKED, accessToken: '', view: null });
     expect(cache.applyPushedToken(id, token(4), 0)).toBe(false);
-    expect(cache.applyAnswer(id, token(4), 0)).toBe('revoked');
+    expect(cache.applyAnswer(id, token(4), 0, cache.changes)).toBe('revoked');
     expect(cache.applyPushedToken(id, token(5), 0)).toBe(true);
     expect(cache.map.get(id)?.state).toBe(FRESH);
   });
@@ -42,19 +42,32 @@ describe('TokenCache version rules', () => {
     expect(cache.applyFailed(id, 1, 'reauth_required', false)).toBe(true);
     expect(cache.applyFailed(id, 1, 'reauth_required', false)).toBe(false);
     // An answer at the same version is handed to that caller but the mark stays.
-    expect(cache.applyAnswer(id, token(1), 0)).toMatchObject({ version: 1 });
+    expect(cache.applyAnswer(id, token(1), 0, cache.changes)).toMatchObject({ version: 1 });
     expect(cache.map.get(id)?.state).toBe(REAUTH);
     expect(cache.applyFailed(id, 1, 'revoked', false)).toBe(true);
     expect(cache.map.get(id)?.state).toBe(REVOKED);
   });
 
-  it('a token.get answer at the cached version re-stamps the epoch; an older one loses', () => {
+  it('a token.get answer at the cached version re-stamps the epoch; an older one loses to an event heard after it was sent', () => {
     const cache = new TokenCache(Infinity, emptyStats());
+    const sentBefore = cache.changes;
     cache.applyPushedToken(id, token(3), 0);
-    expect(cache.applyAnswer(id, token(3), 1)).toMatchObject({ version: 3 });
+    expect(cache.applyAnswer(id, token(3), 1, sentBefore)).toMatchObject({ version: 3 });
     expect(cache.map.get(id)?.epoch).toBe(1);
-    expect(cache.applyAnswer(id, token(2), 2)).toMatchObject({ version: 3 });
+    expect(cache.applyAnswer(id, token(2), 2, sentBefore)).toMatchObject({ version: 3 });
     expect(cache.map.get(id)?.epoch).toBe(1);
+  });
+
+  it('an older token.get answer sent after the last change replaces the entry (a restored database), and events above it apply', () => {
+    const cache = new TokenCache(Infinity, emptyStats());
+    cache.applyPushedToken(id, token(9), 0);
+    expect(cache.applyAnswer(id, token(3), 0, cache.changes)).toMatchObject({ version: 3 });
+    expect(cache.map.get(id)).toMatchObject({ version: 3, state: FRESH });
+    expect(cache.applyPushedToken(id, token(3), 0)).toBe(false);
+    expect(cache.applyPushedToken(id, token(4), 0)).toBe(true);
+    // A tombstone is not lifted by a lower version's word.
+    expect(cache.applyRevoked(id, 4, false)).toBe(true);
+    expect(cache.applyAnswer(id, token(2), 0, cache.changes)).toBe('revoked');
   });
 
   it('keeps revoked and reauth markers only for credentials it knows or is fetching', () => {
@@ -65,7 +78,7 @@ describe('TokenCache version rules', () => {
     expect(cache.size).toBe(0);
     // A token.get in flight: the tombstone guards its answer against resurrecting the revoked token.
     expect(cache.applyRevoked(id, 4, true)).toBe(true);
-    expect(cache.applyAnswer(id, token(4), 0)).toBe('revoked');
+    expect(cache.applyAnswer(id, token(4), 0, cache.changes)).toBe('revoked');
     // A known credential gets its marker whatever the flag says.
     cache.applyPushedToken('known/x', token(1), 0);
     expect(cache.applyRevoked('known/x', 1, false)).toBe(true);

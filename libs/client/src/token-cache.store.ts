@@ -25,6 +25,8 @@ export class CacheEntry {
   epoch: number;
   /** Position in LRU order; only maintained when the cache is bounded. */
   seq: number;
+  /** TokenCache.changes when this entry last changed: tells an answer whether an event moved it since the request left. */
+  changedAt: number;
   /**
    * Settled promises of this token, made on first hit and reused by every later one,
    * so that a hit allocates nothing even though the API returns promises.
@@ -40,6 +42,7 @@ export class CacheEntry {
     this.state = state;
     this.epoch = epoch;
     this.seq = seq;
+    this.changedAt = 0;
     this.tokenPromise = null;
     this.viewPromise = null;
   }
@@ -75,6 +78,14 @@ export type AnswerOutcome = TokenView | 'revoked';
  * tested alone. Events may come twice or out of order; the cache keeps the highest
  * version, and a tombstone or a reauth mark is only lifted by a strictly newer token.
  *
+ * A `token.get` answer is the refresher's word on the state when the request was sent,
+ * so it replaces the entry even at a lower version (a database restored from a backup
+ * rolls versions back: without this, a client would keep its higher-version token for
+ * good and ignore every event up to that version), unless the entry changed after the
+ * request left: then the change is newer than what the answer knows, and the highest
+ * version wins as for events. `changes` counts every change; an entry keeps the count of
+ * its last one (`changedAt`), the request the count at send time.
+ *
  * LRU without paying for it on every hit: a Map iterates in insertion order, so
  * "move to the back" is delete + set. That is only done when an entry has drifted
  * into the older half of the order (by `seq`); an entry in the newer half cannot be
@@ -91,6 +102,8 @@ export class TokenCache {
   readonly bounded: boolean;
   private readonly touchDistance: number;
   private seq = 0;
+  /** Bumped on every change of any entry (never on a hit): the "last changed at" clock. */
+  changes = 0;
 
   constructor(
     private readonly maxEntries: number,
@@ -127,6 +140,7 @@ export class TokenCache {
     }
     if (token.view.version <= entry.version) return false;
     entry.setToken(token, epoch);
+    entry.changedAt = ++this.changes;
     return true;
   }
 
@@ -154,11 +168,13 @@ export class TokenCache {
   }
 
   /**
-   * A `token.get` answer. An equal version confirms the entry under the current
-   * epoch; an older one means a newer token was pushed while the request was in
-   * flight, and the newer one wins.
+   * A `token.get` answer to a request sent when `changes` was `sentAt`. An equal version
+   * confirms the entry under the current epoch. An older one replaces the entry if nothing
+   * changed it since the request left (the refresher's state went back: a restore);
+   * otherwise a newer token was pushed while the request was in flight, and it wins.
+   * Tombstones stay: a revoked token is not served on a lower version's word (fail closed).
    */
-  applyAnswer(id: string, token: ValidatedToken, epoch: number): AnswerOutcome {
+  applyAnswer(id: string, token: ValidatedToken, epoch: number, sentAt: number): AnswerOutcome {
     const entry = this.map.get(id);
     const version = token.view.version;
     if (entry === undefined) {
@@ -167,11 +183,17 @@ export class TokenCache {
     }
     if (version > entry.version) {
       entry.setToken(token, epoch);
+      entry.changedAt = ++this.changes;
       return token.view;
     }
     if (entry.state === REVOKED) return 'revoked';
     // Marked reauth_required: serve this one answer, keep the mark so the next use asks again.
     if (entry.state === REAUTH || entry.view === null) return token.view;
+    if (version < entry.version && entry.changedAt <= sentAt) {
+      entry.setToken(token, epoch);
+      entry.changedAt = ++this.changes;
+      return token.view;
+    }
     if (version === entry.version) {
       entry.epoch = epoch;
       entry.expiresAtMs = token.expiresAtMs;
@@ -196,11 +218,13 @@ export class TokenCache {
     // The same verdict twice is a duplicate; REVOKED after REAUTH at one version is news.
     if (version === entry.version && (entry.state === state || entry.state === REVOKED)) return false;
     entry.setDead(state, version);
+    entry.changedAt = ++this.changes;
     return true;
   }
 
   private insert(id: string, entry: CacheEntry): void {
     entry.seq = ++this.seq;
+    entry.changedAt = ++this.changes;
     this.map.set(id, entry);
     // Ids are `tenant/connection` and neither name can contain '/'.
     const slash = id.indexOf('/');

@@ -214,10 +214,12 @@ export class TokenClient {
     // The epoch at send time, not at answer time: if the connection drops while the
     // request is out, the answer is stamped old and gets confirmed once more.
     const epoch = this.epoch;
+    // Likewise the change count: an event applied after this moment is newer than the answer.
+    const sentAt = this.cache.changes;
     const requester = this.requester as TokenGetRequester;
     const promise = requester.get(key, minTtlMs, rejectedVersion).then((token) => {
       if (this.closed) throw new TokenClientError('unavailable', 'TokenClient is closed', key);
-      const outcome = this.cache.applyAnswer(id, token, epoch);
+      const outcome = this.cache.applyAnswer(id, token, epoch, sentAt);
       if (outcome === 'revoked') {
         throw new TokenClientError('revoked', `token for ${id} was revoked while it was being fetched`, key);
       }

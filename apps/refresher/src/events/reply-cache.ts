@@ -31,9 +31,18 @@ type VersionWaiter = { above: number; resolve: (version: number) => void };
  * millions of credentials but only serves a working set, and it is kept coherent across
  * replicas by versions: every replica applies every `token.*` event, and an entry is
  * only ever replaced by a strictly newer version.
+ *
+ * An eviction (revoke, or a grant without a token) leaves a mark: the highest version known
+ * dead for that credential. Nothing at or below it is cached afterwards, or a `token.get`
+ * that read v5 just before a revoke (v6) would re-cache v5 after it and serve it until it
+ * expires, forever for a token without expiry (issue 11 item 6). The marks are bounded
+ * like the entries; a forgotten mark costs nothing worse than today's database read,
+ * since the slow path reads the row, and a revoked row is never served.
  */
 export class ReplyCache {
   private readonly entries: LRUCache<string, CachedToken>;
+  /** id → the highest version evicted: kept after the entry is gone, and across clear(). */
+  private readonly deadUpTo: LRUCache<string, number>;
   private readonly waiters = new Map<string, VersionWaiter[]>();
 
   constructor(
@@ -41,6 +50,7 @@ export class ReplyCache {
     private readonly signer: EventSigner,
   ) {
     this.entries = new LRUCache({ max: maxEntries });
+    this.deadUpTo = new LRUCache({ max: maxEntries });
   }
 
   /**
@@ -57,13 +67,14 @@ export class ReplyCache {
 
   /**
    * Stores a token that was just read or written by this replica and returns its entry, or
-   * undefined when a newer version is already cached (the caller then encodes its own reply).
+   * undefined when a newer version is already cached or this one was evicted (the caller
+   * then encodes its own reply).
    */
   put(token: TokenView, issuedAtMs: number): CachedToken | undefined {
     const id = credentialId(token);
     const current = this.entries.peek(id);
     let stored: CachedToken | undefined;
-    if (!current || current.version <= token.version) {
+    if ((!current || current.version <= token.version) && !this.isDead(id, token.version)) {
       stored = this.toCached(token, issuedAtMs, parseExpiry(token));
       this.entries.set(id, stored);
     }
@@ -79,7 +90,7 @@ export class ReplyCache {
    */
   observe(id: string, token: TokenView, issuedAtMs: number, expiresAtMs: number): void {
     const current = this.entries.peek(id);
-    if (current && current.version < token.version) this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs));
+    if (current && current.version < token.version && !this.isDead(id, token.version)) this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs));
     this.notify(id, token.version);
   }
 
@@ -87,6 +98,7 @@ export class ReplyCache {
   evict(id: string, version: number): void {
     const current = this.entries.peek(id);
     if (current && current.version <= version) this.entries.delete(id);
+    if (!this.isDead(id, version)) this.deadUpTo.set(id, version);
     this.notify(id, version);
   }
 
@@ -123,6 +135,11 @@ export class ReplyCache {
 
   clear(): void {
     this.entries.clear();
+  }
+
+  private isDead(id: string, version: number): boolean {
+    const dead = this.deadUpTo.peek(id);
+    return dead !== undefined && version <= dead;
   }
 
   private notify(id: string, version: number): void {

@@ -322,7 +322,7 @@ export class CredentialRepository {
     );
   }
 
-  /** Marks a credential revoked and forgets its tokens; returns the row as it was before, and the change. */
+  /** Marks a credential revoked (a new version) and forgets its tokens; returns the row as it was before, and the change. */
   async revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; change: CommittedChange } | null> {
     return this.db.transaction(async (tx) => {
       const before: CredentialRow[] = await tx.query(
@@ -333,7 +333,9 @@ export class CredentialRepository {
       const after: CommittedRow[] = await tx.query(
         `WITH changed AS (
            UPDATE credentials SET status = 'revoked', access_token_enc = NULL, refresh_token_enc = NULL,
-             next_refresh_at = NULL, ${NO_LEASE}, updated_at = now()
+             next_refresh_at = NULL, ${NO_LEASE}, updated_at = now(),
+             -- SPEC §3: a revoke is a version of its own, so no cache takes the revoked token for current.
+             version = version + 1
            WHERE tenant = $1 AND connection = $2
            RETURNING *
          ), ${AUDIT_CTE(3)}
