@@ -59,9 +59,11 @@ describe('audit: records forged under core event ids', () => {
     let forged = 0;
     let forgedFirst = 0;
     const attacks: Promise<void>[] = [];
+    const seen: Record<string, unknown>[] = [];
     const sub = attacker.nc.subscribe(tokenEventFilter('*'), {
       callback: (_err, msg) => {
         const event = msg.json<{ eventId: string; tenant: string; connection: string; provider?: string; version?: number }>();
+        seen.push(msg.json<Record<string, unknown>>());
         const record = {
           eventId: event.eventId,
           type: 'refreshed',
@@ -111,5 +113,8 @@ describe('audit: records forged under core event ids', () => {
     // same event id suppressed none of them.
     await waitFor(async () => (await genuine()).length >= outbox.length, { timeoutMs: 15_000, message: 'every genuine record in the audit table' }).catch(() => undefined);
     expect(await genuine()).toEqual(outbox);
+    // What made this work: no core event shows a record id.
+    const recordIds = new Set((await rdb.rows<{ record_id: string }>('SELECT record_id FROM outbox')).map((r) => r.record_id));
+    expect(seen.filter((event) => 'recordId' in event || recordIds.has(event.eventId as string))).toEqual([]);
   }, 60_000);
 });
