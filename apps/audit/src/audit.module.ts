@@ -10,9 +10,10 @@ import { AuditRecordEntity } from './persistence/audit-record.entity.js';
 import { AuditRecordRepository } from './persistence/audit-record.repository.js';
 import { AuditRecords1764200000000 } from './persistence/migrations/1764200000000-audit-records.js';
 import { AuditDeadLetters1764600000000 } from './persistence/migrations/1764600000000-audit-dead-letters.js';
+import { AuditRecordId1764700000000 } from './persistence/migrations/1764700000000-audit-record-id.js';
 import { AuditQueryController } from './query/audit-query.controller.js';
 
-export const AUDIT_MIGRATIONS = [AuditRecords1764200000000, AuditDeadLetters1764600000000];
+export const AUDIT_MIGRATIONS = [AuditRecords1764200000000, AuditDeadLetters1764600000000, AuditRecordId1764700000000];
 export const AUDIT_ENTITIES = [AuditRecordEntity];
 
 export interface AuditModuleOptions {

@@ -79,9 +79,12 @@ describe('audit: records, secrets, audit.query', () => {
     }, { timeoutMs: 15_000, message: 'all records of acme/github' });
     expect(records.map((r: any) => [r.type, r.version]).reverse()).toEqual(expected);
     for (const record of records) {
-      expect(Object.keys(record).every((k) => ['eventId', 'type', 'tenant', 'connection', 'provider', 'version', 'outcome', 'code', 'message', 'at', 'replica'].includes(k))).toBe(true);
+      expect(Object.keys(record).every((k) => ['recordId', 'eventId', 'type', 'tenant', 'connection', 'provider', 'version', 'outcome', 'code', 'message', 'at', 'replica'].includes(k))).toBe(true);
       expect(record).toMatchObject({ tenant: 'acme', connection: 'github', provider: 'sandbox', replica: 'replica-a' });
       expect(record.eventId).toMatch(/^[0-9a-f-]{36}$/);
+      // Its own id, not the core event's: that one is public, this one is the message id.
+      expect(record.recordId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(record.recordId).not.toBe(record.eventId);
       expect(Date.parse(record.at)).toBeGreaterThan(Date.now() - 120_000);
     }
     expect(records[records.length - 2]).toMatchObject({ type: 'refresh_started' });
@@ -148,6 +151,7 @@ describe('audit: records, secrets, audit.query', () => {
       return r.items.length === 1 ? r : undefined;
     }, { message: 'the forged record' });
     expect(reply.items[0]).toEqual({
+      recordId: eventId, // no recordId of its own, as from an older refresher: the event id stands in
       eventId, type: 'failed', tenant: 'forged', connection: 'conn', provider: 'sandbox', version: 7, at: expect.any(String), replica: 'elsewhere',
       code: 'invalid_request', message: 'rejected Bearer [redacted] and refresh_token=[redacted]',
     });

@@ -26,6 +26,7 @@ import { CredentialRepository } from './persistence/credential.repository.js';
 import { EncryptionKeyRepository } from './persistence/encryption-key.repository.js';
 import { InitialSchema1764100000000 } from './persistence/migrations/1764100000000-initial-schema.js';
 import { EncryptionKeys1764500000000 } from './persistence/migrations/1764500000000-encryption-keys.js';
+import { OutboxRecordId1764700000000 } from './persistence/migrations/1764700000000-outbox-record-id.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
 import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
 import { HealthController } from './observability/health.controller.js';
@@ -48,7 +49,7 @@ import { CredentialListPager } from './tokens/credential-list.pager.js';
 import { TokenController } from './tokens/token.controller.js';
 import { TokenService } from './tokens/token.service.js';
 
-export const MIGRATIONS = [InitialSchema1764100000000, EncryptionKeys1764500000000];
+export const MIGRATIONS = [InitialSchema1764100000000, EncryptionKeys1764500000000, OutboxRecordId1764700000000];
 export const ENTITIES = [CredentialEntity, OutboxEntity];
 
 export interface RefresherModuleOptions {

@@ -15,7 +15,7 @@ export const AUDIT_SUBJECT_FILTER = `${AUDIT_SUBJECT_PREFIX}.>`;
  * nobody reads.
  */
 export const AUDIT_RECORD_FIELDS = [
-  'eventId', 'type', 'tenant', 'connection', 'provider', 'version', 'outcome', 'code', 'message', 'at', 'replica',
+  'recordId', 'eventId', 'type', 'tenant', 'connection', 'provider', 'version', 'outcome', 'code', 'message', 'at', 'replica',
 ] as const satisfies readonly (keyof AuditRecord)[];
 
 /** A copy of `value` with the allow-listed fields only (values unchecked). */
@@ -36,6 +36,7 @@ const label = z.string().regex(/^[A-Za-z0-9_.:@/-]{1,200}$/);
  * error: a newer refresher may add a field), wrong types and bad names are rejected.
  */
 export const AuditRecordSchema = z.object({
+  recordId: z.uuid().optional(),
   eventId: z.uuid(),
   type: z.enum(AUDIT_RECORD_TYPES),
   tenant: name,

@@ -244,6 +244,14 @@ export interface TokenRevokedEvent {
 
 /** A secret-free audit record (SPEC §7). */
 export interface AuditRecord {
+  /**
+   * The record's own id, its JetStream `Nats-Msg-Id` and the audit table's unique key.
+   * Never shown on a core `token.*` event, so nobody who sees the change can publish a
+   * record under it first (SPEC §7). Set by the outbox relay when it publishes; absent
+   * only in records written by an older refresher (the audit app then uses `eventId`).
+   */
+  recordId?: string;
+  /** The change's id, as on the core event: for correlation, not for dedupe. */
   eventId: string;
   type: (typeof AUDIT_RECORD_TYPES)[number];
   tenant: string;

@@ -3,6 +3,7 @@ import { redactMessage, sanitizeAuditRecord } from './audit-record.sanitizer.js'
 
 const encode = (value: unknown) => new TextEncoder().encode(typeof value === 'string' ? value : JSON.stringify(value));
 const record = {
+  recordId: '9f0c7d52-5d3a-4f7e-9a51-0b6f3c2e8d11',
   eventId: '3b241101-e2bb-4255-8caf-4136c566a962', type: 'failed', tenant: 'acme', connection: 'github', provider: 'github',
   version: 3, outcome: 'retryable', code: 'temporarily_unavailable', message: 'HTTP 503 temporarily_unavailable',
   at: '2026-01-05T10:00:00.000Z', replica: 'refresher-1',
@@ -11,6 +12,11 @@ const record = {
 describe('sanitizeAuditRecord', () => {
   it('keeps a well-formed record as it is', () => {
     expect(sanitizeAuditRecord('audit.token.failed.acme.github', encode(record))).toEqual({ ok: true, record, dropped: [] });
+  });
+
+  it('takes the event id as record id for a record of an older refresher, which had none', () => {
+    const { recordId: _none, ...legacy } = record;
+    expect(sanitizeAuditRecord('audit.token.failed.acme.github', encode(legacy))).toEqual({ ok: true, record: { ...legacy, recordId: legacy.eventId }, dropped: [] });
   });
 
   it('drops every field outside the allow-list and names them', () => {
@@ -23,6 +29,7 @@ describe('sanitizeAuditRecord', () => {
     const refused = [
       sanitizeAuditRecord('audit.token.failed.acme.github', encode({ ...record, version: 'three' })),
       sanitizeAuditRecord('audit.token.failed.acme.github', encode({ ...record, eventId: 'rt_secret_value' })),
+      sanitizeAuditRecord('audit.token.failed.acme.github', encode({ ...record, recordId: 'rt_secret_value' })),
       sanitizeAuditRecord('audit.token.failed.acme.github', encode({ ...record, code: 'has spaces rt_secret_value' })),
       sanitizeAuditRecord('audit.token.failed.acme.gitlab', encode(record)),
       sanitizeAuditRecord('audit.token.refreshed.acme.github', encode(record)),

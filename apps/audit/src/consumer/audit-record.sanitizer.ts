@@ -69,6 +69,8 @@ export function sanitizeAuditRecord(subject: string, data: Uint8Array): Sanitize
     return { ok: false, reason: 'subject does not match the record' };
   }
   const record: AuditRecord = {
+    // A record of an older refresher has no recordId; its event id was its message id then.
+    recordId: value.recordId ?? value.eventId,
     eventId: value.eventId,
     type: value.type,
     tenant: value.tenant,

@@ -13,6 +13,7 @@ export interface AuditQuery {
 
 interface AuditRow {
   id: string;
+  record_id: string;
   event_id: string;
   tenant: string;
   connection: string;
@@ -67,7 +68,7 @@ export class AuditRecordRepository {
   constructor(private readonly db: DataSource) {}
 
   /**
-   * Stores the records in one statement; a record whose event id is already stored
+   * Stores the records in one statement; a record whose record id is already stored
    * (a redelivery, or a republish after a relay crash) is skipped. Returns how many
    * rows were new.
    */
@@ -75,14 +76,15 @@ export class AuditRecordRepository {
     if (records.length === 0) return 0;
     const column = <K extends keyof AuditRecord>(key: K) => records.map((r) => r[key] ?? null);
     const inserted: unknown[] = await this.db.query(
-      `INSERT INTO audit_records (event_id, tenant, connection, provider, type, version, outcome, code, message, at, replica)
+      `INSERT INTO audit_records (event_id, tenant, connection, provider, type, version, outcome, code, message, at, replica, record_id)
        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[],
-                            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[])
-       ON CONFLICT (event_id) DO NOTHING
+                            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::uuid[])
+       ON CONFLICT (record_id) DO NOTHING
        RETURNING 1`,
       [
         column('eventId'), column('tenant'), column('connection'), column('provider'), column('type'), column('version'),
         column('outcome'), column('code'), column('message'), column('at'), column('replica'),
+        records.map((r) => r.recordId ?? r.eventId),
       ],
     );
     return inserted.length;
@@ -128,7 +130,7 @@ export class AuditRecordRepository {
       where.push(`(at, id) < (${bind(after.at)}::timestamptz, ${bind(after.id)}::bigint)`);
     }
     const rows: AuditRow[] = await this.db.query(
-      `SELECT id, event_id, tenant, connection, provider, type, version, outcome, code, message, at, replica
+      `SELECT id, record_id, event_id, tenant, connection, provider, type, version, outcome, code, message, at, replica
        FROM audit_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
        ORDER BY at DESC, id DESC
        LIMIT ${bind(q.limit + 1)}`,
@@ -147,6 +149,7 @@ export class AuditRecordRepository {
 
 function toRecord(row: AuditRow): AuditRecord {
   const record: AuditRecord = {
+    recordId: row.record_id,
     eventId: row.event_id,
     type: row.type,
     tenant: row.tenant,

@@ -45,8 +45,8 @@ export interface RelayBatchResult {
  *
  * Exactly-once bookkeeping: rows are marked published in one UPDATE after their acks.
  * A crash between ack and UPDATE republishes them with the same `Nats-Msg-Id` (the
- * event id): JetStream drops the copy within its dedupe window, and the audit app's
- * unique event id drops it after that.
+ * row's record id, random and never on a core event): JetStream drops the copy within
+ * its dedupe window, and the audit app's unique record id drops it after that.
  */
 @Injectable()
 export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -62,6 +62,12 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   private lastPurge = 0;
   private complaining = false;
   private publishedTotal = 0;
+  private foreignDuplicates = 0;
+  /**
+   * Record ids this process had acked but not yet marked published (cleared once marked):
+   * a duplicate ack for one of these is our own retry, not someone else's message.
+   */
+  private readonly unmarked = new Set<string>();
 
   /**
    * Shutdown order: GracefulShutdown finishes the refreshes in flight before any
@@ -193,11 +199,12 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
             continue;
           }
           try {
-            // Only the allow-listed fields go out, whatever the row holds.
-            await this.js.publish(row.subject, encodeJson(pickAuditFields(row.payload)), {
-              msgID: row.event_id,
-              timeout: publishTimeoutMs,
-            });
+            // Only the allow-listed fields go out, whatever the row holds. The message id is the
+            // row's secret record id, never the event id core subscribers see (SPEC §7).
+            const record = { ...pickAuditFields(row.payload), recordId: row.record_id };
+            const ack = await this.js.publish(row.subject, encodeJson(record), { msgID: row.record_id, timeout: publishTimeoutMs });
+            if (ack.duplicate && !this.unmarked.has(row.record_id)) this.foreignDuplicate(row);
+            this.unmarked.add(row.record_id);
             acked.push(row.id);
           } catch (error) {
             // The rest of this credential's chain waits for the next attempt, so nothing overtakes it.
@@ -212,12 +219,33 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     if (acked.length > 0) {
       await session.markPublished(acked);
       this.publishedTotal += acked.length;
+      this.unmarked.clear();
     }
     if (failed > 0) {
       this.stream.invalidate();
       this.logger.debug?.({ msg: 'audit publish failed', failed, error: lastError?.message });
     }
     return { read: rows.length, published: acked.length, failed };
+  }
+
+  /**
+   * JetStream already held a message under this row's record id, and this process has not
+   * published it before. The record id is random and shown to nobody, so the only honest
+   * cause is a relay that published the row and died (or lost its lock) before marking it;
+   * anything else means someone published under our id, which the id's secrecy should make
+   * impossible. Either way the row is marked: republishing cannot displace what the stream
+   * holds under that id, and retrying forever would stall the relay. Logged as an error so
+   * the second cause is seen; after a takeover a few of these are expected.
+   */
+  private foreignDuplicate(row: OutboxRow): void {
+    this.foreignDuplicates++;
+    this.logger.error({
+      msg: 'JetStream reports an audit record as a duplicate that this relay never published: expected only right after a relay crash or takeover; otherwise someone published under our record id',
+      recordId: row.record_id,
+      eventId: row.event_id,
+      subject: row.subject,
+      foreignDuplicates: this.foreignDuplicates,
+    });
   }
 
   /** Holds or tries to take the relay lock; keeps a standby connection open between tries. */

@@ -10,6 +10,8 @@ import { Column, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
 export class OutboxEntity {
   @PrimaryGeneratedColumn({ type: 'bigint' }) id!: string;
   @Column({ name: 'event_id', type: 'uuid', unique: true }) eventId!: string;
+  /** The record's JetStream message id and audit key; unlike eventId, never on a core event. */
+  @Column({ name: 'record_id', type: 'uuid', default: () => 'gen_random_uuid()' }) recordId!: string;
   @Column({ type: 'text' }) tenant!: string;
   @Column({ type: 'text' }) connection!: string;
   @Column({ type: 'text' }) type!: string;

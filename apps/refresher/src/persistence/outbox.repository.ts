@@ -13,6 +13,8 @@ export const OUTBOX_RELAY_LOCK_KEY = 7_388_311_512_001;
 export interface OutboxRow {
   id: string;
   event_id: string;
+  /** The record's `Nats-Msg-Id` and audit key: random, never on a core event (SPEC §7). */
+  record_id: string;
   tenant: string;
   connection: string;
   subject: string;
@@ -88,7 +90,7 @@ export class OutboxRelaySession {
   /** Pending rows in id order, which is commit order per credential. */
   async readPending(limit: number): Promise<OutboxRow[]> {
     const { rows } = await this.client.query<OutboxRow>(
-      `SELECT id, event_id, tenant, connection, subject, payload FROM outbox
+      `SELECT id, event_id, record_id, tenant, connection, subject, payload FROM outbox
        WHERE published_at IS NULL ORDER BY id LIMIT $1`,
       [limit],
     );
