@@ -71,7 +71,7 @@ describe('audit: records, secrets, audit.query', () => {
     await caller.admin('register', { ...key, provider: 'sandbox', accessToken: plantedAccess, refreshToken: plantedRefresh2, expiresIn: 3600 });
 
     const expected = [
-      ['registered', 1], ['refresh_started', 1], ['refreshed', 2], ['refresh_started', 2], ['refreshed', 3], ['revoked', 3], ['registered', 4],
+      ['registered', 1], ['refresh_started', 1], ['refreshed', 2], ['refresh_started', 2], ['refreshed', 3], ['revoked', 4], ['registered', 5],
     ];
     const records = await waitFor(async () => {
       const reply = await query({ ...key, limit: 100 });
