@@ -73,7 +73,7 @@ export async function tokenGetBench(ctx: BenchContext): Promise<void> {
         value: refresherRate,
         baseline: echoRate,
         unit: '/s',
-        target: level === 64 ? { on: 'ratio', op: '>=', limit: 0.7 } : undefined,
+        target: level === 64 ? { on: 'ratio', op: '>=', limit: 0.85 } : undefined,
       });
     }
 
@@ -85,7 +85,7 @@ export async function tokenGetBench(ctx: BenchContext): Promise<void> {
       baseline: median(sequential.echo.map((r) => r.p50Ms)),
       unit: 'ms',
       lowerIsBetter: true,
-      target: { on: 'ratio', op: '<=', limit: 1.3 },
+      target: { on: 'ratio', op: '<=', limit: 1.15 },
     });
     report.add({
       scenario: 1,
