@@ -54,6 +54,17 @@ export interface ProviderConfig {
    * documented as rotating answers a refresh without a new refresh token.
    */
   rotation?: RefreshTokenRotation;
+  /**
+   * The connect flow (SPEC §12). Without `authorizationUrl` the provider cannot be connected
+   * through the browser; its credentials can still be registered with `register`.
+   */
+  authorizationUrl?: string;
+  /** Query parameters added to the authorization redirect (Google's `access_type=offline`, Slack's `user_scope`). */
+  authorizeParams?: Record<string, string>;
+  /** RFC 9207: when set, a callback must carry `iss` equal to it (mix-up defence). */
+  issuer?: string;
+  /** Exact origins (`scheme://host[:port]`) a connect `returnUrl` may point to; none = no returnUrl accepted. */
+  allowedReturnOrigins?: string[];
 }
 
 export interface TokenRequest {
