@@ -8,31 +8,16 @@
 import { connect, PermissionViolationError, type NatsConnection } from '@nats-io/transport-node';
 import { TokenClient } from '@tokenkeeper/client';
 import { adminListSubject, adminSubject, auditQuerySubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { createTestDatabase, permissionError, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, startTestAudit, type TestAudit } from '../apps/audit/test/audit.harness.js';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
 import { buildAuthz } from '../apps/tokenctl/src/authz.command.js';
 import type { GeneratedUser } from '../apps/tokenctl/src/authz.render.js';
+import { credentialsOf, natsEnvOf } from '../apps/tokenctl/test/generated-users.js';
 
 /** How long a refusal may take to come back on a loaded machine; nats-server answers -ERR at once. */
 const REFUSAL_MS = 3_000;
-
-function permissionError(error: unknown): PermissionViolationError | undefined {
-  for (let e = error; e instanceof Error; e = e.cause) if (e instanceof PermissionViolationError) return e;
-  return undefined;
-}
-
-function credentialsOf(user: GeneratedUser): { user: string; pass: string } {
-  if (user.credential.kind !== 'password') throw new Error('this test generates password users');
-  return { user: user.user.name, pass: user.credential.password };
-}
-
-/** What an app's environment says to connect as `user` (SPEC §8). */
-function natsEnvOf(user: GeneratedUser): Record<string, string> {
-  const { user: name, pass } = credentialsOf(user);
-  return { NATS_USER: name, NATS_PASS: pass, NATS_INBOX_PREFIX: user.user.inboxPrefix };
-}
 
 describe('the whole system under the generated NATS permissions (SPEC §11)', () => {
   let nats: NatsServerHandle;

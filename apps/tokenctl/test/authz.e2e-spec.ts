@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, DEFAULT_AUDIT_CONSUMER } from '@tokenkeeper/contracts';
-import { startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
+import { permissionError, startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAuthz, type AuthzFlags } from '../src/authz.command.js';
 import type { GeneratedUser } from '../src/authz.render.js';
@@ -58,11 +58,6 @@ async function connectAs(nats: NatsServerHandle, user: GeneratedUser): Promise<C
     for await (const status of nc.status()) if (status.type === 'error') errors.push(status.error);
   })();
   return { nc, user, errors };
-}
-
-function permissionError(error: unknown): PermissionViolationError | undefined {
-  for (let e = error; e instanceof Error; e = e.cause) if (e instanceof PermissionViolationError) return e;
-  return undefined;
 }
 
 /** A request the server refuses: the request rejects with a publish permission violation for that subject. */

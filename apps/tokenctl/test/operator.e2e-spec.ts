@@ -16,15 +16,10 @@ import { auditEnv, startTestAudit, type TestAudit } from '../../audit/test/audit
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../../refresher/test/refresher.harness.js';
 import { buildAuthz } from '../src/authz.command.js';
 import type { GeneratedUser } from '../src/authz.render.js';
+import { natsEnvOf } from './generated-users.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const CLI_TEST_TIMEOUT_MS = 240_000;
-
-/** The environment a service or tokenctl gets for one generated user (what `tokenctl authz`'s secret section lists). */
-function natsEnvOf(generated: GeneratedUser): Record<string, string> {
-  if (generated.credential.kind !== 'password') throw new Error('password users expected');
-  return { NATS_USER: generated.user.name, NATS_PASS: generated.credential.password, NATS_INBOX_PREFIX: generated.user.inboxPrefix };
-}
 
 function runCli(args: string[], env: Record<string, string>, input = '') {
   const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/tokenctl/src/main.ts', ...args], {

@@ -4,3 +4,4 @@ export * from './nats-server.harness.js';
 export * from './sandbox-provider.js';
 export * from './wait.js';
 export * from './tcp-proxy.js';
+export * from './nats-errors.js';
