@@ -4,3 +4,4 @@ export * from './env-config.js';
 export * from './logger.js';
 export * from './secret.js';
 export * from './wakeable-sleep.js';
+export * from './log-throttle.js';

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { type CustomTransportStrategy, type MessageHandler, Server } from '@nestjs/microservices';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { LogThrottle } from '@tokenkeeper/common';
 import { decodeJsonObject, encodeJson, REFRESHER_QUEUE_GROUP } from '@tokenkeeper/contracts';
 import { isObservable, lastValueFrom } from 'rxjs';
 import { isReplyWithHeaders, type RpcReply } from './fixed-headers.js';
@@ -41,7 +42,7 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   private readonly direct: Readonly<Record<string, DirectHandler>>;
   private readonly replyPrefixes: readonly string[];
   private readonly onDrop?: (reason: RpcDropReason) => void;
-  private readonly dropLog = new Map<RpcDropReason, { loggedAt: number; suppressed: number }>();
+  private readonly dropLog = new LogThrottle<RpcDropReason>(DROP_LOG_INTERVAL_MS);
 
   constructor(
     private readonly nc: NatsConnection,
@@ -109,19 +110,14 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
     } catch {
       // A broken metric must not turn a dropped request into a crashed subscription.
     }
-    const now = Date.now();
-    const state = this.dropLog.get(reason);
-    if (state && now - state.loggedAt < DROP_LOG_INTERVAL_MS) {
-      state.suppressed++;
-      return;
-    }
-    this.dropLog.set(reason, { loggedAt: now, suppressed: 0 });
+    const droppedSinceLastLog = this.dropLog.admit(reason);
+    if (droppedSinceLastLog === undefined) return;
     this.rpcLogger.warn({
       msg: 'request dropped unanswered: reply subject outside REPLY_SUBJECT_PREFIXES',
       reason,
       subject,
       reply: reply.slice(0, 120),
-      droppedSinceLastLog: state?.suppressed ?? 0,
+      droppedSinceLastLog,
     });
   }
 

@@ -9,6 +9,7 @@ import {
   TOKEN_EVENT_KINDS,
   tokenEventFilter,
 } from '@tokenkeeper/contracts';
+import { LogThrottle } from '@tokenkeeper/common';
 import { Counter } from 'prom-client';
 import { Clock } from '../domain/clock.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
@@ -43,7 +44,7 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
   private readonly logger = new Logger(TokenEventListener.name);
   private readonly subscriptions: Subscription[] = [];
   private readonly dropped: Counter<'reason'>;
-  private readonly dropLog = new Map<EventDropReason, { loggedAt: number; suppressed: number }>();
+  private readonly dropLog: LogThrottle<EventDropReason>;
 
   constructor(
     @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
@@ -52,6 +53,7 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
     private readonly verifier: SignatureVerifier,
     metrics: RefreshMetrics,
   ) {
+    this.dropLog = new LogThrottle(EVENT_DROP_LOG_INTERVAL_MS, () => this.clock.now());
     this.dropped = new Counter({
       name: 'tokenkeeper_events_dropped_total',
       help: 'token.* events not applied to the reply cache, by reason (unsigned, untrusted signer, bad signature, body naming another credential than the subject, malformed)',
@@ -111,19 +113,14 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
 
   private drop(reason: EventDropReason, subject: string): void {
     this.dropped.inc({ reason });
-    const now = this.clock.now();
-    const state = this.dropLog.get(reason);
-    if (state && now - state.loggedAt < EVENT_DROP_LOG_INTERVAL_MS) {
-      state.suppressed++;
-      return;
-    }
-    this.dropLog.set(reason, { loggedAt: now, suppressed: 0 });
+    const droppedSinceLastLog = this.dropLog.admit(reason);
+    if (droppedSinceLastLog === undefined) return;
     // The subject, never the payload: a forged event may carry anything, a real one a token.
     this.logger.warn({
       msg: 'dropped a token event',
       reason,
       subject: subject.slice(0, 300),
-      droppedSinceLastLog: state?.suppressed ?? 0,
+      droppedSinceLastLog,
     });
   }
 
