@@ -17,6 +17,9 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
   private timer?: NodeJS.Timeout;
   private loop?: Promise<void>;
   private nextBucket = 0;
+  /** Set while the loop waits for room (roomForABatch): told of each finished refresh, and of stop(). */
+  private onFinished?: () => void;
+  private onStop?: () => void;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -37,6 +40,7 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
   async stop(): Promise<void> {
     this.running = false;
     clearTimeout(this.timer);
+    this.onStop?.();
     await this.loop?.catch(() => undefined);
   }
 
@@ -53,12 +57,42 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
     if (!this.running) return;
     this.timer = setTimeout(() => {
       this.loop = this.tick()
-        .then((backlog) => this.schedule(backlog ? 0 : this.config.refresh.claimIntervalMs))
+        .then(async (backlog) => {
+          if (backlog) await this.roomForABatch();
+          this.schedule(backlog ? 0 : this.config.refresh.claimIntervalMs);
+        })
         .catch((error) => {
           this.logger.warn({ msg: 'claiming due credentials failed; retrying', error: (error as Error).message });
           this.schedule(Math.max(1_000, this.config.refresh.claimIntervalMs));
         });
     }, delayMs);
+  }
+
+  /**
+   * With a backlog, the next claim waits until a quarter of the work in flight has finished
+   * (or CLAIM_INTERVAL_MS passed, or nothing is left in flight): claiming the moment one
+   * slot frees costs a statement (a transaction, a WAL flush) per refresh, claiming a few
+   * at a time costs a fraction of one, and the slots left idle meanwhile are few and brief.
+   * Claimed work is still sent at once, so SPEC §4's "claimed only as fast as it can be
+   * sent" holds.
+   */
+  private async roomForABatch(): Promise<void> {
+    const want = Math.ceil(this.inFlight.size / 4);
+    if (want === 0 || !this.running) return;
+    let freed = 0;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, this.config.refresh.claimIntervalMs);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.onFinished = () => {
+        if (++freed >= want || this.inFlight.size === 0 || !this.running) done();
+      };
+      this.onStop = done;
+    });
+    this.onFinished = undefined;
+    this.onStop = undefined;
   }
 
   /** Returns true when there is probably more due work right now. */
@@ -83,9 +117,17 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
           .catch((error) => {
             this.logger.error({ msg: 'refresh crashed; the lease will expire and the credential be retried', tenant: leased.credential.tenant, connection: leased.credential.connection, error: (error as Error).message });
           })
-          .finally(() => this.inFlight.delete(work));
+          .finally(() => {
+            this.inFlight.delete(work);
+            this.onFinished?.();
+          });
         this.inFlight.add(work);
       }
+      // Every provider with work here is now at its limit: the other buckets could only
+      // yield rows of providers not seen yet (one each), at a statement per bucket; they
+      // come in turn in the next ticks (nextBucket goes round), not in this one.
+      const room = Object.values(this.refresher.claimRoom().perProvider);
+      if (claimed.length > 0 && room.length > 0 && room.every((n) => n <= 0)) return true;
     }
     return backlog;
   }
