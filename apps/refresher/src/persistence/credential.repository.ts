@@ -151,6 +151,21 @@ export class CredentialRepository {
   }
 
   /**
+   * The shard buckets that hold claimable due work, in one statement: an idle tick then
+   * costs one short read (a due-index probe per bucket) instead of a claim statement, a
+   * transaction, per bucket.
+   */
+  async dueBuckets(): Promise<number[]> {
+    const rows: { bucket: number }[] = await this.db.query(
+      `SELECT b AS bucket FROM generate_series(0, $1::integer - 1) AS b
+       WHERE EXISTS (SELECT 1 FROM credentials WHERE shard_bucket = b AND next_refresh_at <= now()
+                       AND (lease_until IS NULL OR lease_until < now()))`,
+      [SHARD_BUCKETS],
+    );
+    return rows.map((r) => Number(r.bucket));
+  }
+
+  /**
    * Claims up to `limit` due credentials of one shard bucket, most overdue first.
    * SKIP LOCKED lets replicas claim side by side without waiting on each other; an
    * expired lease (its holder died) makes the row claimable again.

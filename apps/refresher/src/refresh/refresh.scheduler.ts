@@ -4,8 +4,9 @@ import { CredentialRepository } from '../persistence/credential.repository.js';
 import { RefreshService } from './refresh.service.js';
 
 /**
- * Finds due credentials and refreshes them before they expire. Each tick claims work
- * bucket by bucket (one index range scan each, single-shard under Citus) up to the free
+ * Finds due credentials and refreshes them before they expire. Each tick reads which shard
+ * buckets hold due work (one statement), then claims from those bucket by bucket (one
+ * index range scan each, single-shard under Citus) up to the free
  * capacity, and per provider up to its free request slots; a tick that claimed anything
  * may have left a backlog, so the next tick follows at once.
  */
@@ -17,6 +18,9 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
   private timer?: NodeJS.Timeout;
   private loop?: Promise<void>;
   private nextBucket = 0;
+  /** Buckets last found to hold due work and not yet claimed empty (see tick). */
+  private dueBuckets = new Set<number>();
+  private dueReadAt = 0;
   /** Set while the loop waits for room (roomForABatch): told of each finished refresh, and of stop(). */
   private onFinished?: () => void;
   private onStop?: () => void;
@@ -100,17 +104,30 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
     const { maxInFlight, claimBatchSize, leaseSeconds } = this.config.refresh;
     const buckets = this.repository.bucketCount;
     let backlog = false;
-    for (let i = 0; i < buckets && this.running; i++) {
+    if (maxInFlight - this.inFlight.size <= 0) return true;
+    // Only buckets with due work are claimed from: one read instead of a claim per empty
+    // bucket. The buckets found due stay so until a claim in them comes back empty, so a
+    // backlog is worked off without reading them again before every claim; they are read
+    // again at least every CLAIM_INTERVAL_MS, so a bucket that became due meanwhile is not
+    // left waiting behind a long backlog elsewhere.
+    if (this.dueBuckets.size === 0 || Date.now() - this.dueReadAt >= this.config.refresh.claimIntervalMs) {
+      this.dueReadAt = Date.now();
+      this.dueBuckets = new Set(await this.repository.dueBuckets());
+    }
+    const due = this.dueBuckets;
+    for (let i = 0; i < buckets && this.running && due.size > 0; i++) {
       const capacity = maxInFlight - this.inFlight.size;
       if (capacity <= 0) return true;
       const bucket = this.nextBucket;
       this.nextBucket = (this.nextBucket + 1) % buckets;
+      if (!due.has(bucket)) continue;
       const limit = Math.min(capacity, claimBatchSize);
       // No more per provider than it has free request slots: claimed work is sent at once,
       // with its whole REFRESH_TIMEOUT_MS, instead of waiting in a queue while its lease ages.
       const claimed = await this.repository.claimDue(bucket, limit, this.config.replicaId, leaseSeconds, this.refresher.claimRoom());
       // The room per provider may hold a claim below `limit` with more due behind it.
       if (claimed.length > 0) backlog = true;
+      else due.delete(bucket);
       for (const leased of claimed) {
         const work = this.refresher
           .refreshLeased(leased)
