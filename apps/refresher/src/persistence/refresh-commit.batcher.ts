@@ -47,7 +47,9 @@ interface PendingCommit {
  *
  * A batch that fails as a whole (connection lost, deadlock with another writer, a row the
  * statement rejects) is retried one commit per statement, so one bad row cannot fail the
- * others again and again; each commit then gets its own error or answer.
+ * others again and again; each commit then gets its own error or answer. A statement that
+ * hangs holds the next batch only until the pool's query_timeout (DATABASE_STATEMENT_TIMEOUT_MS
+ * + 2 s) fails it; the callers' retries (RefreshService.commitRotated) then join the next batch.
  */
 export class RefreshCommitBatcher {
   private queue: PendingCommit[] = [];
