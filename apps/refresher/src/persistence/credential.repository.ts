@@ -7,6 +7,7 @@ import { Clock } from '../domain/clock.js';
 import type { Credential, Lease, LeasedCredential } from '../domain/credential.js';
 import { CredentialMapper, type CredentialRow, hasUnreadableToken, SHARD_BUCKETS, shardBucketOf } from './credential.mapper.js';
 import { auditRecord, claimAuditTemplate, type PendingAuditRecord } from './audit-record.js';
+import { RefreshCommitBatcher, type TokenWrite } from './refresh-commit.batcher.js';
 
 type CommittedRow = CredentialRow & { audit_event_id: string | null };
 
@@ -66,15 +67,7 @@ const NO_LEASE = 'lease_id = NULL, lease_owner = NULL, lease_until = NULL';
 /** Statuses whose credentials the refresher still works on. */
 const LIVE = `status IN ('active', 'failing')`;
 
-export interface TokenWrite {
-  accessToken: Secret;
-  refreshToken?: Secret;
-  tokenType: string;
-  scope?: string;
-  issuedAt: Date;
-  expiresAt: Date | null;
-  nextRefreshAt: Date | null;
-}
+export type { TokenWrite } from './refresh-commit.batcher.js';
 
 export interface Registration extends CredentialKey, Omit<TokenWrite, 'accessToken'> {
   provider: string;
@@ -106,12 +99,16 @@ export interface ListFilter {
 @Injectable()
 export class CredentialRepository {
   private readonly logger = new Logger(CredentialRepository.name);
+  /** Fenced commits of refreshed tokens, grouped into one statement while one is in flight. */
+  private readonly commits: RefreshCommitBatcher;
 
   constructor(
     private readonly db: DataSource,
     private readonly mapper: CredentialMapper,
     private readonly clock: Clock = new Clock(),
-  ) {}
+  ) {
+    this.commits = new RefreshCommitBatcher(db, mapper);
+  }
 
   /**
    * Tolerant of undecryptable tokens (UnreadableSecret in their place): describe and the
@@ -151,6 +148,21 @@ export class CredentialRepository {
       ],
     );
     return this.committed('registered', rows[0], reg);
+  }
+
+  /**
+   * The shard buckets that hold claimable due work, in one statement: an idle tick then
+   * costs one short read (a due-index probe per bucket) instead of a claim statement, a
+   * transaction, per bucket.
+   */
+  async dueBuckets(): Promise<number[]> {
+    const rows: { bucket: number }[] = await this.db.query(
+      `SELECT b AS bucket FROM generate_series(0, $1::integer - 1) AS b
+       WHERE EXISTS (SELECT 1 FROM credentials WHERE shard_bucket = b AND next_refresh_at <= now()
+                       AND (lease_until IS NULL OR lease_until < now()))`,
+      [SHARD_BUCKETS],
+    );
+    return rows.map((r) => Number(r.bucket));
   }
 
   /**
@@ -272,28 +284,13 @@ export class CredentialRepository {
     }
   }
 
-  /** Stores a new token under the lease; null when the fence no longer holds. */
-  async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
-    const rows: CommittedRow[] = await this.db.query(
-      `WITH changed AS (
-         UPDATE credentials SET
-           access_token_enc = $5, refresh_token_enc = COALESCE($6, refresh_token_enc), key_id = $7,
-           token_type = $8, scope = COALESCE($9, scope), issued_at = $10, expires_at = $11,
-           next_refresh_at = $12, last_refreshed_at = now(), version = version + 1, status = 'active',
-           failures = 0, last_error_code = NULL, last_error_message = NULL, ${NO_LEASE}, updated_at = now()
-         WHERE tenant = $1 AND connection = $2 AND lease_id = $3 AND version = $4
-         RETURNING *
-       ), ${AUDIT_CTE(13)}
-       ${CHANGED_WITH_EVENT_ID}`,
-      [
-        key.tenant, key.connection, lease.leaseId, lease.version,
-        this.mapper.seal(key.tenant, key.connection, 'access', write.accessToken),
-        this.mapper.seal(key.tenant, key.connection, 'refresh', write.refreshToken),
-        this.mapper.primaryKeyId, write.tokenType, write.scope ?? null, write.issuedAt, write.expiresAt,
-        write.nextRefreshAt, JSON.stringify(audit),
-      ],
-    );
-    return rows.length ? this.committed('refreshed', rows[0], write) : null;
+  /**
+   * Stores a new token under the lease; null when the fence no longer holds. Commits asked
+   * for while another is in flight share its successor's statement (RefreshCommitBatcher),
+   * each still fenced on its own lease and version, with its own outbox records.
+   */
+  commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+    return this.commits.commit(key, lease, write, audit);
   }
 
   /** Records a failed attempt under the lease and releases it; null when the fence no longer holds. */

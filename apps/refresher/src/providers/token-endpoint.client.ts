@@ -37,7 +37,17 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     this.userAgent = options.userAgent ?? 'tokenkeeper-refresher';
     this.now = options.now ?? Date.now;
     // undici's own timeouts only back up ours (which spans the whole exchange).
+    // Keep-alive and pipelining, checked against the sandbox (bench/keepalive.check.ts,
+    // docs/benchmarks.md): connections are reused (one per request in flight, bounded by
+    // the provider's maxConcurrency), and an idle one is retired by us before the server's
+    // keep-alive timeout (its `Keep-Alive: timeout=N` hint less keepAliveTimeoutThreshold),
+    // so no POST is sent on a socket the server is closing. No pipelining: a token POST is
+    // not idempotent, one queued behind a slow answer would wait for it, and one lost on a
+    // reset cannot be retried (the provider may have rotated the refresh token).
     this.agent = new Agent({
+      pipelining: 1,
+      keepAliveTimeout: 4_000,
+      keepAliveTimeoutThreshold: 2_000,
       connect: { timeout: this.timeoutMs },
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
