@@ -105,9 +105,9 @@ export class BrowserTab {
   }
 
   private async submitAndWait(act: () => Promise<void>): Promise<PageResult> {
-    const before = this.page.url();
-    await act();
-    await this.page.waitForURL((u) => u.href !== before, { waitUntil: 'load' });
+    // One navigation, whatever its redirects (and also when it lands on the same URL, as a
+    // refused login does).
+    await Promise.all([this.page.waitForNavigation({ waitUntil: 'load' }), act()]);
     return this.result();
   }
 }

@@ -154,7 +154,8 @@ export class OidcProviderHarness {
       this.tokenRequests.push({ params: new URLSearchParams(body), basicAuth: /^basic /i.test(req.headers.authorization ?? '') });
       return void callback(withBody(req, body), res);
     }
-    if (url.pathname.startsWith('/interaction/') && url.pathname.endsWith('/submit') && req.method === 'POST') {
+    // devInteractions' forms post to /interaction/<uid> (login and consent alike).
+    if (/^\/interaction\/[^/]+$/.test(url.pathname) && req.method === 'POST') {
       const body = await readBody(req);
       const form = new URLSearchParams(body);
       if (form.get('prompt') === 'login' && accounts[form.get('login') ?? ''] !== form.get('password')) {
