@@ -94,7 +94,7 @@ export interface Addressed {
 export interface TenantScoped {
   tenant?: string;
 }
-export type AdminOperation = 'register' | 'refresh' | 'revoke' | 'describe';
+export type AdminOperation = 'register' | 'refresh' | 'revoke' | 'describe' | 'connect';
 
 /**
  * A raw nats.js caller, as any service in any language would be. Besides `call` (any
