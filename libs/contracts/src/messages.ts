@@ -110,6 +110,27 @@ export type TokenRegisterRequest = z.infer<typeof TokenRegisterRequestSchema>;
 /** Payload of `tokenkeeper.admin.{refresh,revoke,describe}.<tenant>.<connection>`: `{}`, names optional. */
 export const CredentialPayloadSchema = z.strictObject({ tenant: tenant.optional(), connection: connection.optional() });
 
+/** How long a connect URL stays usable by default, and at most (SPEC §12). */
+export const CONNECT_DEFAULT_TTL_SECONDS = 900;
+export const CONNECT_MAX_TTL_SECONDS = 3_600;
+
+/**
+ * `tokenkeeper.admin.connect.<tenant>.<connection>` payload (SPEC §12): strict, as every
+ * admin payload. Whether `returnUrl`'s origin is allowed depends on the provider, so the
+ * refresher checks that.
+ */
+export const ConnectPayloadSchema = z.strictObject({
+  tenant: tenant.optional(),
+  connection: connection.optional(),
+  provider: providerId,
+  returnUrl: z.url({ protocol: /^https?$/ }).max(2_048).optional(),
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,200}$/, 'must be an OAuth scope token')).max(50).optional(),
+  ttlSeconds: z.number().int().min(1).max(CONNECT_MAX_TTL_SECONDS).optional(),
+});
+export type ConnectPayload = z.infer<typeof ConnectPayloadSchema>;
+export type ConnectRequest = ConnectPayload & CredentialKey;
+export type ConnectReply = Reply<{ url: string; expiresAt: string }>;
+
 /** A credential's names, validated (tokenctl checks its arguments with it). */
 export const CredentialKeyRequestSchema = z.strictObject({ tenant, connection });
 export type CredentialKeyRequest = z.infer<typeof CredentialKeyRequestSchema>;

@@ -33,6 +33,10 @@ const EnvSchema = z.object({
   EVENT_SIGNING_KEY_FILE: z.string().default('.tokenkeeper/event-signing.seed'),
   EVENT_TRUSTED_SIGNERS: optionalText,
   HTTP_PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
+  // The connect flow's pages (SPEC §12): how browsers reach them, and an optional port of
+  // their own so that health and metrics can stay private.
+  PUBLIC_BASE_URL: optionalText,
+  PUBLIC_HTTP_PORT: z.coerce.number().int().min(1).max(65_535).optional(),
   LOG_LEVEL: logLevel,
   REPLICA_ID: optionalText,
   LEASE_SECONDS: positiveInt(30),
@@ -88,6 +92,13 @@ export interface AppConfig {
     trustedSigners: string[];
   };
   httpPort: number;
+  /** The connect flow's public side (SPEC §12). */
+  connect: {
+    /** PUBLIC_BASE_URL without a trailing slash; the redirect_uri is `${publicBaseUrl}/oauth/callback`. */
+    publicBaseUrl: string;
+    /** PUBLIC_HTTP_PORT: when set, the pages are served there only (and health/metrics on HTTP_PORT only). */
+    publicHttpPort?: number;
+  };
   logLevel: string;
   refresh: {
     leaseSeconds: number;
@@ -131,6 +142,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     problems.push('  AUDIT_DEDUPE_WINDOW_SECONDS: must not exceed AUDIT_STREAM_MAX_AGE_HOURS');
   }
   const signing = signingFrom(e, problems);
+  const publicBaseUrl = publicBaseUrlFrom(e, problems);
   failOnProblems(problems, fail);
 
   return {
@@ -151,6 +163,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     encryption: { keysSpec: e.TOKEN_ENCRYPTION_KEYS, devKeyFile: e.TOKEN_ENCRYPTION_KEY_FILE },
     signing,
     httpPort: e.HTTP_PORT,
+    connect: { publicBaseUrl, publicHttpPort: e.PUBLIC_HTTP_PORT },
     logLevel: e.LOG_LEVEL,
     refresh: {
       leaseSeconds: e.LEASE_SECONDS,
@@ -183,6 +196,31 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
       },
     },
   };
+}
+
+/**
+ * PUBLIC_BASE_URL: an http(s) origin with an optional path prefix, no credentials, query or
+ * fragment. Plain http only on loopback in production: the pages carry OAuth codes.
+ * Default: this replica's HTTP port on loopback, which is what a local run needs.
+ */
+function publicBaseUrlFrom(
+  e: { NODE_ENV: AppConfig['env']; PUBLIC_BASE_URL?: string; PUBLIC_HTTP_PORT?: number; HTTP_PORT: number },
+  problems: string[],
+): string {
+  const fallback = `http://127.0.0.1:${e.PUBLIC_HTTP_PORT ?? e.HTTP_PORT}`;
+  if (e.PUBLIC_BASE_URL === undefined) return fallback;
+  let url: URL;
+  try {
+    url = new URL(e.PUBLIC_BASE_URL);
+  } catch {
+    problems.push('  PUBLIC_BASE_URL: must be an http(s) URL');
+    return fallback;
+  }
+  const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') problems.push('  PUBLIC_BASE_URL: must be an http(s) URL');
+  else if (url.username || url.password || url.search || url.hash) problems.push('  PUBLIC_BASE_URL: must not carry credentials, a query or a fragment');
+  else if (url.protocol === 'http:' && !loopback && e.NODE_ENV === 'production') problems.push('  PUBLIC_BASE_URL: must be https in production (except on loopback)');
+  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
 }
 
 /** The signing settings; each problem names the variable (and a list entry's position), never the value. */

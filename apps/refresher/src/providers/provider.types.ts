@@ -110,9 +110,20 @@ export interface TokenFailure {
 
 export type TokenResult = { ok: true; token: IssuedToken } | { ok: false; failure: TokenFailure };
 
+/** The connect flow's code exchange (RFC 6749 §4.1.3 with RFC 7636's verifier). */
+export interface CodeExchangeRequest {
+  provider: ProviderConfig;
+  code: Secret;
+  codeVerifier: Secret;
+  /** Exactly the redirect_uri of the authorization request. */
+  redirectUri: string;
+}
+
 /** The HTTP adapter to OAuth token endpoints. */
 export interface TokenEndpoint {
   requestToken(request: TokenRequest): Promise<TokenResult>;
+  /** Sent once: a provider may revoke the whole grant when a code is presented twice. */
+  exchangeCode(request: CodeExchangeRequest): Promise<TokenResult>;
   /** RFC 7009 revocation; resolves when done or when the provider has no revocation endpoint. */
   revoke(provider: ProviderConfig, token: Secret, hint: 'access_token' | 'refresh_token'): Promise<void>;
   /** Releases the connections; nothing is requested after it. */

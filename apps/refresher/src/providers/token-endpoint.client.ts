@@ -1,6 +1,6 @@
 import { Agent, request } from 'undici';
 import type { Secret } from '@tokenkeeper/common';
-import type { ProviderConfig, TokenEndpoint, TokenFailure, TokenRequest, TokenResult } from './provider.types.js';
+import type { CodeExchangeRequest, ProviderConfig, TokenEndpoint, TokenFailure, TokenRequest, TokenResult } from './provider.types.js';
 import { classifyTokenResponse } from './token-response.classifier.js';
 
 export interface UndiciTokenEndpointOptions {
@@ -71,6 +71,27 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
 
     const requestedAt = new Date(this.now());
     const exchange = await this.exchange(provider.tokenUrl, form, headers, req.signal);
+    if (!exchange.ok) return { ok: false, failure: exchange.failure };
+    return classifyTokenResponse(exchange, provider, requestedAt, secrets, this.now());
+  }
+
+  /**
+   * The same request, caps, timeouts and classification as a refresh, with the authorization
+   * code grant: a provider's answer to a code means what it means to a refresh token.
+   */
+  async exchangeCode(req: CodeExchangeRequest): Promise<TokenResult> {
+    const { provider } = req;
+    const form = new URLSearchParams();
+    for (const [key, value] of Object.entries(provider.extraParams)) form.set(key, value);
+    form.set('grant_type', 'authorization_code');
+    form.set('code', req.code.reveal());
+    form.set('redirect_uri', req.redirectUri);
+    form.set('code_verifier', req.codeVerifier.reveal());
+    const headers = this.headers();
+    const secrets = clientAuth(provider, form, headers);
+    secrets.push(...variants(req.code.reveal()), ...variants(req.codeVerifier.reveal()));
+    const requestedAt = new Date(this.now());
+    const exchange = await this.exchange(provider.tokenUrl, form, headers);
     if (!exchange.ok) return { ok: false, failure: exchange.failure };
     return classifyTokenResponse(exchange, provider, requestedAt, secrets, this.now());
   }

@@ -11,7 +11,7 @@ import { TokenChangeNotifier } from '../../src/events/token-change.notifier.js';
 import type { FailureNotice, TokenEventPublisher } from '../../src/events/token-event.publisher.js';
 import type { PendingAuditRecord } from '../../src/persistence/audit-record.js';
 import type { CredentialRepository, FailureWrite, Registration, TokenWrite } from '../../src/persistence/credential.repository.js';
-import type { ProviderConfig, TokenEndpoint, TokenRequest, TokenResult } from '../../src/providers/provider.types.js';
+import type { CodeExchangeRequest, ProviderConfig, TokenEndpoint, TokenRequest, TokenResult } from '../../src/providers/provider.types.js';
 
 /**
  * In-memory adapters for unit tests of the core services: no PostgreSQL, no NATS, no HTTP.
@@ -261,6 +261,13 @@ export class FakeTokenEndpoint implements TokenEndpoint {
   async requestToken(request: TokenRequest): Promise<TokenResult> {
     this.requests.push(request);
     return this.answer(request);
+  }
+
+  readonly codeExchanges: CodeExchangeRequest[] = [];
+
+  async exchangeCode(request: CodeExchangeRequest): Promise<TokenResult> {
+    this.codeExchanges.push(request);
+    return this.issue('at_connected', 'rt_connected', 3600);
   }
 
   async revoke(p: ProviderConfig, token: Secret, hint: 'access_token' | 'refresh_token'): Promise<void> {
