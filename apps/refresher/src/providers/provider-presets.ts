@@ -23,7 +23,24 @@ export interface ProviderPreset {
   requiresScopes?: boolean;
   /** Revocation endpoint of the same authorization server, derived from the final token URL. */
   revocationUrlFor?: (tokenUrl: URL) => string;
+  /** Authorization endpoint (SPEC §12) when it does not depend on the tenant or domain. */
+  authorizationUrl?: string;
+  /** Authorization endpoint of the same server, derived from the final token URL (tenant, domain, authorization server). */
+  authorizationUrlFor?: (tokenUrl: URL) => string;
+  /** Query parameters added to the authorization redirect; merged with the file's (file wins). */
+  authorizeParams?: Record<string, string>;
+  /** RFC 9207 issuer the callback's `iss` must equal, fixed or derived from the final token URL. */
+  issuer?: string;
+  issuerFor?: (tokenUrl: URL) => string;
+  /**
+   * A scope without which the provider issues no refresh token. The loader adds it to the
+   * file's scopes for the refresh_token grant, so a connect flow cannot end without one.
+   */
+  offlineScope?: string;
 }
+
+/** `…/token` → `…/authorize` on the same server (Microsoft's tenant path, Okta's authorization server). */
+const siblingAuthorize = (tokenUrl: URL): string => `${tokenUrl.origin}${tokenUrl.pathname.replace(/\/token$/, '/authorize')}`;
 
 /**
  * GitHub (OAuth Apps and GitHub Apps).
@@ -37,6 +54,8 @@ export interface ProviderPreset {
  */
 const github: ProviderPreset = {
   tokenUrl: 'https://github.com/login/oauth/access_token',
+  // GitHub sends no `iss` on its redirect (no RFC 9207), so no issuer is declared.
+  authorizationUrl: 'https://github.com/login/oauth/authorize',
   authMethod: 'client_secret_post',
   rotation: 'rotates',
   errorCodes: {
@@ -53,10 +72,15 @@ const github: ProviderPreset = {
  * - Does not rotate: a refresh response omits `refresh_token`, and the old one stays valid.
  * - Refresh tokens of apps in "testing" publishing status die after 7 days (`invalid_grant`).
  * - RFC 7009-style revocation at oauth2.googleapis.com/revoke (revoking either token kills the grant).
+ * - Issues a refresh token only with `access_type=offline`, and again on a re-consent only with
+ *   `prompt=consent`; its authorization responses carry `iss` (RFC 9207).
  */
 const google: ProviderPreset = {
   tokenUrl: 'https://oauth2.googleapis.com/token',
   revocationUrl: 'https://oauth2.googleapis.com/revoke',
+  authorizationUrl: 'https://accounts.google.com/o/oauth2/v2/auth',
+  authorizeParams: { access_type: 'offline', prompt: 'consent' },
+  issuer: 'https://accounts.google.com',
   authMethod: 'client_secret_post',
   rotation: 'none',
 };
@@ -71,10 +95,16 @@ const google: ProviderPreset = {
  * - No RFC 7009 endpoint (sessions are revoked through Graph): none here.
  * - Client secrets often contain `~` and `.`; client_secret_post avoids relying on the
  *   server form-decoding HTTP Basic credentials.
+ * - Issues a refresh token only when `offline_access` is among the scopes: the loader adds it
+ *   for the refresh_token grant. The authorization endpoint sits next to the token endpoint
+ *   (same tenant). No issuer is declared: the v2.0 issuer names the tenant id, which a
+ *   `common` / `organizations` URL does not know in advance.
  */
 const microsoft: ProviderPreset = {
   tokenUrl: 'https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token',
   urlParam: 'tenant',
+  authorizationUrlFor: siblingAuthorize,
+  offlineScope: 'offline_access',
   authMethod: 'client_secret_post',
   requiresScopes: true,
   rotation: 'rotates',
@@ -88,6 +118,7 @@ const microsoft: ProviderPreset = {
  * - client_credentials needs `audience` (set it in `extraParams`).
  * - An application accepts only its configured auth method; Auth0's default is "Post".
  * - Revocation (RFC 7009) at `/oauth/revoke`.
+ * - Authorization at `https://{domain}/authorize`; the issuer is `https://{domain}/` (trailing slash).
  */
 const auth0: ProviderPreset = {
   tokenUrl: 'https://{domain}/oauth/token',
@@ -95,6 +126,8 @@ const auth0: ProviderPreset = {
   authMethod: 'client_secret_post',
   rotation: 'rotates_with_reuse_detection',
   revocationUrlFor: (tokenUrl) => `${tokenUrl.origin}/oauth/revoke`,
+  authorizationUrlFor: (tokenUrl) => `${tokenUrl.origin}/authorize`,
+  issuerFor: (tokenUrl) => `${tokenUrl.origin}/`,
 };
 
 /**
@@ -104,6 +137,8 @@ const auth0: ProviderPreset = {
  * - Rotation with reuse detection (a grace period of 0–60 s is configurable): as Auth0.
  * - An app accepts only its configured auth method; web apps default to client_secret_basic.
  * - Revocation (RFC 7009) at `.../v1/revoke`, next to the token endpoint.
+ * - Authorization at `.../v1/authorize`; the issuer is the authorization server's base URL
+ *   (the token URL without `/v1/token`).
  */
 const okta: ProviderPreset = {
   tokenUrl: 'https://{domain}/oauth2/default/v1/token',
@@ -111,6 +146,8 @@ const okta: ProviderPreset = {
   authMethod: 'client_secret_basic',
   rotation: 'rotates_with_reuse_detection',
   revocationUrlFor: (tokenUrl) => `${tokenUrl.origin}${tokenUrl.pathname.replace(/\/token$/, '/revoke')}`,
+  authorizationUrlFor: siblingAuthorize,
+  issuerFor: (tokenUrl) => `${tokenUrl.origin}${tokenUrl.pathname.replace(/\/v1\/token$/, '')}`,
 };
 
 /**
@@ -120,9 +157,12 @@ const okta: ProviderPreset = {
  *   return a new refresh token, which must be stored.
  * - `token_type` is `bot` or `user`; the Web API takes them as `Bearer`, so that is reported.
  * - `auth.revoke` takes the access token and is not RFC 7009: none here.
+ * - Authorization at slack.com/oauth/v2/authorize; `scope` is the bot scopes, user scopes go in
+ *   `authorizeParams.user_scope` (app-specific, so the preset sets none). No `iss` is sent.
  */
 const slack: ProviderPreset = {
   tokenUrl: 'https://slack.com/api/oauth.v2.access',
+  authorizationUrl: 'https://slack.com/oauth/v2/authorize',
   authMethod: 'client_secret_post',
   tokenType: 'Bearer',
   rotation: 'rotates',

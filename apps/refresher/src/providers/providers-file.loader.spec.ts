@@ -195,6 +195,106 @@ providers:
   });
 });
 
+describe('connect-flow fields (SPEC §12)', () => {
+  const base = (fields: string) => `providers:\n  p:\n    tokenUrl: https://idp.example.com/token\n    clientId: c\n    clientSecret: x\n    ${fields}\n`;
+
+  it('presets fill authorizationUrl, authorizeParams and issuer, derived from the token URL where it varies', () => {
+    const providers = yaml(`
+providers:
+  github: { preset: github, clientId: c, clientSecret: x }
+  google: { preset: google, clientId: c, clientSecret: x }
+  ms: { preset: microsoft, clientId: c, clientSecret: x, scopes: ["https://graph.microsoft.com/Mail.Read"], extraParams: { tenant: common } }
+  a0: { preset: auth0, clientId: c, clientSecret: x, extraParams: { domain: acme.eu.auth0.com } }
+  okta: { preset: okta, tokenUrl: https://acme.okta.com/oauth2/aus123/v1/token, clientId: c, clientSecret: x }
+  slack: { preset: slack, clientId: c, clientSecret: x, authorizeParams: { user_scope: "chat:write" } }
+  plain: { tokenUrl: https://idp.example.com/token, clientId: c, clientSecret: x }
+`);
+    expect(providers.get('github')).toMatchObject({ authorizationUrl: 'https://github.com/login/oauth/authorize' });
+    expect(providers.get('github')!.issuer).toBeUndefined();
+    expect(providers.get('google')).toMatchObject({
+      authorizationUrl: 'https://accounts.google.com/o/oauth2/v2/auth',
+      authorizeParams: { access_type: 'offline', prompt: 'consent' },
+      issuer: 'https://accounts.google.com',
+    });
+    expect(providers.get('ms')).toMatchObject({
+      authorizationUrl: 'https://login.microsoftonline.com/common/oauth2/v2.0/authorize',
+      scopes: ['offline_access', 'https://graph.microsoft.com/Mail.Read'],
+    });
+    expect(providers.get('ms')!.issuer).toBeUndefined();
+    expect(providers.get('a0')).toMatchObject({ authorizationUrl: 'https://acme.eu.auth0.com/authorize', issuer: 'https://acme.eu.auth0.com/' });
+    expect(providers.get('okta')).toMatchObject({
+      authorizationUrl: 'https://acme.okta.com/oauth2/aus123/v1/authorize',
+      issuer: 'https://acme.okta.com/oauth2/aus123',
+    });
+    expect(providers.get('slack')).toMatchObject({ authorizationUrl: 'https://slack.com/oauth/v2/authorize', authorizeParams: { user_scope: 'chat:write' } });
+    const plain = providers.get('plain')!;
+    expect([plain.authorizationUrl, plain.authorizeParams, plain.issuer, plain.allowedReturnOrigins]).toEqual([undefined, undefined, undefined, undefined]);
+  });
+
+  it('microsoft: offline_access is added once, and not for client_credentials', () => {
+    const providers = yaml(`
+providers:
+  ms: { preset: microsoft, clientId: c, clientSecret: x, scopes: [openid, offline_access], extraParams: { tenant: common } }
+  cc: { preset: microsoft, grant: client_credentials, clientId: c, clientSecret: x, scopes: ["https://graph.microsoft.com/.default"], extraParams: { tenant: common } }
+`);
+    expect(providers.get('ms')!.scopes).toEqual(['openid', 'offline_access']);
+    expect(providers.get('cc')!.scopes).toEqual(['https://graph.microsoft.com/.default']);
+  });
+
+  it('the file wins over the preset and merges authorizeParams; origins are kept', () => {
+    const providers = yaml(`
+providers:
+  google:
+    preset: google
+    clientId: c
+    clientSecret: x
+    authorizationUrl: https://accounts.example.test/auth
+    issuer: https://accounts.example.test
+    authorizeParams: { prompt: select_account, hd: example.com }
+    allowedReturnOrigins: ["https://app.example.com", "http://localhost:3000"]
+`);
+    expect(providers.get('google')).toMatchObject({
+      authorizationUrl: 'https://accounts.example.test/auth',
+      issuer: 'https://accounts.example.test',
+      authorizeParams: { access_type: 'offline', prompt: 'select_account', hd: 'example.com' },
+      allowedReturnOrigins: ['https://app.example.com', 'http://localhost:3000'],
+    });
+  });
+
+  it.each([
+    ['authorizationUrl scheme', 'authorizationUrl: ftp://idp/authorize', 'authorizationUrl: must be an http(s) URL'],
+    ['authorizationUrl credentials', 'authorizationUrl: https://u:pw@idp/authorize', 'authorizationUrl: must not contain credentials'],
+    ['authorizationUrl not a URL', 'authorizationUrl: idp/authorize', 'authorizationUrl: must be an http(s) URL'],
+    ['reserved authorizeParam', 'authorizeParams: { redirect_uri: "https://evil" }', 'authorizeParams.redirect_uri: reserved'],
+    ['reserved code_challenge_method', 'authorizeParams: { code_challenge_method: plain }', 'authorizeParams.code_challenge_method: reserved'],
+    ['reserved scope', 'authorizeParams: { scope: a }', 'authorizeParams.scope: reserved'],
+    ['authorizeParams list', 'authorizeParams: [a]', 'authorizeParams: must be a map'],
+    ['issuer not a URL', 'issuer: accounts', 'issuer: must be an http(s) URL'],
+    ['issuer with query', 'issuer: "https://idp/?x=1"', 'issuer: must have no query or fragment'],
+    ['origin with path', 'allowedReturnOrigins: ["https://app.example.com/done"]', 'allowedReturnOrigins[0]: must be exactly an origin'],
+    ['origin trailing slash', 'allowedReturnOrigins: ["https://app.example.com/"]', 'allowedReturnOrigins[0]: must be exactly an origin'],
+    ['origin wildcard', 'allowedReturnOrigins: ["https://ok.example.com", "https://*.example.com"]', 'allowedReturnOrigins[1]: must be exactly an origin (no wildcards)'],
+    ['origin scheme', 'allowedReturnOrigins: ["javascript:alert(1)"]', 'allowedReturnOrigins[0]: must be an http(s) origin'],
+    ['origin default port', 'allowedReturnOrigins: ["https://app.example.com:443"]', 'allowedReturnOrigins[0]: must be exactly an origin'],
+    ['origin upper case', 'allowedReturnOrigins: ["https://App.example.com"]', 'allowedReturnOrigins[0]: must be exactly an origin'],
+    ['origins not a list', 'allowedReturnOrigins: https://app.example.com', 'allowedReturnOrigins: must be a list'],
+  ])('%s', (_name, fields, expected) => {
+    const error = errorOf(() => yaml(base(fields)));
+    expect(error.message).toContain(`provider "p": ${expected}`);
+  });
+
+  it('a number as an authorizeParams value is refused (JSON keeps types)', () => {
+    const error = errorOf(() =>
+      parseProvidersDocument(
+        JSON.stringify({ providers: { p: { tokenUrl: 'https://idp/t', clientId: 'c', clientSecret: 'x', authorizeParams: { max_age: 60 } } } }),
+        'json',
+        env,
+      ),
+    );
+    expect(error.message).toContain('provider "p": authorizeParams.max_age: must be a string');
+  });
+});
+
 describe('interpolateString', () => {
   it('does not echo a broken expression (it may be inside a secret)', () => {
     expect(interpolateString('abc${oops', {})).toEqual({ ok: false, message: 'unterminated ${…} expression' });

@@ -6,7 +6,7 @@ import { Secret } from '@tokenkeeper/common';
 import { NAME_PATTERN, NAME_RULE } from '@tokenkeeper/contracts';
 import { interpolateTree, type InterpolationIssue } from './env-interpolation.util.js';
 import { PROVIDER_PRESETS } from './provider-presets.js';
-import { AUTH_METHODS, GRANT_TYPES, PRESET_NAMES, type ProviderConfig } from './provider.types.js';
+import { AUTH_METHODS, GRANT_TYPES, PRESET_NAMES, type PresetName, type ProviderConfig } from './provider.types.js';
 
 export type ProvidersFileFormat = 'yaml' | 'json';
 
@@ -32,6 +32,8 @@ const DEFAULT_THRESHOLD = 0.8;
 const DEFAULT_MAX_CONCURRENCY = 8;
 // Parameters the token client sets itself; an extraParam of that name would be ambiguous.
 const RESERVED_PARAMS = new Set(['grant_type', 'refresh_token', 'client_id', 'client_secret', 'scope']);
+// Parameters the connect redirect sets itself (SPEC §12): an authorizeParam may not override them.
+const RESERVED_AUTHORIZE_PARAMS = new Set(['response_type', 'client_id', 'redirect_uri', 'state', 'code_challenge', 'code_challenge_method', 'scope']);
 
 // YAML is read with the failsafe schema (every scalar a string), so numbers arrive as
 // strings, as do `${VAR}`-interpolated ones from either format.
@@ -51,6 +53,10 @@ const entrySchema = z.strictObject({
   revocationUrl: z.string().min(1, 'must not be empty').optional(),
   maxConcurrency: numeric(z.number().int('must be an integer').min(1, 'must be at least 1').max(1024, 'must be at most 1024')),
   extraParams: z.record(z.string(), z.string()).optional(),
+  authorizationUrl: z.string().min(1, 'must not be empty').optional(),
+  authorizeParams: z.record(z.string(), z.string()).optional(),
+  issuer: z.string().min(1, 'must not be empty').optional(),
+  allowedReturnOrigins: z.array(z.string()).optional(),
 });
 type Entry = z.infer<typeof entrySchema>;
 
@@ -173,7 +179,8 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
   for (const key of Object.keys(extraParams)) {
     if (RESERVED_PARAMS.has(key)) add(`extraParams.${key}`, 'reserved: set by Tokenkeeper itself');
   }
-  if (!tokenUrl || tokenUrlProblem || revocationProblem) return undefined;
+  const connect = connectSettings(entry, presetName, tokenUrl && !tokenUrlProblem ? new URL(tokenUrl) : undefined, add);
+  if (!tokenUrl || tokenUrlProblem || revocationProblem || !connect) return undefined;
 
   const config: ProviderConfig = {
     id,
@@ -188,13 +195,74 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
     maxConcurrency: entry.maxConcurrency ?? DEFAULT_MAX_CONCURRENCY,
     extraParams,
   };
-  if (entry.scopes?.length) config.scopes = entry.scopes;
+  const scopes = [...(entry.scopes ?? [])];
+  // Without it Microsoft issues no refresh token; client_credentials has none to ask for.
+  if (preset.offlineScope && grant === 'refresh_token' && scopes.length && !scopes.includes(preset.offlineScope)) scopes.unshift(preset.offlineScope);
+  if (scopes.length) config.scopes = scopes;
   if (entry.defaultTtlSeconds !== undefined) config.defaultTtlSeconds = entry.defaultTtlSeconds;
   if (revocationUrl !== undefined) config.revocationUrl = revocationUrl;
   if (preset.errorCodes) config.errorCodes = { ...preset.errorCodes };
   if (preset.tokenType) config.tokenType = preset.tokenType;
   if (preset.rotation) config.rotation = preset.rotation;
-  return config;
+  return Object.assign(config, connect);
+}
+
+type ConnectSettings = Pick<ProviderConfig, 'authorizationUrl' | 'authorizeParams' | 'issuer' | 'allowedReturnOrigins'>;
+
+/**
+ * The connect-flow fields (SPEC §12), preset merged with file (file wins). Undefined when a
+ * field is invalid (the issue is added); a preset's derived URLs need a valid token URL.
+ */
+function connectSettings(
+  entry: Entry,
+  presetName: PresetName,
+  tokenUrl: URL | undefined,
+  addIssue: (field: string, message: string) => void,
+): ConnectSettings | undefined {
+  const preset = PROVIDER_PRESETS[presetName];
+  let valid = true;
+  const add = (field: string, message: string) => {
+    valid = false;
+    addIssue(field, message);
+  };
+  const settings: ConnectSettings = {};
+  const authorizationUrl = entry.authorizationUrl ?? preset.authorizationUrl ?? (tokenUrl && preset.authorizationUrlFor?.(tokenUrl));
+  if (authorizationUrl !== undefined) {
+    const problem = urlProblem(authorizationUrl);
+    if (problem) add('authorizationUrl', problem);
+    else settings.authorizationUrl = authorizationUrl;
+  }
+  const authorizeParams: Record<string, string> = { ...preset.authorizeParams, ...entry.authorizeParams };
+  for (const key of Object.keys(authorizeParams)) {
+    if (RESERVED_AUTHORIZE_PARAMS.has(key)) add(`authorizeParams.${key}`, 'reserved: set by Tokenkeeper itself');
+  }
+  if (Object.keys(authorizeParams).length) settings.authorizeParams = authorizeParams;
+  const issuer = entry.issuer ?? preset.issuer ?? (tokenUrl && preset.issuerFor?.(tokenUrl));
+  if (issuer !== undefined) {
+    const problem = urlProblem(issuer) ?? (/[?#]/.test(issuer) ? 'must have no query or fragment (RFC 8414)' : undefined);
+    if (problem) add('issuer', problem);
+    else settings.issuer = issuer;
+  }
+  entry.allowedReturnOrigins?.forEach((origin, i) => {
+    const problem = originProblem(origin);
+    if (problem) add(`allowedReturnOrigins[${i}]`, problem);
+  });
+  if (entry.allowedReturnOrigins?.length) settings.allowedReturnOrigins = [...entry.allowedReturnOrigins];
+  return valid ? settings : undefined;
+}
+
+/** An allowed return origin is compared as a string with `new URL(returnUrl).origin`: it must be one already. */
+function originProblem(value: string): string | undefined {
+  const rule = 'must be exactly an origin: scheme://host[:port], lowercase, no path, no default port';
+  if (value.includes('*')) return 'must be exactly an origin (no wildcards)';
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return rule;
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'must be an http(s) origin';
+  return url.origin === value ? undefined : rule;
 }
 
 function urlProblem(value: string): string | undefined {
