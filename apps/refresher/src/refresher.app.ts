@@ -1,6 +1,8 @@
 import 'reflect-metadata';
 import type { INestApplication, LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { createServer } from 'node:http';
+import { splitByPort } from './connect/public-port.middleware.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { AppConfig } from './config/app-config.js';
 import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
@@ -11,6 +13,16 @@ import type { ProviderConfig } from './providers/provider.types.js';
 import { RefresherModule } from './refresher.module.js';
 import { TokenController } from './tokens/token.controller.js';
 import { WireSubscription } from '@tokenkeeper/contracts';
+
+/** The connect pages' own port (SPEC §12): the same express app on a second server, closed with the app. */
+async function listenPublic(app: INestApplication, port: number): Promise<void> {
+  const server = createServer(app.getHttpAdapter().getInstance());
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '0.0.0.0', () => resolve()));
+  app.get(GracefulShutdown).stopRequestsWith(async () => {
+    server.closeIdleConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+}
 
 export interface RefresherAppOptions {
   config: AppConfig;
@@ -41,6 +53,9 @@ export async function startRefresher(options: RefresherAppOptions): Promise<INes
   // At shutdown the request-reply subscriptions go first, before the refresh work drains.
   app.get(GracefulShutdown).stopRequestsWith(() => rpc.close());
   await app.startAllMicroservices();
+  const publicPort = options.config.connect.publicHttpPort;
+  if (publicPort !== undefined) app.use(splitByPort(publicPort));
   await app.listen(options.config.httpPort, '0.0.0.0');
+  if (publicPort !== undefined) await listenPublic(app, publicPort);
   return app;
 }

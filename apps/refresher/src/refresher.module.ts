@@ -27,6 +27,11 @@ import { EncryptionKeyRepository } from './persistence/encryption-key.repository
 import { InitialSchema1764100000000 } from './persistence/migrations/1764100000000-initial-schema.js';
 import { EncryptionKeys1764500000000 } from './persistence/migrations/1764500000000-encryption-keys.js';
 import { OutboxRecordId1764700000000 } from './persistence/migrations/1764700000000-outbox-record-id.js';
+import { ConnectAdminController } from './connect/connect-admin.controller.js';
+import { ConnectController } from './connect/connect.controller.js';
+import { ConnectService } from './connect/connect.service.js';
+import { ConnectSessionRepository } from './persistence/connect-session.repository.js';
+import { ConnectSessions1764900000000 } from './persistence/migrations/1764900000000-connect-sessions.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
 import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
 import { HealthController } from './observability/health.controller.js';
@@ -49,7 +54,7 @@ import { CredentialListPager } from './tokens/credential-list.pager.js';
 import { TokenController } from './tokens/token.controller.js';
 import { TokenService } from './tokens/token.service.js';
 
-export const MIGRATIONS = [InitialSchema1764100000000, EncryptionKeys1764500000000, OutboxRecordId1764700000000];
+export const MIGRATIONS = [InitialSchema1764100000000, EncryptionKeys1764500000000, OutboxRecordId1764700000000, ConnectSessions1764900000000];
 export const ENTITIES = [CredentialEntity, OutboxEntity];
 
 export interface RefresherModuleOptions {
@@ -105,7 +110,7 @@ export class RefresherModule {
           },
         }),
       ],
-      controllers: [TokenController, HealthController],
+      controllers: [TokenController, ConnectAdminController, ConnectController, HealthController],
       providers: [
         { provide: APP_CONFIG, useValue: config },
         { provide: TokenCipher, useFactory: () => createTokenCipher(config, (message) => logger.log(message)) },
@@ -140,6 +145,8 @@ export class RefresherModule {
         RefreshScheduler,
         ReencryptionService,
         TokenService,
+        ConnectSessionRepository,
+        ConnectService,
         CredentialListPager,
         AuditStreamService,
         OutboxRepository,

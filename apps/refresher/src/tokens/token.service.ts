@@ -17,13 +17,26 @@ import { isLive, issuedAtMs, minTtlCapMs, validFor } from '../domain/token-valid
 import { toCredentialView, toTokenView } from '../domain/token-view.js';
 import { ReplyCache } from '../events/reply-cache.js';
 import { TokenChangeNotifier } from '../events/token-change.notifier.js';
-import { auditRecord } from '../persistence/audit-record.js';
+import { auditRecord, type PendingAuditRecord } from '../persistence/audit-record.js';
 import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
+import type { ProviderConfig } from '../providers/provider.types.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { scheduleRegistration } from '../refresh/refresh-policy.js';
+
+/** A grant to store: what `register` was given, or what a code exchange returned. */
+export interface Grant {
+  accessToken?: Secret;
+  refreshToken?: Secret;
+  tokenType?: string;
+  scope?: string;
+  expiresInSeconds?: number;
+  expiresAt?: Date;
+  /** Lifetimes count from here. */
+  issuedAt: Date;
+}
 
 /** What the request-reply subjects do, independent of the transport. */
 @Injectable()
@@ -135,40 +148,55 @@ export class TokenService {
   async register(request: TokenRegisterRequest): Promise<CredentialView> {
     const provider = this.providers.get(request.provider);
     if (!provider) throw new ContractError('unknown_provider', `provider "${request.provider}" is not configured`);
-    const issuedAt = new Date(this.clock.now());
-    const accessToken = Secret.of(request.accessToken);
-    const refreshToken = Secret.of(request.refreshToken);
+    const credential = await this.storeGrant(request, provider, {
+      accessToken: Secret.of(request.accessToken),
+      refreshToken: Secret.of(request.refreshToken),
+      tokenType: request.tokenType,
+      scope: request.scope,
+      expiresInSeconds: request.expiresIn,
+      expiresAt: request.expiresAt ? new Date(request.expiresAt) : undefined,
+      issuedAt: new Date(this.clock.now()),
+    });
+    return toCredentialView(credential);
+  }
+
+  /**
+   * Stores a new grant for a credential, replacing any earlier one (a new version), with its
+   * `registered` record and event: the one path of `register` and of the connect flow, whose
+   * own records (`connected`) commit in the same statement.
+   */
+  async storeGrant(key: CredentialKey, provider: ProviderConfig, grant: Grant, extraAudit: PendingAuditRecord[] = []): Promise<Credential> {
+    const { accessToken, refreshToken, issuedAt } = grant;
     const { expiresAt, nextRefreshAt } = scheduleRegistration({
       registeredAt: issuedAt,
       hasAccessToken: accessToken !== undefined,
       canRefresh: provider.grant === 'client_credentials' || refreshToken !== undefined,
-      expiresInSeconds: request.expiresIn,
-      expiresAt: request.expiresAt ? new Date(request.expiresAt) : undefined,
+      expiresInSeconds: grant.expiresInSeconds,
+      expiresAt: grant.expiresAt,
       defaultTtlSeconds: provider.defaultTtlSeconds,
       threshold: provider.threshold,
       minMarginSeconds: this.config.refresh.minMarginSeconds,
       random: this.clock.random(),
     });
-    const audit = auditRecord('registered', { ...request, provider: provider.id }, this.config.replicaId, {
+    const identity = { tenant: key.tenant, connection: key.connection, provider: provider.id };
+    const audit = auditRecord('registered', identity, this.config.replicaId, {
       outcome: accessToken ? 'with_access_token' : 'refresh_pending',
     });
     const change = await this.repository.register(
       {
-        tenant: request.tenant,
-        connection: request.connection,
-        provider: provider.id,
+        ...identity,
         accessToken,
         refreshToken,
-        tokenType: request.tokenType ?? 'Bearer',
-        scope: request.scope,
+        tokenType: grant.tokenType ?? 'Bearer',
+        scope: grant.scope,
         issuedAt,
         expiresAt,
         nextRefreshAt,
       },
-      [audit],
+      [audit, ...extraAudit],
     );
     this.notifier.committed(change);
-    return toCredentialView(change.credential);
+    return change.credential;
   }
 
   async refreshNow(key: CredentialKey): Promise<CredentialView> {
