@@ -81,7 +81,8 @@ export class ConnectSessionRepository {
 
   /** The browser opened the URL: binds a state and a verifier to the session, once. Null: unknown, used or expired. */
   async beginRedirect(sessionHash: Buffer, stateHash: Buffer, verifier: Secret, now: Date): Promise<ConnectSession | null> {
-    const rows: SessionRow[] = await this.db.query(
+    // An UPDATE … RETURNING answers [rows, count] through TypeORM's postgres driver.
+    const [rows]: [SessionRow[], number] = await this.db.query(
       `UPDATE connect_sessions SET status = 'redirected', state_hash = $2, verifier_enc = $3, redirected_at = $4
        WHERE session_hash = $1 AND status = 'created' AND expires_at > $4
        RETURNING *`,
@@ -102,7 +103,7 @@ export class ConnectSessionRepository {
    * state is unknown, was used, or its session expired.
    */
   async takeForCallback(stateHash: Buffer, now: Date): Promise<{ session: ConnectSession; sessionHash: Buffer; verifier: Secret } | null> {
-    const rows: SessionRow[] = await this.db.query(
+    const [rows]: [SessionRow[], number] = await this.db.query(
       `UPDATE connect_sessions SET status = 'completing'
        WHERE state_hash = $1 AND status = 'redirected' AND expires_at > $2
        RETURNING *`,
