@@ -6,6 +6,8 @@
  * stores the trail, and a resource server (introspection) judges the tokens served.
  */
 import { BrowserHarness, createTestDatabase, OidcProviderHarness, sleep, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, startTestAudit, type TestAudit } from '../apps/audit/test/audit.harness.js';
 import { parseProvidersDocument } from '../apps/refresher/src/providers/providers-file.loader.js';
@@ -13,6 +15,7 @@ import type { ProviderConfig } from '../apps/refresher/src/providers/provider.ty
 import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
 import { FrontProxy, freePort, startReturnApp, withParam } from './connect-oidc.fixtures.js';
 
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const TENANT = 'acme';
 const LOGIN = { user: 'alice', password: 'wonderland' };
 /** A page that says no: the refresher's words may vary, these are the ones a person needs. */
@@ -211,6 +214,28 @@ describe('connect flow with oidc-provider and chromium', () => {
     expect(end.text).toContain('back at the app');
     expect((await describeCredential('crm-return')).credential.status).toBe('active');
   }, 60_000);
+
+  it('tokenctl connect prints the link and exits 0 once the browser connected the credential', async () => {
+    const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/tokenctl/src/main.ts',
+      'connect', TENANT, 'crm-cli', '--provider', 'oidc', '--wait', '60'], {
+      cwd: ROOT,
+      env: { ...process.env, NATS_URL: nats.url, NO_COLOR: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+    await waitFor(() => /\/connect\/\S+/.test(stdout), { timeoutMs: 30_000 });
+    const url = stdout.match(/(http\S+\/connect\/\S+)/)![1];
+    expect(url.startsWith(`${front.url}/connect/`)).toBe(true);
+    const { tab, end } = await consentThrough(url);
+    await tab.page.close();
+    plantCallback(front.callbacks.at(-1)!);
+    expect(end.text).toMatch(/connected/i);
+    expect(await exited).toBe(0);
+    expect(stdout).toMatch(/connected acme\/crm-cli/);
+    expect((await describeCredential('crm-cli')).credential.status).toBe('active');
+  }, 90_000);
 
   it('a returnUrl on an origin not allowed is refused at connect time', async () => {
     const reply = await connect('crm-evil', { returnUrl: 'https://evil.example/steal' });

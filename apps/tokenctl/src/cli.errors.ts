@@ -13,6 +13,8 @@ export const ExitCode = {
   usage: 2,
   /** NATS unreachable, refused the connection, no responders, or no reply in time. */
   unreachable: 3,
+  /** `connect`: the link was handed out, but no credential was connected in time. */
+  waitTimedOut: 4,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 

@@ -16,6 +16,7 @@ import { auditCommand, watchCommand } from './events.commands.js';
 import { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS, NatsSession, natsSettings, type CommandContext } from './nats.session.js';
 import { createOutput, printJson } from './output.format.js';
 import { registerCommand } from './register.command.js';
+import { connectCommand, type ConnectFlags } from './connect.command.js';
 import { describeCommand, getCommand, listCommand, refreshCommand, revokeCommand } from './tokens.commands.js';
 
 const integer = (name: string, min: number, max: number) => (value: string) => {
@@ -170,6 +171,18 @@ Examples:
     .option('--limit <n>', 'at most this many records, 1 to 1000', integer('--limit', 1, 1_000))
     .option('--cursor <cursor>', 'continue after a previous page')
     .action(action((ctx, flags: Parameters<typeof auditCommand>[0]) => auditCommand(flags, ctx)));
+
+  program
+    .command('connect')
+    .description('print a one-time link that connects a credential through the browser (authorization code + PKCE), and wait for it')
+    .argument('<tenant>')
+    .argument('<connection>')
+    .requiredOption('--provider <id>', 'provider of the providers file (it needs an authorizationUrl)')
+    .option('--return-url <url>', 'where the browser goes afterwards (an origin the provider allows)')
+    .option('--scopes <list>', 'scopes to ask for instead of the provider\'s, comma- or space-separated')
+    .option('--ttl <seconds>', 'how long the link stays usable, 1 to 3600 (default 900)', integer('--ttl', 1, 3_600))
+    .option('--wait <seconds>', 'how long to wait for the browser (default: until the link expires)', integer('--wait', 1, 86_400))
+    .action(action((ctx, tenant: string, connection: string, flags: ConnectFlags) => connectCommand(tenant, connection, flags, ctx)));
 
   registerAuthzCommand(program);
   return program;
