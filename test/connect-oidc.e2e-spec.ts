@@ -5,7 +5,10 @@
  * one database and one public address (a front proxy the test steers), the audit app
  * stores the trail, and a resource server (introspection) judges the tokens served.
  */
-import { BrowserHarness, createTestDatabase, OidcProviderHarness, sleep, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+import { createTestDatabase, sleep, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+// By path, not from the package index: oidc-provider and playwright load only where a test drives a browser.
+import { BrowserHarness } from '../libs/testing/src/browser.harness.js';
+import { OidcProviderHarness } from '../libs/testing/src/oidc-provider.harness.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -5,5 +5,5 @@ export * from './sandbox-provider.js';
 export * from './wait.js';
 export * from './tcp-proxy.js';
 export * from './nats-errors.js';
-export * from './oidc-provider.harness.js';
-export * from './browser.harness.js';
+// oidc-provider.harness.ts and browser.harness.ts are imported by path: they load oidc-provider
+// and playwright, which the other tests do not need.
