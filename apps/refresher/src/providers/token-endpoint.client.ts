@@ -65,14 +65,7 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     form.set('grant_type', provider.grant);
     if (provider.grant === 'refresh_token' && req.refreshToken) form.set('refresh_token', req.refreshToken.reveal());
     if (provider.scopes?.length) form.set('scope', provider.scopes.join(' '));
-    const headers = this.headers();
-    const secrets = clientAuth(provider, form, headers);
-    if (req.refreshToken) secrets.push(...variants(req.refreshToken.reveal()));
-
-    const requestedAt = new Date(this.now());
-    const exchange = await this.exchange(provider.tokenUrl, form, headers, req.signal);
-    if (!exchange.ok) return { ok: false, failure: exchange.failure };
-    return classifyTokenResponse(exchange, provider, requestedAt, secrets, this.now());
+    return this.tokenCall(provider, form, req.refreshToken ? [req.refreshToken] : [], req.signal);
   }
 
   /**
@@ -87,11 +80,19 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     form.set('code', req.code.reveal());
     form.set('redirect_uri', req.redirectUri);
     form.set('code_verifier', req.codeVerifier.reveal());
+    return this.tokenCall(provider, form, [req.code, req.codeVerifier]);
+  }
+
+  /**
+   * POSTs a grant to the token endpoint with the client's authentication and classifies the
+   * answer; `sent` are the request's own secrets, which the classifier keeps out of messages.
+   */
+  private async tokenCall(provider: ProviderConfig, form: URLSearchParams, sent: Secret[], signal?: AbortSignal): Promise<TokenResult> {
     const headers = this.headers();
     const secrets = clientAuth(provider, form, headers);
-    secrets.push(...variants(req.code.reveal()), ...variants(req.codeVerifier.reveal()));
+    for (const secret of sent) secrets.push(...variants(secret.reveal()));
     const requestedAt = new Date(this.now());
-    const exchange = await this.exchange(provider.tokenUrl, form, headers);
+    const exchange = await this.exchange(provider.tokenUrl, form, headers, signal);
     if (!exchange.ok) return { ok: false, failure: exchange.failure };
     return classifyTokenResponse(exchange, provider, requestedAt, secrets, this.now());
   }
