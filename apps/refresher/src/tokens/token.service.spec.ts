@@ -124,6 +124,28 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     expect((await get({ minTtlSeconds: 3600 })).token.version).toBe(2);
   });
 
+  it('minTtl 0 still wants a second left (the delivery margin): a token about to expire is refreshed, unless no refresh can happen', async () => {
+    store({ expiresAt: new Date(T0 + 60_000) });
+    expect((await get({ minTtlSeconds: 0 })).token.version).toBe(1);
+    clock.advance(59_000);
+    expect((await get({ minTtlSeconds: 0 })).token.version).toBe(1);
+    expect(coordinator.calls).toHaveLength(0);
+    // 999 ms left: it would arrive all but expired.
+    clock.advance(1);
+    expect((await get({ minTtlSeconds: 0 })).token.version).toBe(2);
+    expect(coordinator.calls).toEqual([{ staleVersion: 1 }]);
+  });
+
+  it('with the refresh failing, a token inside the delivery margin is still served (it beats an error) until it expires', async () => {
+    coordinator.fail = true;
+    store({ expiresAt: new Date(T0 + 60_000) });
+    clock.advance(59_500);
+    expect((await get({ minTtlSeconds: 0 })).token.version).toBe(1);
+    expect(coordinator.calls).toHaveLength(1);
+    clock.advance(501);
+    await expect(service.get({ ...key, minTtlSeconds: 0 })).rejects.toMatchObject({ code: 'refresh_failed' });
+  });
+
   it('a slow token.get that refreshes answers the reply the commit cached: one view, one put, one encoding', async () => {
     // An hour-long token with 10 s left: not valid for the default 30 s.
     store({ issuedAt: new Date(T0 - 3_590_000), expiresAt: new Date(T0 + 10_000) });

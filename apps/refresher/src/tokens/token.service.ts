@@ -13,7 +13,7 @@ import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
 import type { Credential } from '../domain/credential.js';
-import { isLive, issuedAtMs, minTtlCapMs, validFor } from '../domain/token-validity.js';
+import { isLive, issuedAtMs, minTtlCapMs, validFor, wantedValidityMs } from '../domain/token-validity.js';
 import { toCredentialView, toTokenView } from '../domain/token-view.js';
 import { ReplyCache } from '../events/reply-cache.js';
 import { TokenChangeNotifier } from '../events/token-change.notifier.js';
@@ -62,7 +62,7 @@ export class TokenService {
     const cached = this.cache.get(credentialId(request));
     if (
       cached !== undefined &&
-      validFor(cached.expiresAtMs, cached.minTtlCapMs, (request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS) * 1000, this.clock.now()) &&
+      validFor(cached.expiresAtMs, cached.minTtlCapMs, wantedValidityMs(request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS), this.clock.now()) &&
       (request.rejectedVersion === undefined || request.rejectedVersion < cached.version)
     ) {
       this.metrics.countCacheHit();
@@ -97,7 +97,7 @@ export class TokenService {
   }
 
   private async resolve(request: TokenGetRequest): Promise<Credential> {
-    const minTtlMs = (request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS) * 1000;
+    const minTtlMs = wantedValidityMs(request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS);
     let credential = await this.find(request);
     let rejected = request.rejectedVersion;
     if (rejected !== undefined && rejected > credential.version) {
