@@ -5,7 +5,7 @@
  * server and browser is test/connect-oidc.e2e-spec.ts.
  */
 import { createHash } from 'node:crypto';
-import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import pg from 'pg';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -126,6 +126,26 @@ describe('connect pages over plain HTTP', () => {
       const onPrivate = await get(`${privateBase()}${path}`);
       await onPrivate.body.dump();
       expect(onPrivate.statusCode).toBe(200);
+    }
+  });
+
+  it('a new session purges the ones that expired more than a day ago, whatever their state, and nothing younger', async () => {
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      for (const connection of ['old-1', 'old-2', 'recent']) {
+        expect((await caller.admin('connect', { tenant: 'acme', connection, provider: 'sandbox' })).ok).toBe(true);
+      }
+      // Two sessions a person abandoned long ago (one mid-flow), one that expired an hour ago.
+      await client.query(`UPDATE connect_sessions SET expires_at = now() - interval '25 hours' WHERE connection IN ('old-1', 'old-2')`);
+      await client.query(`UPDATE connect_sessions SET status = 'completing' WHERE connection = 'old-2'`);
+      await client.query(`UPDATE connect_sessions SET expires_at = now() - interval '1 hour' WHERE connection = 'recent'`);
+      expect((await caller.admin('connect', { tenant: 'acme', connection: 'trigger', provider: 'sandbox' })).ok).toBe(true);
+      await waitFor(async () => (await client.query(`SELECT 1 FROM connect_sessions WHERE connection LIKE 'old-%'`)).rowCount === 0, { message: 'old sessions purged' });
+      const { rows } = await client.query(`SELECT connection FROM connect_sessions WHERE connection IN ('recent', 'trigger') ORDER BY connection`);
+      expect(rows.map((r) => r.connection)).toEqual(['recent', 'trigger']);
+    } finally {
+      await client.end();
     }
   });
 

@@ -1,14 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Secret } from '@tokenkeeper/common';
-import { ContractError, CONNECT_DEFAULT_TTL_SECONDS, type ConnectRequest } from '@tokenkeeper/contracts';
+import { ContractError, CONNECT_DEFAULT_TTL_SECONDS, type ConnectRequest, type CredentialKey } from '@tokenkeeper/contracts';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
 import { auditRecord } from '../persistence/audit-record.js';
+import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ConnectSessionRepository, type ConnectSession } from '../persistence/connect-session.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
-import type { ProviderConfig, TokenEndpoint } from '../providers/provider.types.js';
+import type { IssuedToken, ProviderConfig, TokenEndpoint } from '../providers/provider.types.js';
+import type { Credential } from '../domain/credential.js';
 import { TokenService } from '../tokens/token.service.js';
 import { htmlPage, type ConnectPage } from './connect-page.js';
 
@@ -18,6 +20,15 @@ const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
 const LABEL = /^[a-z0-9_.-]{1,64}$/;
 /** Set by Tokenkeeper on the authorization request; a provider's `authorizeParams` cannot override them. */
 const OWN_PARAMS = ['response_type', 'client_id', 'redirect_uri', 'scope', 'state', 'code_challenge', 'code_challenge_method'];
+/**
+ * A grant the provider has issued exists only in this process until it is stored: the code is
+ * spent, so a failed write cannot be redone by the person. It is retried after these pauses
+ * (a failover, a pool briefly exhausted) before it is given up and revoked at the provider.
+ */
+const STORE_RETRY_DELAYS_MS = [250, 1_000];
+/** Sessions live at most an hour (CONNECT_MAX_TTL_SECONDS); a day later they only take space. */
+const SESSION_RETENTION_MS = 24 * 3_600_000;
+const PURGE_BATCH = 500;
 
 /**
  * The connect flow (SPEC §12): a one-time URL, the redirect to the provider with state and
@@ -34,6 +45,7 @@ export class ConnectService {
     private readonly providers: ProviderRegistry,
     @Inject(TOKEN_ENDPOINT) private readonly endpoint: TokenEndpoint,
     private readonly tokens: TokenService,
+    private readonly credentials: CredentialRepository,
     private readonly clock: Clock,
   ) {}
 
@@ -66,6 +78,10 @@ export class ConnectService {
       auditRecord('connect_started', identity, this.config.replicaId),
     );
     this.logger.log({ msg: 'connect session started', ...identity, expiresAt: expiresAt.toISOString() });
+    // Housekeeping rides on new sessions (no timer): what expired a day ago, whatever its state.
+    void this.sessions.purgeExpiredBefore(new Date(now - SESSION_RETENTION_MS), PURGE_BATCH).catch((error: unknown) => {
+      this.logger.warn({ msg: 'purging old connect sessions failed', error: error instanceof Error ? error.name : typeof error });
+    });
     return { url: `${this.config.connect.publicBaseUrl}/connect/${sessionId}`, expiresAt: expiresAt.toISOString() };
   }
 
@@ -126,26 +142,71 @@ export class ConnectService {
     }
     const issued = result.token;
     const identity = { tenant: session.tenant, connection: session.connection, provider: provider.id };
-    const credential = await this.tokens.storeGrant(
-      session,
-      provider,
-      {
-        accessToken: issued.accessToken,
-        refreshToken: issued.refreshToken,
-        tokenType: issued.tokenType,
-        scope: issued.scope,
-        expiresInSeconds: issued.expiresInSeconds,
-        issuedAt: issued.requestedAt,
-      },
-      [auditRecord('connected', identity, this.config.replicaId, { outcome: issued.refreshToken ? 'with_refresh_token' : 'without_refresh_token' })],
-    );
-    await this.sessions.finish(sessionHash, 'connected', new Date(this.clock.now()));
+    const credential = await this.storeWithRetries(session, provider, issued);
+    if (!credential) {
+      await this.giveBack(session, provider, issued);
+      return this.fail(sessionHash, session, 'store_failed', 'The grant could not be stored, so it was handed back to the provider; nothing was connected. Start again in a moment.', 503).catch(() =>
+        htmlPage(503, 'Not connected', 'The grant could not be stored; nothing was connected. Start again in a moment.'),
+      );
+    }
+    // The credential is stored: a session left `completing` by a failure here is only purged later.
+    await this.sessions.finish(sessionHash, 'connected', new Date(this.clock.now())).catch((error: unknown) => {
+      this.logger.warn({ msg: 'connect: ending the session failed (the credential is stored)', ...identity, error: error instanceof Error ? error.name : typeof error });
+    });
     if (!issued.refreshToken && provider.grant === 'refresh_token') {
       this.logger.warn({ msg: 'connected without a refresh token: it cannot be refreshed', ...identity, hint: presetHint(provider) });
     }
     this.logger.log({ msg: 'connected', ...identity, version: credential.version });
     if (session.returnUrl) return { kind: 'redirect', status: 303, location: withStatus(session.returnUrl, 'connected') };
     return htmlPage(200, 'Connected', `${provider.id} is connected for ${session.tenant}/${session.connection}. You can close this window.`);
+  }
+
+  /** The grant stored as `register` stores one, retried on failure; null when every try failed. */
+  private async storeWithRetries(session: ConnectSession, provider: ProviderConfig, issued: IssuedToken): Promise<Credential | null> {
+    const identity = { tenant: session.tenant, connection: session.connection, provider: provider.id };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.tokens.storeGrant(
+          session,
+          provider,
+          {
+            accessToken: issued.accessToken,
+            refreshToken: issued.refreshToken,
+            tokenType: issued.tokenType,
+            scope: issued.scope,
+            expiresInSeconds: issued.expiresInSeconds,
+            issuedAt: issued.requestedAt,
+          },
+          [auditRecord('connected', identity, this.config.replicaId, { outcome: issued.refreshToken ? 'with_refresh_token' : 'without_refresh_token' })],
+        );
+      } catch (error) {
+        const name = error instanceof Error ? error.name : typeof error;
+        if (attempt >= STORE_RETRY_DELAYS_MS.length) {
+          this.logger.error({ msg: 'connect: the grant could not be stored; revoking it at the provider', ...identity, error: name });
+          return null;
+        }
+        this.logger.warn({ msg: 'connect: storing the grant failed; retrying', ...identity, attempt: attempt + 1, error: name });
+        await sleep(STORE_RETRY_DELAYS_MS[attempt]);
+      }
+    }
+  }
+
+  /**
+   * RFC 7009, best effort: a grant nobody holds any more is revoked rather than left alive at
+   * the provider (the refresh token first: with it gone, the access token is the lesser risk).
+   */
+  private async giveBack(key: CredentialKey, provider: ProviderConfig, issued: IssuedToken): Promise<void> {
+    if (!provider.revocationUrl) return;
+    try {
+      // A write whose answer was lost may have landed: only a grant the database is seen not
+      // to hold is revoked (revoking a stored one would kill the credential). No read, no revoke.
+      const stored = await this.credentials.find(key);
+      if (stored?.accessToken?.reveal() === issued.accessToken.reveal()) return;
+      if (issued.refreshToken) await this.endpoint.revoke(provider, issued.refreshToken, 'refresh_token');
+      await this.endpoint.revoke(provider, issued.accessToken, 'access_token');
+    } catch (error) {
+      this.logger.warn({ msg: 'connect: revoking the unstored grant failed', provider: provider.id, error: error instanceof Error ? error.name : typeof error });
+    }
   }
 
   /** A state nobody can take any more: used, expired (recorded once, as the session's end), or never issued. */
@@ -159,12 +220,12 @@ export class ConnectService {
     return htmlPage(409, 'Already used', 'This answer was already used. Start again from your application.');
   }
 
-  private async fail(sessionHash: Buffer, session: ConnectSession, code: string, message: string): Promise<ConnectPage> {
+  private async fail(sessionHash: Buffer, session: ConnectSession, code: string, message: string, status?: number): Promise<ConnectPage> {
     const identity = { tenant: session.tenant, connection: session.connection, provider: session.provider };
     await this.sessions.finish(sessionHash, 'failed', new Date(this.clock.now()), auditRecord('connect_failed', identity, this.config.replicaId, { code }));
     this.logger.warn({ msg: 'connect failed', ...identity, code });
     if (session.returnUrl) return { kind: 'redirect', status: 303, location: withStatus(session.returnUrl, 'failed', code) };
-    return htmlPage(code === 'access_denied' ? 403 : 400, 'Not connected', message);
+    return htmlPage(status ?? (code === 'access_denied' ? 403 : 400), 'Not connected', message);
   }
 }
 
@@ -189,6 +250,10 @@ function withStatus(returnUrl: string, status: 'connected' | 'failed', code?: st
 
 function presetHint(provider: ProviderConfig): string {
   return provider.preset === 'google' ? 'Google issues a refresh token only with access_type=offline and prompt=consent' : 'check the scopes (offline_access) and authorizeParams';
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function single(value: unknown): string | undefined {

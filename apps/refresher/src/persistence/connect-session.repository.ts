@@ -132,6 +132,17 @@ export class ConnectSessionRepository {
     );
   }
 
+  /** Deletes up to `limit` sessions that expired before `before`, whatever their state; returns how many. */
+  async purgeExpiredBefore(before: Date, limit: number): Promise<number> {
+    const [, count] = await this.db.query(
+      `DELETE FROM connect_sessions WHERE session_hash IN (
+         SELECT session_hash FROM connect_sessions WHERE expires_at < $1 ORDER BY expires_at LIMIT $2
+       )`,
+      [before, limit],
+    );
+    return Number(count ?? 0);
+  }
+
   /** Ends a session whose callback came too late, with its record, once (a reload finds it failed). */
   async expireByState(stateHash: Buffer, now: Date, audit: PendingAuditRecord): Promise<void> {
     await this.db.query(
