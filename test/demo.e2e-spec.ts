@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createTestDatabase, startNatsServer } from '@tokenkeeper/testing';
+import { request } from 'undici';
 import { expect, it } from 'vitest';
 
 /**
@@ -46,3 +47,66 @@ it.each(['secure', 'open'] as const)('npm run demo completes with zero failed AP
     await db.drop();
   }
 }, 90_000);
+
+/**
+ * DEMO_CONNECT=1: the first tenant's credential comes through the connect flow. The test is
+ * the person: it takes the printed link, follows it to the sandbox's consent page, presses
+ * Allow and brings the answer back to the refresher's callback, all over plain HTTP.
+ */
+it('DEMO_CONNECT=1 npm run demo prints a link, connects through the consent page and completes', async () => {
+  const [nats, db] = await Promise.all([startNatsServer({ jetstream: true }), createTestDatabase('tk_demo_connect')]);
+  try {
+    const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/demo/src/main.ts'], {
+      env: { ...process.env, DEMO_CONNECT: '1', DEMO_SECONDS: '14', DEMO_TOKEN_TTL_SECONDS: '12', REFRESH_MIN_MARGIN_SECONDS: '6', NATS_URL: nats.url, DATABASE_URL: db.url, AUDIT_DATABASE_URL: `${db.url}_audit`, TOKEN_ENCRYPTION_KEYS: `demo:${Buffer.alloc(32, 7).toString('base64')}` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let person: Promise<void> | undefined;
+    child.stdout.on('data', (d) => {
+      out += d;
+      const link = /open this in a browser[^\n]*\n\n +(http:\/\/\S+\/connect\/\S+)/.exec(out)?.[1];
+      if (link && !person) person = allowInTheBrowser(link);
+    });
+    child.stderr.on('data', (d) => (out += d));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    await person;
+    expect(out, out).toMatch(/Connect acme\/sandbox-api: open this in a browser/);
+    expect(out).toMatch(/connected acme\/sandbox-api through the browser .*: v1/);
+    expect(out).toContain('API calls failed:    0');
+    expect(code, out).toBe(0);
+    expect(out).toMatch(/token refreshed → v\d+ of acme\/sandbox-api/);
+    expect(out).toMatch(/billing +now using token v\d+ \(pushed by the refresher\)/);
+    expect(out).toMatch(/connect: +acme\/sandbox-api connected through the browser/);
+  } finally {
+    const { default: pg } = await import('pg');
+    const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]+$/, '/postgres') });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS "${db.name}_audit" WITH (FORCE)`);
+    await admin.end();
+    await nats.stop();
+    await db.drop();
+  }
+}, 90_000);
+
+/** What a person's browser does with the link: the redirects by hand, and Allow on the consent form. */
+async function allowInTheBrowser(link: string): Promise<void> {
+  const toProvider = await request(link);
+  await toProvider.body.dump();
+  expect(toProvider.statusCode).toBe(302);
+  const consentPage = await request(String(toProvider.headers.location));
+  const html = await consentPage.body.text();
+  expect(consentPage.statusCode, html).toBe(200);
+  const consent = /name="consent" value="([^"]+)"/.exec(html)![1]!;
+  const authorizeUrl = new URL(String(toProvider.headers.location));
+  const allowed = await request(`${authorizeUrl.origin}${authorizeUrl.pathname}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ consent, decision: 'allow' }).toString(),
+  });
+  await allowed.body.dump();
+  expect(allowed.statusCode).toBe(302);
+  const callback = await request(String(allowed.headers.location));
+  const result = await callback.body.text();
+  expect(callback.statusCode, result).toBe(200);
+  expect(result).toMatch(/Connected/);
+}

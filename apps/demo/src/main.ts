@@ -12,6 +12,12 @@
  *
  *   npm run demo                 # 90 s
  *   DEMO_SECONDS=30 npm run demo
+ *   DEMO_CONNECT=1 npm run demo  # the first tenant's credential comes through a browser
+ *
+ * With DEMO_CONNECT=1 the first tenant's credential is not handed over by the sandbox but
+ * connected (SPEC §12): the demo prints a one-time link, a person opens it, presses Allow on
+ * the sandbox's consent page, and the demo goes on once `token.registered` arrives (waiting
+ * up to DEMO_SECONDS; the DEMO_SECONDS of the story start after that).
  */
 import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
@@ -25,6 +31,7 @@ import { startRefresher } from '../../refresher/src/refresher.app.js';
 import { startAudit } from '../../audit/src/audit.app.js';
 import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
 import { DemoBus, natsServerAvailable, type DemoRole } from './demo-bus.js';
+import { connectThroughBrowser, freePort } from './demo-connect.js';
 import { DemoConsumer, type ConsumerSummary, type ForeignTokenOutcome } from './demo-consumer.js';
 import { DemoLog, preview } from './demo-log.js';
 
@@ -40,6 +47,13 @@ const services = [
   { service: 'reports', key: { tenant: 'globex', connection: 'sandbox-api' } },
 ];
 const keyName = (k: CredentialKey) => `${k.tenant}/${k.connection}`;
+const connectMode = process.env.DEMO_CONNECT === '1';
+if (process.env.DEMO_CONNECT !== undefined && process.env.DEMO_CONNECT !== '' && process.env.DEMO_CONNECT !== '0' && !connectMode) {
+  process.stderr.write('DEMO_CONNECT must be 1 (or unset)\n');
+  process.exit(2);
+}
+/** With DEMO_CONNECT, this one comes through the browser; the others are handed over as before. */
+const connectKey: CredentialKey | undefined = connectMode ? services[0].key : undefined;
 const log = new DemoLog();
 
 const requestedBus = process.env.DEMO_BUS;
@@ -59,6 +73,11 @@ const bus = await DemoBus.start({
   auditConsumer: AUDIT_CONSUMER_NAME,
   consumers: services.map((s) => ({ tenant: s.key.tenant, service: s.service })),
 });
+// The connect pages on a port of their own, as in production; the link the person opens points there.
+const publicHttpPort = connectMode ? (process.env.PUBLIC_HTTP_PORT ?? String(await freePort())) : undefined;
+const connectEnv: Record<string, string> = publicHttpPort
+  ? { PUBLIC_HTTP_PORT: publicHttpPort, PUBLIC_BASE_URL: process.env.PUBLIC_BASE_URL ?? `http://127.0.0.1:${publicHttpPort}` }
+  : {};
 // The refresher signs token replies and events with this key; the consumers trust only it.
 const signingSeed = process.env.EVENT_SIGNING_KEY ?? generateSigningSeed();
 const signerPublicKey = EventSigner.fromSeed(signingSeed).publicKey;
@@ -73,6 +92,7 @@ const config = loadConfig({
   REPLICA_ID: 'demo-refresher',
   // Refresh 7 s before expiry, so that consumers (which want 5 s left) always have the pushed token in time.
   REFRESH_MIN_MARGIN_SECONDS: process.env.REFRESH_MIN_MARGIN_SECONDS ?? '7',
+  ...connectEnv,
 });
 
 log.section(`Tokenkeeper demo: ${seconds} s, tokens live ${TOKEN_TTL_SECONDS} s`);
@@ -93,14 +113,16 @@ const auditConfig = loadAuditConfig({
 await resetDatabase(config.database.url);
 await resetDatabase(auditConfig.database.url);
 const demoStartedAt = new Date().toISOString();
-const sandbox = await startSandboxProvider({ accessTokenTtlSeconds: TOKEN_TTL_SECONDS, rotateRefreshTokens: true });
-log.line('provider', `sandbox OAuth2 provider on ${sandbox.url} (rotating refresh tokens, reuse revokes the family)`);
+// Connecting, the sandbox also declares an issuer, so the callback's RFC 9207 check is part of the story.
+const sandbox = await startSandboxProvider({ accessTokenTtlSeconds: TOKEN_TTL_SECONDS, rotateRefreshTokens: true, ...(connectMode ? { issuer: true as const } : {}) });
+log.line('provider', `sandbox OAuth2 provider on ${sandbox.url} (rotating refresh tokens, reuse revokes the family${connectMode ? '; consent page at /authorize' : ''})`);
 
-const providers = parseProvidersDocument(JSON.stringify({ providers: { sandbox: sandbox.providerSettings() } }), 'json', {});
+const sandboxEntry = connectMode ? sandbox.providerSettings({ authorizationUrl: sandbox.authorizationUrl }) : sandbox.providerSettings();
+const providers = parseProvidersDocument(JSON.stringify({ providers: { sandbox: sandboxEntry } }), 'json', {});
 // The refresher's own log is JSON; here only its warnings reach stderr, to keep the story readable.
 const refresherLogger = new PinoLoggerService(createLogger({ level: process.env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: process.stderr as never }));
 const refresher = await startRefresher({ config, logger: refresherLogger, providers });
-log.line('refresher', `started: PostgreSQL ${new URL(config.database.url).pathname.slice(1)}, NATS ${redactServers(config.nats.servers).join(',')}`);
+log.line('refresher', `started: PostgreSQL ${new URL(config.database.url).pathname.slice(1)}, NATS ${redactServers(config.nats.servers).join(',')}${connectMode ? `, connect pages on ${config.connect.publicBaseUrl}` : ''}`);
 const audit = await startAudit({ config: auditConfig, logger: refresherLogger });
 log.line('audit', `started: durable JetStream consumer into ${new URL(auditConfig.database.url).pathname.slice(1)}`);
 
@@ -131,10 +153,23 @@ for (const kind of TOKEN_EVENT_KINDS) {
 
 // The seed's "initial OAuth2 token loaded": an access token and a refresh token from the provider, per tenant.
 for (const { key } of services) {
+  if (key === connectKey) continue;
   const initial = sandbox.issueTokens();
   const registered = await nc.request(adminSubject('register', key.tenant, key.connection), JSON.stringify({ ...key, provider: 'sandbox', ...initial }), { timeout: 10_000 });
   const reply = registered.json<{ ok: boolean; error?: { message: string } }>();
   if (!reply.ok) throw new Error(`register ${keyName(key)} failed: ${reply.error?.message}`);
+}
+
+if (connectKey) {
+  const interrupted = new AbortController();
+  const interrupt = () => interrupted.abort();
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
+  const outcome = await connectThroughBrowser(nc, connectKey, { provider: 'sandbox', waitSeconds: seconds, log, signal: interrupted.signal });
+  process.off('SIGINT', interrupt);
+  process.off('SIGTERM', interrupt);
+  if (!outcome.connected) await stopBeforeTheStory(`not connected: ${outcome.reason}`);
+  else log.line('demo', `connected ${keyName(connectKey)} through the browser (consent on the sandbox provider, code with PKCE): v${outcome.version}; the story goes on with it`);
 }
 
 const consumers = services.map(
@@ -183,6 +218,7 @@ async function finish(reason: string): Promise<void> {
     );
   }
   process.stdout.write(`audit records:       ${auditCounts}\n`);
+  if (connectKey) process.stdout.write(`connect:             ${keyName(connectKey)} connected through the browser (sandbox consent page, code with PKCE)\n`);
   process.stdout.write(`bus:                 ${bus.mode === 'secure' ? 'secure bus: per-tenant permissions' : 'open bus (no permissions)'}\n`);
   const who = `${consumers[0].name} (tenant ${services[0].key.tenant}) asked for ${keyName(foreignKey)}`;
   // On the secure bus this must be refused; on the open bus it shows why the secure one exists.
@@ -192,6 +228,17 @@ async function finish(reason: string): Promise<void> {
   await bus.stop();
   process.stdout.write(failed === 0 ? '\nNo API call failed: every token was refreshed before it expired.\n' : `\n${failed} API calls failed.\n`);
   process.exit(failed === 0 && calls > 0 && isolated ? 0 : 1);
+}
+
+/** Nobody connected in time (or Ctrl-C while waiting): everything started so far stops, exit 1. */
+async function stopBeforeTheStory(reason: string): Promise<never> {
+  log.line('demo', `${reason}; stopping`);
+  await refresher.close();
+  await audit.close();
+  await nc.drain();
+  await sandbox.close();
+  await bus.stop();
+  process.exit(1);
 }
 
 /** What the audit app stored for this run, by type (it may take a moment to catch up). */

@@ -24,6 +24,7 @@ async function main(): Promise<void> {
     `  token endpoint:      ${provider.tokenUrl}`,
     `  revocation endpoint: ${provider.revocationUrl}`,
     `  protected API:       ${provider.apiUrl}`,
+    `  authorization:       ${provider.authorizationUrl} (consent page; code with PKCE S256)`,
     `  client:              sandbox-client / sandbox-secret (client_secret_basic or client_secret_post)`,
     `  refresh token:       ${provider.issueRefreshToken()}`,
   ];

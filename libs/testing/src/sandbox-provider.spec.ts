@@ -239,7 +239,7 @@ describe('SandboxProvider', () => {
     });
 
     it('answers unsupported_grant_type for other grants and refuses non-form bodies', async () => {
-      const answer = await post(provider.tokenUrl, { grant_type: 'authorization_code', code: 'x' });
+      const answer = await post(provider.tokenUrl, { grant_type: 'password', username: 'u', password: 'p' });
       expect(answer.status).toBe(400);
       expect(answer.json.error).toBe('unsupported_grant_type');
       const json = await request(provider.tokenUrl, {

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { SandboxAuthorizer } from './sandbox-authorize.js';
 import { respondWithFault, type SandboxFault } from './sandbox-faults.js';
 import { SandboxTokenStore } from './sandbox-tokens.store.js';
 
@@ -26,12 +27,17 @@ export interface SandboxOptions {
   expiresInAsString?: boolean;
   /** When set, responses carry a `refresh_in` hint with this many seconds. */
   refreshInSeconds?: number;
+  /** RFC 9207 issuer sent as `iss` on authorization responses; `true`: the sandbox's own URL. Default none. */
+  issuer?: string | true;
+  /** Redirect URIs the authorization endpoint accepts, exactly; default any http(s) URI. */
+  redirectUris?: string[];
 }
 
 export interface SandboxStats {
   tokenRequests: number;
   refreshGrants: number;
   clientCredentialsGrants: number;
+  authorizationCodeGrants: number;
   successes: number;
   reuseDetected: number;
   familiesRevoked: number;
@@ -60,6 +66,7 @@ function emptyStats(): SandboxStats {
     tokenRequests: 0,
     refreshGrants: 0,
     clientCredentialsGrants: 0,
+    authorizationCodeGrants: 0,
     successes: 0,
     reuseDetected: 0,
     familiesRevoked: 0,
@@ -108,7 +115,8 @@ function oauthError(res: ServerResponse, status: number, error: string, descript
 
 /**
  * A small OAuth2 provider for tests, the demo and benchmarks: a token endpoint
- * with Auth0/Okta refresh-token rotation and reuse detection, RFC 7009
+ * with Auth0/Okta refresh-token rotation and reuse detection, an authorization
+ * endpoint with a consent page (code with PKCE S256, sandbox-authorize.ts), RFC 7009
  * revocation, a protected API, and fault injection. It never logs: tokens must
  * not end up in test output either.
  */
@@ -117,9 +125,12 @@ export class SandboxProvider {
   readonly tokenUrl: string;
   readonly revocationUrl: string;
   readonly apiUrl: string;
+  readonly authorizationUrl: string;
+  readonly issuer?: string;
   readonly stats: Readonly<SandboxStats> = emptyStats();
 
   private readonly store = new SandboxTokenStore();
+  private readonly authorizer: SandboxAuthorizer;
   private readonly clientId: string;
   private readonly clientSecret: string;
   private readonly allowPublicClient: boolean;
@@ -147,6 +158,8 @@ export class SandboxProvider {
     this.tokenUrl = `${this.url}/oauth/token`;
     this.revocationUrl = `${this.url}/oauth/revoke`;
     this.apiUrl = `${this.url}/api/resource`;
+    this.authorizationUrl = `${this.url}/authorize`;
+    this.issuer = options.issuer === true ? this.url : options.issuer;
     this.clientId = options.clientId ?? 'sandbox-client';
     this.clientSecret = options.clientSecret ?? 'sandbox-secret';
     this.allowPublicClient = options.allowPublicClient ?? false;
@@ -155,7 +168,11 @@ export class SandboxProvider {
     this.graceMs = (options.reuseGraceSeconds ?? 0) * 1000;
     this.expiresInAsString = options.expiresInAsString ?? false;
     this.refreshInSeconds = options.refreshInSeconds;
-    this.sweeper = setInterval(() => this.store.sweepExpired(), SWEEP_INTERVAL_MS).unref();
+    this.authorizer = new SandboxAuthorizer({ clientId: this.clientId, issuer: this.issuer, redirectUris: options.redirectUris });
+    this.sweeper = setInterval(() => {
+      this.store.sweepExpired();
+      this.authorizer.sweepExpired();
+    }, SWEEP_INTERVAL_MS).unref();
     server.on('request', (req: IncomingMessage, res: ServerResponse) => {
       this.route(req, res).catch(() => {
         if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
@@ -177,8 +194,11 @@ export class SandboxProvider {
     return new SandboxProvider(server, options);
   }
 
-  /** Starts a new refresh-token family and returns its first refresh token. */
-  /** Settings for a providers file (SPEC §5) entry backed by this sandbox. */
+  /**
+   * Settings for a providers file (SPEC §5) entry backed by this sandbox. The
+   * authorization endpoint is left out (pass `authorizationUrl` to connect through it), so
+   * that an entry stays register-only unless a test says otherwise.
+   */
   providerSettings(overrides: Record<string, unknown> = {}): Record<string, unknown> {
     return {
       tokenUrl: this.tokenUrl,
@@ -187,9 +207,12 @@ export class SandboxProvider {
       clientSecret: this.clientSecret,
       authMethod: 'client_secret_basic',
       grant: 'refresh_token',
+      ...(this.issuer !== undefined ? { issuer: this.issuer } : {}),
       ...overrides,
     };
   }
+
+  /** Starts a new refresh-token family and returns its first refresh token. */
 
   issueRefreshToken(): string {
     return this.store.startFamily();
@@ -278,6 +301,8 @@ export class SandboxProvider {
         return this.revocationEndpoint(req, res);
       case '/api/resource':
         return this.protectedApi(req, res);
+      case '/authorize':
+        return this.authorizationEndpoint(req, res);
       default:
         sendJson(res, 404, { error: 'not_found' });
     }
@@ -328,12 +353,30 @@ export class SandboxProvider {
       }
       return this.sendTokens(res, outcome.accessToken, outcome.refreshToken, outcome.scope, fault?.type === 'expires_in' ? fault.value : undefined);
     }
+    if (grantType === 'authorization_code') {
+      stats.authorizationCodeGrants++;
+      const redeemed = this.authorizer.redeem({
+        code: form.get('code'),
+        clientId: this.clientId,
+        redirectUri: form.get('redirect_uri'),
+        codeVerifier: form.get('code_verifier'),
+      });
+      if (!redeemed.ok) {
+        if (redeemed.revokeRefreshToken && this.store.revoke(redeemed.revokeRefreshToken).familyRevokedNow) stats.familiesRevoked++;
+        return oauthError(res, 400, 'invalid_grant', redeemed.description);
+      }
+      // A new family, exactly as issueTokens() starts one; refreshes then rotate it as any other.
+      const refreshToken = this.store.startFamily(redeemed.scope);
+      redeemed.bind(refreshToken);
+      const accessToken = this.store.issueAccessFor(refreshToken, this.ttlSeconds);
+      return this.sendTokens(res, accessToken, refreshToken, redeemed.scope, fault?.type === 'expires_in' ? fault.value : undefined);
+    }
     if (grantType === 'client_credentials') {
       stats.clientCredentialsGrants++;
       return this.sendTokens(res, this.store.clientCredentials(this.clientId, this.ttlSeconds, scope), undefined, scope, fault?.type === 'expires_in' ? fault.value : undefined);
     }
     if (!grantType) return oauthError(res, 400, 'invalid_request', 'grant_type is required');
-    return oauthError(res, 400, 'unsupported_grant_type', 'only refresh_token and client_credentials are supported');
+    return oauthError(res, 400, 'unsupported_grant_type', 'only authorization_code, refresh_token and client_credentials are supported');
   }
 
   /** `expiresIn` overrides what is advertised (a fault); the token itself lives ttlSeconds either way. */
@@ -348,6 +391,24 @@ export class SandboxProvider {
     if (scope) body.scope = scope;
     if (this.refreshInSeconds !== undefined) body.refresh_in = this.refreshInSeconds;
     sendJson(res, 200, body);
+  }
+
+  /** GET: the consent page; POST: the person's answer (sandbox-authorize.ts). Errors are pages, not JSON: a browser reads them. */
+  private async authorizationEndpoint(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method === 'GET') return this.authorizer.consentPage(new URL(req.url ?? '/', 'http://sandbox').searchParams, res);
+    if (req.method !== 'POST') {
+      res.writeHead(405, { allow: 'GET, POST', 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end('method not allowed\n');
+      return;
+    }
+    let body: string;
+    try {
+      body = await readBody(req);
+    } catch (error) {
+      if (error instanceof RequestTooLarge) res.writeHead(413, { 'content-type': 'text/plain; charset=utf-8' }).end('body too large\n');
+      else res.destroy();
+      return;
+    }
+    this.authorizer.decide(new URLSearchParams(body), res);
   }
 
   private async revocationEndpoint(req: IncomingMessage, res: ServerResponse): Promise<void> {
