@@ -7,6 +7,7 @@
  * test/connect-oidc.e2e-spec.ts; this one is what `DEMO_CONNECT=1 npm run demo` relies on.
  */
 import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import pg from 'pg';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../../test/connect-oidc.fixtures.js';
@@ -50,7 +51,13 @@ describe('connect flow against the sandbox consent page', () => {
       freePort(),
     ]);
     refresher = await startTestRefresher(
-      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, { PUBLIC_HTTP_PORT: String(publicPort), PUBLIC_BASE_URL: publicBase(), LOG_LEVEL: 'info' }),
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, {
+        PUBLIC_HTTP_PORT: String(publicPort),
+        PUBLIC_BASE_URL: publicBase(),
+        LOG_LEVEL: 'info',
+        // Short, so that a write blocked on purpose (the unstorable grant) fails in a second, not in 15.
+        DATABASE_STATEMENT_TIMEOUT_MS: '800',
+      }),
       sandboxProviders(sandbox, { authorizationUrl: sandbox.authorizationUrl, scopes: ['read'] }),
     );
     caller = await RawCaller.connect(nats.url);
@@ -129,5 +136,32 @@ describe('connect flow against the sandbox consent page', () => {
     expect(described.ok).toBe(false);
     expect(described.error.code).toBe('not_found');
     expect(events.of('registered', 'acme', 'denied')).toEqual([]);
+  });
+
+  it('a grant the database cannot store is retried, then revoked at the provider: a clear page, no credential, the session spent', async () => {
+    const { callback } = await consent('unstorable', 'allow');
+    const revocationsBefore = sandbox.stats.revocations;
+    // Writes to credentials block (reads do not) until the refresher's statement timeout fails them.
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    let done: Step;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE credentials IN EXCLUSIVE MODE');
+      done = await get(callback);
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+    }
+    expect(done.status, done.text).toBe(503);
+    expect(done.text).toMatch(/could not be stored/);
+    // Three tries were made, then both tokens the code gave were revoked.
+    expect(refresher.logs.text().match(/storing the grant failed; retrying/g)).toHaveLength(2);
+    expect(sandbox.stats.revocations - revocationsBefore).toBe(2);
+    const described = await caller.admin('describe', { tenant: 'acme', connection: 'unstorable' });
+    expect(described.error?.code).toBe('not_found');
+    expect(events.of('registered', 'acme', 'unstorable')).toEqual([]);
+    // The session ended as failed: its callback cannot be replayed into a second exchange.
+    expect((await get(callback)).status).toBe(409);
   });
 });

@@ -16,6 +16,8 @@ import { auditEnv, startTestAudit, type TestAudit } from '../../audit/test/audit
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../../refresher/test/refresher.harness.js';
 import { buildAuthz } from '../src/authz.command.js';
 import type { GeneratedUser } from '../src/authz.render.js';
+import { request } from 'undici';
+import { freePort } from '../../../test/connect-oidc.fixtures.js';
 import { natsEnvOf } from './generated-users.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -45,6 +47,7 @@ describe('tokenctl as the operator user on the permissioned bus (SPEC §11)', ()
   let audit: TestAudit;
   let users: Map<string, GeneratedUser>;
   let dir: string;
+  let publicPort: number;
 
   const as = (name: string) => ({ NATS_URL: nats.url, ...natsEnvOf(users.get(name)!) });
 
@@ -57,9 +60,13 @@ describe('tokenctl as the operator user on the permissioned bus (SPEC §11)', ()
       createTestDatabase('tk_ctl_op_a'),
       startSandboxProvider({ accessTokenTtlSeconds: 600 }),
     ]);
+    publicPort = await freePort();
     refresher = await startTestRefresher(
-      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, natsEnvOf(users.get('refresher')!)),
-      sandboxProviders(sandbox),
+      testEnv(
+        { natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() },
+        { ...natsEnvOf(users.get('refresher')!), PUBLIC_HTTP_PORT: String(publicPort), PUBLIC_BASE_URL: `http://127.0.0.1:${publicPort}` },
+      ),
+      sandboxProviders(sandbox, { authorizationUrl: sandbox.authorizationUrl }),
     );
     audit = await startTestAudit(auditEnv(nats.url, auditDb.url, natsEnvOf(users.get('audit')!)));
     dir = mkdtempSync(join(tmpdir(), 'tokenctl-operator-'));
@@ -168,5 +175,29 @@ describe('tokenctl as the operator user on the permissioned bus (SPEC §11)', ()
       expect(refused.code, `${subject}: ${refused.stderr}`).toBe(3);
       expect(refused.stderr).toContain(`NATS denied publish on ${subject}`);
     }
+  }, CLI_TEST_TIMEOUT_MS);
+
+  it('a tenant admin connects a credential with tokenctl connect: it may not subscribe to events, so describe polling sees the grant', async () => {
+    const connecting = runCli(['connect', 'acme', 'crm', '--provider', 'sandbox', '--wait', '60'], as('admin-acme'));
+    const link = await waitFor(() => /https?:\/\/\S+\/connect\/\S+/.exec(connecting.out())?.[0], { timeoutMs: 30_000, message: 'the link printed' });
+    // The person: the link, the sandbox's consent page, Allow, back to the callback.
+    const toProvider = await request(link);
+    await toProvider.body.dump();
+    const page = await request(String(toProvider.headers.location));
+    const consentId = /name="consent" value="([^"]+)"/.exec(await page.body.text())![1]!;
+    const answered = await request(sandbox.authorizationUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ consent: consentId, decision: 'allow' }).toString(),
+    });
+    await answered.body.dump();
+    const callback = await request(String(answered.headers.location));
+    expect(callback.statusCode, await callback.body.text()).toBe(200);
+
+    const result = await connecting.done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('connected acme/crm (sandbox)');
+    const described = await runCli(['describe', 'acme', 'crm', '--json'], as('admin-acme')).done;
+    expect(JSON.parse(described.stdout).credential).toMatchObject({ status: 'active', version: 1, hasRefreshToken: true });
   }, CLI_TEST_TIMEOUT_MS);
 });
