@@ -5,8 +5,8 @@ import { minTtlCapMs } from '../domain/token-validity.js';
 import { signedPayload } from './signed-payload.js';
 
 /**
- * A token ready to be served: the reply is encoded and signed once per version, not once
- * per request, and answered as this very object.
+ * A token ready to be served: the reply is encoded and signed once per version (on its
+ * first read), not once per request, and answered as this very object.
  */
 export interface CachedToken {
   version: number;
@@ -154,12 +154,21 @@ export class ReplyCache {
     else this.waiters.delete(id);
   }
 
+  /**
+   * The reply is encoded and signed on first use, then kept: most versions a replica
+   * refreshes are replaced before any `token.get` asks for them (issue 13: a signature per
+   * refresh for nobody), and a version that is asked for is still signed once, not per request.
+   */
   private toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number): CachedToken {
+    let reply: ReplyWithHeaders | undefined;
+    const replyFor = () => (reply ??= this.replyFor(token));
     return {
       version: token.version,
       expiresAtMs,
       minTtlCapMs: minTtlCapMs(expiresAtMs, issuedAtMs),
-      reply: this.replyFor(token),
+      get reply() {
+        return replyFor();
+      },
     };
   }
 
