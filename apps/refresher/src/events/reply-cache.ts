@@ -21,6 +21,25 @@ export interface CachedToken {
   reply: ReplyWithHeaders;
 }
 
+/** A cached token whose reply is encoded and signed when first read (see ReplyCache.toCached). */
+class LazyReply implements CachedToken {
+  private signed?: ReplyWithHeaders;
+  /** Set once the reply was read: this credential is asked for here, later versions are signed eagerly. */
+  asked = false;
+
+  constructor(
+    readonly version: number,
+    readonly expiresAtMs: number,
+    readonly minTtlCapMs: number,
+    private readonly sign: () => ReplyWithHeaders,
+  ) {}
+
+  get reply(): ReplyWithHeaders {
+    this.asked = true;
+    return (this.signed ??= this.sign());
+  }
+}
+
 /** Resolved with the new version, or -1 when the refresh being waited for failed. */
 type VersionWaiter = { above: number; resolve: (version: number) => void };
 
@@ -75,7 +94,7 @@ export class ReplyCache {
     const current = this.entries.peek(id);
     let stored: CachedToken | undefined;
     if ((!current || current.version <= token.version) && !this.isDead(id, token.version)) {
-      stored = this.toCached(token, issuedAtMs, parseExpiry(token));
+      stored = this.toCached(token, issuedAtMs, parseExpiry(token), current);
       this.entries.set(id, stored);
     }
     this.notify(id, token.version);
@@ -90,7 +109,7 @@ export class ReplyCache {
    */
   observe(id: string, token: TokenView, issuedAtMs: number, expiresAtMs: number): void {
     const current = this.entries.peek(id);
-    if (current && current.version < token.version && !this.isDead(id, token.version)) this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs));
+    if (current && current.version < token.version && !this.isDead(id, token.version)) this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs, current));
     this.notify(id, token.version);
   }
 
@@ -155,21 +174,16 @@ export class ReplyCache {
   }
 
   /**
-   * The reply is encoded and signed on first use, then kept: most versions a replica
-   * refreshes are replaced before any `token.get` asks for them (issue 13: a signature per
-   * refresh for nobody), and a version that is asked for is still signed once, not per request.
+   * A version of a token `token.get` has asked for here (its entry's reply was read, now or
+   * for an earlier version) is signed at once, ready for the next request. Any other is
+   * signed on first read: most versions a replica refreshes are never asked for before
+   * the next one replaces them (issue 13: a signature per refresh for nobody). Either way a
+   * version is signed once, never per request.
    */
-  private toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number): CachedToken {
-    let reply: ReplyWithHeaders | undefined;
-    const replyFor = () => (reply ??= this.replyFor(token));
-    return {
-      version: token.version,
-      expiresAtMs,
-      minTtlCapMs: minTtlCapMs(expiresAtMs, issuedAtMs),
-      get reply() {
-        return replyFor();
-      },
-    };
+  private toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number, previous: CachedToken | undefined): CachedToken {
+    const entry = new LazyReply(token.version, expiresAtMs, minTtlCapMs(expiresAtMs, issuedAtMs), () => this.replyFor(token));
+    if (previous instanceof LazyReply && previous.asked) void entry.reply;
+    return entry;
   }
 
   private removeWaiter(id: string, waiter: VersionWaiter): void {
