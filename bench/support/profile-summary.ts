@@ -6,6 +6,11 @@
  *   node --import @swc-node/register/esm-register bench/support/profile-summary.ts <file.cpuprofile> [filter] [top]
  */
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/** This checkout (any worktree), and where the bench's compiled children run from inside it. */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ours = (url: string) => url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/^bench\/results\/build\//, '');
 
 interface ProfileNode {
   id: number;
@@ -28,14 +33,14 @@ profile.samples.forEach((id, i) => selfTime.set(id, (selfTime.get(id) ?? 0) + (p
 const total = [...selfTime.values()].reduce((a, b) => a + b, 0);
 
 const where = (n: ProfileNode) => {
-  const url = n.callFrame.url.replace(/^file:\/\//, '').replace(/.*node_modules\//, 'nm:').replace(/.*\/work\/main\//, '');
+  const url = ours(n.callFrame.url).replace(/.*node_modules\//, 'nm:');
   return `${n.callFrame.functionName || '(anonymous)'} ${url}:${n.callFrame.lineNumber + 1}`;
 };
 const pkg = (n: ProfileNode) => {
   const url = n.callFrame.url;
   const m = /node_modules\/((@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return m[1];
-  if (url.includes('/work/main/')) return url.replace(/.*\/work\/main\//, '').split('/').slice(0, 2).join('/');
+  if (url.startsWith('file://') || url.startsWith('/')) return ours(url).split('/').slice(0, 2).join('/');
   return url ? 'node:internal' : n.callFrame.functionName || '(native)';
 };
 

@@ -14,6 +14,7 @@ import { Clock } from './domain/clock.js';
 import { ReplyCache } from './events/reply-cache.js';
 import { TokenChangeNotifier } from './events/token-change.notifier.js';
 import { TokenEventListener } from './events/token-event.listener.js';
+import { OwnEvents } from './events/own-events.js';
 import { TokenEventPublisher } from './events/token-event.publisher.js';
 import { TokenCipher } from './crypto/token-cipher.js';
 import { NATS_CONNECTION } from './nats/nats-connection.js';
@@ -137,6 +138,7 @@ export class RefresherModule {
         CredentialRepository,
         EncryptionKeyRepository,
         { provide: EncryptionKeyCheck, useFactory: EncryptionKeyCheck.run, inject: [TokenCipher, EncryptionKeyRepository] },
+        OwnEvents,
         TokenEventPublisher,
         TokenChangeNotifier,
         TokenEventListener,

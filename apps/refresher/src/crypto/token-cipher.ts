@@ -4,6 +4,13 @@ import { Secret } from '@tokenkeeper/common';
 const FORMAT_VERSION = 1;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
+/**
+ * IVs are drawn from the CSPRNG this many at a time, as Node draws randomUUID's bytes: one
+ * native call per batch instead of one per encryption (issue 13: 1.5 % of the refresher's
+ * profile went to randomBytes(12) per token). Each IV is still random and used once; an IV is
+ * not secret (it is stored in the blob), so holding the next ones in memory exposes nothing.
+ */
+const IVS_PER_DRAW = 256;
 const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 const KEY_CHECK_BYTES = 16;
 
@@ -53,6 +60,8 @@ export function parseKeySpec(spec: string): EncryptionKey[] {
 export class TokenCipher {
   private readonly byId: Map<string, Buffer>;
   readonly primaryKeyId: string;
+  private ivs = Buffer.alloc(0);
+  private ivOffset = 0;
 
   constructor(keys: EncryptionKey[]) {
     if (keys.length === 0) throw new EncryptionKeyError('at least one encryption key is required');
@@ -62,12 +71,23 @@ export class TokenCipher {
 
   encrypt(secret: Secret, associatedData: string): Buffer {
     const key = this.byId.get(this.primaryKeyId)!;
-    const iv = randomBytes(IV_BYTES);
+    const iv = this.nextIv();
     const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
     cipher.setAAD(Buffer.from(associatedData, 'utf8'));
     const body = Buffer.concat([cipher.update(secret.reveal(), 'utf8'), cipher.final()]);
     const kid = Buffer.from(this.primaryKeyId, 'utf8');
     return Buffer.concat([Buffer.from([FORMAT_VERSION, kid.length]), kid, iv, cipher.getAuthTag(), body]);
+  }
+
+  /** A fresh IV, never handed out twice: a view into the drawn batch (encrypt copies it into the blob). */
+  private nextIv(): Buffer {
+    if (this.ivOffset + IV_BYTES > this.ivs.length) {
+      this.ivs = randomBytes(IV_BYTES * IVS_PER_DRAW);
+      this.ivOffset = 0;
+    }
+    const iv = this.ivs.subarray(this.ivOffset, this.ivOffset + IV_BYTES);
+    this.ivOffset += IV_BYTES;
+    return iv;
   }
 
   decrypt(blob: Buffer, associatedData: string): Secret {

@@ -5,8 +5,8 @@ import { minTtlCapMs } from '../domain/token-validity.js';
 import { signedPayload } from './signed-payload.js';
 
 /**
- * A token ready to be served: the reply is encoded and signed once per version, not once
- * per request, and answered as this very object.
+ * A token ready to be served: the reply is encoded and signed once per version (on its
+ * first read), not once per request, and answered as this very object.
  */
 export interface CachedToken {
   version: number;
@@ -19,6 +19,25 @@ export interface CachedToken {
   minTtlCapMs: number;
   /** The encoded `{ok, token}` reply with its signature headers (SPEC §3). */
   reply: ReplyWithHeaders;
+}
+
+/** A cached token whose reply is encoded and signed when first read (see ReplyCache.toCached). */
+class LazyReply implements CachedToken {
+  private signed?: ReplyWithHeaders;
+  /** Set once the reply was read: this credential is asked for here, later versions are signed eagerly. */
+  asked = false;
+
+  constructor(
+    readonly version: number,
+    readonly expiresAtMs: number,
+    readonly minTtlCapMs: number,
+    private readonly sign: () => ReplyWithHeaders,
+  ) {}
+
+  get reply(): ReplyWithHeaders {
+    this.asked = true;
+    return (this.signed ??= this.sign());
+  }
 }
 
 /** Resolved with the new version, or -1 when the refresh being waited for failed. */
@@ -75,7 +94,7 @@ export class ReplyCache {
     const current = this.entries.peek(id);
     let stored: CachedToken | undefined;
     if ((!current || current.version <= token.version) && !this.isDead(id, token.version)) {
-      stored = this.toCached(token, issuedAtMs, parseExpiry(token));
+      stored = this.toCached(token, issuedAtMs, parseExpiry(token), current);
       this.entries.set(id, stored);
     }
     this.notify(id, token.version);
@@ -90,7 +109,7 @@ export class ReplyCache {
    */
   observe(id: string, token: TokenView, issuedAtMs: number, expiresAtMs: number): void {
     const current = this.entries.peek(id);
-    if (current && current.version < token.version && !this.isDead(id, token.version)) this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs));
+    if (current && current.version < token.version && !this.isDead(id, token.version)) this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs, current));
     this.notify(id, token.version);
   }
 
@@ -154,13 +173,17 @@ export class ReplyCache {
     else this.waiters.delete(id);
   }
 
-  private toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number): CachedToken {
-    return {
-      version: token.version,
-      expiresAtMs,
-      minTtlCapMs: minTtlCapMs(expiresAtMs, issuedAtMs),
-      reply: this.replyFor(token),
-    };
+  /**
+   * A version of a token `token.get` has asked for here (its entry's reply was read, now or
+   * for an earlier version) is signed at once, ready for the next request. Any other is
+   * signed on first read: most versions a replica refreshes are never asked for before
+   * the next one replaces them (issue 13: a signature per refresh for nobody). Either way a
+   * version is signed once, never per request.
+   */
+  private toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number, previous: CachedToken | undefined): CachedToken {
+    const entry = new LazyReply(token.version, expiresAtMs, minTtlCapMs(expiresAtMs, issuedAtMs), () => this.replyFor(token));
+    if (previous instanceof LazyReply && previous.asked) void entry.reply;
+    return entry;
   }
 
   private removeWaiter(id: string, waiter: VersionWaiter): void {

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown, Optional } from '@nestjs/common';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import {
   credentialId,
@@ -14,6 +14,7 @@ import { Counter } from 'prom-client';
 import { Clock } from '../domain/clock.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
+import { OwnEvents } from './own-events.js';
 import { ReplyCache } from './reply-cache.js';
 
 /** Why an event was not applied (the `reason` label of tokenkeeper_events_dropped_total). */
@@ -31,7 +32,8 @@ const decoder = new TextDecoder();
  * take `token.get.*.*` requests).
  *
  * Nothing touches the cache before its signature checks out against the trusted signers
- * (this replica's own key and EVENT_TRUSTED_SIGNERS): on a bus where anyone may publish
+ * (this replica's own key and EVENT_TRUSTED_SIGNERS), or it is one of this process's own
+ * events heard back, byte for byte as signed (OwnEvents): on a bus where anyone may publish
  * `token.refreshed.…`, a forged higher version would otherwise be served by every replica.
  * Then the contract's parser, the same one the client library uses: the subject names the
  * credential, and an event whose body names another one (or is malformed) is dropped too.
@@ -52,6 +54,7 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
     private readonly clock: Clock,
     private readonly verifier: SignatureVerifier,
     metrics: RefreshMetrics,
+    @Optional() private readonly own?: OwnEvents,
   ) {
     this.dropLog = new LogThrottle(EVENT_DROP_LOG_INTERVAL_MS, () => this.clock.now());
     this.dropped = new Counter({
@@ -84,7 +87,8 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
 
   /** Verifies and applies one event; exposed for tests. */
   apply(subject: string, data: Uint8Array, headers: HeaderReader | undefined): void {
-    const verdict = this.verifier.verifyHeaders(data, headers);
+    // Our own events come back to us: recognised by their exact bytes and signature (OwnEvents), not verified again.
+    const verdict = this.own?.recognise(data, headers) ? 'ok' : this.verifier.verifyHeaders(data, headers);
     if (verdict !== 'ok') {
       this.drop(verdict, subject);
       return;

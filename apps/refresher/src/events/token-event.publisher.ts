@@ -1,8 +1,9 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
   encodeJson,
   EventSigner,
+  SIGNATURE_HEADER,
   tokenEventSubject,
   type TokenFailedEvent,
   type TokenRefreshedEvent,
@@ -11,7 +12,8 @@ import {
 } from '@tokenkeeper/contracts';
 import type { Credential } from '../domain/credential.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
-import { signedPayload } from './signed-payload.js';
+import { fixedHeaders } from '@tokenkeeper/nats';
+import { OwnEvents } from './own-events.js';
 
 export interface FailureNotice {
   code: string;
@@ -35,6 +37,7 @@ export class TokenEventPublisher {
   constructor(
     @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
     private readonly signer: EventSigner,
+    @Optional() private readonly own?: OwnEvents,
   ) {}
 
   /** `token`: the view the reply cache holds too, built once per committed version. */
@@ -72,8 +75,11 @@ export class TokenEventPublisher {
 
   private publish(subject: string, event: object): void {
     try {
-      const { data, headers } = signedPayload(this.signer, encodeJson(event));
-      this.nc.publish(subject, data, { headers });
+      const data = encodeJson(event);
+      const signed = this.signer.headersFor(data);
+      // Before the publish: our own subscription may hear it back (TokenEventListener).
+      this.own?.remember(signed[SIGNATURE_HEADER], data);
+      this.nc.publish(subject, data, { headers: fixedHeaders(signed) });
     } catch (error) {
       // A closed connection (shutdown) must not undo a committed refresh.
       this.logger.warn({ msg: 'could not publish event', subject, error: (error as Error).message });
