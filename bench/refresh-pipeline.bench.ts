@@ -226,25 +226,24 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
         `per refresh the database committed ${db1.commits.toFixed(2)} transactions, inserted ${db1.inserted.toFixed(2)} and updated ${db1.updated.toFixed(2)} rows; ` +
         `baselines at ${CONCURRENCY} in flight: undici POST ${Math.round(httpRate)}/s, UPDATE ${Math.round(updateRate)}/s`,
     );
-    // Where the ceiling is (issue 13): everything here shares this machine's cores, and the
-    // refresher is one event loop. The tighter bound of the two is what any change competes with.
+    // Where the ceiling is (issue 13): every process here shares this machine's cores, so the
+    // CPU a refresh costs them all bounds the rate any change can reach. (Per-process CPU
+    // includes helper threads such as V8's GC, so one process's share is not a bound of its own.)
     const cores = availableParallelism();
     const machineBound = (cores * 1e6) / costs.pipeline.total!;
-    const loopBound = 1e6 / costs.pipeline.refresher!;
     const slower = Math.min(httpRate, updateRate);
     report.note(
       `refresh pipeline limit: ${cores} cores / ${costs.pipeline.total} µs CPU per refresh (all processes) = ${Math.round(machineBound)}/s; ` +
-        `one event loop / ${costs.pipeline.refresher} µs of refresher CPU = ${Math.round(loopBound)}/s; measured ${Math.round(pipelineRate)}/s = ` +
-        `${((100 * pipelineRate) / Math.min(machineBound, loopBound)).toFixed(0)}% of the tighter bound; 0.5× of the slower baseline (${Math.round(slower / 2)}/s) ` +
+        `measured ${Math.round(pipelineRate)}/s = ${((100 * pipelineRate) / machineBound).toFixed(0)}% of it; 0.5× of the slower baseline (${Math.round(slower / 2)}/s) ` +
         `needs at most ${Math.round((cores * 1e6) / (slower / 2))} µs CPU per refresh in total`,
     );
     report.add({
       scenario: 3,
       name: 'refresh_pipeline.cpu_bound_ratio',
-      value: Math.min(machineBound, loopBound) / slower,
+      value: machineBound / slower,
       baseline: 1,
       unit: '',
-      note: 'the best ratio this machine allows at the measured CPU per refresh: min(cores / total CPU, 1 / refresher CPU) / slower baseline',
+      note: 'the best ratio the CPU a refresh costs allows on this machine: (cores / total µs per refresh) / slower baseline',
     });
     report.add({ scenario: 3, name: 'refresh_pipeline.baseline_undici_post', value: httpRate, baseline: httpRate, unit: '/s' });
     report.add({ scenario: 3, name: 'refresh_pipeline.baseline_single_row_update', value: updateRate, baseline: updateRate, unit: '/s' });

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { settleWithin } from '@tokenkeeper/common';
 import { credentialId, type ErrorCode } from '@tokenkeeper/contracts';
@@ -75,6 +76,11 @@ function requestSignal(timeoutMs: number, ...sources: AbortSignal[]): { signal: 
   };
 }
 
+function withoutListenerWarning(controller: AbortController): AbortController {
+  setMaxListeners(0, controller.signal);
+  return controller;
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -103,7 +109,12 @@ export class RefreshService {
   /** Set at shutdown: no token request starts any more; queued and new leases are given back. */
   private draining = false;
   /** Aborted when the shutdown grace period is over: cancels the token requests still in flight. */
-  private readonly cancelInFlight = new AbortController();
+  /**
+   * Aborts every token request at shutdown. Each request in flight listens to it (requestSignal)
+   * until it ends, so it has as many listeners as requests in flight: not a leak, and not worth
+   * Node's warning past 10.
+   */
+  private readonly cancelInFlight = withoutListenerWarning(new AbortController());
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
