@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createTestDatabase, startNatsServer } from '@tokenkeeper/testing';
+import { createTestDatabase, startNatsServer, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
 import { request } from 'undici';
 import { expect, it } from 'vitest';
 
@@ -38,13 +38,7 @@ it.each(['secure', 'open'] as const)('npm run demo completes with zero failed AP
       expect(out).toMatch(/tenant isolation: +none on an open bus/);
     }
   } finally {
-    const { default: pg } = await import('pg');
-    const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]+$/, '/postgres') });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS "${db.name}_audit" WITH (FORCE)`);
-    await admin.end();
-    await nats.stop();
-    await db.drop();
+    await cleanUp(db, nats);
   }
 }, 90_000);
 
@@ -78,13 +72,7 @@ it('DEMO_CONNECT=1 npm run demo prints a link, connects through the consent page
     expect(out).toMatch(/billing +now using token v\d+ \(pushed by the refresher\)/);
     expect(out).toMatch(/connect: +acme\/sandbox-api connected through the browser/);
   } finally {
-    const { default: pg } = await import('pg');
-    const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]+$/, '/postgres') });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS "${db.name}_audit" WITH (FORCE)`);
-    await admin.end();
-    await nats.stop();
-    await db.drop();
+    await cleanUp(db, nats);
   }
 }, 90_000);
 
@@ -109,4 +97,15 @@ async function allowInTheBrowser(link: string): Promise<void> {
   const result = await callback.body.text();
   expect(callback.statusCode, result).toBe(200);
   expect(result).toMatch(/Connected/);
+}
+
+/** The demo's audit app made its own database next to the main one; both go, then NATS. */
+async function cleanUp(db: TestDatabase, nats: NatsServerHandle): Promise<void> {
+  const { default: pg } = await import('pg');
+  const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]+$/, '/postgres') });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS "${db.name}_audit" WITH (FORCE)`);
+  await admin.end();
+  await nats.stop();
+  await db.drop();
 }
