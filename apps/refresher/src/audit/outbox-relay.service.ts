@@ -101,10 +101,18 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
       await this.stepDown();
       return;
     }
-    if (this.active && this.stream.isReady && this.natsUp && !this.nc.isClosed()) {
+    if (this.stream.isReady && this.natsUp && !this.nc.isClosed()) {
       const deadline = Date.now() + this.config.audit.relay.drainMs;
       try {
-        while (Date.now() < deadline) {
+        // A standby stopping beside the active relay (a deployment stops every replica at
+        // once) may have just committed records the active one will not see before it steps
+        // down itself: while records wait, it waits for the lock, bounded by the drain time.
+        // Beside an active relay that keeps running, the wait ends as soon as that one has
+        // published them.
+        while (!this.active && Date.now() < deadline && (await this.outbox.backlog()) > 0) {
+          if (!(await this.tryLead())) await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        while (this.active && Date.now() < deadline) {
           const result = await this.publishBatch();
           if (result.read === 0 || result.failed > 0) break;
         }
