@@ -68,6 +68,10 @@ const HINTS: Record<ErrorCode, (c: Required<HintContext> | null) => string> = {
       : 'no such credential: check the names, or see `tokenctl list`',
   unknown_provider: () =>
     "the provider id is not in the refresher's providers file (PROVIDERS_FILE): check its spelling, or add it there and restart the refresher",
+  forbidden: () =>
+    "the providers file does not allow this tenant this provider (its `tenants` setting) or these scopes (`allowedScopes`): ask the operator",
+  rate_limited: () =>
+    'this credential was refreshed on demand moments ago (onDemandCooldownSeconds); retry after the time the error gives',
   reauth_required: (c) =>
     `the provider refused the refresh token: a person must grant access again, then register the new tokens with \`tokenctl register${c ? ` --tenant ${c.tenant} --connection ${c.connection}` : ''} --provider … --refresh-token-file …\``,
   refresh_failed: (c) =>

@@ -25,6 +25,7 @@ export function decodeJsonObject(data: Uint8Array, maxBytes = MAX_REQUEST_BYTES)
   return value as Record<string, unknown>;
 }
 
-export function errorReply(code: ErrorCode, message: string) {
-  return { ok: false as const, error: { code, message } };
+export function errorReply(code: ErrorCode, message: string, retryAfterSeconds?: number) {
+  const error = retryAfterSeconds === undefined ? { code, message } : { code, message, retryAfterSeconds };
+  return { ok: false as const, error };
 }

@@ -3,6 +3,8 @@ export const ERROR_CODES = [
   'bad_request',
   'not_found',
   'unknown_provider',
+  'forbidden',
+  'rate_limited',
   'reauth_required',
   'refresh_failed',
   'revoked',
@@ -12,7 +14,7 @@ export const ERROR_CODES = [
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** Codes after which asking again later can succeed without an operator's help. */
-const RETRYABLE: ReadonlySet<ErrorCode> = new Set(['refresh_failed', 'unavailable', 'internal']);
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set(['rate_limited', 'refresh_failed', 'unavailable', 'internal']);
 
 export function isRetryableCode(code: ErrorCode): boolean {
   return RETRYABLE.has(code);
@@ -31,6 +33,8 @@ export class ContractError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
+    /** Whole seconds after which a `rate_limited` request may be asked again. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = 'ContractError';
@@ -44,4 +48,5 @@ export class ContractError extends Error {
 export interface ErrorBody {
   code: ErrorCode;
   message: string;
+  retryAfterSeconds?: number;
 }

@@ -8,7 +8,9 @@ import { ContractError, encodeJson, errorReply } from '@tokenkeeper/contracts';
  * data) and answered `internal` with a message that reveals nothing.
  */
 export function errorToReply(error: unknown, subject: string, logger: LoggerService): Uint8Array {
-  if (error instanceof ContractError) return encodeJson(errorReply(error.code, error.message));
+  if (error instanceof ContractError) {
+    return encodeJson(errorReply(error.code, error.message, error.retryAfterSeconds));
+  }
   if (isDatabaseUnreachable(error)) {
     logger.warn?.({ msg: 'database unreachable while handling a request', subject, error: describe(error) });
     return encodeJson(errorReply('unavailable', 'storage is unavailable; retry later'));
