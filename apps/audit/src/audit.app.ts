@@ -25,6 +25,7 @@ export async function startAudit(options: AuditAppOptions): Promise<INestMicrose
       strategy: new NatsRpcServer(nc, {
         queue: AUDIT_QUEUE_GROUP,
         replySubjectPrefixes: options.config.replySubjectPrefixes,
+        ownInboxPrefix: options.config.nats.inboxPrefix,
         onDrop: rpcDropCounter(metrics.registry),
       }),
       logger: options.logger,

@@ -47,6 +47,7 @@ export async function startRefresher(options: RefresherAppOptions): Promise<INes
   const rpc = new NatsRpcServer(nc, {
     direct: { [WireSubscription.tokenGet]: (data, subject) => tokens.getDirect(data, subject) },
     replySubjectPrefixes: options.config.replySubjectPrefixes,
+    ownInboxPrefix: options.config.nats.inboxPrefix,
     onDrop: rpcDropCounter(app.get(RefreshMetrics).registry),
   });
   app.connectMicroservice({ strategy: rpc }, { inheritAppConfig: true });

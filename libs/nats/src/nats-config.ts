@@ -1,3 +1,4 @@
+import { createInbox } from '@nats-io/transport-node';
 import { optionalText, Secret } from '@tokenkeeper/common';
 import { z } from 'zod';
 import { parseServers } from './nats-url.js';
@@ -83,6 +84,15 @@ export function natsConfigFrom(e: NatsEnv, problems: string[]): NatsConfig {
   const tls =
     e.NATS_TLS_CA || e.NATS_TLS_CERT ? { caFile: e.NATS_TLS_CA, certFile: e.NATS_TLS_CERT, keyFile: e.NATS_TLS_KEY } : undefined;
   return { servers: parsed?.servers ?? [], auth, tls, ...(e.NATS_INBOX_PREFIX ? { inboxPrefix: e.NATS_INBOX_PREFIX } : {}) };
+}
+
+/**
+ * For a service that answers requests: its NATS_INBOX_PREFIX, or when none is set a private
+ * `_INBOX.<nuid>`, still under `_INBOX.>` (so no permission changes) but told apart from every
+ * caller's `_INBOX.<nuid>` inbox, so that the reply guard can refuse the service's own.
+ */
+export function withOwnInbox(config: NatsConfig): NatsConfig & { inboxPrefix: string } {
+  return { ...config, inboxPrefix: config.inboxPrefix ?? createInbox() };
 }
 
 const OWN_NAMESPACES = ['token.', 'audit.', 'tokenkeeper.', '$'];

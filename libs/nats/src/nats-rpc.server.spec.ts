@@ -2,6 +2,7 @@ import { connect, createInbox, type Msg, type NatsConnection } from '@nats-io/tr
 import { encodeJson } from '@tokenkeeper/contracts';
 import { startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withOwnInbox } from './nats-config.js';
 import { drainBounded } from './nats-connection.js';
 import { NatsRpcServer, type RpcDropReason } from './nats-rpc.server.js';
 
@@ -62,6 +63,34 @@ describe('NatsRpcServer reply-subject guard', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(seen).toEqual([]);
     sub.unsubscribe();
+  });
+
+  it("drops replies into the service's own inbox, its default private one included, and answers its callers' inboxes", async () => {
+    const own = withOwnInbox({ servers: [nats.url], auth: { kind: 'none' } }).inboxPrefix;
+    expect(own).toMatch(/^_INBOX\.[A-Za-z0-9]+$/);
+    const conn = await connect({ servers: nats.url, inboxPrefix: own });
+    const ownDrops: RpcDropReason[] = [];
+    const guarded = new NatsRpcServer(conn, { queue: 'own', ownInboxPrefix: own, onDrop: (reason) => void ownDrops.push(reason) });
+    guarded.addHandler('svc.own', async () => ({ ok: true }), false);
+    await new Promise<void>((resolve) => guarded.listen(() => resolve()));
+    await conn.flush();
+    const seen: string[] = [];
+    const sub = caller.subscribe(`${own}.>`, { callback: (_e, msg) => void seen.push(msg.subject) });
+    const exact = caller.subscribe(own, { callback: (_e, msg) => void seen.push(msg.subject) });
+    await caller.flush();
+    caller.publish('svc.own', '{}', { reply: `${own}.ack.1` });
+    caller.publish('svc.own', '{}', { reply: own });
+    await caller.flush();
+    const plain = await connect({ servers: nats.url });
+    expect((await plain.request('svc.own', '{}', { timeout: 2_000 })).json()).toEqual({ ok: true });
+    await plain.close();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(seen).toEqual([]);
+    expect(ownDrops).toEqual(['own_inbox', 'own_inbox']);
+    sub.unsubscribe();
+    exact.unsubscribe();
+    await guarded.close();
+    await conn.close();
   });
 
   it('refuses an empty prefix list', () => {

@@ -8,7 +8,7 @@ import { isReplyWithHeaders, type RpcReply } from './fixed-headers.js';
 import { errorToReply } from './rpc-error.mapper.js';
 
 /** Why a request was dropped unanswered (the `reason` label of the drop counter). */
-export type RpcDropReason = 'reply_subject';
+export type RpcDropReason = 'reply_subject' | 'own_inbox';
 
 /** The reply subjects answered by default (SPEC §3): inboxes, whatever their suffix. */
 export const DEFAULT_REPLY_SUBJECT_PREFIXES: readonly string[] = ['_INBOX'];
@@ -33,6 +33,10 @@ export const DROP_LOG_INTERVAL_MS = 10_000;
  * into `token.refreshed.…`, `audit.token.…` or `$JS.…`. Anything else is dropped
  * unanswered, counted (`onDrop`) and logged at most once per DROP_LOG_INTERVAL_MS per
  * reason, without the payload.
+ *
+ * The service's own inbox (`ownInboxPrefix`) is refused as well, though it starts with
+ * `_INBOX` like every caller's: JetStream acks and the service's own requests are answered
+ * there, so a reply forged into it could be taken for one of them.
  */
 export class NatsRpcServer extends Server implements CustomTransportStrategy {
   private readonly subscriptions: Subscription[] = [];
@@ -41,6 +45,8 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   private readonly queue: string;
   private readonly direct: Readonly<Record<string, DirectHandler>>;
   private readonly replyPrefixes: readonly string[];
+  /** `<own prefix>.`: the own inbox's subjects all start so (nats.js adds `.` and a nuid). */
+  private readonly ownInbox?: string;
   private readonly onDrop?: (reason: RpcDropReason) => void;
   private readonly dropLog = new LogThrottle<RpcDropReason>(DROP_LOG_INTERVAL_MS);
 
@@ -53,6 +59,7 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
     this.direct = options.direct ?? {};
     this.replyPrefixes = [...(options.replySubjectPrefixes ?? DEFAULT_REPLY_SUBJECT_PREFIXES)];
     if (this.replyPrefixes.length === 0) throw new Error('NatsRpcServer: at least one reply subject prefix is needed');
+    if (options.ownInboxPrefix) this.ownInbox = `${options.ownInboxPrefix}.`;
     this.onDrop = options.onDrop;
   }
 
@@ -72,6 +79,10 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
             if (!reply) return; // a publish without a reply inbox cannot be answered: drop it
             if (!this.answersTo(reply)) {
               this.drop('reply_subject', subject, reply);
+              return;
+            }
+            if (this.isOwnInbox(reply)) {
+              this.drop('own_inbox', subject, reply);
               return;
             }
             if (directHandler) this.dispatchDirect(subject, directHandler, msg);
@@ -104,6 +115,11 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
     return false;
   }
 
+  private isOwnInbox(reply: string): boolean {
+    const own = this.ownInbox;
+    return own !== undefined && (reply.startsWith(own) || reply === own.slice(0, -1));
+  }
+
   private drop(reason: RpcDropReason, subject: string, reply: string): void {
     try {
       this.onDrop?.(reason);
@@ -113,7 +129,9 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
     const droppedSinceLastLog = this.dropLog.admit(reason);
     if (droppedSinceLastLog === undefined) return;
     this.rpcLogger.warn({
-      msg: 'request dropped unanswered: reply subject outside REPLY_SUBJECT_PREFIXES',
+      msg: reason === 'own_inbox'
+        ? "request dropped unanswered: reply subject is this service's own inbox (NATS_INBOX_PREFIX)"
+        : 'request dropped unanswered: reply subject outside REPLY_SUBJECT_PREFIXES',
       reason,
       subject,
       reply: reply.slice(0, 120),
@@ -187,6 +205,11 @@ export interface NatsRpcServerOptions {
   direct?: Record<string, DirectHandler>;
   /** Reply subjects answered (REPLY_SUBJECT_PREFIXES; default `_INBOX`); others are dropped. */
   replySubjectPrefixes?: readonly string[];
+  /**
+   * The inbox prefix of `nc` itself (NATS_INBOX_PREFIX, or the private one `withOwnInbox`
+   * picks): replies into it are dropped (reason `own_inbox`) whatever REPLY_SUBJECT_PREFIXES says.
+   */
+  ownInboxPrefix?: string;
   /** Called once per dropped request, e.g. a counter's inc (see rpcDropCounter). */
   onDrop?: (reason: RpcDropReason) => void;
 }

@@ -11,10 +11,11 @@ export const RPC_DROPPED_METRIC = 'tokenkeeper_rpc_dropped_total';
 export function rpcDropCounter(registry: Registry): (reason: RpcDropReason) => void {
   const counter = new Counter({
     name: RPC_DROPPED_METRIC,
-    help: 'Requests dropped unanswered, by reason (reply_subject: reply subject outside REPLY_SUBJECT_PREFIXES)',
+    help: 'Requests dropped unanswered, by reason (reply_subject: reply subject outside REPLY_SUBJECT_PREFIXES; own_inbox: reply subject in the service\'s own inbox)',
     labelNames: ['reason'],
     registers: [registry],
   });
   counter.inc({ reason: 'reply_subject' }, 0);
+  counter.inc({ reason: 'own_inbox' }, 0);
   return (reason) => counter.inc({ reason });
 }

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { failOnProblems, logLevel, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
-import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom } from '@tokenkeeper/nats';
+import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom, withOwnInbox } from '@tokenkeeper/nats';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
 export class AuditConfigError extends Error {
@@ -62,7 +62,7 @@ export function loadAuditConfig(env: Record<string, string | undefined>): AuditC
   const fail = (message: string) => new AuditConfigError(message);
   const e = parseEnv(EnvSchema, env, fail);
   const problems: string[] = [];
-  const nats = natsConfigFrom(e, problems);
+  const nats = withOwnInbox(natsConfigFrom(e, problems));
   const replySubjectPrefixes = replySubjectPrefixesFrom(e, problems);
   if (!new URL(e.AUDIT_DATABASE_URL).pathname.replace(/^\//, '')) problems.push('  AUDIT_DATABASE_URL: must name a database');
   failOnProblems(problems, fail);

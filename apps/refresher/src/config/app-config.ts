@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { failOnProblems, logLevel, optionalText, parseEnv, positiveInt, Secret } from '@tokenkeeper/common';
 import { decodeUserSeed, isUserPublicKey } from '@tokenkeeper/contracts';
-import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom } from '@tokenkeeper/nats';
+import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom, withOwnInbox } from '@tokenkeeper/nats';
 import { z } from 'zod';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
@@ -133,7 +133,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   const fail = (message: string) => new ConfigError(message);
   const e = parseEnv(EnvSchema, env, fail);
   const problems: string[] = [];
-  const nats = natsConfigFrom(e, problems);
+  const nats = withOwnInbox(natsConfigFrom(e, problems));
   const replySubjectPrefixes = replySubjectPrefixesFrom(e, problems);
   // LEASE_SECONDS need not exceed REFRESH_TIMEOUT_MS any more: the lease is extended while a
   // request runs, and a request is stopped before the lease ends only when no extension could
