@@ -17,21 +17,13 @@ import { RefreshMetrics } from '../apps/refresher/src/metrics/refresh.metrics.js
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
 import { buildAuthz } from '../apps/tokenctl/src/authz.command.js';
 import { renderServerConfig, type GeneratedUser } from '../apps/tokenctl/src/authz.render.js';
-import { credentialsOf, natsEnvOf } from '../apps/tokenctl/test/generated-users.js';
+import { allAccessUser, credentialsOf, natsEnvOf } from '../apps/tokenctl/test/generated-users.js';
 
 /** How long we listen for a reply that must not come. */
 const SILENCE_MS = 500;
 
-/** A test-only user that may subscribe to everything: it watches the services' inboxes. */
-const WATCHER: GeneratedUser = {
-  user: {
-    name: 'watcher',
-    role: { kind: 'operator' },
-    inboxPrefix: '_INBOX_watcher',
-    permissions: { publish: ['>'], subscribe: ['>'], allowResponses: false },
-  },
-  credential: { kind: 'password', password: 'watcher-only-in-this-test' },
-};
+/** Watches the services' inboxes, which no generated role may read. */
+const WATCHER = allAccessUser('watcher');
 
 describe("replies into the services' own inboxes, under the generated permissions", () => {
   let nats: NatsServerHandle;

@@ -389,14 +389,13 @@ describe('tokenctl authz: JetStream under the narrow API permissions', () => {
     await nats?.stop();
   });
 
-  it('the refresher manages TOKEN_AUDIT and publishes to it; the audit app creates, reads and acks its durable consumer', async () => {
+  it('the refresher creates TOKEN_AUDIT and publishes to it; the audit app creates, reads and acks its durable consumer', async () => {
     // The calls apps/refresher audit-stream.service and outbox-relay make.
     const jsm = await jetstreamManager(refresher.nc);
     const missing = await jsm.streams.info(AUDIT_STREAM).then(() => null, (e: unknown) => e);
     expect(missing).toBeInstanceOf(JetStreamApiError);
     await jsm.streams.add({ name: AUDIT_STREAM, subjects: [AUDIT_SUBJECT_FILTER], max_age: nanos(3_600_000), duplicate_window: nanos(60_000) });
-    await jsm.streams.update(AUDIT_STREAM, { max_age: nanos(7_200_000) });
-    expect((await jsm.streams.info(AUDIT_STREAM)).config.max_age).toBe(nanos(7_200_000));
+    expect((await jsm.streams.info(AUDIT_STREAM)).config.max_age).toBe(nanos(3_600_000));
     const js = jetstream(refresher.nc);
     for (let i = 1; i <= 3; i++) {
       const ack = await js.publish(`audit.token.refreshed.acme.c${i}`, encoder.encode(`{"n":${i}}`), { msgID: `rec-${i}` });
@@ -435,7 +434,8 @@ describe('tokenctl authz: JetStream under the narrow API permissions', () => {
     expect(info.config.max_ack_pending).toBe(32);
   });
 
-  it('nobody else reaches the stream: no delete, purge or reading for the refresher, no stream changes for the audit app, nothing for a consumer', async () => {
+  it('nobody else reaches the stream: no update, delete, purge or reading for the refresher, no stream changes for the audit app, nothing for a consumer', async () => {
+    await expectRequestRefused(refresher, `$JS.API.STREAM.UPDATE.${AUDIT_STREAM}`);
     await expectRequestRefused(refresher, `$JS.API.STREAM.DELETE.${AUDIT_STREAM}`);
     await expectRequestRefused(refresher, `$JS.API.STREAM.PURGE.${AUDIT_STREAM}`);
     await expectRequestRefused(refresher, `$JS.API.STREAM.MSG.GET.${AUDIT_STREAM}`);

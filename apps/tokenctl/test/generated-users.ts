@@ -11,3 +11,14 @@ export function natsEnvOf(user: GeneratedUser): Record<string, string> {
   const { user: name, pass } = credentialsOf(user);
   return { NATS_USER: name, NATS_PASS: pass, NATS_INBOX_PREFIX: user.user.inboxPrefix };
 }
+
+/**
+ * A test-only user allowed everything, to add to a generated configuration: it plays the
+ * operator's own JetStream tooling or watches subjects no generated role may read.
+ */
+export function allAccessUser(name: string): GeneratedUser {
+  return {
+    user: { name, role: { kind: 'operator' }, inboxPrefix: `_INBOX_${name}`, permissions: { publish: ['>'], subscribe: ['>'], allowResponses: false } },
+    credential: { kind: 'password', password: `${name}-only-in-this-test` },
+  };
+}

@@ -52,12 +52,11 @@ describe('permission model (SPEC §11)', () => {
     expect(subscribe).toEqual(['_INBOX_admin-acme.>']);
   });
 
-  it('names the JetStream API of TOKEN_AUDIT and of the audit app’s durable consumer only', () => {
+  it('names the JetStream API of TOKEN_AUDIT (no update: its settings are the operator’s) and of the audit app’s durable consumer only', () => {
     expect(rolePermissions({ kind: 'refresher' }, '_INBOX_r').publish.filter((s) => s.startsWith('$JS'))).toEqual([
       '$JS.API.INFO',
       '$JS.API.STREAM.INFO.TOKEN_AUDIT',
       '$JS.API.STREAM.CREATE.TOKEN_AUDIT',
-      '$JS.API.STREAM.UPDATE.TOKEN_AUDIT',
     ]);
     expect(rolePermissions({ kind: 'audit', consumerName: 'audit-2' }, '_INBOX_a').publish).toEqual(auditConsumerApi('audit-2'));
     expect(auditConsumerApi('c')).toContain('$JS.ACK.TOKEN_AUDIT.c.>');

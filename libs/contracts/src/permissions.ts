@@ -70,9 +70,13 @@ const inbox = (prefix: string) => `${prefix}.>`;
 /** `$JS.API.INFO`: what `jetstreamManager()` asks first (account info, to see JetStream is on). */
 const JS_API_INFO = '$JS.API.INFO';
 
-/** The JetStream API of `TOKEN_AUDIT` the refresher uses: info, create, update (apps/refresher audit-stream.service). */
+/**
+ * The JetStream API of `TOKEN_AUDIT` the refresher uses: info and create (apps/refresher
+ * audit-stream.service). Not update: an update could shrink the stream's limits to nothing,
+ * which is as good as a purge; an existing stream's settings are the operator's to change.
+ */
 export function auditStreamApi(stream = AUDIT_STREAM): string[] {
-  return [JS_API_INFO, `$JS.API.STREAM.INFO.${stream}`, `$JS.API.STREAM.CREATE.${stream}`, `$JS.API.STREAM.UPDATE.${stream}`];
+  return [JS_API_INFO, `$JS.API.STREAM.INFO.${stream}`, `$JS.API.STREAM.CREATE.${stream}`];
 }
 
 /**

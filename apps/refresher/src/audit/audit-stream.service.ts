@@ -17,8 +17,10 @@ import { NATS_CONNECTION } from '../nats/nats-connection.js';
 const STREAM_NAME_IN_USE = 10058;
 
 /**
- * Owns the `TOKEN_AUDIT` stream: creates it at start, or brings an existing one in
- * line with the configuration (age and size limits, dedupe window, replicas).
+ * The `TOKEN_AUDIT` stream: creates it at start when it is missing, with the configured
+ * age and size limits, dedupe window and replicas. An existing stream's settings belong to
+ * the operator: a difference is logged as a warning with the `nats stream edit` command
+ * that would apply the configuration, never applied by the refresher.
  *
  * - File storage, limits retention: records stay for `AUDIT_STREAM_MAX_AGE_HOURS` or
  *   until the stream holds `AUDIT_STREAM_MAX_BYTES`, oldest dropped first. The audit
@@ -75,16 +77,16 @@ export class AuditStreamService implements OnApplicationBootstrap {
     };
   }
 
-  /** Creates or updates the stream; resolves at once when that was already done. */
+  /** Creates the stream when missing, else checks its settings; resolves at once when that was already done. */
   ensure(): Promise<void> {
     if (this.ready) return Promise.resolve();
-    this.pending ??= this.createOrUpdate().finally(() => {
+    this.pending ??= this.createOrCheck().finally(() => {
       this.pending = undefined;
     });
     return this.pending;
   }
 
-  private async createOrUpdate(): Promise<void> {
+  private async createOrCheck(): Promise<void> {
     const jsm = await jetstreamManager(this.nc, { timeout: this.config.audit.relay.publishTimeoutMs });
     const desired = this.desiredConfig();
     let current: StreamConfig | undefined;
@@ -98,25 +100,65 @@ export class AuditStreamService implements OnApplicationBootstrap {
         await jsm.streams.add(desired);
         this.logger.log({ msg: 'audit stream created', stream: AUDIT_STREAM });
       } catch (error) {
-        // Another replica created it at the same moment: fall through to an update check.
+        // Another replica created it at the same moment: fall through to the settings check.
         if (!(error instanceof JetStreamApiError && error.code === STREAM_NAME_IN_USE)) throw error;
         current = (await jsm.streams.info(AUDIT_STREAM)).config;
       }
     }
-    if (current) {
-      if (current.storage !== StorageType.File) {
-        this.logger.warn({ msg: 'audit stream uses memory storage; records can be lost on a NATS restart', stream: AUDIT_STREAM });
-      }
-      const changes: Partial<StreamConfig> = {};
-      for (const key of ['description', 'max_age', 'max_bytes', 'duplicate_window', 'num_replicas', 'discard'] as const) {
-        if (current[key] !== desired[key]) (changes as Record<string, unknown>)[key] = desired[key];
-      }
-      if (!current.subjects?.includes(AUDIT_SUBJECT_FILTER)) changes.subjects = [...(current.subjects ?? []), AUDIT_SUBJECT_FILTER];
-      if (Object.keys(changes).length > 0) {
-        await jsm.streams.update(AUDIT_STREAM, changes);
-        this.logger.log({ msg: 'audit stream updated', stream: AUDIT_STREAM, changed: Object.keys(changes) });
-      }
-    }
+    if (current) this.reportDrift(current, desired);
     this.ready = true;
   }
+
+  /**
+   * An existing stream is the operator's: the refresher may not update it (its NATS user has
+   * no STREAM.UPDATE, which could shrink the limits to nothing), so it names what differs
+   * and the command that would apply this configuration, and publishes into it as it is.
+   */
+  private reportDrift(current: StreamConfig, desired: Partial<StreamConfig>): void {
+    if (current.storage !== StorageType.File) {
+      this.logger.warn({ msg: 'audit stream uses memory storage; records can be lost on a NATS restart', stream: AUDIT_STREAM });
+    }
+    const differences = streamDifferences(current, desired);
+    if (differences.length === 0) return;
+    this.logger.warn({
+      msg: 'audit stream settings differ from this configuration; the refresher does not change them, an operator does',
+      stream: AUDIT_STREAM,
+      differences: differences.map((d) => `${d.setting}: ${d.current} (configured ${d.configured})`),
+      operatorCommand: natsStreamEditCommand(differences),
+    });
+  }
+}
+
+/** One stream setting whose value differs from the configuration, with the `nats stream edit` flag that sets it. */
+export interface StreamDifference {
+  setting: string;
+  current: string;
+  configured: string;
+  flag: string;
+}
+
+const seconds = (ns: number | undefined) => `${Math.round((ns ?? 0) / 1e9)}s`;
+
+/** What differs between an existing stream and the settings this configuration asks for. */
+export function streamDifferences(current: StreamConfig, desired: Partial<StreamConfig>): StreamDifference[] {
+  const found: StreamDifference[] = [];
+  const add = (setting: string, now: string, wanted: string, flag: string) => {
+    if (now !== wanted) found.push({ setting, current: now, configured: wanted, flag });
+  };
+  add('max_age (AUDIT_STREAM_MAX_AGE_HOURS)', seconds(current.max_age), seconds(desired.max_age), `--max-age=${seconds(desired.max_age)}`);
+  add('max_bytes (AUDIT_STREAM_MAX_BYTES)', String(current.max_bytes), String(desired.max_bytes), `--max-bytes=${desired.max_bytes}`);
+  add('duplicate_window (AUDIT_DEDUPE_WINDOW_SECONDS)', seconds(current.duplicate_window), seconds(desired.duplicate_window), `--dupe-window=${seconds(desired.duplicate_window)}`);
+  add('num_replicas (AUDIT_STREAM_REPLICAS)', String(current.num_replicas), String(desired.num_replicas), `--replicas=${desired.num_replicas}`);
+  add('discard', String(current.discard), String(desired.discard), `--discard=${desired.discard}`);
+  if (!current.subjects?.includes(AUDIT_SUBJECT_FILTER)) {
+    // Without it the relay's publishes find no stream; they are retried until an operator adds it.
+    const subjects = [...(current.subjects ?? []), AUDIT_SUBJECT_FILTER];
+    found.push({ setting: 'subjects', current: (current.subjects ?? []).join(','), configured: subjects.join(','), flag: `--subjects=${subjects.join(',')}` });
+  }
+  return found;
+}
+
+/** The command an operator (a NATS user allowed `$JS.API.STREAM.UPDATE.TOKEN_AUDIT`) runs to apply the configuration. */
+export function natsStreamEditCommand(differences: readonly StreamDifference[]): string {
+  return `nats stream edit ${AUDIT_STREAM} ${differences.map((d) => d.flag).join(' ')} --force`;
 }
