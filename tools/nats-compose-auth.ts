@@ -2,7 +2,7 @@
  * Writes deploy/nats/tokenkeeper-auth.conf, the nats-server authorization of
  * docker-compose.yml (`npm run authz:compose`). It is `tokenctl authz` output for the
  * compose users, with each password replaced by a nats-server variable reference
- * (`$TK_NATS_PASS_<USER>`), which nats-server resolves from its environment: the file
+ * (`$TK_NATS_PASS_<user, coded>`), which nats-server resolves from its environment: the file
  * holds no secret and can be committed. A compose check regenerates it and compares,
  * so it cannot drift from the permission model.
  */
@@ -29,9 +29,16 @@ export const COMPOSE_AUTHZ_FLAGS: AuthzFlags = {
   consumer: ['acme:billing', 'globex:reports'],
 };
 
-/** The environment variable that holds a user's password, in the nats container and in the user's service. */
+/**
+ * The environment variable that holds a user's password, in the nats container and in the
+ * user's service. Variable names have no `-` and no lower case, so the name is written in a
+ * code that keeps users apart: a lower-case letter or digit as itself (upper-cased), `-` as
+ * `__`, `_` as `_0`, an upper-case letter as `_` and the letter. No code is the start of
+ * another, so two users never share a variable (`a-b` → `A__B`, `a_b` → `A_0B`, `A` → `_A`).
+ */
 export function passwordVariable(user: string): string {
-  return `TK_NATS_PASS_${user.toUpperCase().replace(/-/g, '_')}`;
+  const code = user.replace(/[^a-z0-9]/g, (c) => (c === '-' ? '__' : c === '_' ? '_0' : `_${c}`)).toUpperCase();
+  return `TK_NATS_PASS_${code}`;
 }
 
 const PLACEHOLDER = (variable: string) => `@@env:${variable}@@`;

@@ -53,7 +53,13 @@ describe('ops: docker-compose.cluster.yml', () => {
     }
     expect(names).toEqual(new Set(NODES));
     expect(new Set(NODES.map((n) => (services[n].volumes as string[]).find((v) => v.endsWith(':/data'))))).toHaveProperty('size', 3);
-    expect(published.size).toBe(6);
+    // Clients only: monitoring (it lists inbox subjects) stays on each node's loopback.
+    expect(published.size).toBe(3);
+    for (const port of published) expect(port.split(':')[0]).toBe('127.0.0.1');
+    for (const node of NODES) expect((services[node].ports as string[]).map((p) => p.split(':').at(-1))).toEqual(['4222']);
+    expect(conf).toMatch(/^http: 127\.0\.0\.1:8222$/m);
+    expect(conf).not.toMatch(/^\s*(http_port|https|https_port|monitor_port)\s*[:=]/m);
+    for (const node of NODES) expect(services[node].healthcheck.test.join(' ')).toContain('http://127.0.0.1:8222/healthz');
   });
 
   it('has a nats-server configuration the server accepts for every node', async () => {

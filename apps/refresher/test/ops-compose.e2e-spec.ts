@@ -3,7 +3,7 @@ import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_pro
 import { existsSync, readFileSync } from 'node:fs';
 import { AUDIT_ENV_VARIABLES } from '../../audit/src/config/audit-config.js';
 import { ENV_VARIABLES } from '../src/config/app-config.js';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { authzUser, type AuthzRole, WireSubscription } from '@tokenkeeper/contracts';
@@ -15,7 +15,7 @@ import { loadConfig } from '../src/config/app-config.js';
 import { HealthController } from '../src/observability/health.controller.js';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 import { baseUrlOf, freePort, REPO_ROOT } from './ops-support.js';
-import { COMPOSE_AUTH_FILE, COMPOSE_AUTHZ_FLAGS, composeAuth } from '../../../tools/nats-compose-auth.js';
+import { COMPOSE_AUTH_FILE, COMPOSE_AUTHZ_FLAGS, composeAuth, passwordVariable } from '../../../tools/nats-compose-auth.js';
 
 /**
  * docker-compose.yml, the Dockerfile and .dockerignore, checked without a Docker engine:
@@ -49,6 +49,31 @@ interface ConfigUser {
   user: string;
   password: string;
   permissions: { publish: { allow: string[] }; subscribe: { allow: string[] }; allow_responses?: boolean };
+}
+
+/** The inverse of passwordVariable: a letter or digit as itself (lower case), `__` a `-`, `_0` a `_`, `_X` an upper-case X. */
+function readPasswordVariable(variable: string): string {
+  const code = variable.slice('TK_NATS_PASS_'.length);
+  let name = '';
+  for (let i = 0; i < code.length; i++) {
+    const c = code[i]!;
+    if (c !== '_') name += c.toLowerCase();
+    else {
+      const next = code[++i]!;
+      name += next === '_' ? '-' : next === '0' ? '_' : next;
+    }
+  }
+  return name;
+}
+
+/** The host file the nats service's `-c` names, through its read-only mount. */
+function composeNatsConfigFile(): string {
+  const args: string[] = compose.services.nats.command;
+  const configPath = args[args.indexOf('-c') + 1]!;
+  const mount = (compose.services.nats.volumes as string[]).map((v) => v.split(':')).find(([, target]) => configPath.startsWith(`${target}/`));
+  expect(mount, `nats: ${configPath} is mounted`).toBeDefined();
+  expect(mount![2]).toBe('ro');
+  return join(mount![0]!, configPath.slice(mount![1]!.length + 1)).replace(/^\.\//, '');
 }
 
 /** The users of the committed nats-server config; a `$VAR` password comes back as the string "$VAR". */
@@ -129,12 +154,11 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
     expect(services.nats.image).toMatch(/^nats:2\.10(\b|$)/);
     const natsArgs: string[] = services.nats.command;
     expect(natsArgs).toContain('-js');
-    // The permission model's configuration, mounted read-only from deploy/nats.
-    const configPath = natsArgs[natsArgs.indexOf('-c') + 1];
-    const configMount = (services.nats.volumes as string[]).map((v) => v.split(':')).find(([, target]) => configPath.startsWith(`${target}/`));
-    expect(configMount, `nats: ${configPath} is mounted`).toBeDefined();
-    expect(join(configMount![0], configPath.slice(configMount![1].length + 1)).replace(/^\.\//, '')).toBe(COMPOSE_AUTH_FILE);
-    expect(configMount![2]).toBe('ro');
+    // The server's configuration, mounted read-only from deploy/nats, includes the permission model's.
+    const configFile = composeNatsConfigFile();
+    expect(dirname(configFile)).toBe(dirname(COMPOSE_AUTH_FILE));
+    const included = [...file(configFile).matchAll(/^\s*include\s+"?([^"\s]+)"?/gm)].map((m) => join(dirname(configFile), m[1]!));
+    expect(included).toEqual([COMPOSE_AUTH_FILE]);
     const storeDir = natsArgs[natsArgs.indexOf('-sd') + 1];
     const mounted = (service: string) => (services[service].volumes as string[]).map((v) => v.split(':')) as [string, string][];
     expect(mounted('postgres')).toContainEqual([expect.any(String), '/var/lib/postgresql/data']);
@@ -234,6 +258,21 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
     }
     // No consumer may read another tenant's or every inbox.
     for (const user of users) expect(user.permissions.subscribe.allow, user.user).not.toContain('_INBOX.>');
+  });
+
+  it('gives different user names different password variables (a-b, a_b and A-b never share one)', () => {
+    const colliding = [['a-b', 'a_b'], ['Acme', 'acme'], ['svc-acme_-billing', 'svc-acme-billing'], ['a__b', 'a-b'], ['a_0b', 'a_b0']];
+    for (const [one, other] of colliding) expect(passwordVariable(one!), `${one} / ${other}`).not.toBe(passwordVariable(other!));
+    const names = ['a', 'A', '0', '-', '_', 'a-b', 'a_b', 'A-B', 'a--b', 'a__b', 'a_-b', 'a-_b', '_0', '__', 'svc-acme-billing', 'svc-acme_-billing'];
+    const variables = new Map<string, string>();
+    for (const name of names) {
+      const variable = passwordVariable(name);
+      expect(variable).toMatch(/^TK_NATS_PASS_[A-Z0-9_]+$/);
+      expect(variables.get(variable) ?? name, variable).toBe(name);
+      variables.set(variable, name);
+      expect(readPasswordVariable(variable)).toBe(name);
+    }
+    expect(passwordVariable('svc-acme-billing')).toBe('TK_NATS_PASS_SVC__ACME__BILLING');
   });
 
   it('gives every service its own NATS user, password variable and inbox prefix, all defined for nats-server', () => {
@@ -348,6 +387,27 @@ describe('ops: the healthchecks, run against what they probe', () => {
     }
   });
 
+  it("keeps nats-server's monitoring (it lists inbox subjects) on the container's loopback, unpublished", async () => {
+    const args: string[] = compose.services.nats.command;
+    for (const flag of ['-m', '--http_port', '-ms', '--https_port']) expect(args, flag).not.toContain(flag);
+    const conf = file(composeNatsConfigFile());
+    expect(conf).not.toMatch(/^\s*(http_port|https|https_port|monitor_port)\s*[:=]/m);
+    const listen = /^\s*http\s*[:=]\s*"?([^"\s]+)"?\s*$/m.exec(conf)?.[1];
+    expect(listen, 'http: host:port in the nats configuration').toMatch(/^127\.0\.0\.1:\d+$/);
+    const monitorPort = listen!.split(':')[1]!;
+    const containerPorts = (compose.services.nats.ports as string[]).map((p) => p.split(':').at(-1));
+    expect(containerPorts).not.toContain(monitorPort);
+    expect(healthcheckOf('nats').join(' ')).toContain(`http://127.0.0.1:${monitorPort}/healthz`);
+    // The server itself, as compose starts it (clients on every address), binds monitoring to loopback.
+    const secure = await startComposeNats();
+    try {
+      expect(secure.log()).toMatch(/Starting http monitor on 127\.0\.0\.1:\d+/);
+      expect(secure.log()).toMatch(/Listening for client connections on 0\.0\.0\.0:\d+/);
+    } finally {
+      await secure.stop();
+    }
+  });
+
   it('probes the sandbox provider on its own port', async () => {
     const argv = healthcheckOf('sandbox');
     expect(await probe(argv.map((a) => (a === compose.services.sandbox.environment.SANDBOX_PORT ? new URL(sandbox.url).port : a)), {})).toBe(0);
@@ -356,12 +416,13 @@ describe('ops: the healthchecks, run against what they probe', () => {
 
 /**
  * nats-server as compose runs it: the committed configuration, the nats service's
- * environment (its TK_NATS_PASS_* defaults), on a free local port.
+ * environment (its TK_NATS_PASS_* defaults), on free ports (`-m` moves monitoring off 8222,
+ * which other tests' servers may hold; its address stays the configuration's).
  */
-async function startComposeNats(): Promise<{ url: string; stop(): Promise<void> }> {
-  const port = await freePort();
+async function startComposeNats(): Promise<{ url: string; log(): string; stop(): Promise<void> }> {
+  const [port, monitorPort] = [await freePort(), await freePort()];
   const binary = existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server';
-  const child: ChildProcess = spawn(binary, ['-c', join(REPO_ROOT, COMPOSE_AUTH_FILE), '-a', '127.0.0.1', '-p', String(port)], {
+  const child: ChildProcess = spawn(binary, ['-c', join(REPO_ROOT, composeNatsConfigFile()), '-p', String(port), '-m', String(monitorPort)], {
     env: { PATH: process.env.PATH ?? '', ...envOf('nats') },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -380,6 +441,7 @@ async function startComposeNats(): Promise<{ url: string; stop(): Promise<void> 
   );
   return {
     url,
+    log: () => stderr,
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve();

@@ -22,7 +22,7 @@ import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, DEFAULT_AUDIT_CONSUMER } from '@tok
 import { permissionError, startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAuthz, type AuthzFlags } from '../src/authz.command.js';
-import type { GeneratedUser } from '../src/authz.render.js';
+import { renderServerConfig, type GeneratedUser } from '../src/authz.render.js';
 
 const FLAGS: AuthzFlags = {
   refresher: true,
@@ -446,5 +446,42 @@ describe('tokenctl authz: JetStream under the narrow API permissions', () => {
     await expectRequestRefused(consumer, '$JS.API.INFO');
     await expectRequestRefused(consumer, `$JS.API.CONSUMER.MSG.NEXT.${AUDIT_STREAM}.${DEFAULT_AUDIT_CONSUMER}`);
     await expectPublishRefused(consumer, 'audit.token.refreshed.acme.github');
+  });
+});
+
+describe('tokenctl authz: names that used to collide are two users, in one run or in two', () => {
+  let nats: NatsServerHandle;
+  const clients: Client[] = [];
+
+  afterAll(async () => {
+    for (const c of clients) await c.nc.close().catch(() => undefined);
+    await nats?.stop();
+  });
+
+  it('keeps --tenant acme-billing and --consumer acme:billing apart, each reaching its own tenant only', async () => {
+    // Two separate runs, as an operator adding one tenant after the other would make them.
+    const first = buildAuthz({ refresher: true, tenant: ['acme-billing'] });
+    const second = buildAuthz({ consumer: ['acme:billing'] });
+    const tenantConsumer = first.users.find((u) => u.user.role.kind === 'consumer')!;
+    const service = second.users[0]!;
+    expect(tenantConsumer.user.name).toBe('svc-acme_-billing');
+    expect(service.user.name).toBe('svc-acme-billing');
+    expect(tenantConsumer.user.inboxPrefix).not.toBe(service.user.inboxPrefix);
+    // In one run too: no "two roles would share the user name".
+    expect(buildAuthz({ tenant: ['acme-billing'], consumer: ['acme:billing'] }).users.map((u) => u.user.name)).toEqual(['admin-acme_-billing', 'svc-acme_-billing', 'svc-acme-billing']);
+
+    nats = await startNatsServer({ config: renderServerConfig([...first.users, ...second.users]) });
+    const [refresher, ownTenant, acmeService] = await Promise.all([first.users[0]!, tenantConsumer, service].map((u) => connectAs(nats, u)));
+    clients.push(refresher!, ownTenant!, acmeService!);
+    const sub = refresher!.nc.subscribe('token.get.>', { queue: 'refresher' });
+    void (async () => {
+      for await (const m of sub) m.respond(encoder.encode(JSON.stringify({ ok: true, subject: m.subject })));
+    })();
+    await refresher!.nc.flush();
+    expect((await answeredOk(ownTenant!, 'token.get.acme-billing.github')).subject).toBe('token.get.acme-billing.github');
+    expect((await answeredOk(acmeService!, 'token.get.acme.github')).subject).toBe('token.get.acme.github');
+    await expectRequestRefused(ownTenant!, 'token.get.acme.github');
+    await expectRequestRefused(acmeService!, 'token.get.acme-billing.github');
+    await expectSubscribeRefused(acmeService!, `${tenantConsumer.user.inboxPrefix}.>`);
   });
 });

@@ -71,4 +71,58 @@ describe('permission model (SPEC §11)', () => {
     expect(() => authzUser({ kind: 'operator' }, 'ops.1')).toThrow(RangeError);
     expect(() => authzUsers([{ kind: 'operator' }, { role: { kind: 'refresher' }, name: 'operator' }])).toThrow(/share the user name/);
   });
+
+  it('gives different roles different user names, also where tenant and service names hold - and _', () => {
+    const colliding: [AuthzRole, AuthzRole][] = [
+      [{ kind: 'consumer', tenant: 'acme-billing' }, { kind: 'consumer', tenant: 'acme', service: 'billing' }],
+      [{ kind: 'tenant-admin', tenant: 'a-b' }, { kind: 'tenant-admin', tenant: 'a_b' }],
+      [{ kind: 'consumer', tenant: 'a-b', service: 'c' }, { kind: 'consumer', tenant: 'a', service: 'b-c' }],
+      [{ kind: 'consumer', tenant: 'a_', service: 'b' }, { kind: 'consumer', tenant: 'a', service: '_b' }],
+    ];
+    for (const [one, other] of colliding) expect(defaultUserName(one), JSON.stringify([one, other])).not.toBe(defaultUserName(other));
+    expect(defaultUserName({ kind: 'consumer', tenant: 'acme-billing' })).toBe('svc-acme_-billing');
+    expect(defaultUserName({ kind: 'consumer', tenant: 'acme', service: 'billing' })).toBe('svc-acme-billing');
+    // Names without - or _ read as before.
+    expect(defaultUserName({ kind: 'tenant-admin', tenant: 'acme' })).toBe('admin-acme');
+    expect(() => authzUsers([{ kind: 'consumer', tenant: 'acme-billing' }, { kind: 'consumer', tenant: 'acme', service: 'billing' }])).not.toThrow();
+  });
+
+  it('derives the user name by a function that can be read back, so no two identities share one across runs', () => {
+    const parts = ['a', 'b', 'a-b', 'a_b', 'a--b', 'a__b', 'a_-b', 'a-_b', '-', '_', '-a', 'a-', '_a', 'a_', 'svc', 'admin', 'x'.repeat(128), '_'.repeat(128)];
+    const roles: AuthzRole[] = [{ kind: 'refresher' }, { kind: 'audit' }, { kind: 'operator' }];
+    for (const tenant of parts) {
+      roles.push({ kind: 'tenant-admin', tenant }, { kind: 'consumer', tenant });
+      for (const service of parts) roles.push({ kind: 'consumer', tenant, service });
+    }
+    const seen = new Map<string, string>();
+    for (const role of roles) {
+      const name = defaultUserName(role);
+      const identity = JSON.stringify(identityOf(role));
+      expect(seen.get(name) ?? identity, name).toBe(identity);
+      seen.set(name, identity);
+      expect(JSON.stringify(readUserName(name))).toBe(identity);
+      expect(defaultUserName(role)).toBe(name);
+      expect(() => authzUser(role)).not.toThrow();
+    }
+    expect(seen.size).toBe(roles.length);
+  });
 });
+
+/** What a user name stands for: the role's kind, tenant and service (connections are its grant). */
+function identityOf(role: AuthzRole): string[] {
+  if (role.kind === 'tenant-admin') return ['admin', role.tenant];
+  if (role.kind === 'consumer') return ['svc', role.tenant, ...(role.service === undefined ? [] : [role.service])];
+  return [role.kind];
+}
+
+/** The inverse of defaultUserName: split at unescaped `-`, then undo `__` and `_-`. */
+function readUserName(name: string): string[] {
+  const parts = [''];
+  for (let i = 0; i < name.length; i++) {
+    const c = name[i]!;
+    if (c === '_') parts[parts.length - 1] += name[++i]!;
+    else if (c === '-') parts.push('');
+    else parts[parts.length - 1] += c;
+  }
+  return parts;
+}

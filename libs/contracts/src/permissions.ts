@@ -50,7 +50,21 @@ export interface AuthzUser {
   permissions: SubjectPermissions;
 }
 
-/** User names that keep roles apart: `svc-<tenant>[-<service>]`, `admin-<tenant>`, or the service's own. */
+/**
+ * A tenant or service name as one part of a user name: `_` becomes `__` and `-` becomes
+ * `_-`, so that an unescaped `-` only ever separates parts. Without it `--tenant acme-billing`
+ * and `--consumer acme:billing` would both be `svc-acme-billing`, one user for two roles.
+ */
+export function userNamePart(value: string): string {
+  return value.replace(/[_-]/g, (c) => `_${c}`);
+}
+
+/**
+ * User names that keep roles apart: `svc-<tenant>[-<service>]`, `admin-<tenant>`, or the
+ * service's own, each part escaped by {@link userNamePart}. A pure function of the role's
+ * identity (kind, tenant, service), so two runs of `tokenctl authz` agree and two different
+ * identities never share a name; a consumer's connections are its grant, not its identity.
+ */
 export function defaultUserName(role: AuthzRole): string {
   switch (role.kind) {
     case 'refresher':
@@ -58,11 +72,14 @@ export function defaultUserName(role: AuthzRole): string {
     case 'operator':
       return role.kind;
     case 'tenant-admin':
-      return `admin-${role.tenant}`;
+      return `admin-${userNamePart(role.tenant)}`;
     case 'consumer':
-      return role.service === undefined ? `svc-${role.tenant}` : `svc-${role.tenant}-${role.service}`;
+      return role.service === undefined ? `svc-${userNamePart(role.tenant)}` : `svc-${userNamePart(role.tenant)}-${userNamePart(role.service)}`;
   }
 }
+
+/** User names: the name characters, long enough for two escaped 128-character parts. */
+const USER_NAME_PATTERN = /^[A-Za-z0-9_-]{1,600}$/;
 
 const eventSubjects = (tenant: string, connection: string) => TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.${tenant}.${connection}`);
 const inbox = (prefix: string) => `${prefix}.>`;
@@ -164,7 +181,7 @@ export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPe
 /** One user per role; the name defaults to {@link defaultUserName}, the inbox to `_INBOX_<name>`. */
 export function authzUser(role: AuthzRole, name = defaultUserName(role)): AuthzUser {
   // The name is a subject token of the inbox prefix: no dots, wildcards or spaces.
-  assertName(name, 'user name');
+  if (!USER_NAME_PATTERN.test(name)) throw new RangeError(`user name must match ${USER_NAME_PATTERN.source}`);
   const inboxPrefix = inboxPrefixFor(name);
   return { name, role, inboxPrefix, permissions: rolePermissions(role, inboxPrefix) };
 }
