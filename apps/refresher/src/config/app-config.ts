@@ -50,7 +50,7 @@ const EnvSchema = z.object({
   MISCONFIGURED_RETRY_MS: positiveInt(600_000),
   SHUTDOWN_GRACE_MS: positiveInt(15_000),
   TOKEN_CACHE_MAX_ENTRIES: positiveInt(100_000),
-  // Audit: the TOKEN_AUDIT stream (created or updated at start) and the outbox relay.
+  // Audit: the TOKEN_AUDIT stream (created at start when missing) and the outbox relay.
   AUDIT_STREAM_MAX_AGE_HOURS: positiveInt(24 * 30),
   AUDIT_STREAM_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
   AUDIT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
