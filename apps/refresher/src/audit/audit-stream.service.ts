@@ -152,8 +152,9 @@ export function streamDifferences(current: StreamConfig, desired: Partial<Stream
   add('discard', String(current.discard), String(desired.discard), `--discard=${desired.discard}`);
   if (!current.subjects?.includes(AUDIT_SUBJECT_FILTER)) {
     // Without it the relay's publishes find no stream; they are retried until an operator adds it.
+    // Quoted: the command is meant to be pasted into a shell, and `>` would redirect.
     const subjects = [...(current.subjects ?? []), AUDIT_SUBJECT_FILTER];
-    found.push({ setting: 'subjects', current: (current.subjects ?? []).join(','), configured: subjects.join(','), flag: `--subjects=${subjects.join(',')}` });
+    found.push({ setting: 'subjects', current: (current.subjects ?? []).join(','), configured: subjects.join(','), flag: `--subjects='${subjects.join(',')}'` });
   }
   return found;
 }
