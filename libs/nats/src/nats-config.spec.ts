@@ -2,7 +2,7 @@ import { inspect } from 'node:util';
 import { nkeys } from '@nats-io/transport-node';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { natsConfigFrom, natsEnvShape, replySubjectPrefixesFrom } from './nats-config.js';
+import { natsConfigFrom, natsEnvShape, replySubjectPrefixesFrom, withOwnInbox } from './nats-config.js';
 import { natsConnectionOptions } from './nats-connection.js';
 import { parseServers, redactServers, redactUrl } from './nats-url.js';
 
@@ -69,6 +69,16 @@ describe('NATS settings from the environment', () => {
       const found: string[] = [];
       replySubjectPrefixesFrom({ REPLY_SUBJECT_PREFIXES: bad }, found);
       expect(found, bad).toEqual([expect.stringContaining('REPLY_SUBJECT_PREFIXES:')]);
+    }
+  });
+
+  it("gives a service an inbox of its own: NATS_INBOX_PREFIX, else a private one under _INBOX", () => {
+    const base = { servers: ['nats://127.0.0.1:4222'], auth: { kind: 'none' as const } };
+    expect(withOwnInbox({ ...base, inboxPrefix: '_INBOX_refresher' }).inboxPrefix).toBe('_INBOX_refresher');
+    for (const shared of [undefined, '_INBOX']) {
+      const own = withOwnInbox({ ...base, ...(shared ? { inboxPrefix: shared } : {}) }).inboxPrefix;
+      expect(own).toMatch(/^_INBOX\.[A-Za-z0-9]{22}$/);
+      expect(withOwnInbox(base).inboxPrefix).not.toBe(own);
     }
   });
 });

@@ -87,13 +87,18 @@ export function natsConfigFrom(e: NatsEnv, problems: string[]): NatsConfig {
 }
 
 /**
- * For a service that answers requests: its NATS_INBOX_PREFIX, or when none is set a private
- * `_INBOX.<nuid>`, still under `_INBOX.>` (so no permission changes) but told apart from every
- * caller's `_INBOX.<nuid>` inbox, so that the reply guard can refuse the service's own.
+ * For a service that answers requests: its NATS_INBOX_PREFIX, or when none is set (or it is
+ * the shared default `_INBOX`) a private `_INBOX.<nuid>`, still under `_INBOX.>` (so no
+ * permission changes) but told apart from every caller's `_INBOX.<nuid>` inbox, so that the
+ * reply guard can refuse the service's own without refusing its callers'.
  */
 export function withOwnInbox(config: NatsConfig): NatsConfig & { inboxPrefix: string } {
-  return { ...config, inboxPrefix: config.inboxPrefix ?? createInbox() };
+  const own = config.inboxPrefix;
+  return { ...config, inboxPrefix: own === undefined || own === DEFAULT_INBOX_PREFIX ? createInbox(DEFAULT_INBOX_PREFIX) : own };
 }
+
+/** nats.js's inbox prefix when none is given: every default client's. */
+const DEFAULT_INBOX_PREFIX = '_INBOX';
 
 const OWN_NAMESPACES = ['token.', 'audit.', 'tokenkeeper.', '$'];
 
