@@ -1,0 +1,151 @@
+/**
+ * Shared providers end to end: providers are global, and a tenant admin may register or
+ * connect any connection of its own tenant. Without `tenants`, a tenant admin of `evil` could
+ * register the operator's client_credentials provider and have the refresher mint the
+ * operator's service token into evil's namespace. The real refresher runs on a real
+ * nats-server under the permissions `tokenctl authz` generates; the sandbox provider is the
+ * token endpoint whose requests are counted.
+ */
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { AuthzRole } from '@tokenkeeper/contracts';
+import { adminSubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
+import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import type { ProviderConfig } from '../apps/refresher/src/providers/provider.types.js';
+import { parseProvidersDocument } from '../apps/refresher/src/providers/providers-file.loader.js';
+import { buildAuthz } from '../apps/tokenctl/src/authz.command.js';
+import type { GeneratedUser } from '../apps/tokenctl/src/authz.render.js';
+import { credentialsOf, natsEnvOf } from '../apps/tokenctl/test/generated-users.js';
+
+describe('shared providers: which tenants may use a provider', () => {
+  let nats: NatsServerHandle;
+  let db: TestDatabase;
+  let sandbox: SandboxProvider;
+  let refresher: TestRefresher | undefined;
+  let users: GeneratedUser[];
+  let env: Record<string, string>;
+  const connections: NatsConnection[] = [];
+
+  const userFor = (kind: AuthzRole['kind'], tenant?: string): GeneratedUser => {
+    const found = users.find((u) => u.user.role.kind === kind && (tenant === undefined || ('tenant' in u.user.role && u.user.role.tenant === tenant)));
+    if (!found) throw new Error(`no generated ${kind} user${tenant ? ` of ${tenant}` : ''}`);
+    return found;
+  };
+  const connectAs = async (kind: AuthzRole['kind'], tenant?: string): Promise<NatsConnection> => {
+    const user = userFor(kind, tenant);
+    const nc = await connect({ servers: nats.url, ...credentialsOf(user), inboxPrefix: user.user.inboxPrefix, noAsyncTraces: true });
+    connections.push(nc);
+    return nc;
+  };
+  const call = async (nc: NatsConnection, subject: string, body: unknown = {}): Promise<any> =>
+    (await nc.request(subject, encodeJson(body), { timeout: 10_000 })).json();
+
+  /** The operator's own service identity at the sandbox: a client_credentials provider, open to `allowed` (or, without it, to none). */
+  const providers = (allowed: string[] | undefined): Map<string, ProviderConfig> => {
+    const cc = { revocationUrl: undefined, authMethod: 'client_secret_post', grant: 'client_credentials' };
+    const doc = {
+      providers: {
+        'internal-idp': sandbox.providerSettings({ ...cc, ...(allowed ? { tenants: allowed } : {}) }),
+        // What every client_credentials entry looked like before `tenants` existed.
+        'shared-idp': sandbox.providerSettings(cc),
+        sandbox: sandbox.providerSettings({ authorizationUrl: sandbox.authorizationUrl, tenants: ['billing', 'acme-*'] }),
+      },
+    };
+    return parseProvidersDocument(JSON.stringify(doc), 'json', {});
+  };
+
+  beforeAll(async () => {
+    const generated = buildAuthz({ refresher: true, tenant: ['evil', 'billing'] });
+    users = generated.users;
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer({ jetstream: true, config: generated.config }),
+      createTestDatabase('tk_shared_providers'),
+      // Short tokens: the credential of the last case comes due within seconds.
+      startSandboxProvider({ accessTokenTtlSeconds: 4 }),
+    ]);
+    env = testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, natsEnvOf(userFor('refresher')));
+    refresher = await startTestRefresher(env, providers(['billing']));
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all(connections.map((nc) => nc.close().catch(() => undefined)));
+    await refresher?.close();
+    await Promise.all([sandbox?.close(), nats?.stop()]);
+    await db?.drop();
+  });
+
+  it("a tenant admin of evil cannot register the operator's client_credentials provider: forbidden, naming `tenants`, and no token is requested", async () => {
+    const evil = await connectAs('tenant-admin', 'evil');
+    const unlisted = await call(evil, adminSubject('register', 'evil', 'x'), { provider: 'shared-idp' });
+    expect(unlisted).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect(unlisted.error.message).toMatch(/client_credentials/);
+    expect(unlisted.error.message).toMatch(/`tenants` of provider "shared-idp"/);
+
+    const listedForOthers = await call(evil, adminSubject('register', 'evil', 'y'), { provider: 'internal-idp' });
+    expect(listedForOthers).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect(listedForOthers.error.message).toMatch(/`tenants` of provider "internal-idp"/);
+    // Who may use it is not evil's business.
+    expect(listedForOthers.error.message).not.toContain('billing');
+
+    // Nothing was stored, so nothing comes due: give the scheduler (50 ms ticks) time to prove it.
+    await sleep(1_500);
+    expect(await call(evil, adminSubject('describe', 'evil', 'x'))).toMatchObject({ ok: false, error: { code: 'not_found' } });
+    expect(await call(evil, adminSubject('describe', 'evil', 'y'))).toMatchObject({ ok: false, error: { code: 'not_found' } });
+    expect(sandbox.stats.clientCredentialsGrants).toBe(0);
+  }, 60_000);
+
+  it('a tenant named in `tenants` registers it and its consumer gets the token (positive control)', async () => {
+    const admin = await connectAs('tenant-admin', 'billing');
+    const registered = await call(admin, adminSubject('register', 'billing', 'svc'), { provider: 'internal-idp' });
+    expect(registered).toMatchObject({ ok: true, credential: { tenant: 'billing', connection: 'svc', provider: 'internal-idp' } });
+    const consumer = await connectAs('consumer', 'billing');
+    const reply = await waitFor(async () => {
+      const r = await call(consumer, tokenGetSubject('billing', 'svc'));
+      return r.ok ? r : undefined;
+    }, { timeoutMs: 15_000 });
+    expect(reply.token).toMatchObject({ tenant: 'billing', connection: 'svc', provider: 'internal-idp' });
+    expect(sandbox.stats.clientCredentialsGrants).toBeGreaterThanOrEqual(1);
+  }, 60_000);
+
+  it('connect: refused with forbidden for a tenant the provider does not allow, a URL for one it does', async () => {
+    const evil = await connectAs('tenant-admin', 'evil');
+    const refused = await call(evil, adminSubject('connect', 'evil', 'crm'), { provider: 'sandbox' });
+    expect(refused).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect(refused.error.message).toMatch(/`tenants` of provider "sandbox"/);
+    const admin = await connectAs('tenant-admin', 'billing');
+    const allowed = await call(admin, adminSubject('connect', 'billing', 'crm'), { provider: 'sandbox' });
+    expect(allowed).toMatchObject({ ok: true });
+    expect(allowed.url).toMatch(/\/connect\//);
+  }, 60_000);
+
+  it('a provider withdrawn from a tenant (providers file changed, refresher restarted): no more token requests, describe says why, token.get and refresh answer forbidden', async () => {
+    const admin = await connectAs('tenant-admin', 'billing');
+    const consumer = await connectAs('consumer', 'billing');
+    // The credential of the positive control, refreshed every few seconds so far.
+    expect(await call(admin, adminSubject('describe', 'billing', 'svc'))).toMatchObject({ ok: true, credential: { status: 'active' } });
+    await refresher!.close();
+    refresher = undefined;
+    const before = sandbox.stats.clientCredentialsGrants;
+    refresher = await startTestRefresher(env, providers(['acme-*']));
+
+    // Its next due refresh (tokens live 4 s) records the refusal instead of asking the provider.
+    const described = await waitFor(async () => {
+      const r = await call(admin, adminSubject('describe', 'billing', 'svc'));
+      return r.ok && r.credential.status === 'failing' ? r.credential : undefined;
+    }, { timeoutMs: 20_000 });
+    expect(described.lastError.code).toBe('forbidden');
+    expect(described.lastError.message).toMatch(/`tenants` of provider "internal-idp"/);
+
+    // Well past the stored token's expiry and several re-checks (MISCONFIGURED_RETRY_MS is 2 s here).
+    await sleep(6_000);
+    const got = await call(consumer, tokenGetSubject('billing', 'svc'));
+    expect(got).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect(got.error.message).toMatch(/`tenants` of provider "internal-idp"/);
+    expect(await call(admin, adminSubject('refresh', 'billing', 'svc'))).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect(await call(consumer, tokenGetSubject('billing', 'svc'), { minTtlSeconds: 0 })).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    const after = await call(admin, adminSubject('describe', 'billing', 'svc'));
+    expect(after.credential).toMatchObject({ status: 'failing', lastError: { code: 'forbidden' } });
+    expect(sandbox.stats.clientCredentialsGrants).toBe(before);
+  }, 90_000);
+});
