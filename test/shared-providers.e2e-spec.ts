@@ -10,7 +10,9 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { AuthzRole } from '@tokenkeeper/contracts';
 import { adminSubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
 import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from './connect-oidc.fixtures.js';
 import { startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
 import type { ProviderConfig } from '../apps/refresher/src/providers/provider.types.js';
 import { parseProvidersDocument } from '../apps/refresher/src/providers/providers-file.loader.js';
@@ -26,6 +28,8 @@ describe('shared providers: which tenants may use a provider', () => {
   let users: GeneratedUser[];
   let env: Record<string, string>;
   const connections: NatsConnection[] = [];
+  /** The sandbox's redirect back to the refresher for billing/crm, consented to before the providers file changed. */
+  let pendingCallback: string | undefined;
 
   const userFor = (kind: AuthzRole['kind'], tenant?: string): GeneratedUser => {
     const found = users.find((u) => u.user.role.kind === kind && (tenant === undefined || ('tenant' in u.user.role && u.user.role.tenant === tenant)));
@@ -41,15 +45,23 @@ describe('shared providers: which tenants may use a provider', () => {
   const call = async (nc: NatsConnection, subject: string, body: unknown = {}): Promise<any> =>
     (await nc.request(subject, encodeJson(body), { timeout: 10_000 })).json();
 
-  /** The operator's own service identity at the sandbox: a client_credentials provider, open to `allowed` (or, without it, to none). */
-  const providers = (allowed: string[] | undefined): Map<string, ProviderConfig> => {
+  const get = async (url: string, form?: Record<string, string>) => {
+    const res = await request(url, form ? { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() } : { method: 'GET' });
+    return { status: res.statusCode, location: res.headers.location === undefined ? undefined : String(res.headers.location), text: await res.body.text() };
+  };
+
+  /**
+   * The operator's own service identity at the sandbox (a client_credentials provider) and a
+   * connectable one, both open to `allowed`; and a client_credentials entry without `tenants`.
+   */
+  const providers = (allowed: string[]): Map<string, ProviderConfig> => {
     const cc = { revocationUrl: undefined, authMethod: 'client_secret_post', grant: 'client_credentials' };
     const doc = {
       providers: {
-        'internal-idp': sandbox.providerSettings({ ...cc, ...(allowed ? { tenants: allowed } : {}) }),
+        'internal-idp': sandbox.providerSettings({ ...cc, tenants: allowed }),
         // What every client_credentials entry looked like before `tenants` existed.
         'shared-idp': sandbox.providerSettings(cc),
-        sandbox: sandbox.providerSettings({ authorizationUrl: sandbox.authorizationUrl, tenants: ['billing', 'acme-*'] }),
+        sandbox: sandbox.providerSettings({ authorizationUrl: sandbox.authorizationUrl, tenants: allowed }),
       },
     };
     return parseProvidersDocument(JSON.stringify(doc), 'json', {});
@@ -58,13 +70,19 @@ describe('shared providers: which tenants may use a provider', () => {
   beforeAll(async () => {
     const generated = buildAuthz({ refresher: true, tenant: ['evil', 'billing'] });
     users = generated.users;
-    [nats, db, sandbox] = await Promise.all([
+    let publicPort: number;
+    [nats, db, sandbox, publicPort] = await Promise.all([
       startNatsServer({ jetstream: true, config: generated.config }),
       createTestDatabase('tk_shared_providers'),
       // Short tokens: the credential of the last case comes due within seconds.
       startSandboxProvider({ accessTokenTtlSeconds: 4 }),
+      freePort(),
     ]);
-    env = testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, natsEnvOf(userFor('refresher')));
+    env = testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, {
+      ...natsEnvOf(userFor('refresher')),
+      PUBLIC_HTTP_PORT: String(publicPort),
+      PUBLIC_BASE_URL: `http://127.0.0.1:${publicPort}`,
+    });
     refresher = await startTestRefresher(env, providers(['billing']));
   }, 120_000);
 
@@ -116,7 +134,14 @@ describe('shared providers: which tenants may use a provider', () => {
     const admin = await connectAs('tenant-admin', 'billing');
     const allowed = await call(admin, adminSubject('connect', 'billing', 'crm'), { provider: 'sandbox' });
     expect(allowed).toMatchObject({ ok: true });
-    expect(allowed.url).toMatch(/\/connect\//);
+    // Consent is given now; the callback is delivered only after the providers file changed (below).
+    const toProvider = await get(allowed.url);
+    expect(toProvider.status).toBe(302);
+    const page = await get(toProvider.location!);
+    const consentId = /name="consent" value="([^"]+)"/.exec(page.text)![1]!;
+    const answered = await get(sandbox.authorizationUrl, { consent: consentId, decision: 'allow' });
+    expect(answered.location).toMatch(/\/oauth\/callback\?/);
+    pendingCallback = answered.location;
   }, 60_000);
 
   it('a provider withdrawn from a tenant (providers file changed, refresher restarted): no more token requests, describe says why, token.get and refresh answer forbidden', async () => {
@@ -147,5 +172,12 @@ describe('shared providers: which tenants may use a provider', () => {
     const after = await call(admin, adminSubject('describe', 'billing', 'svc'));
     expect(after.credential).toMatchObject({ status: 'failing', lastError: { code: 'forbidden' } });
     expect(sandbox.stats.clientCredentialsGrants).toBe(before);
+
+    // A connect session started while the tenant was allowed: its code is not exchanged.
+    const callback = await get(pendingCallback!);
+    expect(callback.status, callback.text).toBe(403);
+    expect(callback.text).toMatch(/no longer open to this tenant/);
+    expect(sandbox.stats.authorizationCodeGrants).toBe(0);
+    expect(await call(admin, adminSubject('describe', 'billing', 'crm'))).toMatchObject({ ok: false, error: { code: 'not_found' } });
   }, 90_000);
 });
