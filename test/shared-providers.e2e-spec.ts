@@ -7,6 +7,7 @@
  * token endpoint whose requests are counted.
  */
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { TokenClient } from '@tokenkeeper/client';
 import type { AuthzRole } from '@tokenkeeper/contracts';
 import { adminSubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
 import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
@@ -28,6 +29,7 @@ describe('shared providers: which tenants may use a provider', () => {
   let users: GeneratedUser[];
   let env: Record<string, string>;
   const connections: NatsConnection[] = [];
+  let client: TokenClient | undefined;
   /** The sandbox's redirect back to the refresher for billing/crm, consented to before the providers file changed. */
   let pendingCallback: string | undefined;
 
@@ -87,6 +89,7 @@ describe('shared providers: which tenants may use a provider', () => {
   }, 120_000);
 
   afterAll(async () => {
+    await client?.close().catch(() => undefined);
     await Promise.all(connections.map((nc) => nc.close().catch(() => undefined)));
     await refresher?.close();
     await Promise.all([sandbox?.close(), nats?.stop()]);
@@ -124,6 +127,13 @@ describe('shared providers: which tenants may use a provider', () => {
     }, { timeoutMs: 15_000 });
     expect(reply.token).toMatchObject({ tenant: 'billing', connection: 'svc', provider: 'internal-idp' });
     expect(sandbox.stats.clientCredentialsGrants).toBeGreaterThanOrEqual(1);
+
+    // One with a long-lived token (due in about 48 minutes), held in a consumer's pushed cache.
+    await call(admin, adminSubject('register', 'billing', 'long'), { provider: 'internal-idp', accessToken: 'long-lived-service-token', expiresIn: 3600 });
+    const user = userFor('consumer', 'billing');
+    client = new TokenClient({ servers: nats.url, connectOptions: credentialsOf(user), inboxPrefix: user.user.inboxPrefix, tenants: ['billing'], trustedSigners: [refresher!.signerPublicKey] });
+    await client.start();
+    expect(await client.getAccessToken({ tenant: 'billing', connection: 'long' })).toBe('long-lived-service-token');
   }, 60_000);
 
   it('connect: refused with forbidden for a tenant the provider does not allow, a URL for one it does', async () => {
@@ -152,7 +162,9 @@ describe('shared providers: which tenants may use a provider', () => {
     await refresher!.close();
     refresher = undefined;
     const before = sandbox.stats.clientCredentialsGrants;
-    refresher = await startTestRefresher(env, providers(['acme-*']));
+    // A refused credential is looked at again only after MISCONFIGURED_RETRY_MS: long here, so
+    // that only the start-up's check can make it resume in the next case.
+    refresher = await startTestRefresher({ ...env, MISCONFIGURED_RETRY_MS: '600000' }, providers(['acme-*']));
 
     // Its next due refresh (tokens live 4 s) records the refusal instead of asking the provider.
     const described = await waitFor(async () => {
@@ -162,7 +174,7 @@ describe('shared providers: which tenants may use a provider', () => {
     expect(described.lastError.code).toBe('forbidden');
     expect(described.lastError.message).toMatch(/`tenants` of provider "internal-idp"/);
 
-    // Well past the stored token's expiry and several re-checks (MISCONFIGURED_RETRY_MS is 2 s here).
+    // Well past the stored token's expiry.
     await sleep(6_000);
     const got = await call(consumer, tokenGetSubject('billing', 'svc'));
     expect(got).toMatchObject({ ok: false, error: { code: 'forbidden' } });
@@ -179,5 +191,30 @@ describe('shared providers: which tenants may use a provider', () => {
     expect(callback.text).toMatch(/no longer open to this tenant/);
     expect(sandbox.stats.authorizationCodeGrants).toBe(0);
     expect(await call(admin, adminSubject('describe', 'billing', 'crm'))).toMatchObject({ ok: false, error: { code: 'not_found' } });
+
+    // The long-lived one was not due for most of an hour: the start applied the file to it at
+    // once, and the consumer's cache, told by token.failed, no longer serves its token.
+    const long = await call(admin, adminSubject('describe', 'billing', 'long'));
+    expect(long.credential).toMatchObject({ status: 'failing', lastError: { code: 'forbidden' } });
+    await expect(client!.getAccessToken({ tenant: 'billing', connection: 'long' })).rejects.toMatchObject({ code: 'forbidden' });
+    expect(sandbox.stats.clientCredentialsGrants).toBe(before);
   }, 90_000);
+
+  it('allowed again (providers file changed back, refresher restarted): refreshed at once, served again', async () => {
+    const admin = await connectAs('tenant-admin', 'billing');
+    await refresher!.close();
+    refresher = undefined;
+    const before = sandbox.stats.clientCredentialsGrants;
+    refresher = await startTestRefresher({ ...env, MISCONFIGURED_RETRY_MS: '600000' }, providers(['billing']));
+    // Both resume at once, not MISCONFIGURED_RETRY_MS later (ten minutes).
+    for (const connection of ['svc', 'long']) {
+      await waitFor(async () => {
+        const r = await call(admin, adminSubject('describe', 'billing', connection));
+        return r.ok && r.credential.status === 'active' && r.credential.lastError === null ? r : undefined;
+      }, { timeoutMs: 15_000 });
+    }
+    expect(sandbox.stats.clientCredentialsGrants).toBeGreaterThanOrEqual(before + 2);
+    const token = await client!.getToken({ tenant: 'billing', connection: 'long' });
+    expect(token.accessToken).not.toBe('long-lived-service-token');
+  }, 60_000);
 });
