@@ -50,6 +50,7 @@ import { ReencryptionService } from './refresh/reencryption.service.js';
 import { RefreshCoordinator } from './refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from './metrics/refresh.metrics.js';
 import { RefreshScheduler } from './refresh/refresh.scheduler.js';
+import { WithdrawnTenantsSweep } from './refresh/withdrawn-tenants.sweep.js';
 import { RefreshService } from './refresh/refresh.service.js';
 import { CredentialListPager } from './tokens/credential-list.pager.js';
 import { TokenController } from './tokens/token.controller.js';
@@ -145,6 +146,7 @@ export class RefresherModule {
         RefreshService,
         RefreshCoordinator,
         RefreshScheduler,
+        WithdrawnTenantsSweep,
         ReencryptionService,
         TokenService,
         ConnectSessionRepository,

@@ -39,7 +39,7 @@ export function sandboxProviders(sandbox: SandboxProvider, extra: Record<string,
   const doc = {
     providers: {
       sandbox: sandbox.providerSettings(extra),
-      'sandbox-cc': sandbox.providerSettings({ revocationUrl: undefined, authMethod: 'client_secret_post', grant: 'client_credentials' }),
+      'sandbox-cc': sandbox.providerSettings({ revocationUrl: undefined, authMethod: 'client_secret_post', grant: 'client_credentials', tenants: ['svc', 'acme'] }),
     },
   };
   return parseProvidersDocument(JSON.stringify(doc), 'json', {});

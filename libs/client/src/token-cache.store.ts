@@ -148,11 +148,13 @@ export class TokenCache {
    * A failure concerns the version current when it happened, so it applies at an
    * equal version too; an older one was overtaken by a newer token. Returns null
    * when the event says nothing the cache acts on (a retryable failure: the
-   * refresher keeps serving the still-valid token, and so does the cache).
+   * refresher keeps serving the still-valid token, and so does the cache). `forbidden`
+   * (the provider was withdrawn from the tenant) is treated as reauth_required: the
+   * refresher no longer serves the token, so the cache stops too and each use asks again.
    */
-  applyFailed(id: string, version: number, status: string, rememberUnknown: boolean): boolean | null {
+  applyFailed(id: string, version: number, status: string, rememberUnknown: boolean, code?: string): boolean | null {
     if (status === 'revoked') return this.applyRevoked(id, version, rememberUnknown);
-    if (status !== 'reauth_required') return null;
+    if (status !== 'reauth_required' && code !== 'forbidden') return null;
     return this.markDead(id, REAUTH, version, rememberUnknown);
   }
 

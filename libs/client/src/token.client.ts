@@ -305,7 +305,7 @@ export class TokenClient {
     let applied: boolean | null;
     if (event.kind === 'failed') {
       const id = credentialId(event);
-      applied = this.cache.applyFailed(id, event.version, event.status, this.inFlight(id));
+      applied = this.cache.applyFailed(id, event.version, event.status, this.inFlight(id), event.code);
     } else if (event.kind === 'revoked') {
       const id = credentialId(event);
       applied = this.cache.applyRevoked(id, event.version, this.inFlight(id));

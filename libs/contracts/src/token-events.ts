@@ -24,7 +24,7 @@ export type TokenEvent =
       /** `refreshedAt` in epoch ms, NaN when absent or unreadable (readers that need it fall back to now). */
       refreshedAtMs: number;
     }
-  | { kind: 'failed'; tenant: string; connection: string; version: number; status: CredentialStatus }
+  | { kind: 'failed'; tenant: string; connection: string; version: number; status: CredentialStatus; code?: string }
   | { kind: 'revoked'; tenant: string; connection: string; version: number };
 
 const decoder = new TextDecoder();
@@ -101,7 +101,9 @@ export function parseTokenEvent(subject: string, data: Uint8Array): TokenEvent |
       if (!isVersion(body.version)) return null;
       const status = body.status as CredentialStatus;
       if (!CREDENTIAL_STATUSES.includes(status)) return null;
-      return { kind, tenant: parts.tenant, connection: parts.connection, version: body.version, status };
+      const failed: TokenEvent = { kind, tenant: parts.tenant, connection: parts.connection, version: body.version, status };
+      if (typeof body.code === 'string') failed.code = body.code;
+      return failed;
     }
     case 'revoked': {
       if (!isVersion(body.version)) return null;

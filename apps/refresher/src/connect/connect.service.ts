@@ -8,6 +8,7 @@ import { auditRecord } from '../persistence/audit-record.js';
 import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ConnectSessionRepository, type ConnectSession } from '../persistence/connect-session.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
+import { assertTenantAllowed, tenantRefusal } from '../providers/tenant-access.policy.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
 import type { IssuedToken, ProviderConfig, TokenEndpoint } from '../providers/provider.types.js';
 import type { Credential } from '../domain/credential.js';
@@ -56,6 +57,7 @@ export class ConnectService {
   async start(request: ConnectRequest): Promise<{ url: string; expiresAt: string }> {
     const provider = this.providers.get(request.provider);
     if (!provider) throw new ContractError('unknown_provider', `provider "${request.provider}" is not configured`);
+    assertTenantAllowed(provider, request.tenant);
     if (!provider.authorizationUrl) {
       throw new ContractError('bad_request', `provider "${provider.id}" has no authorizationUrl: it cannot be connected, only registered`);
     }
@@ -120,6 +122,11 @@ export class ConnectService {
     const { session, sessionHash, verifier } = taken;
     const provider = this.providers.get(session.provider);
     if (!provider) return this.fail(sessionHash, session, 'unknown_provider', 'This connection’s provider is no longer configured.');
+    // The providers file may have changed since the session started: no code is exchanged
+    // (with the operator's client secret) for a tenant the provider no longer allows.
+    if (tenantRefusal(provider, session.tenant) !== undefined) {
+      return this.fail(sessionHash, session, 'forbidden', 'This provider is no longer open to this tenant; nothing was connected.', 403);
+    }
 
     // RFC 9207: an answer that does not come from this provider's issuer is not exchanged, so a
     // code from another authorization server (a mix-up attack) never reaches this token endpoint.

@@ -360,6 +360,37 @@ export class CredentialRepository {
   }
 
   /**
+   * What a start with a changed providers file looks at, in one scan: the (provider, tenant)
+   * pairs of live credentials of the restricting providers, and of those marked `forbidden`
+   * (`marked`), whatever their provider.
+   */
+  async tenantsToCheck(restricting: string[]): Promise<{ provider: string; tenant: string; marked: boolean }[]> {
+    return this.db.query(
+      `SELECT DISTINCT provider, tenant, last_error_code IS NOT DISTINCT FROM 'forbidden' AS marked FROM credentials
+       WHERE ${LIVE} AND (provider = ANY($1::text[]) OR last_error_code = 'forbidden')`,
+      [restricting],
+    );
+  }
+
+  /**
+   * Makes the live credentials of one provider and these tenants due now: those marked
+   * `forbidden` (`marked`), or those not marked.
+   */
+  async makeDueNow(provider: string, tenants: string[], marked: boolean): Promise<number> {
+    const rows: { n: number }[] = await this.db.query(
+      `WITH changed AS (
+         UPDATE credentials SET next_refresh_at = now()
+         WHERE provider = $1 AND tenant = ANY($2::text[]) AND ${LIVE}
+           AND (last_error_code IS NOT DISTINCT FROM 'forbidden') = $3
+           AND (next_refresh_at IS NULL OR next_refresh_at > now())
+         RETURNING 1
+       ) SELECT count(*)::int AS n FROM changed`,
+      [provider, tenants, marked],
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  /**
    * Re-seals up to `limit` rows written under an older key, walking the primary key
    * from `after`; returns where to continue (null at the end of the table).
    */

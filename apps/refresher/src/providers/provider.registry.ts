@@ -7,4 +7,8 @@ export class ProviderRegistry {
   get(id: string): ProviderConfig | undefined {
     return this.providers.get(id);
   }
+
+  all(): ProviderConfig[] {
+    return [...this.providers.values()];
+  }
 }

@@ -28,6 +28,11 @@ export interface ProviderConfig {
   authMethod: AuthMethod;
   grant: GrantType;
   scopes?: string[];
+  /**
+   * Tenant names or `*`-patterns that may use this provider. Undefined: every tenant, except
+   * for `client_credentials`, which is then open to none (see tenant-access.policy.ts).
+   */
+  tenants?: string[];
   /** Fraction of a token's lifetime after which it is refreshed (0 < threshold < 1). */
   threshold: number;
   /** Lifetime assumed when the token response has no `expires_in`; undefined = never expires. */

@@ -6,6 +6,7 @@ import { Secret } from '@tokenkeeper/common';
 import { NAME_PATTERN, NAME_RULE } from '@tokenkeeper/contracts';
 import { interpolateTree, type InterpolationIssue } from './env-interpolation.util.js';
 import { PROVIDER_PRESETS } from './provider-presets.js';
+import { tenantPatternProblem } from './tenant-access.policy.js';
 import { AUTH_METHODS, GRANT_TYPES, PRESET_NAMES, type PresetName, type ProviderConfig } from './provider.types.js';
 
 export type ProvidersFileFormat = 'yaml' | 'json';
@@ -48,6 +49,7 @@ const entrySchema = z.strictObject({
   authMethod: z.enum(AUTH_METHODS).optional(),
   grant: z.enum(GRANT_TYPES).optional(),
   scopes: z.array(z.string().regex(/^\S+$/, 'must be one scope without spaces')).optional(),
+  tenants: z.array(z.string()).optional(),
   threshold: numeric(z.number().gt(0, 'must be between 0 and 1 (exclusive)').lt(1, 'must be between 0 and 1 (exclusive)')),
   defaultTtlSeconds: numeric(z.number().int('must be a whole number of seconds').positive('must be positive')),
   revocationUrl: z.string().min(1, 'must not be empty').optional(),
@@ -179,6 +181,10 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
   for (const key of Object.keys(extraParams)) {
     if (RESERVED_PARAMS.has(key)) add(`extraParams.${key}`, 'reserved: set by Tokenkeeper itself');
   }
+  entry.tenants?.forEach((pattern, i) => {
+    const problem = tenantPatternProblem(pattern);
+    if (problem) add(`tenants[${i}]`, problem);
+  });
   const connect = connectSettings(entry, presetName, tokenUrl && !tokenUrlProblem ? new URL(tokenUrl) : undefined, add);
   if (!tokenUrl || tokenUrlProblem || revocationProblem || !connect) return undefined;
 
@@ -199,6 +205,7 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
   // Without it Microsoft issues no refresh token; client_credentials has none to ask for.
   if (preset.offlineScope && grant === 'refresh_token' && scopes.length && !scopes.includes(preset.offlineScope)) scopes.unshift(preset.offlineScope);
   if (scopes.length) config.scopes = scopes;
+  if (entry.tenants !== undefined) config.tenants = [...entry.tenants];
   if (entry.defaultTtlSeconds !== undefined) config.defaultTtlSeconds = entry.defaultTtlSeconds;
   if (revocationUrl !== undefined) config.revocationUrl = revocationUrl;
   if (preset.errorCodes) config.errorCodes = { ...preset.errorCodes };

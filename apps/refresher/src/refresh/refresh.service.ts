@@ -15,6 +15,7 @@ import type { PendingAuditRecord } from '../persistence/audit-record.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
 import type { ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/provider.types.js';
+import { tenantRefusal } from '../providers/tenant-access.policy.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { retryDelayMs, scheduleRefresh } from './refresh-policy.js';
@@ -193,6 +194,9 @@ export class RefreshService {
         message: `provider "${credential.provider}" is not in the providers file`,
       });
     }
+    // Scheduled, on-demand and admin refreshes all pass here, before any request is made.
+    const refusal = tenantRefusal(provider, credential.tenant);
+    if (refusal !== undefined) return this.refuse(credential, lease, `not refreshed: ${refusal}`);
     if (provider.grant === 'refresh_token' && !credential.refreshToken) {
       return this.fail(credential, lease, 1, { kind: 'invalid_grant', code: 'no_refresh_token', message: 'no refresh token stored' });
     }
@@ -422,6 +426,31 @@ export class RefreshService {
     if (!committed) return { kind: 'superseded' };
     this.notifier.committed(committed);
     return { kind: 'failed', credential: committed.credential, code: write.lastError.code, message: write.lastError.message };
+  }
+
+  /**
+   * A credential whose provider no longer allows its tenant (the providers file changed):
+   * nothing is requested. It stays `failing` with `forbidden`, and is looked at again after
+   * MISCONFIGURED_RETRY_MS, so that it resumes by itself once the file allows it again. The
+   * refusal is recorded (audit, `token.failed`) when it starts, not at every look.
+   */
+  private async refuse(credential: Credential, lease: LeasedCredential['lease'], message: string): Promise<RefreshOutcome> {
+    const first = credential.lastError?.code !== 'forbidden';
+    const write: FailureWrite = {
+      status: 'failing',
+      failures: credential.failures,
+      lastError: { code: 'forbidden', message },
+      nextRefreshAt: new Date(this.clock.now() + this.config.refresh.misconfiguredRetryMs * (0.5 + this.clock.random() / 2)),
+    };
+    const audit = first ? [auditRecord('failed', credential, this.config.replicaId, { outcome: 'forbidden', code: 'forbidden', message })] : [];
+    const committed = await this.repository.commitFailure(credential, lease, write, audit);
+    this.metrics.countRefresh(credential.provider, 'forbidden');
+    if (!committed) return { kind: 'superseded' };
+    if (first) {
+      this.logger.warn({ msg: 'credential not refreshed: its provider does not allow its tenant', tenant: credential.tenant, connection: credential.connection, provider: credential.provider });
+      this.notifier.committed(committed);
+    }
+    return { kind: 'failed', credential: committed.credential, code: 'forbidden', message };
   }
 
   private limitFor(provider: ProviderConfig): LimitFunction {

@@ -22,6 +22,7 @@ import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import type { ProviderConfig } from '../providers/provider.types.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
+import { assertTenantAllowed, tenantRefusal } from '../providers/tenant-access.policy.js';
 import { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { scheduleRegistration } from '../refresh/refresh-policy.js';
@@ -99,6 +100,9 @@ export class TokenService {
   private async resolve(request: TokenGetRequest): Promise<Credential> {
     const minTtlMs = wantedValidityMs(request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS);
     let credential = await this.find(request);
+    // Before any token is served or refreshed: a provider the operator withdrew from this
+    // tenant serves none of its tokens, not even one still valid.
+    this.refusesIfWithdrawn(credential);
     let rejected = request.rejectedVersion;
     if (rejected !== undefined && rejected > credential.version) {
       // The caller saw a version our read predates (another replica just committed it): read
@@ -145,9 +149,16 @@ export class TokenService {
     }
   }
 
+  /** `forbidden` for a credential whose provider no longer allows its tenant (the providers file changed). */
+  private refusesIfWithdrawn(credential: Credential): void {
+    const provider = this.providers.get(credential.provider);
+    if (provider) assertTenantAllowed(provider, credential.tenant);
+  }
+
   async register(request: TokenRegisterRequest): Promise<CredentialView> {
     const provider = this.providers.get(request.provider);
     if (!provider) throw new ContractError('unknown_provider', `provider "${request.provider}" is not configured`);
+    assertTenantAllowed(provider, request.tenant);
     const credential = await this.storeGrant(request, provider, {
       accessToken: Secret.of(request.accessToken),
       refreshToken: Secret.of(request.refreshToken),
@@ -202,10 +213,12 @@ export class TokenService {
   async refreshNow(key: CredentialKey): Promise<CredentialView> {
     const credential = await this.find(key);
     this.refusesIfDead(credential);
+    this.refusesIfWithdrawn(credential);
     const result = await this.coordinator.refresh(key);
     if (result.failure) {
       // reauth_required is terminal and must not be reported as the retryable refresh_failed.
-      const code = result.failure.code === 'unavailable' || result.failure.code === 'reauth_required' ? result.failure.code : 'refresh_failed';
+      const passed = ['unavailable', 'reauth_required', 'forbidden'];
+      const code = passed.includes(result.failure.code) ? result.failure.code : 'refresh_failed';
       throw new ContractError(code, result.failure.message);
     }
     return toCredentialView(result.credential);
@@ -220,8 +233,17 @@ export class TokenService {
     return { providerRevoked: await this.revocation.revokeTokensOf(result.before) };
   }
 
+  /**
+   * A live credential whose provider no longer allows its tenant says so at once, before its
+   * next due refresh has recorded the refusal (the status is then `failing`).
+   */
   async describe(key: CredentialKey): Promise<CredentialView> {
-    return toCredentialView(await this.find(key));
+    const credential = await this.find(key);
+    const view = toCredentialView(credential);
+    const provider = this.providers.get(credential.provider);
+    const refusal = provider && isLive(credential) ? tenantRefusal(provider, credential.tenant) : undefined;
+    if (refusal !== undefined) view.lastError = { code: 'forbidden', message: `not refreshed: ${refusal}` };
+    return view;
   }
 
   private async find(key: CredentialKey): Promise<Credential> {
