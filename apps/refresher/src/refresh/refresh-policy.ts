@@ -112,3 +112,15 @@ export function scheduleRegistration(input: RegistrationScheduleInput): Schedule
   const nextRefreshAt = !input.canRefresh ? null : !hasAccessToken || expired ? registeredAt : schedule.nextRefreshAt;
   return { expiresAt, nextRefreshAt };
 }
+
+/**
+ * How long an on-demand refresh of a credential must still wait: its budget is one refresh
+ * at the provider per `cooldownSeconds`, counted from the last one of any kind (scheduled,
+ * on demand, admin), as stored on the row so that every replica sees the same budget.
+ * Registration and connect do not refresh at the provider and so do not start a cooldown.
+ * 0 when an on-demand refresh may go ahead now.
+ */
+export function onDemandWaitMs(lastRefreshedAt: Date | null, cooldownSeconds: number, nowMs: number): number {
+  if (lastRefreshedAt === null || cooldownSeconds <= 0) return 0;
+  return Math.max(0, lastRefreshedAt.getTime() + cooldownSeconds * 1000 - nowMs);
+}
