@@ -61,14 +61,22 @@ describe('backoff', () => {
 
 describe('onDemandWaitMs', () => {
   const now = issuedAt.getTime();
+  const after = (lastRefreshedAt: Date | null, nextRefreshAt: Date | null = at(3600)) => ({ lastRefreshedAt, nextRefreshAt });
   it('waits out the cooldown after a refresh at the provider, then lets one through', () => {
-    expect(onDemandWaitMs(at(-10), 30, now)).toBe(20_000);
-    expect(onDemandWaitMs(at(-30), 30, now)).toBe(0);
-    expect(onDemandWaitMs(at(-31), 30, now)).toBe(0);
+    expect(onDemandWaitMs(after(at(-10)), 30, now)).toBe(20_000);
+    expect(onDemandWaitMs(after(at(-10), null), 30, now)).toBe(20_000);
+    expect(onDemandWaitMs(after(at(-30)), 30, now)).toBe(0);
+    expect(onDemandWaitMs(after(at(-31)), 30, now)).toBe(0);
   });
 
   it('has nothing to wait for without a refresh at the provider, or with the budget off', () => {
-    expect(onDemandWaitMs(null, 30, now)).toBe(0);
-    expect(onDemandWaitMs(at(-1), 0, now)).toBe(0);
+    expect(onDemandWaitMs(after(null), 30, now)).toBe(0);
+    expect(onDemandWaitMs(after(at(-1)), 0, now)).toBe(0);
+  });
+
+  it('waits no longer than the scheduled refresh: a due one goes ahead at once', () => {
+    expect(onDemandWaitMs(after(at(-10), at(5)), 30, now)).toBe(5_000);
+    expect(onDemandWaitMs(after(at(-1), at(0)), 30, now)).toBe(0);
+    expect(onDemandWaitMs(after(at(-1), at(-2)), 30, now)).toBe(0);
   });
 });

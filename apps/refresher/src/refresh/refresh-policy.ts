@@ -118,9 +118,17 @@ export function scheduleRegistration(input: RegistrationScheduleInput): Schedule
  * at the provider per `cooldownSeconds`, counted from the last one of any kind (scheduled,
  * on demand, admin), as stored on the row so that every replica sees the same budget.
  * Registration and connect do not refresh at the provider and so do not start a cooldown.
- * 0 when an on-demand refresh may go ahead now.
+ * A credential whose scheduled refresh is due waits for nothing: that refresh is no extra
+ * call, only an earlier one, and a token living shorter than the cooldown is not left to
+ * expire while callers are turned away. 0 when an on-demand refresh may go ahead now.
  */
-export function onDemandWaitMs(lastRefreshedAt: Date | null, cooldownSeconds: number, nowMs: number): number {
-  if (lastRefreshedAt === null || cooldownSeconds <= 0) return 0;
-  return Math.max(0, lastRefreshedAt.getTime() + cooldownSeconds * 1000 - nowMs);
+export function onDemandWaitMs(
+  credential: { lastRefreshedAt: Date | null; nextRefreshAt: Date | null },
+  cooldownSeconds: number,
+  nowMs: number,
+): number {
+  if (credential.lastRefreshedAt === null || cooldownSeconds <= 0) return 0;
+  const budgetMs = credential.lastRefreshedAt.getTime() + cooldownSeconds * 1000;
+  const dueMs = credential.nextRefreshAt?.getTime() ?? Number.POSITIVE_INFINITY;
+  return Math.max(0, Math.min(budgetMs, dueMs) - nowMs);
 }

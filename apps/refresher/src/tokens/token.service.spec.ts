@@ -191,6 +191,16 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     expect(coordinator.calls).toHaveLength(0);
   });
 
+  it('on-demand budget: a credential whose scheduled refresh is due is refreshed within the cooldown (no extra call, and no expired token)', async () => {
+    // A 2 s token refreshed 1.5 s ago, due 0.5 s ago: the scheduler is late, the caller is not turned away.
+    store({ lastRefreshedAt: new Date(T0 - 1_500), issuedAt: new Date(T0 - 1_500), expiresAt: new Date(T0 + 500), nextRefreshAt: new Date(T0 - 500) });
+    expect((await get()).token.version).toBe(2);
+    expect(coordinator.calls).toHaveLength(1);
+    // Not due yet: turned away until then, not for the whole cooldown.
+    store({ version: 3, lastRefreshedAt: new Date(T0), issuedAt: new Date(T0), expiresAt: new Date(T0 + 2_000), nextRefreshAt: new Date(T0 + 1_000) });
+    await expect(service.get({ ...key, rejectedVersion: 3 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 1 });
+  });
+
   it('on-demand budget: registration does not start a cooldown', async () => {
     await service.register({ ...key, provider: 'sandbox', accessToken: 'at_reg', refreshToken: 'rt_reg', expiresIn: 3600 });
     expect((await get({ rejectedVersion: 1 })).token.version).toBe(2);

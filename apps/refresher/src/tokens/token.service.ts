@@ -114,7 +114,7 @@ export class TokenService {
     if (isLive(credential) && !inBackoff) {
       // The row just read carries the last refresh at the provider: the budget costs no
       // extra round trip, and holds across replicas.
-      const waitMs = onDemandWaitMs(credential.lastRefreshedAt, this.providers.get(credential.provider)?.onDemandCooldownSeconds ?? 0, this.clock.now());
+      const waitMs = onDemandWaitMs(credential, this.providers.get(credential.provider)?.onDemandCooldownSeconds ?? 0, this.clock.now());
       if (waitMs > 0) return this.withinBudget(credential, rejected, waitMs);
       // Whatever the reason (expired, not valid for minTtl, or this very version rejected),
       // the stored version is the stale one: one refresh past it, shared by every caller.
@@ -147,7 +147,7 @@ export class TokenService {
     throw new ContractError(
       'rate_limited',
       `${rejectedVersion === undefined ? 'no token valid long enough' : 'the current version was reported rejected'}; ` +
-        `this credential was refreshed at the provider moments ago, ask again in ${seconds} s`,
+        `this credential was refreshed at the provider moments ago; ask again in ${seconds} s`,
       seconds,
     );
   }
