@@ -152,9 +152,8 @@ export class TokenClient {
     launched.then(
       () => this.rateLimited.delete(id),
       (error: unknown) => {
-        const seconds = (error as TokenClientError).retryAfterSeconds;
-        if ((error as TokenClientError).code === 'rate_limited' && seconds !== undefined) {
-          this.rateLimited.set(id, { version: rejectedVersion, untilMs: this.clock() + seconds * 1000, error: error as TokenClientError });
+        if (error instanceof TokenClientError && error.code === 'rate_limited' && error.retryAfterSeconds !== undefined) {
+          this.rateLimited.set(id, { version: rejectedVersion, untilMs: this.clock() + error.retryAfterSeconds * 1000, error });
         }
       },
     );
