@@ -48,7 +48,8 @@ describe('refresher: short-lived tokens under load', () => {
         REFRESH_TIMEOUT_MS: '5000',
         LEASE_SECONDS: '10',
       }),
-      providersFor({ sandbox: { sandbox } }),
+      // Every minTtl here is to be met by a refresh on demand: no budget (refresh-budgets.e2e-spec.ts covers it).
+      providersFor({ sandbox: { sandbox, onDemandCooldownSeconds: 0 } }),
     );
     caller = await RawCaller.connect(nats.url);
   });

@@ -19,6 +19,10 @@ describe('refresher: token.get with rejectedVersion', () => {
   let caller: RawCaller;
   let events: EventLog;
 
+  // Round after round of rejected versions of one credential, each to be replaced at once:
+  // no on-demand budget here (refresh-budgets.e2e-spec.ts covers it).
+  const providers = () => providersFor({ sandbox: { sandbox, onDemandCooldownSeconds: 0 } });
+
   beforeAll(async () => {
     [nats, db, sandbox] = await Promise.all([
       startNatsServer(),
@@ -28,7 +32,7 @@ describe('refresher: token.get with rejectedVersion', () => {
     // A slow provider keeps the refresh in flight while all the callers arrive.
     sandbox.setTokenDelay(300);
     env = testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() });
-    a = await startTestRefresher({ ...env, REPLICA_ID: 'replica-a' }, providersFor({ sandbox: { sandbox } }));
+    a = await startTestRefresher({ ...env, REPLICA_ID: 'replica-a' }, providers());
     caller = await RawCaller.connect(nats.url);
     events = new EventLog(caller.nc);
   });
@@ -115,7 +119,7 @@ describe('refresher: token.get with rejectedVersion', () => {
   });
 
   it(`two replicas sharing ${CALLERS} reports: still one refresh per rejected version`, async () => {
-    b = await startTestRefresher({ ...env, REPLICA_ID: 'replica-b' }, providersFor({ sandbox: { sandbox } }));
+    b = await startTestRefresher({ ...env, REPLICA_ID: 'replica-b' }, providers());
     const key = { tenant: 'acme', connection: 'replicated' };
     await register(key);
     const before = sandbox.stats.refreshGrants;

@@ -55,7 +55,8 @@ describe('two refresher replicas on one database and one NATS', () => {
       startSandboxProvider({ accessTokenTtlSeconds: TTL_SECONDS, rotateRefreshTokens: true, reuseGraceSeconds: 0 }),
     ]);
     recorder = await TokenEndpointRecorder.start(sandbox.tokenUrl);
-    const providers = sandboxProviders(sandbox, { tokenUrl: recorder.url });
+    // Every rejected version here is to be replaced at once: no on-demand budget (refresh-budgets.e2e-spec.ts covers it).
+    const providers = sandboxProviders(sandbox, { tokenUrl: recorder.url, onDemandCooldownSeconds: 0 });
     const base = { natsUrl: nats.url, databaseUrl: db.url, keys };
     // One after the other: the first one applies the migrations.
     replicas.push(await startTestRefresher(testEnv(base, { REPLICA_ID: 'replica-a' }), providers));

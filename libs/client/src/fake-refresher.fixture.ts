@@ -72,6 +72,7 @@ export class FakeRefresher {
   readonly foreignSigner = EventSigner.fromSeed(generateSigningSeed());
   private readonly tokens = new Map<string, TokenView>();
   private readonly errors = new Map<string, ErrorCode>();
+  private readonly budgets = new Map<string, number>();
   private readonly silent = new Set<string>();
   private readonly replyForgeries = new Map<string, Forgery | { otherCredential: CredentialKey }>();
   /** Delay before each answer, so that concurrent callers surely overlap. */
@@ -116,6 +117,12 @@ export class FakeRefresher {
 
   current(key: CredentialKey): TokenView | undefined {
     return this.tokens.get(credentialId(key));
+  }
+
+  /** Makes a report of this key's current version rejected answer `rate_limited` with `retryAfterSeconds` (undefined: refresh again). */
+  rateLimit(key: CredentialKey, retryAfterSeconds: number | undefined): void {
+    if (retryAfterSeconds === undefined) this.budgets.delete(credentialId(key));
+    else this.budgets.set(credentialId(key), retryAfterSeconds);
   }
 
   /** Makes `token.get` for this key answer an error reply with `code`. */
@@ -223,6 +230,10 @@ export class FakeRefresher {
     if (view === undefined) return error('not_found', `no credential ${id}`);
     // SPEC §3: a rejected version that is still current is refreshed once.
     if (rejectedVersion !== undefined && rejectedVersion === view.version) {
+      const retryAfter = this.budgets.get(id);
+      if (retryAfter !== undefined) {
+        return { data: encodeJson(errorReply('rate_limited', `credential ${id} was refreshed moments ago`, retryAfter)) };
+      }
       view = this.set(tokenView(view, view.version + 1));
     }
     const forgery = this.replyForgeries.get(id);

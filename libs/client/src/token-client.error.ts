@@ -12,8 +12,8 @@ export class TokenClientError extends ContractError {
   readonly tenant?: string;
   readonly connection?: string;
 
-  constructor(code: ErrorCode, message: string, key?: CredentialKey, options?: { cause?: unknown }) {
-    super(code, message);
+  constructor(code: ErrorCode, message: string, key?: CredentialKey, options?: { cause?: unknown; retryAfterSeconds?: number }) {
+    super(code, message, options?.retryAfterSeconds);
     this.name = 'TokenClientError';
     this.tenant = key?.tenant;
     this.connection = key?.connection;

@@ -94,6 +94,9 @@ export async function tokenFetch(
   try {
     fresh = await source.rejectToken(key, view.version, ttl);
   } catch (err) {
+    // Over the credential's refresh budget: no new token before retryAfterSeconds, so the
+    // API's own 401 is the answer (unretried, body unread), not a loop of reports.
+    if ((err as TokenClientError).code === 'rate_limited') return wrap(first, view.version, false);
     // The refresher's verdict (reauth_required, revoked, unavailable) says more than a bare 401.
     await first.body.dump().catch(() => undefined);
     throw err;

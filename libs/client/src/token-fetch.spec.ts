@@ -140,4 +140,19 @@ describe('client.fetch', () => {
     await expect(client.fetch(api.url, {}, key)).rejects.toMatchObject({ code: 'reauth_required' });
     expect(api.seen).toHaveLength(1);
   });
+
+  it('over the refresh budget: the API\'s 401 as is, and no more reports of that version until retryAfterSeconds', async () => {
+    await rotateBehindTheClientsBack();
+    refresher.rateLimit(key, 30);
+    const first = await client.fetch(api.url, { method: 'POST', body: 'x' }, key);
+    expect(first).toMatchObject({ status: 401, retried: false, tokenVersion: 1 });
+    expect(await first.json()).toEqual({ error: 'invalid_token' });
+    const more = await Promise.all(Array.from({ length: 10 }, () => client.fetch(api.url, {}, key)));
+    expect(more.map((r) => r.status)).toEqual(Array(10).fill(401));
+    await Promise.all(more.map((r) => r.body.dump()));
+    // One report reached the refresher; the others were answered from its rate_limited verdict.
+    expect(refresher.requestsFor(key).filter((r) => r.rejectedVersion === 1)).toHaveLength(1);
+    await expect(client.rejectToken(key, 1)).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 30 });
+    refresher.rateLimit(key, undefined);
+  });
 });

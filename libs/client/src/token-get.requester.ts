@@ -51,10 +51,13 @@ export function fromNatsError(err: unknown, subject: string, key: CredentialKey,
  * rather than being passed on unchecked.
  */
 export function fromErrorReply(error: unknown, subject: string, key: CredentialKey): TokenClientError {
-  const body = (error ?? {}) as { code?: unknown; message?: unknown };
+  const body = (error ?? {}) as { code?: unknown; message?: unknown; retryAfterSeconds?: unknown };
   const code: ErrorCode = isErrorCode(body.code) ? body.code : 'internal';
   const detail = typeof body.message === 'string' ? body.message.slice(0, 500) : 'no message';
-  return new TokenClientError(code, `${subject} for ${describeKey(key)}: ${detail}`, key);
+  const retryAfter = body.retryAfterSeconds;
+  // Bounded, so that a confused or hostile reply cannot park a caller for days.
+  const retryAfterSeconds = code === 'rate_limited' && typeof retryAfter === 'number' && retryAfter > 0 ? Math.min(Math.ceil(retryAfter), 3600) : undefined;
+  return new TokenClientError(code, `${subject} for ${describeKey(key)}: ${detail}`, key, { retryAfterSeconds });
 }
 
 export function malformedReply(subject: string, key: CredentialKey): TokenClientError {

@@ -47,6 +47,8 @@ export class TokenClient {
   private readonly flights = new Map<string, Flight>();
   private readonly guard: TokenMessageGuard;
   private readonly rejections = new Map<string, Flight>();
+  /** Per credential, a rejected version the refresher said `rate_limited` about, until when. */
+  private readonly rateLimited = new Map<string, { version: number; untilMs: number; error: TokenClientError }>();
   private nc: NatsConnection | undefined;
   private requester: TokenGetRequester | undefined;
   private ownsConnection = false;
@@ -140,10 +142,22 @@ export class TokenClient {
       return cached.view as TokenView;
     }
     this.checkUsable(key);
+    // Over the credential's refresh budget: the refresher's answer holds until its retryAfterSeconds.
+    const limited = this.rateLimited.get(id);
+    if (limited !== undefined && limited.version === rejectedVersion && this.clock() < limited.untilMs) throw limited.error;
     this.counters.misses++;
     const flight = this.rejections.get(id);
     if (flight !== undefined && flight.rejectedVersion === rejectedVersion) return flight.promise;
-    return this.launch(this.rejections, key, id, minTtlMs, rejectedVersion).promise;
+    const launched = this.launch(this.rejections, key, id, minTtlMs, rejectedVersion).promise;
+    launched.then(
+      () => this.rateLimited.delete(id),
+      (error: unknown) => {
+        if (error instanceof TokenClientError && error.code === 'rate_limited' && error.retryAfterSeconds !== undefined) {
+          this.rateLimited.set(id, { version: rejectedVersion, untilMs: this.clock() + error.retryAfterSeconds * 1000, error });
+        }
+      },
+    );
+    return launched;
   }
 
   /**

@@ -34,6 +34,12 @@ export class RefreshMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
     registers: [this.registry],
   });
+  private readonly rateLimited = new Counter({
+    name: 'tokenkeeper_on_demand_rate_limited_total',
+    help: 'token.get answered rate_limited: an on-demand refresh over the credential\'s budget',
+    labelNames: ['provider'],
+    registers: [this.registry],
+  });
   private readonly gets: Counter<'outcome'>;
   private cacheHits = 0;
   private cacheHitsReported = 0;
@@ -70,6 +76,10 @@ export class RefreshMetrics {
 
   observeRequest(provider: string, seconds: number): void {
     this.requestSeconds.observe({ provider }, seconds);
+  }
+
+  countOnDemandRateLimited(provider: string): void {
+    this.rateLimited.inc({ provider });
   }
 
   observeLateness(seconds: number): void {

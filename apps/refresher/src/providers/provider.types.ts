@@ -40,6 +40,11 @@ export interface ProviderConfig {
   revocationUrl?: string;
   /** Upper bound on token requests in flight to this provider from one replica. */
   maxConcurrency: number;
+  /**
+   * After a refresh at the provider, how long a credential's next on-demand refresh from
+   * the data plane (a rejected current version, an unmet minTtl) must wait; 0 = no budget.
+   */
+  onDemandCooldownSeconds: number;
   /** Extra form parameters sent with every token request (e.g. `audience`). */
   extraParams: Record<string, string>;
   /**

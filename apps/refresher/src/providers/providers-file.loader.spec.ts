@@ -45,6 +45,7 @@ providers:
       grant: 'refresh_token',
       threshold: 0.8,
       maxConcurrency: 8,
+      onDemandCooldownSeconds: 30,
       extraParams: {},
       rotation: 'rotates',
     });
@@ -150,6 +151,7 @@ providers:
     ['reserved param', 'clientSecret: x\n    extraParams: { scope: a }', 'provider "p": extraParams.scope: reserved'],
     ['bad scope', 'clientSecret: x\n    scopes: ["a b"]', 'provider "p": scopes[0]: must be one scope without spaces'],
     ['maxConcurrency', 'clientSecret: x\n    maxConcurrency: 0', 'provider "p": maxConcurrency: must be at least 1'],
+    ['onDemandCooldownSeconds', 'clientSecret: x\n    onDemandCooldownSeconds: -1', 'provider "p": onDemandCooldownSeconds: must be 0 or more'],
   ])('%s', (_name, field, expected) => {
     const error = errorOf(() => yaml(`providers:\n  p:\n    tokenUrl: https://idp/token\n    clientId: c\n    ${field}\n`));
     expect(error.message).toContain(`providers file /x.yaml: ${expected}`);

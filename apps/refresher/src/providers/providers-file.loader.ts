@@ -31,6 +31,7 @@ export class ProvidersFileError extends Error {
 
 const DEFAULT_THRESHOLD = 0.8;
 const DEFAULT_MAX_CONCURRENCY = 8;
+const DEFAULT_ON_DEMAND_COOLDOWN_SECONDS = 30;
 // Parameters the token client sets itself; an extraParam of that name would be ambiguous.
 const RESERVED_PARAMS = new Set(['grant_type', 'refresh_token', 'client_id', 'client_secret', 'scope']);
 // Parameters the connect redirect sets itself (SPEC §12): an authorizeParam may not override them.
@@ -54,6 +55,7 @@ const entrySchema = z.strictObject({
   defaultTtlSeconds: numeric(z.number().int('must be a whole number of seconds').positive('must be positive')),
   revocationUrl: z.string().min(1, 'must not be empty').optional(),
   maxConcurrency: numeric(z.number().int('must be an integer').min(1, 'must be at least 1').max(1024, 'must be at most 1024')),
+  onDemandCooldownSeconds: numeric(z.number().int('must be a whole number of seconds').min(0, 'must be 0 or more').max(86_400, 'must be at most 86400')),
   extraParams: z.record(z.string(), z.string()).optional(),
   authorizationUrl: z.string().min(1, 'must not be empty').optional(),
   authorizeParams: z.record(z.string(), z.string()).optional(),
@@ -199,6 +201,7 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
     grant,
     threshold: entry.threshold ?? DEFAULT_THRESHOLD,
     maxConcurrency: entry.maxConcurrency ?? DEFAULT_MAX_CONCURRENCY,
+    onDemandCooldownSeconds: entry.onDemandCooldownSeconds ?? DEFAULT_ON_DEMAND_COOLDOWN_SECONDS,
     extraParams,
   };
   const scopes = [...(entry.scopes ?? [])];

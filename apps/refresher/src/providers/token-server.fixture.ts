@@ -61,6 +61,7 @@ export function useTokenServer(): TokenServer {
       grant: 'refresh_token',
       threshold: 0.8,
       maxConcurrency: 8,
+      onDemandCooldownSeconds: 30,
       extraParams: {},
       ...over,
     }),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelayMs, EXPIRED_REFRESH_FLOOR_SECONDS, retryDelayMs, scheduleRefresh } from './refresh-policy.js';
+import { backoffDelayMs, EXPIRED_REFRESH_FLOOR_SECONDS, onDemandWaitMs, retryDelayMs, scheduleRefresh } from './refresh-policy.js';
 
 const issuedAt = new Date('2026-01-01T00:00:00.000Z');
 const at = (seconds: number) => new Date(issuedAt.getTime() + seconds * 1000);
@@ -56,5 +56,27 @@ describe('backoff', () => {
   it('never retries sooner than Retry-After', () => {
     expect(retryDelayMs({ attempt: 1, baseMs: 1000, capMs: 60_000, random: 0.1, retryAfterMs: 30_000 })).toBe(30_000);
     expect(retryDelayMs({ attempt: 1, baseMs: 1000, capMs: 60_000, random: 0.5 })).toBe(500);
+  });
+});
+
+describe('onDemandWaitMs', () => {
+  const now = issuedAt.getTime();
+  const after = (lastRefreshedAt: Date | null, nextRefreshAt: Date | null = at(3600)) => ({ lastRefreshedAt, nextRefreshAt });
+  it('waits out the cooldown after a refresh at the provider, then lets one through', () => {
+    expect(onDemandWaitMs(after(at(-10)), 30, now)).toBe(20_000);
+    expect(onDemandWaitMs(after(at(-10), null), 30, now)).toBe(20_000);
+    expect(onDemandWaitMs(after(at(-30)), 30, now)).toBe(0);
+    expect(onDemandWaitMs(after(at(-31)), 30, now)).toBe(0);
+  });
+
+  it('has nothing to wait for without a refresh at the provider, or with the budget off', () => {
+    expect(onDemandWaitMs(after(null), 30, now)).toBe(0);
+    expect(onDemandWaitMs(after(at(-1)), 0, now)).toBe(0);
+  });
+
+  it('waits no longer than the scheduled refresh: a due one goes ahead at once', () => {
+    expect(onDemandWaitMs(after(at(-10), at(5)), 30, now)).toBe(5_000);
+    expect(onDemandWaitMs(after(at(-1), at(0)), 30, now)).toBe(0);
+    expect(onDemandWaitMs(after(at(-1), at(-2)), 30, now)).toBe(0);
   });
 });

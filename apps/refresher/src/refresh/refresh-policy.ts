@@ -112,3 +112,23 @@ export function scheduleRegistration(input: RegistrationScheduleInput): Schedule
   const nextRefreshAt = !input.canRefresh ? null : !hasAccessToken || expired ? registeredAt : schedule.nextRefreshAt;
   return { expiresAt, nextRefreshAt };
 }
+
+/**
+ * How long an on-demand refresh of a credential must still wait: its budget is one refresh
+ * at the provider per `cooldownSeconds`, counted from the last one of any kind (scheduled,
+ * on demand, admin), as stored on the row so that every replica sees the same budget.
+ * Registration and connect do not refresh at the provider and so do not start a cooldown.
+ * A credential whose scheduled refresh is due waits for nothing: that refresh is no extra
+ * call, only an earlier one, and a token living shorter than the cooldown is not left to
+ * expire while callers are turned away. 0 when an on-demand refresh may go ahead now.
+ */
+export function onDemandWaitMs(
+  credential: { lastRefreshedAt: Date | null; nextRefreshAt: Date | null },
+  cooldownSeconds: number,
+  nowMs: number,
+): number {
+  if (credential.lastRefreshedAt === null || cooldownSeconds <= 0) return 0;
+  const budgetMs = credential.lastRefreshedAt.getTime() + cooldownSeconds * 1000;
+  const dueMs = credential.nextRefreshAt?.getTime() ?? Number.POSITIVE_INFINITY;
+  return Math.max(0, Math.min(budgetMs, dueMs) - nowMs);
+}

@@ -2,7 +2,6 @@ import { setMaxListeners } from 'node:events';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { settleWithin } from '@tokenkeeper/common';
 import { credentialId, type ErrorCode } from '@tokenkeeper/contracts';
-import pLimit, { type LimitFunction } from 'p-limit';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
 import type { Credential, LeasedCredential } from '../domain/credential.js';
@@ -16,6 +15,7 @@ import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
 import type { ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/provider.types.js';
 import { tenantRefusal } from '../providers/tenant-access.policy.js';
+import { FairShareLimiter } from './fair-share.limiter.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { retryDelayMs, scheduleRefresh } from './refresh-policy.js';
@@ -98,10 +98,16 @@ function sleep(ms: number): Promise<void> {
 @Injectable()
 export class RefreshService {
   private readonly logger = new Logger(RefreshService.name);
-  private readonly limits = new Map<string, LimitFunction>();
+  /** Per provider, its maxConcurrency request slots, taken in turns by the tenants with work waiting. */
+  private readonly limits = new Map<string, FairShareLimiter>();
   /** Leased work in this process, by lease id: what shutdown waits for, or gives back. */
   private readonly active = new Map<string, { leased: LeasedCredential; done: Promise<unknown> }>();
-  /** Leased work per provider (queued for a slot or requesting): what the next claim may add. */
+  /**
+   * Claimed (scheduled) work per provider, queued for a slot or requesting: what the next
+   * claim may add. On-demand work is not counted, or a tenant's storm of admin refreshes
+   * would stop the claims, and with them every other tenant's due refreshes; it gets its
+   * tenant's share of the slots like all work (FairShareLimiter).
+   */
   private readonly busy = new Map<string, number>();
   /** Providers this process has had work for: their limits bound every later claim. */
   private readonly seenProviders = new Set<string>();
@@ -132,7 +138,7 @@ export class RefreshService {
    * back. `leaseUntilMs` is the local deadline the repository computed from the moment before
    * its statement; without one (tests), the lease counts from now.
    */
-  async refreshLeased(leased: LeasedCredential & { leaseUntilMs?: number }): Promise<RefreshOutcome> {
+  async refreshLeased(leased: LeasedCredential & { leaseUntilMs?: number }, options: { onDemand?: boolean } = {}): Promise<RefreshOutcome> {
     const untilMs = leased.leaseUntilMs ?? this.clock.now() + this.config.refresh.leaseSeconds * 1000;
     const pending = this.pendingCommits.get(credentialId(leased.credential));
     if (pending) {
@@ -147,7 +153,8 @@ export class RefreshService {
     }
     const providerId = leased.credential.provider;
     this.seenProviders.add(providerId);
-    this.busy.set(providerId, (this.busy.get(providerId) ?? 0) + 1);
+    const counted = options.onDemand !== true;
+    if (counted) this.busy.set(providerId, (this.busy.get(providerId) ?? 0) + 1);
     const keeper = new LeaseKeeper(this.repository, this.clock, leased.credential, leased.lease, untilMs, this.config.refresh.leaseSeconds, this.safetyMs()).start();
     const done = this.refreshUnderLease(leased.credential, keeper);
     const entry = { leased, done: done.catch(() => undefined) };
@@ -156,16 +163,18 @@ export class RefreshService {
       return await done;
     } finally {
       keeper.stop();
-      const left = (this.busy.get(providerId) ?? 1) - 1;
-      if (left > 0) this.busy.set(providerId, left);
-      else this.busy.delete(providerId);
+      if (counted) {
+        const left = (this.busy.get(providerId) ?? 1) - 1;
+        if (left > 0) this.busy.set(providerId, left);
+        else this.busy.delete(providerId);
+      }
       if (this.active.get(leased.lease.leaseId) === entry) this.active.delete(leased.lease.leaseId);
     }
   }
 
   /**
    * What the next claim may take: per provider with work here, its free request slots
-   * (maxConcurrency less the leased work it has), so claimed work can be sent at once; a
+   * (maxConcurrency less the claimed work it has), so claimed work can be sent at once; a
    * provider this process has not had work for yet, one row per claim until then.
    */
   claimRoom(): ClaimRoom {
@@ -202,7 +211,7 @@ export class RefreshService {
     }
 
     let started = performance.now();
-    const result = await this.limitFor(provider)(async () => {
+    const result = await this.limitFor(provider).run(credential.tenant, async () => {
       // While the work waited for a slot, the keeper kept the lease alive; a lease it could
       // not confirm (or shutting down) means: give it back unused rather than race it.
       if (this.draining || keeper.lost.aborted || keeper.remainingMs < Math.min(MIN_REQUEST_WINDOW_MS, this.safetyMs())) return null;
@@ -453,10 +462,10 @@ export class RefreshService {
     return { kind: 'failed', credential: committed.credential, code: 'forbidden', message };
   }
 
-  private limitFor(provider: ProviderConfig): LimitFunction {
+  private limitFor(provider: ProviderConfig): FairShareLimiter {
     let limit = this.limits.get(provider.id);
     if (!limit) {
-      limit = pLimit(provider.maxConcurrency);
+      limit = new FairShareLimiter(provider.maxConcurrency);
       this.limits.set(provider.id, limit);
     }
     return limit;

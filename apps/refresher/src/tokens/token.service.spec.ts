@@ -164,6 +164,49 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     expect(coordinator.calls).toHaveLength(1);
   });
 
+  it('on-demand budget: after a refresh at the provider, a rejected current version is rate_limited until the cooldown (30 s) is over', async () => {
+    store();
+    expect((await get({ rejectedVersion: 1 })).token.version).toBe(2);
+    clock.advance(10_000);
+    await expect(service.get({ ...key, rejectedVersion: 2 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 20 });
+    clock.advance(19_500);
+    await expect(service.get({ ...key, rejectedVersion: 2 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 1 });
+    expect(coordinator.calls).toHaveLength(1);
+    clock.advance(500);
+    expect((await get({ rejectedVersion: 2 })).token.version).toBe(3);
+    expect(coordinator.calls).toHaveLength(2);
+  });
+
+  it('on-demand budget: an unmet minTtl within the cooldown gets the current token while valid, never an expired one', async () => {
+    // Refreshed at the provider 5 s ago (cooldown until T0 + 25 s); 20 s of its 3600 s left: not enough for minTtl 60.
+    store({ lastRefreshedAt: new Date(T0 - 5_000), issuedAt: new Date(T0 - 3_580_000), expiresAt: new Date(T0 + 20_000) });
+    expect((await get({ minTtlSeconds: 60 })).token.version).toBe(1);
+    clock.advance(18_999);
+    expect((await get({ minTtlSeconds: 60 })).token.version).toBe(1);
+    // Inside the delivery margin: it would arrive all but expired.
+    clock.advance(2);
+    await expect(service.get({ ...key, minTtlSeconds: 60 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 6 });
+    clock.advance(2_000);
+    await expect(service.get({ ...key, minTtlSeconds: 0 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 4 });
+    expect(coordinator.calls).toHaveLength(0);
+  });
+
+  it('on-demand budget: a credential whose scheduled refresh is due is refreshed within the cooldown (no extra call, and no expired token)', async () => {
+    // A 2 s token refreshed 1.5 s ago, due 0.5 s ago: the scheduler is late, the caller is not turned away.
+    store({ lastRefreshedAt: new Date(T0 - 1_500), issuedAt: new Date(T0 - 1_500), expiresAt: new Date(T0 + 500), nextRefreshAt: new Date(T0 - 500) });
+    expect((await get()).token.version).toBe(2);
+    expect(coordinator.calls).toHaveLength(1);
+    // Not due yet: turned away until then, not for the whole cooldown.
+    store({ version: 3, lastRefreshedAt: new Date(T0), issuedAt: new Date(T0), expiresAt: new Date(T0 + 2_000), nextRefreshAt: new Date(T0 + 1_000) });
+    await expect(service.get({ ...key, rejectedVersion: 3 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 1 });
+  });
+
+  it('on-demand budget: registration does not start a cooldown', async () => {
+    await service.register({ ...key, provider: 'sandbox', accessToken: 'at_reg', refreshToken: 'rt_reg', expiresIn: 3600 });
+    expect((await get({ rejectedVersion: 1 })).token.version).toBe(2);
+    expect(coordinator.calls).toHaveLength(1);
+  });
+
   it('a failed refresh still serves a valid token; an expired one becomes refresh_failed', async () => {
     coordinator.fail = true;
     store({ expiresAt: new Date(T0 + 20_000) });

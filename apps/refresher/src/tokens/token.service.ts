@@ -13,7 +13,7 @@ import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
 import type { Credential } from '../domain/credential.js';
-import { isLive, issuedAtMs, minTtlCapMs, validFor, wantedValidityMs } from '../domain/token-validity.js';
+import { DELIVERY_MARGIN_MS, isLive, issuedAtMs, minTtlCapMs, validFor, wantedValidityMs } from '../domain/token-validity.js';
 import { toCredentialView, toTokenView } from '../domain/token-view.js';
 import { ReplyCache } from '../events/reply-cache.js';
 import { TokenChangeNotifier } from '../events/token-change.notifier.js';
@@ -25,7 +25,7 @@ import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import { assertTenantAllowed, tenantRefusal } from '../providers/tenant-access.policy.js';
 import { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
-import { scheduleRegistration } from '../refresh/refresh-policy.js';
+import { onDemandWaitMs, scheduleRegistration } from '../refresh/refresh-policy.js';
 
 /** A grant to store: what `register` was given, or what a code exchange returned. */
 export interface Grant {
@@ -116,6 +116,10 @@ export class TokenService {
     const inBackoff =
       credential.status === 'failing' && credential.nextRefreshAt !== null && credential.nextRefreshAt.getTime() > this.clock.now();
     if (isLive(credential) && !inBackoff) {
+      // The row just read carries the last refresh at the provider: the budget costs no
+      // extra round trip, and holds across replicas.
+      const waitMs = onDemandWaitMs(credential, this.providers.get(credential.provider)?.onDemandCooldownSeconds ?? 0, this.clock.now());
+      if (waitMs > 0) return this.withinBudget(credential, rejected, waitMs);
       // Whatever the reason (expired, not valid for minTtl, or this very version rejected),
       // the stored version is the stale one: one refresh past it, shared by every caller.
       const result = await this.coordinator.refresh(request, credential.version);
@@ -130,6 +134,25 @@ export class TokenService {
     throw new ContractError(
       credential.lastError?.code === 'unavailable' ? 'unavailable' : 'refresh_failed',
       credential.lastError ? `refresh failed: ${credential.lastError.message}` : 'no valid token; refresh pending',
+    );
+  }
+
+  /**
+   * An on-demand refresh the credential's budget does not allow yet: a caller that only
+   * wanted more validity gets the current token while it is still valid (down to the
+   * delivery margin); one that reported the current version rejected, or whose token has
+   * run out, is told when to ask again. Never an expired token.
+   */
+  private withinBudget(credential: Credential, rejectedVersion: number | undefined, waitMs: number): Credential {
+    if (rejectedVersion === undefined && this.serves(credential, DELIVERY_MARGIN_MS, undefined)) return credential;
+    this.refusesIfDead(credential);
+    const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+    this.metrics.countOnDemandRateLimited(credential.provider);
+    throw new ContractError(
+      'rate_limited',
+      `${rejectedVersion === undefined ? 'no token valid long enough' : 'the current version was reported rejected'}; ` +
+        `this credential was refreshed at the provider moments ago; ask again in ${seconds} s`,
+      seconds,
     );
   }
 

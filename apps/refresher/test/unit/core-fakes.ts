@@ -66,6 +66,7 @@ export function provider(over: Partial<ProviderConfig> = {}): ProviderConfig {
     grant: 'refresh_token',
     threshold: 0.8,
     maxConcurrency: 4,
+    onDemandCooldownSeconds: 30,
     extraParams: {},
     ...over,
   };
