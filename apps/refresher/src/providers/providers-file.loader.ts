@@ -48,6 +48,7 @@ const entrySchema = z.strictObject({
   authMethod: z.enum(AUTH_METHODS).optional(),
   grant: z.enum(GRANT_TYPES).optional(),
   scopes: z.array(z.string().regex(/^\S+$/, 'must be one scope without spaces')).optional(),
+  allowedScopes: z.array(z.string().regex(/^\S+$/, 'must be one scope without spaces')).optional(),
   threshold: numeric(z.number().gt(0, 'must be between 0 and 1 (exclusive)').lt(1, 'must be between 0 and 1 (exclusive)')),
   defaultTtlSeconds: numeric(z.number().int('must be a whole number of seconds').positive('must be positive')),
   revocationUrl: z.string().min(1, 'must not be empty').optional(),
@@ -199,6 +200,7 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
   // Without it Microsoft issues no refresh token; client_credentials has none to ask for.
   if (preset.offlineScope && grant === 'refresh_token' && scopes.length && !scopes.includes(preset.offlineScope)) scopes.unshift(preset.offlineScope);
   if (scopes.length) config.scopes = scopes;
+  if (entry.allowedScopes) config.allowedScopes = [...entry.allowedScopes];
   if (entry.defaultTtlSeconds !== undefined) config.defaultTtlSeconds = entry.defaultTtlSeconds;
   if (revocationUrl !== undefined) config.revocationUrl = revocationUrl;
   if (preset.errorCodes) config.errorCodes = { ...preset.errorCodes };
