@@ -18,6 +18,12 @@ export interface PersonStep {
 export class ConnectPerson {
   readonly cookies = new Map<string, string>();
 
+  /** A cookie this browser holds already (another flow's, or a forged one). */
+  withCookie(name: string, value: string): this {
+    this.cookies.set(name, value);
+    return this;
+  }
+
   async get(url: string): Promise<PersonStep> {
     return this.send(url, { method: 'GET' });
   }
