@@ -102,7 +102,7 @@ describe('connect pages over plain HTTP', () => {
     expect((await sessionRow('http-1')).metadata).toEqual({ displayName: 'Acme <Corp>', team: 'billing' });
     // The form cookie: host-only, Secure, HttpOnly, never sent with another site's request.
     const [formCookie] = (await new ConnectPerson().openLink(reply.url)).setCookies;
-    expect(formCookie).toMatch(/^__Host-tokenkeeper-form=[A-Za-z0-9_-]{43}; Max-Age=3600; Path=\/; Secure; HttpOnly; SameSite=Strict$/);
+    expect(formCookie).toMatch(/^__Host-tokenkeeper-form=[A-Za-z0-9_-]{43}; Max-Age=3600; Path=\/; Secure; HttpOnly; SameSite=Lax$/);
 
     const page = await person.openLink(reply.url);
     const pressed = await person.press(reply.url, page.formToken);

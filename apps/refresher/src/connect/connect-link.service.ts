@@ -70,7 +70,7 @@ export class ConnectLinkService {
         ['Scopes', scopes.length ? scopes.join(' ') : '(none)'],
       ],
       form: { token: this.signer.formToken(sessionId, formNonce), button: `Continue to ${provider.id}`, redirectOrigin: new URL(provider.authorizationUrl).origin },
-      cookies: known === formNonce ? [] : [hostCookie(FORM_COOKIE, formNonce, FORM_COOKIE_MAX_AGE_SECONDS, 'Strict')],
+      cookies: known === formNonce ? [] : [hostCookie(FORM_COOKIE, formNonce, FORM_COOKIE_MAX_AGE_SECONDS, 'Lax')],
     };
   }
 
@@ -104,7 +104,9 @@ export class ConnectLinkService {
   /**
    * The POST came from this deployment's page in this browser: the browser says so where it
    * sends the headers (Sec-Fetch-Site, Origin), and the form token matches both the session
-   * and the form cookie, which a foreign site's form cannot make the browser send (SameSite=Strict).
+   * and the form cookie, which a browser does not send with another site's POST (SameSite=Lax,
+   * not Strict: a person arriving from a chat link keeps the cookie, so two pages open in two
+   * tabs share it and both buttons work).
    */
   private fromOwnPage(sessionId: string, post: ConnectPost): boolean {
     if (post.secFetchSite !== undefined && post.secFetchSite !== 'same-origin') return false;

@@ -89,6 +89,6 @@ export function parseCookies(header: string | undefined): Map<string, string> {
 }
 
 /** A `__Host-` cookie: Secure, Path=/, no Domain, HttpOnly. */
-export function hostCookie(name: string, value: string, maxAgeSeconds: number, sameSite: 'Lax' | 'Strict'): string {
+export function hostCookie(name: string, value: string, maxAgeSeconds: number, sameSite: 'Lax'): string {
   return `${name}=${value}; Max-Age=${maxAgeSeconds}; Path=/; Secure; HttpOnly; SameSite=${sameSite}`;
 }
