@@ -24,7 +24,7 @@ export interface ConnectPost {
 }
 
 /**
- * The connect link itself (SPEC §12): `GET /connect/<session>` only shows what is being
+ * The connect link itself: `GET /connect/<session>` only shows what is being
  * connected, so a link scanner or a chat unfurler consumes nothing; the page's button (a
  * POST that must come from that page in that browser) binds the session to the browser with
  * a cookie and sends it to the provider. An id this deployment did not mint is turned away

@@ -6,7 +6,7 @@ import { ConnectLinkService } from './connect-link.service.js';
 import { ConnectService } from './connect.service.js';
 
 /**
- * The connect flow's public pages (SPEC §12): the link (its page, and its button's POST) and
+ * The connect flow's public pages: the link (its page, and its button's POST) and
  * the callback. Their URLs, forms and cookies carry secrets (the session id, the code, the
  * state, the browser binding), so nothing here logs a URL, a query, a body or a header, and
  * every answer, a refusal or a failure too, gets the same no-cache, no-script headers.

@@ -30,7 +30,7 @@ const SESSION_RETENTION_MS = 24 * 3_600_000;
 const PURGE_BATCH = 500;
 
 /**
- * The connect flow (SPEC §12): a one-time URL (its page and button are ConnectLinkService),
+ * The connect flow: a one-time URL (its page and button are ConnectLinkService),
  * and the callback that turns a code into a stored credential, in the browser that pressed
  * the button only. Every step reads and writes the shared database only, so each can be
  * served by any replica.
