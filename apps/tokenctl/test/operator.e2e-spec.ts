@@ -177,10 +177,11 @@ describe('tokenctl as the operator user on the permissioned bus (SPEC §11)', ()
   }, CLI_TEST_TIMEOUT_MS);
 
   it('a tenant admin connects a credential with tokenctl connect: it may not subscribe to events, so describe polling sees the grant', async () => {
-    const connecting = runCli(['connect', 'acme', 'crm', '--provider', 'sandbox', '--wait', '60'], as('admin-acme'));
+    const connecting = runCli(['connect', 'acme', 'crm', '--provider', 'sandbox', '--wait', '60', '--display-name', 'Acme Corp'], as('admin-acme'));
     const link = await waitFor(() => /https?:\/\/\S+\/connect\/\S+/.exec(connecting.out())?.[0], { timeoutMs: 30_000, message: 'the link printed' });
     // The person: the link's page and its button, the sandbox's consent page, Allow, back to the callback in the same browser.
     const person = new ConnectPerson();
+    expect((await person.openLink(link)).text).toContain('Acme Corp (acme)');
     const page = await person.get(await person.startAt(link));
     const consentId = /name="consent" value="([^"]+)"/.exec(page.text)![1]!;
     const answered = await person.postForm(sandbox.authorizationUrl, { consent: consentId, decision: 'allow' });
