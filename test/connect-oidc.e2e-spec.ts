@@ -89,9 +89,10 @@ describe('connect flow with oidc-provider and chromium', () => {
     return reply.url;
   }
 
-  /** Opens the connect URL, logs in and consents: where the browser ends (after the callback). */
-  async function consentThrough(url: string) {
-    const tab = await browser.open(url);
+  /** Opens the connect URL, presses its button, logs in and consents: where the browser ends (after the callback). */
+  async function consentThrough(url: string, inBrowser: BrowserHarness = browser) {
+    const tab = await inBrowser.open(url);
+    await tab.pressConnect();
     const end = await tab.loginAndConsent(LOGIN.user, LOGIN.password);
     return { tab, end };
   }
@@ -254,6 +255,7 @@ describe('connect flow with oidc-provider and chromium', () => {
   it('a refused consent: connect_failed audit record, a clear page, no credential', async () => {
     const url = await startConnect('crm-denied');
     const tab = await browser.open(url);
+    await tab.pressConnect();
     if (await tab.page.locator('input[name=login]').count()) await tab.login(LOGIN.user, LOGIN.password);
     const end = await tab.deny();
     await tab.page.close();
@@ -313,6 +315,67 @@ describe('connect flow with oidc-provider and chromium', () => {
     await expectRefusedPage(held);
     await expectNoCredential('crm-slow');
   }, 60_000);
+
+  it('the link opened twice consumes nothing: the page names tenant, connection, provider and scopes, and its button then connects', async () => {
+    const url = await startConnect('crm-twice', { metadata: { displayName: 'Acme Industries' } });
+    const asked = oidc.authorizationRequests.length;
+    for (let i = 0; i < 2; i++) {
+      const tab = await browser.open(url);
+      const page = await tab.result();
+      await tab.page.close();
+      expect(page.status).toBe(200);
+      for (const shown of ['Acme Industries (acme)', 'crm-twice', 'oidc', 'openid offline_access api:read']) expect(page.text).toContain(shown);
+    }
+    // Nobody was sent to the provider by the GETs.
+    expect(oidc.authorizationRequests).toHaveLength(asked);
+    const { tab, end } = await consentThrough(url);
+    await tab.page.close();
+    plantCallback(front.callbacks.at(-1)!);
+    expect(end.status).toBe(200);
+    expect(end.text).toMatch(/connected/i);
+    expect((await describeCredential('crm-twice')).credential.status).toBe('active');
+  }, 60_000);
+
+  it('a provider URL copied into a second browser is refused with a page that says what happened; nothing is connected', async () => {
+    const url = await startConnect('crm-copied');
+    const tab = await browser.open(url);
+    await tab.pressConnect();
+    // The first browser holds the binding: host-only, Secure, HttpOnly, Lax.
+    const binding = (await tab.page.context().cookies(front.url)).filter((c) => c.name.startsWith('__Host-tokenkeeper-connect-'));
+    expect(binding.length).toBeGreaterThanOrEqual(1);
+    for (const cookie of binding) expect(cookie).toMatchObject({ secure: true, httpOnly: true, sameSite: 'Lax', path: '/' });
+    await tab.page.close();
+    // What an attacker copies: the authorization request the refresher sent this browser to.
+    const asked = oidc.authorizationRequests.at(-1)!;
+    const copied = `${oidc.authorizationUrl}?${new URLSearchParams(asked).toString()}`;
+    planted.add(asked.get('state')!);
+
+    const second = await BrowserHarness.launch();
+    try {
+      const other = await second.open(copied);
+      const end = await other.loginAndConsent(LOGIN.user, LOGIN.password);
+      await other.page.close();
+      plantCallback(front.callbacks.at(-1)!);
+      expect(new URL(front.callbacks.at(-1)!).searchParams.get('state')).toBe(asked.get('state'));
+      expect(end.status).toBe(403);
+      expect(end.text).toMatch(/started in another browser/i);
+      expect(end.text).toMatch(/nothing was connected/);
+    } finally {
+      await second.close();
+    }
+    await expectNoCredential('crm-copied');
+    expect(oidc.tokenRequests.filter((r) => r.params.get('code') === new URL(front.callbacks.at(-1)!).searchParams.get('code'))).toHaveLength(0);
+    await waitFor(async () => (await auditTypes('crm-copied')).includes('connect_failed'), { timeoutMs: 20_000 });
+    expect(await auditTypes('crm-copied')).not.toContain('connected');
+  }, 90_000);
+
+  it('a scope outside what the provider entry allows is refused at connect time', async () => {
+    const reply = await connect('crm-wide', { scopes: ['openid', 'api:write'] });
+    expect(reply.ok).toBe(false);
+    expect(reply.error.code).toBe('forbidden');
+    expect(reply.error.message).toMatch(/"api:write" not in allowedScopes/);
+    await expectNoCredential('crm-wide');
+  });
 
   it('no code, verifier, state or token in any log line of either replica', () => {
     expect(planted.size).toBeGreaterThanOrEqual(10);

@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createTestDatabase, startNatsServer, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
-import { request } from 'undici';
+import { ConnectPerson, createTestDatabase, startNatsServer, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
 import { expect, it } from 'vitest';
 
 /**
@@ -44,8 +43,9 @@ it.each(['secure', 'open'] as const)('npm run demo completes with zero failed AP
 
 /**
  * DEMO_CONNECT=1: the first tenant's credential comes through the connect flow. The test is
- * the person: it takes the printed link, follows it to the sandbox's consent page, presses
- * Allow and brings the answer back to the refresher's callback, all over plain HTTP.
+ * the person: it takes the printed link, presses the button on its page, follows it to the
+ * sandbox's consent page, presses Allow and brings the answer back to the refresher's
+ * callback in the same browser (its cookies), all over plain HTTP.
  */
 it('DEMO_CONNECT=1 npm run demo prints a link, connects through the consent page and completes', async () => {
   const [nats, db] = await Promise.all([startNatsServer({ jetstream: true }), createTestDatabase('tk_demo_connect')]);
@@ -76,27 +76,19 @@ it('DEMO_CONNECT=1 npm run demo prints a link, connects through the consent page
   }
 }, 90_000);
 
-/** What a person's browser does with the link: the redirects by hand, and Allow on the consent form. */
+/** What a person's browser does with the link: its button, the redirects by hand, and Allow on the consent form. */
 async function allowInTheBrowser(link: string): Promise<void> {
-  const toProvider = await request(link);
-  await toProvider.body.dump();
-  expect(toProvider.statusCode).toBe(302);
-  const consentPage = await request(String(toProvider.headers.location));
-  const html = await consentPage.body.text();
-  expect(consentPage.statusCode, html).toBe(200);
-  const consent = /name="consent" value="([^"]+)"/.exec(html)![1]!;
-  const authorizeUrl = new URL(String(toProvider.headers.location));
-  const allowed = await request(`${authorizeUrl.origin}${authorizeUrl.pathname}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ consent, decision: 'allow' }).toString(),
-  });
-  await allowed.body.dump();
-  expect(allowed.statusCode).toBe(302);
-  const callback = await request(String(allowed.headers.location));
-  const result = await callback.body.text();
-  expect(callback.statusCode, result).toBe(200);
-  expect(result).toMatch(/Connected/);
+  const person = new ConnectPerson();
+  const toProvider = await person.startAt(link);
+  const consentPage = await person.get(toProvider);
+  expect(consentPage.status, consentPage.text).toBe(200);
+  const consent = /name="consent" value="([^"]+)"/.exec(consentPage.text)![1]!;
+  const authorizeUrl = new URL(toProvider);
+  const allowed = await person.postForm(`${authorizeUrl.origin}${authorizeUrl.pathname}`, { consent, decision: 'allow' });
+  expect(allowed.status).toBe(302);
+  const callback = await person.get(allowed.location!);
+  expect(callback.status, callback.text).toBe(200);
+  expect(callback.text).toMatch(/Connected/);
 }
 
 /** The demo's audit app made its own database next to the main one; both go, then NATS. */

@@ -40,7 +40,7 @@ export async function connectThroughBrowser(
     const rule = '*'.repeat(72);
     process.stdout.write(
       `\n${rule}\n  Connect ${key.tenant}/${key.connection}: open this in a browser (valid until ${reply.expiresAt}):\n\n    ${reply.url}\n\n` +
-        `  The sandbox provider shows its consent page: press Allow.\n${rule}\n\n`,
+        `  The page names what is being connected: press its button, then Allow on the sandbox's consent page.\n${rule}\n\n`,
     );
     options.log.line('demo', `waiting up to ${options.waitSeconds} s for the browser…`);
 

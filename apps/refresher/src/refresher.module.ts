@@ -31,6 +31,8 @@ import { OutboxRecordId1764700000000 } from './persistence/migrations/1764700000
 import { ConnectAdminController } from './connect/connect-admin.controller.js';
 import { ConnectController } from './connect/connect.controller.js';
 import { ConnectService } from './connect/connect.service.js';
+import { ConnectLinkService } from './connect/connect-link.service.js';
+import { ConnectLinkSigner } from './connect/connect-link.signer.js';
 import { ConnectSessionRepository } from './persistence/connect-session.repository.js';
 import { ConnectSessions1764900000000 } from './persistence/migrations/1764900000000-connect-sessions.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
@@ -151,6 +153,8 @@ export class RefresherModule {
         TokenService,
         ConnectSessionRepository,
         ConnectService,
+        ConnectLinkService,
+        { provide: ConnectLinkSigner, useFactory: (cipher: TokenCipher) => new ConnectLinkSigner(cipher), inject: [TokenCipher] },
         CredentialListPager,
         AuditStreamService,
         OutboxRepository,

@@ -1,36 +1,17 @@
 /**
  * The whole connect flow (SPEC §12) against the sandbox provider's consent page, with the
- * person's browser played by plain HTTP: the refresher's link, its redirect to the sandbox's
- * /authorize, Allow (or Deny) on the consent form, the redirect to /oauth/callback, and then
+ * person's browser played by plain HTTP: the refresher's link, its page's button and the
+ * redirect to the sandbox's /authorize, Allow (or Deny) on the consent form, the redirect to /oauth/callback, and then
  * a stored credential whose token the sandbox's API accepts and which refreshes as any
  * other. The same flow through a real browser and authorization server is
  * test/connect-oidc.e2e-spec.ts; this one is what `DEMO_CONNECT=1 npm run demo` relies on.
  */
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { ConnectPerson, type PersonStep, createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import pg from 'pg';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../../test/connect-oidc.fixtures.js';
 import { callApi, EventLog } from './e2e-support.js';
 import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
-
-interface Step {
-  status: number;
-  location?: string;
-  text: string;
-}
-
-async function get(url: string): Promise<Step> {
-  const res = await request(url, { method: 'GET' });
-  const text = await res.body.text();
-  return { status: res.statusCode, location: res.headers.location === undefined ? undefined : String(res.headers.location), text };
-}
-
-async function postForm(url: string, form: Record<string, string>): Promise<Step> {
-  const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
-  const text = await res.body.text();
-  return { status: res.statusCode, location: res.headers.location === undefined ? undefined : String(res.headers.location), text };
-}
 
 describe('connect flow against the sandbox consent page', () => {
   let nats: NatsServerHandle;
@@ -72,27 +53,30 @@ describe('connect flow against the sandbox consent page', () => {
     await db?.drop();
   });
 
-  /** Link → the refresher's redirect → the sandbox's consent page → the decision: where the sandbox sends the browser. */
-  async function consent(connection: string, decision: 'allow' | 'deny'): Promise<{ link: string; callback: string }> {
+  /**
+   * Link → its page → the button → the sandbox's consent page → the decision: where the
+   * sandbox sends the browser, and the browser (which holds the binding cookie).
+   */
+  async function consent(connection: string, decision: 'allow' | 'deny'): Promise<{ link: string; callback: string; person: ConnectPerson }> {
     const reply = await caller.admin('connect', { tenant: 'acme', connection, provider: 'sandbox' });
     expect(reply.ok, JSON.stringify(reply)).toBe(true);
-    const toProvider = await get(reply.url);
-    expect(toProvider.status).toBe(302);
-    expect(toProvider.location!.startsWith(`${sandbox.authorizationUrl}?`)).toBe(true);
-    const page = await get(toProvider.location!);
+    const person = new ConnectPerson();
+    const toProvider = await person.startAt(reply.url);
+    expect(toProvider.startsWith(`${sandbox.authorizationUrl}?`)).toBe(true);
+    const page = await person.get(toProvider);
     expect(page.status, page.text).toBe(200);
     expect(page.text).toMatch(/sandbox-client<\/strong> wants to access/);
     const consentId = /name="consent" value="([^"]+)"/.exec(page.text)![1]!;
-    const answered = await postForm(sandbox.authorizationUrl, { consent: consentId, decision });
+    const answered = await person.postForm(sandbox.authorizationUrl, { consent: consentId, decision });
     expect(answered.status).toBe(302);
     expect(answered.location!.startsWith(`${publicBase()}/oauth/callback?`)).toBe(true);
-    return { link: reply.url, callback: answered.location! };
+    return { link: reply.url, callback: answered.location!, person };
   }
 
   it('Allow: the callback stores the credential, token.registered goes out, and token.get serves a token the sandbox accepts', async () => {
-    const { callback } = await consent('crm', 'allow');
+    const { callback, person } = await consent('crm', 'allow');
     expect(new URL(callback).searchParams.get('iss')).toBe(sandbox.url);
-    const done = await get(callback);
+    const done = await person.get(callback);
     expect(done.status, done.text).toBe(200);
     expect(done.text).toMatch(/Connected/);
     expect(done.text).toMatch(/sandbox is connected for acme\/crm/);
@@ -117,7 +101,7 @@ describe('connect flow against the sandbox consent page', () => {
     expect(sandbox.everPresentedTwice()).toEqual([]);
 
     // Replaying the callback exchanges nothing and changes nothing.
-    const replay = await get(callback);
+    const replay = await person.get(callback);
     expect(replay.status).toBe(409);
     expect((await caller.get({ tenant: 'acme', connection: 'crm' })).token.version).toBe(2);
     // No secret of the flow in the refresher's logs.
@@ -127,9 +111,9 @@ describe('connect flow against the sandbox consent page', () => {
   });
 
   it('Deny: the callback says access was denied and no credential is stored', async () => {
-    const { callback } = await consent('denied', 'deny');
+    const { callback, person } = await consent('denied', 'deny');
     expect(new URL(callback).searchParams.get('error')).toBe('access_denied');
-    const done = await get(callback);
+    const done = await person.get(callback);
     expect(done.status).toBe(403);
     expect(done.text).toMatch(/Access was denied/);
     const described = await caller.admin('describe', { tenant: 'acme', connection: 'denied' });
@@ -139,16 +123,16 @@ describe('connect flow against the sandbox consent page', () => {
   });
 
   it('a grant the database cannot store is retried, then revoked at the provider: a clear page, no credential, the session spent', async () => {
-    const { callback } = await consent('unstorable', 'allow');
+    const { callback, person } = await consent('unstorable', 'allow');
     const revocationsBefore = sandbox.stats.revocations;
     // Writes to credentials block (reads do not) until the refresher's statement timeout fails them.
     const locker = new pg.Client({ connectionString: db.url });
     await locker.connect();
-    let done: Step;
+    let done: PersonStep;
     try {
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE credentials IN EXCLUSIVE MODE');
-      done = await get(callback);
+      done = await person.get(callback);
     } finally {
       await locker.query('ROLLBACK').catch(() => undefined);
       await locker.end();
@@ -162,6 +146,44 @@ describe('connect flow against the sandbox consent page', () => {
     expect(described.error?.code).toBe('not_found');
     expect(events.of('registered', 'acme', 'unstorable')).toEqual([]);
     // The session ended as failed: its callback cannot be replayed into a second exchange.
-    expect((await get(callback)).status).toBe(409);
+    expect((await person.get(callback)).status).toBe(409);
+  });
+
+  it.each([
+    ['without the cookie', 'elsewhere-1', (_name: string) => new ConnectPerson()],
+    ['with another value in that cookie', 'elsewhere-2', (name: string) => new ConnectPerson().withCookie(name, 'A'.repeat(43))],
+  ] as const)('an answer brought by another browser (%s) is refused with a page that says so: no exchange, a record, and the state is spent', async (_case, connection, otherBrowser) => {
+    const exchangesBefore = sandbox.stats.authorizationCodeGrants;
+    const { callback, person } = await consent(connection, 'allow');
+    const [binding] = [...person.cookies].filter(([name]) => name.startsWith('__Host-tokenkeeper-connect-'));
+    expect(binding).toBeDefined();
+
+    const stranger = await otherBrowser(binding[0]).get(callback);
+    expect(stranger.status, stranger.text).toBe(403);
+    expect(stranger.text).toMatch(/Started in another browser/);
+    expect(stranger.text).toMatch(/started in another browser, so its answer was not accepted here and nothing was connected/);
+
+    expect(sandbox.stats.authorizationCodeGrants).toBe(exchangesBefore);
+    expect((await caller.admin('describe', { tenant: 'acme', connection })).error?.code).toBe('not_found');
+    expect(events.of('registered', 'acme', connection)).toEqual([]);
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    const { rows } = await client.query(`SELECT type, payload FROM outbox WHERE connection = $1 ORDER BY id`, [connection]);
+    await client.end();
+    expect(rows.map((r) => `${r.type}:${r.payload.code ?? ''}`)).toEqual(['connect_started:', 'connect_failed:browser_mismatch']);
+    // The browser that started it comes too late: the state was spent by the refusal.
+    expect((await person.get(callback)).status).toBe(409);
+    expect(sandbox.stats.authorizationCodeGrants).toBe(exchangesBefore);
+    // No secret of the flow in the logs, and the refusal is there by its code.
+    expect(refresher.logs.text()).toMatch(/browser_mismatch/);
+    for (const secret of [binding[1], new URL(callback).searchParams.get('code')!, new URL(callback).searchParams.get('state')!]) {
+      expect(refresher.logs.text().includes(secret)).toBe(false);
+    }
+  });
+
+  it('a scope outside what the provider entry allows is refused at connect time', async () => {
+    const reply = await caller.admin('connect', { tenant: 'acme', connection: 'wider', provider: 'sandbox', scopes: ['read', 'write'] });
+    expect(reply.ok).toBe(false);
+    expect(reply.error).toMatchObject({ code: 'forbidden', message: expect.stringMatching(/"write" not in allowedScopes/) });
   });
 });

@@ -8,6 +8,8 @@ export interface ConnectFlags {
   returnUrl?: string;
   scopes?: string;
   ttl?: number;
+  /** Shown on the link's page next to the tenant (`metadata.displayName`). */
+  displayName?: string;
   /** Seconds to wait for the person to finish in the browser; defaults to the link's lifetime. */
   wait?: number;
 }
@@ -33,6 +35,7 @@ export async function connectCommand(tenant: string, connection: string, flags: 
       ...(flags.returnUrl !== undefined ? { returnUrl: flags.returnUrl } : {}),
       ...(flags.scopes !== undefined ? { scopes: flags.scopes.split(/[ ,]+/).filter(Boolean) } : {}),
       ...(flags.ttl !== undefined ? { ttlSeconds: flags.ttl } : {}),
+      ...(flags.displayName !== undefined ? { metadata: { displayName: flags.displayName } } : {}),
     },
     'connect request',
   );

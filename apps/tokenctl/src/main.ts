@@ -179,7 +179,8 @@ Examples:
     .argument('<connection>')
     .requiredOption('--provider <id>', 'provider of the providers file (it needs an authorizationUrl)')
     .option('--return-url <url>', 'where the browser goes afterwards (an origin the provider allows)')
-    .option('--scopes <list>', 'scopes to ask for instead of the provider\'s, comma- or space-separated')
+    .option('--scopes <list>', 'scopes to ask for instead of the provider\'s (within its allowedScopes), comma- or space-separated')
+    .option('--display-name <name>', 'the tenant\'s name as the person should see it on the link\'s page')
     .option('--ttl <seconds>', 'how long the link stays usable, 1 to 3600 (default 900)', integer('--ttl', 1, 3_600))
     .option('--wait <seconds>', 'how long to wait for the browser (default: until the link expires)', integer('--wait', 1, 86_400))
     .action(action((ctx, tenant: string, connection: string, flags: ConnectFlags) => connectCommand(tenant, connection, flags, ctx)));

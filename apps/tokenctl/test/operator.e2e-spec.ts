@@ -10,13 +10,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { ConnectPerson, createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, startTestAudit, type TestAudit } from '../../audit/test/audit.harness.js';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../../refresher/test/refresher.harness.js';
 import { buildAuthz } from '../src/authz.command.js';
 import type { GeneratedUser } from '../src/authz.render.js';
-import { request } from 'undici';
 import { freePort } from '../../../test/connect-oidc.fixtures.js';
 import { natsEnvOf } from './generated-users.js';
 
@@ -178,21 +177,16 @@ describe('tokenctl as the operator user on the permissioned bus (SPEC §11)', ()
   }, CLI_TEST_TIMEOUT_MS);
 
   it('a tenant admin connects a credential with tokenctl connect: it may not subscribe to events, so describe polling sees the grant', async () => {
-    const connecting = runCli(['connect', 'acme', 'crm', '--provider', 'sandbox', '--wait', '60'], as('admin-acme'));
+    const connecting = runCli(['connect', 'acme', 'crm', '--provider', 'sandbox', '--wait', '60', '--display-name', 'Acme Corp'], as('admin-acme'));
     const link = await waitFor(() => /https?:\/\/\S+\/connect\/\S+/.exec(connecting.out())?.[0], { timeoutMs: 30_000, message: 'the link printed' });
-    // The person: the link, the sandbox's consent page, Allow, back to the callback.
-    const toProvider = await request(link);
-    await toProvider.body.dump();
-    const page = await request(String(toProvider.headers.location));
-    const consentId = /name="consent" value="([^"]+)"/.exec(await page.body.text())![1]!;
-    const answered = await request(sandbox.authorizationUrl, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ consent: consentId, decision: 'allow' }).toString(),
-    });
-    await answered.body.dump();
-    const callback = await request(String(answered.headers.location));
-    expect(callback.statusCode, await callback.body.text()).toBe(200);
+    // The person: the link's page and its button, the sandbox's consent page, Allow, back to the callback in the same browser.
+    const person = new ConnectPerson();
+    expect((await person.openLink(link)).text).toContain('Acme Corp (acme)');
+    const page = await person.get(await person.startAt(link));
+    const consentId = /name="consent" value="([^"]+)"/.exec(page.text)![1]!;
+    const answered = await person.postForm(sandbox.authorizationUrl, { consent: consentId, decision: 'allow' });
+    const callback = await person.get(answered.location!);
+    expect(callback.status, callback.text).toBe(200);
 
     const result = await connecting.done;
     expect(result.code, result.stderr).toBe(0);

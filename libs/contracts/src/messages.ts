@@ -119,6 +119,17 @@ export const CONNECT_MAX_TTL_SECONDS = 3_600;
  * admin payload. Whether `returnUrl`'s origin is allowed depends on the provider, so the
  * refresher checks that.
  */
+/**
+ * Non-secret labels kept with a connect session and shown on its page (`displayName` names
+ * the tenant there): a person reads them before they consent, so they are bounded and plain.
+ */
+export const CONNECT_METADATA_MAX_KEYS = 32;
+export const CONNECT_METADATA_MAX_BYTES = 4_096;
+const connectMetadata = z
+  .record(z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'keys must be 1-64 of A-Z a-z 0-9 _ . : -'), z.string().max(1_024))
+  .refine((m) => Object.keys(m).length <= CONNECT_METADATA_MAX_KEYS, `at most ${CONNECT_METADATA_MAX_KEYS} keys`)
+  .refine((m) => new TextEncoder().encode(JSON.stringify(m)).length <= CONNECT_METADATA_MAX_BYTES, `at most ${CONNECT_METADATA_MAX_BYTES} bytes as JSON`);
+
 export const ConnectPayloadSchema = z.strictObject({
   tenant: tenant.optional(),
   connection: connection.optional(),
@@ -126,6 +137,7 @@ export const ConnectPayloadSchema = z.strictObject({
   returnUrl: z.url({ protocol: /^https?$/ }).max(2_048).optional(),
   scopes: z.array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,200}$/, 'must be an OAuth scope token')).max(50).optional(),
   ttlSeconds: z.number().int().min(1).max(CONNECT_MAX_TTL_SECONDS).optional(),
+  metadata: connectMetadata.optional(),
 });
 export type ConnectPayload = z.infer<typeof ConnectPayloadSchema>;
 export type ConnectRequest = ConnectPayload & CredentialKey;

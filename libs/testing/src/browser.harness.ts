@@ -72,6 +72,11 @@ export class BrowserTab {
     return this.result();
   }
 
+  /** Presses the button of Tokenkeeper's connect page and waits for where it leads (the provider). */
+  pressConnect(): Promise<PageResult> {
+    return this.submitAndWait(() => this.page.click('form[method=post] button:has-text("Continue to")'));
+  }
+
   /** Fills oidc-provider's login form (devInteractions) and submits it. */
   async login(login: string, password: string): Promise<PageResult> {
     await this.page.fill('input[name=login]', login);

@@ -7,3 +7,4 @@ export * from './tcp-proxy.js';
 export * from './nats-errors.js';
 // oidc-provider.harness.ts and browser.harness.ts are imported by path: they load oidc-provider
 // and playwright, which the other tests do not need.
+export * from './connect-person.js';

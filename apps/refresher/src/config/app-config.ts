@@ -37,6 +37,8 @@ const EnvSchema = z.object({
   // their own so that health and metrics can stay private.
   PUBLIC_BASE_URL: optionalText,
   PUBLIC_HTTP_PORT: z.coerce.number().int().min(1).max(65_535).optional(),
+  // Sessions of one tenant not yet ended or expired: each is a row and a live link.
+  CONNECT_MAX_OPEN_SESSIONS_PER_TENANT: positiveInt(100),
   LOG_LEVEL: logLevel,
   REPLICA_ID: optionalText,
   LEASE_SECONDS: positiveInt(30),
@@ -98,6 +100,8 @@ export interface AppConfig {
     publicBaseUrl: string;
     /** PUBLIC_HTTP_PORT: when set, the pages are served there only (and health/metrics on HTTP_PORT only). */
     publicHttpPort?: number;
+    /** CONNECT_MAX_OPEN_SESSIONS_PER_TENANT: beyond it `connect` answers `rate_limited`. */
+    maxOpenSessionsPerTenant: number;
   };
   logLevel: string;
   refresh: {
@@ -163,7 +167,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     encryption: { keysSpec: e.TOKEN_ENCRYPTION_KEYS, devKeyFile: e.TOKEN_ENCRYPTION_KEY_FILE },
     signing,
     httpPort: e.HTTP_PORT,
-    connect: { publicBaseUrl, publicHttpPort: e.PUBLIC_HTTP_PORT },
+    connect: { publicBaseUrl, publicHttpPort: e.PUBLIC_HTTP_PORT, maxOpenSessionsPerTenant: e.CONNECT_MAX_OPEN_SESSIONS_PER_TENANT },
     logLevel: e.LOG_LEVEL,
     refresh: {
       leaseSeconds: e.LEASE_SECONDS,

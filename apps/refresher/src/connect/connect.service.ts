@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Secret } from '@tokenkeeper/common';
 import { ContractError, CONNECT_DEFAULT_TTL_SECONDS, type ConnectRequest, type CredentialKey } from '@tokenkeeper/contracts';
@@ -14,13 +14,12 @@ import type { IssuedToken, ProviderConfig, TokenEndpoint } from '../providers/pr
 import type { Credential } from '../domain/credential.js';
 import { TokenService } from '../tokens/token.service.js';
 import { htmlPage, type ConnectPage } from './connect-page.js';
+import { bindingCookieName, ConnectLinkSigner, hostCookie } from './connect-link.signer.js';
 
-/** 32 random bytes, base64url: the session id in the URL, the state, the PKCE verifier (RFC 7636 §4.1). */
-const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
 /** What an audit record may say about a provider's error: a label, never its free text. */
 const LABEL = /^[a-z0-9_.-]{1,64}$/;
-/** Set by Tokenkeeper on the authorization request; a provider's `authorizeParams` cannot override them. */
-const OWN_PARAMS = ['response_type', 'client_id', 'redirect_uri', 'scope', 'state', 'code_challenge', 'code_challenge_method'];
+/** The browser binding's cookie value: 32 random bytes, base64url. */
+const BINDING_PATTERN = /^[A-Za-z0-9_-]{43}$/;
 /**
  * A grant the provider has issued exists only in this process until it is stored: the code is
  * spent, so a failed write cannot be redone by the person. It is retried after these pauses
@@ -32,9 +31,10 @@ const SESSION_RETENTION_MS = 24 * 3_600_000;
 const PURGE_BATCH = 500;
 
 /**
- * The connect flow (SPEC §12): a one-time URL, the redirect to the provider with state and
- * PKCE, and the callback that turns a code into a stored credential. Every step reads and
- * writes the shared database only, so each can be served by any replica.
+ * The connect flow: a one-time URL (its page and button are ConnectLinkService),
+ * and the callback that turns a code into a stored credential, in the browser that pressed
+ * the button only. Every step reads and writes the shared database only, so each can be
+ * served by any replica.
  */
 @Injectable()
 export class ConnectService {
@@ -48,6 +48,7 @@ export class ConnectService {
     private readonly tokens: TokenService,
     private readonly credentials: CredentialRepository,
     private readonly clock: Clock,
+    private readonly signer: ConnectLinkSigner,
   ) {}
 
   get redirectUri(): string {
@@ -64,21 +65,34 @@ export class ConnectService {
     if (request.returnUrl !== undefined && !(provider.allowedReturnOrigins ?? []).includes(new URL(request.returnUrl).origin)) {
       throw new ContractError('bad_request', `returnUrl: origin not in allowedReturnOrigins of provider "${provider.id}"`);
     }
-    const sessionId = randomToken();
+    const scopes = request.scopes ?? provider.scopes ?? [];
+    const allowed = provider.allowedScopes ?? provider.scopes ?? [];
+    const outside = scopes.filter((scope) => !allowed.includes(scope));
+    if (outside.length) {
+      throw new ContractError('forbidden', `scopes: ${outside.map((s) => `"${s}"`).join(', ')} not in allowedScopes of provider "${provider.id}" (default: its scopes)`);
+    }
+    const sessionId = this.signer.mint('session');
     const now = this.clock.now();
     const expiresAt = new Date(now + (request.ttlSeconds ?? CONNECT_DEFAULT_TTL_SECONDS) * 1000);
     const identity = { tenant: request.tenant, connection: request.connection, provider: provider.id };
-    await this.sessions.create(
+    const cap = this.config.connect.maxOpenSessionsPerTenant;
+    const created = await this.sessions.create(
       {
         sessionHash: sha256(sessionId),
         ...identity,
-        scopes: request.scopes ?? provider.scopes ?? [],
+        scopes,
         returnUrl: request.returnUrl ?? null,
+        metadata: request.metadata ?? {},
         createdAt: new Date(now),
         expiresAt,
       },
       auditRecord('connect_started', identity, this.config.replicaId),
+      cap,
     );
+    if (!created.created) {
+      const retryAfterSeconds = Math.max(1, Math.ceil((created.nextExpiry.getTime() - now) / 1000));
+      throw new ContractError('rate_limited', `tenant "${request.tenant}" has ${cap} open connect sessions (CONNECT_MAX_OPEN_SESSIONS_PER_TENANT)`, retryAfterSeconds);
+    }
     this.logger.log({ msg: 'connect session started', ...identity, expiresAt: expiresAt.toISOString() });
     // Housekeeping rides on new sessions (no timer): what expired a day ago, whatever its state.
     void this.sessions.purgeExpiredBefore(new Date(now - SESSION_RETENTION_MS), PURGE_BATCH).catch((error: unknown) => {
@@ -87,37 +101,21 @@ export class ConnectService {
     return { url: `${this.config.connect.publicBaseUrl}/connect/${sessionId}`, expiresAt: expiresAt.toISOString() };
   }
 
-  /** `GET /connect/<session>`: once per session, to the provider with a fresh state and PKCE challenge. */
-  async redirect(sessionId: string): Promise<ConnectPage> {
-    if (!TOKEN_PATTERN.test(sessionId)) return unknownLink();
-    const state = randomToken();
-    const verifier = new Secret(randomToken());
-    const sessionHash = sha256(sessionId);
-    const session = await this.sessions.beginRedirect(sessionHash, sha256(state), verifier, new Date(this.clock.now()));
-    if (!session) return refusedLink(await this.sessions.find(sessionHash), this.clock.now());
-    const provider = this.providers.get(session.provider);
-    if (!provider?.authorizationUrl) return this.fail(sessionHash, session, 'unknown_provider', 'This connection’s provider is no longer configured.');
-
-    const url = new URL(provider.authorizationUrl);
-    for (const [key, value] of Object.entries(provider.authorizeParams ?? {})) if (!OWN_PARAMS.includes(key)) url.searchParams.set(key, value);
-    url.searchParams.set('response_type', 'code');
-    url.searchParams.set('client_id', provider.clientId);
-    url.searchParams.set('redirect_uri', this.redirectUri);
-    if (session.scopes.length) url.searchParams.set('scope', session.scopes.join(' '));
-    url.searchParams.set('state', state);
-    url.searchParams.set('code_challenge', createHash('sha256').update(verifier.reveal()).digest('base64url'));
-    url.searchParams.set('code_challenge_method', 'S256');
-    this.logger.log({ msg: 'connect: sent to the provider', tenant: session.tenant, connection: session.connection, provider: provider.id });
-    return { kind: 'redirect', status: 302, location: url.toString() };
+  /** `GET /oauth/callback`: the provider's answer, checked, exchanged and stored. */
+  async callback(query: Record<string, unknown>, cookies: Map<string, string>): Promise<ConnectPage> {
+    const state = single(query.state);
+    if (!this.signer.verify('state', state)) return htmlPage(400, 'Invalid request', 'This link is not valid: its state is missing or unknown.');
+    const page = await this.completeCallback(query, state, cookies);
+    // The binding has served its one purpose, whatever the outcome.
+    return { ...page, cookies: [hostCookie(bindingCookieName(state), '', 0, 'Lax')] };
   }
 
-  /** `GET /oauth/callback`: the provider's answer, checked, exchanged and stored. */
-  async callback(query: Record<string, unknown>): Promise<ConnectPage> {
-    const state = single(query.state);
-    if (state === undefined || !TOKEN_PATTERN.test(state)) return htmlPage(400, 'Invalid request', 'This link is not valid: its state is missing or unknown.');
+  private async completeCallback(query: Record<string, unknown>, state: string, cookies: Map<string, string>): Promise<ConnectPage> {
     const stateHash = sha256(state);
+    const binding = cookies.get(bindingCookieName(state));
+    const browserHash = binding !== undefined && BINDING_PATTERN.test(binding) ? sha256(binding) : null;
     const now = this.clock.now();
-    const taken = await this.sessions.takeForCallback(stateHash, new Date(now));
+    const taken = await this.sessions.takeForCallback(stateHash, browserHash, new Date(now));
     if (!taken) return this.refusedCallback(stateHash, now);
     const { session, sessionHash, verifier } = taken;
     const provider = this.providers.get(session.provider);
@@ -220,6 +218,19 @@ export class ConnectService {
   private async refusedCallback(stateHash: Buffer, now: number): Promise<ConnectPage> {
     const session = await this.sessions.findByState(stateHash);
     if (!session) return htmlPage(400, 'Invalid request', 'This link is not valid: its state is unknown.');
+    // Waiting and unexpired, yet not taken: the answer reached a browser that did not start the flow.
+    if (session.status === 'redirected' && session.expiresAt.getTime() > now) {
+      const identity = { tenant: session.tenant, connection: session.connection, provider: session.provider };
+      const refused = await this.sessions.refuseOtherBrowser(stateHash, new Date(now), auditRecord('connect_failed', identity, this.config.replicaId, { code: 'browser_mismatch' }));
+      if (refused) {
+        this.logger.warn({ msg: 'connect failed: the answer reached another browser than the one that started it', ...identity, code: 'browser_mismatch' });
+        return htmlPage(
+          403,
+          'Started in another browser',
+          'This connection was started in another browser, so its answer was not accepted here and nothing was connected. If someone sent you this link, close this window: your consent would have gone to their account. Otherwise start again from your application, in one browser.',
+        );
+      }
+    }
     if (session.status === 'redirected' && session.expiresAt.getTime() <= now) {
       await this.sessions.expireByState(stateHash, new Date(now), auditRecord('connect_failed', session, this.config.replicaId, { code: 'session_expired' }));
       return htmlPage(410, 'Link expired', 'This connection link has expired. Start again from your application.');
@@ -234,18 +245,6 @@ export class ConnectService {
     if (session.returnUrl) return { kind: 'redirect', status: 303, location: withStatus(session.returnUrl, 'failed', code) };
     return htmlPage(status ?? (code === 'access_denied' ? 403 : 400), 'Not connected', message);
   }
-}
-
-function refusedLink(session: ConnectSession | null, now: number): ConnectPage {
-  if (!session) return unknownLink();
-  if (session.status === 'created' && session.expiresAt.getTime() <= now) {
-    return htmlPage(410, 'Link expired', 'This connection link has expired. Ask for a new one.');
-  }
-  return htmlPage(409, 'Link already used', 'This connection link was already used. Ask for a new one.');
-}
-
-function unknownLink(): ConnectPage {
-  return htmlPage(404, 'Unknown link', 'This connection link is not valid.');
 }
 
 function withStatus(returnUrl: string, status: 'connected' | 'failed', code?: string): string {
@@ -265,10 +264,6 @@ function sleep(ms: number): Promise<void> {
 
 function single(value: unknown): string | undefined {
   return typeof value === 'string' ? value : undefined;
-}
-
-function randomToken(): string {
-  return randomBytes(32).toString('base64url');
 }
 
 function sha256(value: string): Buffer {

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { Secret } from '@tokenkeeper/common';
 
 const FORMAT_VERSION = 1;
@@ -119,6 +119,16 @@ export class TokenCipher {
       keyId,
       checkValue: createHmac('sha256', key).update(`tokenkeeper key check v1\0${keyId}`).digest().subarray(0, KEY_CHECK_BYTES),
     }));
+  }
+
+  /**
+   * Keys for another use of the same secrets, one per key, the primary first (HKDF-SHA256,
+   * `info` naming the use): every replica derives the same ones, and a key derived for one
+   * use tells nothing about the key it came from or the ones for other uses.
+   */
+  derivedKeys(info: string): Buffer[] {
+    const ordered = [this.primaryKeyId, ...[...this.byId.keys()].filter((id) => id !== this.primaryKeyId)];
+    return ordered.map((id) => Buffer.from(hkdfSync('sha256', this.byId.get(id)!, Buffer.alloc(0), info, 32)));
   }
 
   keyIdOf(blob: Buffer): string {

@@ -11,6 +11,8 @@ export interface ConnectSession {
   provider: string;
   scopes: string[];
   returnUrl: string | null;
+  /** Non-secret labels from the connect request (`displayName` is shown on the page). */
+  metadata: Record<string, string>;
   status: 'created' | 'redirected' | 'completing' | 'connected' | 'failed';
   expiresAt: Date;
 }
@@ -22,6 +24,7 @@ export interface NewConnectSession {
   provider: string;
   scopes: string[];
   returnUrl: string | null;
+  metadata: Record<string, string>;
   createdAt: Date;
   expiresAt: Date;
 }
@@ -32,6 +35,7 @@ interface SessionRow {
   provider: string;
   scopes: string[];
   return_url: string | null;
+  metadata: Record<string, string> | null;
   status: ConnectSession['status'];
   expires_at: Date;
   session_hash: Buffer;
@@ -64,29 +68,47 @@ export class ConnectSessionRepository {
     private readonly cipher: TokenCipher,
   ) {}
 
-  async create(session: NewConnectSession, audit: PendingAuditRecord): Promise<void> {
-    await this.db.query(
-      `WITH s AS (
-         INSERT INTO connect_sessions (session_hash, tenant, connection, provider, scopes, return_url, status, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'created', $7, $8)
-         RETURNING tenant, connection
-       ), ${SESSION_AUDIT_CTE(9)}
-       SELECT 1`,
-      [
-        session.sessionHash, session.tenant, session.connection, session.provider, session.scopes, session.returnUrl,
-        session.createdAt, session.expiresAt, JSON.stringify(audit),
-      ],
-    );
+  /**
+   * A new session, unless its tenant already has `maxOpen` sessions neither ended nor expired:
+   * then nothing is written and the answer says when the first of them expires. The count and
+   * the insert run under a per-tenant transaction lock, so replicas together keep the cap.
+   */
+  async create(session: NewConnectSession, audit: PendingAuditRecord, maxOpen: number): Promise<{ created: true } | { created: false; nextExpiry: Date }> {
+    return this.db.transaction(async (tx) => {
+      await tx.query(`SELECT pg_advisory_xact_lock(hashtext('connect_sessions'), hashtext($1))`, [session.tenant]);
+      const [open]: { count: number; next: Date | null }[] = await tx.query(
+        `SELECT count(*)::int AS count, min(expires_at) AS next FROM connect_sessions
+         WHERE tenant = $1 AND status IN ('created', 'redirected', 'completing') AND expires_at > $2`,
+        [session.tenant, session.createdAt],
+      );
+      if (open.count >= maxOpen) return { created: false, nextExpiry: new Date(open.next!) };
+      await tx.query(
+        `WITH s AS (
+           INSERT INTO connect_sessions (session_hash, tenant, connection, provider, scopes, return_url, metadata, status, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', $8, $9)
+           RETURNING tenant, connection
+         ), ${SESSION_AUDIT_CTE(10)}
+         SELECT 1`,
+        [
+          session.sessionHash, session.tenant, session.connection, session.provider, session.scopes, session.returnUrl,
+          JSON.stringify(session.metadata), session.createdAt, session.expiresAt, JSON.stringify(audit),
+        ],
+      );
+      return { created: true };
+    });
   }
 
-  /** The browser opened the URL: binds a state and a verifier to the session, once. Null: unknown, used or expired. */
-  async beginRedirect(sessionHash: Buffer, stateHash: Buffer, verifier: Secret, now: Date): Promise<ConnectSession | null> {
+  /**
+   * The person pressed the page's button: binds a state, a verifier and that browser (the
+   * hash of its cookie's value) to the session, once. Null: unknown, used or expired.
+   */
+  async beginRedirect(sessionHash: Buffer, stateHash: Buffer, verifier: Secret, browserHash: Buffer, now: Date): Promise<ConnectSession | null> {
     // An UPDATE … RETURNING answers [rows, count] through TypeORM's postgres driver.
     const [rows]: [SessionRow[], number] = await this.db.query(
-      `UPDATE connect_sessions SET status = 'redirected', state_hash = $2, verifier_enc = $3, redirected_at = $4
+      `UPDATE connect_sessions SET status = 'redirected', state_hash = $2, verifier_enc = $3, browser_hash = $5, redirected_at = $4
        WHERE session_hash = $1 AND status = 'created' AND expires_at > $4
        RETURNING *`,
-      [sessionHash, stateHash, this.cipher.encrypt(verifier, verifierContext(sessionHash)), now],
+      [sessionHash, stateHash, this.cipher.encrypt(verifier, verifierContext(sessionHash)), now, browserHash],
     );
     return rows.length ? toSession(rows[0]) : null;
   }
@@ -98,16 +120,18 @@ export class ConnectSessionRepository {
   }
 
   /**
-   * The callback took the session named by `state`: from here on nobody else can. Returns
-   * the session with its verifier and its hash (the key of the next step); null when the
-   * state is unknown, was used, or its session expired.
+   * The callback took the session named by `state`, in the browser that started it: from
+   * here on nobody else can. Returns the session with its verifier and its hash (the key of
+   * the next step); null when the state is unknown, was used, its session expired, or the
+   * browser is another one (`browserHash` null or different).
    */
-  async takeForCallback(stateHash: Buffer, now: Date): Promise<{ session: ConnectSession; sessionHash: Buffer; verifier: Secret } | null> {
+  async takeForCallback(stateHash: Buffer, browserHash: Buffer | null, now: Date): Promise<{ session: ConnectSession; sessionHash: Buffer; verifier: Secret } | null> {
+    if (!browserHash) return null;
     const [rows]: [SessionRow[], number] = await this.db.query(
       `UPDATE connect_sessions SET status = 'completing'
-       WHERE state_hash = $1 AND status = 'redirected' AND expires_at > $2
+       WHERE state_hash = $1 AND status = 'redirected' AND expires_at > $2 AND browser_hash = $3
        RETURNING *`,
-      [stateHash, now],
+      [stateHash, now, browserHash],
     );
     if (!rows.length) return null;
     const row = rows[0];
@@ -143,6 +167,23 @@ export class ConnectSessionRepository {
     return Number(count ?? 0);
   }
 
+  /**
+   * Ends a session whose answer reached another browser than the one that started it, with
+   * its record: the code is never exchanged, and the session cannot be finished afterwards
+   * either. False when it was no longer waiting for its callback (taken or expired meanwhile).
+   */
+  async refuseOtherBrowser(stateHash: Buffer, now: Date, audit: PendingAuditRecord): Promise<boolean> {
+    const rows: { tenant: string }[] = await this.db.query(
+      `WITH s AS (
+         UPDATE connect_sessions SET status = 'failed', verifier_enc = NULL, finished_at = $2
+         WHERE state_hash = $1 AND status = 'redirected' AND expires_at > $2 RETURNING tenant, connection
+       ), ${SESSION_AUDIT_CTE(3)}
+       SELECT tenant FROM s`,
+      [stateHash, now, JSON.stringify(audit)],
+    );
+    return rows.length > 0;
+  }
+
   /** Ends a session whose callback came too late, with its record, once (a reload finds it failed). */
   async expireByState(stateHash: Buffer, now: Date, audit: PendingAuditRecord): Promise<void> {
     await this.db.query(
@@ -167,6 +208,7 @@ function toSession(row: SessionRow): ConnectSession {
     provider: row.provider,
     scopes: row.scopes,
     returnUrl: row.return_url,
+    metadata: row.metadata ?? {},
     status: row.status,
     expiresAt: new Date(row.expires_at),
   };

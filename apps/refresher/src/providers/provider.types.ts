@@ -33,6 +33,8 @@ export interface ProviderConfig {
    * for `client_credentials`, which is then open to none (see tenant-access.policy.ts).
    */
   tenants?: string[];
+  /** What a connect request may ask for; absent: `scopes`, and nothing else. */
+  allowedScopes?: string[];
   /** Fraction of a token's lifetime after which it is refreshed (0 < threshold < 1). */
   threshold: number;
   /** Lifetime assumed when the token response has no `expires_in`; undefined = never expires. */

@@ -152,10 +152,17 @@ providers:
     ['bad scope', 'clientSecret: x\n    scopes: ["a b"]', 'provider "p": scopes[0]: must be one scope without spaces'],
     ['maxConcurrency', 'clientSecret: x\n    maxConcurrency: 0', 'provider "p": maxConcurrency: must be at least 1'],
     ['onDemandCooldownSeconds', 'clientSecret: x\n    onDemandCooldownSeconds: -1', 'provider "p": onDemandCooldownSeconds: must be 0 or more'],
+    ['bad allowed scope', 'clientSecret: x\n    allowedScopes: ["a b"]', 'provider "p": allowedScopes[0]: must be one scope without spaces'],
   ])('%s', (_name, field, expected) => {
     const error = errorOf(() => yaml(`providers:\n  p:\n    tokenUrl: https://idp/token\n    clientId: c\n    ${field}\n`));
     expect(error.message).toContain(`providers file /x.yaml: ${expected}`);
     expect(error.issues[0]!.provider).toBe('p');
+  });
+
+  it('keeps allowedScopes as given; without it a provider has none of its own (connect then allows its scopes)', () => {
+    const providers = yaml('providers:\n  p:\n    tokenUrl: https://idp/token\n    clientId: c\n    clientSecret: x\n    scopes: [read]\n    allowedScopes: [read, write]\n  q:\n    tokenUrl: https://idp/token\n    clientId: c\n    clientSecret: x\n');
+    expect(providers.get('p')!.allowedScopes).toEqual(['read', 'write']);
+    expect(providers.get('q')!.allowedScopes).toBeUndefined();
   });
 
   it('names provider and field for missing clientId and tokenUrl, listing every issue', () => {

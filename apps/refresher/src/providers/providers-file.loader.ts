@@ -51,6 +51,7 @@ const entrySchema = z.strictObject({
   grant: z.enum(GRANT_TYPES).optional(),
   scopes: z.array(z.string().regex(/^\S+$/, 'must be one scope without spaces')).optional(),
   tenants: z.array(z.string()).optional(),
+  allowedScopes: z.array(z.string().regex(/^\S+$/, 'must be one scope without spaces')).optional(),
   threshold: numeric(z.number().gt(0, 'must be between 0 and 1 (exclusive)').lt(1, 'must be between 0 and 1 (exclusive)')),
   defaultTtlSeconds: numeric(z.number().int('must be a whole number of seconds').positive('must be positive')),
   revocationUrl: z.string().min(1, 'must not be empty').optional(),
@@ -209,6 +210,7 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
   if (preset.offlineScope && grant === 'refresh_token' && scopes.length && !scopes.includes(preset.offlineScope)) scopes.unshift(preset.offlineScope);
   if (scopes.length) config.scopes = scopes;
   if (entry.tenants !== undefined) config.tenants = [...entry.tenants];
+  if (entry.allowedScopes) config.allowedScopes = [...entry.allowedScopes];
   if (entry.defaultTtlSeconds !== undefined) config.defaultTtlSeconds = entry.defaultTtlSeconds;
   if (revocationUrl !== undefined) config.revocationUrl = revocationUrl;
   if (preset.errorCodes) config.errorCodes = { ...preset.errorCodes };
