@@ -69,7 +69,7 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     clock = new FakeClock(T0);
     repository = new FakeRepository(clock);
     endpoint = new FakeTokenEndpoint(clock);
-    parts = cacheAndNotifier();
+    parts = cacheAndNotifier(clock);
     coordinator = new FakeCoordinator(repository, (change) => parts.notifier.committed(change));
     const providers = new ProviderRegistry(new Map([['sandbox', provider({ revocationUrl: 'https://provider.test/revoke' })]]));
     service = new TokenService(
@@ -100,7 +100,7 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     // Signed over exactly the bytes answered, by this replica's key.
     const { data, headers } = second as ReplyWithHeaders;
     expect(headers.get(SIGNER_HEADER)).toBe(testSigner.publicKey);
-    expect(new SignatureVerifier([testSigner.publicKey]).verifyHeaders(data, headers)).toBe('ok');
+    expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', data, headers, clock.now())).toBe('ok');
   });
 
   it('the injected clock decides: a cached token no longer valid for minTtl is refreshed', async () => {
