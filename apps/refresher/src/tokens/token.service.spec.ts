@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { credentialId, SignatureVerifier, SIGNER_HEADER, type TokenGetRequest } from '@tokenkeeper/contracts';
+import { credentialId, SignatureVerifier, SIGNED_AT_HEADER, SIGNER_HEADER, type TokenGetRequest } from '@tokenkeeper/contracts';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   cacheAndNotifier,
@@ -101,6 +101,22 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     const { data, headers } = second as ReplyWithHeaders;
     expect(headers.get(SIGNER_HEADER)).toBe(testSigner.publicKey);
     expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', data, headers, clock.now())).toBe('ok');
+  });
+
+  it('re-signs a cached reply on the hot path once its signature is a third of the max age old, without the database', async () => {
+    store();
+    const first = (await service.get(key)) as ReplyWithHeaders;
+    const reads = repository.finds;
+    clock.advance(299_999);
+    expect(service.get(key)).toBe(first);
+    clock.advance(1);
+    const resigned = service.get(key) as ReplyWithHeaders;
+    expect(resigned).not.toBeInstanceOf(Promise);
+    expect(resigned).not.toBe(first);
+    expect(resigned.headers.get(SIGNED_AT_HEADER)).toBe(String(clock.now()));
+    expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', resigned.data, resigned.headers, clock.now())).toBe('ok');
+    expect(service.get(key)).toBe(resigned);
+    expect(repository.finds).toBe(reads);
   });
 
   it('the injected clock decides: a cached token no longer valid for minTtl is refreshed', async () => {
