@@ -151,7 +151,7 @@ export async function measureClientVerify(natsUrl: string, quick: boolean): Prom
 export function describeFigures(f: Figures): string[] {
   const us = (x: number) => `${x.toFixed(1)} µs`;
   return [
-    `client.event: ${f.events.toLocaleString('en')} signed token.refreshed events (~400 B) per client, CPU per event: verifying ${us(f.verifiedUs)}, not verifying ${us(f.unverifiedUs)}, difference ${us(f.verifiedUs - f.unverifiedUs)} vs one bare Ed25519 verifyHeaders ${us(f.bareVerifyUs)}`,
+    `client.event: ${f.events.toLocaleString('en')} signed token.refreshed events (~400 B) per client, CPU per event: verifying ${us(f.verifiedUs)}, not verifying ${us(f.unverifiedUs)}, difference ${us(f.verifiedUs - f.unverifiedUs)} vs one bare scheme-2 verify ${us(f.bareVerifyUs)}`,
     `client.cache_hit: verifying client ${Math.round(f.hit.client).toLocaleString('en')}/s vs Map.get ${Math.round(f.hit.bare).toLocaleString('en')}/s (ratio ${(f.hit.client / f.hit.bare).toFixed(2)}); non-verifying client ratio ${(f.hitUnverified.client / f.hitUnverified.bare).toFixed(2)}; verifying vs non-verifying client ${(f.verifyingVsNot.client / f.verifyingVsNot.bare).toFixed(2)}; bounded (default 10,000) vs unbounded ${(f.boundedVsUnbounded.client / f.boundedVsUnbounded.bare).toFixed(2)}`,
   ];
 }
