@@ -101,9 +101,14 @@ describe('TokenCache version rules', () => {
     expect(cache.mark('gone/x')).toEqual({ version: 3, kind: 'revoked' });
     cache.askFirst('gone/x');
     expect(cache.mark('gone/x')?.kind).toBe('revoked');
+    // A token.get in flight turns the mark into a cache tombstone, keeping the revoke's version.
+    expect(cache.applyFailed('gone/x', 2, 'reauth_required', true)).toBe(true);
+    expect(cache.map.get('gone/x')).toMatchObject({ state: REVOKED, version: 3 });
+    expect(cache.applyAnswer('gone/x', token(3), 0, cache.changes)).toBe('revoked');
     cache.askFirst('gone/y');
     expect(cache.applyAnswer('gone/y', token(1), 0, cache.changes)).toMatchObject({ version: 1 });
-    expect(cache.tombstones).toBe(1);
+    expect(cache.tombstones).toBe(0);
+    expect(cache.size).toBe(2);
   });
 
   it('bounds its marks (LRU, maxTombstones) and keeps the version of an entry the maxEntries bound drops', () => {

@@ -264,9 +264,12 @@ export class TokenCache {
     const entry = this.map.get(id);
     if (entry === undefined) {
       if (!rememberUnknown) return state === REVOKED ? this.markRevoked(id, version) : null;
-      // Remembered though nothing was cached yet, so the answer in flight cannot bring it back.
+      // Remembered though nothing was cached yet, so the answer in flight cannot bring it back;
+      // a later revoke already marked is not forgotten on the way.
+      const known = this.marks.peek(id);
+      const revokedLater = known !== undefined && known.kind === 'revoked' && known.version >= version;
       this.marks.delete(id);
-      this.insert(id, new CacheEntry(null, version, state, 0, 0));
+      this.insert(id, new CacheEntry(null, revokedLater ? known.version : version, revokedLater ? REVOKED : state, 0, 0));
       return true;
     }
     if (version < entry.version) return false;
