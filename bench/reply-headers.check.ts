@@ -1,5 +1,5 @@
 /**
- * Micro-check: the CPU cost of answering with the two signature headers, per publish,
+ * Micro-check: the CPU cost of answering with the three signature headers, per publish,
  * against a real nats-server. Variants: no headers; nats.js `headers()` (encoded on every
  * publish); fixedHeaders (encoded once, what the reply cache holds). Not part of `npm run
  * bench`: run with `node --import @swc-node/register/esm-register bench/reply-headers.check.ts`.
@@ -20,7 +20,8 @@ const data = encodeJson({
   ok: true,
   token: { tenant: 'acme', connection: 'github', provider: 'sandbox', accessToken: 'x'.repeat(40), tokenType: 'Bearer', expiresAt: new Date().toISOString(), version: 7 },
 });
-const signed = signer.headersFor(data);
+const SUBJECT = 'token.get.acme.github';
+const signed = signer.headersFor(SUBJECT, data, Date.now());
 const plain = natsHeaders();
 for (const [k, v] of Object.entries(signed)) plain.set(k, v);
 const fixed = fixedHeaders(signed);
@@ -49,7 +50,7 @@ for (const [name, ns] of Object.entries(results)) {
   console.log(`${name.padEnd(34)} median ${ns[Math.floor(ns.length / 2)].toFixed(0)} ns CPU/publish (min ${ns[0].toFixed(0)})`);
 }
 let signs = process.cpuUsage();
-for (let i = 0; i < 20_000; i++) signer.sign(data);
+for (let i = 0; i < 20_000; i++) signer.sign(SUBJECT, data, Date.now());
 signs = process.cpuUsage(signs);
 console.log(`EventSigner.sign of the reply: ${(((signs.user + signs.system) * 1000) / 20_000).toFixed(0)} ns`);
 await nc.close();

@@ -13,7 +13,17 @@ import { fromPublic, fromSeed } from '@nats-io/nkeys';
 // `exports.default`: seen from ESM the library sits one `default` deeper.
 import * as naclModule from '@nats-io/nkeys/lib/nacl.js';
 import { pathToFileURL } from 'node:url';
-import { decodeUserPublicKey, decodeUserSeed, EventSigner, generateSigningSeed, SignatureVerifier } from '@tokenkeeper/contracts';
+import {
+  decodeUserPublicKey,
+  decodeUserSeed,
+  EventSigner,
+  generateSigningSeed,
+  SIGNATURE_HEADER,
+  SignatureVerifier,
+  SIGNED_AT_HEADER,
+  signedBytes,
+  SIGNER_HEADER,
+} from '@tokenkeeper/contracts';
 import type { BenchContext, BenchOptions } from './support/context.js';
 import { timing } from './support/context.js';
 import { median } from './support/stats.js';
@@ -44,24 +54,40 @@ type Nacl = typeof naclModule.default.default;
 const loaded = naclModule as unknown as { default: Nacl & { default?: Nacl } };
 const nacl: Nacl = loaded.default.default ?? loaded.default;
 
+const SUBJECT = 'token.refreshed.acme.github';
+
 function implementations(): Implementation[] {
   const seed = generateSigningSeed();
   const signer = EventSigner.fromSeed(seed);
   const verifier = new SignatureVerifier([signer.publicKey]);
-  const nativeSignature = signer.sign(PAYLOAD);
+  // Scheme 2 as the services run it: the signed bytes (scheme, subject, signing time,
+  // payload) built on every sign and verify, the age window checked before the Ed25519 check.
+  const at = Date.now();
+  const nativeSignature = signer.sign(SUBJECT, PAYLOAD, at);
+  const headers = new Map([
+    [SIGNATURE_HEADER, nativeSignature],
+    [SIGNER_HEADER, signer.publicKey],
+    [SIGNED_AT_HEADER, String(at)],
+  ]);
+  const reader = { get: (name: string) => headers.get(name) ?? '' };
 
   const kp = fromSeed(new TextEncoder().encode(seed));
   const pub = fromPublic(signer.publicKey);
-  const rawSignature = Buffer.from(nativeSignature, 'base64url');
+  const rawSignature = Buffer.from(nativeSignature.slice(3), 'base64url');
+  const bytes = () => signedBytes(SUBJECT, String(at), PAYLOAD);
 
   const secretKey = nacl.sign.keyPair.fromSeed(decodeUserSeed(seed)).secretKey;
   const publicKey = decodeUserPublicKey(signer.publicKey)!;
 
   return [
-    { name: 'native', sign: () => signer.sign(PAYLOAD), verify: () => verifier.verify(PAYLOAD, nativeSignature, signer.publicKey) === 'ok' },
+    { name: 'native', sign: () => signer.sign(SUBJECT, PAYLOAD, at), verify: () => verifier.verify(SUBJECT, PAYLOAD, reader, at) === 'ok' },
     // base64url as the header needs it, so the comparison is like for like.
-    { name: 'nkeys', sign: () => Buffer.from(kp.sign(PAYLOAD)).toString('base64url'), verify: () => pub.verify(PAYLOAD, Buffer.from(nativeSignature, 'base64url')) },
-    { name: 'tweetnacl', sign: () => Buffer.from(nacl.sign.detached(PAYLOAD, secretKey)).toString('base64url'), verify: () => nacl.sign.detached.verify(PAYLOAD, rawSignature, publicKey) },
+    { name: 'nkeys', sign: () => Buffer.from(kp.sign(bytes())).toString('base64url'), verify: () => pub.verify(bytes(), rawSignature) },
+    {
+      name: 'tweetnacl',
+      sign: () => Buffer.from(nacl.sign.detached(bytes(), secretKey)).toString('base64url'),
+      verify: () => nacl.sign.detached.verify(bytes(), rawSignature, publicKey),
+    },
   ];
 }
 

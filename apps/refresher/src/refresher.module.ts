@@ -134,7 +134,12 @@ export class RefresherModule {
         { provide: NATS_CONNECTION, useFactory: () => connectNats(config.nats, `tokenkeeper-refresher ${config.replicaId}`) },
         { provide: EventSigner, useFactory: () => createEventSigner(config, (message) => logger.log(message)) },
         { provide: SignatureVerifier, useFactory: (signer: EventSigner) => createSignatureVerifier(config, signer), inject: [EventSigner] },
-        { provide: ReplyCache, useFactory: (signer: EventSigner) => new ReplyCache(config.tokenCacheMaxEntries, signer), inject: [EventSigner] },
+        {
+          provide: ReplyCache,
+          useFactory: (signer: EventSigner, clock: Clock) =>
+            new ReplyCache(config.tokenCacheMaxEntries, signer, { clock: () => clock.now(), maxAgeSeconds: config.signing.maxAgeSeconds }),
+          inject: [EventSigner, Clock],
+        },
         NatsLifecycle,
         Clock,
         RefreshMetrics,

@@ -6,6 +6,7 @@ import {
   generateSigningSeed,
   SIGNATURE_HEADER,
   SignatureVerifier,
+  SIGNED_AT_HEADER,
   SIGNER_HEADER,
   TOKEN_EVENT_KINDS,
   tokenEventFilter,
@@ -20,8 +21,9 @@ import { TokenService } from '../src/tokens/token.service.js';
 import { FILE_SIGNING_SEED, RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 /**
- * SPEC §3 signatures, against a real nats-server, PostgreSQL and the sandbox provider:
- * token.get replies and token.* events are signed over their exact bytes, a replica
+ * Signatures (scheme 2), against a real nats-server, PostgreSQL and the sandbox provider:
+ * token.get replies and token.* events are signed over their subject (a reply: the
+ * request's), their signing time and their exact bytes, a replica
  * applies only events signed by a key it trusts (its own, EVENT_TRUSTED_SIGNERS), and the
  * hot path signs nothing per request. The bus is permissive here (no permissions): this is
  * the defence-in-depth case, where anyone can publish `token.refreshed.…`.
@@ -29,7 +31,7 @@ import { FILE_SIGNING_SEED, RawCaller, sandboxProviders, startTestRefresher, tes
 
 type Key = { tenant: string; connection: string };
 
-// The only places that know the subjects and payloads (SPEC §3).
+// The only places that know the subjects and payloads.
 const askToken = (nc: NatsConnection, key: Key, body: Record<string, unknown> = {}): Promise<Msg> =>
   nc.request(tokenGetSubject(key.tenant, key.connection), encodeJson(body), { timeout: 10_000 });
 const admin = (caller: RawCaller, operation: 'register' | 'refresh' | 'revoke', key: Key, body: Record<string, unknown> = {}) =>
@@ -93,18 +95,23 @@ describe('signed token replies and events: two replicas sharing one key', () => 
     expect(replicas.map((r) => r.signerPublicKey)).toEqual([shared, shared]);
   });
 
-  it('signs every token.get reply over its exact bytes; error replies are not signed', async () => {
+  it('signs every token.get reply over the request subject and its exact bytes; error replies are not signed', async () => {
     const verifier = new SignatureVerifier([replicas[0].signerPublicKey]);
+    const asked = tokenGetSubject(acme.tenant, acme.connection);
     // Enough calls to reach both replicas, through the slow path and from memory.
     for (let i = 0; i < 20; i++) {
       const msg = await askToken(caller.nc, acme);
       expect(decode(msg.data).token).toMatchObject({ ...acme, accessToken: realToken });
       expect(msg.headers?.get(SIGNER_HEADER)).toBe(replicas[0].signerPublicKey);
-      expect(verifier.verifyHeaders(msg.data, msg.headers)).toBe('ok');
+      expect(msg.headers?.get(SIGNATURE_HEADER)).toMatch(/^v2\./);
+      expect(Math.abs(Number(msg.headers?.get(SIGNED_AT_HEADER)) - Date.now())).toBeLessThan(300_000);
+      expect(verifier.verify(asked, msg.data, msg.headers, Date.now())).toBe('ok');
+      // Not valid as the answer for another credential.
+      expect(verifier.verify(tokenGetSubject('acme', 'other'), msg.data, msg.headers, Date.now())).toBe('bad_signature');
       // One byte off and it no longer verifies: the signature covers exactly these bytes.
       const tampered = Uint8Array.from(msg.data);
       tampered[tampered.length - 2] ^= 1;
-      expect(verifier.verifyHeaders(tampered, msg.headers)).toBe('bad_signature');
+      expect(verifier.verify(asked, tampered, msg.headers, Date.now())).toBe('bad_signature');
     }
     const missing = await askToken(caller.nc, { tenant: 'acme', connection: 'nothing-here' });
     expect(decode(missing.data)).toMatchObject({ ok: false, error: { code: 'not_found' } });
@@ -138,7 +145,7 @@ describe('signed token replies and events: two replicas sharing one key', () => 
     );
     for (const event of seen) {
       expect(event.headers?.get(SIGNER_HEADER), event.subject).toBe(replicas[0].signerPublicKey);
-      expect(verifier.verifyHeaders(event.data, event.headers), event.subject).toBe('ok');
+      expect(verifier.verify(event.subject, event.data, event.headers, Date.now()), event.subject).toBe('ok');
       expect(decode(event.data)).toMatchObject(key);
     }
   });
@@ -177,14 +184,17 @@ describe('signed token replies and events: two replicas sharing one key', () => 
     const UNSIGNED = 20;
     for (let i = 0; i < UNSIGNED; i++) forger.nc.publish(subject, forged());
     const byOther = forged();
-    forger.nc.publish(subject, byOther, { headers: fixedHeaders(otherKey.headersFor(byOther)) });
+    const now = Date.now();
+    forger.nc.publish(subject, byOther, { headers: fixedHeaders(otherKey.headersFor(subject, byOther, now)) });
     // Another key claiming to be the right one.
-    forger.nc.publish(subject, byOther, { headers: fixedHeaders({ [SIGNATURE_HEADER]: otherKey.sign(byOther), [SIGNER_HEADER]: rightKey.publicKey }) });
+    forger.nc.publish(subject, byOther, {
+      headers: fixedHeaders({ [SIGNATURE_HEADER]: otherKey.sign(subject, byOther, now), [SIGNER_HEADER]: rightKey.publicKey, [SIGNED_AT_HEADER]: String(now) }),
+    });
     // Validly signed, but its body names another tenant than its subject, and the other way round.
     const otherTenant = forged({ tenant: 'evil' });
-    forger.nc.publish(subject, otherTenant, { headers: fixedHeaders(rightKey.headersFor(otherTenant)) });
+    forger.nc.publish(subject, otherTenant, { headers: fixedHeaders(rightKey.headersFor(subject, otherTenant, now)) });
     const intoAcme = forged();
-    forger.nc.publish('token.refreshed.evil.github', intoAcme, { headers: fixedHeaders(rightKey.headersFor(intoAcme)) });
+    forger.nc.publish('token.refreshed.evil.github', intoAcme, { headers: fixedHeaders(rightKey.headersFor('token.refreshed.evil.github', intoAcme, now)) });
     await forger.nc.flush();
 
     for (const [i, replica] of replicas.entries()) {
@@ -213,7 +223,7 @@ describe('signed token replies and events: two replicas sharing one key', () => 
     const sign = vi.spyOn(EventSigner.prototype, 'sign');
     for (let batch = 0; batch < 10; batch++) {
       const replies = await Promise.all(Array.from({ length: 100 }, () => askToken(caller.nc, acme)));
-      for (const msg of replies) expect(msg.headers?.get(SIGNATURE_HEADER)).toMatch(/^[A-Za-z0-9_-]{86}$/);
+      for (const msg of replies) expect(msg.headers?.get(SIGNATURE_HEADER)).toMatch(/^v2\.[A-Za-z0-9_-]{86}$/);
     }
     expect(sign).not.toHaveBeenCalled();
     const hitsAfter = (await Promise.all(replicas.map((r) => counter(r, 'tokenkeeper_token_get_cache_hits_total')))).reduce((a, b) => a + b, 0);
@@ -283,6 +293,6 @@ describe('signing-key rotation: a replica with another key, listed in EVENT_TRUS
     // What each replica caches is signed with its own key, whoever announced the version.
     const own = oldKeyReplica.app.get(ReplyCache).get(credentialId(key))!.reply;
     expect(own.headers.get(SIGNER_HEADER)).toBe(oldKeyReplica.signerPublicKey);
-    expect(new SignatureVerifier([oldKeyReplica.signerPublicKey]).verifyHeaders(own.data, own.headers)).toBe('ok');
+    expect(new SignatureVerifier([oldKeyReplica.signerPublicKey]).verify(tokenGetSubject(key.tenant, key.connection), own.data, own.headers, Date.now())).toBe('ok');
   });
 });

@@ -11,7 +11,7 @@ import {
   parseTokenGetSubject,
   REFRESHER_QUEUE_GROUP,
   SIGNATURE_HEADER,
-  SIGNER_HEADER,
+  SIGNATURE_PREFIX,
   type TokenEventKind,
   tokenEventSubject,
   type TokenGetRequest,
@@ -49,7 +49,20 @@ export type Forgery =
   /** Signed correctly, by a key nobody trusts. */
   | 'foreign-signer'
   /** This fake's signer named, but the signature does not match the bytes. */
-  | 'bad-signature';
+  | 'bad-signature'
+  /** Signed correctly, but longer ago than the default max age (900 s). */
+  | 'too-old'
+  /** Signed correctly, but more than 60 s ahead. */
+  | 'too-new'
+  /** The signature of the scheme before scheme 2, as an older refresher sent it (no `v2.`). */
+  | 'v1';
+
+/** An event as it went on the wire, to send again (a replay) or elsewhere. */
+export interface SentEvent {
+  subject: string;
+  data: Uint8Array;
+  headers: MsgHdrs | undefined;
+}
 
 /** The exact payload a client sent, with the credential its subject named. */
 export interface ReceivedTokenGet extends TokenGetRequest {
@@ -60,8 +73,8 @@ export interface ReceivedTokenGet extends TokenGetRequest {
 /**
  * Plays the refresher in client tests: a raw nats.js responder on
  * `token.get.<tenant>.<connection>` in the contract's queue group that counts every
- * request and answers per SPEC §3, signing token replies and events like the real
- * one (or not, or badly, on request). Kept deliberately dumb so that a test reads as
+ * request and answers like the real refresher, signing token replies and events as it
+ * does (or not, or badly, on request). Kept deliberately dumb so that a test reads as
  * the wire story.
  */
 export class FakeRefresher {
@@ -146,22 +159,30 @@ export class FakeRefresher {
   }
 
   /** Publishes an event on `token.<kind>.<key>`, signed unless `forgery` says otherwise. */
-  async publish(kind: TokenEventKind, key: CredentialKey, payload: Record<string, unknown>, forgery?: Forgery): Promise<void> {
+  async publish(kind: TokenEventKind, key: CredentialKey, payload: Record<string, unknown>, forgery?: Forgery): Promise<SentEvent> {
+    const subject = tokenEventSubject(kind, key.tenant, key.connection);
     const data = encodeJson({ eventId: randomUUID(), ...payload });
-    this.nc.publish(tokenEventSubject(kind, key.tenant, key.connection), data, { headers: this.headersFor(data, forgery) });
+    const sent = { subject, data, headers: this.headersFor(subject, data, forgery) };
+    await this.publishRaw(sent);
+    return sent;
+  }
+
+  /** Sends bytes and headers as given: a replay, or a genuine event on another subject. */
+  async publishRaw(event: SentEvent, subject = event.subject): Promise<void> {
+    this.nc.publish(subject, event.data, { headers: event.headers });
     await this.nc.flush();
   }
 
-  async publishRefreshed(view: TokenView, kind: 'refreshed' | 'registered' = 'refreshed', forgery?: Forgery): Promise<void> {
-    await this.publish(kind, view, { ...view, refreshedAt: new Date().toISOString() }, forgery);
+  publishRefreshed(view: TokenView, kind: 'refreshed' | 'registered' = 'refreshed', forgery?: Forgery): Promise<SentEvent> {
+    return this.publish(kind, view, { ...view, refreshedAt: new Date().toISOString() }, forgery);
   }
 
-  async publishRevoked(key: CredentialKey, version: number, forgery?: Forgery): Promise<void> {
-    await this.publish('revoked', key, { tenant: key.tenant, connection: key.connection, provider: 'sandbox', version }, forgery);
+  publishRevoked(key: CredentialKey, version: number, forgery?: Forgery): Promise<SentEvent> {
+    return this.publish('revoked', key, { tenant: key.tenant, connection: key.connection, provider: 'sandbox', version }, forgery);
   }
 
-  async publishFailed(key: CredentialKey, version: number, status: string, forgery?: Forgery): Promise<void> {
-    await this.publish(
+  publishFailed(key: CredentialKey, version: number, status: string, forgery?: Forgery): Promise<SentEvent> {
+    return this.publish(
       'failed',
       key,
       {
@@ -183,19 +204,21 @@ export class FakeRefresher {
     await this.nc.close();
   }
 
-  /** Signature headers as the real refresher sets them, or what a forgery calls for. */
-  headersFor(data: Uint8Array, forgery?: Forgery): MsgHdrs | undefined {
+  /**
+   * Signature headers as the real refresher sets them for a message on `subject` (for a
+   * reply: the request's subject), or what a forgery calls for.
+   */
+  headersFor(subject: string, data: Uint8Array, forgery?: Forgery): MsgHdrs | undefined {
     if (forgery === 'unsigned' || (forgery === undefined && this.signer === null)) return undefined;
-    const h = headers();
-    if (forgery === 'foreign-signer') {
-      for (const [name, value] of Object.entries(this.foreignSigner.headersFor(data))) h.set(name, value);
-      return h;
-    }
-    const signer = this.signer ?? this.foreignSigner;
-    const signature = signer.sign(data);
+    const signer = forgery === 'foreign-signer' ? this.foreignSigner : (this.signer ?? this.foreignSigner);
+    const now = Date.now();
+    const at = forgery === 'too-old' ? now - 901_000 : forgery === 'too-new' ? now + 61_000 : now;
+    const values = { ...signer.headersFor(subject, data, at) };
     // A valid signature of other bytes: well-formed, wrong.
-    h.set(SIGNATURE_HEADER, forgery === 'bad-signature' ? signer.sign(encodeJson({ other: signature })) : signature);
-    h.set(SIGNER_HEADER, signer.publicKey);
+    if (forgery === 'bad-signature') values[SIGNATURE_HEADER] = signer.sign(subject, encodeJson({ other: 1 }), at);
+    if (forgery === 'v1') values[SIGNATURE_HEADER] = values[SIGNATURE_HEADER].slice(SIGNATURE_PREFIX.length);
+    const h = headers();
+    for (const [name, value] of Object.entries(values)) h.set(name, value);
     return h;
   }
 
@@ -240,9 +263,9 @@ export class FakeRefresher {
     if (forgery !== undefined && typeof forgery === 'object') {
       // Someone else's token, properly signed: only the request/answer comparison catches it.
       const reply = encodeJson({ ok: true, token: tokenView(forgery.otherCredential, view.version + 100) });
-      return { data: reply, headers: this.headersFor(reply) };
+      return { data: reply, headers: this.headersFor(subject, reply) };
     }
     const reply = encodeJson({ ok: true, token: view });
-    return { data: reply, headers: this.headersFor(reply, forgery) };
+    return { data: reply, headers: this.headersFor(subject, reply, forgery) };
   }
 }

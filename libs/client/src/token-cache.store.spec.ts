@@ -70,12 +70,19 @@ describe('TokenCache version rules', () => {
     expect(cache.applyAnswer(id, token(2), 0, cache.changes)).toBe('revoked');
   });
 
-  it('keeps revoked and reauth markers only for credentials it knows or is fetching', () => {
+  it('keeps entries for revoked and reauth credentials only when it knows or is fetching them; a revoke of any other leaves a bounded mark', () => {
     const cache = new TokenCache(Infinity, emptyStats());
-    expect(cache.applyRevoked('other/x', 4, false)).toBeNull();
+    expect(cache.applyRevoked('other/x', 4, false)).toBe(true);
+    expect(cache.applyRevoked('other/x', 4, false)).toBe(false);
     expect(cache.applyFailed('other/y', 2, 'reauth_required', false)).toBeNull();
-    expect(cache.applyFailed('other/z', 2, 'revoked', false)).toBeNull();
+    expect(cache.applyFailed('other/z', 2, 'revoked', false)).toBe(true);
     expect(cache.size).toBe(0);
+    expect(cache.tombstones).toBe(2);
+    // The mark refuses the revoked version and older, pushed or answered; a newer one lifts it.
+    expect(cache.applyPushedToken('other/x', token(4), 0)).toBe(false);
+    expect(cache.applyAnswer('other/x', token(3), 0, cache.changes)).toBe('revoked');
+    expect(cache.applyPushedToken('other/x', token(5), 0)).toBe(true);
+    expect(cache.mark('other/x')).toBeUndefined();
     // A token.get in flight: the tombstone guards its answer against resurrecting the revoked token.
     expect(cache.applyRevoked(id, 4, true)).toBe(true);
     expect(cache.applyAnswer(id, token(4), 0, cache.changes)).toBe('revoked');
@@ -83,6 +90,37 @@ describe('TokenCache version rules', () => {
     cache.applyPushedToken('known/x', token(1), 0);
     expect(cache.applyRevoked('known/x', 1, false)).toBe(true);
     expect(cache.map.get('known/x')?.state).toBe(REVOKED);
+  });
+
+  it('an `ask` mark (token.get said revoked or not_found) refuses every pushed token until a verified answer', () => {
+    const cache = new TokenCache(Infinity, emptyStats());
+    cache.askFirst('gone/x');
+    expect(cache.applyPushedToken('gone/x', token(1_000), 0)).toBe(false);
+    // A revoke heard later is more precise and replaces it.
+    expect(cache.applyRevoked('gone/x', 3, false)).toBe(true);
+    expect(cache.mark('gone/x')).toEqual({ version: 3, kind: 'revoked' });
+    cache.askFirst('gone/x');
+    expect(cache.mark('gone/x')?.kind).toBe('revoked');
+    // A token.get in flight turns the mark into a cache tombstone, keeping the revoke's version.
+    expect(cache.applyFailed('gone/x', 2, 'reauth_required', true)).toBe(true);
+    expect(cache.map.get('gone/x')).toMatchObject({ state: REVOKED, version: 3 });
+    expect(cache.applyAnswer('gone/x', token(3), 0, cache.changes)).toBe('revoked');
+    cache.askFirst('gone/y');
+    expect(cache.applyAnswer('gone/y', token(1), 0, cache.changes)).toMatchObject({ version: 1 });
+    expect(cache.tombstones).toBe(0);
+    expect(cache.size).toBe(2);
+  });
+
+  it('bounds its marks (LRU, maxTombstones) and keeps the version of an entry the maxEntries bound drops', () => {
+    const cache = new TokenCache(2, emptyStats(), 3);
+    for (let i = 0; i < 10; i++) cache.applyRevoked(`t/r${i}`, 1, false);
+    expect(cache.tombstones).toBe(3);
+    cache.applyPushedToken('t/a', token(7), 0);
+    cache.applyPushedToken('t/b', token(1), 0);
+    cache.applyPushedToken('t/c', token(1), 0);
+    expect(cache.map.has('t/a')).toBe(false);
+    expect(cache.mark('t/a')).toEqual({ version: 7, kind: 'seen' });
+    expect(cache.applyPushedToken('t/a', token(6), 0)).toBe(false);
   });
 
   it('is bounded by default to 10,000 entries', () => {

@@ -1,4 +1,5 @@
 import type { TokenView, ValidatedToken } from '@tokenkeeper/contracts';
+import { LRUCache } from 'lru-cache';
 import type { TokenClientStats } from './token-client.options.js';
 
 /** Served from memory while valid and trusted. */
@@ -70,6 +71,21 @@ export class CacheEntry {
   }
 }
 
+/**
+ * What the cache still knows of a credential it does not hold (never held, or evicted):
+ * `revoked`: a verified revoke at `version`, nothing at or below it is taken; `seen`: the
+ * version an evicted entry had, nothing pushed at or below it is taken; `ask`: token.get
+ * answered `revoked` or `not_found` (unsigned error replies, so no version to trust):
+ * no pushed token is taken until a verified token.get answer is.
+ */
+export interface Mark {
+  version: number;
+  kind: 'revoked' | 'seen' | 'ask';
+}
+
+/** Default bound of the marks kept for credentials the cache does not hold. */
+export const DEFAULT_MAX_TOMBSTONES = 10_000;
+
 /** What `applyAnswer` tells the caller of `token.get` to do with the refresher's answer. */
 export type AnswerOutcome = TokenView | 'revoked';
 
@@ -90,6 +106,14 @@ export type AnswerOutcome = TokenView | 'revoked';
  * "move to the back" is delete + set. That is only done when an entry has drifted
  * into the older half of the order (by `seq`); an entry in the newer half cannot be
  * next to go, so touching it would buy nothing. Unbounded caches skip all of it.
+ *
+ * Credentials it does not hold leave marks (an LRU bounded by `maxTombstones`, default
+ * 10,000; lru-cache): a verified revoke of a credential never used here, the version of an
+ * entry the `maxEntries` bound dropped, and a `revoked`/`not_found` answer. So a replayed
+ * older event (a `token.registered` of a token revoked before this client started, say)
+ * does not plant a token, however the credential left or never entered the cache. A mark
+ * pushed out of the bound costs what it did before marks existed: the replay is still
+ * refused once its signature is older than the max age.
  */
 export class TokenCache {
   readonly map = new Map<string, CacheEntry>();
@@ -104,17 +128,39 @@ export class TokenCache {
   private seq = 0;
   /** Bumped on every change of any entry (never on a hit): the "last changed at" clock. */
   changes = 0;
+  private readonly marks: LRUCache<string, Mark>;
 
   constructor(
     private readonly maxEntries: number,
     private readonly stats: TokenClientStats,
+    maxTombstones = DEFAULT_MAX_TOMBSTONES,
   ) {
     this.bounded = Number.isFinite(maxEntries);
     this.touchDistance = this.bounded ? Math.max(1, Math.floor(maxEntries / 2)) : Infinity;
+    this.marks = new LRUCache({ max: maxTombstones });
   }
 
   get size(): number {
     return this.map.size;
+  }
+
+  /** Marks held for credentials not in the cache (bounded by maxTombstones). */
+  get tombstones(): number {
+    return this.marks.size;
+  }
+
+  mark(id: string): Mark | undefined {
+    return this.marks.peek(id);
+  }
+
+  /**
+   * token.get answered `revoked` or `not_found` for a credential the cache does not hold:
+   * no pushed token for it is taken until a verified answer is. A revoke already marked
+   * says more (it has a version) and stays.
+   */
+  askFirst(id: string): void {
+    if (this.map.has(id) || this.marks.peek(id)?.kind === 'revoked') return;
+    this.marks.set(id, { version: Number.MAX_SAFE_INTEGER, kind: 'ask' });
   }
 
   /** Hot path companion: called on a hit of a bounded cache only. */
@@ -135,6 +181,9 @@ export class TokenCache {
   applyPushedToken(id: string, token: ValidatedToken, epoch: number): boolean {
     const entry = this.map.get(id);
     if (entry === undefined) {
+      const mark = this.marks.peek(id);
+      if (mark !== undefined && token.view.version <= mark.version) return false;
+      this.marks.delete(id);
       this.insert(id, new CacheEntry(token, token.view.version, FRESH, epoch, 0));
       return true;
     }
@@ -174,12 +223,16 @@ export class TokenCache {
    * confirms the entry under the current epoch. An older one replaces the entry if nothing
    * changed it since the request left (the refresher's state went back: a restore);
    * otherwise a newer token was pushed while the request was in flight, and it wins.
-   * Tombstones stay: a revoked token is not served on a lower version's word (fail closed).
+   * Tombstones stay: a revoked token is not served on a lower version's word (fail closed),
+   * also when the tombstone is a mark of a credential the cache does not hold.
    */
   applyAnswer(id: string, token: ValidatedToken, epoch: number, sentAt: number): AnswerOutcome {
     const entry = this.map.get(id);
     const version = token.view.version;
     if (entry === undefined) {
+      const mark = this.marks.peek(id);
+      if (mark !== undefined && mark.kind === 'revoked' && version <= mark.version) return 'revoked';
+      this.marks.delete(id);
       this.insert(id, new CacheEntry(token, version, FRESH, epoch, 0));
       return token.view;
     }
@@ -206,14 +259,19 @@ export class TokenCache {
   clear(): void {
     this.map.clear();
     this.byTenant.clear();
+    this.marks.clear();
   }
 
   private markDead(id: string, state: typeof REAUTH | typeof REVOKED, version: number, rememberUnknown: boolean): boolean | null {
     const entry = this.map.get(id);
     if (entry === undefined) {
-      if (!rememberUnknown) return null;
-      // Remembered though nothing was cached yet, so the answer in flight cannot bring it back.
-      this.insert(id, new CacheEntry(null, version, state, 0, 0));
+      if (!rememberUnknown) return state === REVOKED ? this.markRevoked(id, version) : null;
+      // Remembered though nothing was cached yet, so the answer in flight cannot bring it back;
+      // a later revoke already marked is not forgotten on the way.
+      const known = this.marks.peek(id);
+      const revokedLater = known !== undefined && known.kind === 'revoked' && known.version >= version;
+      this.marks.delete(id);
+      this.insert(id, new CacheEntry(null, revokedLater ? known.version : version, revokedLater ? REVOKED : state, 0, 0));
       return true;
     }
     if (version < entry.version) return false;
@@ -221,6 +279,15 @@ export class TokenCache {
     if (version === entry.version && (entry.state === state || entry.state === REVOKED)) return false;
     entry.setDead(state, version);
     entry.changedAt = ++this.changes;
+    return true;
+  }
+
+  /** A revoke of a credential not held: a mark, not an entry, so such events cannot fill the cache. */
+  private markRevoked(id: string, version: number): boolean {
+    const mark = this.marks.peek(id);
+    // Older than what is known is stale; the same revoke twice is a duplicate. An `ask` mark has no real version.
+    if (mark !== undefined && mark.kind !== 'ask' && (mark.version > version || (mark.kind === 'revoked' && mark.version === version))) return false;
+    this.marks.set(id, { version, kind: 'revoked' });
     return true;
   }
 
@@ -237,7 +304,10 @@ export class TokenCache {
     if (this.map.size <= this.maxEntries) return;
     // The oldest in Map order is the least recently used, give or take the half-order slack above.
     const oldest = this.map.keys().next().value as string;
+    const dropped = this.map.get(oldest) as CacheEntry;
     this.map.delete(oldest);
+    // Its version stays known, so a replay of something older cannot bring it back.
+    this.marks.set(oldest, { version: dropped.version, kind: dropped.state === REVOKED ? 'revoked' : 'seen' });
     const oldestSlash = oldest.indexOf('/');
     const oldestTenant = oldest.slice(0, oldestSlash);
     const siblings = this.byTenant.get(oldestTenant);

@@ -3,6 +3,7 @@ import {
   type CredentialKey,
   credentialId,
   DEFAULT_MIN_TTL_SECONDS,
+  DEFAULT_SIGNATURE_MAX_AGE_SECONDS,
   isValidName,
   NAME_RULE,
   SignatureVerifier,
@@ -11,6 +12,7 @@ import {
   tokenEventFilter,
 } from '@tokenkeeper/contracts';
 import type { Dispatcher } from 'undici';
+import { DEFAULT_MAX_TOMBSTONES } from './token-cache.store.js';
 import { TokenClientError } from './token-client.error.js';
 
 /**
@@ -64,6 +66,19 @@ export interface TokenClientOptions {
    * the client warns once at start.
    */
   trustedSigners?: string[];
+  /**
+   * With `trustedSigners`: a reply or event signed longer ago than this is dropped
+   * (`too_old`), like one signed more than 60 s in the future (`too_new`). Default 900, the
+   * refresher's SIGNATURE_MAX_AGE_SECONDS default; the refresher re-signs cached replies at
+   * a third of its own setting, so keep this at least that large.
+   */
+  signatureMaxAgeSeconds?: number;
+  /**
+   * LRU bound on what the client remembers of credentials it does not hold: revokes of
+   * credentials it never used, versions of entries `maxEntries` dropped, `revoked` /
+   * `not_found` answers. Default 10,000 (a few dozen bytes each).
+   */
+  maxTombstones?: number;
   /** Timeout of each `token.get` request. Default 5000. */
   requestTimeoutMs?: number;
   /** LRU bound on cached credentials (tombstones included). Default 10,000. `Infinity` lifts it. */
@@ -87,7 +102,15 @@ export interface TokenRequestOptions {
  * Why a reply or an event was dropped: a verifier verdict, or the tenant/connection
  * of the payload disagreeing with the event's subject or with what was asked.
  */
-export type RejectionReason = 'unsigned' | 'untrusted' | 'bad_signature' | 'subject_mismatch' | 'request_mismatch';
+export type RejectionReason =
+  | 'unsigned'
+  | 'untrusted'
+  | 'bad_signature'
+  | 'unsupported_scheme'
+  | 'too_old'
+  | 'too_new'
+  | 'subject_mismatch'
+  | 'request_mismatch';
 
 /** Counters a service can export as metrics. A snapshot: reading it twice gives two objects. */
 export interface TokenClientStats {
@@ -142,6 +165,7 @@ export interface ResolvedTokenClientOptions {
   verifier: SignatureVerifier | null;
   requestTimeoutMs: number;
   maxEntries: number;
+  maxTombstones: number;
   defaultMinTtlMs: number;
   clock: () => number;
   dispatcher?: Dispatcher;
@@ -198,10 +222,10 @@ function eventSubjects(tenants: Set<string>, connections: Map<string, Credential
   return subjects;
 }
 
-function verifierOf(trusted: string[] | undefined): SignatureVerifier | null {
+function verifierOf(trusted: string[] | undefined, maxAgeSeconds: number): SignatureVerifier | null {
   if (trusted === undefined || trusted.length === 0) return null;
   try {
-    return new SignatureVerifier(trusted);
+    return new SignatureVerifier(trusted, { maxAgeSeconds });
   } catch (err) {
     // SigningKeyError messages name the position, never the key.
     if (err instanceof SigningKeyError) throw new TokenClientError('bad_request', `trustedSigners: ${err.message}`);
@@ -232,10 +256,14 @@ export function resolveOptions(options: TokenClientOptions): ResolvedTokenClient
     subjects: eventSubjects(tenants, connections),
     tenants,
     connectionIds: new Set(connections.keys()),
-    verifier: verifierOf(options.trustedSigners),
+    verifier: verifierOf(
+      options.trustedSigners,
+      positiveInt(options.signatureMaxAgeSeconds, DEFAULT_SIGNATURE_MAX_AGE_SECONDS, 'signatureMaxAgeSeconds'),
+    ),
     requestTimeoutMs: positiveInt(options.requestTimeoutMs, 5_000, 'requestTimeoutMs'),
     maxEntries:
       options.maxEntries === undefined ? DEFAULT_MAX_ENTRIES : options.maxEntries === Infinity ? Infinity : positiveInt(options.maxEntries, 0, 'maxEntries'),
+    maxTombstones: positiveInt(options.maxTombstones, DEFAULT_MAX_TOMBSTONES, 'maxTombstones'),
     defaultMinTtlMs: minTtl * 1000,
     clock: options.clock ?? Date.now,
     dispatcher: options.dispatcher,

@@ -131,7 +131,7 @@ describe('TokenClient cache', () => {
     expect(refresher.requestsFor(key)).toHaveLength(2);
   });
 
-  it('keeps no revocation marker for a credential it never used', async () => {
+  it('keeps no cache entry for a credential it never used, only a bounded mark of its revoke', async () => {
     const known = newKey();
     const unknown = newKey();
     refresher.set(tokenView(known, 1));
@@ -140,8 +140,9 @@ describe('TokenClient cache', () => {
     await refresher.publishRevoked(unknown, 4);
     await refresher.publishFailed(unknown, 4, 'reauth_required');
     await refresher.publishRevoked(known, 1);
-    await waitFor(() => client.stats.pushedUpdates === 1);
+    await waitFor(() => client.stats.pushedUpdates === 2);
     expect(client.size).toBe(1);
+    expect(client.tombstones).toBe(1);
     expect(client.stats.staleEventsIgnored).toBe(0);
     expect(client.peekAccessToken(known)).toBeUndefined();
   });
@@ -286,7 +287,7 @@ describe('TokenClient failures', () => {
     const subject = tokenEventSubject('refreshed', key.tenant, key.connection);
     const signed = (body: string) => {
       const data = new TextEncoder().encode(body);
-      refresher.nc.publish(subject, data, { headers: refresher.headersFor(data) });
+      refresher.nc.publish(subject, data, { headers: refresher.headersFor(subject, data) });
     };
     signed('not json');
     signed(JSON.stringify({ ...tokenView(key, 1), version: 'one' }));

@@ -133,19 +133,135 @@ describe('TokenClient with trustedSigners: events', () => {
 
     const view = tokenView(key, 3);
     const data = new TextEncoder().encode(JSON.stringify({ ...view, eventId: 'e1', refreshedAt: new Date().toISOString() }));
+    const subject = tokenEventSubject('refreshed', key.tenant, key.connection);
     const h = headers();
-    for (const [name, value] of Object.entries(rotated.headersFor(data))) h.set(name, value);
-    refresher.nc.publish(tokenEventSubject('refreshed', key.tenant, key.connection), data, { headers: h });
+    for (const [name, value] of Object.entries(rotated.headersFor(subject, data, Date.now()))) h.set(name, value);
+    refresher.nc.publish(subject, data, { headers: h });
     // Signed by the trusted fake, but the payload names another connection than the subject.
     const other = tokenView({ tenant: key.tenant, connection: 'slack' }, 9);
     const mismatched = new TextEncoder().encode(JSON.stringify(other));
-    refresher.nc.publish(tokenEventSubject('refreshed', key.tenant, key.connection), mismatched, { headers: refresher.headersFor(mismatched) });
+    refresher.nc.publish(subject, mismatched, { headers: refresher.headersFor(subject, mismatched) });
     await refresher.nc.flush();
     await waitFor(() => client.stats.pushedUpdates === 1 && client.stats.rejectedEvents === 1);
 
     expect(client.stats.rejectedByReason).toEqual({ subject_mismatch: 1 });
     expect(client.peekAccessToken(key)).toBe(view.accessToken);
     expect(client.size).toBe(1);
+  });
+});
+
+describe('TokenClient with trustedSigners: what a signature covers', () => {
+  it('refuses a genuine refreshed event re-published on token.revoked (or token.failed): the signature names its subject', async () => {
+    const key = newKey();
+    const v1 = refresher.set(tokenView(key, 1));
+    const client = await newClient({ tenants: [key.tenant] });
+    expect(await client.getAccessToken(key)).toBe(v1.accessToken);
+
+    const genuine = await refresher.publishRefreshed(tokenView(key, 1));
+    await refresher.publishRaw(genuine, tokenEventSubject('revoked', key.tenant, key.connection));
+    await refresher.publishRaw(genuine, tokenEventSubject('failed', key.tenant, key.connection));
+    // A genuine event sent after them, as the sentinel that they have all arrived.
+    await refresher.publishRefreshed(tokenView({ tenant: key.tenant, connection: 'sentinel' }, 1));
+    await waitFor(() => client.stats.rejectedEvents === 2 && client.stats.pushedUpdates === 1);
+    expect(client.stats.rejectedByReason).toEqual({ bad_signature: 2 });
+    expect(client.peekAccessToken(key)).toBe(v1.accessToken);
+  });
+
+  it.each([
+    ['too-old', 'too_old'],
+    ['too-new', 'too_new'],
+    ['v1', 'unsupported_scheme'],
+  ] as const)('drops a %s event and a %s reply', async (forgery, reason) => {
+    const key = newKey();
+    refresher.set(tokenView(key, 1));
+    refresher.forgeReplies(key, forgery);
+    const client = await newClient({ tenants: [key.tenant] });
+    const err = await rejection(client.getAccessToken(key));
+    expect(err.message).toContain(`unverified reply (${reason})`);
+    refresher.forgeReplies(key, null);
+    expect(await client.getAccessToken(key)).toBe(tokenView(key, 1).accessToken);
+
+    await refresher.publishRefreshed(tokenView(key, 2), 'refreshed', forgery);
+    await waitFor(() => client.stats.rejectedEvents === 1);
+    expect(client.stats.rejectedByReason).toEqual({ [reason]: 2 });
+    expect(client.peekAccessToken(key)).toBe(tokenView(key, 1).accessToken);
+  });
+
+  it('judges age on its own clock against signatureMaxAgeSeconds', async () => {
+    const key = newKey();
+    let skew = 0;
+    const client = await newClient({ tenants: [key.tenant], signatureMaxAgeSeconds: 60, clock: () => Date.now() + skew });
+    const event = await refresher.publishRefreshed(tokenView(key, 1));
+    await waitFor(() => client.stats.pushedUpdates === 1);
+    // The same signed bytes read 61 s later: too old for this client's 60 s window.
+    skew = 61_000;
+    await refresher.publishRaw(event);
+    await waitFor(() => client.stats.rejectedEvents === 1);
+    expect(client.stats.rejectedByReason).toEqual({ too_old: 1 });
+    expect(() => new TokenClient({ tenants: ['a'], signatureMaxAgeSeconds: 0 })).toThrow(/signatureMaxAgeSeconds/);
+  });
+});
+
+describe('TokenClient with trustedSigners: credentials it never held', () => {
+  it('a client started after a revoke refuses a replayed token.registered of the revoked token (learnt from token.get)', async () => {
+    const key = newKey();
+    // Before this client exists: registered v1, then revoked.
+    const registered = await refresher.publishRefreshed(tokenView(key, 1), 'registered');
+    refresher.failWith(key, 'revoked');
+    const client = await newClient({ tenants: [key.tenant] });
+
+    expect((await rejection(client.getAccessToken(key))).code).toBe('revoked');
+    expect(client.tombstones).toBe(1);
+    await refresher.publishRaw(registered);
+    await waitFor(() => client.stats.staleEventsIgnored === 1);
+    expect(client.peekAccessToken(key)).toBeUndefined();
+    expect(client.size).toBe(0);
+    expect((await rejection(client.getAccessToken(key))).code).toBe('revoked');
+
+    // Registered again: the verified answer is taken, and the mark is gone.
+    const v3 = refresher.set(tokenView(key, 3));
+    expect(await client.getAccessToken(key)).toBe(v3.accessToken);
+    expect(client.tombstones).toBe(0);
+  });
+
+  it('keeps the version of a revoke it heard for a credential it never held; only a newer token passes', async () => {
+    const key = newKey();
+    const registered = await refresher.publishRefreshed(tokenView(key, 1), 'registered');
+    const client = await newClient({ tenants: [key.tenant] });
+    await refresher.publishRevoked(key, 2);
+    await waitFor(() => client.tombstones === 1);
+    expect(client.size).toBe(0);
+
+    await refresher.publishRaw(registered);
+    await waitFor(() => client.stats.staleEventsIgnored === 1);
+    expect(client.peekAccessToken(key)).toBeUndefined();
+    // A token.get answer at the revoked version is refused too (fail closed).
+    refresher.set(tokenView(key, 2));
+    expect((await rejection(client.getAccessToken(key))).code).toBe('revoked');
+
+    const v3 = tokenView(key, 3);
+    await refresher.publishRefreshed(v3, 'registered');
+    await waitFor(() => client.peekAccessToken(key) === v3.accessToken);
+    expect(client.tombstones).toBe(0);
+  });
+
+  it('bounds the marks (maxTombstones) and keeps an evicted entry’s version', async () => {
+    const tenant = `v${++seq}`;
+    const client = await newClient({ tenants: [tenant], maxTombstones: 2, maxEntries: 1 });
+    for (const connection of ['a', 'b', 'c']) await refresher.publishRevoked({ tenant, connection }, 5);
+    await waitFor(() => client.stats.pushedUpdates === 3);
+    expect(client.tombstones).toBe(2);
+
+    // maxEntries 1: caching b evicts a, whose version stays known.
+    const client2 = await newClient({ tenants: [`${tenant}x`], maxEntries: 1 });
+    const a = { tenant: `${tenant}x`, connection: 'a' };
+    const oldA = await refresher.publishRefreshed(tokenView(a, 1));
+    await refresher.publishRefreshed(tokenView(a, 2));
+    await refresher.publishRefreshed(tokenView({ tenant: a.tenant, connection: 'b' }, 1));
+    await waitFor(() => client2.stats.evictions === 1);
+    await refresher.publishRaw(oldA);
+    await waitFor(() => client2.stats.staleEventsIgnored === 1);
+    expect(client2.peekAccessToken(a)).toBeUndefined();
   });
 });
 

@@ -69,7 +69,7 @@ export function unverifiedReply(subject: string, key: CredentialKey, reason: Rej
   return new TokenClientError('internal', `${subject} for ${describeKey(key)}: unverified reply (${reason}), dropped`, key);
 }
 
-/** The wire payload of SPEC §3: the credential is in the subject, not here. */
+/** The wire payload: the credential is in the subject, not here. */
 interface TokenGetPayload {
   minTtlSeconds: number;
   rejectedVersion?: number;
@@ -125,10 +125,11 @@ export class TokenGetRequester {
       throw malformedReply(subject, key);
     }
     if (reply === null || typeof reply !== 'object') throw malformedReply(subject, key);
-    // Error replies are not signed (SPEC §3): a forged one can fail a call, never plant a token.
+    // Error replies are not signed: a forged one can fail a call, never plant a token.
     if (reply.ok === false) throw fromErrorReply(reply.error, subject, key);
     if (reply.ok !== true) throw malformedReply(subject, key);
-    const unverified = this.guard.checkReplySignature(data, headers, subject);
+    // Verified as the answer to this very request's subject: a reply signed for another credential does not verify.
+    const unverified = this.guard.checkReplySignature(subject, data, headers);
     if (unverified !== null) throw unverifiedReply(subject, key, unverified);
     const token = validateTokenView(reply.token);
     if (token === null) throw malformedReply(subject, key);

@@ -5,14 +5,17 @@ import type { RejectionReason, TokenClientLogger, TokenClientStats } from './tok
 const decoder = new TextDecoder();
 
 /**
- * Decides whether a pushed event or a token.get reply may touch the cache (SPEC §3,
- * §11 defence in depth): with trusted signers, a valid Ed25519 signature by one of
- * them over the exact payload bytes; always, a payload naming the credential of its
- * subject (events) or of the request (replies).
+ * Decides whether a pushed event or a token.get reply may touch the cache (defence in
+ * depth beside the NATS permissions): with trusted signers, a valid scheme-2 signature by
+ * one of them over the subject the message arrived on (for a reply: the subject it was
+ * asked on), its signing time and its exact payload bytes, signed within the max age;
+ * always, a payload naming the credential of its subject (events) or of the request
+ * (replies).
  *
  * Runs when a message arrives, never when the cache is read: a hit costs the same
  * with or without verification. One native Ed25519 verify per message at most, and
- * none for a message that is unsigned or names an untrusted signer.
+ * none for a message that is unsigned, names an untrusted signer or another scheme, or
+ * was signed outside the window.
  */
 export class TokenMessageGuard {
   private readonly warned = new Set<string>();
@@ -21,6 +24,7 @@ export class TokenMessageGuard {
     private readonly verifier: SignatureVerifier | null,
     private readonly stats: TokenClientStats,
     private readonly logger: TokenClientLogger,
+    private readonly clock: () => number,
   ) {}
 
   get verifies(): boolean {
@@ -30,7 +34,7 @@ export class TokenMessageGuard {
   /** The event to apply, or null when it was dropped (and counted). */
   acceptEvent(msg: Msg): TokenEvent | null {
     if (this.verifier !== null) {
-      const verdict = this.verifier.verifyHeaders(msg.data, msg.headers);
+      const verdict = this.verifier.verify(msg.subject, msg.data, msg.headers, this.clock());
       if (verdict !== 'ok') {
         this.reject('event', verdict, msg.subject);
         return null;
@@ -45,12 +49,15 @@ export class TokenMessageGuard {
     return null;
   }
 
-  /** The signature verdict of a reply carrying a token; counts and returns the reason when it fails. */
-  checkReplySignature(data: Uint8Array, headers: HeaderReader | undefined, what: string): RejectionReason | null {
+  /**
+   * The signature verdict of a reply carrying a token, as an answer to a request on
+   * `subject` (`token.get.<tenant>.<connection>`); counts and returns the reason when it fails.
+   */
+  checkReplySignature(subject: string, data: Uint8Array, headers: HeaderReader | undefined): RejectionReason | null {
     if (this.verifier === null) return null;
-    const verdict = this.verifier.verifyHeaders(data, headers);
+    const verdict = this.verifier.verify(subject, data, headers, this.clock());
     if (verdict === 'ok') return null;
-    this.reject('reply', verdict, what);
+    this.reject('reply', verdict, subject);
     return verdict;
   }
 

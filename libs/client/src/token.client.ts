@@ -60,12 +60,12 @@ export class TokenClient {
 
   constructor(options: TokenClientOptions = {}) {
     this.opts = resolveOptions(options);
-    this.cache = new TokenCache(this.opts.maxEntries, this.counters);
+    this.cache = new TokenCache(this.opts.maxEntries, this.counters, this.opts.maxTombstones);
     this.entries = this.cache.map;
     this.byTenant = this.cache.byTenant;
     this.clock = this.opts.clock;
     this.defaultMinTtlMs = this.opts.defaultMinTtlMs;
-    this.guard = new TokenMessageGuard(this.opts.verifier, this.counters, this.opts.logger);
+    this.guard = new TokenMessageGuard(this.opts.verifier, this.counters, this.opts.logger, this.opts.clock);
     if (this.opts.nc !== undefined) this.useConnection(this.opts.nc);
   }
 
@@ -101,6 +101,11 @@ export class TokenClient {
   /** Cached credentials, tombstones of revoked ones included. */
   get size(): number {
     return this.cache.size;
+  }
+
+  /** Marks kept for credentials not cached (revoked before use, evicted, answered revoked/not_found); bounded by `maxTombstones`. */
+  get tombstones(): number {
+    return this.cache.tombstones;
   }
 
   getAccessToken(key: CredentialKey, options?: TokenRequestOptions): Promise<string> {
@@ -238,6 +243,11 @@ export class TokenClient {
         throw new TokenClientError('revoked', `token for ${id} was revoked while it was being fetched`, key);
       }
       return outcome;
+    }, (err: unknown) => {
+      // Unsigned, so it carries no version to trust: it only stops pushed tokens for a
+      // credential this client does not hold until a verified answer comes (TokenCache.askFirst).
+      if (err instanceof TokenClientError && (err.code === 'revoked' || err.code === 'not_found')) this.cache.askFirst(id);
+      throw err;
     });
     const flight: Flight = { minTtlMs, rejectedVersion, promise };
     flights.set(id, flight);

@@ -32,6 +32,9 @@ const EnvSchema = z.object({
   EVENT_SIGNING_KEY: optionalText,
   EVENT_SIGNING_KEY_FILE: z.string().default('.tokenkeeper/event-signing.seed'),
   EVENT_TRUSTED_SIGNERS: optionalText,
+  // How long after signing a replica accepts another's event; cached token.get replies are
+  // re-signed once their signature is a third of this old.
+  SIGNATURE_MAX_AGE_SECONDS: positiveInt(900),
   HTTP_PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
   // The connect flow's pages (SPEC §12): how browsers reach them, and an optional port of
   // their own so that health and metrics can stay private.
@@ -92,6 +95,8 @@ export interface AppConfig {
     devKeyFile: string;
     /** EVENT_TRUSTED_SIGNERS: `U…` public keys trusted besides this replica's own. */
     trustedSigners: string[];
+    /** SIGNATURE_MAX_AGE_SECONDS. */
+    maxAgeSeconds: number;
   };
   httpPort: number;
   /** The connect flow's public side (SPEC §12). */
@@ -229,7 +234,7 @@ function publicBaseUrlFrom(
 
 /** The signing settings; each problem names the variable (and a list entry's position), never the value. */
 function signingFrom(
-  e: { NODE_ENV: AppConfig['env']; EVENT_SIGNING_KEY?: string; EVENT_SIGNING_KEY_FILE: string; EVENT_TRUSTED_SIGNERS?: string },
+  e: { NODE_ENV: AppConfig['env']; EVENT_SIGNING_KEY?: string; EVENT_SIGNING_KEY_FILE: string; EVENT_TRUSTED_SIGNERS?: string; SIGNATURE_MAX_AGE_SECONDS: number },
   problems: string[],
 ): AppConfig['signing'] {
   let seed: Secret | undefined;
@@ -249,5 +254,5 @@ function signingFrom(
   trustedSigners.forEach((key, index) => {
     if (!isUserPublicKey(key)) problems.push(`  EVENT_TRUSTED_SIGNERS: entry #${index + 1} is not a NATS user public key (U…)`);
   });
-  return { seed, devKeyFile: e.EVENT_SIGNING_KEY_FILE, trustedSigners };
+  return { seed, devKeyFile: e.EVENT_SIGNING_KEY_FILE, trustedSigners, maxAgeSeconds: e.SIGNATURE_MAX_AGE_SECONDS };
 }

@@ -32,5 +32,5 @@ export function createEventSigner(config: AppConfig, log: (message: string) => v
 
 /** Whose events and replies this replica accepts: its own key and EVENT_TRUSTED_SIGNERS. */
 export function createSignatureVerifier(config: AppConfig, signer: EventSigner): SignatureVerifier {
-  return new SignatureVerifier([signer.publicKey, ...config.signing.trustedSigners]);
+  return new SignatureVerifier([signer.publicKey, ...config.signing.trustedSigners], { maxAgeSeconds: config.signing.maxAgeSeconds });
 }

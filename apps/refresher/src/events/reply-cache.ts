@@ -1,8 +1,8 @@
-import { credentialId, encodeJson, type EventSigner, type TokenView } from '@tokenkeeper/contracts';
+import { credentialId, DEFAULT_SIGNATURE_MAX_AGE_SECONDS, encodeJson, type EventSigner, tokenGetSubject, type TokenView } from '@tokenkeeper/contracts';
 import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { LRUCache } from 'lru-cache';
 import { minTtlCapMs } from '../domain/token-validity.js';
-import { signedPayload } from './signed-payload.js';
+import { signedPayload, type SignedPayload } from './signed-payload.js';
 
 /**
  * A token ready to be served: the reply is encoded and signed once per version (on its
@@ -17,13 +17,21 @@ export interface CachedToken {
    * issuing tokens shorter than minTtl would be asked for a new one on every request.
    */
   minTtlCapMs: number;
-  /** The encoded `{ok, token}` reply with its signature headers (SPEC §3). */
+  /** The encoded `{ok, token}` reply with its signature headers, signed no longer ago than the re-sign age. */
   reply: ReplyWithHeaders;
+  /** `reply` on the hot path, which has read the clock already. */
+  replyAt(nowMs: number): ReplyWithHeaders;
 }
 
-/** A cached token whose reply is encoded and signed when first read (see ReplyCache.toCached). */
+/**
+ * A cached token whose reply is encoded once and signed when first read (see
+ * ReplyCache.toCached), then again only when its signature has reached the re-sign age:
+ * readers refuse a reply signed longer ago than their max age, and a token can stay
+ * cached (and fresh) far longer than that. The check is one subtraction and one
+ * comparison, so the hot path signs nothing until the signature is due.
+ */
 class LazyReply implements CachedToken {
-  private signed?: ReplyWithHeaders;
+  private signed?: SignedPayload;
   /** Set once the reply was read: this credential is asked for here, later versions are signed eagerly. */
   asked = false;
 
@@ -31,13 +39,27 @@ class LazyReply implements CachedToken {
     readonly version: number,
     readonly expiresAtMs: number,
     readonly minTtlCapMs: number,
-    private readonly sign: () => ReplyWithHeaders,
+    private readonly cache: ReplyCache,
+    private readonly token: TokenView,
   ) {}
 
   get reply(): ReplyWithHeaders {
-    this.asked = true;
-    return (this.signed ??= this.sign());
+    return this.replyAt(this.cache.now());
   }
+
+  replyAt(nowMs: number): ReplyWithHeaders {
+    const signed = this.signed;
+    if (signed !== undefined && nowMs - signed.signedAtMs < this.cache.resignAfterMs) return signed;
+    this.asked = true;
+    return (this.signed = this.cache.sign(this.token, signed?.data, nowMs));
+  }
+}
+
+export interface ReplyCacheOptions {
+  /** Epoch ms; default Date.now. */
+  clock?: () => number;
+  /** SIGNATURE_MAX_AGE_SECONDS: a cached reply is re-signed once its signature is a third of this old. */
+  maxAgeSeconds?: number;
 }
 
 /** Resolved with the new version, or -1 when the refresh being waited for failed. */
@@ -63,13 +85,24 @@ export class ReplyCache {
   /** id → the highest version evicted: kept after the entry is gone, and across clear(). */
   private readonly deadUpTo: LRUCache<string, number>;
   private readonly waiters = new Map<string, VersionWaiter[]>();
+  /** Epoch ms, the same clock the hot path reads. */
+  readonly now: () => number;
+  /**
+   * A third of the max age: a reply signed this long ago is signed again before it is
+   * answered, so that what a reader receives is always well inside the window it accepts
+   * (the rest is for clock skew, a slow bus and a reader with a shorter max age).
+   */
+  readonly resignAfterMs: number;
 
   constructor(
     maxEntries: number,
     private readonly signer: EventSigner,
+    options: ReplyCacheOptions = {},
   ) {
     this.entries = new LRUCache({ max: maxEntries });
     this.deadUpTo = new LRUCache({ max: maxEntries });
+    this.now = options.clock ?? Date.now;
+    this.resignAfterMs = Math.floor(((options.maxAgeSeconds ?? DEFAULT_SIGNATURE_MAX_AGE_SECONDS) * 1000) / 3);
   }
 
   /**
@@ -77,7 +110,16 @@ export class ReplyCache {
    * a newer version cached already, or a credential no longer refreshed. One signature each.
    */
   replyFor(token: TokenView): ReplyWithHeaders {
-    return signedPayload(this.signer, encodeJson({ ok: true, token }));
+    return this.sign(token, undefined, this.now());
+  }
+
+  /**
+   * Signs a token reply over the request's subject (`token.get.<tenant>.<connection>`): the
+   * reply is only valid as the answer for that credential. `data`: the bytes of an earlier
+   * signing of the same token, re-used so that re-signing encodes nothing.
+   */
+  sign(token: TokenView, data: Uint8Array | undefined, nowMs: number): SignedPayload {
+    return signedPayload(this.signer, tokenGetSubject(token.tenant, token.connection), data ?? encodeJson({ ok: true, token }), nowMs);
   }
 
   get(id: string): CachedToken | undefined {
@@ -181,7 +223,7 @@ export class ReplyCache {
    * version is signed once, never per request.
    */
   private toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number, previous: CachedToken | undefined): CachedToken {
-    const entry = new LazyReply(token.version, expiresAtMs, minTtlCapMs(expiresAtMs, issuedAtMs), () => this.replyFor(token));
+    const entry = new LazyReply(token.version, expiresAtMs, minTtlCapMs(expiresAtMs, issuedAtMs), this, token);
     if (previous instanceof LazyReply && previous.asked) void entry.reply;
     return entry;
   }

@@ -18,7 +18,7 @@ import { OwnEvents } from './own-events.js';
 import { ReplyCache } from './reply-cache.js';
 
 /** Why an event was not applied (the `reason` label of tokenkeeper_events_dropped_total). */
-export const EVENT_DROP_REASONS = ['unsigned', 'untrusted', 'bad_signature', 'mismatch', 'malformed'] as const;
+export const EVENT_DROP_REASONS = ['unsigned', 'untrusted', 'bad_signature', 'unsupported_scheme', 'too_old', 'too_new', 'mismatch', 'malformed'] as const;
 export type EventDropReason = (typeof EVENT_DROP_REASONS)[number];
 /** Dropped events are logged at most once per reason in this long. */
 export const EVENT_DROP_LOG_INTERVAL_MS = 10_000;
@@ -32,9 +32,11 @@ const decoder = new TextDecoder();
  * take `token.get.*.*` requests).
  *
  * Nothing touches the cache before its signature checks out against the trusted signers
- * (this replica's own key and EVENT_TRUSTED_SIGNERS), or it is one of this process's own
- * events heard back, byte for byte as signed (OwnEvents): on a bus where anyone may publish
- * `token.refreshed.…`, a forged higher version would otherwise be served by every replica.
+ * (this replica's own key and EVENT_TRUSTED_SIGNERS), over the subject it arrived on and
+ * within SIGNATURE_MAX_AGE_SECONDS, or it is one of this process's own events heard back,
+ * byte for byte and subject for subject as signed (OwnEvents): on a bus where anyone may
+ * publish `token.refreshed.…`, a forged higher version would otherwise be served by every
+ * replica, and a genuine refreshed event re-published on `token.revoked.…` would evict.
  * Then the contract's parser, the same one the client library uses: the subject names the
  * credential, and an event whose body names another one (or is malformed) is dropped too.
  * Drops are counted by reason and logged at most once per reason per interval.
@@ -59,7 +61,7 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
     this.dropLog = new LogThrottle(EVENT_DROP_LOG_INTERVAL_MS, () => this.clock.now());
     this.dropped = new Counter({
       name: 'tokenkeeper_events_dropped_total',
-      help: 'token.* events not applied to the reply cache, by reason (unsigned, untrusted signer, bad signature, body naming another credential than the subject, malformed)',
+      help: 'token.* events not applied to the reply cache, by reason (unsigned, untrusted signer, bad signature or signed for another subject, unsupported signature scheme, signed too long ago or in the future, body naming another credential than the subject, malformed)',
       labelNames: ['reason'],
       registers: [metrics.registry],
     });
@@ -88,7 +90,7 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
   /** Verifies and applies one event; exposed for tests. */
   apply(subject: string, data: Uint8Array, headers: HeaderReader | undefined): void {
     // Our own events come back to us: recognised by their exact bytes and signature (OwnEvents), not verified again.
-    const verdict = this.own?.recognise(data, headers) ? 'ok' : this.verifier.verifyHeaders(data, headers);
+    const verdict = this.own?.recognise(subject, data, headers) ? 'ok' : this.verifier.verify(subject, data, headers, this.clock.now());
     if (verdict !== 'ok') {
       this.drop(verdict, subject);
       return;

@@ -3,13 +3,13 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import {
   encodeJson,
   EventSigner,
-  SIGNATURE_HEADER,
   tokenEventSubject,
   type TokenFailedEvent,
   type TokenRefreshedEvent,
   type TokenRevokedEvent,
   type TokenView,
 } from '@tokenkeeper/contracts';
+import { Clock } from '../domain/clock.js';
 import type { Credential } from '../domain/credential.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
 import { fixedHeaders } from '@tokenkeeper/nats';
@@ -27,8 +27,9 @@ export interface FailureNotice {
  * consumer can never see a token that the database does not hold. Core NATS is
  * at-most-once: a consumer that misses an event still gets the token from `token.get`,
  * and the durable record of every change goes through the outbox to JetStream.
- * Every event is signed once, over its exact bytes (SPEC §3), so that readers holding the
- * trusted keys (other replicas, the client) can tell it from a forgery.
+ * Every event is signed once, over its subject, its signing time and its exact bytes, so
+ * that readers holding the trusted keys (other replicas, the client) can tell it from a
+ * forgery, and from a genuine event re-published on another subject or replayed later.
  */
 @Injectable()
 export class TokenEventPublisher {
@@ -37,6 +38,7 @@ export class TokenEventPublisher {
   constructor(
     @Inject(NATS_CONNECTION) private readonly nc: NatsConnection,
     private readonly signer: EventSigner,
+    private readonly clock: Clock,
     @Optional() private readonly own?: OwnEvents,
   ) {}
 
@@ -76,9 +78,9 @@ export class TokenEventPublisher {
   private publish(subject: string, event: object): void {
     try {
       const data = encodeJson(event);
-      const signed = this.signer.headersFor(data);
+      const signed = this.signer.headersFor(subject, data, this.clock.now());
       // Before the publish: our own subscription may hear it back (TokenEventListener).
-      this.own?.remember(signed[SIGNATURE_HEADER], data);
+      this.own?.remember(signed, subject, data);
       this.nc.publish(subject, data, { headers: fixedHeaders(signed) });
     } catch (error) {
       // A closed connection (shutdown) must not undo a committed refresh.

@@ -31,7 +31,7 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const RESERVED_PREFIXES = /^(NATS_|DATABASE_|AUDIT_|TOKEN_|EVENT_|REFRESH_|CLAIM_|BACKOFF_|LEASE_|SHUTDOWN_|CONNECT_|PG[A-Z])/;
 const RESERVED_NAMES = new Set([
   'NODE_ENV', 'PROVIDERS_FILE', 'HTTP_PORT', 'PUBLIC_HTTP_PORT', 'PUBLIC_BASE_URL', 'LOG_LEVEL', 'REPLICA_ID', 'MAX_REFRESHES_IN_FLIGHT', 'MISCONFIGURED_RETRY_MS',
-  'REPLY_SUBJECT_PREFIXES',
+  'REPLY_SUBJECT_PREFIXES', 'SIGNATURE_MAX_AGE_SECONDS',
 ]);
 
 /** True for a variable the providers file may not read. Case-insensitive, as Windows' environment is. */

@@ -45,7 +45,7 @@ describe('RefreshCoordinator (fakes: repository, refresher, clock)', () => {
     repository = new FakeRepository(clock);
     repository.put(credential(clock));
     refresher = new FakeRefresher(repository);
-    parts = cacheAndNotifier();
+    parts = cacheAndNotifier(clock);
     coordinator = new RefreshCoordinator(testConfig(), repository.asRepository, refresher.asService, parts.cache, clock);
   });
 

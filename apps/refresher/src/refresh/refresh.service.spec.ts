@@ -42,7 +42,7 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
     clock = new FakeClock(T0, 0);
     repository = new FakeRepository(clock);
     endpoint = new FakeTokenEndpoint(clock);
-    parts = cacheAndNotifier();
+    parts = cacheAndNotifier(clock);
     repository.put(credential(clock));
     build();
   });

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { credentialId, SignatureVerifier, SIGNER_HEADER, type TokenGetRequest } from '@tokenkeeper/contracts';
+import { credentialId, SignatureVerifier, SIGNED_AT_HEADER, SIGNER_HEADER, type TokenGetRequest } from '@tokenkeeper/contracts';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   cacheAndNotifier,
@@ -69,7 +69,7 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     clock = new FakeClock(T0);
     repository = new FakeRepository(clock);
     endpoint = new FakeTokenEndpoint(clock);
-    parts = cacheAndNotifier();
+    parts = cacheAndNotifier(clock);
     coordinator = new FakeCoordinator(repository, (change) => parts.notifier.committed(change));
     const providers = new ProviderRegistry(new Map([['sandbox', provider({ revocationUrl: 'https://provider.test/revoke' })]]));
     service = new TokenService(
@@ -100,7 +100,23 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     // Signed over exactly the bytes answered, by this replica's key.
     const { data, headers } = second as ReplyWithHeaders;
     expect(headers.get(SIGNER_HEADER)).toBe(testSigner.publicKey);
-    expect(new SignatureVerifier([testSigner.publicKey]).verifyHeaders(data, headers)).toBe('ok');
+    expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', data, headers, clock.now())).toBe('ok');
+  });
+
+  it('re-signs a cached reply on the hot path once its signature is a third of the max age old, without the database', async () => {
+    store();
+    const first = (await service.get(key)) as ReplyWithHeaders;
+    const reads = repository.finds;
+    clock.advance(299_999);
+    expect(service.get(key)).toBe(first);
+    clock.advance(1);
+    const resigned = service.get(key) as ReplyWithHeaders;
+    expect(resigned).not.toBeInstanceOf(Promise);
+    expect(resigned).not.toBe(first);
+    expect(resigned.headers.get(SIGNED_AT_HEADER)).toBe(String(clock.now()));
+    expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', resigned.data, resigned.headers, clock.now())).toBe('ok');
+    expect(service.get(key)).toBe(resigned);
+    expect(repository.finds).toBe(reads);
   });
 
   it('the injected clock decides: a cached token no longer valid for minTtl is refreshed', async () => {

@@ -57,17 +57,19 @@ export class TokenService {
   /**
    * The hot path: a token that is fresh enough and not reported rejected is answered from
    * memory with its pre-encoded, pre-signed reply (the cached object itself: nothing is
-   * signed, encoded or allocated here). Anything else takes the slow path.
+   * signed, encoded or allocated here, except once per re-sign age). Anything else takes the slow path.
    */
   get(request: TokenGetRequest): ReplyWithHeaders | Promise<ReplyWithHeaders> {
     const cached = this.cache.get(credentialId(request));
+    const now = this.clock.now();
     if (
       cached !== undefined &&
-      validFor(cached.expiresAtMs, cached.minTtlCapMs, wantedValidityMs(request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS), this.clock.now()) &&
+      validFor(cached.expiresAtMs, cached.minTtlCapMs, wantedValidityMs(request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS), now) &&
       (request.rejectedVersion === undefined || request.rejectedVersion < cached.version)
     ) {
       this.metrics.countCacheHit();
-      return cached.reply;
+      // Re-signed here only when its signature reached the re-sign age (a comparison otherwise).
+      return cached.replyAt(now);
     }
     return this.getSlow(request);
   }

@@ -312,8 +312,8 @@ export class RecordingPublisher {
 }
 
 /** The real cache and notifier over a recording publisher. */
-export function cacheAndNotifier(): { cache: ReplyCache; publisher: RecordingPublisher; notifier: TokenChangeNotifier } {
-  const cache = new ReplyCache(100, testSigner);
+export function cacheAndNotifier(clock: Clock = new FakeClock()): { cache: ReplyCache; publisher: RecordingPublisher; notifier: TokenChangeNotifier } {
+  const cache = new ReplyCache(100, testSigner, { clock: () => clock.now() });
   const publisher = new RecordingPublisher();
   return { cache, publisher, notifier: new TokenChangeNotifier(cache, publisher.asPublisher) };
 }
