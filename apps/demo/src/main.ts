@@ -24,7 +24,7 @@ import pg from 'pg';
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
 import { redactServers } from '@tokenkeeper/nats';
 import { adminSubject, auditQuerySubject, EventSigner, generateSigningSeed, TOKEN_EVENT_KINDS, tokenEventFilter, tokenGetSubject, type CredentialKey } from '@tokenkeeper/contracts';
-import { startSandboxProvider } from '@tokenkeeper/testing';
+import { startSandboxProvider } from '@tokenkeeper/sandbox';
 import { loadConfig } from '../../refresher/src/config/app-config.js';
 import { parseProvidersDocument } from '../../refresher/src/providers/providers-file.loader.js';
 import { startRefresher } from '../../refresher/src/refresher.app.js';
