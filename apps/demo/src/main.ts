@@ -30,8 +30,9 @@ import { parseProvidersDocument } from '../../refresher/src/providers/providers-
 import { startRefresher } from '../../refresher/src/refresher.app.js';
 import { startAudit } from '../../audit/src/audit.app.js';
 import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
+import { freePort } from '../../../libs/testing/src/free-port.js';
 import { DemoBus, natsServerAvailable, type DemoRole } from './demo-bus.js';
-import { connectThroughBrowser, freePort } from './demo-connect.js';
+import { connectThroughBrowser } from './demo-connect.js';
 import { DemoConsumer, type ConsumerSummary, type ForeignTokenOutcome } from './demo-consumer.js';
 import { DemoLog, preview } from './demo-log.js';
 

@@ -1,4 +1,5 @@
 export * from './database.harness.js';
+export * from './free-port.js';
 export * from './nats-cluster.harness.js';
 export * from './nats-server.harness.js';
 // The sandbox provider is its own lib (apps that only need it do not load these harnesses);
