@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { settleWithin } from '@tokenkeeper/common';
+import { settleWithin, sleep } from '@tokenkeeper/common';
 import { credentialId, type ErrorCode } from '@tokenkeeper/contracts';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
@@ -79,10 +79,6 @@ function requestSignal(timeoutMs: number, ...sources: AbortSignal[]): { signal: 
 function withoutListenerWarning(controller: AbortController): AbortController {
   setMaxListeners(0, controller.signal);
   return controller;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
