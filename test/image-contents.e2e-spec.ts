@@ -59,6 +59,16 @@ describe('the build the image copies', () => {
   });
 });
 
+describe('the sources', () => {
+  it('of no app import the @tokenkeeper/testing barrel (the demo takes its two harness modules by path)', () => {
+    const offenders = walk(join(ROOT, 'apps'))
+      .filter((file) => file.includes('/src/') && file.endsWith('.ts') && !/\.(e2e-)?spec\.ts$/.test(file))
+      .filter((file) => importsOf(readFileSync(file, 'utf8')).includes('@tokenkeeper/testing'))
+      .map((file) => relative(ROOT, file));
+    expect(offenders).toEqual([]);
+  });
+});
+
 describe('the Dockerfile', () => {
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
   const stages = dockerfile.split(/^FROM /m).slice(1);
