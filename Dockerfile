@@ -41,6 +41,8 @@ WORKDIR /app
 # Code and dependencies belong to root and are read-only for the app user.
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json package-lock.json ./
+# The build output only: tsconfig.build.json leaves specs, fixtures, libs/testing and the demo
+# out of it (test/image-contents.e2e-spec.ts checks the output and these COPY lines).
 COPY --from=build /app/dist ./dist
 COPY config ./config
 COPY deploy/healthcheck.mjs ./deploy/healthcheck.mjs

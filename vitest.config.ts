@@ -12,6 +12,7 @@ export default defineConfig({
       '@tokenkeeper/contracts': here('./libs/contracts/src/index.ts'),
       '@tokenkeeper/client': here('./libs/client/src/index.ts'),
       '@tokenkeeper/testing': here('./libs/testing/src/index.ts'),
+      '@tokenkeeper/sandbox': here('./libs/sandbox/src/index.ts'),
       '@tokenkeeper/common': here('./libs/common/src/index.ts'),
       '@tokenkeeper/nats': here('./libs/nats/src/index.ts'),
     },

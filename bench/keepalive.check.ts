@@ -6,10 +6,9 @@
  *
  *   node --import @swc-node/register/esm-register bench/keepalive.check.ts
  */
-import { Secret } from '@tokenkeeper/common';
-import { startSandboxProvider } from '@tokenkeeper/testing';
+import { Secret, sleep } from '@tokenkeeper/common';
+import { startSandboxProvider } from '@tokenkeeper/sandbox';
 import { UndiciTokenEndpoint } from '../apps/refresher/src/providers/token-endpoint.client.js';
-import { sleep } from './support/stats.js';
 
 const CONCURRENCY = 32;
 const ROUNDS = 20;

@@ -16,7 +16,8 @@ import { Pool } from 'undici';
 import { insertRealRows, type RealRow } from './support/bulk-load.js';
 import { CpuAccounting, describePerOp, perOp, splitShared } from './support/cpu-accounting.js';
 import { type BenchContext, profiled, timing } from './support/context.js';
-import { median, percentile, sleep, sortedCopy } from './support/stats.js';
+import { median, percentile, sortedCopy } from './support/stats.js';
+import { sleep } from '@tokenkeeper/common';
 
 const CONCURRENCY = 32;
 const REFRESHER_POOL_SIZE = 10;

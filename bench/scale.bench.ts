@@ -20,7 +20,8 @@ import type { DataSource } from 'typeorm';
 import type { CredentialRepository } from '../apps/refresher/src/persistence/credential.repository.js';
 import type { BenchChild } from './support/children.js';
 import type { BenchContext } from './support/context.js';
-import { percentile, Samples, sleep, sortedCopy } from './support/stats.js';
+import { percentile, Samples, sortedCopy } from './support/stats.js';
+import { sleep } from '@tokenkeeper/common';
 
 const BACKLOG = 2_000;
 const CLAIM_BATCH = 100;

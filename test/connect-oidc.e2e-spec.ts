@@ -5,7 +5,7 @@
  * one database and one public address (a front proxy the test steers), the audit app
  * stores the trail, and a resource server (introspection) judges the tokens served.
  */
-import { createTestDatabase, sleep, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+import { createTestDatabase, freePort, sleep, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
 // By path, not from the package index: oidc-provider and playwright load only where a test drives a browser.
 import { BrowserHarness } from '../libs/testing/src/browser.harness.js';
 import { OidcProviderHarness } from '../libs/testing/src/oidc-provider.harness.js';
@@ -16,7 +16,7 @@ import { auditEnv, startTestAudit, type TestAudit } from '../apps/audit/test/aud
 import { parseProvidersDocument } from '../apps/refresher/src/providers/providers-file.loader.js';
 import type { ProviderConfig } from '../apps/refresher/src/providers/provider.types.js';
 import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
-import { FrontProxy, freePort, startReturnApp, withParam } from './connect-oidc.fixtures.js';
+import { FrontProxy, startReturnApp, withParam } from './connect-oidc.fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const TENANT = 'acme';

@@ -1,15 +1,6 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-/** A free loopback port (listen on 0, close): the refresher's PUBLIC_BASE_URL must be known before it starts. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 /**
  * The public front of the refreshers, as a load balancer is in production: both replicas
  * share one PUBLIC_BASE_URL (this proxy), and the test picks which replica serves the next

@@ -13,7 +13,7 @@ import { adminSubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contract
 import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from './connect-oidc.fixtures.js';
+import { freePort } from '@tokenkeeper/testing';
 import { startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
 import type { ProviderConfig } from '../apps/refresher/src/providers/provider.types.js';
 import { parseProvidersDocument } from '../apps/refresher/src/providers/providers-file.loader.js';

@@ -11,6 +11,7 @@ const ALIASES: Record<string, string> = {
   '@tokenkeeper/common': 'libs/common/src/index.js',
   '@tokenkeeper/contracts': 'libs/contracts/src/index.js',
   '@tokenkeeper/nats': 'libs/nats/src/index.js',
+  '@tokenkeeper/sandbox': 'libs/sandbox/src/index.js',
   '@tokenkeeper/testing': 'libs/testing/src/index.js',
 };
 

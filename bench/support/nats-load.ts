@@ -1,5 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { percentile, Samples, sleep } from './stats.js';
+import { sleep } from '@tokenkeeper/common';
+import { percentile, Samples } from './stats.js';
 
 export interface LoadTarget {
   name: string;

@@ -4,7 +4,7 @@
  *
  * BENCH_SANDBOX_TTL_SECONDS: lifetime of the access tokens it issues.
  */
-import { startSandboxProvider } from '@tokenkeeper/testing';
+import { startSandboxProvider } from '@tokenkeeper/sandbox';
 import { reportFatal, reportReady, serveParent } from './children.js';
 
 try {

@@ -36,8 +36,6 @@ export class Samples {
   }
 }
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 /** Formats a number for a result line: integers stay integers, small values keep 3 significant digits. */
 export function fmt(value: number): string {
   if (!Number.isFinite(value)) return String(value);

@@ -1,9 +1,11 @@
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { ConnectionOptions } from '@nats-io/transport-node';
-import { startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
 import { buildAuthz } from '../../tokenctl/src/authz.command.js';
 import type { GeneratedUser } from '../../tokenctl/src/authz.render.js';
+// The one harness the demo needs, by path: the @tokenkeeper/testing barrel would load the
+// database, cluster and proxy harnesses too. The demo is a development tool, not in the image.
+import { startNatsServer, type NatsServerHandle } from '../../../libs/testing/src/nats-server.harness.js';
 
 /** Who connects to the bus in the demo. */
 export type DemoRole = 'refresher' | 'audit' | 'operator' | `consumer:${string}`;

@@ -1,19 +1,8 @@
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { adminSubject, CONNECT_MAX_TTL_SECONDS, tokenEventSubject, type CredentialKey } from '@tokenkeeper/contracts';
 import type { DemoLog } from './demo-log.js';
 
 export type ConnectOutcome = { connected: true; version: number } | { connected: false; reason: string };
-
-/** A free loopback port: the refresher's PUBLIC_BASE_URL has to be known before it starts. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /**
  * DEMO_CONNECT (SPEC §12): the credential's first grant comes from a person in a browser

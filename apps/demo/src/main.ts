@@ -24,14 +24,15 @@ import pg from 'pg';
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
 import { redactServers } from '@tokenkeeper/nats';
 import { adminSubject, auditQuerySubject, EventSigner, generateSigningSeed, TOKEN_EVENT_KINDS, tokenEventFilter, tokenGetSubject, type CredentialKey } from '@tokenkeeper/contracts';
-import { startSandboxProvider } from '@tokenkeeper/testing';
+import { startSandboxProvider } from '@tokenkeeper/sandbox';
 import { loadConfig } from '../../refresher/src/config/app-config.js';
 import { parseProvidersDocument } from '../../refresher/src/providers/providers-file.loader.js';
 import { startRefresher } from '../../refresher/src/refresher.app.js';
 import { startAudit } from '../../audit/src/audit.app.js';
 import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
+import { freePort } from '../../../libs/testing/src/free-port.js';
 import { DemoBus, natsServerAvailable, type DemoRole } from './demo-bus.js';
-import { connectThroughBrowser, freePort } from './demo-connect.js';
+import { connectThroughBrowser } from './demo-connect.js';
 import { DemoConsumer, type ConsumerSummary, type ForeignTokenOutcome } from './demo-consumer.js';
 import { DemoLog, preview } from './demo-log.js';
 

@@ -7,12 +7,11 @@
  * server and browser is test/connect-oidc.e2e-spec.ts.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { ConnectPerson, createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { ConnectPerson, createTestDatabase, freePort, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import pg from 'pg';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ConnectSessionRepository } from '../src/persistence/connect-session.repository.js';
-import { freePort } from '../../../test/connect-oidc.fixtures.js';
 import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 /** CONNECT_MAX_OPEN_SESSIONS_PER_TENANT here: small, so that the cap is reached in a few requests. */

@@ -7,14 +7,14 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { authzUser, type AuthzRole, WireSubscription } from '@tokenkeeper/contracts';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { createTestDatabase, freePort, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
 import { loadConfig } from '../src/config/app-config.js';
 import { HealthController } from '../src/observability/health.controller.js';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
-import { baseUrlOf, freePort, REPO_ROOT } from './ops-support.js';
+import { baseUrlOf, REPO_ROOT } from './ops-support.js';
 import { COMPOSE_AUTH_FILE, COMPOSE_AUTHZ_FLAGS, composeAuth, passwordVariable } from '../../../tools/nats-compose-auth.js';
 
 /**

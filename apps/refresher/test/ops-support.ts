@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { INestApplication } from '@nestjs/common';
 import pg from 'pg';
+import { freePort } from '@tokenkeeper/testing';
 
 /** Shared pieces of the ops-* tests: HTTP probes, Prometheus text parsing, a refresher child process. */
 
@@ -53,14 +54,6 @@ export function sample(text: string, name: string, labels: Record<string, string
 /** Every metric family named in the exposition (from its # TYPE line). */
 export function families(text: string): Set<string> {
   return new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
-}
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Runs SQL as the admin (the `postgres` database), e.g. to make a throwaway database unreachable. */

@@ -1,4 +1,4 @@
-import { startSandboxProvider } from '@tokenkeeper/testing';
+import { startSandboxProvider } from '@tokenkeeper/sandbox';
 
 /**
  * The sandbox provider on its own, for the demo and for trying the refresher by

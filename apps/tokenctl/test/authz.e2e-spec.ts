@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, DEFAULT_AUDIT_CONSUMER } from '@tokenkeeper/contracts';
-import { permissionError, startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
+import { permissionError, sleep, startNatsServer, type NatsServerHandle } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAuthz, type AuthzFlags } from '../src/authz.command.js';
 import { renderServerConfig, type GeneratedUser } from '../src/authz.render.js';
@@ -38,7 +38,6 @@ const SILENCE_MS = 400;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A connection as one generated user, with its own inbox prefix, recording the server's error reports. */
 interface Client {

@@ -10,13 +10,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConnectPerson, createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { ConnectPerson, createTestDatabase, freePort, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, startTestAudit, type TestAudit } from '../../audit/test/audit.harness.js';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../../refresher/test/refresher.harness.js';
 import { buildAuthz } from '../src/authz.command.js';
 import type { GeneratedUser } from '../src/authz.render.js';
-import { freePort } from '../../../test/connect-oidc.fixtures.js';
 import { natsEnvOf } from './generated-users.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { tokenView } from './fake-refresher.fixture.js';
+import { tokenView } from '../test/fake-refresher.fixture.js';
 import { FRESH, REAUTH, REVOKED, TokenCache } from './token-cache.store.js';
 import { DEFAULT_MAX_ENTRIES, emptyStats, resolveOptions } from './token-client.options.js';
 import { parseTokenEvent, type ValidatedToken, validateTokenView } from '@tokenkeeper/contracts';

@@ -5,7 +5,7 @@ import { Test } from '@nestjs/testing';
 import type { CredentialKey } from '@tokenkeeper/contracts';
 import { type NatsServerHandle, startNatsServer, waitFor } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FakeRefresher, tokenView } from './fake-refresher.fixture.js';
+import { FakeRefresher, tokenView } from '../test/fake-refresher.fixture.js';
 import { TOKEN_CLIENT_OPTIONS, TokenClientModule } from './token-client.module.js';
 import type { TokenClientOptions } from './token-client.options.js';
 import { TokenClient } from './token.client.js';

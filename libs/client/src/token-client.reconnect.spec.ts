@@ -2,7 +2,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { CredentialKey } from '@tokenkeeper/contracts';
 import { type NatsServerHandle, startNatsServer, waitFor } from '@tokenkeeper/testing';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FAST_RECONNECT, FakeRefresher, tokenView } from './fake-refresher.fixture.js';
+import { FAST_RECONNECT, FakeRefresher, tokenView } from '../test/fake-refresher.fixture.js';
 import { TokenClient } from './token.client.js';
 
 /**

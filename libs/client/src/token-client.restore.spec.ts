@@ -1,7 +1,7 @@
 import type { CredentialKey } from '@tokenkeeper/contracts';
 import { type NatsServerHandle, startNatsServer, waitFor } from '@tokenkeeper/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FakeRefresher, tokenView } from './fake-refresher.fixture.js';
+import { FakeRefresher, tokenView } from '../test/fake-refresher.fixture.js';
 import { TokenClient } from './token.client.js';
 
 /**

@@ -1,9 +1,8 @@
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { type CredentialKey, EventSigner, generateSigningSeed, tokenEventSubject } from '@tokenkeeper/contracts';
-import { type NatsServerHandle, startNatsServer, waitFor } from '@tokenkeeper/testing';
-import { createServer } from 'node:net';
+import { freePort, type NatsServerHandle, startNatsServer, waitFor } from '@tokenkeeper/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FakeRefresher, tokenView } from './fake-refresher.fixture.js';
+import { FakeRefresher, tokenView } from '../test/fake-refresher.fixture.js';
 import { TokenClientError } from './token-client.error.js';
 import type { TokenClientOptions } from './token-client.options.js';
 import { TokenClient } from './token.client.js';
@@ -39,14 +38,6 @@ async function rejection(promise: Promise<unknown>): Promise<TokenClientError> {
   );
   expect(err).toBeInstanceOf(TokenClientError);
   return err as TokenClientError;
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const port = (probe.address() as { port: number }).port;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 /** The subjects the server itself holds for the connection of that name (monitoring endpoint). */

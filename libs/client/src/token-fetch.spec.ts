@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import type { CredentialKey } from '@tokenkeeper/contracts';
 import { type NatsServerHandle, startNatsServer } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { FakeRefresher, tokenView } from './fake-refresher.fixture.js';
+import { FakeRefresher, tokenView } from '../test/fake-refresher.fixture.js';
 import { TokenClient } from './token.client.js';
 
 interface Seen {

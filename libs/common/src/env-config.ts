@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { z } from 'zod';
 
 /**
@@ -29,3 +30,25 @@ export const optionalText = z
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
 
 export const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info');
+
+/** A postgres:// connection URL, defaulting to what a local run uses. */
+export const postgresUrl = (fallback: string) => z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').default(fallback);
+
+/** The variables every service reads alike: its mode, its log level and its replica's name. */
+export const serviceEnvShape = {
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  LOG_LEVEL: logLevel,
+  REPLICA_ID: optionalText,
+};
+
+/** The part of a service's configuration `serviceEnvShape` gives. */
+export interface ServiceConfig {
+  env: 'development' | 'test' | 'production';
+  /** REPLICA_ID, else host and pid: unique per process, stable for its life. */
+  replicaId: string;
+  logLevel: string;
+}
+
+export function serviceConfigFrom(e: { NODE_ENV: ServiceConfig['env']; LOG_LEVEL: string; REPLICA_ID?: string }): ServiceConfig {
+  return { env: e.NODE_ENV, replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`, logLevel: e.LOG_LEVEL };
+}

@@ -5,3 +5,4 @@ export * from './logger.js';
 export * from './secret.js';
 export * from './wakeable-sleep.js';
 export * from './log-throttle.js';
+export * from './retry-backoff.js';

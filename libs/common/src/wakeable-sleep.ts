@@ -1,3 +1,10 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
+/** A pause that nothing cuts short (retry delays, polls). */
+export function sleep(ms: number): Promise<void> {
+  return delay(ms);
+}
+
 /**
  * A pause that can be cut short: background loops (outbox relay, audit consumer) back off
  * with it and are woken at once when they should stop or when the connection is back.

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:net';
+import { freePorts } from './free-port.js';
 import { startNatsServer, type NatsServerHandle } from './nats-server.harness.js';
 import { sleep } from './wait.js';
 
@@ -56,24 +56,6 @@ interface Ports {
   client: number;
   cluster: number;
   monitor: number;
-}
-
-/** Reserves `count` distinct free loopback ports at once, so that no two nodes draw the same one. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer();
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(0, '127.0.0.1', resolve);
-      });
-      servers.push(server);
-    }
-    return servers.map((s) => (s.address() as { port: number }).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  }
 }
 
 async function getJson<T>(url: string): Promise<T | undefined> {

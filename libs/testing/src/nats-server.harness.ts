@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './free-port.js';
 import { sleep } from './wait.js';
 
 export interface NatsServerOptions {
@@ -79,18 +80,6 @@ function spawnWatchdog(storeDir: string | undefined): ChildProcess {
   watchdog.stdin!.on('error', () => undefined);
   (watchdog.stdin as unknown as Socket).unref();
   return watchdog;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('could not determine a free port');
-  return address.port;
 }
 
 function accepts(port: number): Promise<boolean> {

@@ -9,9 +9,7 @@ export interface WaitForOptions {
   message?: string;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return delay(ms);
-}
+export { sleep } from '@tokenkeeper/common';
 
 /**
  * Polls `probe` until it returns a truthy value and resolves with it. A probe that

@@ -1,6 +1,5 @@
-import { hostname } from 'node:os';
 import { z } from 'zod';
-import { failOnProblems, logLevel, optionalText, parseEnv, positiveInt } from '@tokenkeeper/common';
+import { failOnProblems, parseEnv, positiveInt, postgresUrl, serviceConfigFrom, serviceEnvShape, type ServiceConfig } from '@tokenkeeper/common';
 import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom, withOwnInbox } from '@tokenkeeper/nats';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
@@ -10,16 +9,11 @@ export class AuditConfigError extends Error {
 
 
 const EnvSchema = z.object({
-  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  ...serviceEnvShape,
   ...natsEnvShape,
   ...replySubjectEnvShape,
-  AUDIT_DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
-    .default('postgres://postgres@127.0.0.1:5432/tokenkeeper_audit'),
+  AUDIT_DATABASE_URL: postgresUrl('postgres://postgres@127.0.0.1:5432/tokenkeeper_audit'),
   AUDIT_DATABASE_POOL_SIZE: positiveInt(5),
-  LOG_LEVEL: logLevel,
-  REPLICA_ID: optionalText,
   // A JetStream durable name: no dots, wildcards or whitespace.
   AUDIT_CONSUMER_NAME: z
     .string()
@@ -36,15 +30,12 @@ const EnvSchema = z.object({
 export const AUDIT_ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
 
 /** Everything the audit app reads from its environment, validated once at start. */
-export interface AuditConfig {
-  env: 'development' | 'test' | 'production';
-  replicaId: string;
+export interface AuditConfig extends ServiceConfig {
   /** Same shape as the refresher's, so both connect through the same helper. */
   nats: NatsConfig;
   /** REPLY_SUBJECT_PREFIXES: the only reply subjects audit.query answers to. */
   replySubjectPrefixes: string[];
   database: { url: string; poolSize: number };
-  logLevel: string;
   consumer: {
     name: string;
     /** Records delivered and not yet acknowledged, at most (the consumer's max_ack_pending). */
@@ -68,12 +59,10 @@ export function loadAuditConfig(env: Record<string, string | undefined>): AuditC
   failOnProblems(problems, fail);
 
   return {
-    env: e.NODE_ENV,
-    replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`,
+    ...serviceConfigFrom(e),
     nats,
     replySubjectPrefixes,
     database: { url: e.AUDIT_DATABASE_URL, poolSize: e.AUDIT_DATABASE_POOL_SIZE },
-    logLevel: e.LOG_LEVEL,
     consumer: {
       name: e.AUDIT_CONSUMER_NAME,
       maxInFlight: e.AUDIT_MAX_IN_FLIGHT,

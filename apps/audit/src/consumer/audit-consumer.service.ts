@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { settleWithin, WakeableSleep } from '@tokenkeeper/common';
+import { RetryBackoff, settleWithin, WakeableSleep } from '@tokenkeeper/common';
 import {
   AckPolicy,
   type Consumer,
@@ -64,8 +64,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
   private loop?: Promise<void>;
   private messages?: ConsumerMessages;
   private readonly idle = new WakeableSleep();
-  private failures = 0;
-  private complaining = false;
+  private readonly retry: RetryBackoff;
   private storedTotal = 0;
   private duplicatesTotal = 0;
   private rejectedTotal = 0;
@@ -75,7 +74,9 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     @Inject(AUDIT_CONFIG) private readonly config: AuditConfig,
     @Inject(AUDIT_NATS_CONNECTION) private readonly nc: NatsConnection,
     private readonly repository: AuditRecordRepository,
-  ) {}
+  ) {
+    this.retry = new RetryBackoff(this.logger, config.consumer.retryMaxMs, 'audit consumer running again');
+  }
 
   onApplicationBootstrap(): void {
     this.running = true;
@@ -249,24 +250,19 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
   }
 
   private backoff(): number {
-    this.failures++;
-    return Math.max(50, Math.random() * Math.min(this.config.consumer.retryMaxMs, 100 * 2 ** Math.min(this.failures, 16)));
+    return this.retry.next();
   }
 
   private complain(msg: string, error: unknown): void {
-    if (this.complaining) return;
-    this.complaining = true;
     const stream = error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound;
-    this.logger.warn({
+    this.retry.complain({
       msg: stream ? `${msg}: the ${AUDIT_STREAM} stream does not exist yet (the refresher creates it)` : msg,
       error: (error as Error)?.message,
     });
   }
 
   private recovered(): void {
-    if (this.complaining) this.logger.log({ msg: 'audit consumer running again' });
-    this.complaining = false;
-    this.failures = 0;
+    this.retry.recovered();
   }
 
 }

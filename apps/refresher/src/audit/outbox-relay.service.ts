@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { settleWithin, WakeableSleep } from '@tokenkeeper/common';
+import { RetryBackoff, settleWithin, WakeableSleep } from '@tokenkeeper/common';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AUDIT_SUBJECT_PREFIX, encodeJson, pickAuditFields } from '@tokenkeeper/contracts';
@@ -58,9 +58,8 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   private loop?: Promise<void>;
   private readonly idle = new WakeableSleep();
   private natsUp = true;
-  private failures = 0;
+  private readonly retry: RetryBackoff;
   private lastPurge = 0;
-  private complaining = false;
   private publishedTotal = 0;
   private foreignDuplicates = 0;
   /**
@@ -83,6 +82,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     private readonly outbox: OutboxRepository,
   ) {
     this.js = jetstream(nc, { timeout: config.audit.relay.publishTimeoutMs });
+    this.retry = new RetryBackoff(this.logger, config.audit.relay.backoffMaxMs, 'outbox relay publishing again');
   }
 
   onApplicationBootstrap(): void {
@@ -291,22 +291,15 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   private backoff(): number {
-    this.failures++;
-    const cap = Math.min(this.config.audit.relay.backoffMaxMs, 100 * 2 ** Math.min(this.failures, 16));
-    return Math.max(50, Math.random() * cap);
+    return this.retry.next();
   }
 
-  /** Logs the first failure of a run of failures once, not every retry. */
   private complain(msg: string, fields: Record<string, unknown>): void {
-    if (this.complaining) return;
-    this.complaining = true;
-    this.logger.warn({ msg, ...fields });
+    this.retry.complain({ msg, ...fields });
   }
 
   private recovered(): void {
-    if (this.complaining) this.logger.log({ msg: 'outbox relay publishing again' });
-    this.complaining = false;
-    this.failures = 0;
+    this.retry.recovered();
   }
 
 

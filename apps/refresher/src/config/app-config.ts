@@ -1,5 +1,4 @@
-import { hostname } from 'node:os';
-import { failOnProblems, logLevel, optionalText, parseEnv, positiveInt, Secret } from '@tokenkeeper/common';
+import { failOnProblems, optionalText, parseEnv, positiveInt, postgresUrl, Secret, serviceConfigFrom, serviceEnvShape, type ServiceConfig } from '@tokenkeeper/common';
 import { decodeUserSeed, isUserPublicKey } from '@tokenkeeper/contracts';
 import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom, withOwnInbox } from '@tokenkeeper/nats';
 import { z } from 'zod';
@@ -11,13 +10,10 @@ export class ConfigError extends Error {
 
 
 const EnvSchema = z.object({
-  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  ...serviceEnvShape,
   ...natsEnvShape,
   ...replySubjectEnvShape,
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
-    .default('postgres://postgres@127.0.0.1:5432/tokenkeeper'),
+  DATABASE_URL: postgresUrl('postgres://postgres@127.0.0.1:5432/tokenkeeper'),
   DATABASE_POOL_SIZE: positiveInt(10),
   // Bounds on every database wait, so a PostgreSQL that silently drops packets fails a
   // statement (retried under the lease) instead of hanging it (issue 11 item 2).
@@ -42,8 +38,6 @@ const EnvSchema = z.object({
   PUBLIC_HTTP_PORT: z.coerce.number().int().min(1).max(65_535).optional(),
   // Sessions of one tenant not yet ended or expired: each is a row and a live link.
   CONNECT_MAX_OPEN_SESSIONS_PER_TENANT: positiveInt(100),
-  LOG_LEVEL: logLevel,
-  REPLICA_ID: optionalText,
   LEASE_SECONDS: positiveInt(30),
   REFRESH_MIN_MARGIN_SECONDS: positiveInt(60),
   REFRESH_TIMEOUT_MS: positiveInt(10_000),
@@ -76,9 +70,7 @@ export const ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
 export type { NatsAuth } from '@tokenkeeper/nats';
 
 /** Everything the refresher reads from its environment, validated once at start. */
-export interface AppConfig {
-  env: 'development' | 'test' | 'production';
-  replicaId: string;
+export interface AppConfig extends ServiceConfig {
   nats: NatsConfig;
   /** REPLY_SUBJECT_PREFIXES: the only reply subjects request handlers answer to. */
   replySubjectPrefixes: string[];
@@ -108,7 +100,6 @@ export interface AppConfig {
     /** CONNECT_MAX_OPEN_SESSIONS_PER_TENANT: beyond it `connect` answers `rate_limited`. */
     maxOpenSessionsPerTenant: number;
   };
-  logLevel: string;
   refresh: {
     leaseSeconds: number;
     minMarginSeconds: number;
@@ -155,8 +146,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   failOnProblems(problems, fail);
 
   return {
-    env: e.NODE_ENV,
-    replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`,
+    ...serviceConfigFrom(e),
     nats,
     replySubjectPrefixes,
     database: {
@@ -173,7 +163,6 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     signing,
     httpPort: e.HTTP_PORT,
     connect: { publicBaseUrl, publicHttpPort: e.PUBLIC_HTTP_PORT, maxOpenSessionsPerTenant: e.CONNECT_MAX_OPEN_SESSIONS_PER_TENANT },
-    logLevel: e.LOG_LEVEL,
     refresh: {
       leaseSeconds: e.LEASE_SECONDS,
       minMarginSeconds: e.REFRESH_MIN_MARGIN_SECONDS,

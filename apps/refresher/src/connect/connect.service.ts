@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { Secret } from '@tokenkeeper/common';
+import { Secret, sleep } from '@tokenkeeper/common';
 import { ContractError, CONNECT_DEFAULT_TTL_SECONDS, type ConnectRequest, type CredentialKey } from '@tokenkeeper/contracts';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
@@ -256,10 +256,6 @@ function withStatus(returnUrl: string, status: 'connected' | 'failed', code?: st
 
 function presetHint(provider: ProviderConfig): string {
   return provider.preset === 'google' ? 'Google issues a refresh token only with access_type=offline and prompt=consent' : 'check the scopes (offline_access) and authorizeParams';
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function single(value: unknown): string | undefined {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PROVIDER_PRESETS } from './provider-presets.js';
 import { formEncode } from './token-endpoint.client.js';
-import { CLIENT_ID, CLIENT_SECRET, failure, json, REFRESH, useTokenServer, type Handler } from './token-server.fixture.js';
+import { CLIENT_ID, CLIENT_SECRET, failure, json, REFRESH, useTokenServer, type Handler } from '../../test/unit/token-server.fixture.js';
 
 // RFC 6749 §5.2 classification of real HTTP answers, and secret hygiene of every failure.
 const t = useTokenServer();

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Secret } from '@tokenkeeper/common';
 import { PROVIDER_PRESETS } from './provider-presets.js';
 import { formEncode, UndiciTokenEndpoint } from './token-endpoint.client.js';
-import { CLIENT_ID, CLIENT_SECRET, failure, json, REFRESH, useTokenServer } from './token-server.fixture.js';
+import { CLIENT_ID, CLIENT_SECRET, failure, json, REFRESH, useTokenServer } from '../../test/unit/token-server.fixture.js';
 
 // Success, request shape, transport and revocation; classification is in token-endpoint.classification.spec.ts.
 const t = useTokenServer();

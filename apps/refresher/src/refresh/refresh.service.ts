@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { settleWithin } from '@tokenkeeper/common';
+import { settleWithin, sleep } from '@tokenkeeper/common';
 import { credentialId, type ErrorCode } from '@tokenkeeper/contracts';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
@@ -80,10 +80,6 @@ function requestSignal(timeoutMs: number, ...sources: AbortSignal[]): { signal: 
 function withoutListenerWarning(controller: AbortController): AbortController {
   setMaxListeners(0, controller.signal);
   return controller;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**

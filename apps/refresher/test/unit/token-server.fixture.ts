@@ -2,8 +2,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { Secret } from '@tokenkeeper/common';
-import type { ProviderConfig, TokenFailure, TokenResult } from './provider.types.js';
-import { UndiciTokenEndpoint } from './token-endpoint.client.js';
+import type { ProviderConfig, TokenFailure, TokenResult } from '../../src/providers/provider.types.js';
+import { UndiciTokenEndpoint } from '../../src/providers/token-endpoint.client.js';
 
 // Test-only: a real loopback HTTP server, so the undici adapter is exercised end to end.
 

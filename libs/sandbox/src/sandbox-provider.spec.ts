@@ -1,7 +1,7 @@
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sleep } from '@tokenkeeper/common';
 import { HUGE_BODY_BYTES, startSandboxProvider, type SandboxOptions, type SandboxProvider } from './sandbox-provider.js';
-import { sleep } from './wait.js';
 
 type ClientAuth = 'basic' | 'post' | { id: string; secret: string; method: 'basic' | 'post' };
 
