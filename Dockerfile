@@ -8,7 +8,7 @@
 # loader and no compiler in the process (that would cost about 140 MiB of RSS, measured in
 # docs/benchmarks.md), and no devDependencies in the image.
 
-# Node 24, the newest LTS line CI runs the whole suite on (.ci/run: 20, 22 and 24); supported
+# Node 24, the newest LTS line CI runs the whole suite on (.ci/run: 22 and 24, the unit tier on 20 too); supported
 # until April 2028, where 22 ends in April 2027. Debian pinned too (trixie, the current stable):
 # a plain -slim tag moves to the next Debian release under the same name.
 ARG NODE_IMAGE=node:24-trixie-slim

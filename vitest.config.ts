@@ -4,6 +4,11 @@ import { defineConfig } from 'vitest/config';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
+// Two tiers, decided by the file name alone: `*.spec.ts` is the unit tier (no PostgreSQL, no
+// NATS, no browser, no child process; tools/unit-tier.setup.ts refuses them), `*.e2e-spec.ts`
+// the e2e tier (real servers). `npm test` runs both, `npm run test:unit` / `test:e2e` one each.
+const roots = ['apps', 'libs', 'test', 'tools'];
+
 export default defineConfig({
   // Nest's DI needs decorator metadata, which esbuild (Vite's default) does not emit; SWC does.
   plugins: [swc.vite({ module: { type: 'es6' } })],
@@ -18,11 +23,21 @@ export default defineConfig({
     },
   },
   test: {
-    include: ['apps/**/*.spec.ts', 'libs/**/*.spec.ts', 'apps/**/*.e2e-spec.ts', 'test/**/*.e2e-spec.ts'],
     pool: 'forks',
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ['default'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: roots.map((root) => `${root}/**/*.spec.ts`),
+          setupFiles: [here('./tools/unit-tier.setup.ts')],
+        },
+      },
+      { extends: true, test: { name: 'e2e', include: roots.map((root) => `${root}/**/*.e2e-spec.ts`) } },
+    ],
   },
 });

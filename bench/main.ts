@@ -102,6 +102,7 @@ async function main(): Promise<void> {
   } finally {
     await env.close();
   }
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what was caught
   if (failed) throw failed;
 
   const seconds = (Date.now() - started) / 1000;

@@ -121,7 +121,7 @@ log.line('provider', `sandbox OAuth2 provider on ${sandbox.url} (rotating refres
 const sandboxEntry = connectMode ? sandbox.providerSettings({ authorizationUrl: sandbox.authorizationUrl }) : sandbox.providerSettings();
 const providers = parseProvidersDocument(JSON.stringify({ providers: { sandbox: sandboxEntry } }), 'json', {});
 // The refresher's own log is JSON; here only its warnings reach stderr, to keep the story readable.
-const refresherLogger = new PinoLoggerService(createLogger({ level: process.env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: process.stderr as never }));
+const refresherLogger = new PinoLoggerService(createLogger({ level: process.env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: process.stderr }));
 const refresher = await startRefresher({ config, logger: refresherLogger, providers });
 log.line('refresher', `started: PostgreSQL ${new URL(config.database.url).pathname.slice(1)}, NATS ${redactServers(config.nats.servers).join(',')}${connectMode ? `, connect pages on ${config.connect.publicBaseUrl}` : ''}`);
 const audit = await startAudit({ config: auditConfig, logger: refresherLogger });
@@ -183,13 +183,16 @@ log.line(
   `two consumer services are calling the protected API every second: ${services.map((s) => `${s.service} of tenant ${s.key.tenant} (as ${bus.userOf(`consumer:${s.service}`)})`).join(', ')}; replies and events verified against the refresher's key ${signerPublicKey.slice(0, 8)}…`,
 );
 
-const revokeAt = setTimeout(async () => {
+const revokeAt = setTimeout(() => {
+  revokeEarly().catch((error: Error) => log.line('demo', `could not revoke a token early: ${error.message}`));
+}, (seconds * 1000) / 2);
+async function revokeEarly(): Promise<void> {
   const key = services[0].key;
   const got = await nc.request(tokenGetSubject(key.tenant, key.connection), '{}', { timeout: 5_000 });
   const token = got.json<{ token: { accessToken: string; version: number } }>().token;
   sandbox.revokeAccessToken(token.accessToken);
   log.line('provider', `revoked access token v${token.version} of ${keyName(key)} early (as a provider might): the next calls get 401`);
-}, (seconds * 1000) / 2);
+}
 
 let stopping = false;
 async function finish(reason: string): Promise<void> {

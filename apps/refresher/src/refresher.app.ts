@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import type { INestApplication, LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { createServer } from 'node:http';
+import { createServer, type RequestListener } from 'node:http';
 import { splitByPort } from './connect/public-port.middleware.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { AppConfig } from './config/app-config.js';
@@ -16,7 +16,7 @@ import { WireSubscription } from '@tokenkeeper/contracts';
 
 /** The connect pages' own port (SPEC §12): the same express app on a second server, closed with the app. */
 async function listenPublic(app: INestApplication, port: number): Promise<void> {
-  const server = createServer(app.getHttpAdapter().getInstance());
+  const server = createServer(app.getHttpAdapter().getInstance() as RequestListener);
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '0.0.0.0', () => resolve()));
   app.get(GracefulShutdown).stopRequestsWith(async () => {
     server.closeIdleConnections();

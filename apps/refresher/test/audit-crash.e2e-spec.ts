@@ -1,6 +1,6 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { AUDIT_STREAM } from '@tokenkeeper/contracts';
-import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, ChildApp, Db, startTestAudit, type TestAudit, waitForAuditToCatchUp, writeProvidersFile } from '../../audit/test/audit.harness.js';
 import { RawCaller, testEnv, testKeys } from './refresher.harness.js';

@@ -208,7 +208,7 @@ export class RefresherProcess {
     const deadline = Date.now() + timeoutMs;
     while (!proc.output.includes('"msg":"refresher started"')) {
       if (!proc.alive || Date.now() > deadline) {
-        proc.kill();
+        await proc.kill();
         throw new Error(`refresher process did not start (exit ${child.exitCode ?? child.signalCode}); output:\n${proc.output}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));

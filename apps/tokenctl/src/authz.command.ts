@@ -40,7 +40,7 @@ export function parseConsumerFlag(value: string): AuthzRole {
   if (rest.length > 0 || !service || !isValidName(tenant ?? '') || !isValidName(service) || (names !== undefined && (names.length === 0 || !names.every(isValidName)))) {
     throw new UsageError(`--consumer ${JSON.stringify(value)}: give <tenant>:<service>[:<connection>,…] with names of ^[A-Za-z0-9_-]{1,128}$`);
   }
-  return { kind: 'consumer', tenant: tenant!, service, ...(names ? { connections: names } : {}) };
+  return { kind: 'consumer', tenant, service, ...(names ? { connections: names } : {}) };
 }
 
 /** The roles asked for, in a stable order: services first, then people, then tenants' services. */

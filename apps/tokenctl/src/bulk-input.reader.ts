@@ -147,7 +147,7 @@ export class BulkInput {
     if (!Array.isArray(value)) throw new UsageError(`${this.path}: a JSON file must hold an array of credential objects`);
     const lines = elementLines(text);
     for (let i = 0; i < value.length; i++) {
-      const element = value[i];
+      const element: unknown = value[i];
       const line = lines[i] ?? 1;
       yield isPlainObject(element)
         ? { line, item: i + 1, value: element }

@@ -121,7 +121,7 @@ export function contractProblems(schema: z.ZodType, data: unknown): string | nul
 export function validateRequest<S extends z.ZodType>(schema: S, data: unknown, what: string): z.output<S> {
   const problems = contractProblems(schema, data);
   if (problems !== null) throw new UsageError(`invalid ${what}: ${problems}`, 'see `tokenctl <command> --help`');
-  return schema.parse(data) as z.output<S>;
+  return schema.parse(data);
 }
 
 /** Writes an error the way every command reports it: what happened, then what to do. */

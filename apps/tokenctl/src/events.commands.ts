@@ -116,18 +116,24 @@ class EventQueue implements AsyncIterable<Msg> {
   }
 }
 
+/** A field of a decoded event as text; only what was masked as a string may print as one. */
+function field(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? String(value) : JSON.stringify(value);
+}
+
 function eventLine(kind: TokenEventKind, e: Record<string, unknown>, color: boolean): string {
   const at = new Date().toISOString();
-  const head = `${paint(at, 'dim', color)}  ${paint(kind.padEnd(10), kind === 'failed' || kind === 'revoked' ? 'red' : 'green', color)}  ${e.tenant}/${e.connection}  v${e.version}  ${e.provider}`;
+  const head = `${paint(at, 'dim', color)}  ${paint(kind.padEnd(10), kind === 'failed' || kind === 'revoked' ? 'red' : 'green', color)}  ${field(e.tenant)}/${field(e.connection)}  v${field(e.version)}  ${field(e.provider)}`;
   switch (kind) {
     case 'registered':
     case 'refreshed': {
       const expires = typeof e.expiresAt === 'string' ? `expires ${relativeTime(e.expiresAt)}` : 'no expiry';
-      return `${head}  ${e.tokenType ?? ''}  ${expires}  token ${e.accessToken ?? '—'}`;
+      return `${head}  ${field(e.tokenType)}  ${expires}  token ${typeof e.accessToken === 'string' ? e.accessToken : '—'}`;
     }
     case 'failed': {
       const retry = typeof e.retryAt === 'string' ? `, retry ${relativeTime(e.retryAt)}` : '';
-      return `${head}  ${paint(String(e.code), 'red', color)} (attempt ${e.attempt}, status ${e.status}${retry}): ${e.message}`;
+      return `${head}  ${paint(String(e.code), 'red', color)} (attempt ${field(e.attempt)}, status ${field(e.status)}${retry}): ${field(e.message)}`;
     }
     case 'revoked':
       return head;

@@ -140,7 +140,7 @@ async function readSecretFile(path: string, flag: string): Promise<string> {
 async function readSecretStdin(ctx: CommandContext): Promise<string> {
   if (process.stdin.isTTY) ctx.out.stderr.write('paste the refresh token, then press Enter and Ctrl-D: ');
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  for await (const chunk of process.stdin as AsyncIterable<Buffer | string>) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
   const secret = Buffer.concat(chunks).toString('utf8').trim();
   if (secret === '') throw new UsageError('--refresh-token-stdin: nothing was read from standard input');
   if (/\s/.test(secret)) throw new UsageError('--refresh-token-stdin: standard input must hold one token (it has whitespace inside)');

@@ -178,6 +178,23 @@ describe('tokenctl: SPEC §3 subjects (raw responder)', () => {
     // Reached only when the watch ran: Ctrl-C ends it with 0.
     expect((await watch.done).code).toBe(0);
   }, CLI_TEST_TIMEOUT_MS);
+
+  it('watch prints an access token only masked, also one that arrives as something other than a string', async () => {
+    const watch = runCli(['watch', '--tenant', 'acme'], { NATS_URL: nats.url });
+    try {
+      await waitFor(() => watch.err().includes('watching'), { timeoutMs: 90_000, message: 'watch started' });
+      const event = { eventId: 'e2', tenant: 'acme', connection: 'github', provider: 'sandbox', version: 6, tokenType: 'Bearer' };
+      responder.publish('token.registered.acme.github', encodeJson({ ...event, accessToken: ['at_array_secret_123456'] }));
+      responder.publish('token.refreshed.acme.github', encodeJson({ ...event, version: 7, accessToken: 'at_string_secret_123456' }));
+      await waitFor(() => watch.out().trim().split('\n').length >= 2, { timeoutMs: 10_000, message: 'two events printed' });
+      expect(watch.out()).toContain('acme/github  v7  sandbox');
+      expect(watch.out()).not.toContain('at_array_secret');
+      expect(watch.out()).not.toContain('at_string_secret_123456');
+    } finally {
+      watch.child.kill('SIGINT');
+    }
+    expect((await watch.done).code).toBe(0);
+  }, CLI_TEST_TIMEOUT_MS);
 });
 
 /**

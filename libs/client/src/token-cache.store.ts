@@ -299,7 +299,7 @@ export class TokenCache {
     const slash = id.indexOf('/');
     const tenant = id.slice(0, slash);
     let byConnection = this.byTenant.get(tenant);
-    if (byConnection === undefined) this.byTenant.set(tenant, (byConnection = new Map()));
+    if (byConnection === undefined) this.byTenant.set(tenant, (byConnection = new Map<string, CacheEntry>()));
     byConnection.set(id.slice(slash + 1), entry);
     if (this.map.size <= this.maxEntries) return;
     // The oldest in Map order is the least recently used, give or take the half-order slack above.

@@ -23,6 +23,8 @@ export interface TokenClientModuleExtras {
 export interface TokenClientModuleAsyncOptions extends TokenClientModuleExtras {
   imports?: ModuleMetadata['imports'];
   inject?: Array<InjectionToken | OptionalFactoryDependency>;
+  // Nest's own factory signature: the injected values arrive untyped.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   useFactory: (...args: any[]) => TokenClientOptions | Promise<TokenClientOptions>;
 }
 

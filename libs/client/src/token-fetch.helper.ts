@@ -119,7 +119,7 @@ function send(
 ): Promise<Dispatcher.ResponseData> {
   headers.authorization = `${authScheme(view.tokenType)} ${view.accessToken}`;
   return request(url, {
-    method: (init.method ?? 'GET').toUpperCase() as Dispatcher.HttpMethod,
+    method: (init.method ?? 'GET').toUpperCase(),
     headers,
     body,
     signal: init.signal,
@@ -187,6 +187,8 @@ async function prepareBody(body: unknown): Promise<PreparedBody> {
     return { body: bytes, replayable: true, contentType: body.type === '' ? undefined : body.type };
   }
   // undici serialises a FormData afresh on every send, so it can be sent twice.
+  // The global FormData and undici's are the same class at run time but two declarations.
+  // eslint-disable-next-line no-restricted-syntax
   if (body instanceof FormData) return { body: body as unknown as PreparedBody['body'], replayable: true };
   if (body instanceof Readable) return { body, replayable: false };
   if (typeof (body as { getReader?: unknown }).getReader === 'function') {

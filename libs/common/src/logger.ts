@@ -57,9 +57,9 @@ export class PinoLoggerService implements LoggerService {
   private write(level: 'info' | 'error' | 'warn' | 'debug' | 'trace' | 'fatal', message: unknown, rest: unknown[]): void {
     // Nest passes the context (class name) last, and for errors a stack before it.
     const context = typeof rest.at(-1) === 'string' ? (rest.at(-1) as string) : undefined;
-    const stack = rest.length > 1 && typeof rest[0] === 'string' ? (rest[0] as string) : undefined;
+    const stack = rest.length > 1 && typeof rest[0] === 'string' ? rest[0] : undefined;
     if (message !== null && typeof message === 'object' && !(message instanceof Error)) {
-      this.logger[level]({ context, ...(stack ? { stack } : {}), ...(message as object) });
+      this.logger[level]({ context, ...(stack ? { stack } : {}), ...message });
     } else if (message instanceof Error) {
       this.logger[level]({ context, type: message.constructor.name, stack: message.stack }, 'error');
     } else {

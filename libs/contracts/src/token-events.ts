@@ -62,7 +62,7 @@ export function validateTokenView(raw: unknown): ValidatedToken | null {
     provider: t.provider,
     accessToken: t.accessToken,
     tokenType: t.tokenType,
-    expiresAt: t.expiresAt as string | null,
+    expiresAt: t.expiresAt,
     version: t.version,
   };
   if (t.scope !== undefined) view.scope = t.scope;

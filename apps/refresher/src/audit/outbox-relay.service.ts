@@ -261,6 +261,8 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
     if (this.active) return true;
     if (!this.session) {
       let opened: OutboxRelaySession | undefined;
+      // Declared first, not `const`: the error callback may run before the session resolves.
+      // eslint-disable-next-line prefer-const
       opened = await this.outbox.openRelaySession((error) => {
         this.logger.warn({ msg: 'outbox relay connection failed', error: error.message });
         if (opened && this.session === opened) {

@@ -46,6 +46,8 @@ export class RefreshMetrics {
   private cacheHitsCounted = 0;
 
   constructor() {
+    // prom-client calls collect() with `this` bound to the metric, so the owner needs a name.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const metrics = this;
     new Counter({
       name: 'tokenkeeper_token_get_cache_hits_total',

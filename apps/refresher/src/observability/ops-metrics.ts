@@ -34,6 +34,8 @@ export class OpsMetrics {
     refresher: RefreshService,
   ) {
     const registry = metrics.registry;
+    // prom-client calls collect() with `this` bound to the metric, so the owner needs a name.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const ops = this;
     collectDefaultMetrics({ register: registry });
     new Gauge({

@@ -158,7 +158,7 @@ export class ConnectSessionRepository {
 
   /** Deletes up to `limit` sessions that expired before `before`, whatever their state; returns how many. */
   async purgeExpiredBefore(before: Date, limit: number): Promise<number> {
-    const [, count] = await this.db.query(
+    const [, count] = await this.db.query<[unknown, number]>(
       `DELETE FROM connect_sessions WHERE session_hash IN (
          SELECT session_hash FROM connect_sessions WHERE expires_at < $1 ORDER BY expires_at LIMIT $2
        )`,

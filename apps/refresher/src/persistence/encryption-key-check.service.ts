@@ -22,7 +22,7 @@ export class EncryptionKeyCheck {
   ) {}
 
   /** The provider factory: resolves once every configured key matches, else throws. */
-  static async run(cipher: TokenCipher, repository: EncryptionKeyRepository): Promise<EncryptionKeyCheck> {
+  static async run(this: void, cipher: TokenCipher, repository: EncryptionKeyRepository): Promise<EncryptionKeyCheck> {
     const check = new EncryptionKeyCheck(cipher, repository);
     await check.verify();
     return check;

@@ -221,6 +221,7 @@ function safeCode(code: string, secrets: readonly string[]): string {
 export function safeDescription(value: unknown, secrets: readonly string[]): string | undefined {
   if (typeof value !== 'string' || leaksSecret(value, secrets)) return undefined;
   const cleaned = value
+    // eslint-disable-next-line no-control-regex -- control characters are what this strips
     .replace(/[\u0000-\u001f\u007f]+/g, ' ')
     .replace(/[A-Za-z0-9+/=_~.%-]{32,}/g, '[redacted]')
     .trim()

@@ -108,7 +108,7 @@ export function scheduleRegistration(input: RegistrationScheduleInput): Schedule
     random: input.random,
   });
   const expired = hasAccessToken && lifetime !== undefined && lifetime <= 0;
-  const expiresAt = !hasAccessToken ? null : expired ? new Date(registeredAt.getTime() + lifetime! * 1000) : schedule.expiresAt;
+  const expiresAt = !hasAccessToken ? null : expired ? new Date(registeredAt.getTime() + lifetime * 1000) : schedule.expiresAt;
   const nextRefreshAt = !input.canRefresh ? null : !hasAccessToken || expired ? registeredAt : schedule.nextRefreshAt;
   return { expiresAt, nextRefreshAt };
 }

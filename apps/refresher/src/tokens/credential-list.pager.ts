@@ -30,7 +30,7 @@ export function encodeCursor(key: CredentialKey): string {
 
 export function decodeCursor(cursor: string): CredentialKey {
   try {
-    const [tenant, connection] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    const [tenant, connection] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
     if (typeof tenant === 'string' && typeof connection === 'string') return { tenant, connection };
   } catch {
     // fall through
