@@ -10,6 +10,8 @@ export default defineConfig({
   resolve: {
     alias: {
       '@tokenkeeper/contracts': here('./libs/contracts/src/index.ts'),
+      // Before '@tokenkeeper/client', which would otherwise take the subpath as a prefix.
+      '@tokenkeeper/client/nest': here('./libs/client/src/nest.ts'),
       '@tokenkeeper/client': here('./libs/client/src/index.ts'),
       '@tokenkeeper/testing': here('./libs/testing/src/index.ts'),
       '@tokenkeeper/common': here('./libs/common/src/index.ts'),
@@ -17,7 +19,7 @@ export default defineConfig({
     },
   },
   test: {
-    include: ['apps/**/*.spec.ts', 'libs/**/*.spec.ts', 'apps/**/*.e2e-spec.ts', 'test/**/*.e2e-spec.ts'],
+    include: ['apps/**/*.spec.ts', 'libs/**/*.spec.ts', 'tools/**/*.spec.ts', 'apps/**/*.e2e-spec.ts', 'test/**/*.e2e-spec.ts'],
     pool: 'forks',
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     testTimeout: 60_000,
