@@ -15,6 +15,8 @@ export default defineConfig({
   resolve: {
     alias: {
       '@tokenkeeper/contracts': here('./libs/contracts/src/index.ts'),
+      // Before '@tokenkeeper/client', which would otherwise take the subpath as a prefix.
+      '@tokenkeeper/client/nest': here('./libs/client/src/nest.ts'),
       '@tokenkeeper/client': here('./libs/client/src/index.ts'),
       '@tokenkeeper/testing': here('./libs/testing/src/index.ts'),
       '@tokenkeeper/sandbox': here('./libs/sandbox/src/index.ts'),

@@ -11,9 +11,3 @@ export type {
 } from './token-client.options.js';
 export type { TokenFetchInit, TokenFetchResponse, TokenFetchTarget, TokenSource } from './token-fetch.helper.js';
 export { tokenFetch } from './token-fetch.helper.js';
-export {
-  TOKEN_CLIENT_OPTIONS,
-  TokenClientModule,
-  type TokenClientModuleAsyncOptions,
-  type TokenClientModuleExtras,
-} from './token-client.module.js';
