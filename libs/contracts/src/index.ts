@@ -9,3 +9,4 @@ export * from './token-events.js';
 export * from './wire-subjects.js';
 export * from './signing.js';
 export * from './permissions.js';
+export * from './wire-schemas.js';
