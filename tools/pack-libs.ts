@@ -59,7 +59,7 @@ export function undeclaredImports(libDir: string): string[] {
   const missing = new Set<string>();
   const src = join(libDir, 'src');
   for (const file of readdirSync(src)) {
-    if (!file.endsWith('.ts') || /\.(spec|fixture)\.ts$/.test(file)) continue;
+    if (!file.endsWith('.ts') || /\.(e2e-spec|spec|fixture)\.ts$/.test(file)) continue;
     const text = readFileSync(join(src, file), 'utf8');
     for (const [, specifier] of text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s+'([^'.][^']*)'/g)) {
       const name = packageOf(specifier!);
