@@ -85,17 +85,29 @@ export async function compare(
 export async function cacheHitBench(ctx: BenchContext): Promise<void> {
   const { caller, report, env } = ctx;
   const count = ctx.options.quick ? 200 : 1_000;
-  const keys: CredentialKey[] = Array.from({ length: count }, (_, i) => ({ tenant: `cache-t${i % 50}`, connection: `c${i}` }));
+  const keys: CredentialKey[] = Array.from({ length: count }, (_, i) => ({
+    tenant: `cache-t${i % 50}`,
+    connection: `c${i}`,
+  }));
   for (let i = 0; i < keys.length; i += 32) {
     await Promise.all(
       keys.slice(i, i + 32).map(async (key, j) => {
-        const reply = await register(caller, key, { provider: 'sandbox', accessToken: `at_cache_${i + j}_${'x'.repeat(32)}`, expiresIn: 3600 });
+        const reply = await register(caller, key, {
+          provider: 'sandbox',
+          accessToken: `at_cache_${i + j}_${'x'.repeat(32)}`,
+          expiresIn: 3600,
+        });
         if (!reply.ok) throw new Error(`register failed: ${JSON.stringify(reply.error)}`);
       }),
     );
   }
   const tenants = [...new Set(keys.map((k) => k.tenant))];
-  const client = new TokenClient({ servers: env.natsUrl, tenants, logger: { warn: () => undefined }, connectOptions: { noAsyncTraces: true, name: 'bench-cache-client' } });
+  const client = new TokenClient({
+    servers: env.natsUrl,
+    tenants,
+    logger: { warn: () => undefined },
+    connectOptions: { noAsyncTraces: true, name: 'bench-cache-client' },
+  });
   await client.start();
   try {
     const bare = new Map<string, BareEntry>();
@@ -109,13 +121,41 @@ export async function cacheHitBench(ctx: BenchContext): Promise<void> {
     const before = client.stats.hits;
     const totalMs = ctx.options.quick ? 1_200 : 6_000;
     // Warm-up, so that both loops are optimised before they are timed.
-    await compare({ bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(client, clientKeys, n) }, 100_000, 200);
-    const sync = await compare({ bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(client, clientKeys, n) }, 200_000, totalMs);
-    const awaited = await compare({ bare: (n) => bareAsync(bare, ids, n), client: (n) => clientAsync(client, clientKeys, n) }, 100_000, totalMs);
+    await compare(
+      { bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(client, clientKeys, n) },
+      100_000,
+      200,
+    );
+    const sync = await compare(
+      { bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(client, clientKeys, n) },
+      200_000,
+      totalMs,
+    );
+    const awaited = await compare(
+      { bare: (n) => bareAsync(bare, ids, n), client: (n) => clientAsync(client, clientKeys, n) },
+      100_000,
+      totalMs,
+    );
     if (client.stats.misses > count) report.note(`cache-hit: ${client.stats.misses - count} unexpected misses`);
-    report.note(`cache-hit: ${count} credentials, ${client.stats.hits - before} client hits measured, key objects {tenant, connection} vs prebuilt string ids`);
-    report.add({ scenario: 2, name: 'cache_hit.peekAccessToken', value: sync.client, baseline: sync.bare, unit: '/s', target: { on: 'ratio', op: '>=', limit: 0.7 } });
-    report.add({ scenario: 2, name: 'cache_hit.getAccessToken_awaited', value: awaited.client, baseline: awaited.bare, unit: '/s', target: { on: 'ratio', op: '>=', limit: 0.7 } });
+    report.note(
+      `cache-hit: ${count} credentials, ${client.stats.hits - before} client hits measured, key objects {tenant, connection} vs prebuilt string ids`,
+    );
+    report.add({
+      scenario: 2,
+      name: 'cache_hit.peekAccessToken',
+      value: sync.client,
+      baseline: sync.bare,
+      unit: '/s',
+      target: { on: 'ratio', op: '>=', limit: 0.7 },
+    });
+    report.add({
+      scenario: 2,
+      name: 'cache_hit.getAccessToken_awaited',
+      value: awaited.client,
+      baseline: awaited.bare,
+      unit: '/s',
+      target: { on: 'ratio', op: '>=', limit: 0.7 },
+    });
     report.series.cacheHit = { sync, awaited };
   } finally {
     await client.close();

@@ -19,7 +19,14 @@
  */
 import { headers, type Msg } from '@nats-io/transport-node';
 import { TokenClient } from '@tokenkeeper/client';
-import { type CredentialKey, credentialId, EventSigner, generateSigningSeed, SignatureVerifier, tokenEventSubject } from '@tokenkeeper/contracts';
+import {
+  type CredentialKey,
+  credentialId,
+  EventSigner,
+  generateSigningSeed,
+  SignatureVerifier,
+  tokenEventSubject,
+} from '@tokenkeeper/contracts';
 import { startNatsServer } from '@tokenkeeper/testing';
 import { pathToFileURL } from 'node:url';
 import { type BareEntry, bareSync, clientSync, compare } from './cache-hit.bench.js';
@@ -86,12 +93,33 @@ function handlerOf(client: TokenClient): (msg: Msg) => void {
 
 export async function measureClientVerify(natsUrl: string, quick: boolean): Promise<Figures> {
   const signer = EventSigner.fromSeed(generateSigningSeed());
-  const keys: CredentialKey[] = Array.from({ length: quick ? 200 : 1_000 }, (_, i) => ({ tenant: `bench-v${i % 10}`, connection: `c${i}` }));
+  const keys: CredentialKey[] = Array.from({ length: quick ? 200 : 1_000 }, (_, i) => ({
+    tenant: `bench-v${i % 10}`,
+    connection: `c${i}`,
+  }));
   const tenants = [...new Set(keys.map((k) => k.tenant))];
-  const verified = new TokenClient({ servers: natsUrl, tenants, trustedSigners: [signer.publicKey], logger: quiet, connectOptions: { noAsyncTraces: true } });
-  const unverified = new TokenClient({ servers: natsUrl, tenants, logger: quiet, connectOptions: { noAsyncTraces: true } });
+  const verified = new TokenClient({
+    servers: natsUrl,
+    tenants,
+    trustedSigners: [signer.publicKey],
+    logger: quiet,
+    connectOptions: { noAsyncTraces: true },
+  });
+  const unverified = new TokenClient({
+    servers: natsUrl,
+    tenants,
+    logger: quiet,
+    connectOptions: { noAsyncTraces: true },
+  });
   // The pre-issue-11 default (no bound), to show what the 10,000 default costs a hit.
-  const unbounded = new TokenClient({ servers: natsUrl, tenants, trustedSigners: [signer.publicKey], maxEntries: Infinity, logger: quiet, connectOptions: { noAsyncTraces: true } });
+  const unbounded = new TokenClient({
+    servers: natsUrl,
+    tenants,
+    trustedSigners: [signer.publicKey],
+    maxEntries: Infinity,
+    logger: quiet,
+    connectOptions: { noAsyncTraces: true },
+  });
   await Promise.all([verified.start(), unverified.start(), unbounded.start()]);
   try {
     const rounds = quick ? 3 : 5;
@@ -103,7 +131,8 @@ export async function measureClientVerify(natsUrl: string, quick: boolean): Prom
       const msgs = buildEvents(signer, keys, 1 + r * perKey, perKey);
       const order = r % 2 === 0 ? (['verified', 'unverified'] as const) : (['unverified', 'verified'] as const);
       const results: Record<string, number> = {};
-      for (const which of order) results[which] = cpuPerEvent(msgs, handlerOf(which === 'verified' ? verified : unverified));
+      for (const which of order)
+        results[which] = cpuPerEvent(msgs, handlerOf(which === 'verified' ? verified : unverified));
       results.bare = cpuPerEvent(msgs, (msg) => verifier.verify(msg.subject, msg.data, msg.headers, Date.now()));
       if (r === 0) continue;
       samples.verified.push(results.verified!);
@@ -114,7 +143,9 @@ export async function measureClientVerify(natsUrl: string, quick: boolean): Prom
     const feedUnbounded = handlerOf(unbounded);
     for (const msg of buildEvents(signer, keys, 1, 1)) feedUnbounded(msg);
     if (verified.stats.pushedUpdates !== (rounds + 1) * perKey * keys.length) {
-      throw new Error(`verifying client applied ${verified.stats.pushedUpdates} events, rejected ${verified.stats.rejectedEvents}`);
+      throw new Error(
+        `verifying client applied ${verified.stats.pushedUpdates} events, rejected ${verified.stats.rejectedEvents}`,
+      );
     }
 
     // Hit path: both clients are now filled with the latest signed tokens.
@@ -127,12 +158,32 @@ export async function measureClientVerify(natsUrl: string, quick: boolean): Prom
     const clientKeys = keys.map((k) => ({ tenant: `${k.tenant}`, connection: `${k.connection}` }));
     const ids = keys.map(credentialId);
     const totalMs = quick ? 1_200 : 6_000;
-    await compare({ bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(verified, clientKeys, n) }, 100_000, 200);
-    const hit = await compare({ bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(verified, clientKeys, n) }, 200_000, totalMs);
-    const hitUnverified = await compare({ bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(unverified, clientKeys, n) }, 200_000, totalMs);
+    await compare(
+      { bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(verified, clientKeys, n) },
+      100_000,
+      200,
+    );
+    const hit = await compare(
+      { bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(verified, clientKeys, n) },
+      200_000,
+      totalMs,
+    );
+    const hitUnverified = await compare(
+      { bare: (n) => bareSync(bare, ids, n), client: (n) => clientSync(unverified, clientKeys, n) },
+      200_000,
+      totalMs,
+    );
     // Head to head: the same hit path, so the ratio should sit at 1 within noise.
-    const clients = await compare({ bare: (n) => clientSync(unverified, clientKeys, n), client: (n) => clientSync(verified, clientKeys, n) }, 200_000, totalMs);
-    const bound = await compare({ bare: (n) => clientSync(unbounded, clientKeys, n), client: (n) => clientSync(verified, clientKeys, n) }, 200_000, totalMs);
+    const clients = await compare(
+      { bare: (n) => clientSync(unverified, clientKeys, n), client: (n) => clientSync(verified, clientKeys, n) },
+      200_000,
+      totalMs,
+    );
+    const bound = await compare(
+      { bare: (n) => clientSync(unbounded, clientKeys, n), client: (n) => clientSync(verified, clientKeys, n) },
+      200_000,
+      totalMs,
+    );
     return {
       verifiedUs: median(samples.verified),
       unverifiedUs: median(samples.unverified),
@@ -171,9 +222,30 @@ export async function clientVerifyBench(ctx: BenchContext): Promise<void> {
     target: { on: 'ratio', op: '<=', limit: 1.3 },
     note: `per event: verifying ${f.verifiedUs.toFixed(1)} µs, not verifying ${f.unverifiedUs.toFixed(1)} µs`,
   });
-  ctx.report.add({ scenario: 7, name: 'client.cache_hit.verifying_client', value: f.hit.client, baseline: f.hit.bare, unit: '/s', target: { on: 'ratio', op: '>=', limit: 0.7 } });
-  ctx.report.add({ scenario: 7, name: 'client.cache_hit.verifying_vs_not', value: f.verifyingVsNot.client, baseline: f.verifyingVsNot.bare, unit: '/s', note: 'same hit path: expect ~1' });
-  ctx.report.add({ scenario: 7, name: 'client.cache_hit.bounded_vs_unbounded', value: f.boundedVsUnbounded.client, baseline: f.boundedVsUnbounded.bare, unit: '/s', note: 'maxEntries 10,000 (default) vs Infinity' });
+  ctx.report.add({
+    scenario: 7,
+    name: 'client.cache_hit.verifying_client',
+    value: f.hit.client,
+    baseline: f.hit.bare,
+    unit: '/s',
+    target: { on: 'ratio', op: '>=', limit: 0.7 },
+  });
+  ctx.report.add({
+    scenario: 7,
+    name: 'client.cache_hit.verifying_vs_not',
+    value: f.verifyingVsNot.client,
+    baseline: f.verifyingVsNot.bare,
+    unit: '/s',
+    note: 'same hit path: expect ~1',
+  });
+  ctx.report.add({
+    scenario: 7,
+    name: 'client.cache_hit.bounded_vs_unbounded',
+    value: f.boundedVsUnbounded.client,
+    baseline: f.boundedVsUnbounded.bare,
+    unit: '/s',
+    note: 'maxEntries 10,000 (default) vs Infinity',
+  });
   ctx.report.series.clientVerify = f;
 }
 

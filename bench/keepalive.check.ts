@@ -20,13 +20,24 @@ async function main(): Promise<void> {
   server.on('connection', () => connections++);
   const endpoint = new UndiciTokenEndpoint({ timeoutMs: 5_000 });
   const settings = sandbox.providerSettings() as { clientSecret: string };
-  const provider = { ...settings, clientSecret: new Secret(settings.clientSecret), id: 'sandbox', extraParams: {}, maxConcurrency: CONCURRENCY, threshold: 0.8 } as never;
+  const provider = {
+    ...settings,
+    clientSecret: new Secret(settings.clientSecret),
+    id: 'sandbox',
+    extraParams: {},
+    maxConcurrency: CONCURRENCY,
+    threshold: 0.8,
+  } as never;
   const tokens = Array.from({ length: CONCURRENCY }, () => new Secret(sandbox.issueRefreshToken()));
   let failures = 0;
   const round = () =>
     Promise.all(
       tokens.map(async (token, i) => {
-        const result = await endpoint.requestToken({ provider, refreshToken: token, signal: AbortSignal.timeout(5_000) });
+        const result = await endpoint.requestToken({
+          provider,
+          refreshToken: token,
+          signal: AbortSignal.timeout(5_000),
+        });
         if (!result.ok) failures++;
         else if (result.token.refreshToken) tokens[i] = result.token.refreshToken;
       }),
@@ -37,13 +48,17 @@ async function main(): Promise<void> {
     await round();
     perRound.push(connections - c0);
   }
-  console.log(`new connections per round: ${perRound.join(" ")}`);
-  console.log(`${ROUNDS * CONCURRENCY} grants at ${CONCURRENCY} in flight: ${connections} TCP connections, ${failures} failures; server keepAliveTimeout ${server.keepAliveTimeout} ms`);
+  console.log(`new connections per round: ${perRound.join(' ')}`);
+  console.log(
+    `${ROUNDS * CONCURRENCY} grants at ${CONCURRENCY} in flight: ${connections} TCP connections, ${failures} failures; server keepAliveTimeout ${server.keepAliveTimeout} ms`,
+  );
   const before = connections;
   // Idle past the server's keep-alive timeout: the client must have dropped its sockets first.
   await sleep(server.keepAliveTimeout + 1_000);
   await round();
-  console.log(`after ${server.keepAliveTimeout + 1_000} ms idle: ${connections - before} new connections, ${failures} failures in all`);
+  console.log(
+    `after ${server.keepAliveTimeout + 1_000} ms idle: ${connections - before} new connections, ${failures} failures in all`,
+  );
   await sandbox.close?.();
   process.exit(failures ? 1 : 0);
 }

@@ -39,7 +39,10 @@ function parseOptions(argv: string[]): BenchOptions {
     only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6, 7]),
     scaleSmall: scale?.[0] ?? 10_000,
     scaleLarge: scale?.[1] ?? (quick ? 100_000 : 1_000_000),
-    svgPath: resolve(REPO_ROOT, value('--svg') ?? (quick ? 'bench/results/benchmarks-quick.svg' : 'docs/benchmarks.svg')),
+    svgPath: resolve(
+      REPO_ROOT,
+      value('--svg') ?? (quick ? 'bench/results/benchmarks-quick.svg' : 'docs/benchmarks.svg'),
+    ),
     profile: argv.includes('--profile'),
   };
 }
@@ -82,7 +85,9 @@ async function main(): Promise<void> {
     await env.start();
     const mainDb = await env.createDatabase('tk_bench');
     const needsRefresher = [1, 2, 3, 5].some((n) => options.only.has(n));
-    const refresher = needsRefresher ? await env.startRefresher(mainDb.url, { BENCH_PROVIDER_CONCURRENCY: '32' }) : undefined;
+    const refresher = needsRefresher
+      ? await env.startRefresher(mainDb.url, { BENCH_PROVIDER_CONCURRENCY: '32' })
+      : undefined;
     const caller = await connectCaller(env.natsUrl, 'bench-caller');
     const ctx: BenchContext = { options, env, report, caller, refresher: refresher!, mainDatabaseUrl: mainDb.url };
     try {
@@ -109,19 +114,36 @@ async function main(): Promise<void> {
   const loadAfter = loadavg().map((l) => Math.round(l * 100) / 100);
   const failedTargets = report.results.filter((r) => r.pass === false).map((r) => r.name);
   console.log(`\n# ${mode} run took ${seconds.toFixed(1)} s; load average now ${loadAfter.join(' ')}`);
-  console.log(`# targets: ${report.results.filter((r) => r.pass === true).length} pass, ${failedTargets.length} fail${failedTargets.length ? ` (${failedTargets.join(', ')})` : ''}`);
+  console.log(
+    `# targets: ${report.results.filter((r) => r.pass === true).length} pass, ${failedTargets.length} fail${failedTargets.length ? ` (${failedTargets.join(', ')})` : ''}`,
+  );
 
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const resultsDir = join(REPO_ROOT, 'bench/results');
   mkdirSync(resultsDir, { recursive: true });
   const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
-  const record = { mode, command, startedAt: new Date(started).toISOString(), seconds, machine, loadAfter, results: report.results, notes: report.notes, series: report.series };
+  const record = {
+    mode,
+    command,
+    startedAt: new Date(started).toISOString(),
+    seconds,
+    machine,
+    loadAfter,
+    results: report.results,
+    notes: report.notes,
+    series: report.series,
+  };
   writeFileSync(join(resultsDir, `${mode}-${stamp}.json`), JSON.stringify(record, null, 2));
-  writeFileSync(join(resultsDir, `${mode}-latest.md`), `${command}\n\n${report.markdownTable()}\n\n${report.notes.map((n) => `- ${n}`).join('\n')}\n`);
+  writeFileSync(
+    join(resultsDir, `${mode}-latest.md`),
+    `${command}\n\n${report.markdownTable()}\n\n${report.notes.map((n) => `- ${n}`).join('\n')}\n`,
+  );
   if (options.only.has(1) || options.only.has(3)) {
     mkdirSync(dirname(options.svgPath), { recursive: true });
     writeFileSync(options.svgPath, renderChart(record));
-    console.log(`# chart written to ${relative(REPO_ROOT, options.svgPath)}; results in bench/results/${mode}-${stamp}.json`);
+    console.log(
+      `# chart written to ${relative(REPO_ROOT, options.svgPath)}; results in bench/results/${mode}-${stamp}.json`,
+    );
   }
 }
 

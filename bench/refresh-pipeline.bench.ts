@@ -22,7 +22,10 @@ import { sleep } from '@tokenkeeper/common';
 const CONCURRENCY = 32;
 const REFRESHER_POOL_SIZE = 10;
 
-async function undiciPostLoop(ctx: BenchContext, durationMs: number): Promise<{ rate: number; errors: number; ops: number }> {
+async function undiciPostLoop(
+  ctx: BenchContext,
+  durationMs: number,
+): Promise<{ rate: number; errors: number; ops: number }> {
   const info = ctx.env.sandboxInfo;
   const refreshTokens = await ctx.env.sandbox.call<string[]>('issueRefreshTokens', { count: CONCURRENCY });
   const pool = new Pool(info.url, { connections: CONCURRENCY, pipelining: 1 });
@@ -40,7 +43,11 @@ async function undiciPostLoop(ctx: BenchContext, durationMs: number): Promise<{ 
           const res = await pool.request({
             path,
             method: 'POST',
-            headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', authorization: auth },
+            headers: {
+              'content-type': 'application/x-www-form-urlencoded',
+              accept: 'application/json',
+              authorization: auth,
+            },
             body: `grant_type=refresh_token&refresh_token=${encodeURIComponent(refreshToken)}`,
           });
           const body = (await res.body.json()) as { refresh_token?: string; access_token?: string };
@@ -66,7 +73,10 @@ async function updateLoop(db: pg.Pool, tenant: string, durationMs: number): Prom
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async (_, i) => {
       while (performance.now() < end) {
-        await db.query(`UPDATE credentials SET version = version + 1, updated_at = now() WHERE tenant = $1 AND connection = $2`, [tenant, `u${i}`]);
+        await db.query(
+          `UPDATE credentials SET version = version + 1, updated_at = now() WHERE tenant = $1 AND connection = $2`,
+          [tenant, `u${i}`],
+        );
         done++;
       }
     }),
@@ -116,7 +126,11 @@ export async function pipelineRun(ctx: BenchContext, db: pg.Pool, prefix: string
       .query<{ commits: string; inserted: string; updated: string }>(
         `SELECT xact_commit AS commits, tup_inserted AS inserted, tup_updated AS updated FROM pg_stat_database WHERE datname = current_database()`,
       )
-      .then((r) => ({ commits: Number(r.rows[0]!.commits), inserted: Number(r.rows[0]!.inserted), updated: Number(r.rows[0]!.updated) }));
+      .then((r) => ({
+        commits: Number(r.rows[0]!.commits),
+        inserted: Number(r.rows[0]!.inserted),
+        updated: Number(r.rows[0]!.updated),
+      }));
   // A backend reports its counts to pg_stat_database at most once a second (PGSTAT_MIN_INTERVAL,
   // PostgreSQL 15), and one that went idle within a second of its last report only after
   // PGSTAT_IDLE_INTERVAL (10 s): the baseline loops' backends are closed before this run
@@ -124,7 +138,10 @@ export async function pipelineRun(ctx: BenchContext, db: pg.Pool, prefix: string
   await sleep(1_100);
   const statsBefore = await dbStats();
   const cpuBefore = ctx.refresher.cpuMs();
-  const acct = await CpuAccounting.begin({ refresher: ctx.refresher.pid, sandbox: ctx.env.sandbox.pid, 'nats-server': ctx.env.natsPid }, db);
+  const acct = await CpuAccounting.begin(
+    { refresher: ctx.refresher.pid, sandbox: ctx.env.sandbox.pid, 'nats-server': ctx.env.natsPid },
+    db,
+  );
   const t0 = performance.now();
   await db.query(`UPDATE credentials SET next_refresh_at = now() WHERE tenant LIKE $1`, [`${prefix}t%`]);
   const deadline = t0 + 60_000 + count * 20;
@@ -167,7 +184,13 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
     await insertRealRows(
       db,
       ctx.env.cipher,
-      Array.from({ length: CONCURRENCY }, (_, i) => ({ tenant: updTenant, connection: `u${i}`, provider: 'sandbox', expiresAt: null, nextRefreshAt: null })),
+      Array.from({ length: CONCURRENCY }, (_, i) => ({
+        tenant: updTenant,
+        connection: `u${i}`,
+        provider: 'sandbox',
+        expiresAt: null,
+        nextRefreshAt: null,
+      })),
     );
     const http: number[] = [];
     const update: number[] = [];
@@ -178,7 +201,11 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
     await undiciPostLoop(ctx, 300); // warm-up
     const processes = { refresher: ctx.refresher.pid, sandbox: ctx.env.sandbox.pid, 'nats-server': ctx.env.natsPid };
     const sharedUpdate: number[] = [];
-    const cpu = { http: [] as Record<string, number>[], update: [] as Record<string, number>[], pipeline: [] as Record<string, number>[] };
+    const cpu = {
+      http: [] as Record<string, number>[],
+      update: [] as Record<string, number>[],
+      pipeline: [] as Record<string, number>[],
+    };
     for (let round = 0; round < Math.max(rounds, pipelineRounds); round++) {
       let acct = await CpuAccounting.begin(processes, db);
       const h = await undiciPostLoop(ctx, baselineMs);
@@ -198,7 +225,8 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
       update.push(u.rate);
       if (round < pipelineRounds) {
         const run = await pipelineRun(ctx, db, `pipe${round}x`, count);
-        if (run.refreshed < count) report.note(`refresh pipeline: only ${run.refreshed}/${count} refreshed (${run.failed} failed)`);
+        if (run.refreshed < count)
+          report.note(`refresh pipeline: only ${run.refreshed}/${count} refreshed (${run.failed} failed)`);
         pipeline.push(run);
         cpu.pipeline.push(run.cpuPerRefresh);
       }
@@ -206,7 +234,9 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
     // Median per process over the runs; the total is the sum of those medians, as charted.
     const medianCosts = (list: Record<string, number>[]) => {
       const parts = Object.keys(list[0]!).filter((k) => k !== 'total');
-      const out: Record<string, number> = Object.fromEntries(parts.map((k) => [k, Math.round(median(list.map((c) => c[k]!)))]));
+      const out: Record<string, number> = Object.fromEntries(
+        parts.map((k) => [k, Math.round(median(list.map((c) => c[k]!)))]),
+      );
       out.total = parts.reduce((sum, k) => sum + out[k]!, 0);
       return out;
     };
@@ -221,7 +251,11 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
     const httpRate = median(http);
     const updateRate = median(update);
     const pipelineRate = median(pipeline.map((p) => p.rate));
-    const db1 = { commits: median(pipeline.map((p) => p.perRefresh.commits)), inserted: median(pipeline.map((p) => p.perRefresh.inserted)), updated: median(pipeline.map((p) => p.perRefresh.updated)) };
+    const db1 = {
+      commits: median(pipeline.map((p) => p.perRefresh.commits)),
+      inserted: median(pipeline.map((p) => p.perRefresh.inserted)),
+      updated: median(pipeline.map((p) => p.perRefresh.updated)),
+    };
     report.note(
       `refresh pipeline: ${count} due credentials per run, ${pipelineRounds} run(s); refresher CPU ${median(pipeline.map((p) => p.refresherCpuMsPerRefresh)).toFixed(2)} ms per refresh; ` +
         `per refresh the database committed ${db1.commits.toFixed(2)} transactions, inserted ${db1.inserted.toFixed(2)} and updated ${db1.updated.toFixed(2)} rows; ` +
@@ -246,8 +280,20 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
       unit: '',
       note: 'the best ratio the CPU a refresh costs allows on this machine: (cores / total µs per refresh) / slower baseline',
     });
-    report.add({ scenario: 3, name: 'refresh_pipeline.baseline_undici_post', value: httpRate, baseline: httpRate, unit: '/s' });
-    report.add({ scenario: 3, name: 'refresh_pipeline.baseline_single_row_update', value: updateRate, baseline: updateRate, unit: '/s' });
+    report.add({
+      scenario: 3,
+      name: 'refresh_pipeline.baseline_undici_post',
+      value: httpRate,
+      baseline: httpRate,
+      unit: '/s',
+    });
+    report.add({
+      scenario: 3,
+      name: 'refresh_pipeline.baseline_single_row_update',
+      value: updateRate,
+      baseline: updateRate,
+      unit: '/s',
+    });
     report.add({
       scenario: 3,
       name: 'refresh_pipeline.refreshes_per_second',

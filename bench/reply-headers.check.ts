@@ -18,7 +18,15 @@ const nc = await connect({ servers: server.url, noAsyncTraces: true });
 const signer = EventSigner.fromSeed(generateSigningSeed());
 const data = encodeJson({
   ok: true,
-  token: { tenant: 'acme', connection: 'github', provider: 'sandbox', accessToken: 'x'.repeat(40), tokenType: 'Bearer', expiresAt: new Date().toISOString(), version: 7 },
+  token: {
+    tenant: 'acme',
+    connection: 'github',
+    provider: 'sandbox',
+    accessToken: 'x'.repeat(40),
+    tokenType: 'Bearer',
+    expiresAt: new Date().toISOString(),
+    version: 7,
+  },
 });
 const SUBJECT = 'token.get.acme.github';
 const signed = signer.headersFor(SUBJECT, data, Date.now());
@@ -47,7 +55,9 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 for (const [name, ns] of Object.entries(results)) {
   ns.sort((a, b) => a - b);
-  console.log(`${name.padEnd(34)} median ${ns[Math.floor(ns.length / 2)].toFixed(0)} ns CPU/publish (min ${ns[0].toFixed(0)})`);
+  console.log(
+    `${name.padEnd(34)} median ${ns[Math.floor(ns.length / 2)].toFixed(0)} ns CPU/publish (min ${ns[0].toFixed(0)})`,
+  );
 }
 let signs = process.cpuUsage();
 for (let i = 0; i < 20_000; i++) signer.sign(SUBJECT, data, Date.now());

@@ -80,9 +80,17 @@ function implementations(): Implementation[] {
   const publicKey = decodeUserPublicKey(signer.publicKey)!;
 
   return [
-    { name: 'native', sign: () => signer.sign(SUBJECT, PAYLOAD, at), verify: () => verifier.verify(SUBJECT, PAYLOAD, reader, at) === 'ok' },
+    {
+      name: 'native',
+      sign: () => signer.sign(SUBJECT, PAYLOAD, at),
+      verify: () => verifier.verify(SUBJECT, PAYLOAD, reader, at) === 'ok',
+    },
     // base64url as the header needs it, so the comparison is like for like.
-    { name: 'nkeys', sign: () => Buffer.from(kp.sign(bytes())).toString('base64url'), verify: () => pub.verify(bytes(), rawSignature) },
+    {
+      name: 'nkeys',
+      sign: () => Buffer.from(kp.sign(bytes())).toString('base64url'),
+      verify: () => pub.verify(bytes(), rawSignature),
+    },
     {
       name: 'tweetnacl',
       sign: () => Buffer.from(nacl.sign.detached(bytes(), secretKey)).toString('base64url'),
@@ -152,7 +160,14 @@ export async function signingBench(ctx: BenchContext): Promise<void> {
   const f = measureSigning(ctx.options);
   for (const line of describeFigures(f)) ctx.report.note(line);
   for (const op of ['sign', 'verify'] as const) {
-    ctx.report.add({ scenario: 6, name: `signing.${op}.native_vs_nkeys`, value: f[op].native!, baseline: f[op].nkeys!, unit: '/s', note: `native ${us(f[op].native!)} µs, nkeys ${us(f[op].nkeys!)} µs, tweetnacl (key derived once) ${us(f[op].tweetnacl!)} µs` });
+    ctx.report.add({
+      scenario: 6,
+      name: `signing.${op}.native_vs_nkeys`,
+      value: f[op].native!,
+      baseline: f[op].nkeys!,
+      unit: '/s',
+      note: `native ${us(f[op].native!)} µs, nkeys ${us(f[op].nkeys!)} µs, tweetnacl (key derived once) ${us(f[op].tweetnacl!)} µs`,
+    });
   }
   ctx.report.series.signing = f;
 }

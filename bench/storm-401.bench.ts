@@ -27,7 +27,11 @@ export async function storm401Bench(ctx: BenchContext): Promise<void> {
   const connections: NatsConnection[] = await Promise.all(
     Array.from({ length: connectionCount }, (_, i) => connectCaller(env.natsUrl, `bench-storm-${i}`)),
   );
-  const clients = Array.from({ length: clientCount }, (_, i) => new TokenClient({ nc: connections[i % connectionCount], connections: [KEY], logger: { warn: () => undefined } }));
+  const clients = Array.from(
+    { length: clientCount },
+    (_, i) =>
+      new TokenClient({ nc: connections[i % connectionCount], connections: [KEY], logger: { warn: () => undefined } }),
+  );
   try {
     await Promise.all(clients.map((c) => c.start()));
     await Promise.all(clients.map((c) => c.getToken(KEY)));

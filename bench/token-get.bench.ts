@@ -39,7 +39,9 @@ export async function tokenGetBench(ctx: BenchContext): Promise<void> {
       [subject, refresher],
       [baseline, echo],
     ]);
-    report.note(`token.get: request ${payload.length} B, reply ${replyBytes} B (echo replies with the same size); ${rounds} round(s) of ${measureMs} ms per point`);
+    report.note(
+      `token.get: request ${payload.length} B, reply ${replyBytes} B (echo replies with the same size); ${rounds} round(s) of ${measureMs} ms per point`,
+    );
 
     for (const target of [baseline, subject]) await closedLoop(caller, target, 64, warmupMs);
 
@@ -53,14 +55,19 @@ export async function tokenGetBench(ctx: BenchContext): Promise<void> {
         for (const target of order) {
           const child = responders.get(target)!;
           const cpuBefore = child.cpuMs();
-          const acct = level === 64 ? await CpuAccounting.begin({ responder: child.pid, 'nats-server': env.natsPid }) : undefined;
+          const acct =
+            level === 64 ? await CpuAccounting.begin({ responder: child.pid, 'nats-server': env.natsPid }) : undefined;
           const result =
             target === subject && level === 64 && round === 0
-              ? await profiled(ctx, refresher, 'token-get-inflight-64', () => closedLoop(caller, target, level, measureMs))
+              ? await profiled(ctx, refresher, 'token-get-inflight-64', () =>
+                  closedLoop(caller, target, level, measureMs),
+                )
               : await closedLoop(caller, target, level, measureMs);
-          if (result.errors > 0) report.note(`token.get: ${result.errors} errors from ${target.name} at ${level} in flight`);
+          if (result.errors > 0)
+            report.note(`token.get: ${result.errors} errors from ${target.name} at ${level} in flight`);
           runs[target.name as 'echo' | 'refresher'].push(result);
-          if (level === 64) cpu[target.name as 'echo' | 'refresher'].push(((child.cpuMs() - cpuBefore) * 1000) / result.completed);
+          if (level === 64)
+            cpu[target.name as 'echo' | 'refresher'].push(((child.cpuMs() - cpuBefore) * 1000) / result.completed);
           if (acct) split[target.name as 'echo' | 'refresher'].push(perOp(await acct.end(), result.completed));
         }
       }
@@ -97,14 +104,18 @@ export async function tokenGetBench(ctx: BenchContext): Promise<void> {
     });
 
     // Half the maximum load: the same request rate for both, half of the lower of the two maxima.
-    const maxRate = (name: 'echo' | 'refresher') => Math.max(...LEVELS.map((l) => median(byLevel.get(l)![name].map((r) => r.rate))));
+    const maxRate = (name: 'echo' | 'refresher') =>
+      Math.max(...LEVELS.map((l) => median(byLevel.get(l)![name].map((r) => r.rate))));
     const rate = Math.round(0.5 * Math.min(maxRate('echo'), maxRate('refresher')));
     const paced = { echo: [] as LoadResult[], refresher: [] as LoadResult[] };
     for (let round = 0; round < rounds; round++) {
       const order = round % 2 === 0 ? [baseline, subject] : [subject, baseline];
-      for (const target of order) paced[target.name as 'echo' | 'refresher'].push(await openLoop(caller, target, rate, measureMs));
+      for (const target of order)
+        paced[target.name as 'echo' | 'refresher'].push(await openLoop(caller, target, rate, measureMs));
     }
-    report.note(`token.get: half load = ${rate} req/s (half the lower of the two maxima), open loop, latency from each request's due time`);
+    report.note(
+      `token.get: half load = ${rate} req/s (half the lower of the two maxima), open loop, latency from each request's due time`,
+    );
     for (const p of ['p50Ms', 'p99Ms'] as const) {
       report.add({
         scenario: 1,
@@ -127,8 +138,13 @@ export async function tokenGetBench(ctx: BenchContext): Promise<void> {
 
     const medianSplit = (list: Record<string, number>[]) =>
       Object.fromEntries(Object.keys(list[0]!).map((k) => [k, Math.round(median(list.map((c) => c[k]!)))]));
-    report.note(describePerOp('token.get at 64 in flight, echo', medianSplit(split.echo)) + ' (bench = the calling client)');
-    report.note(describePerOp('token.get at 64 in flight, refresher', medianSplit(split.refresher)) + ' (bench = the calling client)');
+    report.note(
+      describePerOp('token.get at 64 in flight, echo', medianSplit(split.echo)) + ' (bench = the calling client)',
+    );
+    report.note(
+      describePerOp('token.get at 64 in flight, refresher', medianSplit(split.refresher)) +
+        ' (bench = the calling client)',
+    );
     const med = (runs: LoadResult[], f: (r: LoadResult) => number) => median(runs.map(f));
     report.series.tokenGet = {
       levels: LEVELS.map((level) => ({

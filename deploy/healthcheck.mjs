@@ -42,7 +42,8 @@ async function nats(subject) {
 }
 
 try {
-  const healthy = kind === 'http' ? await http(target || '/healthz', expected) : kind === 'nats' ? await nats(target) : false;
+  const healthy =
+    kind === 'http' ? await http(target || '/healthz', expected) : kind === 'nats' ? await nats(target) : false;
   process.exit(healthy ? 0 : 1);
 } catch {
   process.exit(1);

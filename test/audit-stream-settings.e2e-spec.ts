@@ -8,10 +8,25 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, nanos, PermissionViolationError, type NatsConnection } from '@nats-io/transport-node';
 import { adminSubject, AUDIT_STREAM, AUDIT_SUBJECT_FILTER, encodeJson } from '@tokenkeeper/contracts';
-import { createTestDatabase, permissionError, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  permissionError,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAuditStream } from '../apps/audit/test/audit.harness.js';
-import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import {
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from '../apps/refresher/test/refresher.harness.js';
 import { buildAuthz } from '../apps/tokenctl/src/authz.command.js';
 import { renderServerConfig, type GeneratedUser } from '../apps/tokenctl/src/authz.render.js';
 import { allAccessUser, credentialsOf, natsEnvOf } from '../apps/tokenctl/test/generated-users.js';
@@ -30,7 +45,12 @@ describe('the audit stream under the generated permissions: created by the refre
   const connections: NatsConnection[] = [];
 
   const connectAs = async (user: GeneratedUser): Promise<NatsConnection> => {
-    const nc = await connect({ servers: nats.url, ...credentialsOf(user), inboxPrefix: user.user.inboxPrefix, noAsyncTraces: true });
+    const nc = await connect({
+      servers: nats.url,
+      ...credentialsOf(user),
+      inboxPrefix: user.user.inboxPrefix,
+      noAsyncTraces: true,
+    });
     connections.push(nc);
     return nc;
   };
@@ -70,21 +90,35 @@ describe('the audit stream under the generated permissions: created by the refre
       sandboxProviders(sandbox),
     );
     const admin = await connectAs(users.get('admin-acme')!);
-    const registered = await admin.request(adminSubject('register', 'acme', 'github'), encodeJson({ provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 }), { timeout: 10_000 });
+    const registered = await admin.request(
+      adminSubject('register', 'acme', 'github'),
+      encodeJson({ provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 }),
+      { timeout: 10_000 },
+    );
     expect(registered.json()).toMatchObject({ ok: true });
 
     const opsConnection = connections[0]!;
-    const records = await waitFor(async () => {
-      const all = await readAuditStream(opsConnection);
-      return all.some((r) => r.subject === 'audit.token.registered.acme.github') ? all : undefined;
-    }, { timeoutMs: 20_000 });
+    const records = await waitFor(
+      async () => {
+        const all = await readAuditStream(opsConnection);
+        return all.some((r) => r.subject === 'audit.token.registered.acme.github') ? all : undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
     expect(records.map((r) => r.subject)).toContain('audit.token.registered.acme.github');
 
     const config = (await ops.streams.info(AUDIT_STREAM)).config;
-    expect({ max_age: config.max_age, max_bytes: config.max_bytes, duplicate_window: config.duplicate_window }).toEqual(OPERATOR_SETTINGS);
-    const warning = refresher.logs.text().split('\n').find((line) => line.includes('audit stream settings differ'));
+    expect({ max_age: config.max_age, max_bytes: config.max_bytes, duplicate_window: config.duplicate_window }).toEqual(
+      OPERATOR_SETTINGS,
+    );
+    const warning = refresher.logs
+      .text()
+      .split('\n')
+      .find((line) => line.includes('audit stream settings differ'));
     expect(warning).toBeDefined();
     expect(warning).toContain('max_age (AUDIT_STREAM_MAX_AGE_HOURS): 3600s (configured 2592000s)');
-    expect(warning).toContain(`nats stream edit ${AUDIT_STREAM} --max-age=2592000s --max-bytes=1073741824 --dupe-window=120s --force`);
+    expect(warning).toContain(
+      `nats stream edit ${AUDIT_STREAM} --max-age=2592000s --max-bytes=1073741824 --dupe-window=120s --force`,
+    );
   }, 90_000);
 });

@@ -5,7 +5,15 @@
  * one database and one public address (a front proxy the test steers), the audit app
  * stores the trail, and a resource server (introspection) judges the tokens served.
  */
-import { createTestDatabase, freePort, sleep, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  freePort,
+  sleep,
+  startNatsServer,
+  waitFor,
+  type NatsServerHandle,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 // By path, not from the package index: oidc-provider and playwright load only where a test drives a browser.
 import { BrowserHarness } from '../libs/testing/src/browser.harness.js';
 import { OidcProviderHarness } from '../libs/testing/src/oidc-provider.harness.js';
@@ -15,7 +23,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, startTestAudit, type TestAudit } from '../apps/audit/test/audit.harness.js';
 import { parseProvidersDocument } from '../apps/refresher/src/providers/providers-file.loader.js';
 import type { ProviderConfig } from '../apps/refresher/src/providers/provider.types.js';
-import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import {
+  RawCaller,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from '../apps/refresher/test/refresher.harness.js';
 import { FrontProxy, startReturnApp, withParam } from './connect-oidc.fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -60,7 +74,10 @@ describe('connect flow with oidc-provider and chromium', () => {
     const providers = connectProviders(oidc, returnApp.origin);
     const keys = testKeys();
     const env = (port: number) =>
-      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys }, { HTTP_PORT: String(port), PUBLIC_BASE_URL: front.url, LOG_LEVEL: 'trace' });
+      testEnv(
+        { natsUrl: nats.url, databaseUrl: db.url, keys },
+        { HTTP_PORT: String(port), PUBLIC_BASE_URL: front.url, LOG_LEVEL: 'trace' },
+      );
     replicaA = await startTestRefresher(env(portA), providers);
     replicaB = await startTestRefresher(env(portB), providers);
     front.targetPort = portA;
@@ -84,7 +101,11 @@ describe('connect flow with oidc-provider and chromium', () => {
 
   async function startConnect(connection: string, extra: Record<string, unknown> = {}): Promise<string> {
     const reply = await connect(connection, extra);
-    expect(reply).toMatchObject({ ok: true, url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/connect\//), expiresAt: expect.any(String) });
+    expect(reply).toMatchObject({
+      ok: true,
+      url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/connect\//),
+      expiresAt: expect.any(String),
+    });
     expect(reply.url.startsWith(`${front.url}/connect/`)).toBe(true);
     return reply.url;
   }
@@ -172,7 +193,10 @@ describe('connect flow with oidc-provider and chromium', () => {
     expect(exchange.basicAuth).toBe(true);
 
     const credential = await describeCredential('crm');
-    expect(credential).toMatchObject({ ok: true, credential: { tenant: TENANT, connection: 'crm', provider: 'oidc', status: 'active' } });
+    expect(credential).toMatchObject({
+      ok: true,
+      credential: { tenant: TENANT, connection: 'crm', provider: 'oidc', status: 'active' },
+    });
 
     const got = await caller.get({ tenant: TENANT, connection: 'crm' });
     expect(got.ok).toBe(true);
@@ -220,12 +244,26 @@ describe('connect flow with oidc-provider and chromium', () => {
   }, 60_000);
 
   it('tokenctl connect prints the link and exits 0 once the browser connected the credential', async () => {
-    const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/tokenctl/src/main.ts',
-      'connect', TENANT, 'crm-cli', '--provider', 'oidc', '--wait', '60'], {
-      cwd: ROOT,
-      env: { ...process.env, NATS_URL: nats.url, NO_COLOR: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        '@swc-node/register/esm-register',
+        'apps/tokenctl/src/main.ts',
+        'connect',
+        TENANT,
+        'crm-cli',
+        '--provider',
+        'oidc',
+        '--wait',
+        '60',
+      ],
+      {
+        cwd: ROOT,
+        env: { ...process.env, NATS_URL: nats.url, NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
     const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
@@ -299,7 +337,9 @@ describe('connect flow with oidc-provider and chromium', () => {
     without.searchParams.delete('iss');
     await expectRefusedPage(without.toString());
     await expectNoCredential('crm-mixup');
-    expect(oidc.tokenRequests.filter((r) => r.params.get('code') === new URL(held).searchParams.get('code'))).toHaveLength(0);
+    expect(
+      oidc.tokenRequests.filter((r) => r.params.get('code') === new URL(held).searchParams.get('code')),
+    ).toHaveLength(0);
   }, 60_000);
 
   it('an expired session is refused, at the connect URL and at the callback', async () => {
@@ -324,7 +364,8 @@ describe('connect flow with oidc-provider and chromium', () => {
       const page = await tab.result();
       await tab.page.close();
       expect(page.status).toBe(200);
-      for (const shown of ['Acme Industries (acme)', 'crm-twice', 'oidc', 'openid offline_access api:read']) expect(page.text).toContain(shown);
+      for (const shown of ['Acme Industries (acme)', 'crm-twice', 'oidc', 'openid offline_access api:read'])
+        expect(page.text).toContain(shown);
     }
     // Nobody was sent to the provider by the GETs.
     expect(oidc.authorizationRequests).toHaveLength(asked);
@@ -341,9 +382,12 @@ describe('connect flow with oidc-provider and chromium', () => {
     const tab = await browser.open(url);
     await tab.pressConnect();
     // The first browser holds the binding: host-only, Secure, HttpOnly, Lax.
-    const binding = (await tab.page.context().cookies(front.url)).filter((c) => c.name.startsWith('__Host-tokenkeeper-connect-'));
+    const binding = (await tab.page.context().cookies(front.url)).filter((c) =>
+      c.name.startsWith('__Host-tokenkeeper-connect-'),
+    );
     expect(binding.length).toBeGreaterThanOrEqual(1);
-    for (const cookie of binding) expect(cookie).toMatchObject({ secure: true, httpOnly: true, sameSite: 'Lax', path: '/' });
+    for (const cookie of binding)
+      expect(cookie).toMatchObject({ secure: true, httpOnly: true, sameSite: 'Lax', path: '/' });
     await tab.page.close();
     // What an attacker copies: the authorization request the refresher sent this browser to.
     const asked = oidc.authorizationRequests.at(-1)!;
@@ -364,7 +408,11 @@ describe('connect flow with oidc-provider and chromium', () => {
       await second.close();
     }
     await expectNoCredential('crm-copied');
-    expect(oidc.tokenRequests.filter((r) => r.params.get('code') === new URL(front.callbacks.at(-1)!).searchParams.get('code'))).toHaveLength(0);
+    expect(
+      oidc.tokenRequests.filter(
+        (r) => r.params.get('code') === new URL(front.callbacks.at(-1)!).searchParams.get('code'),
+      ),
+    ).toHaveLength(0);
     await waitFor(async () => (await auditTypes('crm-copied')).includes('connect_failed'), { timeoutMs: 20_000 });
     expect(await auditTypes('crm-copied')).not.toContain('connected');
   }, 90_000);
@@ -389,7 +437,9 @@ describe('connect flow with oidc-provider and chromium', () => {
   });
 
   function refreshTokensPresented(): string[] {
-    return oidc.tokenRequests.filter((r) => r.params.get('grant_type') === 'refresh_token').map((r) => r.params.get('refresh_token')!);
+    return oidc.tokenRequests
+      .filter((r) => r.params.get('grant_type') === 'refresh_token')
+      .map((r) => r.params.get('refresh_token')!);
   }
 });
 

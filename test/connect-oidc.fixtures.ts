@@ -68,7 +68,9 @@ export class FrontProxy {
 
 /** The app a user returns to (an allowed `returnUrl` origin). */
 export async function startReturnApp(): Promise<{ origin: string; close(): Promise<void> }> {
-  const server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end('back at the app'));
+  const server = createServer((_req, res) =>
+    res.writeHead(200, { 'content-type': 'text/plain' }).end('back at the app'),
+  );
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   return {
     origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

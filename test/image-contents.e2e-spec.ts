@@ -15,7 +15,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
  */
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const TEST_PACKAGES = ['vitest', '@vitest/', 'playwright', 'playwright-core', 'oidc-provider', '@nestjs/testing', 'unplugin-swc'];
+const TEST_PACKAGES = [
+  'vitest',
+  '@vitest/',
+  'playwright',
+  'playwright-core',
+  'oidc-provider',
+  '@nestjs/testing',
+  'unplugin-swc',
+];
 const TEST_FILE = /(\.spec|\.e2e-spec|\.fixtures?|\.harness)\.js$/;
 
 let work: string;
@@ -35,12 +43,19 @@ afterAll(() => {
 
 describe('the build the image copies', () => {
   it('holds the deployed apps and their libs, the sandbox provider among them', () => {
-    for (const entry of ['refresher', 'audit', 'sandbox-provider', 'tokenctl']) expect(files).toContain(`apps/${entry}/src/main.js`);
+    for (const entry of ['refresher', 'audit', 'sandbox-provider', 'tokenctl'])
+      expect(files).toContain(`apps/${entry}/src/main.js`);
     expect(files).toContain('libs/sandbox/src/sandbox-provider.js');
   });
 
   it('holds no file of libs/testing, of the demo, of a test folder, and no spec or fixture', () => {
-    const offenders = files.filter((file) => file.startsWith('libs/testing/') || file.startsWith('apps/demo/') || /(^|\/)test\//.test(file) || TEST_FILE.test(file));
+    const offenders = files.filter(
+      (file) =>
+        file.startsWith('libs/testing/') ||
+        file.startsWith('apps/demo/') ||
+        /(^|\/)test\//.test(file) ||
+        TEST_FILE.test(file),
+    );
     expect(offenders).toEqual([]);
   });
 
@@ -49,8 +64,11 @@ describe('the build the image copies', () => {
     for (const file of files.filter((f) => f.endsWith('.js'))) {
       for (const specifier of importsOf(readFileSync(join(out, file), 'utf8'))) {
         if (specifier.startsWith('.')) {
-          if (!files.includes(join(dirname(file), specifier))) offenders.push(`${file}: ${specifier} (not in the build)`);
-        } else if (TEST_PACKAGES.some((pkg) => specifier === pkg || specifier.startsWith(pkg.endsWith('/') ? pkg : `${pkg}/`))) {
+          if (!files.includes(join(dirname(file), specifier)))
+            offenders.push(`${file}: ${specifier} (not in the build)`);
+        } else if (
+          TEST_PACKAGES.some((pkg) => specifier === pkg || specifier.startsWith(pkg.endsWith('/') ? pkg : `${pkg}/`))
+        ) {
           offenders.push(`${file}: ${specifier}`);
         }
       }
@@ -79,8 +97,16 @@ describe('the Dockerfile', () => {
     expect(copies.length).toBeGreaterThan(0);
     for (const copy of copies) {
       const from = /--from=(\S+)/.exec(copy)?.[1];
-      const sources = copy.replace(/--\S+\s+/g, '').split(/\s+/).slice(0, -1);
-      const allowed = from === 'build' ? ['/app/dist'] : from === 'deps' ? ['/app/node_modules'] : ['package.json', 'package-lock.json', 'config', 'deploy/healthcheck.mjs'];
+      const sources = copy
+        .replace(/--\S+\s+/g, '')
+        .split(/\s+/)
+        .slice(0, -1);
+      const allowed =
+        from === 'build'
+          ? ['/app/dist']
+          : from === 'deps'
+            ? ['/app/node_modules']
+            : ['package.json', 'package-lock.json', 'config', 'deploy/healthcheck.mjs'];
       for (const source of sources) expect(allowed, copy).toContain(source);
     }
   });
@@ -88,7 +114,10 @@ describe('the Dockerfile', () => {
   it('installs the runtime dependencies without devDependencies, where every test package is', () => {
     const deps = stages.find((stage) => /^\S+\s+AS\s+deps\b/i.test(stage)) ?? '';
     expect(deps).toMatch(/npm ci[^\n]*--omit=dev/);
-    const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+      devDependencies: Record<string, string>;
+    };
     for (const pkg of ['vitest', 'playwright-core', 'oidc-provider', '@nestjs/testing']) {
       expect(Object.keys(manifest.dependencies)).not.toContain(pkg);
       expect(Object.keys(manifest.devDependencies)).toContain(pkg);
@@ -110,6 +139,10 @@ function walk(dir: string): string[] {
 
 /** The specifiers of static imports, re-exports and dynamic imports with a literal. */
 function importsOf(code: string): string[] {
-  const found = [...code.matchAll(/(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"]([^'"]+)['"]/g), ...code.matchAll(/\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g), ...code.matchAll(/^import\s*['"]([^'"]+)['"]/gm)];
+  const found = [
+    ...code.matchAll(/(?:^|[\s;])(?:import|export)\s[^'"`;]*?from\s*['"]([^'"]+)['"]/g),
+    ...code.matchAll(/\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g),
+    ...code.matchAll(/^import\s*['"]([^'"]+)['"]/gm),
+  ];
   return found.map((m) => m[1]);
 }

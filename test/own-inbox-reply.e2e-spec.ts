@@ -9,12 +9,26 @@
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { adminSubject, auditQuerySubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
 import { RPC_DROPPED_METRIC } from '@tokenkeeper/nats';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditMetrics } from '../apps/audit/src/audit.metrics.js';
 import { auditEnv, startTestAudit, type TestAudit } from '../apps/audit/test/audit.harness.js';
 import { RefreshMetrics } from '../apps/refresher/src/metrics/refresh.metrics.js';
-import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import {
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from '../apps/refresher/test/refresher.harness.js';
 import { buildAuthz } from '../apps/tokenctl/src/authz.command.js';
 import { renderServerConfig, type GeneratedUser } from '../apps/tokenctl/src/authz.render.js';
 import { allAccessUser, credentialsOf, natsEnvOf } from '../apps/tokenctl/test/generated-users.js';
@@ -36,7 +50,12 @@ describe("replies into the services' own inboxes, under the generated permission
   const connections: NatsConnection[] = [];
 
   const connectAs = async (user: GeneratedUser): Promise<NatsConnection> => {
-    const nc = await connect({ servers: nats.url, ...credentialsOf(user), inboxPrefix: user.user.inboxPrefix, noAsyncTraces: true });
+    const nc = await connect({
+      servers: nats.url,
+      ...credentialsOf(user),
+      inboxPrefix: user.user.inboxPrefix,
+      noAsyncTraces: true,
+    });
     connections.push(nc);
     return nc;
   };
@@ -75,7 +94,13 @@ describe("replies into the services' own inboxes, under the generated permission
     const admin = await connectAs(users.get('admin-acme')!);
     const consumer = await connectAs(users.get('svc-acme')!);
     const watcher = await connectAs(WATCHER);
-    const registered = (await admin.request(adminSubject('register', 'acme', 'github'), encodeJson({ provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 }), { timeout: 10_000 })).json();
+    const registered = (
+      await admin.request(
+        adminSubject('register', 'acme', 'github'),
+        encodeJson({ provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 }),
+        { timeout: 10_000 },
+      )
+    ).json();
     expect(registered).toMatchObject({ ok: true });
 
     const seen: string[] = [];
@@ -102,7 +127,11 @@ describe("replies into the services' own inboxes, under the generated permission
     expect(seen.filter((subject) => subject.includes('.forged.'))).toEqual([]);
     const refresherMetrics = refresher.app.get(RefreshMetrics).registry;
     const auditMetrics = audit.app.get(AuditMetrics).registry;
-    await waitFor(async () => (await dropped(refresherMetrics, 'own_inbox')) === 2 && (await dropped(auditMetrics, 'own_inbox')) === 1, { timeoutMs: 10_000 });
+    await waitFor(
+      async () =>
+        (await dropped(refresherMetrics, 'own_inbox')) === 2 && (await dropped(auditMetrics, 'own_inbox')) === 1,
+      { timeoutMs: 10_000 },
+    );
     expect(await dropped(refresherMetrics, 'reply_subject')).toBe(0);
     const logs = refresher.logs.text() + audit.logs.text();
     expect(logs).toContain("reply subject is this service's own inbox");

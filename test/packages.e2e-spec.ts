@@ -12,17 +12,35 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { adminSubject, encodeJson } from '@tokenkeeper/contracts';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import {
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from '../apps/refresher/test/refresher.harness.js';
 import { packLibs } from '../tools/pack-libs.js';
 import { REPO_ROOT } from '../tools/compile.js';
 
 const INSTALL_MS = 240_000;
 
 function npm(args: string[], cwd: string): void {
-  const result = spawnSync('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd, encoding: 'utf8', timeout: INSTALL_MS });
+  const result = spawnSync('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], {
+    cwd,
+    encoding: 'utf8',
+    timeout: INSTALL_MS,
+  });
   if (result.status !== 0) throw new Error(`npm ${args.join(' ')}: ${result.stdout}${result.stderr}`);
 }
 
@@ -90,10 +108,21 @@ describe('the packed libraries, installed outside the repository', () => {
     tarballs = packLibs(mkdtempSync(join(tmpdir(), 'tk-packs-')));
     plain = scratchProject(tarballs);
     scratch.push(plain);
-    [nats, db, sandbox] = await Promise.all([startNatsServer({ jetstream: true }), createTestDatabase('tk_packages'), startSandboxProvider({ accessTokenTtlSeconds: 3600 })]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer({ jetstream: true }),
+      createTestDatabase('tk_packages'),
+      startSandboxProvider({ accessTokenTtlSeconds: 3600 }),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     operator = await connect({ servers: nats.url });
-    const registered = await operator.request(adminSubject('register', 'acme', 'github'), encodeJson({ provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 }), { timeout: 10_000 });
+    const registered = await operator.request(
+      adminSubject('register', 'acme', 'github'),
+      encodeJson({ provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 }),
+      { timeout: 10_000 },
+    );
     expect(registered.json()).toMatchObject({ ok: true });
   }, INSTALL_MS + 60_000);
 
@@ -123,21 +152,28 @@ describe('the packed libraries, installed outside the repository', () => {
     child.stderr.on('data', (d) => (stderr += d));
     createInterface({ input: child.stdout }).on('line', (line) => lines.push(JSON.parse(line)));
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    await waitFor(() => lines.length >= 1 || child.exitCode !== null, { timeoutMs: 20_000, message: 'the first token' });
+    await waitFor(() => lines.length >= 1 || child.exitCode !== null, {
+      timeoutMs: 20_000,
+      message: 'the first token',
+    });
     expect(lines[0], stderr).toMatchObject({ step: 'first', subject: 'token.get.acme.github' });
-    const refreshed = await operator.request(adminSubject('refresh', 'acme', 'github'), encodeJson({}), { timeout: 10_000 });
+    const refreshed = await operator.request(adminSubject('refresh', 'acme', 'github'), encodeJson({}), {
+      timeout: 10_000,
+    });
     expect(refreshed.json()).toMatchObject({ ok: true });
     expect(await exited, stderr).toBe(0);
     return lines;
   }
 
   it('installs with its declared dependencies only: no framework, no test harness, the project version', () => {
-    const installed = (name: string) => JSON.parse(readFileSync(join(plain, 'node_modules', name, 'package.json'), 'utf8'));
+    const installed = (name: string) =>
+      JSON.parse(readFileSync(join(plain, 'node_modules', name, 'package.json'), 'utf8'));
     const project = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8'));
     expect(installed('@tokenkeeper/client').version).toBe(project.version);
     expect(installed('@tokenkeeper/contracts').version).toBe(project.version);
     expect(existsSync(join(plain, 'node_modules/@nestjs'))).toBe(false);
-    for (const absent of ['vitest', 'typeorm', 'pg', '@tokenkeeper/testing', 'oidc-provider']) expect(existsSync(join(plain, 'node_modules', absent)), absent).toBe(false);
+    for (const absent of ['vitest', 'typeorm', 'pg', '@tokenkeeper/testing', 'oidc-provider'])
+      expect(existsSync(join(plain, 'node_modules', absent)), absent).toBe(false);
     const listing = spawnSync('tar', ['tzf', tarballs[1]!], { encoding: 'utf8' }).stdout;
     expect(listing).toContain('package/dist/index.d.ts');
     expect(listing).toContain('package/dist/nest.js');
@@ -146,10 +182,15 @@ describe('the packed libraries, installed outside the repository', () => {
 
   it('plain JavaScript gets a verified token and follows a pushed refresh', async () => {
     writeFileSync(join(plain, 'consumer.mjs'), CONSUMER_JS);
-    const version = (await operator.request(adminSubject('describe', 'acme', 'github'), encodeJson({}))).json<any>().credential.version;
+    const version = (await operator.request(adminSubject('describe', 'acme', 'github'), encodeJson({}))).json<any>()
+      .credential.version;
     const lines = await runConsumer(plain, 'consumer.mjs');
     expect(lines[0]).toMatchObject({ version });
-    expect(lines[1]).toMatchObject({ step: 'pushed', version: version + 1, stats: { rejectedEvents: 0, rejectedReplies: 0 } });
+    expect(lines[1]).toMatchObject({
+      step: 'pushed',
+      version: version + 1,
+      stats: { rejectedEvents: 0, rejectedReplies: 0 },
+    });
   }, 60_000);
 
   it('TypeScript with moduleResolution nodenext compiles against the declarations and runs', async () => {
@@ -157,35 +198,77 @@ describe('the packed libraries, installed outside the repository', () => {
     writeFileSync(
       join(plain, 'tsconfig.json'),
       JSON.stringify({
-        compilerOptions: { target: 'ES2022', module: 'nodenext', moduleResolution: 'nodenext', strict: true, outDir: 'out', types: ['node'], typeRoots: [join(REPO_ROOT, 'node_modules/@types')] },
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          strict: true,
+          outDir: 'out',
+          types: ['node'],
+          typeRoots: [join(REPO_ROOT, 'node_modules/@types')],
+        },
         files: ['consumer.ts'],
       }),
     );
-    const tsc = spawnSync(process.execPath, [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: plain, encoding: 'utf8' });
+    const tsc = spawnSync(
+      process.execPath,
+      [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'],
+      { cwd: plain, encoding: 'utf8' },
+    );
     expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
-    const version = (await operator.request(adminSubject('describe', 'acme', 'github'), encodeJson({}))).json<any>().credential.version;
+    const version = (await operator.request(adminSubject('describe', 'acme', 'github'), encodeJson({}))).json<any>()
+      .credential.version;
     const lines = await runConsumer(plain, 'out/consumer.js');
     expect(lines[1]).toMatchObject({ step: 'pushed', version: version + 1, missing: 'not_found' });
   }, 90_000);
 
-  it('the Nest module lives on its own subpath, with @nestjs/common as a peer', async () => {
-    const withoutNest = spawnSync(process.execPath, ['--input-type=module', '-e', "await import('@tokenkeeper/client/nest')"], { cwd: plain, encoding: 'utf8' });
-    expect(withoutNest.status).not.toBe(0);
-    expect(withoutNest.stderr).toMatch(/Cannot find package '@nestjs\/common'/);
+  it(
+    'the Nest module lives on its own subpath, with @nestjs/common as a peer',
+    async () => {
+      const withoutNest = spawnSync(
+        process.execPath,
+        ['--input-type=module', '-e', "await import('@tokenkeeper/client/nest')"],
+        { cwd: plain, encoding: 'utf8' },
+      );
+      expect(withoutNest.status).not.toBe(0);
+      expect(withoutNest.stderr).toMatch(/Cannot find package '@nestjs\/common'/);
 
-    const nestProject = scratchProject(tarballs, ['@nestjs/common@12', '@nestjs/core@12', 'reflect-metadata', 'rxjs']);
-    scratch.push(nestProject);
-    writeFileSync(join(nestProject, 'app.ts'), CONSUMER_NEST);
-    // The decorators need compiling: the repository's tsc, nothing of its config.
-    const tsc = spawnSync(
-      process.execPath,
-      [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '--target', 'ES2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--experimentalDecorators', '--emitDecoratorMetadata', '--skipLibCheck', '--types', 'node', '--typeRoots', join(REPO_ROOT, 'node_modules/@types'), '--outDir', 'out', 'app.ts'],
-      { cwd: nestProject, encoding: 'utf8' },
-    );
-    expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
-    writeFileSync(
-      join(nestProject, 'main.mjs'),
-      `import { NestFactory } from '@nestjs/core';
+      const nestProject = scratchProject(tarballs, [
+        '@nestjs/common@12',
+        '@nestjs/core@12',
+        'reflect-metadata',
+        'rxjs',
+      ]);
+      scratch.push(nestProject);
+      writeFileSync(join(nestProject, 'app.ts'), CONSUMER_NEST);
+      // The decorators need compiling: the repository's tsc, nothing of its config.
+      const tsc = spawnSync(
+        process.execPath,
+        [
+          join(REPO_ROOT, 'node_modules/typescript/bin/tsc'),
+          '--target',
+          'ES2022',
+          '--module',
+          'nodenext',
+          '--moduleResolution',
+          'nodenext',
+          '--experimentalDecorators',
+          '--emitDecoratorMetadata',
+          '--skipLibCheck',
+          '--types',
+          'node',
+          '--typeRoots',
+          join(REPO_ROOT, 'node_modules/@types'),
+          '--outDir',
+          'out',
+          'app.ts',
+        ],
+        { cwd: nestProject, encoding: 'utf8' },
+      );
+      expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
+      writeFileSync(
+        join(nestProject, 'main.mjs'),
+        `import { NestFactory } from '@nestjs/core';
 import { TokenClient } from '@tokenkeeper/client';
 const { AppModule } = await import('./out/app.js');
 const app = await NestFactory.createApplicationContext(AppModule, { logger: false });
@@ -193,9 +276,14 @@ const token = await app.get(TokenClient).getToken({ tenant: 'acme', connection: 
 console.log(JSON.stringify({ version: token.version, tokenType: token.tokenType }));
 await app.close();
 `,
-    );
-    const run = await runNode(nestProject, ['main.mjs', nats.url, refresher.signerPublicKey]);
-    expect(run.status, run.stderr).toBe(0);
-    expect(JSON.parse(run.stdout.trim())).toMatchObject({ tokenType: expect.any(String), version: expect.any(Number) });
-  }, INSTALL_MS + 60_000);
+      );
+      const run = await runNode(nestProject, ['main.mjs', nats.url, refresher.signerPublicKey]);
+      expect(run.status, run.stderr).toBe(0);
+      expect(JSON.parse(run.stdout.trim())).toMatchObject({
+        tokenType: expect.any(String),
+        version: expect.any(Number),
+      });
+    },
+    INSTALL_MS + 60_000,
+  );
 });

@@ -10,7 +10,16 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { TokenClient } from '@tokenkeeper/client';
 import type { AuthzRole } from '@tokenkeeper/contracts';
 import { adminSubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
-import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  sleep,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '@tokenkeeper/testing';
@@ -34,13 +43,22 @@ describe('shared providers: which tenants may use a provider', () => {
   let pendingCallback: string | undefined;
 
   const userFor = (kind: AuthzRole['kind'], tenant?: string): GeneratedUser => {
-    const found = users.find((u) => u.user.role.kind === kind && (tenant === undefined || ('tenant' in u.user.role && u.user.role.tenant === tenant)));
+    const found = users.find(
+      (u) =>
+        u.user.role.kind === kind &&
+        (tenant === undefined || ('tenant' in u.user.role && u.user.role.tenant === tenant)),
+    );
     if (!found) throw new Error(`no generated ${kind} user${tenant ? ` of ${tenant}` : ''}`);
     return found;
   };
   const connectAs = async (kind: AuthzRole['kind'], tenant?: string): Promise<NatsConnection> => {
     const user = userFor(kind, tenant);
-    const nc = await connect({ servers: nats.url, ...credentialsOf(user), inboxPrefix: user.user.inboxPrefix, noAsyncTraces: true });
+    const nc = await connect({
+      servers: nats.url,
+      ...credentialsOf(user),
+      inboxPrefix: user.user.inboxPrefix,
+      noAsyncTraces: true,
+    });
     connections.push(nc);
     return nc;
   };
@@ -48,8 +66,21 @@ describe('shared providers: which tenants may use a provider', () => {
     (await nc.request(subject, encodeJson(body), { timeout: 10_000 })).json();
 
   const get = async (url: string, form?: Record<string, string>) => {
-    const res = await request(url, form ? { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() } : { method: 'GET' });
-    return { status: res.statusCode, location: res.headers.location === undefined ? undefined : String(res.headers.location), text: await res.body.text() };
+    const res = await request(
+      url,
+      form
+        ? {
+            method: 'POST',
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+            body: new URLSearchParams(form).toString(),
+          }
+        : { method: 'GET' },
+    );
+    return {
+      status: res.statusCode,
+      location: res.headers.location === undefined ? undefined : String(res.headers.location),
+      text: await res.body.text(),
+    };
   };
 
   /**
@@ -80,11 +111,14 @@ describe('shared providers: which tenants may use a provider', () => {
       startSandboxProvider({ accessTokenTtlSeconds: 4 }),
       freePort(),
     ]);
-    env = testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, {
-      ...natsEnvOf(userFor('refresher')),
-      PUBLIC_HTTP_PORT: String(publicPort),
-      PUBLIC_BASE_URL: `http://127.0.0.1:${publicPort}`,
-    });
+    env = testEnv(
+      { natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() },
+      {
+        ...natsEnvOf(userFor('refresher')),
+        PUBLIC_HTTP_PORT: String(publicPort),
+        PUBLIC_BASE_URL: `http://127.0.0.1:${publicPort}`,
+      },
+    );
     refresher = await startTestRefresher(env, providers(['billing']));
   }, 120_000);
 
@@ -111,27 +145,49 @@ describe('shared providers: which tenants may use a provider', () => {
 
     // Nothing was stored, so nothing comes due: give the scheduler (50 ms ticks) time to prove it.
     await sleep(1_500);
-    expect(await call(evil, adminSubject('describe', 'evil', 'x'))).toMatchObject({ ok: false, error: { code: 'not_found' } });
-    expect(await call(evil, adminSubject('describe', 'evil', 'y'))).toMatchObject({ ok: false, error: { code: 'not_found' } });
+    expect(await call(evil, adminSubject('describe', 'evil', 'x'))).toMatchObject({
+      ok: false,
+      error: { code: 'not_found' },
+    });
+    expect(await call(evil, adminSubject('describe', 'evil', 'y'))).toMatchObject({
+      ok: false,
+      error: { code: 'not_found' },
+    });
     expect(sandbox.stats.clientCredentialsGrants).toBe(0);
   }, 60_000);
 
   it('a tenant named in `tenants` registers it and its consumer gets the token (positive control)', async () => {
     const admin = await connectAs('tenant-admin', 'billing');
     const registered = await call(admin, adminSubject('register', 'billing', 'svc'), { provider: 'internal-idp' });
-    expect(registered).toMatchObject({ ok: true, credential: { tenant: 'billing', connection: 'svc', provider: 'internal-idp' } });
+    expect(registered).toMatchObject({
+      ok: true,
+      credential: { tenant: 'billing', connection: 'svc', provider: 'internal-idp' },
+    });
     const consumer = await connectAs('consumer', 'billing');
-    const reply = await waitFor(async () => {
-      const r = await call(consumer, tokenGetSubject('billing', 'svc'));
-      return r.ok ? r : undefined;
-    }, { timeoutMs: 15_000 });
+    const reply = await waitFor(
+      async () => {
+        const r = await call(consumer, tokenGetSubject('billing', 'svc'));
+        return r.ok ? r : undefined;
+      },
+      { timeoutMs: 15_000 },
+    );
     expect(reply.token).toMatchObject({ tenant: 'billing', connection: 'svc', provider: 'internal-idp' });
     expect(sandbox.stats.clientCredentialsGrants).toBeGreaterThanOrEqual(1);
 
     // One with a long-lived token (due in about 48 minutes), held in a consumer's pushed cache.
-    await call(admin, adminSubject('register', 'billing', 'long'), { provider: 'internal-idp', accessToken: 'long-lived-service-token', expiresIn: 3600 });
+    await call(admin, adminSubject('register', 'billing', 'long'), {
+      provider: 'internal-idp',
+      accessToken: 'long-lived-service-token',
+      expiresIn: 3600,
+    });
     const user = userFor('consumer', 'billing');
-    client = new TokenClient({ servers: nats.url, connectOptions: credentialsOf(user), inboxPrefix: user.user.inboxPrefix, tenants: ['billing'], trustedSigners: [refresher!.signerPublicKey] });
+    client = new TokenClient({
+      servers: nats.url,
+      connectOptions: credentialsOf(user),
+      inboxPrefix: user.user.inboxPrefix,
+      tenants: ['billing'],
+      trustedSigners: [refresher!.signerPublicKey],
+    });
     await client.start();
     expect(await client.getAccessToken({ tenant: 'billing', connection: 'long' })).toBe('long-lived-service-token');
   }, 60_000);
@@ -158,7 +214,10 @@ describe('shared providers: which tenants may use a provider', () => {
     const admin = await connectAs('tenant-admin', 'billing');
     const consumer = await connectAs('consumer', 'billing');
     // The credential of the positive control, refreshed every few seconds so far.
-    expect(await call(admin, adminSubject('describe', 'billing', 'svc'))).toMatchObject({ ok: true, credential: { status: 'active' } });
+    expect(await call(admin, adminSubject('describe', 'billing', 'svc'))).toMatchObject({
+      ok: true,
+      credential: { status: 'active' },
+    });
     await refresher!.close();
     refresher = undefined;
     const before = sandbox.stats.clientCredentialsGrants;
@@ -167,10 +226,13 @@ describe('shared providers: which tenants may use a provider', () => {
     refresher = await startTestRefresher({ ...env, MISCONFIGURED_RETRY_MS: '600000' }, providers(['acme-*']));
 
     // Its next due refresh (tokens live 4 s) records the refusal instead of asking the provider.
-    const described = await waitFor(async () => {
-      const r = await call(admin, adminSubject('describe', 'billing', 'svc'));
-      return r.ok && r.credential.status === 'failing' ? r.credential : undefined;
-    }, { timeoutMs: 20_000 });
+    const described = await waitFor(
+      async () => {
+        const r = await call(admin, adminSubject('describe', 'billing', 'svc'));
+        return r.ok && r.credential.status === 'failing' ? r.credential : undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
     expect(described.lastError.code).toBe('forbidden');
     expect(described.lastError.message).toMatch(/`tenants` of provider "internal-idp"/);
 
@@ -179,8 +241,14 @@ describe('shared providers: which tenants may use a provider', () => {
     const got = await call(consumer, tokenGetSubject('billing', 'svc'));
     expect(got).toMatchObject({ ok: false, error: { code: 'forbidden' } });
     expect(got.error.message).toMatch(/`tenants` of provider "internal-idp"/);
-    expect(await call(admin, adminSubject('refresh', 'billing', 'svc'))).toMatchObject({ ok: false, error: { code: 'forbidden' } });
-    expect(await call(consumer, tokenGetSubject('billing', 'svc'), { minTtlSeconds: 0 })).toMatchObject({ ok: false, error: { code: 'forbidden' } });
+    expect(await call(admin, adminSubject('refresh', 'billing', 'svc'))).toMatchObject({
+      ok: false,
+      error: { code: 'forbidden' },
+    });
+    expect(await call(consumer, tokenGetSubject('billing', 'svc'), { minTtlSeconds: 0 })).toMatchObject({
+      ok: false,
+      error: { code: 'forbidden' },
+    });
     const after = await call(admin, adminSubject('describe', 'billing', 'svc'));
     expect(after.credential).toMatchObject({ status: 'failing', lastError: { code: 'forbidden' } });
     expect(sandbox.stats.clientCredentialsGrants).toBe(before);
@@ -190,13 +258,18 @@ describe('shared providers: which tenants may use a provider', () => {
     expect(callback.status, callback.text).toBe(403);
     expect(callback.text).toMatch(/no longer open to this tenant/);
     expect(sandbox.stats.authorizationCodeGrants).toBe(0);
-    expect(await call(admin, adminSubject('describe', 'billing', 'crm'))).toMatchObject({ ok: false, error: { code: 'not_found' } });
+    expect(await call(admin, adminSubject('describe', 'billing', 'crm'))).toMatchObject({
+      ok: false,
+      error: { code: 'not_found' },
+    });
 
     // The long-lived one was not due for most of an hour: the start applied the file to it at
     // once, and the consumer's cache, told by token.failed, no longer serves its token.
     const long = await call(admin, adminSubject('describe', 'billing', 'long'));
     expect(long.credential).toMatchObject({ status: 'failing', lastError: { code: 'forbidden' } });
-    await expect(client!.getAccessToken({ tenant: 'billing', connection: 'long' })).rejects.toMatchObject({ code: 'forbidden' });
+    await expect(client!.getAccessToken({ tenant: 'billing', connection: 'long' })).rejects.toMatchObject({
+      code: 'forbidden',
+    });
     expect(sandbox.stats.clientCredentialsGrants).toBe(before);
   }, 90_000);
 
@@ -208,10 +281,13 @@ describe('shared providers: which tenants may use a provider', () => {
     refresher = await startTestRefresher({ ...env, MISCONFIGURED_RETRY_MS: '600000' }, providers(['billing']));
     // Both resume at once, not MISCONFIGURED_RETRY_MS later (ten minutes).
     for (const connection of ['svc', 'long']) {
-      await waitFor(async () => {
-        const r = await call(admin, adminSubject('describe', 'billing', connection));
-        return r.ok && r.credential.status === 'active' && r.credential.lastError === null ? r : undefined;
-      }, { timeoutMs: 15_000 });
+      await waitFor(
+        async () => {
+          const r = await call(admin, adminSubject('describe', 'billing', connection));
+          return r.ok && r.credential.status === 'active' && r.credential.lastError === null ? r : undefined;
+        },
+        { timeoutMs: 15_000 },
+      );
     }
     expect(sandbox.stats.clientCredentialsGrants).toBeGreaterThanOrEqual(before + 2);
     const token = await client!.getToken({ tenant: 'billing', connection: 'long' });

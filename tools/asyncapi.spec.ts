@@ -1,19 +1,43 @@
 import { readFileSync } from 'node:fs';
-import { ADMIN_CREDENTIAL_OPERATIONS, parseAdminListSubject, parseAdminSubject, parseAuditQuerySubject, parseAuditSubject, parseTokenEventSubject, parseTokenGetSubject, TOKEN_EVENT_KINDS } from '@tokenkeeper/contracts';
+import {
+  ADMIN_CREDENTIAL_OPERATIONS,
+  parseAdminListSubject,
+  parseAdminSubject,
+  parseAuditQuerySubject,
+  parseAuditSubject,
+  parseTokenEventSubject,
+  parseTokenGetSubject,
+  TOKEN_EVENT_KINDS,
+} from '@tokenkeeper/contracts';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ASYNCAPI_PATH, CHANNELS, renderAsyncApi } from './asyncapi.js';
 
-const fill = (address: string) => address.replace('{tenant}', 'acme').replace('{connection}', 'github').replace('{type}', 'refreshed');
+const fill = (address: string) =>
+  address.replace('{tenant}', 'acme').replace('{connection}', 'github').replace('{type}', 'refreshed');
 
 /** Which of the contract's own subject parsers takes an address (with its parameters filled). */
 function parsedBy(subject: string): string | null {
   const attempts: Array<[string, () => unknown]> = [
     ['token.get', () => parseTokenGetSubject(subject)],
-    ['token event', () => parseTokenEventSubject(subject) ?? (() => { throw new Error(); })()],
+    [
+      'token event',
+      () =>
+        parseTokenEventSubject(subject) ??
+        (() => {
+          throw new Error();
+        })(),
+    ],
     ['admin', () => parseAdminSubject(subject)],
     ['admin list', () => parseAdminListSubject(subject)],
-    ['audit record', () => parseAuditSubject(subject) ?? (() => { throw new Error(); })()],
+    [
+      'audit record',
+      () =>
+        parseAuditSubject(subject) ??
+        (() => {
+          throw new Error();
+        })(),
+    ],
     ['audit query', () => parseAuditQuerySubject(subject)],
   ];
   for (const [what, attempt] of attempts) {
@@ -35,7 +59,8 @@ describe('docs/asyncapi.yaml', () => {
   it('has a channel for every subject of the contract, each one a subject the services parse', () => {
     const addresses = Object.values(CHANNELS).map((c) => c.address);
     for (const kind of TOKEN_EVENT_KINDS) expect(addresses).toContain(`token.${kind}.{tenant}.{connection}`);
-    for (const op of ADMIN_CREDENTIAL_OPERATIONS) expect(addresses).toContain(`tokenkeeper.admin.${op}.{tenant}.{connection}`);
+    for (const op of ADMIN_CREDENTIAL_OPERATIONS)
+      expect(addresses).toContain(`tokenkeeper.admin.${op}.{tenant}.{connection}`);
     for (const address of addresses) expect(parsedBy(fill(address)), address).not.toBeNull();
   });
 
@@ -45,7 +70,9 @@ describe('docs/asyncapi.yaml', () => {
     const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/([^"]+)"/g)].map((m) => m[1]!);
     expect(refs.length).toBeGreaterThan(50);
     for (const path of refs) {
-      const target = path.split('/').reduce<any>((node, key) => node?.[key.replace(/~1/g, '/').replace(/~0/g, '~')], doc);
+      const target = path
+        .split('/')
+        .reduce<any>((node, key) => node?.[key.replace(/~1/g, '/').replace(/~0/g, '~')], doc);
       expect(target, path).toBeDefined();
     }
     for (const [id, operation] of Object.entries<any>(doc.operations)) {

@@ -35,7 +35,11 @@ export const ASYNCAPI_PATH = join(REPO_ROOT, 'docs/asyncapi.yaml');
 type Json = Record<string, unknown>;
 
 function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Json {
-  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { target: 'draft-7', io, unrepresentable: 'any' }) as Json;
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, {
+    target: 'draft-7',
+    io,
+    unrepresentable: 'any',
+  }) as Json;
   return rest;
 }
 
@@ -44,15 +48,27 @@ const ref = (path: string) => ({ $ref: `#/${path}` });
 const SIGNED_HEADERS: Json = {
   type: 'object',
   description:
-    'Signature scheme 2. The signed bytes are the UTF-8 text `tokenkeeper/2`, LF, the subject (an event\'s own subject; for a reply, the ' +
+    "Signature scheme 2. The signed bytes are the UTF-8 text `tokenkeeper/2`, LF, the subject (an event's own subject; for a reply, the " +
     'subject of the request it answers), LF, the Tokenkeeper-Signed-At value, LF, followed by the exact payload bytes. Readers that know ' +
     'the trusted signer keys drop a message that is unsigned, signed by another key, over another subject, too old or from the future. ' +
     'Test vectors: libs/contracts/src/signature-vectors.json.',
   required: ['Tokenkeeper-Signer', 'Tokenkeeper-Signed-At', 'Tokenkeeper-Signature'],
   properties: {
-    'Tokenkeeper-Signer': { type: 'string', pattern: '^U[A-Z2-7]{55}$', description: "the signer's public key as a NATS user nkey" },
-    'Tokenkeeper-Signed-At': { type: 'string', pattern: '^[0-9]{1,16}$', description: 'signing time, decimal milliseconds since the Unix epoch' },
-    'Tokenkeeper-Signature': { type: 'string', pattern: '^v2\\.[A-Za-z0-9_-]{86}$', description: '`v2.` and the unpadded base64url Ed25519 signature' },
+    'Tokenkeeper-Signer': {
+      type: 'string',
+      pattern: '^U[A-Z2-7]{55}$',
+      description: "the signer's public key as a NATS user nkey",
+    },
+    'Tokenkeeper-Signed-At': {
+      type: 'string',
+      pattern: '^[0-9]{1,16}$',
+      description: 'signing time, decimal milliseconds since the Unix epoch',
+    },
+    'Tokenkeeper-Signature': {
+      type: 'string',
+      pattern: '^v2\\.[A-Za-z0-9_-]{86}$',
+      description: '`v2.` and the unpadded base64url Ed25519 signature',
+    },
   },
 };
 
@@ -64,23 +80,64 @@ interface Message {
 }
 
 const MESSAGES: Record<string, Message> = {
-  TokenGetRequest: { schema: TokenGetPayloadSchema, io: 'input', summary: '`{}` or `{minTtlSeconds?, rejectedVersion?}`; an empty payload is `{}`' },
-  TokenGetReply: { schema: TokenGetReplySchema, io: 'output', summary: 'a token valid for at least minTtlSeconds, or an error; signed when it carries a token', signed: true },
-  TokenRefreshed: { schema: TokenRefreshedEventSchema, io: 'output', summary: 'a new access token of the credential', signed: true },
-  TokenRegistered: { schema: TokenRefreshedEventSchema, io: 'output', summary: 'a credential registered or connected', signed: true },
-  TokenFailed: { schema: TokenFailedEventSchema, io: 'output', summary: 'a refresh failed (status says whether it is retried)', signed: true },
-  TokenRevoked: { schema: TokenRevokedEventSchema, io: 'output', summary: 'the credential was revoked; its version went up once more', signed: true },
-  RegisterRequest: { schema: TokenRegisterPayloadSchema, io: 'input', summary: 'store a credential (unknown fields are a bad_request)' },
+  TokenGetRequest: {
+    schema: TokenGetPayloadSchema,
+    io: 'input',
+    summary: '`{}` or `{minTtlSeconds?, rejectedVersion?}`; an empty payload is `{}`',
+  },
+  TokenGetReply: {
+    schema: TokenGetReplySchema,
+    io: 'output',
+    summary: 'a token valid for at least minTtlSeconds, or an error; signed when it carries a token',
+    signed: true,
+  },
+  TokenRefreshed: {
+    schema: TokenRefreshedEventSchema,
+    io: 'output',
+    summary: 'a new access token of the credential',
+    signed: true,
+  },
+  TokenRegistered: {
+    schema: TokenRefreshedEventSchema,
+    io: 'output',
+    summary: 'a credential registered or connected',
+    signed: true,
+  },
+  TokenFailed: {
+    schema: TokenFailedEventSchema,
+    io: 'output',
+    summary: 'a refresh failed (status says whether it is retried)',
+    signed: true,
+  },
+  TokenRevoked: {
+    schema: TokenRevokedEventSchema,
+    io: 'output',
+    summary: 'the credential was revoked; its version went up once more',
+    signed: true,
+  },
+  RegisterRequest: {
+    schema: TokenRegisterPayloadSchema,
+    io: 'input',
+    summary: 'store a credential (unknown fields are a bad_request)',
+  },
   CredentialRequest: { schema: CredentialPayloadSchema, io: 'input', summary: '`{}`' },
   CredentialReply: { schema: CredentialReplySchema, io: 'output', summary: 'the credential, never a secret' },
   RevokeReply: { schema: RevokeReplySchema, io: 'output', summary: 'whether the provider revoked the grant too' },
-  ConnectRequest: { schema: ConnectPayloadSchema, io: 'input', summary: 'start the connect flow: a one-time link for a person' },
+  ConnectRequest: {
+    schema: ConnectPayloadSchema,
+    io: 'input',
+    summary: 'start the connect flow: a one-time link for a person',
+  },
   ConnectReply: { schema: ConnectReplySchema, io: 'output', summary: 'the one-time link and when it expires' },
   ListRequest: { schema: TokenListRequestSchema, io: 'input', summary: 'a page of credentials' },
   ListReply: { schema: CredentialListReplySchema, io: 'output', summary: 'credentials, never a secret' },
   AuditQueryRequest: { schema: AuditQueryRequestSchema, io: 'input', summary: 'a page of audit records' },
   AuditQueryReply: { schema: AuditQueryReplySchema, io: 'output', summary: 'audit records' },
-  AuditRecord: { schema: AuditRecordSchema, io: 'output', summary: 'a secret-free record of one lifecycle change (JetStream, Nats-Msg-Id = recordId)' },
+  AuditRecord: {
+    schema: AuditRecordSchema,
+    io: 'output',
+    summary: 'a secret-free record of one lifecycle change (JetStream, Nats-Msg-Id = recordId)',
+  },
 };
 
 interface Channel {
@@ -95,21 +152,116 @@ interface Channel {
 
 const ADMIN = 'tokenkeeper.admin';
 export const CHANNELS: Record<string, Channel> = {
-  tokenGet: { address: 'token.get.{tenant}.{connection}', message: 'TokenGetRequest', reply: 'TokenGetReply', action: 'receive', queue: REFRESHER_QUEUE_GROUP, description: 'data plane: a token for one credential' },
-  tokenRefreshed: { address: 'token.refreshed.{tenant}.{connection}', message: 'TokenRefreshed', action: 'send', description: 'core NATS event' },
-  tokenRegistered: { address: 'token.registered.{tenant}.{connection}', message: 'TokenRegistered', action: 'send', description: 'core NATS event' },
-  tokenFailed: { address: 'token.failed.{tenant}.{connection}', message: 'TokenFailed', action: 'send', description: 'core NATS event' },
-  tokenRevoked: { address: 'token.revoked.{tenant}.{connection}', message: 'TokenRevoked', action: 'send', description: 'core NATS event' },
-  adminRegister: { address: `${ADMIN}.register.{tenant}.{connection}`, message: 'RegisterRequest', reply: 'CredentialReply', action: 'receive', queue: REFRESHER_QUEUE_GROUP, description: 'control plane' },
-  adminRefresh: { address: `${ADMIN}.refresh.{tenant}.{connection}`, message: 'CredentialRequest', reply: 'CredentialReply', action: 'receive', queue: REFRESHER_QUEUE_GROUP, description: 'control plane: refresh now' },
-  adminRevoke: { address: `${ADMIN}.revoke.{tenant}.{connection}`, message: 'CredentialRequest', reply: 'RevokeReply', action: 'receive', queue: REFRESHER_QUEUE_GROUP, description: 'control plane: revoke, at the provider too where it has a revocation endpoint' },
-  adminDescribe: { address: `${ADMIN}.describe.{tenant}.{connection}`, message: 'CredentialRequest', reply: 'CredentialReply', action: 'receive', queue: REFRESHER_QUEUE_GROUP, description: 'control plane: status, expiry, next refresh, last error' },
-  adminConnect: { address: `${ADMIN}.connect.{tenant}.{connection}`, message: 'ConnectRequest', reply: 'ConnectReply', action: 'receive', queue: REFRESHER_QUEUE_GROUP, description: 'control plane: the connect flow' },
-  adminListTenant: { address: `${ADMIN}.list.{tenant}`, message: 'ListRequest', reply: 'ListReply', action: 'receive', queue: REFRESHER_QUEUE_GROUP, description: "control plane: one tenant's credentials" },
-  adminList: { address: `${ADMIN}.list`, message: 'ListRequest', reply: 'ListReply', action: 'receive', queue: REFRESHER_QUEUE_GROUP, description: 'control plane: credentials across tenants' },
-  auditRecords: { address: 'audit.token.{type}.{tenant}.{connection}', message: 'AuditRecord', action: 'send', description: 'JetStream stream TOKEN_AUDIT' },
-  auditQueryTenant: { address: 'audit.query.{tenant}', message: 'AuditQueryRequest', reply: 'AuditQueryReply', action: 'receive', queue: 'audit', description: "one tenant's audit trail" },
-  auditQuery: { address: 'audit.query', message: 'AuditQueryRequest', reply: 'AuditQueryReply', action: 'receive', queue: 'audit', description: 'the audit trail across tenants' },
+  tokenGet: {
+    address: 'token.get.{tenant}.{connection}',
+    message: 'TokenGetRequest',
+    reply: 'TokenGetReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'data plane: a token for one credential',
+  },
+  tokenRefreshed: {
+    address: 'token.refreshed.{tenant}.{connection}',
+    message: 'TokenRefreshed',
+    action: 'send',
+    description: 'core NATS event',
+  },
+  tokenRegistered: {
+    address: 'token.registered.{tenant}.{connection}',
+    message: 'TokenRegistered',
+    action: 'send',
+    description: 'core NATS event',
+  },
+  tokenFailed: {
+    address: 'token.failed.{tenant}.{connection}',
+    message: 'TokenFailed',
+    action: 'send',
+    description: 'core NATS event',
+  },
+  tokenRevoked: {
+    address: 'token.revoked.{tenant}.{connection}',
+    message: 'TokenRevoked',
+    action: 'send',
+    description: 'core NATS event',
+  },
+  adminRegister: {
+    address: `${ADMIN}.register.{tenant}.{connection}`,
+    message: 'RegisterRequest',
+    reply: 'CredentialReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'control plane',
+  },
+  adminRefresh: {
+    address: `${ADMIN}.refresh.{tenant}.{connection}`,
+    message: 'CredentialRequest',
+    reply: 'CredentialReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'control plane: refresh now',
+  },
+  adminRevoke: {
+    address: `${ADMIN}.revoke.{tenant}.{connection}`,
+    message: 'CredentialRequest',
+    reply: 'RevokeReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'control plane: revoke, at the provider too where it has a revocation endpoint',
+  },
+  adminDescribe: {
+    address: `${ADMIN}.describe.{tenant}.{connection}`,
+    message: 'CredentialRequest',
+    reply: 'CredentialReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'control plane: status, expiry, next refresh, last error',
+  },
+  adminConnect: {
+    address: `${ADMIN}.connect.{tenant}.{connection}`,
+    message: 'ConnectRequest',
+    reply: 'ConnectReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'control plane: the connect flow',
+  },
+  adminListTenant: {
+    address: `${ADMIN}.list.{tenant}`,
+    message: 'ListRequest',
+    reply: 'ListReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: "control plane: one tenant's credentials",
+  },
+  adminList: {
+    address: `${ADMIN}.list`,
+    message: 'ListRequest',
+    reply: 'ListReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'control plane: credentials across tenants',
+  },
+  auditRecords: {
+    address: 'audit.token.{type}.{tenant}.{connection}',
+    message: 'AuditRecord',
+    action: 'send',
+    description: 'JetStream stream TOKEN_AUDIT',
+  },
+  auditQueryTenant: {
+    address: 'audit.query.{tenant}',
+    message: 'AuditQueryRequest',
+    reply: 'AuditQueryReply',
+    action: 'receive',
+    queue: 'audit',
+    description: "one tenant's audit trail",
+  },
+  auditQuery: {
+    address: 'audit.query',
+    message: 'AuditQueryRequest',
+    reply: 'AuditQueryReply',
+    action: 'receive',
+    queue: 'audit',
+    description: 'the audit trail across tenants',
+  },
 };
 
 const PARAMETERS: Json = {
@@ -122,11 +274,13 @@ function channelsAndOperations(): { channels: Json; operations: Json } {
   const channels: Json = {};
   const operations: Json = {};
   for (const [id, channel] of Object.entries(CHANNELS)) {
-    const params = [...channel.address.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!);
+    const params = [...channel.address.matchAll(/\{(\w+)\}/g)].map((m) => m[1]);
     channels[id] = {
       address: channel.address,
       description: channel.description,
-      ...(params.length ? { parameters: Object.fromEntries(params.map((p) => [p, ref(`components/parameters/${p}`)])) } : {}),
+      ...(params.length
+        ? { parameters: Object.fromEntries(params.map((p) => [p, ref(`components/parameters/${p}`)])) }
+        : {}),
       messages: { [channel.message]: ref(`components/messages/${channel.message}`) },
     };
     const operation: Json = {
@@ -139,10 +293,14 @@ function channelsAndOperations(): { channels: Json; operations: Json } {
       const replyId = `${id}Reply`;
       channels[replyId] = {
         address: null,
-        description: "the requester's reply subject: an inbox under its own prefix (`_INBOX…`); replies to any other subject are dropped",
+        description:
+          "the requester's reply subject: an inbox under its own prefix (`_INBOX…`); replies to any other subject are dropped",
         messages: { [channel.reply]: ref(`components/messages/${channel.reply}`) },
       };
-      operation.reply = { channel: ref(`channels/${replyId}`), messages: [ref(`channels/${replyId}/messages/${channel.reply}`)] };
+      operation.reply = {
+        channel: ref(`channels/${replyId}`),
+        messages: [ref(`channels/${replyId}/messages/${channel.reply}`)],
+      };
     }
     operations[id] = operation;
   }

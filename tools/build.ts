@@ -30,7 +30,10 @@ if (outFlag !== -1 && !process.argv[outFlag + 1]) {
   process.exit(2);
 }
 rmSync(outDir, { recursive: true, force: true });
-const nest = spawnSync(join(REPO_ROOT, 'node_modules/.bin/nest'), ['build', 'refresher', ...tsconfigFor(outDir)], { cwd: REPO_ROOT, stdio: 'inherit' });
+const nest = spawnSync(join(REPO_ROOT, 'node_modules/.bin/nest'), ['build', 'refresher', ...tsconfigFor(outDir)], {
+  cwd: REPO_ROOT,
+  stdio: 'inherit',
+});
 if (nest.status !== 0) process.exit(nest.status ?? 1);
 const missing = DEPLOYED.map((root) => join(outDir, root, 'main.js')).filter((entry) => !existsSync(entry));
 if (missing.length > 0) {
@@ -48,7 +51,7 @@ process.stdout.write(`build: ${DEPLOYED.length} app entries in ${outDir}\n`);
 function tsconfigFor(out: string): string[] {
   if (out === join(REPO_ROOT, 'dist')) return [];
   const base = join(REPO_ROOT, 'tsconfig.build.json');
-  const exclude = (ts.readConfigFile(base, ts.sys.readFile).config as { exclude: string[] }).exclude;
+  const exclude = (ts.readConfigFile(base, (path) => ts.sys.readFile(path)).config as { exclude: string[] }).exclude;
   const file = join(mkdtempSync(join(tmpdir(), 'tokenkeeper-build-')), 'tsconfig.json');
   writeFileSync(
     file,

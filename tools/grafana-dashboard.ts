@@ -20,10 +20,16 @@ const ds = { type: 'prometheus', uid: '${datasource}' };
 export const PANELS: Panel[] = [
   {
     title: 'Refresh outcomes',
-    description: 'Refresh attempts per second by provider and outcome (success, retryable, misconfigured, invalid_grant, superseded).',
+    description:
+      'Refresh attempts per second by provider and outcome (success, retryable, misconfigured, invalid_grant, superseded).',
     type: 'timeseries',
     unit: 'ops',
-    targets: [{ expr: 'sum by (provider, outcome) (rate(tokenkeeper_refreshes_total[$__rate_interval]))', legend: '{{provider}} {{outcome}}' }],
+    targets: [
+      {
+        expr: 'sum by (provider, outcome) (rate(tokenkeeper_refreshes_total[$__rate_interval]))',
+        legend: '{{provider}} {{outcome}}',
+      },
+    ],
   },
   {
     title: 'Refresh lateness against the due time',
@@ -31,8 +37,14 @@ export const PANELS: Panel[] = [
     type: 'timeseries',
     unit: 's',
     targets: [
-      { expr: 'histogram_quantile(0.5, sum by (le) (rate(tokenkeeper_refresh_lateness_seconds_bucket[$__rate_interval])))', legend: 'p50' },
-      { expr: 'histogram_quantile(0.99, sum by (le) (rate(tokenkeeper_refresh_lateness_seconds_bucket[$__rate_interval])))', legend: 'p99' },
+      {
+        expr: 'histogram_quantile(0.5, sum by (le) (rate(tokenkeeper_refresh_lateness_seconds_bucket[$__rate_interval])))',
+        legend: 'p50',
+      },
+      {
+        expr: 'histogram_quantile(0.99, sum by (le) (rate(tokenkeeper_refresh_lateness_seconds_bucket[$__rate_interval])))',
+        legend: 'p99',
+      },
     ],
   },
   {
@@ -47,7 +59,9 @@ export const PANELS: Panel[] = [
     description: 'hit = answered from memory; ok = answered after reading or refreshing; error = an error reply.',
     type: 'timeseries',
     unit: 'reqps',
-    targets: [{ expr: 'sum by (outcome) (rate(tokenkeeper_token_get_total[$__rate_interval]))', legend: '{{outcome}}' }],
+    targets: [
+      { expr: 'sum by (outcome) (rate(tokenkeeper_token_get_total[$__rate_interval]))', legend: '{{outcome}}' },
+    ],
   },
   {
     title: 'token.get latency (slow path)',
@@ -55,8 +69,14 @@ export const PANELS: Panel[] = [
     type: 'timeseries',
     unit: 's',
     targets: [
-      { expr: 'histogram_quantile(0.5, sum by (le) (rate(tokenkeeper_token_get_seconds_bucket[$__rate_interval])))', legend: 'p50' },
-      { expr: 'histogram_quantile(0.99, sum by (le) (rate(tokenkeeper_token_get_seconds_bucket[$__rate_interval])))', legend: 'p99' },
+      {
+        expr: 'histogram_quantile(0.5, sum by (le) (rate(tokenkeeper_token_get_seconds_bucket[$__rate_interval])))',
+        legend: 'p50',
+      },
+      {
+        expr: 'histogram_quantile(0.99, sum by (le) (rate(tokenkeeper_token_get_seconds_bucket[$__rate_interval])))',
+        legend: 'p99',
+      },
     ],
   },
   {
@@ -65,12 +85,16 @@ export const PANELS: Panel[] = [
     type: 'timeseries',
     unit: 's',
     targets: [
-      { expr: 'histogram_quantile(0.99, sum by (le, provider) (rate(tokenkeeper_refresh_request_seconds_bucket[$__rate_interval])))', legend: 'p99 {{provider}}' },
+      {
+        expr: 'histogram_quantile(0.99, sum by (le, provider) (rate(tokenkeeper_refresh_request_seconds_bucket[$__rate_interval])))',
+        legend: 'p99 {{provider}}',
+      },
     ],
   },
   {
     title: 'Audit outbox backlog',
-    description: 'Audit records committed but not yet acknowledged by JetStream. Grows while NATS is away, then drains.',
+    description:
+      'Audit records committed but not yet acknowledged by JetStream. Grows while NATS is away, then drains.',
     type: 'timeseries',
     unit: 'short',
     targets: [{ expr: 'max(tokenkeeper_outbox_backlog)', legend: 'backlog' }],
@@ -113,7 +137,12 @@ export function dashboard(): object {
       datasource: ds,
       gridPos: { x: (i % 2) * 12, y: Math.floor(i / 2) * 8, w: 12, h: 8 },
       fieldConfig: { defaults: { unit: panel.unit }, overrides: [] },
-      targets: panel.targets.map((t, j) => ({ refId: String.fromCharCode(65 + j), datasource: ds, expr: t.expr, legendFormat: t.legend })),
+      targets: panel.targets.map((t, j) => ({
+        refId: String.fromCharCode(65 + j),
+        datasource: ds,
+        expr: t.expr,
+        legendFormat: t.legend,
+      })),
     })),
   };
 }

@@ -31,7 +31,7 @@ export const refresherFolders = {
     why: 'request handlers sit on the core; nothing in the core calls them',
   },
   connect: {
-    may: ['domain', 'config', 'persistence', 'providers', 'tokens'],
+    may: ['domain', 'config', 'crypto', 'persistence', 'providers', 'tokens'],
     why: 'the connect flow is a handler beside tokens and registers through TokenService',
   },
   audit: { may: ['config', 'nats', 'persistence'], why: 'the outbox relay publishes what persistence wrote' },

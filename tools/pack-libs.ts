@@ -25,7 +25,8 @@ const readManifest = (dir: string): Manifest => JSON.parse(readFileSync(join(dir
 
 function run(command: string, args: string[], cwd: string): string {
   const result = spawnSync(command, args, { cwd, encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed in ${cwd}:\n${result.stdout}${result.stderr}`);
+  if (result.status !== 0)
+    throw new Error(`${command} ${args.join(' ')} failed in ${cwd}:\n${result.stdout}${result.stderr}`);
   return result.stdout;
 }
 
@@ -35,7 +36,8 @@ export function versionProblems(root: Manifest, libs: Manifest[]): string[] {
   for (const lib of libs) {
     if (lib.version !== root.version) problems.push(`${lib.name} is at ${lib.version}, the project at ${root.version}`);
     for (const [name, range] of Object.entries(lib.dependencies ?? {})) {
-      if (name.startsWith('@tokenkeeper/') && range !== root.version) problems.push(`${lib.name} depends on ${name}@${range}, not ${root.version}`);
+      if (name.startsWith('@tokenkeeper/') && range !== root.version)
+        problems.push(`${lib.name} depends on ${name}@${range}, not ${root.version}`);
     }
   }
   return problems;
@@ -44,7 +46,7 @@ export function versionProblems(root: Manifest, libs: Manifest[]): string[] {
 /** The package a bare import specifier names: `@scope/name` or `name`, without a subpath. */
 export function packageOf(specifier: string): string {
   const parts = specifier.split('/');
-  return specifier.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0]!;
+  return specifier.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0];
 }
 
 /**
@@ -54,7 +56,10 @@ export function packageOf(specifier: string): string {
  */
 export function undeclaredImports(libDir: string): string[] {
   const manifest = readManifest(libDir);
-  const declared = new Set([...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.peerDependencies ?? {})]);
+  const declared = new Set([
+    ...Object.keys(manifest.dependencies ?? {}),
+    ...Object.keys(manifest.peerDependencies ?? {}),
+  ]);
   const builtins = new Set(builtinModules);
   const missing = new Set<string>();
   const src = join(libDir, 'src');
@@ -62,8 +67,8 @@ export function undeclaredImports(libDir: string): string[] {
     if (!file.endsWith('.ts') || /\.(e2e-spec|spec|fixture)\.ts$/.test(file)) continue;
     const text = readFileSync(join(src, file), 'utf8');
     for (const [, specifier] of text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s+'([^'.][^']*)'/g)) {
-      const name = packageOf(specifier!);
-      if (!specifier!.startsWith('node:') && !builtins.has(name) && !declared.has(name)) missing.add(`${file}: ${name}`);
+      const name = packageOf(specifier);
+      if (!specifier.startsWith('node:') && !builtins.has(name) && !declared.has(name)) missing.add(`${file}: ${name}`);
     }
   }
   return [...missing].sort();
@@ -79,13 +84,15 @@ export function packLibs(outDir: string): string[] {
   return dirs.map((dir) => {
     rmSync(join(dir, 'dist'), { recursive: true, force: true });
     run(process.execPath, [tsc, '-p', 'tsconfig.pack.json'], dir);
-    const [packed] = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', outDir], dir)) as [{ filename: string }];
+    const [packed] = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', outDir], dir)) as [
+      { filename: string },
+    ];
     return join(outDir, packed.filename);
   });
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const at = process.argv.indexOf('--out');
-  const outDir = resolve(at > 0 ? process.argv[at + 1]! : join(REPO_ROOT, 'dist/packages'));
+  const outDir = resolve(at > 0 ? process.argv[at + 1] : join(REPO_ROOT, 'dist/packages'));
   for (const tarball of packLibs(outDir)) process.stdout.write(`${tarball}\n`);
 }

@@ -10,7 +10,15 @@ import { REPO_ROOT } from './children.js';
  */
 export const BUILD_DIR = join(REPO_ROOT, 'bench/results/build');
 
-const SOURCES = ['apps/refresher/src', 'libs/common/src', 'libs/contracts/src', 'libs/nats/src', 'libs/sandbox/src', 'libs/testing/src', 'bench/support'];
+const SOURCES = [
+  'apps/refresher/src',
+  'libs/common/src',
+  'libs/contracts/src',
+  'libs/nats/src',
+  'libs/sandbox/src',
+  'libs/testing/src',
+  'bench/support',
+];
 
 export function buildChildren(): Promise<{ files: number; seconds: number }> {
   return compile(BUILD_DIR, SOURCES);

@@ -67,11 +67,19 @@ const FILL_CHUNK = 250_000;
  * as large as real rows, but only that first row would decrypt: they must never become
  * due while the bench runs, which their next_refresh_at (hours ahead) guarantees.
  */
-export async function fillRows(db: pg.Pool | pg.Client, cipher: TokenCipher, spec: FillSpec, onProgress?: (done: number) => void): Promise<void> {
+export async function fillRows(
+  db: pg.Pool | pg.Client,
+  cipher: TokenCipher,
+  spec: FillSpec,
+  onProgress?: (done: number) => void,
+): Promise<void> {
   const tenantNames = Array.from({ length: spec.tenants }, (_, i) => `${spec.prefix}t${i}`);
   const buckets = tenantNames.map(shardBucketOf);
   const blobFor = (field: 'access' | 'refresh') =>
-    cipher.encrypt(new Secret(`${field === 'access' ? 'at' : 'rt'}_bulk_${'x'.repeat(32)}`), tokenAad(tenantNames[0]!, `${spec.prefix}f0`, field));
+    cipher.encrypt(
+      new Secret(`${field === 'access' ? 'at' : 'rt'}_bulk_${'x'.repeat(32)}`),
+      tokenAad(tenantNames[0]!, `${spec.prefix}f0`, field),
+    );
   const access = blobFor('access');
   const refresh = blobFor('refresh');
   for (let start = 0; start < spec.count; start += FILL_CHUNK) {
@@ -84,7 +92,20 @@ export async function fillRows(db: pg.Pool | pg.Client, cipher: TokenCipher, spe
               now() + make_interval(secs => $9 + $10 * i / $11::float8 + 600),
               now() + make_interval(secs => $9 + $10 * i / $11::float8)
        FROM generate_series($2::bigint, $12::bigint - 1) AS i`,
-      [spec.prefix, start, spec.tenants, spec.provider, buckets, access, refresh, cipher.primaryKeyId, spec.fromSeconds, spec.spanSeconds, spec.count, end],
+      [
+        spec.prefix,
+        start,
+        spec.tenants,
+        spec.provider,
+        buckets,
+        access,
+        refresh,
+        cipher.primaryKeyId,
+        spec.fromSeconds,
+        spec.spanSeconds,
+        spec.count,
+        end,
+      ],
     );
     onProgress?.(end);
   }

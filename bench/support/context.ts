@@ -33,7 +33,12 @@ export interface BenchContext {
  * Runs `work` under a CPU profile of `child` when --profile is given (the profile of
  * that window only, written to bench/results/profiles/<name>.cpuprofile).
  */
-export async function profiled<T>(ctx: BenchContext, child: BenchChild, name: string, work: () => Promise<T>): Promise<T> {
+export async function profiled<T>(
+  ctx: BenchContext,
+  child: BenchChild,
+  name: string,
+  work: () => Promise<T>,
+): Promise<T> {
   if (!ctx.options.profile) return work();
   const dir = join(REPO_ROOT, 'bench/results/profiles');
   mkdirSync(dir, { recursive: true });
@@ -48,5 +53,7 @@ export async function profiled<T>(ctx: BenchContext, child: BenchChild, name: st
 
 /** Duration of one measurement and number of alternating rounds, by mode. */
 export function timing(options: BenchOptions): { measureMs: number; rounds: number; warmupMs: number } {
-  return options.quick ? { measureMs: 300, rounds: 3, warmupMs: 400 } : { measureMs: 2_000, rounds: 5, warmupMs: 2_000 };
+  return options.quick
+    ? { measureMs: 300, rounds: 3, warmupMs: 400 }
+    : { measureMs: 2_000, rounds: 5, warmupMs: 2_000 };
 }

@@ -21,13 +21,22 @@ export function connectCaller(url: string, name: string): Promise<NatsConnection
   return connect({ servers: url, noAsyncTraces: true, name, maxReconnectAttempts: -1 });
 }
 
-export async function request<T = any>(nc: NatsConnection, subject: string, body: unknown, timeout = 10_000): Promise<T> {
+export async function request<T = any>(
+  nc: NatsConnection,
+  subject: string,
+  body: unknown,
+  timeout = 10_000,
+): Promise<T> {
   const msg = await nc.request(subject, encodeJson(body), { timeout });
   return msg.json<T>();
 }
 
 /** `tokenkeeper.admin.register.<tenant>.<connection>` (SPEC §3): the names in the subject, the rest as payload. */
-export async function register<T = any>(nc: NatsConnection, key: CredentialKey, body: Record<string, unknown>): Promise<T> {
+export async function register<T = any>(
+  nc: NatsConnection,
+  key: CredentialKey,
+  body: Record<string, unknown>,
+): Promise<T> {
   return request<T>(nc, adminSubject('register', key.tenant, key.connection), body);
 }
 
@@ -86,7 +95,9 @@ export class BenchEnv {
   }
 
   /** Applies the refresher's migrations and returns a repository on the database, for bulk loads and claim timing. */
-  async openRepository(url: string): Promise<{ dataSource: DataSource; repository: CredentialRepository; mapper: CredentialMapper }> {
+  async openRepository(
+    url: string,
+  ): Promise<{ dataSource: DataSource; repository: CredentialRepository; mapper: CredentialMapper }> {
     const dataSource = new DataSource({
       type: 'postgres',
       url,

@@ -36,7 +36,9 @@ function packageVersion(name: string): string {
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version : 'missing';
 }
 
-export async function machineInfo(databaseAdminUrl = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'): Promise<MachineInfo> {
+export async function machineInfo(
+  databaseAdminUrl = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+): Promise<MachineInfo> {
   const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
   const cpuModel = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
   let postgres = 'unknown';
@@ -50,7 +52,9 @@ export async function machineInfo(databaseAdminUrl = process.env.TEST_PG_ADMIN_U
   let natsServer = 'unknown';
   try {
     const binary = existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server';
-    natsServer = execFileSync(binary, ['--version'], { encoding: 'utf8' }).trim().replace(/^nats-server:\s*/, '');
+    natsServer = execFileSync(binary, ['--version'], { encoding: 'utf8' })
+      .trim()
+      .replace(/^nats-server:\s*/, '');
   } catch {
     // reported as unknown
   }

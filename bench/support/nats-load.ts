@@ -24,7 +24,12 @@ const REQUEST_TIMEOUT_MS = 10_000;
  * one is answered, for `durationMs`. Every answered request counts; latency is per
  * request. This is how "throughput at N in flight" is measured.
  */
-export async function closedLoop(nc: NatsConnection, target: LoadTarget, inFlight: number, durationMs: number): Promise<LoadResult> {
+export async function closedLoop(
+  nc: NatsConnection,
+  target: LoadTarget,
+  inFlight: number,
+  durationMs: number,
+): Promise<LoadResult> {
   const latencies = new Samples(1 << 16);
   let completed = 0;
   let errors = 0;
@@ -48,7 +53,14 @@ export async function closedLoop(nc: NatsConnection, target: LoadTarget, inFligh
   await Promise.all(Array.from({ length: inFlight }, worker));
   const seconds = (performance.now() - started) / 1000;
   const sorted = latencies.sorted();
-  return { completed, errors, seconds, rate: completed / seconds, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99) };
+  return {
+    completed,
+    errors,
+    seconds,
+    rate: completed / seconds,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+  };
 }
 
 /**
@@ -56,7 +68,12 @@ export async function closedLoop(nc: NatsConnection, target: LoadTarget, inFligh
  * counted from that due time, not from when it actually left (so a stalled sender
  * shows up as latency instead of hiding it: no coordinated omission).
  */
-export async function openLoop(nc: NatsConnection, target: LoadTarget, ratePerSecond: number, durationMs: number): Promise<LoadResult> {
+export async function openLoop(
+  nc: NatsConnection,
+  target: LoadTarget,
+  ratePerSecond: number,
+  durationMs: number,
+): Promise<LoadResult> {
   const latencies = new Samples(Math.ceil((ratePerSecond * durationMs) / 1000) + 16);
   const total = Math.floor((ratePerSecond * durationMs) / 1000);
   const intervalMs = 1000 / ratePerSecond;
@@ -87,5 +104,12 @@ export async function openLoop(nc: NatsConnection, target: LoadTarget, ratePerSe
   await Promise.all(pending);
   const seconds = (performance.now() - started) / 1000;
   const sorted = latencies.sorted();
-  return { completed, errors, seconds, rate: completed / seconds, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99) };
+  return {
+    completed,
+    errors,
+    seconds,
+    rate: completed / seconds,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+  };
 }

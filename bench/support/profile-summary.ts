@@ -10,7 +10,11 @@ import { fileURLToPath } from 'node:url';
 
 /** This checkout (any worktree), and where the bench's compiled children run from inside it. */
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const ours = (url: string) => url.replace(/^file:\/\//, '').replace(ROOT, '').replace(/^bench\/results\/build\//, '');
+const ours = (url: string) =>
+  url
+    .replace(/^file:\/\//, '')
+    .replace(ROOT, '')
+    .replace(/^bench\/results\/build\//, '');
 
 interface ProfileNode {
   id: number;
@@ -24,7 +28,11 @@ if (!file) {
   console.error('usage: profile-summary.ts <file.cpuprofile> [filter] [top]');
   process.exit(2);
 }
-const profile = JSON.parse(readFileSync(file, 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
+const profile = JSON.parse(readFileSync(file, 'utf8')) as {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+};
 const byId = new Map(profile.nodes.map((n) => [n.id, n]));
 const parent = new Map<number, number>();
 for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);

@@ -15,7 +15,9 @@ import { reportFatal, reportReady, serveParent } from './children.js';
 try {
   const config = loadConfig(process.env);
   const providers = parseProvidersDocument(process.env.BENCH_PROVIDERS ?? '{"providers":{}}', 'json', {});
-  const logger = new PinoLoggerService(createLogger({ level: config.logLevel, name: 'refresher', destination: process.stderr }));
+  const logger = new PinoLoggerService(
+    createLogger({ level: config.logLevel, name: 'refresher', destination: process.stderr }),
+  );
   const app = await startRefresher({ config, logger, providers });
   const metrics = app.get(RefreshMetrics);
   // CPU profiles of a chosen window only (start-up would otherwise dominate): see --profile.

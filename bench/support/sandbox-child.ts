@@ -8,11 +8,14 @@ import { startSandboxProvider } from '@tokenkeeper/sandbox';
 import { reportFatal, reportReady, serveParent } from './children.js';
 
 try {
-  const sandbox = await startSandboxProvider({ accessTokenTtlSeconds: Number(process.env.BENCH_SANDBOX_TTL_SECONDS ?? 3600) });
+  const sandbox = await startSandboxProvider({
+    accessTokenTtlSeconds: Number(process.env.BENCH_SANDBOX_TTL_SECONDS ?? 3600),
+  });
   serveParent(
     {
       /** `count` new refresh-token families. */
-      issueRefreshTokens: ({ count }: { count: number }) => Array.from({ length: count }, () => sandbox.issueRefreshToken()),
+      issueRefreshTokens: ({ count }: { count: number }) =>
+        Array.from({ length: count }, () => sandbox.issueRefreshToken()),
       issueTokens: () => sandbox.issueTokens(),
       revokeAccessToken: ({ token }: { token: string }) => sandbox.revokeAccessToken(token),
       setTtl: ({ seconds }: { seconds: number }) => sandbox.setAccessTokenTtl(seconds),
@@ -21,7 +24,12 @@ try {
     },
     () => sandbox.close(),
   );
-  reportReady({ url: sandbox.url, tokenUrl: sandbox.tokenUrl, revocationUrl: sandbox.revocationUrl, apiUrl: sandbox.apiUrl });
+  reportReady({
+    url: sandbox.url,
+    tokenUrl: sandbox.tokenUrl,
+    revocationUrl: sandbox.revocationUrl,
+    apiUrl: sandbox.apiUrl,
+  });
 } catch (error) {
   reportFatal(error);
 }

@@ -50,7 +50,9 @@ function panel(p: Panel, x: number, y: number, w: number, h: number): string {
   const right = x + w - 10;
   const values = p.stacked
     ? p.groups.map((g) => g.bars.reduce((sum, b) => sum + b.value, 0))
-    : p.groups.flatMap((g) => [...g.bars.map((b) => b.value), g.target?.value ?? 0]).filter((v) => Number.isFinite(v) && v > 0);
+    : p.groups
+        .flatMap((g) => [...g.bars.map((b) => b.value), g.target?.value ?? 0])
+        .filter((v) => Number.isFinite(v) && v > 0);
   const max = Math.max(...values, 1e-9);
   const min = p.log ? Math.min(...values) : 0;
   const lo = p.log ? Math.log10(min) - 0.3 : 0;
@@ -62,7 +64,9 @@ function panel(p: Panel, x: number, y: number, w: number, h: number): string {
   };
   out.push(`<rect x="${x}" y="${y}" width="${w}" height="${h}" fill="#ffffff" stroke="#dadce0"/>`);
   out.push(`<text x="${x + 12}" y="${y + 22}" font-size="15" font-weight="bold" ${FONT}>${esc(p.title)}</text>`);
-  out.push(`<text x="${right}" y="${y + 22}" font-size="11" text-anchor="end" fill="#5f6368" ${FONT}>${esc(p.unit)}${p.log ? ', log scale' : ''}</text>`);
+  out.push(
+    `<text x="${right}" y="${y + 22}" font-size="11" text-anchor="end" fill="#5f6368" ${FONT}>${esc(p.unit)}${p.log ? ', log scale' : ''}</text>`,
+  );
   out.push(`<line x1="${left}" y1="${bottom}" x2="${right}" y2="${bottom}" stroke="#5f6368"/>`);
   const groupW = (right - left) / p.groups.length;
   p.groups.forEach((g, gi) => {
@@ -75,11 +79,20 @@ function panel(p: Panel, x: number, y: number, w: number, h: number): string {
         const y0 = bottom - scale(acc);
         acc += b.value;
         const y1 = bottom - scale(acc);
-        out.push(`<rect x="${bx}" y="${y1}" width="${barW}" height="${Math.max(0, y0 - y1)}" fill="${b.color}"><title>${esc(`${b.name}: ${fmt(b.value)} ${p.unit}`)}</title></rect>`);
-        if (y0 - y1 >= 11) out.push(`<text x="${bx + barW / 2}" y="${(y0 + y1) / 2 + 4}" font-size="9" text-anchor="middle" fill="#ffffff" ${FONT}>${esc(fmt(b.value))}</text>`);
+        out.push(
+          `<rect x="${bx}" y="${y1}" width="${barW}" height="${Math.max(0, y0 - y1)}" fill="${b.color}"><title>${esc(`${b.name}: ${fmt(b.value)} ${p.unit}`)}</title></rect>`,
+        );
+        if (y0 - y1 >= 11)
+          out.push(
+            `<text x="${bx + barW / 2}" y="${(y0 + y1) / 2 + 4}" font-size="9" text-anchor="middle" fill="#ffffff" ${FONT}>${esc(fmt(b.value))}</text>`,
+          );
       }
-      out.push(`<text x="${bx + barW / 2}" y="${bottom - scale(acc) - 4}" font-size="10" text-anchor="middle" ${FONT}>${esc(fmt(acc))}</text>`);
-      out.push(`<text x="${gx + groupW / 2}" y="${bottom + 15}" font-size="11" text-anchor="middle" ${FONT}>${esc(g.label)}</text>`);
+      out.push(
+        `<text x="${bx + barW / 2}" y="${bottom - scale(acc) - 4}" font-size="10" text-anchor="middle" ${FONT}>${esc(fmt(acc))}</text>`,
+      );
+      out.push(
+        `<text x="${gx + groupW / 2}" y="${bottom + 15}" font-size="11" text-anchor="middle" ${FONT}>${esc(g.label)}</text>`,
+      );
       return;
     }
     const barW = Math.min(46, (groupW - 16) / g.bars.length);
@@ -87,15 +100,25 @@ function panel(p: Panel, x: number, y: number, w: number, h: number): string {
     g.bars.forEach((b, bi) => {
       const bh = scale(b.value);
       const bx = start + bi * barW;
-      out.push(`<rect x="${bx + 2}" y="${bottom - bh}" width="${barW - 4}" height="${bh}" fill="${b.color}"><title>${esc(`${b.name}: ${fmt(b.value)} ${p.unit}`)}</title></rect>`);
-      out.push(`<text x="${bx + barW / 2}" y="${bottom - bh - 4}" font-size="10" text-anchor="middle" ${FONT}>${esc(fmt(b.value))}</text>`);
+      out.push(
+        `<rect x="${bx + 2}" y="${bottom - bh}" width="${barW - 4}" height="${bh}" fill="${b.color}"><title>${esc(`${b.name}: ${fmt(b.value)} ${p.unit}`)}</title></rect>`,
+      );
+      out.push(
+        `<text x="${bx + barW / 2}" y="${bottom - bh - 4}" font-size="10" text-anchor="middle" ${FONT}>${esc(fmt(b.value))}</text>`,
+      );
     });
     if (g.target) {
       const ty = bottom - scale(g.target.value);
-      out.push(`<line x1="${gx + 6}" y1="${ty}" x2="${gx + groupW - 6}" y2="${ty}" stroke="#d93025" stroke-dasharray="5,3"/>`);
-      out.push(`<text x="${gx + 6}" y="${ty - 3}" font-size="9" text-anchor="start" fill="#d93025" ${FONT}>${esc(g.target.label)}</text>`);
+      out.push(
+        `<line x1="${gx + 6}" y1="${ty}" x2="${gx + groupW - 6}" y2="${ty}" stroke="#d93025" stroke-dasharray="5,3"/>`,
+      );
+      out.push(
+        `<text x="${gx + 6}" y="${ty - 3}" font-size="9" text-anchor="start" fill="#d93025" ${FONT}>${esc(g.target.label)}</text>`,
+      );
     }
-    out.push(`<text x="${gx + groupW / 2}" y="${bottom + 15}" font-size="11" text-anchor="middle" ${FONT}>${esc(g.label)}</text>`);
+    out.push(
+      `<text x="${gx + groupW / 2}" y="${bottom + 15}" font-size="11" text-anchor="middle" ${FONT}>${esc(g.label)}</text>`,
+    );
   });
   // Legend: the distinct bar names of the panel.
   const names = new Map<string, string>();
@@ -139,7 +162,10 @@ export function renderChart(record: any): string {
       unit: 'ms',
       log: true,
       groups: [
-        latGroup('p50 sequential', lat.sequential.echo.p50, lat.sequential.refresher.p50, { value: 1.3 * lat.sequential.echo.p50, label: 'max 1.3x' }),
+        latGroup('p50 sequential', lat.sequential.echo.p50, lat.sequential.refresher.p50, {
+          value: 1.3 * lat.sequential.echo.p50,
+          label: 'max 1.3x',
+        }),
         latGroup('p99 sequential', lat.sequential.echo.p99, lat.sequential.refresher.p99),
         latGroup(`p50 @${Math.round(lat.halfLoad.rate / 1000)}k/s`, lat.halfLoad.echo.p50, lat.halfLoad.refresher.p50),
         latGroup(`p99 @${Math.round(lat.halfLoad.rate / 1000)}k/s`, lat.halfLoad.echo.p99, lat.halfLoad.refresher.p99),
@@ -237,8 +263,15 @@ export function renderChart(record: any): string {
   const width = cols * pw + (cols + 1) * 10;
   const height = rows * ph + (rows + 1) * 10 + 40;
   const m = record.machine ?? {};
-  const subtitle = `${record.mode} run, ${String(record.startedAt ?? '').slice(0, 16).replace('T', ' ')} UTC; ${m.nproc}x ${m.cpuModel}, node ${m.node}, PostgreSQL ${m.postgres}, nats-server ${m.natsServer}; load average at start ${(m.loadAverage ?? []).join(' ')}`;
-  const body = panels.map((p, i) => panel(p, 10 + (i % cols) * (pw + 10), 50 + Math.floor(i / cols) * (ph + 10), pw, ph)).join('\n');
+  const subtitle = `${record.mode} run, ${String(record.startedAt ?? '')
+    .slice(0, 16)
+    .replace(
+      'T',
+      ' ',
+    )} UTC; ${m.nproc}x ${m.cpuModel}, node ${m.node}, PostgreSQL ${m.postgres}, nats-server ${m.natsServer}; load average at start ${(m.loadAverage ?? []).join(' ')}`;
+  const body = panels
+    .map((p, i) => panel(p, 10 + (i % cols) * (pw + 10), 50 + Math.floor(i / cols) * (ph + 10), pw, ph))
+    .join('\n');
   return `<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">
 <rect width="100%" height="100%" fill="#f8f9fa"/>

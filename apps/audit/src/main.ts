@@ -19,10 +19,18 @@ try {
   const app = await startAudit({ config, logger: new PinoLoggerService(logger) });
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   logger.info(
-    { replica: config.replicaId, nats: redactServers(config.nats.servers), consumer: config.consumer.name, database: new URL(config.database.url).pathname.slice(1) },
+    {
+      replica: config.replicaId,
+      nats: redactServers(config.nats.servers),
+      consumer: config.consumer.name,
+      database: new URL(config.database.url).pathname.slice(1),
+    },
     'audit started',
   );
 } catch (error) {
-  logger.fatal({ type: (error as Error).constructor?.name, message: (error as Error).message }, 'audit failed to start');
+  logger.fatal(
+    { type: (error as Error).constructor?.name, message: (error as Error).message },
+    'audit failed to start',
+  );
   process.exit(1);
 }

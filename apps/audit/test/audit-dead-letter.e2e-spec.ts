@@ -1,7 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, encodeJson } from '@tokenkeeper/contracts';
-import { createTestDatabase, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  waitFor,
+  type NatsServerHandle,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawCaller } from '../../refresher/test/refresher.harness.js';
 import { auditEnv, Db, startTestAudit, type TestAudit } from './audit.harness.js';
@@ -38,8 +44,17 @@ describe('audit: poison records go to the dead-letter table', () => {
   });
 
   const record = (overrides: Record<string, unknown> = {}) => ({
-    eventId: randomUUID(), type: 'failed', tenant: 'poison', connection: 'c1', provider: 'sandbox', version: 1,
-    outcome: 'retryable', code: 'server_error', message: 'HTTP 500 server_error', at: new Date().toISOString(), replica: 'synthetic',
+    eventId: randomUUID(),
+    type: 'failed',
+    tenant: 'poison',
+    connection: 'c1',
+    provider: 'sandbox',
+    version: 1,
+    outcome: 'retryable',
+    code: 'server_error',
+    message: 'HTTP 500 server_error',
+    at: new Date().toISOString(),
+    replica: 'synthetic',
     ...overrides,
   });
 
@@ -51,23 +66,56 @@ describe('audit: poison records go to the dead-letter table', () => {
       { why: /\bat\b/, r: record({ at: '0000-01-01T00:00:00Z', message: secretish }) },
       { why: /\bat\b/, r: record({ at: '0000-12-31T23:59:59.999+00:00' }) },
     ];
-    const good = [record({ version: 0 }), record({ version: 2 ** 31 - 1 }), record({ at: '0001-01-01T00:00:00Z' }), record(), record(), record()];
+    const good = [
+      record({ version: 0 }),
+      record({ version: 2 ** 31 - 1 }),
+      record({ at: '0001-01-01T00:00:00Z' }),
+      record(),
+      record(),
+      record(),
+    ];
     // Interleaved, bad first: the good records behind a bad one must not wait for it.
-    const stream = [bad[0]!.r, good[0]!, bad[1]!.r, good[1]!, bad[2]!.r, good[2]!, bad[3]!.r, good[3]!, good[4]!, good[5]!];
+    const stream = [
+      bad[0]!.r,
+      good[0]!,
+      bad[1]!.r,
+      good[1]!,
+      bad[2]!.r,
+      good[2]!,
+      bad[3]!.r,
+      good[3]!,
+      good[4]!,
+      good[5]!,
+    ];
     const js = jetstream(caller.nc);
-    for (const r of stream) await js.publish(`audit.token.failed.poison.c1`, encodeJson(r), { msgID: r.eventId as string });
+    for (const r of stream)
+      await js.publish(`audit.token.failed.poison.c1`, encodeJson(r), { msgID: r.eventId as string });
 
-    await waitFor(async () => (await db.count('SELECT count(*) AS n FROM audit_records')) === good.length, { timeoutMs: 20_000, intervalMs: 100, message: 'the good records to be stored' });
-    const stored = await db.rows<{ event_id: string; version: number }>('SELECT event_id, version FROM audit_records ORDER BY event_id');
+    await waitFor(async () => (await db.count('SELECT count(*) AS n FROM audit_records')) === good.length, {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      message: 'the good records to be stored',
+    });
+    const stored = await db.rows<{ event_id: string; version: number }>(
+      'SELECT event_id, version FROM audit_records ORDER BY event_id',
+    );
     expect(stored.map((r) => r.event_id).sort()).toEqual(good.map((r) => r.eventId).sort());
 
-    const dead = await waitFor(async () => {
-      const rows = await db.rows('SELECT * FROM audit_dead_letters ORDER BY stream_seq').catch(() => []);
-      return rows.length === bad.length ? rows : undefined;
-    }, { timeoutMs: 10_000, message: 'the bad records in the dead-letter table' });
+    const dead = await waitFor(
+      async () => {
+        const rows = await db.rows('SELECT * FROM audit_dead_letters ORDER BY stream_seq').catch(() => []);
+        return rows.length === bad.length ? rows : undefined;
+      },
+      { timeoutMs: 10_000, message: 'the bad records in the dead-letter table' },
+    );
     for (const [i, { why, r }] of bad.entries()) {
       const row = dead.find((d: any) => d.event_id === r.eventId);
-      expect(row, `bad record ${i}`).toMatchObject({ subject: 'audit.token.failed.poison.c1', tenant: 'poison', connection: 'c1', type: 'failed' });
+      expect(row, `bad record ${i}`).toMatchObject({
+        subject: 'audit.token.failed.poison.c1',
+        tenant: 'poison',
+        connection: 'c1',
+        type: 'failed',
+      });
       expect(row.reason).toMatch(why);
       expect(Number(row.stream_seq)).toBeGreaterThan(0);
     }
@@ -76,15 +124,22 @@ describe('audit: poison records go to the dead-letter table', () => {
 
     // Everything acked: nothing pending or waiting for redelivery.
     const info = await (await jetstreamManager(caller.nc)).consumers.info(AUDIT_STREAM, audit.config.consumer.name);
-    await waitFor(async () => {
-      const now = await (await jetstreamManager(caller.nc)).consumers.info(AUDIT_STREAM, audit.config.consumer.name);
-      return now.num_ack_pending === 0 && now.num_pending === 0;
-    }, { timeoutMs: 10_000, message: 'every record acked' });
+    await waitFor(
+      async () => {
+        const now = await (await jetstreamManager(caller.nc)).consumers.info(AUDIT_STREAM, audit.config.consumer.name);
+        return now.num_ack_pending === 0 && now.num_pending === 0;
+      },
+      { timeoutMs: 10_000, message: 'every record acked' },
+    );
     expect(info.delivered.stream_seq).toBeGreaterThanOrEqual(stream.length);
 
     // And the consumer keeps going.
     const later = record();
     await js.publish('audit.token.failed.poison.c1', encodeJson(later), { msgID: later.eventId });
-    await waitFor(async () => (await db.count('SELECT count(*) AS n FROM audit_records WHERE event_id = $1', [later.eventId])) === 1, { timeoutMs: 10_000, message: 'a later record' });
+    await waitFor(
+      async () =>
+        (await db.count('SELECT count(*) AS n FROM audit_records WHERE event_id = $1', [later.eventId])) === 1,
+      { timeoutMs: 10_000, message: 'a later record' },
+    );
   });
 });

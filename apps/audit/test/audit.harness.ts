@@ -18,7 +18,11 @@ import { type AuditConfig, loadAuditConfig } from '../src/config/audit-config.js
 export const REPO_ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
 
 /** Environment of an audit app under test: fast redelivery and retries. */
-export function auditEnv(natsUrl: string, databaseUrl: string, overrides: Record<string, string> = {}): Record<string, string> {
+export function auditEnv(
+  natsUrl: string,
+  databaseUrl: string,
+  overrides: Record<string, string> = {},
+): Record<string, string> {
   return {
     NODE_ENV: 'test',
     NATS_URL: natsUrl,
@@ -30,7 +34,6 @@ export function auditEnv(natsUrl: string, databaseUrl: string, overrides: Record
     ...overrides,
   };
 }
-
 
 export interface TestAudit {
   app: INestMicroservice;
@@ -44,7 +47,9 @@ export interface TestAudit {
 export async function startTestAudit(env: Record<string, string>): Promise<TestAudit> {
   const config = loadAuditConfig(env);
   const logs = new LogCapture();
-  const logger = new PinoLoggerService(createLogger({ level: env.LOG_LEVEL ?? 'warn', name: 'audit', destination: logs }));
+  const logger = new PinoLoggerService(
+    createLogger({ level: env.LOG_LEVEL ?? 'warn', name: 'audit', destination: logs }),
+  );
   const app = await startAudit({ config, logger });
   return { app, config, logs, consumer: app.get(AuditConsumer), close: () => app.close() };
 }
@@ -94,10 +99,12 @@ export class ChildApp {
     };
     child.stdout!.on('data', collect);
     child.stderr!.on('data', collect);
-    this.exited = new Promise((done) => child.once('exit', () => {
-      children.delete(child);
-      done();
-    }));
+    this.exited = new Promise((done) =>
+      child.once('exit', () => {
+        children.delete(child);
+        done();
+      }),
+    );
     await waitFor(
       () => {
         if (child.exitCode !== null || child.signalCode !== null) {
@@ -132,10 +139,15 @@ export class ChildApp {
 }
 
 /** A providers file for the refresher process, pointing at the sandbox; the client secret comes from the environment. */
-export function writeProvidersFile(sandbox: SandboxProvider, settings: Record<string, unknown> = {}): { path: string; remove(): void } {
+export function writeProvidersFile(
+  sandbox: SandboxProvider,
+  settings: Record<string, unknown> = {},
+): { path: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'tk-providers-'));
   const path = join(dir, 'providers.yaml');
-  const extra = Object.entries(settings).map(([key, value]) => `    ${key}: ${JSON.stringify(value)}\n`).join('');
+  const extra = Object.entries(settings)
+    .map(([key, value]) => `    ${key}: ${JSON.stringify(value)}\n`)
+    .join('');
   writeFileSync(
     path,
     `providers:\n  sandbox:\n    tokenUrl: ${sandbox.tokenUrl}\n    revocationUrl: ${sandbox.revocationUrl}\n` +
@@ -166,7 +178,9 @@ export class Db {
 }
 
 /** Every message currently in the audit stream, raw, in stream order. */
-export async function readAuditStream(nc: NatsConnection): Promise<{ subject: string; data: string; msgId?: string }[]> {
+export async function readAuditStream(
+  nc: NatsConnection,
+): Promise<{ subject: string; data: string; msgId?: string }[]> {
   const jsm = await jetstreamManager(nc);
   const info = await jsm.streams.info(AUDIT_STREAM);
   const total = info.state.messages;
@@ -175,7 +189,11 @@ export async function readAuditStream(nc: NatsConnection): Promise<{ subject: st
   const consumer = await jetstream(nc).consumers.get(AUDIT_STREAM);
   const messages = await consumer.consume({ max_messages: 1_000 });
   for await (const msg of messages) {
-    out.push({ subject: msg.subject, data: new TextDecoder().decode(msg.data), msgId: msg.headers?.get('Nats-Msg-Id') });
+    out.push({
+      subject: msg.subject,
+      data: new TextDecoder().decode(msg.data),
+      msgId: msg.headers?.get('Nats-Msg-Id'),
+    });
     if (msg.info.pending === 0) break;
   }
   await messages.close();
@@ -183,12 +201,20 @@ export async function readAuditStream(nc: NatsConnection): Promise<{ subject: st
 }
 
 /** Waits until every outbox record of the refresher database is in the audit table, and returns both id sets. */
-export async function waitForAuditToCatchUp(refresherDb: Db, auditDb: Db, timeoutMs = 30_000): Promise<{ outbox: string[]; audit: string[] }> {
+export async function waitForAuditToCatchUp(
+  refresherDb: Db,
+  auditDb: Db,
+  timeoutMs = 30_000,
+): Promise<{ outbox: string[]; audit: string[] }> {
   let last = { outbox: [] as string[], audit: [] as string[] };
   await waitFor(
     async () => {
-      const outbox = (await refresherDb.rows<{ event_id: string }>('SELECT event_id FROM outbox ORDER BY event_id')).map((r) => r.event_id);
-      const audit = (await auditDb.rows<{ event_id: string }>('SELECT event_id FROM audit_records ORDER BY event_id')).map((r) => r.event_id);
+      const outbox = (
+        await refresherDb.rows<{ event_id: string }>('SELECT event_id FROM outbox ORDER BY event_id')
+      ).map((r) => r.event_id);
+      const audit = (
+        await auditDb.rows<{ event_id: string }>('SELECT event_id FROM audit_records ORDER BY event_id')
+      ).map((r) => r.event_id);
       last = { outbox, audit };
       return outbox.length > 0 && audit.length >= outbox.length;
     },

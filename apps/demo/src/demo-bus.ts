@@ -29,7 +29,12 @@ export class DemoBus {
     private readonly server?: NatsServerHandle,
   ) {}
 
-  static async start(options: { mode: 'secure' | 'open'; openUrl: string; auditConsumer: string; consumers: DemoConsumerSpec[] }): Promise<DemoBus> {
+  static async start(options: {
+    mode: 'secure' | 'open';
+    openUrl: string;
+    auditConsumer: string;
+    consumers: DemoConsumerSpec[];
+  }): Promise<DemoBus> {
     if (options.mode === 'open') return new DemoBus('open', options.openUrl, new Map());
     const { config, users } = buildAuthz({
       refresher: true,
@@ -51,7 +56,11 @@ export class DemoBus {
   env(role: DemoRole): Record<string, string> {
     const generated = this.users.get(role);
     if (!generated || generated.credential.kind !== 'password') return {};
-    return { NATS_USER: generated.user.name, NATS_PASS: generated.credential.password, NATS_INBOX_PREFIX: generated.user.inboxPrefix };
+    return {
+      NATS_USER: generated.user.name,
+      NATS_PASS: generated.credential.password,
+      NATS_INBOX_PREFIX: generated.user.inboxPrefix,
+    };
   }
 
   /** nats.js connection options of a role. */

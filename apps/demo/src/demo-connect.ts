@@ -22,9 +22,14 @@ export async function connectThroughBrowser(
   try {
     const ttlSeconds = Math.min(CONNECT_MAX_TTL_SECONDS, Math.max(60, Math.ceil(options.waitSeconds) + 30));
     const reply = (
-      await nc.request(adminSubject('connect', key.tenant, key.connection), JSON.stringify({ provider: options.provider, ttlSeconds }), { timeout: 10_000 })
+      await nc.request(
+        adminSubject('connect', key.tenant, key.connection),
+        JSON.stringify({ provider: options.provider, ttlSeconds }),
+        { timeout: 10_000 },
+      )
     ).json<{ ok: boolean; url?: string; expiresAt?: string; error?: { code: string; message: string } }>();
-    if (!reply.ok || !reply.url) return { connected: false, reason: `connect refused: ${reply.error?.code} ${reply.error?.message}` };
+    if (!reply.ok || !reply.url)
+      return { connected: false, reason: `connect refused: ${reply.error?.code} ${reply.error?.message}` };
 
     const rule = '*'.repeat(72);
     process.stdout.write(
@@ -38,7 +43,14 @@ export async function connectThroughBrowser(
       return { connected: false, reason: 'event subscription closed' };
     })();
     const bounded = new Promise<ConnectOutcome>((resolve) => {
-      timer = setTimeout(() => resolve({ connected: false, reason: `nobody connected ${key.tenant}/${key.connection} within ${options.waitSeconds} s` }), options.waitSeconds * 1000);
+      timer = setTimeout(
+        () =>
+          resolve({
+            connected: false,
+            reason: `nobody connected ${key.tenant}/${key.connection} within ${options.waitSeconds} s`,
+          }),
+        options.waitSeconds * 1000,
+      );
       onAbort = () => resolve({ connected: false, reason: 'interrupted while waiting for the browser' });
       options.signal.addEventListener('abort', onAbort, { once: true });
     });

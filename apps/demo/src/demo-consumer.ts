@@ -69,7 +69,10 @@ export class DemoConsumer {
     } catch (error) {
       for (let e: unknown = error; e instanceof Error; e = e.cause) {
         if (e instanceof PermissionViolationError || /permissions violation/i.test(e.message)) {
-          return { refused: true, detail: `refused by NATS: no permission to publish token.get.${key.tenant}.${key.connection}` };
+          return {
+            refused: true,
+            detail: `refused by NATS: no permission to publish token.get.${key.tenant}.${key.connection}`,
+          };
         }
       }
       return { refused: true, detail: `no token (${(error as Error).message})` };
@@ -99,17 +102,26 @@ export class DemoConsumer {
       const source = after.fallbacks > before.fallbacks ? 'token.get' : 'cache';
       if (!this.versions.includes(res.tokenVersion)) {
         this.versions.push(res.tokenVersion);
-        this.log.line(this.name, `now using token v${res.tokenVersion} (${source === 'cache' ? 'pushed by the refresher' : 'asked token.get'})`);
+        this.log.line(
+          this.name,
+          `now using token v${res.tokenVersion} (${source === 'cache' ? 'pushed by the refresher' : 'asked token.get'})`,
+        );
       }
       if (res.retried) {
         this.retried++;
-        this.log.line(this.name, `API said 401 for the old token; reported it, got v${res.tokenVersion}, retried: ${res.status}`);
+        this.log.line(
+          this.name,
+          `API said 401 for the old token; reported it, got v${res.tokenVersion}, retried: ${res.status}`,
+        );
       }
       if (!res.ok) {
         this.failed++;
         this.log.line(this.name, `API call #${this.calls} FAILED: HTTP ${res.status}`);
       } else if (this.calls % 10 === 1) {
-        this.log.line(this.name, `API call #${this.calls} → ${res.status} with token v${res.tokenVersion} from ${source}`);
+        this.log.line(
+          this.name,
+          `API call #${this.calls} → ${res.status} with token v${res.tokenVersion} from ${source}`,
+        );
       }
     } catch (error) {
       this.failed++;

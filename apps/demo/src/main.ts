@@ -23,7 +23,16 @@ import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
 import { redactServers } from '@tokenkeeper/nats';
-import { adminSubject, auditQuerySubject, EventSigner, generateSigningSeed, TOKEN_EVENT_KINDS, tokenEventFilter, tokenGetSubject, type CredentialKey } from '@tokenkeeper/contracts';
+import {
+  adminSubject,
+  auditQuerySubject,
+  EventSigner,
+  generateSigningSeed,
+  TOKEN_EVENT_KINDS,
+  tokenEventFilter,
+  tokenGetSubject,
+  type CredentialKey,
+} from '@tokenkeeper/contracts';
 import { startSandboxProvider } from '@tokenkeeper/sandbox';
 import { loadConfig } from '../../refresher/src/config/app-config.js';
 import { parseProvidersDocument } from '../../refresher/src/providers/providers-file.loader.js';
@@ -49,7 +58,12 @@ const services = [
 ];
 const keyName = (k: CredentialKey) => `${k.tenant}/${k.connection}`;
 const connectMode = process.env.DEMO_CONNECT === '1';
-if (process.env.DEMO_CONNECT !== undefined && process.env.DEMO_CONNECT !== '' && process.env.DEMO_CONNECT !== '0' && !connectMode) {
+if (
+  process.env.DEMO_CONNECT !== undefined &&
+  process.env.DEMO_CONNECT !== '' &&
+  process.env.DEMO_CONNECT !== '0' &&
+  !connectMode
+) {
   process.stderr.write('DEMO_CONNECT must be 1 (or unset)\n');
   process.exit(2);
 }
@@ -77,7 +91,10 @@ const bus = await DemoBus.start({
 // The connect pages on a port of their own, as in production; the link the person opens points there.
 const publicHttpPort = connectMode ? (process.env.PUBLIC_HTTP_PORT ?? String(await freePort())) : undefined;
 const connectEnv: Record<string, string> = publicHttpPort
-  ? { PUBLIC_HTTP_PORT: publicHttpPort, PUBLIC_BASE_URL: process.env.PUBLIC_BASE_URL ?? `http://127.0.0.1:${publicHttpPort}` }
+  ? {
+      PUBLIC_HTTP_PORT: publicHttpPort,
+      PUBLIC_BASE_URL: process.env.PUBLIC_BASE_URL ?? `http://127.0.0.1:${publicHttpPort}`,
+    }
   : {};
 // The refresher signs token replies and events with this key; the consumers trust only it.
 const signingSeed = process.env.EVENT_SIGNING_KEY ?? generateSigningSeed();
@@ -98,9 +115,15 @@ const config = loadConfig({
 
 log.section(`Tokenkeeper demo: ${seconds} s, tokens live ${TOKEN_TTL_SECONDS} s`);
 if (bus.mode === 'secure') {
-  log.line('nats', `secure bus: per-tenant permissions (own nats-server on ${bus.url}, configuration from tokenctl authz; users ${(['refresher', 'audit', 'operator', ...services.map((s) => `consumer:${s.service}`)] as DemoRole[]).map((r) => bus.userOf(r)).join(', ')})`);
+  log.line(
+    'nats',
+    `secure bus: per-tenant permissions (own nats-server on ${bus.url}, configuration from tokenctl authz; users ${(['refresher', 'audit', 'operator', ...services.map((s) => `consumer:${s.service}`)] as DemoRole[]).map((r) => bus.userOf(r)).join(', ')})`,
+  );
 } else {
-  log.line('nats', `open bus: no permissions (NATS_URL ${redactServers([bus.url]).join(',')}); any client could read any tenant's token. With a nats-server binary at hand the demo runs the secure bus.`);
+  log.line(
+    'nats',
+    `open bus: no permissions (NATS_URL ${redactServers([bus.url]).join(',')}); any client could read any tenant's token. With a nats-server binary at hand the demo runs the secure bus.`,
+  );
 }
 // Each run starts from an empty demo database: credentials left by an earlier run belong
 // to a sandbox provider that no longer exists.
@@ -115,15 +138,29 @@ await resetDatabase(config.database.url);
 await resetDatabase(auditConfig.database.url);
 const demoStartedAt = new Date().toISOString();
 // Connecting, the sandbox also declares an issuer, so the callback's RFC 9207 check is part of the story.
-const sandbox = await startSandboxProvider({ accessTokenTtlSeconds: TOKEN_TTL_SECONDS, rotateRefreshTokens: true, ...(connectMode ? { issuer: true as const } : {}) });
-log.line('provider', `sandbox OAuth2 provider on ${sandbox.url} (rotating refresh tokens, reuse revokes the family${connectMode ? '; consent page at /authorize' : ''})`);
+const sandbox = await startSandboxProvider({
+  accessTokenTtlSeconds: TOKEN_TTL_SECONDS,
+  rotateRefreshTokens: true,
+  ...(connectMode ? { issuer: true as const } : {}),
+});
+log.line(
+  'provider',
+  `sandbox OAuth2 provider on ${sandbox.url} (rotating refresh tokens, reuse revokes the family${connectMode ? '; consent page at /authorize' : ''})`,
+);
 
-const sandboxEntry = connectMode ? sandbox.providerSettings({ authorizationUrl: sandbox.authorizationUrl }) : sandbox.providerSettings();
+const sandboxEntry = connectMode
+  ? sandbox.providerSettings({ authorizationUrl: sandbox.authorizationUrl })
+  : sandbox.providerSettings();
 const providers = parseProvidersDocument(JSON.stringify({ providers: { sandbox: sandboxEntry } }), 'json', {});
 // The refresher's own log is JSON; here only its warnings reach stderr, to keep the story readable.
-const refresherLogger = new PinoLoggerService(createLogger({ level: process.env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: process.stderr }));
+const refresherLogger = new PinoLoggerService(
+  createLogger({ level: process.env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: process.stderr }),
+);
 const refresher = await startRefresher({ config, logger: refresherLogger, providers });
-log.line('refresher', `started: PostgreSQL ${new URL(config.database.url).pathname.slice(1)}, NATS ${redactServers(config.nats.servers).join(',')}${connectMode ? `, connect pages on ${config.connect.publicBaseUrl}` : ''}`);
+log.line(
+  'refresher',
+  `started: PostgreSQL ${new URL(config.database.url).pathname.slice(1)}, NATS ${redactServers(config.nats.servers).join(',')}${connectMode ? `, connect pages on ${config.connect.publicBaseUrl}` : ''}`,
+);
 const audit = await startAudit({ config: auditConfig, logger: refresherLogger });
 log.line('audit', `started: durable JetStream consumer into ${new URL(auditConfig.database.url).pathname.slice(1)}`);
 
@@ -135,13 +172,24 @@ const lastExpiry = new Map<string, number>();
 for (const kind of TOKEN_EVENT_KINDS) {
   nc.subscribe(tokenEventFilter(kind, '*', '*'), {
     callback: (_err, msg) => {
-      const event = msg.json<{ tenant: string; connection: string; version: number; expiresAt: string; accessToken?: string; code?: string; message?: string }>();
+      const event = msg.json<{
+        tenant: string;
+        connection: string;
+        version: number;
+        expiresAt: string;
+        accessToken?: string;
+        code?: string;
+        message?: string;
+      }>();
       const name = keyName(event);
       if (kind === 'refreshed') {
         refreshes++;
         const previous = lastExpiry.get(name);
         const early = previous ? ((previous - Date.now()) / 1000).toFixed(1) : '?';
-        log.line('refresher', `token refreshed → v${event.version} of ${name} ${preview(event.accessToken ?? '')}, ${early} s before the old one expired; pushed to its tenant's consumer`);
+        log.line(
+          'refresher',
+          `token refreshed → v${event.version} of ${name} ${preview(event.accessToken ?? '')}, ${early} s before the old one expired; pushed to its tenant's consumer`,
+        );
       } else if (kind === 'registered') {
         log.line('refresher', `credential ${name} registered as v${event.version}`);
       } else if (kind === 'failed') {
@@ -156,7 +204,11 @@ for (const kind of TOKEN_EVENT_KINDS) {
 for (const { key } of services) {
   if (key === connectKey) continue;
   const initial = sandbox.issueTokens();
-  const registered = await nc.request(adminSubject('register', key.tenant, key.connection), JSON.stringify({ ...key, provider: 'sandbox', ...initial }), { timeout: 10_000 });
+  const registered = await nc.request(
+    adminSubject('register', key.tenant, key.connection),
+    JSON.stringify({ ...key, provider: 'sandbox', ...initial }),
+    { timeout: 10_000 },
+  );
   const reply = registered.json<{ ok: boolean; error?: { message: string } }>();
   if (!reply.ok) throw new Error(`register ${keyName(key)} failed: ${reply.error?.message}`);
 }
@@ -166,32 +218,53 @@ if (connectKey) {
   const interrupt = () => interrupted.abort();
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
-  const outcome = await connectThroughBrowser(nc, connectKey, { provider: 'sandbox', waitSeconds: seconds, log, signal: interrupted.signal });
+  const outcome = await connectThroughBrowser(nc, connectKey, {
+    provider: 'sandbox',
+    waitSeconds: seconds,
+    log,
+    signal: interrupted.signal,
+  });
   process.off('SIGINT', interrupt);
   process.off('SIGTERM', interrupt);
   if (!outcome.connected) await stopBeforeTheStory(`not connected: ${outcome.reason}`);
-  else log.line('demo', `connected ${keyName(connectKey)} through the browser (consent on the sandbox provider, code with PKCE): v${outcome.version}; the story goes on with it`);
+  else
+    log.line(
+      'demo',
+      `connected ${keyName(connectKey)} through the browser (consent on the sandbox provider, code with PKCE): v${outcome.version}; the story goes on with it`,
+    );
 }
 
 const consumers = services.map(
   ({ service, key }) =>
-    new DemoConsumer(service, bus.url, key, sandbox.apiUrl, log, { servers: bus.url, connect: bus.connectOptions(`consumer:${service}`), trustedSigners: [signerPublicKey] }),
+    new DemoConsumer(service, bus.url, key, sandbox.apiUrl, log, {
+      servers: bus.url,
+      connect: bus.connectOptions(`consumer:${service}`),
+      trustedSigners: [signerPublicKey],
+    }),
 );
-await Promise.all(consumers.map((c, i) => new Promise<void>((resolve) => setTimeout(() => void c.start(1_000).then(resolve), i * 500))));
+await Promise.all(
+  consumers.map((c, i) => new Promise<void>((resolve) => setTimeout(() => void c.start(1_000).then(resolve), i * 500))),
+);
 log.line(
   'demo',
   `two consumer services are calling the protected API every second: ${services.map((s) => `${s.service} of tenant ${s.key.tenant} (as ${bus.userOf(`consumer:${s.service}`)})`).join(', ')}; replies and events verified against the refresher's key ${signerPublicKey.slice(0, 8)}…`,
 );
 
-const revokeAt = setTimeout(() => {
-  revokeEarly().catch((error: Error) => log.line('demo', `could not revoke a token early: ${error.message}`));
-}, (seconds * 1000) / 2);
+const revokeAt = setTimeout(
+  () => {
+    revokeEarly().catch((error: Error) => log.line('demo', `could not revoke a token early: ${error.message}`));
+  },
+  (seconds * 1000) / 2,
+);
 async function revokeEarly(): Promise<void> {
   const key = services[0].key;
   const got = await nc.request(tokenGetSubject(key.tenant, key.connection), '{}', { timeout: 5_000 });
   const token = got.json<{ token: { accessToken: string; version: number } }>().token;
   sandbox.revokeAccessToken(token.accessToken);
-  log.line('provider', `revoked access token v${token.version} of ${keyName(key)} early (as a provider might): the next calls get 401`);
+  log.line(
+    'provider',
+    `revoked access token v${token.version} of ${keyName(key)} early (as a provider might): the next calls get 401`,
+  );
 }
 
 let stopping = false;
@@ -215,22 +288,36 @@ async function finish(reason: string): Promise<void> {
   log.section('Summary');
   process.stdout.write(`API calls made:      ${calls}\n`);
   process.stdout.write(`API calls failed:    ${failed}\n`);
-  process.stdout.write(`token refreshes:     ${refreshes} (provider saw ${sandbox.stats.refreshGrants} refresh grants, ${sandbox.stats.reuseDetected} reused refresh tokens)\n`);
+  process.stdout.write(
+    `token refreshes:     ${refreshes} (provider saw ${sandbox.stats.refreshGrants} refresh grants, ${sandbox.stats.reuseDetected} reused refresh tokens)\n`,
+  );
   for (const s of summaries) {
     process.stdout.write(
       `${s.name.padEnd(8)} versions seen ${s.versionsSeen.join(', ')}; tokens from cache ${s.fromCache}, fetched via token.get ${s.fetched}, pushed updates ${s.pushedUpdates}, 401 retries ${s.retriedAfter401}\n`,
     );
   }
   process.stdout.write(`audit records:       ${auditCounts}\n`);
-  if (connectKey) process.stdout.write(`connect:             ${keyName(connectKey)} connected through the browser (sandbox consent page, code with PKCE)\n`);
-  process.stdout.write(`bus:                 ${bus.mode === 'secure' ? 'secure bus: per-tenant permissions' : 'open bus (no permissions)'}\n`);
+  if (connectKey)
+    process.stdout.write(
+      `connect:             ${keyName(connectKey)} connected through the browser (sandbox consent page, code with PKCE)\n`,
+    );
+  process.stdout.write(
+    `bus:                 ${bus.mode === 'secure' ? 'secure bus: per-tenant permissions' : 'open bus (no permissions)'}\n`,
+  );
   const who = `${consumers[0].name} (tenant ${services[0].key.tenant}) asked for ${keyName(foreignKey)}`;
   // On the secure bus this must be refused; on the open bus it shows why the secure one exists.
   const isolated = bus.mode === 'open' || foreign.refused;
-  if (bus.mode === 'secure') process.stdout.write(`tenant isolation:    ${who}: ${foreign.detail}${foreign.refused ? '' : '  ← NOT ISOLATED'}\n`);
+  if (bus.mode === 'secure')
+    process.stdout.write(
+      `tenant isolation:    ${who}: ${foreign.detail}${foreign.refused ? '' : '  ← NOT ISOLATED'}\n`,
+    );
   else process.stdout.write(`tenant isolation:    none on an open bus: ${who}: ${foreign.detail}\n`);
   await bus.stop();
-  process.stdout.write(failed === 0 ? '\nNo API call failed: every token was refreshed before it expired.\n' : `\n${failed} API calls failed.\n`);
+  process.stdout.write(
+    failed === 0
+      ? '\nNo API call failed: every token was refreshed before it expired.\n'
+      : `\n${failed} API calls failed.\n`,
+  );
   process.exit(failed === 0 && calls > 0 && isolated ? 0 : 1);
 }
 
@@ -251,7 +338,9 @@ async function countAuditRecords(): Promise<string> {
   for (let attempt = 0; attempt < 20; attempt++) {
     try {
       // Across tenants, as the operator may.
-      const res = await nc.request(auditQuerySubject(), JSON.stringify({ since: demoStartedAt, limit: 1000 }), { timeout: 2_000 });
+      const res = await nc.request(auditQuerySubject(), JSON.stringify({ since: demoStartedAt, limit: 1000 }), {
+        timeout: 2_000,
+      });
       const body = res.json<{ ok: boolean; items?: { type: string }[] }>();
       counts = new Map();
       for (const item of body.items ?? []) counts.set(item.type, (counts.get(item.type) ?? 0) + 1);

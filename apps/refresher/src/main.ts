@@ -33,8 +33,14 @@ try {
   };
   process.once('SIGTERM', hardStop);
   process.once('SIGINT', hardStop);
-  logger.info({ replica: config.replicaId, httpPort: config.httpPort, nats: redactServers(config.nats.servers) }, 'refresher started');
+  logger.info(
+    { replica: config.replicaId, httpPort: config.httpPort, nats: redactServers(config.nats.servers) },
+    'refresher started',
+  );
 } catch (error) {
-  logger.fatal({ type: (error as Error).constructor?.name, message: (error as Error).message }, 'refresher failed to start');
+  logger.fatal(
+    { type: (error as Error).constructor?.name, message: (error as Error).message },
+    'refresher failed to start',
+  );
   process.exit(1);
 }

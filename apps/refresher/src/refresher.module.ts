@@ -58,7 +58,12 @@ import { CredentialListPager } from './tokens/credential-list.pager.js';
 import { TokenController } from './tokens/token.controller.js';
 import { TokenService } from './tokens/token.service.js';
 
-export const MIGRATIONS = [InitialSchema1764100000000, EncryptionKeys1764500000000, OutboxRecordId1764700000000, ConnectSessions1764900000000];
+export const MIGRATIONS = [
+  InitialSchema1764100000000,
+  EncryptionKeys1764500000000,
+  OutboxRecordId1764700000000,
+  ConnectSessions1764900000000,
+];
 export const ENTITIES = [CredentialEntity, OutboxEntity];
 
 export interface RefresherModuleOptions {
@@ -118,10 +123,15 @@ export class RefresherModule {
       providers: [
         { provide: APP_CONFIG, useValue: config },
         { provide: TokenCipher, useFactory: () => createTokenCipher(config, (message) => logger.log(message)) },
-        { provide: CredentialMapper, useFactory: (cipher: TokenCipher) => new CredentialMapper(cipher), inject: [TokenCipher] },
+        {
+          provide: CredentialMapper,
+          useFactory: (cipher: TokenCipher) => new CredentialMapper(cipher),
+          inject: [TokenCipher],
+        },
         {
           provide: ProviderRegistry,
-          useFactory: () => new ProviderRegistry(providers ?? loadProvidersFile(config.providersFile, config.providersEnv)),
+          useFactory: () =>
+            new ProviderRegistry(providers ?? loadProvidersFile(config.providersFile, config.providersEnv)),
         },
         {
           provide: TOKEN_ENDPOINT,
@@ -131,13 +141,23 @@ export class RefresherModule {
         },
         TokenEndpointLifecycle,
         ProviderRevocation,
-        { provide: NATS_CONNECTION, useFactory: () => connectNats(config.nats, `tokenkeeper-refresher ${config.replicaId}`) },
+        {
+          provide: NATS_CONNECTION,
+          useFactory: () => connectNats(config.nats, `tokenkeeper-refresher ${config.replicaId}`),
+        },
         { provide: EventSigner, useFactory: () => createEventSigner(config, (message) => logger.log(message)) },
-        { provide: SignatureVerifier, useFactory: (signer: EventSigner) => createSignatureVerifier(config, signer), inject: [EventSigner] },
+        {
+          provide: SignatureVerifier,
+          useFactory: (signer: EventSigner) => createSignatureVerifier(config, signer),
+          inject: [EventSigner],
+        },
         {
           provide: ReplyCache,
           useFactory: (signer: EventSigner, clock: Clock) =>
-            new ReplyCache(config.tokenCacheMaxEntries, signer, { clock: () => clock.now(), maxAgeSeconds: config.signing.maxAgeSeconds }),
+            new ReplyCache(config.tokenCacheMaxEntries, signer, {
+              clock: () => clock.now(),
+              maxAgeSeconds: config.signing.maxAgeSeconds,
+            }),
           inject: [EventSigner, Clock],
         },
         NatsLifecycle,
@@ -145,7 +165,11 @@ export class RefresherModule {
         RefreshMetrics,
         CredentialRepository,
         EncryptionKeyRepository,
-        { provide: EncryptionKeyCheck, useFactory: EncryptionKeyCheck.run, inject: [TokenCipher, EncryptionKeyRepository] },
+        {
+          provide: EncryptionKeyCheck,
+          useFactory: EncryptionKeyCheck.run,
+          inject: [TokenCipher, EncryptionKeyRepository],
+        },
         OwnEvents,
         TokenEventPublisher,
         TokenChangeNotifier,
@@ -159,7 +183,11 @@ export class RefresherModule {
         ConnectSessionRepository,
         ConnectService,
         ConnectLinkService,
-        { provide: ConnectLinkSigner, useFactory: (cipher: TokenCipher) => new ConnectLinkSigner(cipher), inject: [TokenCipher] },
+        {
+          provide: ConnectLinkSigner,
+          useFactory: (cipher: TokenCipher) => new ConnectLinkSigner(cipher),
+          inject: [TokenCipher],
+        },
         CredentialListPager,
         AuditStreamService,
         OutboxRepository,

@@ -1,8 +1,24 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { AUDIT_STREAM } from '@tokenkeeper/contracts';
-import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  sleep,
+  startNatsServer,
+  startSandboxProvider,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auditEnv, ChildApp, Db, startTestAudit, type TestAudit, waitForAuditToCatchUp, writeProvidersFile } from '../../audit/test/audit.harness.js';
+import {
+  auditEnv,
+  ChildApp,
+  Db,
+  startTestAudit,
+  type TestAudit,
+  waitForAuditToCatchUp,
+  writeProvidersFile,
+} from '../../audit/test/audit.harness.js';
 import { RawCaller, testEnv, testKeys } from './refresher.harness.js';
 
 const CREDENTIALS = 80;
@@ -72,7 +88,12 @@ describe('audit: refresher killed with SIGKILL during a refresh storm', () => {
   it('keeps exactly one refreshed record per committed version across kills', async () => {
     await refresher.start();
     for (let i = 0; i < CREDENTIALS; i++) {
-      const reply = await caller.admin('register', { tenant: `t${i % 4}`, connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await caller.admin('register', {
+        tenant: `t${i % 4}`,
+        connection: `c${i}`,
+        provider: 'sandbox',
+        refreshToken: sandbox.issueRefreshToken(),
+      });
       expect(reply.ok).toBe(true);
     }
     for (let kill = 0; kill < KILLS; kill++) {

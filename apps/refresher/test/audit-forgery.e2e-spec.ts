@@ -1,9 +1,25 @@
 import { jetstream } from '@nats-io/jetstream';
 import { encodeJson, tokenEventFilter } from '@tokenkeeper/contracts';
-import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  sleep,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, Db, startTestAudit, type TestAudit } from '../../audit/test/audit.harness.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 const CREDENTIALS = 12;
 
@@ -62,7 +78,13 @@ describe('audit: records forged under core event ids', () => {
     const seen: Record<string, unknown>[] = [];
     const sub = attacker.nc.subscribe(tokenEventFilter('*'), {
       callback: (_err, msg) => {
-        const event = msg.json<{ eventId: string; tenant: string; connection: string; provider?: string; version?: number }>();
+        const event = msg.json<{
+          eventId: string;
+          tenant: string;
+          connection: string;
+          provider?: string;
+          version?: number;
+        }>();
         seen.push(msg.json<Record<string, unknown>>());
         const record = {
           eventId: event.eventId,
@@ -76,16 +98,25 @@ describe('audit: records forged under core event ids', () => {
           replica: 'attacker',
         };
         attacks.push(
-          js.publish(`audit.token.refreshed.${event.tenant}.${event.connection}`, encodeJson(record), { msgID: event.eventId }).then((ack) => {
-            forged++;
-            if (!ack.duplicate) forgedFirst++;
-          }),
+          js
+            .publish(`audit.token.refreshed.${event.tenant}.${event.connection}`, encodeJson(record), {
+              msgID: event.eventId,
+            })
+            .then((ack) => {
+              forged++;
+              if (!ack.duplicate) forgedFirst++;
+            }),
         );
       },
     });
 
     for (let i = 0; i < CREDENTIALS; i++) {
-      const reply = await attacker.admin('register', { tenant: `t${i % 2}`, connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await attacker.admin('register', {
+        tenant: `t${i % 2}`,
+        connection: `c${i}`,
+        provider: 'sandbox',
+        refreshToken: sandbox.issueRefreshToken(),
+      });
       expect(reply.ok).toBe(true);
     }
     // Tokens live 2 s: a few refreshes per credential.
@@ -100,7 +131,13 @@ describe('audit: records forged under core event ids', () => {
     expect(forgedFirst).toBeGreaterThan(CREDENTIALS);
 
     expect(await rdb.count('SELECT count(*) AS n FROM outbox WHERE published_at IS NULL')).toBe(0);
-    const outbox = await rdb.rows<{ event_id: string; type: string; replica: string; version: number; outcome: string | null }>(
+    const outbox = await rdb.rows<{
+      event_id: string;
+      type: string;
+      replica: string;
+      version: number;
+      outcome: string | null;
+    }>(
       `SELECT event_id, type, payload->>'replica' AS replica, (payload->>'version')::int AS version, payload->>'outcome' AS outcome
        FROM outbox ORDER BY event_id`,
     );
@@ -111,10 +148,15 @@ describe('audit: records forged under core event ids', () => {
       );
     // Every committed change has its record, as the refresher wrote it: the forgery under the
     // same event id suppressed none of them.
-    await waitFor(async () => (await genuine()).length >= outbox.length, { timeoutMs: 15_000, message: 'every genuine record in the audit table' }).catch(() => undefined);
+    await waitFor(async () => (await genuine()).length >= outbox.length, {
+      timeoutMs: 15_000,
+      message: 'every genuine record in the audit table',
+    }).catch(() => undefined);
     expect(await genuine()).toEqual(outbox);
     // What made this work: no core event shows a record id.
-    const recordIds = new Set((await rdb.rows<{ record_id: string }>('SELECT record_id FROM outbox')).map((r) => r.record_id));
+    const recordIds = new Set(
+      (await rdb.rows<{ record_id: string }>('SELECT record_id FROM outbox')).map((r) => r.record_id),
+    );
     expect(seen.filter((event) => 'recordId' in event || recordIds.has(event.eventId as string))).toEqual([]);
   }, 60_000);
 });

@@ -1,10 +1,26 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { AUDIT_STREAM } from '@tokenkeeper/contracts';
-import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  sleep,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, Db, startTestAudit, type TestAudit, waitForAuditToCatchUp } from '../../audit/test/audit.harness.js';
 import { OutboxRelay } from '../src/audit/outbox-relay.service.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 const CREDENTIALS = 30;
 
@@ -27,7 +43,12 @@ describe('audit: outbox relay through a NATS outage and across replicas', () => 
   const env = (replica: string) =>
     testEnv(
       { natsUrl: nats.url, databaseUrl: refresherDb.url, keys },
-      { REPLICA_ID: replica, REFRESH_MIN_MARGIN_SECONDS: '1', AUDIT_RELAY_STANDBY_POLL_MS: '200', AUDIT_RELAY_BACKOFF_MAX_MS: '1000' },
+      {
+        REPLICA_ID: replica,
+        REFRESH_MIN_MARGIN_SECONDS: '1',
+        AUDIT_RELAY_STANDBY_POLL_MS: '200',
+        AUDIT_RELAY_BACKOFF_MAX_MS: '1000',
+      },
     );
   const backlog = () => rdb.count('SELECT count(*) AS n FROM outbox WHERE published_at IS NULL');
 
@@ -45,7 +66,12 @@ describe('audit: outbox relay through a NATS outage and across replicas', () => 
     rdb = new Db(refresherDb.url);
     adb = new Db(auditDb.url);
     for (let i = 0; i < CREDENTIALS; i++) {
-      const reply = await caller.admin('register', { tenant: 'outage', connection: `c${i}`, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await caller.admin('register', {
+        tenant: 'outage',
+        connection: `c${i}`,
+        provider: 'sandbox',
+        refreshToken: sandbox.issueRefreshToken(),
+      });
       expect(reply.ok).toBe(true);
     }
   });
@@ -62,7 +88,10 @@ describe('audit: outbox relay through a NATS outage and across replicas', () => 
 
   it('lets the outbox grow while NATS is away and drains it completely when NATS is back', async () => {
     const relay = replicaA.app.get(OutboxRelay);
-    await waitFor(async () => (await adb.count('SELECT count(*) AS n FROM audit_records')) > CREDENTIALS * 2, { timeoutMs: 15_000, message: 'records flowing' });
+    await waitFor(async () => (await adb.count('SELECT count(*) AS n FROM audit_records')) > CREDENTIALS * 2, {
+      timeoutMs: 15_000,
+      message: 'records flowing',
+    });
     expect(relay.isActive).toBe(true);
 
     await nats.stop();
@@ -78,10 +107,18 @@ describe('audit: outbox relay through a NATS outage and across replicas', () => 
     expect(await relay.backlog()).toBeGreaterThanOrEqual(later);
 
     await nats.restart();
-    await waitFor(async () => (await backlog()) === 0, { timeoutMs: 30_000, intervalMs: 100, message: 'the outbox to drain after NATS came back' });
+    await waitFor(async () => (await backlog()) === 0, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: 'the outbox to drain after NATS came back',
+    });
     // The relay's own count (the outbox backlog metric) drains too; refreshes go on meanwhile,
     // so it is awaited like the count above rather than read once right after it.
-    await waitFor(async () => (await relay.backlog()) === 0, { timeoutMs: 10_000, intervalMs: 50, message: 'the relay to report an empty outbox' });
+    await waitFor(async () => (await relay.backlog()) === 0, {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      message: 'the relay to report an empty outbox',
+    });
     const { outbox, audit: stored } = await waitForAuditToCatchUp(rdb, adb);
     // The records refreshed meanwhile may still be on their way; every outbox row so far is stored.
     const storedSet = new Set(stored);
@@ -95,8 +132,10 @@ describe('audit: outbox relay through a NATS outage and across replicas', () => 
     const relayB = replicaB.app.get(OutboxRelay);
     await sleep(1_000);
     expect([relayA.isActive, relayB.isActive]).toEqual([true, false]);
-    expect(await rdb.count(`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted
-       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)).toBe(1);
+    expect(
+      await rdb.count(`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted
+       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`),
+    ).toBe(1);
     // Both replicas refresh (and write outbox rows); only A publishes.
     const publishedByB = relayB.published;
     await sleep(1_500);
@@ -113,7 +152,9 @@ describe('audit: outbox relay through a NATS outage and across replicas', () => 
     expect(stored).toEqual(outbox);
     const jsm = await jetstreamManager(caller.nc);
     expect((await jsm.streams.info(AUDIT_STREAM)).state.messages).toBe(outbox.length);
-    const replicas = await adb.rows<{ replica: string }>(`SELECT DISTINCT replica FROM audit_records WHERE type = 'refreshed' ORDER BY replica`);
+    const replicas = await adb.rows<{ replica: string }>(
+      `SELECT DISTINCT replica FROM audit_records WHERE type = 'refreshed' ORDER BY replica`,
+    );
     expect(replicas.map((r) => r.replica)).toEqual(['replica-a', 'replica-b']);
   });
 });

@@ -162,7 +162,10 @@ export class TokenEndpointRecorder {
       const value = req.headers[name];
       if (typeof value === 'string') headers[name] = value;
     }
-    const exchange: RecordedExchange = { presented: new URLSearchParams(body).get('refresh_token') ?? undefined, status: 0 };
+    const exchange: RecordedExchange = {
+      presented: new URLSearchParams(body).get('refresh_token') ?? undefined,
+      status: 0,
+    };
     this.exchanges.push(exchange);
     const response = await fetch(this.target, { method: req.method, headers, body });
     const text = await response.text();
@@ -175,7 +178,11 @@ export class TokenEndpointRecorder {
         // not JSON: nothing issued
       }
     }
-    return { status: response.status, contentType: response.headers.get('content-type') ?? 'application/json', body: text };
+    return {
+      status: response.status,
+      contentType: response.headers.get('content-type') ?? 'application/json',
+      body: text,
+    };
   }
 }
 
@@ -198,18 +205,24 @@ export class RefresherProcess {
 
   /** Starts main.ts with `env` on top of this process's environment (log level info) and waits for "refresher started". */
   static async start(env: Record<string, string>, timeoutMs = 30_000): Promise<RefresherProcess> {
-    const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/refresher/src/main.ts'], {
-      cwd: REPO_ROOT,
-      // "refresher started" is logged at info.
-      env: { ...process.env, ...env, LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', '@swc-node/register/esm-register', 'apps/refresher/src/main.ts'],
+      {
+        cwd: REPO_ROOT,
+        // "refresher started" is logged at info.
+        env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const proc = new RefresherProcess(child);
     const deadline = Date.now() + timeoutMs;
     while (!proc.output.includes('"msg":"refresher started"')) {
       if (!proc.alive || Date.now() > deadline) {
         await proc.kill();
-        throw new Error(`refresher process did not start (exit ${child.exitCode ?? child.signalCode}); output:\n${proc.output}`);
+        throw new Error(
+          `refresher process did not start (exit ${child.exitCode ?? child.signalCode}); output:\n${proc.output}`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

@@ -43,8 +43,15 @@ describe('credential repository: commits grouped into one statement', () => {
   async function leased(tenant: string, connection: string): Promise<TimedLease> {
     await a.repository.register(
       {
-        tenant, connection, provider: 'sandbox', accessToken: new Secret('at_v1'), refreshToken: new Secret(`rt_v1_${connection}`),
-        tokenType: 'Bearer', issuedAt: new Date(), expiresAt: null, nextRefreshAt: new Date(Date.now() - 1_000),
+        tenant,
+        connection,
+        provider: 'sandbox',
+        accessToken: new Secret('at_v1'),
+        refreshToken: new Secret(`rt_v1_${connection}`),
+        tokenType: 'Bearer',
+        issuedAt: new Date(),
+        expiresAt: null,
+        nextRefreshAt: new Date(Date.now() - 1_000),
       },
       [],
     );
@@ -60,12 +67,18 @@ describe('credential repository: commits grouped into one statement', () => {
   };
 
   async function xminOf(tenant: string, connection: string): Promise<string> {
-    const [row] = await sql.query<{ xmin: string }>('SELECT xmin::text FROM credentials WHERE tenant = $1 AND connection = $2', [tenant, connection]);
+    const [row] = await sql.query<{ xmin: string }>(
+      'SELECT xmin::text FROM credentials WHERE tenant = $1 AND connection = $2',
+      [tenant, connection],
+    );
     return row!.xmin;
   }
 
   async function outboxEventIds(eventIds: string[]): Promise<string[]> {
-    const rows = await sql.query<{ event_id: string }>('SELECT event_id::text FROM outbox WHERE event_id = ANY($1::uuid[])', [eventIds]);
+    const rows = await sql.query<{ event_id: string }>(
+      'SELECT event_id::text FROM outbox WHERE event_id = ANY($1::uuid[])',
+      [eventIds],
+    );
     return rows.map((r) => r.event_id);
   }
 
@@ -87,9 +100,19 @@ describe('credential repository: commits grouped into one statement', () => {
     // No new refresh token from the provider: the stored one stays.
     const noRotation = commit(kept, write('kept', false));
     // A lease that is not the current one.
-    const staleLease = commit(stale, write('stale'), { leaseId: '00000000-0000-4000-8000-000000000000', version: stale.lease.version });
+    const staleLease = commit(stale, write('stale'), {
+      leaseId: '00000000-0000-4000-8000-000000000000',
+      version: stale.lease.version,
+    });
 
-    const [p, w, s, o, k, st] = await Promise.all([first.done, winner.done, sameLease.done, otherTenant.done, noRotation.done, staleLease.done]);
+    const [p, w, s, o, k, st] = await Promise.all([
+      first.done,
+      winner.done,
+      sameLease.done,
+      otherTenant.done,
+      noRotation.done,
+      staleLease.done,
+    ]);
     expect(p?.credential.version).toBe(2);
     expect(w).toMatchObject({ kind: 'refreshed', credential: { tenant: 'batch-t1', connection: 'one', version: 2 } });
     expect(w!.eventId).toBe(winner.audit.event_id);
@@ -121,7 +144,9 @@ describe('credential repository: commits grouped into one statement', () => {
 
     // Outbox rows for the winners only, each stamped with the version it committed.
     const all = [first, winner, sameLease, otherTenant, noRotation, staleLease].map((c) => c.audit.event_id);
-    expect((await outboxEventIds(all)).sort()).toEqual([first, winner, otherTenant, noRotation].map((c) => c.audit.event_id).sort());
+    expect((await outboxEventIds(all)).sort()).toEqual(
+      [first, winner, otherTenant, noRotation].map((c) => c.audit.event_id).sort(),
+    );
     const [rec] = await sql.query<{ version: number; subject: string }>(
       `SELECT (payload->>'version')::int AS version, subject FROM outbox WHERE event_id = $1`,
       [winner.audit.event_id],

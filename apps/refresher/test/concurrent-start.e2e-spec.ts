@@ -6,14 +6,21 @@ import { sandboxProviders, startTestRefresher, testEnv, testKeys } from './refre
 
 /** Replicas rolled out together on a fresh database: migrations run once, every replica starts. */
 it('three replicas starting at once on a fresh database all come up', async () => {
-  const [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_start'), startSandboxProvider()]);
+  const [nats, db, sandbox] = await Promise.all([
+    startNatsServer(),
+    createTestDatabase('tk_start'),
+    startSandboxProvider(),
+  ]);
   const keys = testKeys();
   // Point at a database that does not exist yet, so creation and migration race too.
   const fresh = `${db.url}_new`;
   try {
     const replicas = await Promise.all(
       ['r1', 'r2', 'r3'].map((id) =>
-        startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: fresh, keys }, { REPLICA_ID: id }), sandboxProviders(sandbox)),
+        startTestRefresher(
+          testEnv({ natsUrl: nats.url, databaseUrl: fresh, keys }, { REPLICA_ID: id }),
+          sandboxProviders(sandbox),
+        ),
       ),
     );
     const client = new pg.Client({ connectionString: fresh });

@@ -7,12 +7,29 @@
  * server and browser is test/connect-oidc.e2e-spec.ts.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { ConnectPerson, createTestDatabase, freePort, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  ConnectPerson,
+  createTestDatabase,
+  freePort,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import pg from 'pg';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ConnectSessionRepository } from '../src/persistence/connect-session.repository.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 /** CONNECT_MAX_OPEN_SESSIONS_PER_TENANT here: small, so that the cap is reached in a few requests. */
 const CAP = 6;
@@ -45,7 +62,13 @@ describe('connect pages over plain HTTP', () => {
     refresher = await startTestRefresher(
       testEnv(
         { natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() },
-        { HTTP_PORT: String(privatePort), PUBLIC_HTTP_PORT: String(publicPort), PUBLIC_BASE_URL: `${publicBase()}/`, LOG_LEVEL: 'info', CONNECT_MAX_OPEN_SESSIONS_PER_TENANT: String(CAP) },
+        {
+          HTTP_PORT: String(privatePort),
+          PUBLIC_HTTP_PORT: String(publicPort),
+          PUBLIC_BASE_URL: `${publicBase()}/`,
+          LOG_LEVEL: 'info',
+          CONNECT_MAX_OPEN_SESSIONS_PER_TENANT: String(CAP),
+        },
       ),
       providers,
     );
@@ -71,14 +94,24 @@ describe('connect pages over plain HTTP', () => {
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
     try {
-      return (await client.query(`SELECT status, encode(session_hash, 'hex') AS h, verifier_enc, browser_hash, metadata FROM connect_sessions WHERE connection = $1`, [connection])).rows[0];
+      return (
+        await client.query(
+          `SELECT status, encode(session_hash, 'hex') AS h, verifier_enc, browser_hash, metadata FROM connect_sessions WHERE connection = $1`,
+          [connection],
+        )
+      ).rows[0];
     } finally {
       await client.end();
     }
   };
 
   it('the link shows what is being connected, twice, consuming nothing; the button then redirects once, under strict headers', async () => {
-    const reply = await caller.admin('connect', { tenant: 'acme', connection: 'http-1', provider: 'sandbox', metadata: { displayName: 'Acme <Corp>', team: 'billing' } });
+    const reply = await caller.admin('connect', {
+      tenant: 'acme',
+      connection: 'http-1',
+      provider: 'sandbox',
+      metadata: { displayName: 'Acme <Corp>', team: 'billing' },
+    });
     expect(reply.ok, JSON.stringify(reply)).toBe(true);
     expect(reply.url.startsWith(`${publicBase()}/connect/`)).toBe(true);
     const person = new ConnectPerson();
@@ -88,20 +121,25 @@ describe('connect pages over plain HTTP', () => {
       const page = await person.openLink(reply.url);
       expect(page.status, page.text).toBe(200);
       expect(page.text).toContain('Acme &lt;Corp&gt; (acme)');
-      for (const shown of ['http-1', 'sandbox', 'read write', 'Continue to sandbox']) expect(page.text).toContain(shown);
+      for (const shown of ['http-1', 'sandbox', 'read write', 'Continue to sandbox'])
+        expect(page.text).toContain(shown);
       expect(page.formToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
       expect(page.status).toBe(200);
       const headers = await headersOf(reply.url);
       // The confirmation page's referrer stays on this origin (the button's POST needs a real Origin).
       expectStrictHeaders(headers, 'same-origin');
       // The form may post to this origin and be redirected to the provider's, nowhere else.
-      expect(String(headers['content-security-policy'])).toContain(`form-action 'self' ${new URL(authorizeUrl()).origin};`);
+      expect(String(headers['content-security-policy'])).toContain(
+        `form-action 'self' ${new URL(authorizeUrl()).origin};`,
+      );
     }
     expect((await sessionRow('http-1')).status).toBe('created');
     expect((await sessionRow('http-1')).metadata).toEqual({ displayName: 'Acme <Corp>', team: 'billing' });
     // The form cookie: host-only, Secure, HttpOnly, never sent with another site's request.
     const [formCookie] = (await new ConnectPerson().openLink(reply.url)).setCookies;
-    expect(formCookie).toMatch(/^__Host-tokenkeeper-form=[A-Za-z0-9_-]{43}; Max-Age=3600; Path=\/; Secure; HttpOnly; SameSite=Lax$/);
+    expect(formCookie).toMatch(
+      /^__Host-tokenkeeper-form=[A-Za-z0-9_-]{43}; Max-Age=3600; Path=\/; Secure; HttpOnly; SameSite=Lax$/,
+    );
 
     const page = await person.openLink(reply.url);
     const pressed = await person.press(reply.url, page.formToken);
@@ -109,7 +147,9 @@ describe('connect pages over plain HTTP', () => {
     expectStrictHeaders(pressed.headers);
     // The binding cookie: a fresh random value, host-only, Secure, HttpOnly, Lax (the provider's redirect back is a top-level GET), until the session expires.
     const binding = pressed.setCookies.find((c) => c.startsWith('__Host-tokenkeeper-connect-'))!;
-    expect(binding).toMatch(/^__Host-tokenkeeper-connect-[A-Za-z0-9_-]{12}=[A-Za-z0-9_-]{43}; Max-Age=(8\d\d|900); Path=\/; Secure; HttpOnly; SameSite=Lax$/);
+    expect(binding).toMatch(
+      /^__Host-tokenkeeper-connect-[A-Za-z0-9_-]{12}=[A-Za-z0-9_-]{43}; Max-Age=(8\d\d|900); Path=\/; Secure; HttpOnly; SameSite=Lax$/,
+    );
     const bindingValue = /=([^;]+);/.exec(binding)![1];
     const location = new URL(pressed.location!);
     expect(`${location.origin}${location.pathname}`).toBe(authorizeUrl());
@@ -136,7 +176,8 @@ describe('connect pages over plain HTTP', () => {
     const logs = refresher.logs.text();
     expect(logs).toMatch(/connect session started/);
     const sessionId = reply.url.split('/connect/')[1];
-    for (const secret of [sessionId, params.state, bindingValue, page.formToken!]) expect(logs.includes(secret)).toBe(false);
+    for (const secret of [sessionId, params.state, bindingValue, page.formToken!])
+      expect(logs.includes(secret)).toBe(false);
     // The session id and the binding are stored as their hashes only.
     const row = await sessionRow('http-1');
     expect(row.h).toBe(createHash('sha256').update(sessionId).digest('hex'));
@@ -152,7 +193,16 @@ describe('connect pages over plain HTTP', () => {
     const forgeries: [string, ConnectPerson, string | undefined, Record<string, string>][] = [
       ['no form token', person, undefined, sameOrigin],
       ['a wrong form token', person, `${formToken!.slice(0, -2)}AA`, sameOrigin],
-      ["another session's form token", person, (await person.openLink((await caller.admin('connect', { tenant: 'csrf', connection: 'http-csrf-2', provider: 'sandbox' })).url)).formToken, sameOrigin],
+      [
+        "another session's form token",
+        person,
+        (
+          await person.openLink(
+            (await caller.admin('connect', { tenant: 'csrf', connection: 'http-csrf-2', provider: 'sandbox' })).url,
+          )
+        ).formToken,
+        sameOrigin,
+      ],
       ['the right token from a browser without the form cookie', new ConnectPerson(), formToken, sameOrigin],
       ['another origin', person, formToken, { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' }],
       ['a cross-site fetch without Origin', person, formToken, { 'sec-fetch-site': 'cross-site' }],
@@ -162,7 +212,10 @@ describe('connect pages over plain HTTP', () => {
       const answer = await who.press(reply.url, token, headers);
       expect(answer.status, what).toBe(403);
       expect(answer.text, what).toMatch(/did not come from the connection page/);
-      expect(answer.setCookies.filter((c) => c.startsWith('__Host-tokenkeeper-connect-')), what).toEqual([]);
+      expect(
+        answer.setCookies.filter((c) => c.startsWith('__Host-tokenkeeper-connect-')),
+        what,
+      ).toEqual([]);
     }
     expect((await sessionRow('http-csrf')).status).toBe('created');
     // The page's own button, as a browser sends it, still works.
@@ -173,12 +226,26 @@ describe('connect pages over plain HTTP', () => {
 
   it('ids and states this deployment did not mint are turned away before any query', async () => {
     const repository = refresher.app.get(ConnectSessionRepository);
-    const spies = (['find', 'beginRedirect', 'takeForCallback', 'findByState', 'refuseOtherBrowser', 'expireByState', 'finish'] as const).map((method) => vi.spyOn(repository, method));
+    const spies = (
+      [
+        'find',
+        'beginRedirect',
+        'takeForCallback',
+        'findByState',
+        'refuseOtherBrowser',
+        'expireByState',
+        'finish',
+      ] as const
+    ).map((method) => vi.spyOn(repository, method));
     try {
       const real = await caller.admin('connect', { tenant: 'forged', connection: 'http-forged', provider: 'sandbox' });
       const realId = real.url.split('/connect/')[1];
       // Well-formed but unsigned, a real id with its tag altered, the old 43-character form.
-      const forged = [randomBytes(48).toString('base64url'), `${realId.slice(0, -3)}${realId.endsWith('AAA') ? 'BBB' : 'AAA'}`, randomBytes(32).toString('base64url')];
+      const forged = [
+        randomBytes(48).toString('base64url'),
+        `${realId.slice(0, -3)}${realId.endsWith('AAA') ? 'BBB' : 'AAA'}`,
+        randomBytes(32).toString('base64url'),
+      ];
       for (const id of forged) {
         const page = await get(`${publicBase()}/connect/${id}`);
         expect(page.statusCode).toBe(404);
@@ -203,21 +270,36 @@ describe('connect pages over plain HTTP', () => {
   });
 
   it('asks only for scopes the provider entry allows: anything else is forbidden at connect time', async () => {
-    const refused = await caller.admin('connect', { tenant: 'scopes', connection: 'http-scopes', provider: 'sandbox', scopes: ['read', 'delete'] });
+    const refused = await caller.admin('connect', {
+      tenant: 'scopes',
+      connection: 'http-scopes',
+      provider: 'sandbox',
+      scopes: ['read', 'delete'],
+    });
     expect(refused.ok).toBe(false);
     expect(refused.error.code).toBe('forbidden');
     expect(refused.error.message).toMatch(/"delete" not in allowedScopes of provider "sandbox"/);
-    expect((await sessionRow('http-scopes'))).toBeUndefined();
+    expect(await sessionRow('http-scopes')).toBeUndefined();
     // allowedScopes lists admin besides the entry's scopes: asked for alone, it is accepted.
-    const admin = await caller.admin('connect', { tenant: 'scopes', connection: 'http-scopes', provider: 'sandbox', scopes: ['admin'] });
+    const admin = await caller.admin('connect', {
+      tenant: 'scopes',
+      connection: 'http-scopes',
+      provider: 'sandbox',
+      scopes: ['admin'],
+    });
     expect(admin.ok, JSON.stringify(admin)).toBe(true);
-    expect(new URL((await new ConnectPerson().startAt(admin.url))).searchParams.get('scope')).toBe('admin');
+    expect(new URL(await new ConnectPerson().startAt(admin.url)).searchParams.get('scope')).toBe('admin');
   });
 
   it('caps the open sessions of a tenant (rate_limited, with when to retry); ended and expired ones do not count, other tenants are not affected', async () => {
     const open = [];
     for (let i = 0; i < CAP; i++) {
-      const reply = await caller.admin('connect', { tenant: 'capped', connection: `c-${i}`, provider: 'sandbox', ttlSeconds: 600 });
+      const reply = await caller.admin('connect', {
+        tenant: 'capped',
+        connection: `c-${i}`,
+        provider: 'sandbox',
+        ttlSeconds: 600,
+      });
       expect(reply.ok, JSON.stringify(reply)).toBe(true);
       open.push(reply.url);
     }
@@ -231,19 +313,34 @@ describe('connect pages over plain HTTP', () => {
     expect((await caller.admin('connect', { tenant: 'other', connection: 'c-0', provider: 'sandbox' })).ok).toBe(true);
     // A session pressed and waiting for its callback still counts; one that ended does not.
     await new ConnectPerson().startAt(open[0]);
-    expect((await caller.admin('connect', { tenant: 'capped', connection: 'one-more', provider: 'sandbox' })).error?.code).toBe('rate_limited');
+    expect(
+      (await caller.admin('connect', { tenant: 'capped', connection: 'one-more', provider: 'sandbox' })).error?.code,
+    ).toBe('rate_limited');
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
     await client.query(`UPDATE connect_sessions SET status = 'failed' WHERE tenant = 'capped' AND connection = 'c-1'`);
     await client.end();
-    expect((await caller.admin('connect', { tenant: 'capped', connection: 'one-more', provider: 'sandbox' })).ok).toBe(true);
+    expect((await caller.admin('connect', { tenant: 'capped', connection: 'one-more', provider: 'sandbox' })).ok).toBe(
+      true,
+    );
   });
 
   it('refuses metadata beyond its bounds', async () => {
     const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, 'v']));
-    const big = { displayName: 'x'.repeat(1_000), a: 'x'.repeat(1_000), b: 'x'.repeat(1_000), c: 'x'.repeat(1_000), d: 'x'.repeat(200) };
+    const big = {
+      displayName: 'x'.repeat(1_000),
+      a: 'x'.repeat(1_000),
+      b: 'x'.repeat(1_000),
+      c: 'x'.repeat(1_000),
+      d: 'x'.repeat(200),
+    };
     for (const metadata of [many, big, { 'bad key': 'v' }, { displayName: 7 }]) {
-      const reply = await caller.admin('connect', { tenant: 'acme', connection: 'http-meta', provider: 'sandbox', metadata });
+      const reply = await caller.admin('connect', {
+        tenant: 'acme',
+        connection: 'http-meta',
+        provider: 'sandbox',
+        metadata,
+      });
       expect(reply.ok).toBe(false);
       expect(reply.error.code).toBe('bad_request');
     }
@@ -287,12 +384,23 @@ describe('connect pages over plain HTTP', () => {
         expect((await caller.admin('connect', { tenant: 'purge', connection, provider: 'sandbox' })).ok).toBe(true);
       }
       // Two sessions a person abandoned long ago (one mid-flow), one that expired an hour ago.
-      await client.query(`UPDATE connect_sessions SET expires_at = now() - interval '25 hours' WHERE connection IN ('old-1', 'old-2')`);
+      await client.query(
+        `UPDATE connect_sessions SET expires_at = now() - interval '25 hours' WHERE connection IN ('old-1', 'old-2')`,
+      );
       await client.query(`UPDATE connect_sessions SET status = 'completing' WHERE connection = 'old-2'`);
-      await client.query(`UPDATE connect_sessions SET expires_at = now() - interval '1 hour' WHERE connection = 'recent'`);
-      expect((await caller.admin('connect', { tenant: 'purge', connection: 'trigger', provider: 'sandbox' })).ok).toBe(true);
-      await waitFor(async () => (await client.query(`SELECT 1 FROM connect_sessions WHERE connection LIKE 'old-%'`)).rowCount === 0, { message: 'old sessions purged' });
-      const { rows } = await client.query(`SELECT connection FROM connect_sessions WHERE connection IN ('recent', 'trigger') ORDER BY connection`);
+      await client.query(
+        `UPDATE connect_sessions SET expires_at = now() - interval '1 hour' WHERE connection = 'recent'`,
+      );
+      expect((await caller.admin('connect', { tenant: 'purge', connection: 'trigger', provider: 'sandbox' })).ok).toBe(
+        true,
+      );
+      await waitFor(
+        async () => (await client.query(`SELECT 1 FROM connect_sessions WHERE connection LIKE 'old-%'`)).rowCount === 0,
+        { message: 'old sessions purged' },
+      );
+      const { rows } = await client.query(
+        `SELECT connection FROM connect_sessions WHERE connection IN ('recent', 'trigger') ORDER BY connection`,
+      );
       expect(rows.map((r) => r.connection)).toEqual(['recent', 'trigger']);
     } finally {
       await client.end();
@@ -304,10 +412,20 @@ describe('connect pages over plain HTTP', () => {
     expect(cc.ok).toBe(false);
     expect(cc.error.code).toBe('bad_request');
     expect(cc.error.message).toMatch(/authorizationUrl/);
-    const evil = await caller.admin('connect', { tenant: 'acme', connection: 'http-2', provider: 'sandbox', returnUrl: 'https://evil.example/x' });
+    const evil = await caller.admin('connect', {
+      tenant: 'acme',
+      connection: 'http-2',
+      provider: 'sandbox',
+      returnUrl: 'https://evil.example/x',
+    });
     expect(evil.ok).toBe(false);
     expect(evil.error.code).toBe('bad_request');
-    const unknownField = await caller.admin('connect', { tenant: 'acme', connection: 'http-2', provider: 'sandbox', redirectUri: 'https://evil.example/' });
+    const unknownField = await caller.admin('connect', {
+      tenant: 'acme',
+      connection: 'http-2',
+      provider: 'sandbox',
+      redirectUri: 'https://evil.example/',
+    });
     expect(unknownField.ok).toBe(false);
     expect(unknownField.error.code).toBe('bad_request');
   });

@@ -6,11 +6,29 @@
  * other. The same flow through a real browser and authorization server is
  * test/connect-oidc.e2e-spec.ts; this one is what `DEMO_CONNECT=1 npm run demo` relies on.
  */
-import { ConnectPerson, type PersonStep, createTestDatabase, freePort, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  ConnectPerson,
+  type PersonStep,
+  createTestDatabase,
+  freePort,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callApi, EventLog } from './e2e-support.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 describe('connect flow against the sandbox consent page', () => {
   let nats: NatsServerHandle;
@@ -31,13 +49,16 @@ describe('connect flow against the sandbox consent page', () => {
       freePort(),
     ]);
     refresher = await startTestRefresher(
-      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, {
-        PUBLIC_HTTP_PORT: String(publicPort),
-        PUBLIC_BASE_URL: publicBase(),
-        LOG_LEVEL: 'info',
-        // Short, so that a write blocked on purpose (the unstorable grant) fails in a second, not in 15.
-        DATABASE_STATEMENT_TIMEOUT_MS: '800',
-      }),
+      testEnv(
+        { natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() },
+        {
+          PUBLIC_HTTP_PORT: String(publicPort),
+          PUBLIC_BASE_URL: publicBase(),
+          LOG_LEVEL: 'info',
+          // Short, so that a write blocked on purpose (the unstorable grant) fails in a second, not in 15.
+          DATABASE_STATEMENT_TIMEOUT_MS: '800',
+        },
+      ),
       sandboxProviders(sandbox, { authorizationUrl: sandbox.authorizationUrl, scopes: ['read'] }),
     );
     caller = await RawCaller.connect(nats.url);
@@ -56,7 +77,10 @@ describe('connect flow against the sandbox consent page', () => {
    * Link → its page → the button → the sandbox's consent page → the decision: where the
    * sandbox sends the browser, and the browser (which holds the binding cookie).
    */
-  async function consent(connection: string, decision: 'allow' | 'deny'): Promise<{ link: string; callback: string; person: ConnectPerson }> {
+  async function consent(
+    connection: string,
+    decision: 'allow' | 'deny',
+  ): Promise<{ link: string; callback: string; person: ConnectPerson }> {
     const reply = await caller.admin('connect', { tenant: 'acme', connection, provider: 'sandbox' });
     expect(reply.ok, JSON.stringify(reply)).toBe(true);
     const person = new ConnectPerson();
@@ -83,7 +107,13 @@ describe('connect flow against the sandbox consent page', () => {
     const registered = await waitFor(() => events.of('registered', 'acme', 'crm')[0]);
     expect(registered.data).toMatchObject({ tenant: 'acme', connection: 'crm', version: 1 });
     const described = await caller.admin('describe', { tenant: 'acme', connection: 'crm' });
-    expect(described.credential).toMatchObject({ provider: 'sandbox', status: 'active', hasAccessToken: true, hasRefreshToken: true, scope: 'read' });
+    expect(described.credential).toMatchObject({
+      provider: 'sandbox',
+      status: 'active',
+      hasAccessToken: true,
+      hasRefreshToken: true,
+      scope: 'read',
+    });
 
     const got = await caller.get({ tenant: 'acme', connection: 'crm' });
     expect(got.ok).toBe(true);
@@ -150,39 +180,65 @@ describe('connect flow against the sandbox consent page', () => {
 
   it.each([
     ['without the cookie', 'elsewhere-1', (_name: string) => new ConnectPerson()],
-    ['with another value in that cookie', 'elsewhere-2', (name: string) => new ConnectPerson().withCookie(name, 'A'.repeat(43))],
-  ] as const)('an answer brought by another browser (%s) is refused with a page that says so: no exchange, a record, and the state is spent', async (_case, connection, otherBrowser) => {
-    const exchangesBefore = sandbox.stats.authorizationCodeGrants;
-    const { callback, person } = await consent(connection, 'allow');
-    const [binding] = [...person.cookies].filter(([name]) => name.startsWith('__Host-tokenkeeper-connect-'));
-    expect(binding).toBeDefined();
+    [
+      'with another value in that cookie',
+      'elsewhere-2',
+      (name: string) => new ConnectPerson().withCookie(name, 'A'.repeat(43)),
+    ],
+  ] as const)(
+    'an answer brought by another browser (%s) is refused with a page that says so: no exchange, a record, and the state is spent',
+    async (_case, connection, otherBrowser) => {
+      const exchangesBefore = sandbox.stats.authorizationCodeGrants;
+      const { callback, person } = await consent(connection, 'allow');
+      const [binding] = [...person.cookies].filter(([name]) => name.startsWith('__Host-tokenkeeper-connect-'));
+      expect(binding).toBeDefined();
 
-    const stranger = await otherBrowser(binding[0]).get(callback);
-    expect(stranger.status, stranger.text).toBe(403);
-    expect(stranger.text).toMatch(/Started in another browser/);
-    expect(stranger.text).toMatch(/started in another browser, so its answer was not accepted here and nothing was connected/);
+      const stranger = await otherBrowser(binding[0]).get(callback);
+      expect(stranger.status, stranger.text).toBe(403);
+      expect(stranger.text).toMatch(/Started in another browser/);
+      expect(stranger.text).toMatch(
+        /started in another browser, so its answer was not accepted here and nothing was connected/,
+      );
 
-    expect(sandbox.stats.authorizationCodeGrants).toBe(exchangesBefore);
-    expect((await caller.admin('describe', { tenant: 'acme', connection })).error?.code).toBe('not_found');
-    expect(events.of('registered', 'acme', connection)).toEqual([]);
-    const client = new pg.Client({ connectionString: db.url });
-    await client.connect();
-    const { rows } = await client.query(`SELECT type, payload FROM outbox WHERE connection = $1 ORDER BY id`, [connection]);
-    await client.end();
-    expect(rows.map((r) => `${r.type}:${r.payload.code ?? ''}`)).toEqual(['connect_started:', 'connect_failed:browser_mismatch']);
-    // The browser that started it comes too late: the state was spent by the refusal.
-    expect((await person.get(callback)).status).toBe(409);
-    expect(sandbox.stats.authorizationCodeGrants).toBe(exchangesBefore);
-    // No secret of the flow in the logs, and the refusal is there by its code.
-    expect(refresher.logs.text()).toMatch(/browser_mismatch/);
-    for (const secret of [binding[1], new URL(callback).searchParams.get('code')!, new URL(callback).searchParams.get('state')!]) {
-      expect(refresher.logs.text().includes(secret)).toBe(false);
-    }
-  });
+      expect(sandbox.stats.authorizationCodeGrants).toBe(exchangesBefore);
+      expect((await caller.admin('describe', { tenant: 'acme', connection })).error?.code).toBe('not_found');
+      expect(events.of('registered', 'acme', connection)).toEqual([]);
+      const client = new pg.Client({ connectionString: db.url });
+      await client.connect();
+      const { rows } = await client.query(`SELECT type, payload FROM outbox WHERE connection = $1 ORDER BY id`, [
+        connection,
+      ]);
+      await client.end();
+      expect(rows.map((r) => `${r.type}:${r.payload.code ?? ''}`)).toEqual([
+        'connect_started:',
+        'connect_failed:browser_mismatch',
+      ]);
+      // The browser that started it comes too late: the state was spent by the refusal.
+      expect((await person.get(callback)).status).toBe(409);
+      expect(sandbox.stats.authorizationCodeGrants).toBe(exchangesBefore);
+      // No secret of the flow in the logs, and the refusal is there by its code.
+      expect(refresher.logs.text()).toMatch(/browser_mismatch/);
+      for (const secret of [
+        binding[1],
+        new URL(callback).searchParams.get('code')!,
+        new URL(callback).searchParams.get('state')!,
+      ]) {
+        expect(refresher.logs.text().includes(secret)).toBe(false);
+      }
+    },
+  );
 
   it('a scope outside what the provider entry allows is refused at connect time', async () => {
-    const reply = await caller.admin('connect', { tenant: 'acme', connection: 'wider', provider: 'sandbox', scopes: ['read', 'write'] });
+    const reply = await caller.admin('connect', {
+      tenant: 'acme',
+      connection: 'wider',
+      provider: 'sandbox',
+      scopes: ['read', 'write'],
+    });
     expect(reply.ok).toBe(false);
-    expect(reply.error).toMatchObject({ code: 'forbidden', message: expect.stringMatching(/"write" not in allowedScopes/) });
+    expect(reply.error).toMatchObject({
+      code: 'forbidden',
+      message: expect.stringMatching(/"write" not in allowedScopes/),
+    });
   });
 });

@@ -1,10 +1,26 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  sleep,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RefresherProcess, Sql, type RowState } from './cluster.fixtures.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 const TENANT = 'crash';
 const CREDENTIALS = 20;
@@ -47,7 +63,11 @@ describe('crash takeover: a replica killed while holding leases', () => {
     [nats, db, sandbox] = await Promise.all([
       startNatsServer({ jetstream: true }),
       createTestDatabase('tk_crash'),
-      startSandboxProvider({ accessTokenTtlSeconds: 4, rotateRefreshTokens: true, reuseGraceSeconds: REUSE_GRACE_SECONDS }),
+      startSandboxProvider({
+        accessTokenTtlSeconds: 4,
+        rotateRefreshTokens: true,
+        reuseGraceSeconds: REUSE_GRACE_SECONDS,
+      }),
     ]);
     dir = mkdtempSync(join(tmpdir(), 'tk-crash-'));
     sql = Sql.open(db.url);
@@ -82,7 +102,13 @@ describe('crash takeover: a replica killed while holding leases', () => {
     const env = (replica: string) =>
       testEnv(
         { natsUrl: nats.url, databaseUrl: db.url, keys },
-        { REPLICA_ID: replica, LEASE_SECONDS: String(LEASE_SECONDS), REFRESH_TIMEOUT_MS: '1000', PROVIDERS_FILE: providersFile, SANDBOX_SECRET: 'sandbox-secret' },
+        {
+          REPLICA_ID: replica,
+          LEASE_SECONDS: String(LEASE_SECONDS),
+          REFRESH_TIMEOUT_MS: '1000',
+          PROVIDERS_FILE: providersFile,
+          SANDBOX_SECRET: 'sandbox-secret',
+        },
       );
     const t0 = Date.now();
     doomed = await RefresherProcess.start(env('doomed'));
@@ -95,7 +121,12 @@ describe('crash takeover: a replica killed while holding leases', () => {
         const tokens = sandbox.issueTokens();
         initialRefreshTokens.set(pad(i), tokens.refreshToken);
         const reply = await caller.admin('register', {
-          tenant: TENANT, connection: pad(i), provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600,
+          tenant: TENANT,
+          connection: pad(i),
+          provider: 'sandbox',
+          accessToken: tokens.accessToken,
+          refreshToken: tokens.refreshToken,
+          expiresIn: 3600,
         });
         expect(reply.ok).toBe(true);
       }),
@@ -104,7 +135,11 @@ describe('crash takeover: a replica killed while holding leases', () => {
     // them in one statement and sends 20 requests that take SLOW_PROVIDER_MS to be answered.
     sandbox.setTokenDelay(SLOW_PROVIDER_MS);
     await sql.query('UPDATE credentials SET next_refresh_at = now() WHERE tenant = $1', [TENANT]);
-    await waitFor(() => sandbox.stats.tokenRequests >= CREDENTIALS, { timeoutMs: 5_000, intervalMs: 5, message: 'the doomed replica to send its requests' });
+    await waitFor(() => sandbox.stats.tokenRequests >= CREDENTIALS, {
+      timeoutMs: 5_000,
+      intervalMs: 5,
+      message: 'the doomed replica to send its requests',
+    });
     await sleep(20); // let the provider read the request bodies
     await doomed.kill();
     expect(doomed.signal).toBe('SIGKILL');
@@ -112,7 +147,10 @@ describe('crash takeover: a replica killed while holding leases', () => {
     const held: RowState[] = await sql.rows(TENANT);
     sandbox.setTokenDelay(0);
     // The provider still processes the grants of the dead client and rotates those refresh tokens.
-    await waitFor(() => sandbox.stats.refreshGrants >= CREDENTIALS, { timeoutMs: 5_000, message: 'the provider to process the orphaned grants' });
+    await waitFor(() => sandbox.stats.refreshGrants >= CREDENTIALS, {
+      timeoutMs: 5_000,
+      message: 'the provider to process the orphaned grants',
+    });
     expect(sandbox.stats.successes).toBe(CREDENTIALS);
 
     const killedAt = Date.now();
@@ -133,7 +171,9 @@ describe('crash takeover: a replica killed while holding leases', () => {
     expect(firstClaims).toHaveLength(CREDENTIALS);
     for (const claim of firstClaims) {
       const lease = held.find((r) => r.connection === claim.connection)!;
-      expect(claim.first.getTime(), `survivor's claim of ${claim.connection}`).toBeGreaterThan(lease.lease_until!.getTime());
+      expect(claim.first.getTime(), `survivor's claim of ${claim.connection}`).toBeGreaterThan(
+        lease.lease_until!.getTime(),
+      );
     }
     // Nothing lost: the audit trail has the dead replica's attempts and the survivor's refreshes.
     expect(await sql.auditCountsByReplica('refresh_started', TENANT)).toMatchObject({ doomed: CREDENTIALS });
@@ -143,7 +183,10 @@ describe('crash takeover: a replica killed while holding leases', () => {
 
     // No lease is left with the dead replica; a live one can only be the survivor's.
     for (const row of await sql.rows(TENANT)) {
-      expect(row.lease_owner === null || (row.lease_owner === 'survivor' && row.lease_live), `lease of ${row.connection}: ${row.lease_owner}`).toBe(true);
+      expect(
+        row.lease_owner === null || (row.lease_owner === 'survivor' && row.lease_live),
+        `lease of ${row.connection}: ${row.lease_owner}`,
+      ).toBe(true);
     }
 
     // Each initial refresh token was presented twice, by the dead replica and by the
@@ -174,9 +217,12 @@ describe('crash takeover: a replica killed while holding leases', () => {
     // A graceful stop finishes in-flight work and leaves no lease behind.
     await survivor.close();
     survivor = undefined;
-    for (const row of await sql.rows(TENANT)) expect(row, row.connection).toMatchObject({ status: 'active', lease_owner: null, lease_until: null });
+    for (const row of await sql.rows(TENANT))
+      expect(row, row.connection).toMatchObject({ status: 'active', lease_owner: null, lease_until: null });
     expect(sandbox.everPresentedTwice()).toEqual([]);
     expect(sandbox.stats.familiesRevoked).toBe(0);
-    console.info(`crash-takeover: child start ${childStartMs} ms, kill to full takeover ${takeoverMs} ms, total ${Date.now() - t0} ms`);
+    console.info(
+      `crash-takeover: child start ${childStartMs} ms, kill to full takeover ${takeoverMs} ms, total ${Date.now() - t0} ms`,
+    );
   });
 });

@@ -36,8 +36,15 @@ describe('credential repository: which shard buckets hold claimable due work', (
   async function register(tenant: string, nextRefreshAt: Date | null): Promise<void> {
     await a.repository.register(
       {
-        tenant, connection: 'c', provider: 'sandbox', accessToken: new Secret('at'), refreshToken: new Secret('rt'),
-        tokenType: 'Bearer', issuedAt: new Date(), expiresAt: null, nextRefreshAt,
+        tenant,
+        connection: 'c',
+        provider: 'sandbox',
+        accessToken: new Secret('at'),
+        refreshToken: new Secret('rt'),
+        tokenType: 'Bearer',
+        issuedAt: new Date(),
+        expiresAt: null,
+        nextRefreshAt,
       },
       [],
     );

@@ -84,7 +84,10 @@ export class RequestClock {
   private readonly timer: NodeJS.Timeout;
   private last: number;
 
-  constructor(private readonly sandbox: SandboxProvider, intervalMs = 5) {
+  constructor(
+    private readonly sandbox: SandboxProvider,
+    intervalMs = 5,
+  ) {
     this.last = sandbox.stats.tokenRequests;
     this.timer = setInterval(() => {
       const count = this.sandbox.stats.tokenRequests;
@@ -101,10 +104,15 @@ export class RequestClock {
 }
 
 /** For afterEach: when a test failed, show the refresher's warnings and errors (secret-free by design). */
-export function printLogsOnFailure(context: { task: { name: string; result?: { state?: string } } }, ...refreshers: (TestRefresher | undefined)[]): void {
+export function printLogsOnFailure(
+  context: { task: { name: string; result?: { state?: string } } },
+  ...refreshers: (TestRefresher | undefined)[]
+): void {
   if (context.task.result?.state !== 'fail') return;
   for (const refresher of refreshers) {
     const lines = refresher?.logs.lines.filter((l) => /"level":"(warn|error|fatal)"/.test(l)) ?? [];
-    console.log(`refresher ${refresher?.config.replicaId} log (${lines.length} warn/error lines, last 60) after "${context.task.name}":\n${lines.slice(-60).join('')}`);
+    console.log(
+      `refresher ${refresher?.config.replicaId} log (${lines.length} warn/error lines, last 60) after "${context.task.name}":\n${lines.slice(-60).join('')}`,
+    );
   }
 }

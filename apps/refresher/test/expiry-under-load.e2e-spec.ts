@@ -1,4 +1,11 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DELIVERY_MARGIN_MS } from '../src/domain/token-validity.js';
 import { callApi, describeCredential, printLogsOnFailure, providersFor, type Key } from './e2e-support.js';
@@ -40,14 +47,17 @@ describe('refresher: short-lived tokens under load', () => {
       startSandboxProvider({ accessTokenTtlSeconds: TTL_S }),
     ]);
     refresher = await startTestRefresher(
-      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, {
-        REFRESH_MIN_MARGIN_SECONDS: '1',
-        // The sandbox, the refresher and 32 callers share one event loop here: on a starved machine a
-        // 2 s timeout can fire while the answer sits unread, and a retry after a rotation that did happen
-        // is reuse (the family dies). Generous timeouts keep this test about expiry, not about that.
-        REFRESH_TIMEOUT_MS: '5000',
-        LEASE_SECONDS: '10',
-      }),
+      testEnv(
+        { natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() },
+        {
+          REFRESH_MIN_MARGIN_SECONDS: '1',
+          // The sandbox, the refresher and 32 callers share one event loop here: on a starved machine a
+          // 2 s timeout can fire while the answer sits unread, and a retry after a rotation that did happen
+          // is reuse (the family dies). Generous timeouts keep this test about expiry, not about that.
+          REFRESH_TIMEOUT_MS: '5000',
+          LEASE_SECONDS: '10',
+        },
+      ),
       // Every minTtl here is to be met by a refresh on demand: no budget (refresh-budgets.e2e-spec.ts covers it).
       providersFor({ sandbox: { sandbox, onDemandCooldownSeconds: 0 } }),
     );
@@ -65,13 +75,20 @@ describe('refresher: short-lived tokens under load', () => {
 
   it(`${IN_FLIGHT} callers for ${DURATION_MS / 1000} s: never an expired or too-short token, never an error`, async () => {
     for (const key of keys) {
-      const reg = await caller.admin('register', { ...key, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reg = await caller.admin('register', {
+        ...key,
+        provider: 'sandbox',
+        refreshToken: sandbox.issueRefreshToken(),
+      });
       expect(reg.ok).toBe(true);
     }
     // Registered without an access token: the first refresh is due at once.
-    await waitFor(async () => (await Promise.all(keys.map((k) => describeCredential(caller, k)))).every((c) => c.hasAccessToken), {
-      message: 'first tokens fetched',
-    });
+    await waitFor(
+      async () => (await Promise.all(keys.map((k) => describeCredential(caller, k)))).every((c) => c.hasAccessToken),
+      {
+        message: 'first tokens fetched',
+      },
+    );
     // The first fetch() of a process is slow; not during the measured run.
     expect(await callApi(sandbox, 'at_unknown')).toBe(401);
     const grantsBefore = sandbox.stats.refreshGrants;
@@ -106,16 +123,22 @@ describe('refresher: short-lived tokens under load', () => {
           continue;
         }
         const expiresAt = Date.parse(reply.token.expiresAt);
-        if (!(expiresAt > receivedAt)) problems.push(`${key.connection} v${reply.token.version}: expired ${receivedAt - expiresAt} ms before it arrived`);
+        if (!(expiresAt > receivedAt))
+          problems.push(
+            `${key.connection} v${reply.token.version}: expired ${receivedAt - expiresAt} ms before it arrived`,
+          );
         // Valid for minTtl (at least the delivery margin) when the refresher looked (at or after
         // sentAt), capped at half the lifetime.
         const required = Math.min(Math.max((minTtlSeconds ?? DEFAULT_MIN_TTL_S) * 1000, DELIVERY_MARGIN_MS), CAP_MS);
         if (expiresAt - sentAt < required) {
-          problems.push(`${key.connection} v${reply.token.version} minTtl ${label}: ${expiresAt - sentAt} ms left, wanted ${required}`);
+          problems.push(
+            `${key.connection} v${reply.token.version} minTtl ${label}: ${expiresAt - sentAt} ms left, wanted ${required}`,
+          );
         }
         shortest.set(label, Math.min(shortest.get(label) ?? Infinity, expiresAt - receivedAt));
         const id = key.connection;
-        if ((lastVersion.get(id) ?? 0) > reply.token.version) problems.push(`${id}: version went back from ${lastVersion.get(id)} to ${reply.token.version}`);
+        if ((lastVersion.get(id) ?? 0) > reply.token.version)
+          problems.push(`${id}: version went back from ${lastVersion.get(id)} to ${reply.token.version}`);
         lastVersion.set(id, reply.token.version);
         // Sample the protected API with tokens promised to live at least a second. A 401 is a
         // fault of the token only if it came back before the token's own expiry.
@@ -152,6 +175,8 @@ describe('refresher: short-lived tokens under load', () => {
 
     const described = await Promise.all(keys.map((k) => describeCredential(caller, k)));
     for (const c of described) expect(c).toMatchObject({ status: 'active', failures: 0 });
-    console.log(`expiry under load: ${answered.total} answers in ${elapsedS.toFixed(1)} s, ${grants} refreshes, ${answered.apiChecks} API checks (${answered.apiLate} late), shortest remaining (ms) by minTtl ${JSON.stringify(Object.fromEntries(shortest))}`);
+    console.log(
+      `expiry under load: ${answered.total} answers in ${elapsedS.toFixed(1)} s, ${grants} refreshes, ${answered.apiChecks} API checks (${answered.apiLate} late), shortest remaining (ms) by minTtl ${JSON.stringify(Object.fromEntries(shortest))}`,
+    );
   });
 });

@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { createTestDatabase, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  waitFor,
+  type NatsServerHandle,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Db } from '../../audit/test/audit.harness.js';
 import { spawnRefresher, type ChildRefresher } from './ops-support.js';
@@ -42,12 +48,18 @@ describe('refresher: encryption key check at start', () => {
   });
 
   /** Starts main.ts; resolves with 'started' or with the exit and what it printed. */
-  async function start(keys: string): Promise<{ started: true; child: ChildRefresher } | { started: false; code: number | null; output: string }> {
+  async function start(
+    keys: string,
+  ): Promise<{ started: true; child: ChildRefresher } | { started: false; code: number | null; output: string }> {
     const child = await spawnRefresher(env(keys));
     running.push(child);
     let exit: { code: number | null } | undefined;
     void child.exited.then((e) => (exit = e));
-    await waitFor(() => exit !== undefined || child.output().includes('"refresher started"'), { timeoutMs: 60_000, intervalMs: 50, message: 'the refresher to start or exit' });
+    await waitFor(() => exit !== undefined || child.output().includes('"refresher started"'), {
+      timeoutMs: 60_000,
+      intervalMs: 50,
+      message: 'the refresher to start or exit',
+    });
     if (exit) return { started: false, code: exit.code, output: child.output() };
     return { started: true, child };
   }
@@ -63,12 +75,24 @@ describe('refresher: encryption key check at start', () => {
     // A credential sealed under k1=A, to show that nothing was re-sealed by the refused start.
     const caller = await RawCaller.connect(nats.url);
     try {
-      expect((await caller.admin('register', { tenant: 'keys', connection: 'c1', provider: 'sandbox', accessToken: 'at_sealed_under_A', expiresIn: 3600 })).ok).toBe(true);
+      expect(
+        (
+          await caller.admin('register', {
+            tenant: 'keys',
+            connection: 'c1',
+            provider: 'sandbox',
+            accessToken: 'at_sealed_under_A',
+            expiresIn: 3600,
+          })
+        ).ok,
+      ).toBe(true);
     } finally {
       await caller.close();
     }
     if (first.started) await stop(first.child);
-    const recorded = await db.rows<{ key_id: string; check_value: Buffer }>('SELECT key_id, check_value FROM encryption_keys ORDER BY key_id');
+    const recorded = await db.rows<{ key_id: string; check_value: Buffer }>(
+      'SELECT key_id, check_value FROM encryption_keys ORDER BY key_id',
+    );
     expect(recorded.map((r) => r.key_id)).toEqual(['k1']);
     expect(recorded[0]!.check_value).toHaveLength(16);
     // Never the key itself, in any encoding.
@@ -90,20 +114,26 @@ describe('refresher: encryption key check at start', () => {
     const both = await start(`k1:${A},k2:${C}`);
     expect(both.started).toBe(true);
     if (both.started) await stop(both.child);
-    expect((await db.rows<{ key_id: string }>('SELECT key_id FROM encryption_keys ORDER BY key_id')).map((r) => r.key_id)).toEqual(['k1', 'k2']);
+    expect(
+      (await db.rows<{ key_id: string }>('SELECT key_id FROM encryption_keys ORDER BY key_id')).map((r) => r.key_id),
+    ).toEqual(['k1', 'k2']);
   });
 
-  it('a database from before the check: a wrong key is refused when rows sealed under its id do not open', { timeout: 120_000 }, async () => {
-    // As after the upgrade: the table exists, but knows nothing yet; rows sealed under k1=A exist.
-    await db.rows('DELETE FROM encryption_keys');
-    const wrong = await start(`k1:${B}`);
-    expect(wrong.started).toBe(false);
-    if (!wrong.started) expect(wrong.output).toMatch(/key \\?"k1\\?" is not the key this database knows/);
-    expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(0);
+  it(
+    'a database from before the check: a wrong key is refused when rows sealed under its id do not open',
+    { timeout: 120_000 },
+    async () => {
+      // As after the upgrade: the table exists, but knows nothing yet; rows sealed under k1=A exist.
+      await db.rows('DELETE FROM encryption_keys');
+      const wrong = await start(`k1:${B}`);
+      expect(wrong.started).toBe(false);
+      if (!wrong.started) expect(wrong.output).toMatch(/key \\?"k1\\?" is not the key this database knows/);
+      expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(0);
 
-    const right = await start(`k1:${A}`);
-    expect(right.started).toBe(true);
-    if (right.started) await stop(right.child);
-    expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(1);
-  });
+      const right = await start(`k1:${A}`);
+      expect(right.started).toBe(true);
+      if (right.started) await stop(right.child);
+      expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(1);
+    },
+  );
 });

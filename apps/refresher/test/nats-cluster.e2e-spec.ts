@@ -85,12 +85,25 @@ async function consumerLeader(jsm: JetStreamManager): Promise<string | undefined
  * Moves a raft group's leadership to `target` by asking the current leader to step down
  * until the election lands there (each election picks among the other replicas).
  */
-async function moveLeader(nc: NatsConnection, stepdownSubject: string, leaderOf: () => Promise<string | undefined>, target: string): Promise<void> {
+async function moveLeader(
+  nc: NatsConnection,
+  stepdownSubject: string,
+  leaderOf: () => Promise<string | undefined>,
+  target: string,
+): Promise<void> {
   for (let attempt = 0; attempt < 16; attempt++) {
-    const leader = await waitFor(leaderOf, { timeoutMs: LEADER_ELECTION_MS, intervalMs: 100, message: `a leader for ${stepdownSubject}` });
+    const leader = await waitFor(leaderOf, {
+      timeoutMs: LEADER_ELECTION_MS,
+      intervalMs: 100,
+      message: `a leader for ${stepdownSubject}`,
+    });
     if (leader === target) return;
     await nc.request(stepdownSubject, '', { timeout: 5_000 }).catch(() => undefined);
-    await waitFor(async () => (await leaderOf()) !== leader || undefined, { timeoutMs: LEADER_ELECTION_MS, intervalMs: 100, message: `${leader} to step down` });
+    await waitFor(async () => (await leaderOf()) !== leader || undefined, {
+      timeoutMs: LEADER_ELECTION_MS,
+      intervalMs: 100,
+      message: `${leader} to step down`,
+    });
   }
   throw new Error(`could not move the leader of ${stepdownSubject} to ${target}`);
 }
@@ -127,8 +140,18 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
     rdb = new Db(refresherDb.url);
     adb = new Db(auditDb.url);
     // The test's own connections never touch n1, so that what they see is the survivors' view.
-    admin = await connect({ servers: [cluster.urls[1]!, cluster.urls[2]!], noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-    client = await connect({ servers: cluster.urls[2]!, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    admin = await connect({
+      servers: [cluster.urls[1]!, cluster.urls[2]!],
+      noAsyncTraces: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+    });
+    client = await connect({
+      servers: cluster.urls[2]!,
+      noAsyncTraces: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+    });
     // Short API timeout: while a raft group has no leader, its info requests go unanswered, and polls should stay fine-grained.
     jsm = await jetstreamManager(admin, { timeout: 1_000 });
   }, 30_000);
@@ -152,11 +175,20 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
     const refresherEnv = (url: string, replica: string) =>
       testEnv(
         { natsUrl: url, databaseUrl: refresherDb.url, keys },
-        { REPLICA_ID: replica, AUDIT_STREAM_REPLICAS: '3', AUDIT_RELAY_BACKOFF_MAX_MS: '1000', AUDIT_RELAY_STANDBY_POLL_MS: '200', REFRESH_MIN_MARGIN_SECONDS: '1' },
+        {
+          REPLICA_ID: replica,
+          AUDIT_STREAM_REPLICAS: '3',
+          AUDIT_RELAY_BACKOFF_MAX_MS: '1000',
+          AUDIT_RELAY_STANDBY_POLL_MS: '200',
+          REFRESH_MIN_MARGIN_SECONDS: '1',
+        },
       );
     // A first: it applies the migrations, creates the stream and becomes the active relay.
     refreshers.push(await startTestRefresher(refresherEnv(n1!.url, 'cl-a'), providers));
-    const info = await waitFor(() => jsm.streams.info(AUDIT_STREAM).catch(() => undefined), { timeoutMs: 10_000, message: 'the audit stream' });
+    const info = await waitFor(() => jsm.streams.info(AUDIT_STREAM).catch(() => undefined), {
+      timeoutMs: 10_000,
+      message: 'the audit stream',
+    });
     expect(info.config.num_replicas).toBe(3);
     audit = await startTestAudit(auditEnv(n3!.url, auditDb.url));
     refreshers.push(await startTestRefresher(refresherEnv(n2!.url, 'cl-b'), providers));
@@ -167,14 +199,22 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
 
     // n1 leads the stream and the consumer, so killing it forces both to elect anew.
     await moveLeader(admin, `$JS.API.STREAM.LEADER.STEPDOWN.${AUDIT_STREAM}`, () => streamLeader(jsm), n1!.name);
-    await moveLeader(admin, `$JS.API.CONSUMER.LEADER.STEPDOWN.${AUDIT_STREAM}.${CONSUMER}`, () => consumerLeader(jsm), n1!.name);
+    await moveLeader(
+      admin,
+      `$JS.API.CONSUMER.LEADER.STEPDOWN.${AUDIT_STREAM}.${CONSUMER}`,
+      () => consumerLeader(jsm),
+      n1!.name,
+    );
     const placed = await jsm.streams.info(AUDIT_STREAM);
     expect(placed.cluster?.replicas?.map((r) => r.name).sort()).toEqual([n2!.name, n3!.name]);
     expect(await connectionNames(n1!.monitorUrl)).toContain('tokenkeeper-refresher cl-a');
     expect(await connectionNames(n2!.monitorUrl)).toContain('tokenkeeper-refresher cl-b');
 
     for (let i = 0; i < CREDENTIALS; i++) {
-      const reply = await wire.register(client, `c${i}`, { provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await wire.register(client, `c${i}`, {
+        provider: 'sandbox',
+        refreshToken: sandbox.issueRefreshToken(),
+      });
       expect(reply.ok, JSON.stringify(reply)).toBe(true);
     }
 
@@ -191,7 +231,14 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
           try {
             const reply = await wire.get(client, connection, { minTtlSeconds: 1 });
             const receivedAt = Date.now();
-            if (reply.ok) calls.push({ connection, sentAt, receivedAt, version: reply.token.version, expiresAt: Date.parse(reply.token.expiresAt) });
+            if (reply.ok)
+              calls.push({
+                connection,
+                sentAt,
+                receivedAt,
+                version: reply.token.version,
+                expiresAt: Date.parse(reply.token.expiresAt),
+              });
             else calls.push({ connection, sentAt, receivedAt, failure: `error ${reply.error?.code}` });
           } catch (error) {
             calls.push({ connection, sentAt, receivedAt: Date.now(), failure: (error as Error).message });
@@ -216,30 +263,44 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
       { timeoutMs: RECONNECT_WINDOW_MS * 2, intervalMs: 50, message: 'refresher A to reconnect to n2 or n3' },
     );
     // The stream and the consumer elect a leader among the survivors.
-    const newLeader = await waitFor(async () => {
-      const leader = await streamLeader(jsm);
-      return leader && leader !== n1!.name ? leader : undefined;
-    }, { timeoutMs: LEADER_ELECTION_MS, intervalMs: 100, message: 'a new stream leader' });
+    const newLeader = await waitFor(
+      async () => {
+        const leader = await streamLeader(jsm);
+        return leader && leader !== n1!.name ? leader : undefined;
+      },
+      { timeoutMs: LEADER_ELECTION_MS, intervalMs: 100, message: 'a new stream leader' },
+    );
     const electedAt = Date.now();
-    await waitFor(async () => {
-      const leader = await consumerLeader(jsm);
-      return leader && leader !== n1!.name ? leader : undefined;
-    }, { timeoutMs: LEADER_ELECTION_MS, intervalMs: 100, message: 'a new consumer leader' });
+    await waitFor(
+      async () => {
+        const leader = await consumerLeader(jsm);
+        return leader && leader !== n1!.name ? leader : undefined;
+      },
+      { timeoutMs: LEADER_ELECTION_MS, intervalMs: 100, message: 'a new consumer leader' },
+    );
     await load;
     expect(electedAt - killedAt).toBeLessThan(LEADER_ELECTION_MS);
 
     // Still writable with n1 down: records committed after the kill were acknowledged by the stream.
     await waitFor(
-      async () => (await rdb.count(`SELECT count(*) AS n FROM outbox WHERE created_at > $1 AND published_at IS NOT NULL`, [killedAtDb])) > CREDENTIALS || undefined,
+      async () =>
+        (await rdb.count(`SELECT count(*) AS n FROM outbox WHERE created_at > $1 AND published_at IS NOT NULL`, [
+          killedAtDb,
+        ])) > CREDENTIALS || undefined,
       { timeoutMs: 10_000, message: 'records committed after the kill to be published' },
     );
     // The audit app keeps storing (its consumer's leader died with n1): records of changes after the kill arrive.
     await waitFor(
-      async () => (await adb.count('SELECT count(*) AS n FROM audit_records WHERE at > $1', [killedAtDb])) > CREDENTIALS || undefined,
+      async () =>
+        (await adb.count('SELECT count(*) AS n FROM audit_records WHERE at > $1', [killedAtDb])) > CREDENTIALS ||
+        undefined,
       { timeoutMs: 10_000, message: 'the audit table to receive records of changes made after the kill' },
     );
     // When the audit app stored its first record of a change made after the kill (PostgreSQL clock, as killedAtDb).
-    const [{ first: firstStoredDb }] = await adb.rows<{ first: Date }>('SELECT min(received_at) AS first FROM audit_records WHERE at > $1', [killedAtDb]);
+    const [{ first: firstStoredDb }] = await adb.rows<{ first: Date }>(
+      'SELECT min(received_at) AS first FROM audit_records WHERE at > $1',
+      [killedAtDb],
+    );
     const storedAfterKillMs = firstStoredDb.getTime() - killedAtDb.getTime();
     // Two elections (stream, then consumer) and a re-pull after missed heartbeats: well under 25 s.
     // With nats.js's default 30 s pull expiry the consumer sat idle for 30 s more.
@@ -252,19 +313,30 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
 
     // token.get: every failure falls inside the reconnect window; nothing expired was served.
     const failures = calls.filter((c) => c.failure !== undefined);
-    const outside = failures.filter((c) => c.sentAt < killedAt - REQUEST_TIMEOUT_MS || c.sentAt > killedAt + RECONNECT_WINDOW_MS);
-    expect(outside.map((c) => ({ ...c, sentAfterKillMs: c.sentAt - killedAt })), 'token.get failures outside the reconnect window').toEqual([]);
+    const outside = failures.filter(
+      (c) => c.sentAt < killedAt - REQUEST_TIMEOUT_MS || c.sentAt > killedAt + RECONNECT_WINDOW_MS,
+    );
+    expect(
+      outside.map((c) => ({ ...c, sentAfterKillMs: c.sentAt - killedAt })),
+      'token.get failures outside the reconnect window',
+    ).toEqual([]);
     const served = calls.filter((c) => c.failure === undefined);
-    expect(served.filter((c) => c.expiresAt! <= c.receivedAt), 'expired tokens served').toEqual([]);
+    expect(
+      served.filter((c) => c.expiresAt! <= c.receivedAt),
+      'expired tokens served',
+    ).toEqual([]);
     expect(served.filter((c) => c.sentAt < killedAt).length).toBeGreaterThan(200);
     expect(served.filter((c) => c.sentAt > killedAt + RECONNECT_WINDOW_MS).length).toBeGreaterThan(200);
 
     // The node comes back and catches up; then both replicas stop gracefully (the relay drains).
     await cluster.restart(0);
-    await waitFor(async () => {
-      const s = await jsm.streams.info(AUDIT_STREAM);
-      return (s.cluster?.replicas?.length === 2 && s.cluster.replicas.every((r) => r.current)) || undefined;
-    }, { timeoutMs: LEADER_ELECTION_MS, intervalMs: 200, message: 'every stream replica to be current again' });
+    await waitFor(
+      async () => {
+        const s = await jsm.streams.info(AUDIT_STREAM);
+        return (s.cluster?.replicas?.length === 2 && s.cluster.replicas.every((r) => r.current)) || undefined;
+      },
+      { timeoutMs: LEADER_ELECTION_MS, intervalMs: 200, message: 'every stream replica to be current again' },
+    );
     await Promise.all(refreshers.map((r) => r.close()));
     refreshers = [];
     expect(await rdb.count('SELECT count(*) AS n FROM outbox WHERE published_at IS NULL')).toBe(0);
@@ -273,7 +345,10 @@ describe('scale-out on a three-node NATS cluster: one node killed under load', (
     const { outbox, audit: stored } = await waitForAuditToCatchUp(rdb, adb).catch(async (error: Error) => {
       // Say where it stuck: the consumer's view and the audit app's log.
       const consumer = await jsm.consumers.info(AUDIT_STREAM, CONSUMER).catch((e: Error) => e.message);
-      const counts = [await rdb.count('SELECT count(*) AS n FROM outbox'), await adb.count('SELECT count(*) AS n FROM audit_records')];
+      const counts = [
+        await rdb.count('SELECT count(*) AS n FROM outbox'),
+        await adb.count('SELECT count(*) AS n FROM audit_records'),
+      ];
       error.message += `\noutbox/audit rows: ${counts.join('/')}\nconsumer: ${JSON.stringify(consumer)}\naudit log:\n${audit.logs.text().slice(-4_000)}`;
       throw error;
     });

@@ -1,5 +1,14 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  sleep,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NATS_CONNECTION } from '../src/nats/nats-connection.js';
 import { auditRecord } from '../src/persistence/audit-record.js';
@@ -8,7 +17,14 @@ import type { ProviderConfig } from '../src/providers/provider.types.js';
 import { UndiciTokenEndpoint } from '../src/providers/token-endpoint.client.js';
 import { scheduleRefresh } from '../src/refresh/refresh-policy.js';
 import { openRepository, Sql } from './cluster.fixtures.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 const TENANT = 'natsrestart';
 const SHORT = ['s0', 's1', 's2', 's3', 's4'];
@@ -44,14 +60,23 @@ describe('refresher across a NATS server restart', () => {
     long = parseProvidersDocument(
       JSON.stringify({
         providers: {
-          'sandbox-long': { tokenUrl: longSandbox.tokenUrl, clientId: 'sandbox-client', clientSecret: 'sandbox-secret', authMethod: 'client_secret_basic', grant: 'refresh_token' },
+          'sandbox-long': {
+            tokenUrl: longSandbox.tokenUrl,
+            clientId: 'sandbox-client',
+            clientSecret: 'sandbox-secret',
+            authMethod: 'client_secret_basic',
+            grant: 'refresh_token',
+          },
         },
       }),
       'json',
       {},
     );
     const providers = new Map([...sandboxProviders(sandbox), ...long]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys }, { REPLICA_ID: 'solo' }), providers);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys }, { REPLICA_ID: 'solo' }),
+      providers,
+    );
     caller = await RawCaller.connect(nats.url);
     caller.nc.subscribe(`token.refreshed.${TENANT}.*`, {
       callback: (_e, m) => {
@@ -68,16 +93,27 @@ describe('refresher across a NATS server restart', () => {
     await db?.drop();
   });
 
-  const versions = async (): Promise<Map<string, number>> => new Map((await sql.rows(TENANT)).map((r) => [r.connection, r.version]));
+  const versions = async (): Promise<Map<string, number>> =>
+    new Map((await sql.rows(TENANT)).map((r) => [r.connection, r.version]));
 
   it('reconnects by itself, refreshed through the outage, and serves the current version afterwards', async () => {
     for (const connection of SHORT) {
-      const reply = await caller.admin('register', { tenant: TENANT, connection, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+      const reply = await caller.admin('register', {
+        tenant: TENANT,
+        connection,
+        provider: 'sandbox',
+        refreshToken: sandbox.issueRefreshToken(),
+      });
       expect(reply.ok).toBe(true);
     }
     const longTokens = longSandbox.issueTokens();
     await caller.admin('register', {
-      tenant: TENANT, connection: 'stale', provider: 'sandbox-long', accessToken: longTokens.accessToken, refreshToken: longTokens.refreshToken, expiresIn: 3600,
+      tenant: TENANT,
+      connection: 'stale',
+      provider: 'sandbox-long',
+      accessToken: longTokens.accessToken,
+      refreshToken: longTokens.refreshToken,
+      expiresIn: 3600,
     });
     for (const connection of SHORT) expect((await caller.get({ tenant: TENANT, connection })).ok).toBe(true);
     // The replica now has 'stale' version 1 in its cache, good for an hour.
@@ -106,17 +142,31 @@ describe('refresher across a NATS server restart', () => {
       const key = { tenant: TENANT, connection: 'stale' };
       const leased = await other.repository.tryLease(key, 'other-replica', 10, 1);
       expect(leased).not.toBeNull();
-      const result = await endpoint.requestToken({ provider: long.get('sandbox-long')!, refreshToken: leased!.credential.refreshToken });
+      const result = await endpoint.requestToken({
+        provider: long.get('sandbox-long')!,
+        refreshToken: leased!.credential.refreshToken,
+      });
       if (!result.ok) throw new Error(`other replica's refresh failed: ${result.failure.message}`);
-      const schedule = scheduleRefresh({ issuedAt: result.token.requestedAt, lifetimeSeconds: result.token.expiresInSeconds, threshold: 0.8, minMarginSeconds: 2, random: 0 });
-      const committed = await other.repository.commitRefresh(key, leased!.lease, {
-        accessToken: result.token.accessToken,
-        refreshToken: result.token.refreshToken,
-        tokenType: result.token.tokenType,
+      const schedule = scheduleRefresh({
         issuedAt: result.token.requestedAt,
-        expiresAt: schedule.expiresAt,
-        nextRefreshAt: schedule.nextRefreshAt,
-      }, [auditRecord('refreshed', leased!.credential, 'other-replica')]);
+        lifetimeSeconds: result.token.expiresInSeconds,
+        threshold: 0.8,
+        minMarginSeconds: 2,
+        random: 0,
+      });
+      const committed = await other.repository.commitRefresh(
+        key,
+        leased!.lease,
+        {
+          accessToken: result.token.accessToken,
+          refreshToken: result.token.refreshToken,
+          tokenType: result.token.tokenType,
+          issuedAt: result.token.requestedAt,
+          expiresAt: schedule.expiresAt,
+          nextRefreshAt: schedule.nextRefreshAt,
+        },
+        [auditRecord('refreshed', leased!.credential, 'other-replica')],
+      );
       expect(committed?.credential.version).toBe(2);
       otherAccessToken = result.token.accessToken.reveal();
     } finally {
@@ -126,10 +176,13 @@ describe('refresher across a NATS server restart', () => {
 
     // The scheduler keeps refreshing into the database without NATS: two rounds at least.
     await sleep(MIN_OUTAGE_MS);
-    await waitFor(async () => {
-      const now = await versions();
-      return SHORT.every((c) => now.get(c)! - atStop.get(c)! >= 2);
-    }, { timeoutMs: 10_000, intervalMs: 100, message: 'two refreshes of every short credential while NATS is down' });
+    await waitFor(
+      async () => {
+        const now = await versions();
+        return SHORT.every((c) => now.get(c)! - atStop.get(c)! >= 2);
+      },
+      { timeoutMs: 10_000, intervalMs: 100, message: 'two refreshes of every short credential while NATS is down' },
+    );
     expect(statuses).not.toContain('reconnect');
 
     // --- NATS comes back on the same port; the app is not restarted.
@@ -137,10 +190,13 @@ describe('refresher across a NATS server restart', () => {
     const restartedAt = Date.now();
     await waitFor(() => statuses.includes('reconnect'), { timeoutMs: 10_000, message: 'the refresher to reconnect' });
     expect(nc.isClosed()).toBe(false);
-    const fresh = await waitFor(async () => {
-      const reply = await caller.get({ tenant: TENANT, connection: 'stale' }, 1_000);
-      return reply.ok ? reply : undefined;
-    }, { timeoutMs: 10_000, message: 'token.get to be answered after the restart' });
+    const fresh = await waitFor(
+      async () => {
+        const reply = await caller.get({ tenant: TENANT, connection: 'stale' }, 1_000);
+        return reply.ok ? reply : undefined;
+      },
+      { timeoutMs: 10_000, message: 'token.get to be answered after the restart' },
+    );
 
     // Not the version cached before the outage: the one the other replica stored meanwhile.
     expect(fresh.token).toMatchObject({ version: 2, accessToken: otherAccessToken! });
@@ -157,7 +213,11 @@ describe('refresher across a NATS server restart', () => {
     const afterRestart = await versions();
     for (const connection of SHORT) {
       await waitFor(
-        () => refreshedEvents.find((e) => e.at >= restartedAt && e.data.connection === connection && e.data.version > afterRestart.get(connection)!),
+        () =>
+          refreshedEvents.find(
+            (e) =>
+              e.at >= restartedAt && e.data.connection === connection && e.data.version > afterRestart.get(connection)!,
+          ),
         { timeoutMs: 8_000, message: `a refreshed event for ${connection} after the reconnect` },
       );
     }

@@ -22,7 +22,12 @@ const SERVER_BINARY = existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-serv
 
 function envOf(service: string): Record<string, string> {
   const env = compose.services[service].environment ?? {};
-  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v).replace(/\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}/g, (_, _n, d) => d ?? '')]));
+  return Object.fromEntries(
+    Object.entries(env).map(([k, v]) => [
+      k,
+      String(v).replace(/\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}/g, (_, _n, d) => d ?? ''),
+    ]),
+  );
 }
 
 /** The host path of the file mounted at `target` in a service. */
@@ -35,9 +40,12 @@ function mountedFile(service: string, target: string): string {
 describe('ops: docker-compose.cluster.yml', () => {
   it('runs three NATS nodes on one configuration, each with its own name, store volume and published ports', () => {
     const { services, volumes } = compose;
-    expect(Object.keys(services)).toEqual(expect.arrayContaining(['postgres', ...NODES, 'refresher-1', 'refresher-2', 'audit']));
+    expect(Object.keys(services)).toEqual(
+      expect.arrayContaining(['postgres', ...NODES, 'refresher-1', 'refresher-2', 'audit']),
+    );
     const conf = file(mountedFile('nats-1', '/etc/nats/nats.conf'));
-    for (const [route] of conf.matchAll(/nats-route:\/\/[a-z0-9-]+:\d+/g)) expect(NODES.map((n) => `nats-route://${n}:6222`)).toContain(route);
+    for (const [route] of conf.matchAll(/nats-route:\/\/[a-z0-9-]+:\d+/g))
+      expect(NODES.map((n) => `nats-route://${n}:6222`)).toContain(route);
     expect([...conf.matchAll(/nats-route:\/\//g)]).toHaveLength(3);
     expect(conf).toMatch(/^\s*store_dir: \/data\/jetstream$/m);
     const names = new Set<string>();
@@ -52,14 +60,18 @@ describe('ops: docker-compose.cluster.yml', () => {
       for (const port of services[node].ports as string[]) published.add(port.split(':').slice(0, 2).join(':'));
     }
     expect(names).toEqual(new Set(NODES));
-    expect(new Set(NODES.map((n) => (services[n].volumes as string[]).find((v) => v.endsWith(':/data'))))).toHaveProperty('size', 3);
+    expect(
+      new Set(NODES.map((n) => (services[n].volumes as string[]).find((v) => v.endsWith(':/data')))),
+    ).toHaveProperty('size', 3);
     // Clients only: monitoring (it lists inbox subjects) stays on each node's loopback.
     expect(published.size).toBe(3);
     for (const port of published) expect(port.split(':')[0]).toBe('127.0.0.1');
-    for (const node of NODES) expect((services[node].ports as string[]).map((p) => p.split(':').at(-1))).toEqual(['4222']);
+    for (const node of NODES)
+      expect((services[node].ports as string[]).map((p) => p.split(':').at(-1))).toEqual(['4222']);
     expect(conf).toMatch(/^http: 127\.0\.0\.1:8222$/m);
     expect(conf).not.toMatch(/^\s*(http_port|https|https_port|monitor_port)\s*[:=]/m);
-    for (const node of NODES) expect(services[node].healthcheck.test.join(' ')).toContain('http://127.0.0.1:8222/healthz');
+    for (const node of NODES)
+      expect(services[node].healthcheck.test.join(' ')).toContain('http://127.0.0.1:8222/healthz');
   });
 
   it('has a nats-server configuration the server accepts for every node', async () => {
@@ -76,13 +88,17 @@ describe('ops: docker-compose.cluster.yml', () => {
     for (const service of ['refresher-1', 'refresher-2']) {
       const env = envOf(service);
       // Its own variables, plus the ${VAR}s of the providers file it names.
-      const known = [...ENV_VARIABLES, ...[...file(env.PROVIDERS_FILE!).matchAll(/\$\{([A-Z0-9_]+)/g)].map((m) => m[1])];
+      const known = [
+        ...ENV_VARIABLES,
+        ...[...file(env.PROVIDERS_FILE!).matchAll(/\$\{([A-Z0-9_]+)/g)].map((m) => m[1]),
+      ];
       for (const name of Object.keys(env)) expect(known, `${service}: ${name}`).toContain(name);
       const config = loadConfig(env);
       expect(config.nats.servers).toEqual(NODES.map((n) => `nats://${n}:4222`));
       expect(config.audit.stream.replicas).toBe(3);
       expect(config.replicaId).toBe(service);
-      for (const node of NODES) expect(compose.services[service].depends_on[node]).toEqual({ condition: 'service_healthy' });
+      for (const node of NODES)
+        expect(compose.services[service].depends_on[node]).toEqual({ condition: 'service_healthy' });
     }
     // The second replica starts after the first has written the development key both read.
     expect(compose.services['refresher-2'].depends_on['refresher-1']).toEqual({ condition: 'service_healthy' });

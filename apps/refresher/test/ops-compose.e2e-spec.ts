@@ -7,7 +7,16 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { authzUser, type AuthzRole, WireSubscription } from '@tokenkeeper/contracts';
-import { createTestDatabase, freePort, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  freePort,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAuditConfig } from '../../audit/src/config/audit-config.js';
@@ -15,7 +24,12 @@ import { loadConfig } from '../src/config/app-config.js';
 import { HealthController } from '../src/observability/health.controller.js';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 import { baseUrlOf, REPO_ROOT } from './ops-support.js';
-import { COMPOSE_AUTH_FILE, COMPOSE_AUTHZ_FLAGS, composeAuth, passwordVariable } from '../../../tools/nats-compose-auth.js';
+import {
+  COMPOSE_AUTH_FILE,
+  COMPOSE_AUTHZ_FLAGS,
+  composeAuth,
+  passwordVariable,
+} from '../../../tools/nats-compose-auth.js';
 
 /**
  * docker-compose.yml, the Dockerfile and .dockerignore, checked without a Docker engine:
@@ -70,7 +84,9 @@ function readPasswordVariable(variable: string): string {
 function composeNatsConfigFile(): string {
   const args: string[] = compose.services.nats.command;
   const configPath = args[args.indexOf('-c') + 1]!;
-  const mount = (compose.services.nats.volumes as string[]).map((v) => v.split(':')).find(([, target]) => configPath.startsWith(`${target}/`));
+  const mount = (compose.services.nats.volumes as string[])
+    .map((v) => v.split(':'))
+    .find(([, target]) => configPath.startsWith(`${target}/`));
   expect(mount, `nats: ${configPath} is mounted`).toBeDefined();
   expect(mount![2]).toBe('ro');
   return join(mount![0]!, configPath.slice(mount![1]!.length + 1)).replace(/^\.\//, '');
@@ -127,7 +143,11 @@ function httpRoutes(controller: new (...args: never[]) => unknown): Set<string> 
 async function probe(argv: string[], env: Record<string, string>): Promise<number> {
   expect(argv[0]).toBe('node');
   try {
-    await run(process.execPath, argv.slice(1), { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 15_000 });
+    await run(process.execPath, argv.slice(1), {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '', ...env },
+      timeout: 15_000,
+    });
     return 0;
   } catch (error) {
     return (error as { code?: number }).code ?? -1;
@@ -157,26 +177,36 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
     // The server's configuration, mounted read-only from deploy/nats, includes the permission model's.
     const configFile = composeNatsConfigFile();
     expect(dirname(configFile)).toBe(dirname(COMPOSE_AUTH_FILE));
-    const included = [...file(configFile).matchAll(/^\s*include\s+"?([^"\s]+)"?/gm)].map((m) => join(dirname(configFile), m[1]!));
+    const included = [...file(configFile).matchAll(/^\s*include\s+"?([^"\s]+)"?/gm)].map((m) =>
+      join(dirname(configFile), m[1]!),
+    );
     expect(included).toEqual([COMPOSE_AUTH_FILE]);
     const storeDir = natsArgs[natsArgs.indexOf('-sd') + 1];
-    const mounted = (service: string) => (services[service].volumes as string[]).map((v) => v.split(':')) as [string, string][];
+    const mounted = (service: string) =>
+      (services[service].volumes as string[]).map((v) => v.split(':')) as [string, string][];
     expect(mounted('postgres')).toContainEqual([expect.any(String), '/var/lib/postgresql/data']);
     expect(mounted('nats').some(([, target]) => storeDir.startsWith(target))).toBe(true);
     for (const service of ['postgres', 'nats', 'refresher']) {
       for (const [source] of mounted(service)) {
-      if (!source.startsWith('./')) expect(Object.keys(volumes), `${service}: named volume ${source}`).toContain(source);
-    }
+        if (!source.startsWith('./'))
+          expect(Object.keys(volumes), `${service}: named volume ${source}`).toContain(source);
+      }
     }
     // Every app waits for healthy dependencies.
     for (const service of ['refresher', 'audit']) {
-      expect(services[service].depends_on).toEqual({ postgres: { condition: 'service_healthy' }, nats: { condition: 'service_healthy' } });
+      expect(services[service].depends_on).toEqual({
+        postgres: { condition: 'service_healthy' },
+        nats: { condition: 'service_healthy' },
+      });
     }
   });
 
   it('sets only variables the refresher reads, with values its configuration accepts', () => {
     const env = envOf('refresher');
-    const known = new Set([...schemaVariables('apps/refresher/src/config/app-config.ts'), ...providersFileVariables(env.PROVIDERS_FILE)]);
+    const known = new Set([
+      ...schemaVariables('apps/refresher/src/config/app-config.ts'),
+      ...providersFileVariables(env.PROVIDERS_FILE),
+    ]);
     for (const name of Object.keys(env)) expect(known, `refresher: ${name}`).toContain(name);
     expect(existsSync(join(REPO_ROOT, env.PROVIDERS_FILE))).toBe(true);
     const config = loadConfig(env);
@@ -210,7 +240,9 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
       const entry = /^dist\/(apps\/[a-z-]+\/src\/main)\.js$/.exec(argv[1]);
       expect(entry, `${service}: ${argv[1]}`).not.toBeNull();
       expect(existsSync(join(REPO_ROOT, `${entry![1]}.ts`)), `${service}: ${entry![1]}.ts`).toBe(true);
-      expect(file('tools/build.ts'), `${service}: compiled by npm run build`).toContain(`'${entry![1].replace(/\/main$/, '')}'`);
+      expect(file('tools/build.ts'), `${service}: compiled by npm run build`).toContain(
+        `'${entry![1].replace(/\/main$/, '')}'`,
+      );
     }
   });
 
@@ -223,7 +255,10 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
     expect(user).toBeDefined();
     expect(['root', '0']).not.toContain(user);
     // What the image copies exists and is not ignored.
-    const ignored = file('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    const ignored = file('.dockerignore')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
     for (const [, sources] of dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)) {
       for (const source of sources.split(' ')) {
         expect(existsSync(join(REPO_ROOT, source)), `COPY ${source}`).toBe(true);
@@ -244,7 +279,11 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
       { kind: 'audit' },
       { kind: 'operator' },
       { kind: 'tenant-admin', tenant: 'healthcheck' },
-      ...COMPOSE_AUTHZ_FLAGS.consumer!.map((c) => ({ kind: 'consumer' as const, tenant: c.split(':')[0], service: c.split(':')[1] })),
+      ...COMPOSE_AUTHZ_FLAGS.consumer!.map((c) => ({
+        kind: 'consumer' as const,
+        tenant: c.split(':')[0],
+        service: c.split(':')[1],
+      })),
     ];
     expect(users.map((u) => u.user).sort()).toEqual(roles.map((r) => authzUser(r).name).sort());
     for (const role of roles) {
@@ -261,9 +300,33 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
   });
 
   it('gives different user names different password variables (a-b, a_b and A-b never share one)', () => {
-    const colliding = [['a-b', 'a_b'], ['Acme', 'acme'], ['svc-acme_-billing', 'svc-acme-billing'], ['a__b', 'a-b'], ['a_0b', 'a_b0']];
-    for (const [one, other] of colliding) expect(passwordVariable(one!), `${one} / ${other}`).not.toBe(passwordVariable(other!));
-    const names = ['a', 'A', '0', '-', '_', 'a-b', 'a_b', 'A-B', 'a--b', 'a__b', 'a_-b', 'a-_b', '_0', '__', 'svc-acme-billing', 'svc-acme_-billing'];
+    const colliding = [
+      ['a-b', 'a_b'],
+      ['Acme', 'acme'],
+      ['svc-acme_-billing', 'svc-acme-billing'],
+      ['a__b', 'a-b'],
+      ['a_0b', 'a_b0'],
+    ];
+    for (const [one, other] of colliding)
+      expect(passwordVariable(one!), `${one} / ${other}`).not.toBe(passwordVariable(other!));
+    const names = [
+      'a',
+      'A',
+      '0',
+      '-',
+      '_',
+      'a-b',
+      'a_b',
+      'A-B',
+      'a--b',
+      'a__b',
+      'a_-b',
+      'a-_b',
+      '_0',
+      '__',
+      'svc-acme-billing',
+      'svc-acme_-billing',
+    ];
     const variables = new Map<string, string>();
     for (const name of names) {
       const variable = passwordVariable(name);
@@ -305,8 +368,12 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
   const cli = composeCli();
   it.skipIf(cli === null)('is a valid compose file for the compose CLI (`config`, no engine needed)', async () => {
     const [bin, ...args] = cli!;
-    const { stdout } = await run(bin, [...args, '-f', join(REPO_ROOT, 'docker-compose.yml'), 'config', '--services'], { cwd: REPO_ROOT });
-    expect(stdout.split('\n').filter(Boolean)).toEqual(expect.arrayContaining(['postgres', 'nats', 'refresher', 'audit']));
+    const { stdout } = await run(bin, [...args, '-f', join(REPO_ROOT, 'docker-compose.yml'), 'config', '--services'], {
+      cwd: REPO_ROOT,
+    });
+    expect(stdout.split('\n').filter(Boolean)).toEqual(
+      expect.arrayContaining(['postgres', 'nats', 'refresher', 'audit']),
+    );
   });
 });
 
@@ -318,8 +385,15 @@ describe('ops: the healthchecks, run against what they probe', () => {
   let responder: NatsConnection;
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_compose'), startSandboxProvider()]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_compose'),
+      startSandboxProvider(),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
   });
 
   afterAll(async () => {
@@ -336,7 +410,10 @@ describe('ops: the healthchecks, run against what they probe', () => {
       expect(argv.slice(0, 3)).toEqual(['node', 'deploy/healthcheck.mjs', 'http']);
       expect(routes).toContain(argv[3]);
       expect(await probe(argv, { HTTP_PORT: port }), argv.join(' ')).toBe(0);
-      expect(await probe(argv, { HTTP_PORT: String(await freePort()) }), `${argv.join(' ')} with nothing listening`).toBe(1);
+      expect(
+        await probe(argv, { HTTP_PORT: String(await freePort()) }),
+        `${argv.join(' ')} with nothing listening`,
+      ).toBe(1);
     }
   });
 
@@ -348,7 +425,9 @@ describe('ops: the healthchecks, run against what they probe', () => {
     expect(WireSubscription.auditQueryOfTenant).toBe('audit.query.*');
     const { AuditQueryController } = await import('../../audit/src/query/audit-query.controller.js');
     const patterns = Object.getOwnPropertyNames(AuditQueryController.prototype).flatMap(
-      (name) => (Reflect.getMetadata('microservices:pattern', (AuditQueryController.prototype as any)[name]) as unknown[] | undefined) ?? [],
+      (name) =>
+        (Reflect.getMetadata('microservices:pattern', (AuditQueryController.prototype as any)[name]) as
+          unknown[] | undefined) ?? [],
     );
     expect(patterns).toContain(WireSubscription.auditQueryOfTenant);
 
@@ -358,8 +437,16 @@ describe('ops: the healthchecks, run against what they probe', () => {
       expect(await probe(argv, env), 'no audit replica answering').toBe(1);
       // A stand-in audit replica under the audit service's own compose credentials.
       const audit = envOf('audit');
-      responder = await connect({ servers: secure.url, user: audit.NATS_USER, pass: audit.NATS_PASS, inboxPrefix: audit.NATS_INBOX_PREFIX });
-      responder.subscribe(WireSubscription.auditQueryOfTenant, { queue: 'audit', callback: (_err, msg) => void msg.respond('{"ok":true,"items":[]}') });
+      responder = await connect({
+        servers: secure.url,
+        user: audit.NATS_USER,
+        pass: audit.NATS_PASS,
+        inboxPrefix: audit.NATS_INBOX_PREFIX,
+      });
+      responder.subscribe(WireSubscription.auditQueryOfTenant, {
+        queue: 'audit',
+        callback: (_err, msg) => void msg.respond('{"ok":true,"items":[]}'),
+      });
       await responder.flush();
       expect(await probe(argv, env), 'an audit replica answers').toBe(0);
       // The audit user itself may not send the query: that is why the probe has its own user.
@@ -376,10 +463,18 @@ describe('ops: the healthchecks, run against what they probe', () => {
     try {
       for (const service of ['refresher', 'audit']) {
         const env = envOf(service);
-        const nc = await connect({ servers: secure.url, user: env.NATS_USER, pass: env.NATS_PASS, inboxPrefix: env.NATS_INBOX_PREFIX });
+        const nc = await connect({
+          servers: secure.url,
+          user: env.NATS_USER,
+          pass: env.NATS_PASS,
+          inboxPrefix: env.NATS_INBOX_PREFIX,
+        });
         await nc.flush();
         await nc.close();
-        await expect(connect({ servers: secure.url, user: env.NATS_USER, pass: 'wrong' }), `${service} with a wrong password`).rejects.toThrow(/authori[sz]ation/i);
+        await expect(
+          connect({ servers: secure.url, user: env.NATS_USER, pass: 'wrong' }),
+          `${service} with a wrong password`,
+        ).rejects.toThrow(/authori[sz]ation/i);
       }
       await expect(connect({ servers: secure.url }), 'anonymous').rejects.toThrow(/authori[sz]ation/i);
     } finally {
@@ -410,7 +505,12 @@ describe('ops: the healthchecks, run against what they probe', () => {
 
   it('probes the sandbox provider on its own port', async () => {
     const argv = healthcheckOf('sandbox');
-    expect(await probe(argv.map((a) => (a === compose.services.sandbox.environment.SANDBOX_PORT ? new URL(sandbox.url).port : a)), {})).toBe(0);
+    expect(
+      await probe(
+        argv.map((a) => (a === compose.services.sandbox.environment.SANDBOX_PORT ? new URL(sandbox.url).port : a)),
+        {},
+      ),
+    ).toBe(0);
   });
 });
 
@@ -422,10 +522,14 @@ describe('ops: the healthchecks, run against what they probe', () => {
 async function startComposeNats(): Promise<{ url: string; log(): string; stop(): Promise<void> }> {
   const [port, monitorPort] = [await freePort(), await freePort()];
   const binary = existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server';
-  const child: ChildProcess = spawn(binary, ['-c', join(REPO_ROOT, composeNatsConfigFile()), '-p', String(port), '-m', String(monitorPort)], {
-    env: { PATH: process.env.PATH ?? '', ...envOf('nats') },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child: ChildProcess = spawn(
+    binary,
+    ['-c', join(REPO_ROOT, composeNatsConfigFile()), '-p', String(port), '-m', String(monitorPort)],
+    {
+      env: { PATH: process.env.PATH ?? '', ...envOf('nats') },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const url = `nats://127.0.0.1:${port}`;

@@ -11,16 +11,29 @@ it('deploy/grafana/tokenkeeper.json is up to date and every series it queries is
   const committed = JSON.parse(readFileSync(join(REPO_ROOT, 'deploy/grafana/tokenkeeper.json'), 'utf8'));
   expect(committed, 'regenerate with npm run dashboard').toEqual(JSON.parse(JSON.stringify(dashboard())));
   const queried = new Set(
-    (committed.panels as { targets: { expr: string }[] }[]).flatMap((p) => p.targets.flatMap((t) => t.expr.match(/tokenkeeper_[a-z_]+/g) ?? [])),
+    (committed.panels as { targets: { expr: string }[] }[]).flatMap((p) =>
+      p.targets.flatMap((t) => t.expr.match(/tokenkeeper_[a-z_]+/g) ?? []),
+    ),
   );
   expect(queried.size).toBeGreaterThanOrEqual(9);
 
-  const [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_dash'), startSandboxProvider()]);
-  const refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+  const [nats, db, sandbox] = await Promise.all([
+    startNatsServer(),
+    createTestDatabase('tk_dash'),
+    startSandboxProvider(),
+  ]);
+  const refresher = await startTestRefresher(
+    testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+    sandboxProviders(sandbox),
+  );
   try {
     const metrics = await httpGet(baseUrlOf(refresher.app), '/metrics');
     expect(metrics.status).toBe(200);
-    const exported = new Set([...metrics.text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) => (type === 'histogram' ? [`${name}_bucket`] : [name])));
+    const exported = new Set(
+      [...metrics.text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) =>
+        type === 'histogram' ? [`${name}_bucket`] : [name],
+      ),
+    );
     for (const series of queried) expect(exported, series).toContain(series);
   } finally {
     await refresher.close();

@@ -1,4 +1,12 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 import { baseUrlOf, blockDatabase, httpGet, sample, unblockDatabase } from './ops-support.js';
@@ -16,8 +24,15 @@ describe('refresher ops: health and readiness', () => {
   let base: string;
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_ready'), startSandboxProvider()]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_ready'),
+      startSandboxProvider(),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     base = baseUrlOf(refresher.app);
   });
 
@@ -52,10 +67,13 @@ describe('refresher ops: health and readiness', () => {
     expect(before).toBe(0);
 
     await nats.stop();
-    const down = await waitFor(async () => {
-      const r = await readyz();
-      return r.status === 503 ? r : null;
-    }, { timeoutMs: 10_000, message: '/readyz 503 after the NATS server stopped' });
+    const down = await waitFor(
+      async () => {
+        const r = await readyz();
+        return r.status === 503 ? r : null;
+      },
+      { timeoutMs: 10_000, message: '/readyz 503 after the NATS server stopped' },
+    );
     expect(down.body.status).toBe('unavailable');
     expect(down.body.down).toEqual(['nats']);
     expect(down.body.checks.nats.status).toBe('down');
@@ -66,10 +84,13 @@ describe('refresher ops: health and readiness', () => {
     expect(sample((await httpGet(base, '/metrics')).text, 'tokenkeeper_nats_connected')).toBe(0);
 
     await nats.restart();
-    const up = await waitFor(async () => {
-      const r = await readyz();
-      return r.status === 200 ? r : null;
-    }, { timeoutMs: 15_000, message: '/readyz 200 after the NATS server came back' });
+    const up = await waitFor(
+      async () => {
+        const r = await readyz();
+        return r.status === 200 ? r : null;
+      },
+      { timeoutMs: 15_000, message: '/readyz 200 after the NATS server came back' },
+    );
     expect(up.body.down).toEqual([]);
     const metrics = (await httpGet(base, '/metrics')).text;
     expect(sample(metrics, 'tokenkeeper_nats_reconnects_total')).toBe(1);
@@ -79,10 +100,13 @@ describe('refresher ops: health and readiness', () => {
   it('turns /readyz 503 naming postgres while its database refuses connections, and 200 once it accepts them again', async () => {
     try {
       await blockDatabase(db.name);
-      const down = await waitFor(async () => {
-        const r = await readyz();
-        return r.status === 503 ? r : null;
-      }, { timeoutMs: 10_000, message: '/readyz 503 after the database was cut off' });
+      const down = await waitFor(
+        async () => {
+          const r = await readyz();
+          return r.status === 503 ? r : null;
+        },
+        { timeoutMs: 10_000, message: '/readyz 503 after the database was cut off' },
+      );
       expect(down.body.down).toEqual(['postgres']);
       expect(down.body.checks.postgres.status).toBe('down');
       expect(down.body.checks.postgres.reason).toBeTruthy();
@@ -97,10 +121,13 @@ describe('refresher ops: health and readiness', () => {
     } finally {
       await unblockDatabase(db.name);
     }
-    const up = await waitFor(async () => {
-      const r = await readyz();
-      return r.status === 200 ? r : null;
-    }, { timeoutMs: 15_000, message: '/readyz 200 after the database accepts connections again' });
+    const up = await waitFor(
+      async () => {
+        const r = await readyz();
+        return r.status === 200 ? r : null;
+      },
+      { timeoutMs: 15_000, message: '/readyz 200 after the database accepts connections again' },
+    );
     expect(up.body.checks.postgres.status).toBe('up');
   });
 

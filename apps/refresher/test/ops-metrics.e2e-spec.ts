@@ -1,7 +1,22 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sql } from './cluster.fixtures.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 import { baseUrlOf, families, httpGet, sample } from './ops-support.js';
 
 const TENANT = 'opsMetricsTenant';
@@ -29,8 +44,15 @@ describe('refresher ops: /metrics', () => {
   };
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_metrics'), startSandboxProvider({ accessTokenTtlSeconds: 3 })]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_metrics'),
+      startSandboxProvider({ accessTokenTtlSeconds: 3 }),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     base = baseUrlOf(refresher.app);
     caller = await RawCaller.connect(nats.url);
     sql = Sql.open(db.url);
@@ -79,17 +101,30 @@ describe('refresher ops: /metrics', () => {
     for (let i = 0; i < COUNT; i++) {
       const tokens = sandbox.issueTokens();
       planted.push(tokens.accessToken, tokens.refreshToken);
-      const reply = await caller.admin('register', { tenant: TENANT, connection: `conn${i}`, provider: 'sandbox', ...tokens, expiresIn: 3 });
+      const reply = await caller.admin('register', {
+        tenant: TENANT,
+        connection: `conn${i}`,
+        provider: 'sandbox',
+        ...tokens,
+        expiresIn: 3,
+      });
       expect(reply.ok).toBe(true);
     }
 
     // Refreshes: 3-second tokens, refreshed ~1 s before expiry.
-    await waitFor(async () => (sample(await scrape(), 'tokenkeeper_refreshes_total', { provider: 'sandbox', outcome: 'success' }) ?? 0) >= COUNT, {
-      timeoutMs: 15_000,
-      message: `${COUNT} successful refreshes counted`,
-    });
+    await waitFor(
+      async () =>
+        (sample(await scrape(), 'tokenkeeper_refreshes_total', { provider: 'sandbox', outcome: 'success' }) ?? 0) >=
+        COUNT,
+      {
+        timeoutMs: 15_000,
+        message: `${COUNT} successful refreshes counted`,
+      },
+    );
     let text = await scrape();
-    expect(sample(text, 'tokenkeeper_refresh_request_seconds_count', { provider: 'sandbox' })).toBeGreaterThanOrEqual(COUNT);
+    expect(sample(text, 'tokenkeeper_refresh_request_seconds_count', { provider: 'sandbox' })).toBeGreaterThanOrEqual(
+      COUNT,
+    );
     expect(sample(text, 'tokenkeeper_refresh_lateness_seconds_count')).toBeGreaterThanOrEqual(COUNT);
 
     // token.get: answers from memory are counted at scrape time; a miss is an error outcome.
@@ -111,20 +146,29 @@ describe('refresher ops: /metrics', () => {
     });
     // The provider refuses one refresh token for good: that credential needs re-authorization.
     sandbox.injectFault({ type: 'oauth_error', error: 'invalid_grant' }, 1);
-    await waitFor(async () => (sample(await scrape(), 'tokenkeeper_credentials', { status: 'reauth_required' }) ?? 0) >= 1, {
-      timeoutMs: 15_000,
-      message: 'tokenkeeper_credentials{status="reauth_required"} >= 1',
-    });
+    await waitFor(
+      async () => (sample(await scrape(), 'tokenkeeper_credentials', { status: 'reauth_required' }) ?? 0) >= 1,
+      {
+        timeoutMs: 15_000,
+        message: 'tokenkeeper_credentials{status="reauth_required"} >= 1',
+      },
+    );
     text = await scrape();
-    expect(sample(text, 'tokenkeeper_refreshes_total', { provider: 'sandbox', outcome: 'invalid_grant' })).toBeGreaterThanOrEqual(1);
-    const [stored] = await sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM credentials WHERE status = 'reauth_required'`);
+    expect(
+      sample(text, 'tokenkeeper_refreshes_total', { provider: 'sandbox', outcome: 'invalid_grant' }),
+    ).toBeGreaterThanOrEqual(1);
+    const [stored] = await sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM credentials WHERE status = 'reauth_required'`,
+    );
     expect(stored.n).toBe(1);
     expect(sample(text, 'tokenkeeper_credentials', { status: 'reauth_required' })).toBe(1);
     expect(sample(text, 'tokenkeeper_credentials', { status: 'active' })).toBe(COUNT - 1);
 
     // Outbox backlog: every change wrote audit records that nothing could publish.
     const backlog = sample(text, 'tokenkeeper_outbox_backlog')!;
-    const [pending] = await sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL`);
+    const [pending] = await sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL`,
+    );
     expect(backlog).toBeGreaterThanOrEqual(COUNT * 2); // registered + refresh_started + refreshed …
     expect(backlog).toBeLessThanOrEqual(pending.n);
     await waitFor(async () => sample(await scrape(), 'tokenkeeper_outbox_backlog')! > backlog, {

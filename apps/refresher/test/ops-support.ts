@@ -19,7 +19,12 @@ export interface HttpAnswer {
 export async function httpGet(base: string, path: string, timeoutMs = 5_000): Promise<HttpAnswer> {
   const response = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(timeoutMs) });
   const text = await response.text();
-  return { status: response.status, contentType: response.headers.get('content-type') ?? '', text, json: () => JSON.parse(text) };
+  return {
+    status: response.status,
+    contentType: response.headers.get('content-type') ?? '',
+    text,
+    json: () => JSON.parse(text),
+  };
 }
 
 /** The base URL of an in-process refresher's HTTP server (HTTP_PORT=0 picks a free port). */
@@ -58,7 +63,9 @@ export function families(text: string): Set<string> {
 
 /** Runs SQL as the admin (the `postgres` database), e.g. to make a throwaway database unreachable. */
 export async function asAdmin<T = any>(sql: string, params: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres' });
+  const client = new pg.Client({
+    connectionString: process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+  });
   await client.connect();
   try {
     return (await client.query(sql, params)).rows as T[];
@@ -73,7 +80,10 @@ export async function asAdmin<T = any>(sql: string, params: unknown[] = []): Pro
  */
 export async function blockDatabase(name: string): Promise<void> {
   await asAdmin(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS false`);
-  await asAdmin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [name]);
+  await asAdmin(
+    `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+    [name],
+  );
 }
 
 export async function unblockDatabase(name: string): Promise<void> {

@@ -10,7 +10,15 @@ import {
   type SandboxProvider,
 } from '@tokenkeeper/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { callApi, describeCredential, EventLog, printLogsOnFailure, providersFor, RequestClock, type Key } from './e2e-support.js';
+import {
+  callApi,
+  describeCredential,
+  EventLog,
+  printLogsOnFailure,
+  providersFor,
+  RequestClock,
+  type Key,
+} from './e2e-support.js';
 import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 /**
@@ -75,7 +83,11 @@ describe('refresher: provider faults', () => {
     events = new EventLog(caller.nc);
 
     for (const key of healthyKeys) {
-      const reg = await caller.admin('register', { ...key, provider: 'healthy', refreshToken: healthy.issueRefreshToken() });
+      const reg = await caller.admin('register', {
+        ...key,
+        provider: 'healthy',
+        refreshToken: healthy.issueRefreshToken(),
+      });
       expect(reg.ok).toBe(true);
     }
     background = (async () => {
@@ -103,7 +115,13 @@ describe('refresher: provider faults', () => {
 
   async function registerValid(sandbox: SandboxProvider, key: Key, provider = 'faulty') {
     const tokens = sandbox.issueTokens();
-    const reg = await caller.admin('register', { ...key, provider, accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', {
+      ...key,
+      provider,
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn: 3600,
+    });
     expect(reg.ok).toBe(true);
     const got = await caller.get(key);
     expect(got).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
@@ -115,12 +133,33 @@ describe('refresher: provider faults', () => {
     for (const secret of [...SECRETS, ...extra]) expect(text).not.toContain(secret);
   }
 
-  const retryable: { name: string; fault: SandboxFault; code: 'refresh_failed' | 'unavailable'; message: RegExp; never?: string }[] = [
-    { name: 'http500', fault: { type: 'status', status: 500, body: 'Internal Server Error' }, code: 'refresh_failed', message: /HTTP 500/ },
+  const retryable: {
+    name: string;
+    fault: SandboxFault;
+    code: 'refresh_failed' | 'unavailable';
+    message: RegExp;
+    never?: string;
+  }[] = [
+    {
+      name: 'http500',
+      fault: { type: 'status', status: 500, body: 'Internal Server Error' },
+      code: 'refresh_failed',
+      message: /HTTP 500/,
+    },
     { name: 'html502', fault: { type: 'html' }, code: 'refresh_failed', message: /HTTP 502/ },
-    { name: 'html200', fault: { type: 'html200' }, code: 'refresh_failed', message: /HTTP 200 is not a token response: HTML page/ },
+    {
+      name: 'html200',
+      fault: { type: 'html200' },
+      code: 'refresh_failed',
+      message: /HTTP 200 is not a token response: HTML page/,
+    },
     // GitHub answers errors inside an HTTP 200; a retryable RFC code there is retried with backoff.
-    { name: 'error200', fault: { type: 'error_in_200', error: 'server_error' }, code: 'refresh_failed', message: /HTTP 200 server_error/ },
+    {
+      name: 'error200',
+      fault: { type: 'error_in_200', error: 'server_error' },
+      code: 'refresh_failed',
+      message: /HTTP 200 server_error/,
+    },
     {
       name: 'form',
       fault: { type: 'form_encoded' },
@@ -139,64 +178,80 @@ describe('refresher: provider faults', () => {
     },
   ];
 
-  it.each(retryable)('$name: keeps serving the valid token, backs off, then recovers', async ({ name, fault, code, message, never }) => {
-    const key = { tenant: 'faults', connection: name };
-    const { tokens, token: v1 } = await registerValid(faulty, key);
-    const healthyBefore = await Promise.all(healthyKeys.map(async (k) => (await describeCredential(caller, k)).version as number));
+  it.each(retryable)(
+    '$name: keeps serving the valid token, backs off, then recovers',
+    async ({ name, fault, code, message, never }) => {
+      const key = { tenant: 'faults', connection: name };
+      const { tokens, token: v1 } = await registerValid(faulty, key);
+      const healthyBefore = await Promise.all(
+        healthyKeys.map(async (k) => (await describeCredential(caller, k)).version as number),
+      );
 
-    faulty.setFault(fault);
-    const t0 = Date.now();
-    const refreshed = await caller.admin('refresh', key);
-    expect(refreshed).toMatchObject({ ok: false, error: { code } });
-    expectNoSecrets(refreshed, [tokens.refreshToken]);
+      faulty.setFault(fault);
+      const t0 = Date.now();
+      const refreshed = await caller.admin('refresh', key);
+      expect(refreshed).toMatchObject({ ok: false, error: { code } });
+      expectNoSecrets(refreshed, [tokens.refreshToken]);
 
-    // The still-valid token is served, unchanged.
-    expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
-    expect(await caller.get({ ...key, minTtlSeconds: 0 })).toEqual({ ok: true, token: v1 });
+      // The still-valid token is served, unchanged.
+      expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
+      expect(await caller.get({ ...key, minTtlSeconds: 0 })).toEqual({ ok: true, token: v1 });
 
-    const failing = await describeCredential(caller, key);
-    expect(failing).toMatchObject({ status: 'failing', version: 1, lastError: { code } });
-    expect(ERROR_CODES).toContain(failing.lastError.code);
-    expect(failing.lastError.message).toMatch(message);
-    expect(failing.failures).toBeGreaterThanOrEqual(1);
-    expect(Date.parse(failing.nextRefreshAt)).toBeGreaterThanOrEqual(t0);
-    expect(Date.parse(failing.nextRefreshAt)).toBeLessThanOrEqual(Date.now() + CAP_MS);
-    expectNoSecrets(failing, [tokens.refreshToken]);
+      const failing = await describeCredential(caller, key);
+      expect(failing).toMatchObject({ status: 'failing', version: 1, lastError: { code } });
+      expect(ERROR_CODES).toContain(failing.lastError.code);
+      expect(failing.lastError.message).toMatch(message);
+      expect(failing.failures).toBeGreaterThanOrEqual(1);
+      expect(Date.parse(failing.nextRefreshAt)).toBeGreaterThanOrEqual(t0);
+      expect(Date.parse(failing.nextRefreshAt)).toBeLessThanOrEqual(Date.now() + CAP_MS);
+      expectNoSecrets(failing, [tokens.refreshToken]);
 
-    const first = await waitFor(() => events.of('failed', key.tenant, key.connection)[0]);
-    expect(first.data).toMatchObject({ code, attempt: 1, status: 'failing', version: 1, provider: 'faulty' });
-    expect(Date.parse(first.data.retryAt)).toBeGreaterThanOrEqual(t0);
-    expect(Date.parse(first.data.retryAt) - first.at).toBeLessThanOrEqual(ceiling(1));
+      const first = await waitFor(() => events.of('failed', key.tenant, key.connection)[0]);
+      expect(first.data).toMatchObject({ code, attempt: 1, status: 'failing', version: 1, provider: 'faulty' });
+      expect(Date.parse(first.data.retryAt)).toBeGreaterThanOrEqual(t0);
+      expect(Date.parse(first.data.retryAt) - first.at).toBeLessThanOrEqual(ceiling(1));
 
-    // The scheduler keeps retrying by itself while the fault lasts; the valid token is still served.
-    await waitFor(async () => (await describeCredential(caller, key)).failures >= 2, { timeoutMs: 8_000, message: `${name}: second attempt` });
-    const still = await describeCredential(caller, key);
-    expect(still).toMatchObject({ status: 'failing', version: 1 });
-    expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
+      // The scheduler keeps retrying by itself while the fault lasts; the valid token is still served.
+      await waitFor(async () => (await describeCredential(caller, key)).failures >= 2, {
+        timeoutMs: 8_000,
+        message: `${name}: second attempt`,
+      });
+      const still = await describeCredential(caller, key);
+      expect(still).toMatchObject({ status: 'failing', version: 1 });
+      expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
 
-    if (name === 'stall') {
-      // While token requests to one provider hang, the others are still refreshed.
-      await waitFor(async () => {
-        const now = await Promise.all(healthyKeys.map(async (k) => (await describeCredential(caller, k)).version as number));
-        return now.every((v, i) => v > healthyBefore[i]!);
-      }, { timeoutMs: 5_000, message: 'healthy credentials refreshed during the stall' });
-    }
+      if (name === 'stall') {
+        // While token requests to one provider hang, the others are still refreshed.
+        await waitFor(
+          async () => {
+            const now = await Promise.all(
+              healthyKeys.map(async (k) => (await describeCredential(caller, k)).version as number),
+            );
+            return now.every((v, i) => v > healthyBefore[i]!);
+          },
+          { timeoutMs: 5_000, message: 'healthy credentials refreshed during the stall' },
+        );
+      }
 
-    faulty.clearFaults();
-    const recovered = await waitFor(async () => {
-      const c = await describeCredential(caller, key);
-      return c.status === 'active' && c.version === 2 ? c : undefined;
-    }, { timeoutMs: TIMEOUT_MS + CAP_MS + 3_000, message: `${name}: recovery` });
-    expect(recovered).toMatchObject({ failures: 0, lastError: null });
-    expect(Date.parse(recovered.nextRefreshAt)).toBeGreaterThan(Date.now() + 60_000);
+      faulty.clearFaults();
+      const recovered = await waitFor(
+        async () => {
+          const c = await describeCredential(caller, key);
+          return c.status === 'active' && c.version === 2 ? c : undefined;
+        },
+        { timeoutMs: TIMEOUT_MS + CAP_MS + 3_000, message: `${name}: recovery` },
+      );
+      expect(recovered).toMatchObject({ failures: 0, lastError: null });
+      expect(Date.parse(recovered.nextRefreshAt)).toBeGreaterThan(Date.now() + 60_000);
 
-    const fresh = await caller.get(key);
-    expect(fresh).toMatchObject({ ok: true, token: { version: 2 } });
-    expect(fresh.token.accessToken).not.toBe(v1.accessToken);
-    if (never) expect(fresh.token.accessToken).not.toBe(never);
-    expect(await callApi(faulty, fresh.token.accessToken)).toBe(200);
-    expect(faulty.everPresentedTwice()).toEqual([]);
-  });
+      const fresh = await caller.get(key);
+      expect(fresh).toMatchObject({ ok: true, token: { version: 2 } });
+      expect(fresh.token.accessToken).not.toBe(v1.accessToken);
+      if (never) expect(fresh.token.accessToken).not.toBe(never);
+      expect(await callApi(faulty, fresh.token.accessToken)).toBe(200);
+      expect(faulty.everPresentedTwice()).toEqual([]);
+    },
+  );
 
   it('grows the backoff across consecutive failures, within the cap, and never retries early', async () => {
     const key = { tenant: 'faults', connection: 'backoff' };
@@ -205,7 +260,10 @@ describe('refresher: provider faults', () => {
     const t0 = Date.now();
     expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
     const LAST = 9;
-    await waitFor(() => events.of('failed', key.tenant, key.connection).length >= LAST, { timeoutMs: 15_000, message: `${LAST} failures` });
+    await waitFor(() => events.of('failed', key.tenant, key.connection).length >= LAST, {
+      timeoutMs: 15_000,
+      message: `${LAST} failures`,
+    });
     faulty.clearFaults();
 
     const failed = events.of('failed', key.tenant, key.connection).slice(0, LAST);
@@ -217,57 +275,76 @@ describe('refresher: provider faults', () => {
       expect(delays[i]!, `attempt ${attempt}`).toBeLessThanOrEqual(ceiling(attempt));
       expect(Date.parse(e.data.retryAt)).toBeGreaterThanOrEqual(i === 0 ? t0 : failed[i - 1]!.at - 50);
       // The next attempt is never made before the time announced.
-      if (i > 0) expect(e.at, `attempt ${attempt} not before retryAt of ${attempt - 1}`).toBeGreaterThanOrEqual(Date.parse(failed[i - 1]!.data.retryAt));
+      if (i > 0)
+        expect(e.at, `attempt ${attempt} not before retryAt of ${attempt - 1}`).toBeGreaterThanOrEqual(
+          Date.parse(failed[i - 1]!.data.retryAt),
+        );
     });
     // With the ceiling at 16× the first one, late delays beyond the first ceiling are all but certain
     // (all five under it: (1/16)^5); a backoff that does not grow never gets there.
     expect(Math.max(...delays.slice(4))).toBeGreaterThan(ceiling(1));
     expect(Math.max(...delays)).toBeLessThanOrEqual(CAP_MS);
 
-    const recovered = await waitFor(async () => {
-      const c = await describeCredential(caller, key);
-      return c.status === 'active' ? c : undefined;
-    }, { timeoutMs: 5_000, message: 'recovery after the backoff' });
+    const recovered = await waitFor(
+      async () => {
+        const c = await describeCredential(caller, key);
+        return c.status === 'active' ? c : undefined;
+      },
+      { timeoutMs: 5_000, message: 'recovery after the backoff' },
+    );
     expect(recovered).toMatchObject({ version: 2, failures: 0 });
   });
 
-  it.each([429, 503] as const)('%i with Retry-After: no request before the time the provider asked for', async (status) => {
-    const key = { tenant: 'faults', connection: `retry-after-${status}` };
-    const { token: v1 } = await registerValid(faulty, key);
-    const RETRY_AFTER_S = 2; // well above the backoff cap, so only Retry-After can explain the wait
-    faulty.injectFault({ type: 'rate_limit', status, retryAfterSeconds: RETRY_AFTER_S }, 1);
+  it.each([429, 503] as const)(
+    '%i with Retry-After: no request before the time the provider asked for',
+    async (status) => {
+      const key = { tenant: 'faults', connection: `retry-after-${status}` };
+      const { token: v1 } = await registerValid(faulty, key);
+      const RETRY_AFTER_S = 2; // well above the backoff cap, so only Retry-After can explain the wait
+      faulty.injectFault({ type: 'rate_limit', status, retryAfterSeconds: RETRY_AFTER_S }, 1);
 
-    const t0 = Date.now();
-    expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
-    const requestsAfterFailure = faulty.stats.tokenRequests;
-    const clock = new RequestClock(faulty);
-    try {
-      const failing = await describeCredential(caller, key);
-      expect(failing).toMatchObject({ status: 'failing', failures: 1, version: 1, lastError: { code: 'refresh_failed' } });
-      expect(failing.lastError.message).toMatch(status === 429 ? /HTTP 429 too_many_requests/ : /HTTP 503 temporarily_unavailable/);
-      const retryAt = Date.parse(failing.nextRefreshAt);
-      expect(retryAt).toBeGreaterThanOrEqual(t0 + RETRY_AFTER_S * 1000);
-      const [event] = events.of('failed', key.tenant, key.connection);
-      expect(Date.parse(event!.data.retryAt)).toBe(retryAt);
+      const t0 = Date.now();
+      expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'refresh_failed' } });
+      const requestsAfterFailure = faulty.stats.tokenRequests;
+      const clock = new RequestClock(faulty);
+      try {
+        const failing = await describeCredential(caller, key);
+        expect(failing).toMatchObject({
+          status: 'failing',
+          failures: 1,
+          version: 1,
+          lastError: { code: 'refresh_failed' },
+        });
+        expect(failing.lastError.message).toMatch(
+          status === 429 ? /HTTP 429 too_many_requests/ : /HTTP 503 temporarily_unavailable/,
+        );
+        const retryAt = Date.parse(failing.nextRefreshAt);
+        expect(retryAt).toBeGreaterThanOrEqual(t0 + RETRY_AFTER_S * 1000);
+        const [event] = events.of('failed', key.tenant, key.connection);
+        expect(Date.parse(event!.data.retryAt)).toBe(retryAt);
 
-      // Until then the provider hears nothing, and the valid token is served.
-      while (Date.now() < retryAt - 100) {
-        expect(faulty.stats.tokenRequests).toBe(requestsAfterFailure);
-        expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
-        await sleep(100);
+        // Until then the provider hears nothing, and the valid token is served.
+        while (Date.now() < retryAt - 100) {
+          expect(faulty.stats.tokenRequests).toBe(requestsAfterFailure);
+          expect(await caller.get(key)).toEqual({ ok: true, token: v1 });
+          await sleep(100);
+        }
+        const recovered = await waitFor(
+          async () => {
+            const c = await describeCredential(caller, key);
+            return c.status === 'active' ? c : undefined;
+          },
+          { timeoutMs: 5_000, message: 'retry after Retry-After' },
+        );
+        expect(recovered).toMatchObject({ version: 2, failures: 0 });
+        expect(clock.arrivals.length).toBeGreaterThanOrEqual(1);
+        expect(clock.arrivals[0]!.at).toBeGreaterThanOrEqual(retryAt);
+        expect(faulty.stats.tokenRequests).toBe(requestsAfterFailure + 1);
+      } finally {
+        clock.stop();
       }
-      const recovered = await waitFor(async () => {
-        const c = await describeCredential(caller, key);
-        return c.status === 'active' ? c : undefined;
-      }, { timeoutMs: 5_000, message: 'retry after Retry-After' });
-      expect(recovered).toMatchObject({ version: 2, failures: 0 });
-      expect(clock.arrivals.length).toBeGreaterThanOrEqual(1);
-      expect(clock.arrivals[0]!.at).toBeGreaterThanOrEqual(retryAt);
-      expect(faulty.stats.tokenRequests).toBe(requestsAfterFailure + 1);
-    } finally {
-      clock.stop();
-    }
-  });
+    },
+  );
 
   it('an already-expired token with a failing provider: refresh_failed, never the expired token', async () => {
     const key = { tenant: 'expired', connection: 'http500' };
@@ -275,7 +352,10 @@ describe('refresher: provider faults', () => {
     edge.setFault({ type: 'status', status: 500 });
     try {
       const reg = await caller.admin('register', {
-        ...key, provider: 'edge', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken,
+        ...key,
+        provider: 'edge',
+        accessToken: tokens.accessToken,
+        refreshToken: tokens.refreshToken,
         expiresAt: new Date(Date.now() - 1_000).toISOString(),
       });
       expect(reg).toMatchObject({ ok: true, credential: { hasAccessToken: true } });
@@ -289,10 +369,13 @@ describe('refresher: provider faults', () => {
       edge.clearFaults();
     }
     // The scheduler's next attempt (within the backoff cap) brings it back.
-    const got = await waitFor(async () => {
-      const reply = await caller.get(key);
-      return reply.ok ? reply : undefined;
-    }, { timeoutMs: CAP_MS + 3_000, message: 'recovery' });
+    const got = await waitFor(
+      async () => {
+        const reply = await caller.get(key);
+        return reply.ok ? reply : undefined;
+      },
+      { timeoutMs: CAP_MS + 3_000, message: 'recovery' },
+    );
     expect(got.token.version).toBe(2);
     expect(await callApi(edge, got.token.accessToken)).toBe(200);
   });
@@ -302,7 +385,13 @@ describe('refresher: provider faults', () => {
     const tokens = edge.issueTokens();
     edge.setFault({ type: 'reset' });
     try {
-      const reg = await caller.admin('register', { ...key, provider: 'edge', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 2 });
+      const reg = await caller.admin('register', {
+        ...key,
+        provider: 'edge',
+        accessToken: tokens.accessToken,
+        refreshToken: tokens.refreshToken,
+        expiresIn: 2,
+      });
       expect(reg.ok).toBe(true);
       const expiresAt = Date.parse(reg.credential.expiresAt);
       const answers: { sent: number; at: number; reply: any }[] = [];
@@ -316,8 +405,10 @@ describe('refresher: provider faults', () => {
       const after = answers.filter((a) => a.sent > expiresAt + 20);
       expect(before.length).toBeGreaterThan(10);
       expect(after.length).toBeGreaterThan(3);
-      for (const a of before) expect(a.reply).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
-      for (const a of after) expect(a.reply).toEqual({ ok: false, error: { code: 'unavailable', message: expect.any(String) } });
+      for (const a of before)
+        expect(a.reply).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
+      for (const a of after)
+        expect(a.reply).toEqual({ ok: false, error: { code: 'unavailable', message: expect.any(String) } });
       const c = await describeCredential(caller, key);
       expect(c).toMatchObject({ status: 'failing', version: 1, lastError: { code: 'unavailable' } });
       expect(c.failures).toBeGreaterThanOrEqual(1);
@@ -330,7 +421,13 @@ describe('refresher: provider faults', () => {
   it('invalid_client: misconfigured, failing with a long retry and a loud log line', async () => {
     const key = { tenant: 'misconfigured', connection: 'wrong-secret' };
     const tokens = edge.issueTokens();
-    const reg = await caller.admin('register', { ...key, provider: 'edge-wrong-secret', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: 'edge-wrong-secret',
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn: 3600,
+    });
     expect(reg.ok).toBe(true);
     const rejectedBefore = edge.stats.invalidClient;
 
@@ -348,7 +445,9 @@ describe('refresher: provider faults', () => {
     expect(retryAt).toBeLessThanOrEqual(t1 + MISCONFIGURED_MS);
 
     const line = await waitFor(() =>
-      refresher.logs.lines.map((l) => JSON.parse(l)).find((l) => l.level === 'error' && /MISCONFIGURED/.test(l.msg) && l.provider === 'edge-wrong-secret'),
+      refresher.logs.lines
+        .map((l) => JSON.parse(l))
+        .find((l) => l.level === 'error' && /MISCONFIGURED/.test(l.msg) && l.provider === 'edge-wrong-secret'),
     );
     expect(line).toMatchObject({ code: 'invalid_client', tenant: key.tenant, connection: key.connection });
     expectNoSecrets(refresher.logs.text(), [tokens.accessToken, tokens.refreshToken]);
@@ -374,19 +473,24 @@ describe('refresher: provider faults', () => {
       expect(Date.parse(c.nextRefreshAt)).toBeLessThanOrEqual(t1 + CAP_MS);
     }
     // The fault was a one-off: the backoff retry recovers the credential by itself.
-    const recovered = await waitFor(async () => {
-      const now = await describeCredential(caller, key);
-      return now.status === 'active' && now.version === 2 ? now : undefined;
-    }, { timeoutMs: CAP_MS + 3_000, message: 'recovery on the backoff schedule' });
+    const recovered = await waitFor(
+      async () => {
+        const now = await describeCredential(caller, key);
+        return now.status === 'active' && now.version === 2 ? now : undefined;
+      },
+      { timeoutMs: CAP_MS + 3_000, message: 'recovery on the backoff schedule' },
+    );
     expect(recovered).toMatchObject({ failures: 0, lastError: null });
     expectNoSecrets(recovered, [tokens.refreshToken]);
   });
 
-  it('kept serving and refreshing the other provider\'s credentials all along', async () => {
+  it("kept serving and refreshing the other provider's credentials all along", async () => {
     stopBackground = true;
     await background;
     expect(healthyAnswers.length).toBeGreaterThan(100);
-    const failures = healthyAnswers.filter((a) => !a.reply.ok).map((a) => `${a.key.connection} at +${a.at - healthyAnswers[0]!.at} ms: ${JSON.stringify(a.reply.error)}`);
+    const failures = healthyAnswers
+      .filter((a) => !a.reply.ok)
+      .map((a) => `${a.key.connection} at +${a.at - healthyAnswers[0]!.at} ms: ${JSON.stringify(a.reply.error)}`);
     expect(failures.slice(0, 10)).toEqual([]);
     for (const a of healthyAnswers) expect(Date.parse(a.reply.token.expiresAt)).toBeGreaterThan(a.at);
     const span = (healthyAnswers.at(-1)!.at - healthyAnswers[0]!.at) / 1000;

@@ -78,7 +78,13 @@ describe('refresher: reauth_required', () => {
   it('a refresh token from a revoked family: reauth_required, no more requests, valid token served until expiry', async () => {
     const key = { tenant: 'reauth', connection: 'revoked-family' };
     const tokens = sandbox.issueTokens();
-    const reg = await caller.admin('register', { ...key, provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 4 });
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: 'sandbox',
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn: 4,
+    });
     expect(reg).toMatchObject({ ok: true, credential: { status: 'active', version: 1 } });
     const expiresAt = Date.parse(reg.credential.expiresAt);
     await revokeAtProvider(tokens.refreshToken);
@@ -102,16 +108,25 @@ describe('refresher: reauth_required', () => {
     expect(sandbox.stats.tokenRequests - requestsBefore).toBe(1);
 
     const described = await describeCredential(caller, key);
-    expect(described).toMatchObject({ status: 'reauth_required', version: 1, nextRefreshAt: null, lastError: { code: 'reauth_required' } });
+    expect(described).toMatchObject({
+      status: 'reauth_required',
+      version: 1,
+      nextRefreshAt: null,
+      lastError: { code: 'reauth_required' },
+    });
     expect(described.failures).toBeGreaterThanOrEqual(1);
     expect(JSON.stringify(described)).not.toContain(tokens.refreshToken);
 
     const valid = answers.filter((a) => a.at < expiresAt - 20);
     const expired = answers.filter((a) => a.sent > expiresAt + 20);
-    expect(valid.filter((a) => a.sent > failedAt!).length, 'answers after the failure, before expiry').toBeGreaterThan(3);
-    for (const a of valid) expect(a.reply).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
+    expect(valid.filter((a) => a.sent > failedAt!).length, 'answers after the failure, before expiry').toBeGreaterThan(
+      3,
+    );
+    for (const a of valid)
+      expect(a.reply).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
     expect(expired.length).toBeGreaterThan(5);
-    for (const a of expired) expect(a.reply).toEqual({ ok: false, error: { code: 'reauth_required', message: expect.any(String) } });
+    for (const a of expired)
+      expect(a.reply).toEqual({ ok: false, error: { code: 'reauth_required', message: expect.any(String) } });
 
     // An admin "refresh now" is refused as well, without asking the provider.
     expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'reauth_required' } });
@@ -119,14 +134,26 @@ describe('refresher: reauth_required', () => {
 
     // Re-registering with a new grant brings the credential back, and the scheduler takes it up again.
     const next = sandbox.issueTokens();
-    const again = await caller.admin('register', { ...key, provider: 'sandbox', accessToken: next.accessToken, refreshToken: next.refreshToken, expiresIn: next.expiresIn });
-    expect(again).toMatchObject({ ok: true, credential: { status: 'active', version: 2, failures: 0, lastError: null } });
+    const again = await caller.admin('register', {
+      ...key,
+      provider: 'sandbox',
+      accessToken: next.accessToken,
+      refreshToken: next.refreshToken,
+      expiresIn: next.expiresIn,
+    });
+    expect(again).toMatchObject({
+      ok: true,
+      credential: { status: 'active', version: 2, failures: 0, lastError: null },
+    });
     expect(again.credential.nextRefreshAt).not.toBeNull();
     expect(await caller.get(key)).toMatchObject({ ok: true, token: { accessToken: next.accessToken, version: 2 } });
-    const refreshed = await waitFor(async () => {
-      const c = await describeCredential(caller, key);
-      return c.version >= 3 ? c : undefined;
-    }, { timeoutMs: 5_000, message: 'scheduled refresh after re-registration' });
+    const refreshed = await waitFor(
+      async () => {
+        const c = await describeCredential(caller, key);
+        return c.version >= 3 ? c : undefined;
+      },
+      { timeoutMs: 5_000, message: 'scheduled refresh after re-registration' },
+    );
     expect(refreshed).toMatchObject({ status: 'active', failures: 0 });
     const got = await caller.get(key);
     expect(got.token.version).toBeGreaterThanOrEqual(3);
@@ -140,7 +167,13 @@ describe('refresher: reauth_required', () => {
     const key = { tenant: 'reauth', connection: 'oauth-error' };
     const tokens = sandbox.issueTokens();
     // An hour-long token, so that only the refreshes asked for here happen.
-    const reg = await caller.admin('register', { ...key, provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: 'sandbox',
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn: 3600,
+    });
     expect(reg.ok).toBe(true);
     sandbox.injectFault({ type: 'oauth_error', error: 'invalid_grant' }, 1);
     const requestsBefore = sandbox.stats.tokenRequests;
@@ -149,11 +182,18 @@ describe('refresher: reauth_required', () => {
     expect(refreshed).toEqual({ ok: false, error: { code: 'reauth_required', message: expect.any(String) } });
     await waitFor(() => events.of('failed', key.tenant, key.connection).length > 0);
     expectFailedEvent(key);
-    expect(await describeCredential(caller, key)).toMatchObject({ status: 'reauth_required', nextRefreshAt: null, lastError: { code: 'reauth_required' } });
+    expect(await describeCredential(caller, key)).toMatchObject({
+      status: 'reauth_required',
+      nextRefreshAt: null,
+      lastError: { code: 'reauth_required' },
+    });
 
     // Still valid: served. Reported rejected by an API: there is nothing left to serve.
     expect(await caller.get(key)).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken, version: 1 } });
-    expect(await caller.get({ ...key, rejectedVersion: 1 })).toMatchObject({ ok: false, error: { code: 'reauth_required' } });
+    expect(await caller.get({ ...key, rejectedVersion: 1 })).toMatchObject({
+      ok: false,
+      error: { code: 'reauth_required' },
+    });
     expect(await caller.get({ ...key, minTtlSeconds: 86_400 })).toMatchObject({ ok: true, token: { version: 1 } });
 
     await sleep(3_000);
@@ -161,7 +201,11 @@ describe('refresher: reauth_required', () => {
     expect(events.of('failed', key.tenant, key.connection)).toHaveLength(1);
 
     // Re-registered with a refresh token only: the first token.get fetches a token on demand.
-    const again = await caller.admin('register', { ...key, provider: 'sandbox', refreshToken: sandbox.issueRefreshToken() });
+    const again = await caller.admin('register', {
+      ...key,
+      provider: 'sandbox',
+      refreshToken: sandbox.issueRefreshToken(),
+    });
     expect(again).toMatchObject({ ok: true, credential: { status: 'active', version: 2, hasAccessToken: false } });
     const got = await caller.get(key);
     expect(got).toMatchObject({ ok: true, token: { version: 3 } });
@@ -173,7 +217,13 @@ describe('refresher: reauth_required', () => {
   it('GitHub-style bad_refresh_token inside an HTTP 200 is invalid_grant for the github preset', async () => {
     const key = { tenant: 'reauth', connection: 'github' };
     const tokens = sandbox.issueTokens();
-    const reg = await caller.admin('register', { ...key, provider: 'gh', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: 'gh',
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn: 3600,
+    });
     expect(reg.ok).toBe(true);
     sandbox.injectFault({ type: 'error_in_200', error: 'bad_refresh_token' }, 1);
     expect(await caller.admin('refresh', key)).toMatchObject({ ok: false, error: { code: 'reauth_required' } });

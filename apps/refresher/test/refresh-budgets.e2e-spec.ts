@@ -1,4 +1,11 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { Sql } from './cluster.fixtures.js';
@@ -59,7 +66,13 @@ describe('refresher: refresh budgets and fair shares at a shared provider', () =
 
   async function register(key: Key, provider: string, expiresIn = 3600) {
     const tokens = sandbox.issueTokens();
-    const reply = await caller.admin('register', { ...key, provider, accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn });
+    const reply = await caller.admin('register', {
+      ...key,
+      provider,
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn,
+    });
     expect(reply.ok, JSON.stringify(reply)).toBe(true);
     return reply.credential;
   }
@@ -74,17 +87,27 @@ describe('refresher: refresh budgets and fair shares at a shared provider', () =
       const lifetime = (2_500 + (spreadMs * i) / count) / 0.8 / 1000;
       await register({ tenant, connection: `due-${i}` }, 'sandbox', Math.round(lifetime * 10) / 10);
     }
-    const rows = await sql.query<{ connection: string; due: Date }>(`SELECT connection, next_refresh_at AS due FROM credentials WHERE tenant = $1`, [tenant]);
+    const rows = await sql.query<{ connection: string; due: Date }>(
+      `SELECT connection, next_refresh_at AS due FROM credentials WHERE tenant = $1`,
+      [tenant],
+    );
     return new Map(rows.map((r) => [r.connection, r.due.getTime()]));
   }
 
   /** From each credential's due time to the commit of its refresh (the row's last refresh at the provider). */
   async function lateness(tenant: string, due: Map<string, number>): Promise<number[]> {
-    await waitFor(async () => (await sql.query(`SELECT 1 FROM credentials WHERE tenant = $1 AND version < 2`, [tenant])).length === 0, {
-      timeoutMs: 30_000,
-      message: `every credential of ${tenant} refreshed`,
-    });
-    const rows = await sql.query<{ connection: string; at: Date }>(`SELECT connection, last_refreshed_at AS at FROM credentials WHERE tenant = $1`, [tenant]);
+    await waitFor(
+      async () =>
+        (await sql.query(`SELECT 1 FROM credentials WHERE tenant = $1 AND version < 2`, [tenant])).length === 0,
+      {
+        timeoutMs: 30_000,
+        message: `every credential of ${tenant} refreshed`,
+      },
+    );
+    const rows = await sql.query<{ connection: string; at: Date }>(
+      `SELECT connection, last_refreshed_at AS at FROM credentials WHERE tenant = $1`,
+      [tenant],
+    );
     return rows.map((r) => r.at.getTime() - due.get(r.connection)!).sort((x, y) => x - y);
   }
 
@@ -127,7 +150,13 @@ describe('refresher: refresh budgets and fair shares at a shared provider', () =
     const steadyRefreshes = late.length;
     const [row] = await sql.query<{ version: number }>(`SELECT version FROM credentials WHERE tenant = 'storm'`);
     const stormCalls = sandbox.stats.refreshGrants - before - steadyRefreshes;
-    const summary = JSON.stringify({ replies, retryAfter: [...retryAfter], stormCalls, version: row.version, lateMs: late });
+    const summary = JSON.stringify({
+      replies,
+      retryAfter: [...retryAfter],
+      stormCalls,
+      version: row.version,
+      lateMs: late,
+    });
     expect(replies.other, summary).toEqual([]);
     // One refresh per cooldown at most: LOOP_MS / COOLDOWN (5) and the first.
     expect(stormCalls, summary).toBeLessThanOrEqual(LOOP_MS / 1000 / COOLDOWN_SECONDS + 1);
@@ -195,7 +224,8 @@ describe('refresher: refresh budgets and fair shares at a shared provider', () =
     const before = sandbox.stats.refreshGrants;
     const [oneBefore, twoBefore] = [await rateLimitedCount(one), await rateLimitedCount(two)];
     const replies = await Promise.all(Array.from({ length: 24 }, () => caller.get({ ...key, rejectedVersion: 2 })));
-    for (const reply of replies) expect(reply, JSON.stringify(reply)).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
+    for (const reply of replies)
+      expect(reply, JSON.stringify(reply)).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
     expect(sandbox.stats.refreshGrants - before).toBe(0);
     // Both replicas answered some (the queue group spreads requests): the one that did not
     // refresh held the budget too, with nothing of it in its memory.

@@ -13,7 +13,10 @@ import { Writable } from 'node:stream';
 export const testKeys = () => `test:${randomBytes(32).toString('base64')}`;
 
 /** Environment for a refresher under test: fast leases and backoff, random HTTP port. */
-export function testEnv(base: { natsUrl: string; databaseUrl: string; keys: string }, overrides: Record<string, string> = {}) {
+export function testEnv(
+  base: { natsUrl: string; databaseUrl: string; keys: string },
+  overrides: Record<string, string> = {},
+) {
   return {
     NODE_ENV: 'test',
     NATS_URL: base.natsUrl,
@@ -35,11 +38,19 @@ export function testEnv(base: { natsUrl: string; databaseUrl: string; keys: stri
   };
 }
 
-export function sandboxProviders(sandbox: SandboxProvider, extra: Record<string, unknown> = {}): Map<string, ProviderConfig> {
+export function sandboxProviders(
+  sandbox: SandboxProvider,
+  extra: Record<string, unknown> = {},
+): Map<string, ProviderConfig> {
   const doc = {
     providers: {
       sandbox: sandbox.providerSettings(extra),
-      'sandbox-cc': sandbox.providerSettings({ revocationUrl: undefined, authMethod: 'client_secret_post', grant: 'client_credentials', tenants: ['svc', 'acme'] }),
+      'sandbox-cc': sandbox.providerSettings({
+        revocationUrl: undefined,
+        authMethod: 'client_secret_post',
+        grant: 'client_credentials',
+        tenants: ['svc', 'acme'],
+      }),
     },
   };
   return parseProvidersDocument(JSON.stringify(doc), 'json', {});
@@ -80,7 +91,9 @@ export async function startTestRefresher(
 ): Promise<TestRefresher> {
   const config = loadConfig('EVENT_SIGNING_KEY' in env ? env : { ...env, EVENT_SIGNING_KEY: FILE_SIGNING_SEED });
   const logs = new LogCapture();
-  const logger = new PinoLoggerService(createLogger({ level: env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: logs }));
+  const logger = new PinoLoggerService(
+    createLogger({ level: env.LOG_LEVEL ?? 'warn', name: 'refresher', destination: logs }),
+  );
   const app = await startRefresher({ config, logger, providers });
   return { app, config, logs, signerPublicKey: app.get(EventSigner).publicKey, close: () => app.close() };
 }
@@ -106,7 +119,9 @@ export class RawCaller {
   private constructor(readonly nc: NatsConnection) {}
 
   static async connect(url: string): Promise<RawCaller> {
-    return new RawCaller(await connect({ servers: url, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100 }));
+    return new RawCaller(
+      await connect({ servers: url, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 100 }),
+    );
   }
 
   async call<T = any>(subject: string, body: unknown, timeout = 10_000): Promise<T> {
@@ -152,7 +167,8 @@ export class RawCaller {
 /** SPEC §3 subjects, unvalidated (tests send names the contract refuses on purpose). */
 export const wire = {
   tokenGet: (tenant: string, connection: string) => `token.get.${tenant}.${connection}`,
-  admin: (operation: AdminOperation, tenant: string, connection: string) => `tokenkeeper.admin.${operation}.${tenant}.${connection}`,
+  admin: (operation: AdminOperation, tenant: string, connection: string) =>
+    `tokenkeeper.admin.${operation}.${tenant}.${connection}`,
   list: (tenant?: string) => (tenant === undefined ? 'tokenkeeper.admin.list' : `tokenkeeper.admin.list.${tenant}`),
   auditQuery: (tenant?: string) => (tenant === undefined ? 'audit.query' : `audit.query.${tenant}`),
 };

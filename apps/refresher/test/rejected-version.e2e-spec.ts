@@ -1,4 +1,11 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { callApi, EventLog, providersFor, type Key } from './e2e-support.js';
@@ -48,7 +55,13 @@ describe('refresher: token.get with rejectedVersion', () => {
 
   async function register(key: Key) {
     const tokens = sandbox.issueTokens();
-    const reg = await caller.admin('register', { ...key, provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: 'sandbox',
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn: 3600,
+    });
     expect(reg).toMatchObject({ ok: true, credential: { version: 1 } });
     return tokens;
   }
@@ -98,7 +111,9 @@ describe('refresher: token.get with rejectedVersion', () => {
     const key = { tenant: 'acme', connection: 'future' };
     await register(key);
     const before = sandbox.stats.refreshGrants;
-    const replies = await Promise.all(Array.from({ length: 20 }, () => caller.get({ ...key, rejectedVersion: 1_000_000 })));
+    const replies = await Promise.all(
+      Array.from({ length: 20 }, () => caller.get({ ...key, rejectedVersion: 1_000_000 })),
+    );
     expect(replies.every((r) => r.ok && r.token.version === 1)).toBe(true);
     expect(sandbox.stats.refreshGrants - before).toBe(0);
   });
@@ -107,7 +122,13 @@ describe('refresher: token.get with rejectedVersion', () => {
     const key = { tenant: 'acme', connection: 'expired-old-report' };
     const expired = () => {
       const { accessToken, refreshToken } = sandbox.issueTokens();
-      return { ...key, provider: 'sandbox', accessToken, refreshToken, expiresAt: new Date(Date.now() - 1_000).toISOString() };
+      return {
+        ...key,
+        provider: 'sandbox',
+        accessToken,
+        refreshToken,
+        expiresAt: new Date(Date.now() - 1_000).toISOString(),
+      };
     };
     expect((await caller.admin('register', expired())).ok).toBe(true);
     expect((await caller.admin('register', expired())).ok).toBe(true);

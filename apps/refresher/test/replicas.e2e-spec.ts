@@ -1,8 +1,23 @@
-import { createTestDatabase, sleep, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  sleep,
+  startNatsServer,
+  startSandboxProvider,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
 import { openRepository, Sql, TokenEndpointRecorder } from './cluster.fixtures.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 const CREDENTIALS = 50;
 const TTL_SECONDS = 4;
@@ -25,7 +40,7 @@ async function metricSum(refresher: TestRefresher, name: string, labels: Record<
   const metric = metrics.find((m) => m.name === name);
   if (!metric) return 0;
   return (metric.values as { value: number; labels: Record<string, unknown>; metricName?: string }[])
-    .filter((v) => (v.metricName === undefined || v.metricName === name || v.metricName === `${name}_count`))
+    .filter((v) => v.metricName === undefined || v.metricName === name || v.metricName === `${name}_count`)
     .filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))
     .reduce((sum, v) => sum + v.value, 0);
 }
@@ -79,7 +94,12 @@ describe('two refresher replicas on one database and one NATS', () => {
         const connection = `c${String(i).padStart(2, '0')}`;
         const refreshToken = sandbox.issueRefreshToken();
         initialRefreshTokens.set(connection, refreshToken);
-        const reply = await callers[i % 2]!.admin('register', { tenant: 'replicas', connection, provider: 'sandbox', refreshToken });
+        const reply = await callers[i % 2]!.admin('register', {
+          tenant: 'replicas',
+          connection,
+          provider: 'sandbox',
+          refreshToken,
+        });
         expect(reply.ok).toBe(true);
       }),
     );
@@ -94,7 +114,11 @@ describe('two refresher replicas on one database and one NATS', () => {
           const connection = `c${String(Math.floor(Math.random() * CREDENTIALS)).padStart(2, '0')}`;
           const seen = lastSeen.get(connection);
           const rejectedVersion = seen !== undefined && Math.random() < REJECT_SHARE ? seen : undefined;
-          const request = { tenant: 'replicas', connection, ...(rejectedVersion !== undefined ? { rejectedVersion } : {}) };
+          const request = {
+            tenant: 'replicas',
+            connection,
+            ...(rejectedVersion !== undefined ? { rejectedVersion } : {}),
+          };
           const sentAt = Date.now();
           const reply = await caller.get(request);
           const receivedAt = Date.now();
@@ -108,9 +132,19 @@ describe('two refresher replicas on one database and one NATS', () => {
     // token.get: always a token, never an expired one, never the version reported rejected.
     expect(answers.length).toBeGreaterThan(1_000);
     const failed = answers.filter((a) => !a.reply.ok);
-    expect(failed.map((a) => a.reply.error), 'token.get errors').toEqual([]);
+    expect(
+      failed.map((a) => a.reply.error),
+      'token.get errors',
+    ).toEqual([]);
     const expired = answers.filter((a) => Date.parse(a.reply.token.expiresAt) <= a.receivedAt);
-    expect(expired.map((a) => ({ ...a.reply.token, accessToken: undefined, receivedAt: new Date(a.receivedAt).toISOString() })), 'expired tokens served').toEqual([]);
+    expect(
+      expired.map((a) => ({
+        ...a.reply.token,
+        accessToken: undefined,
+        receivedAt: new Date(a.receivedAt).toISOString(),
+      })),
+      'expired tokens served',
+    ).toEqual([]);
     const withRejection = answers.filter((a) => a.rejectedVersion !== undefined);
     expect(withRejection.length).toBeGreaterThan(50);
     expect(withRejection.filter((a) => a.reply.token.version <= a.rejectedVersion!)).toEqual([]);
@@ -123,9 +157,14 @@ describe('two refresher replicas on one database and one NATS', () => {
 
     // Both replicas answered token.get and both refreshed.
     for (const replica of replicas) {
-      const gets = (await metricSum(replica, 'tokenkeeper_token_get_cache_hits_total')) + (await metricSum(replica, 'tokenkeeper_token_get_seconds'));
+      const gets =
+        (await metricSum(replica, 'tokenkeeper_token_get_cache_hits_total')) +
+        (await metricSum(replica, 'tokenkeeper_token_get_seconds'));
       expect(gets, `token.get answered by ${replica.config.replicaId}`).toBeGreaterThan(100);
-      expect(await metricSum(replica, 'tokenkeeper_refreshes_total', { outcome: 'success' }), `refreshes by ${replica.config.replicaId}`).toBeGreaterThan(20);
+      expect(
+        await metricSum(replica, 'tokenkeeper_refreshes_total', { outcome: 'success' }),
+        `refreshes by ${replica.config.replicaId}`,
+      ).toBeGreaterThan(20);
     }
 
     // Stop both replicas (a graceful stop finishes in-flight refreshes) so that the chains are final.

@@ -2,12 +2,27 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import type { Subscription } from '@nats-io/transport-node';
 import { AUDIT_STREAM, encodeJson, WireSubscription } from '@tokenkeeper/contracts';
 import { RPC_DROPPED_METRIC } from '@tokenkeeper/nats';
-import { createTestDatabase, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, waitFor } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  type NatsServerHandle,
+  type SandboxProvider,
+  waitFor,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditMetrics } from '../../audit/src/audit.metrics.js';
 import { auditEnv, startTestAudit, type TestAudit } from '../../audit/test/audit.harness.js';
 import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher, wire } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+  wire,
+} from './refresher.harness.js';
 
 /**
  * SPEC §3 "Reply subjects": on a bus without permissions (the defence-in-depth case), a
@@ -33,7 +48,10 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
       createTestDatabase('tk_guard_audit'),
       startSandboxProvider({ accessTokenTtlSeconds: 3600 }),
     ]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     audit = await startTestAudit(auditEnv(nats.url, auditDb.url));
     caller = await RawCaller.connect(nats.url);
     const registered = await caller.admin('register', {
@@ -71,11 +89,15 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
     const auditMetrics = audit.app.get(AuditMetrics).registry;
     expect(await dropped(refresherMetrics)).toBe(0);
     expect(await dropped(auditMetrics)).toBe(0);
-    await waitFor(async () => (await auditStreamSubjects())['audit.token.registered.acme.github'] === 1, { timeoutMs: 20_000 });
+    await waitFor(async () => (await auditStreamSubjects())['audit.token.registered.acme.github'] === 1, {
+      timeoutMs: 20_000,
+    });
     const streamBefore = await auditStreamSubjects();
 
     const seen: string[] = [];
-    const subs: Subscription[] = HOSTILE.map((subject) => caller.nc.subscribe(subject, { callback: (_err, msg) => void seen.push(msg.subject) }));
+    const subs: Subscription[] = HOSTILE.map((subject) =>
+      caller.nc.subscribe(subject, { callback: (_err, msg) => void seen.push(msg.subject) }),
+    );
     await caller.nc.flush();
 
     const body = encodeJson({ tenant: 'acme', connection: 'github', note: MARKER });
@@ -92,7 +114,9 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
     await caller.nc.flush();
 
     // Each service saw every request: 12 token.get/describe for the refresher, 6 audit.query for the audit app.
-    await waitFor(async () => (await dropped(refresherMetrics)) === 12 && (await dropped(auditMetrics)) === 6, { timeoutMs: 10_000 });
+    await waitFor(async () => (await dropped(refresherMetrics)) === 12 && (await dropped(auditMetrics)) === 6, {
+      timeoutMs: 10_000,
+    });
     // A normal request, sent after the hostile ones, is answered: so they had their turn.
     const ok = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(ok).toMatchObject({ ok: true, token: { tenant: 'acme', connection: 'github' } });
@@ -114,7 +138,9 @@ describe('reply-subject guard (REPLY_SUBJECT_PREFIXES)', () => {
     expect(lines.every((line) => line.includes('"reason":"reply_subject"'))).toBe(true);
     expect(lines.some((line) => line.includes(`"subject":"${WireSubscription.auditQueryOfTenant}"`))).toBe(true);
     const refresherPatterns = [WireSubscription.tokenGet, WireSubscription.admin('describe')];
-    expect(lines.some((line) => refresherPatterns.some((pattern) => line.includes(`"subject":"${pattern}"`)))).toBe(true);
+    expect(lines.some((line) => refresherPatterns.some((pattern) => line.includes(`"subject":"${pattern}"`)))).toBe(
+      true,
+    );
     expect(logs).not.toContain(MARKER);
     for (const sub of subs) sub.unsubscribe();
   });

@@ -1,8 +1,22 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_LIFETIME_SECONDS } from '../src/providers/token-response.classifier.js';
 import { EXPIRED_REFRESH_FLOOR_SECONDS } from '../src/refresh/refresh-policy.js';
-import { callApi, describeCredential, printLogsOnFailure, providersFor, RequestClock, type Key } from './e2e-support.js';
+import {
+  callApi,
+  describeCredential,
+  printLogsOnFailure,
+  providersFor,
+  RequestClock,
+  type Key,
+} from './e2e-support.js';
 import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 /**
@@ -38,7 +52,11 @@ describe('refresher: token responses at the edges', () => {
     refresher = await startTestRefresher(
       testEnv(
         { natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() },
-        { BACKOFF_BASE_MS: '100', BACKOFF_MAX_MS: String(BACKOFF_MAX_MS), MISCONFIGURED_RETRY_MS: String(MISCONFIGURED_MS) },
+        {
+          BACKOFF_BASE_MS: '100',
+          BACKOFF_MAX_MS: String(BACKOFF_MAX_MS),
+          MISCONFIGURED_RETRY_MS: String(MISCONFIGURED_MS),
+        },
       ),
       providersFor({ zero: { sandbox: zero }, huge: { sandbox: huge }, unknown: { sandbox: unknown } }),
     );
@@ -61,7 +79,9 @@ describe('refresher: token responses at the edges', () => {
     zero.setFault({ type: 'expires_in', value: 0 });
     const clock = new RequestClock(zero);
     try {
-      expect((await caller.admin('register', { ...key, provider: 'zero', refreshToken: zero.issueRefreshToken() })).ok).toBe(true);
+      expect(
+        (await caller.admin('register', { ...key, provider: 'zero', refreshToken: zero.issueRefreshToken() })).ok,
+      ).toBe(true);
       await waitFor(async () => (await versionOf(key)) >= 2, { timeoutMs: 10_000, message: 'the first refresh' });
       const first = await describeCredential(caller, key);
       expect(first).toMatchObject({ status: 'active', version: 2, failures: 0, lastError: null });
@@ -70,7 +90,11 @@ describe('refresher: token responses at the edges', () => {
       expect(first.nextRefreshAt).not.toBeNull();
       expect(Date.parse(first.nextRefreshAt) - Date.parse(first.expiresAt)).toBe(EXPIRED_REFRESH_FLOOR_SECONDS * 1000);
 
-      await waitFor(async () => (await versionOf(key)) >= 3, { timeoutMs: (EXPIRED_REFRESH_FLOOR_SECONDS + 15) * 1000, intervalMs: 250, message: 'the refresh after the floor' });
+      await waitFor(async () => (await versionOf(key)) >= 3, {
+        timeoutMs: (EXPIRED_REFRESH_FLOOR_SECONDS + 15) * 1000,
+        intervalMs: 250,
+        message: 'the refresh after the floor',
+      });
       const second = await describeCredential(caller, key);
       expect(second).toMatchObject({ status: 'active', version: 3, failures: 0 });
       const [a, b] = clock.arrivals;
@@ -90,8 +114,13 @@ describe('refresher: token responses at the edges', () => {
     huge.setFault({ type: 'expires_in', value: 1e13 });
     try {
       const before = Date.now();
-      expect((await caller.admin('register', { ...key, provider: 'huge', refreshToken: huge.issueRefreshToken() })).ok).toBe(true);
-      await waitFor(async () => (await versionOf(key)) >= 2, { timeoutMs: 10_000, message: 'the refresh to be committed' });
+      expect(
+        (await caller.admin('register', { ...key, provider: 'huge', refreshToken: huge.issueRefreshToken() })).ok,
+      ).toBe(true);
+      await waitFor(async () => (await versionOf(key)) >= 2, {
+        timeoutMs: 10_000,
+        message: 'the refresh to be committed',
+      });
       const c = await describeCredential(caller, key);
       expect(c).toMatchObject({ status: 'active', version: 2, failures: 0, lastError: null });
       const lifetimeMs = Date.parse(c.expiresAt) - before;
@@ -104,11 +133,19 @@ describe('refresher: token responses at the edges', () => {
       expect(await callApi(huge, got.token.accessToken)).toBe(200);
       // The stored refresh token is the rotated one: the next refresh is accepted, no reuse.
       huge.clearFaults();
-      expect(await caller.admin('refresh', key)).toMatchObject({ ok: true, credential: { status: 'active', version: 3 } });
+      expect(await caller.admin('refresh', key)).toMatchObject({
+        ok: true,
+        credential: { status: 'active', version: 3 },
+      });
       expect(huge.stats.reuseDetected).toBe(0);
       expect(huge.stats.familiesRevoked).toBe(0);
       const warning = refresher.logs.lines.map((l) => JSON.parse(l)).find((l) => /clamped/.test(l.msg ?? ''));
-      expect(warning).toMatchObject({ level: 'warn', provider: 'huge', field: 'expires_in', usedSeconds: MAX_LIFETIME_SECONDS });
+      expect(warning).toMatchObject({
+        level: 'warn',
+        provider: 'huge',
+        field: 'expires_in',
+        usedSeconds: MAX_LIFETIME_SECONDS,
+      });
     } finally {
       huge.clearFaults();
     }
@@ -117,7 +154,17 @@ describe('refresher: token responses at the edges', () => {
   it('an unknown error code in a 200: failing with the code, retried on the backoff schedule', async () => {
     const key = { tenant: 'edges', connection: 'unknown' };
     const tokens = unknown.issueTokens();
-    expect((await caller.admin('register', { ...key, provider: 'unknown', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 })).ok).toBe(true);
+    expect(
+      (
+        await caller.admin('register', {
+          ...key,
+          provider: 'unknown',
+          accessToken: tokens.accessToken,
+          refreshToken: tokens.refreshToken,
+          expiresIn: 3600,
+        })
+      ).ok,
+    ).toBe(true);
     unknown.setFault({ type: 'error_in_200', error: 'bad_refresh_token' });
     try {
       const t0 = Date.now();
@@ -128,7 +175,10 @@ describe('refresher: token responses at the edges', () => {
       // The backoff (cap 1 s here), not the misconfiguration delay (10 min here).
       expect(Date.parse(c.nextRefreshAt)).toBeLessThanOrEqual(Date.now() + BACKOFF_MAX_MS);
       const requests = unknown.stats.tokenRequests;
-      await waitFor(async () => (await describeCredential(caller, key)).failures >= 4, { timeoutMs: 10_000, message: 'retries on the backoff schedule' });
+      await waitFor(async () => (await describeCredential(caller, key)).failures >= 4, {
+        timeoutMs: 10_000,
+        message: 'retries on the backoff schedule',
+      });
       expect(unknown.stats.tokenRequests).toBeGreaterThanOrEqual(requests + 3);
       expect(Date.now() - t0).toBeLessThan(MISCONFIGURED_MS / 2);
       // The old token is served meanwhile, and there is no "misconfigured" alarm for it.
@@ -138,7 +188,10 @@ describe('refresher: token responses at the edges', () => {
       unknown.clearFaults();
     }
     // The fault ends: the scheduled retry recovers the credential by itself.
-    await waitFor(async () => (await describeCredential(caller, key)).status === 'active', { timeoutMs: BACKOFF_MAX_MS + 5_000, message: 'recovery' });
+    await waitFor(async () => (await describeCredential(caller, key)).status === 'active', {
+      timeoutMs: BACKOFF_MAX_MS + 5_000,
+      message: 'recovery',
+    });
     expect(await describeCredential(caller, key)).toMatchObject({ version: 2, failures: 0 });
     expect(unknown.stats.reuseDetected).toBe(0);
   });

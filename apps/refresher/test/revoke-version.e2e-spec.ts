@@ -1,7 +1,21 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventLog } from './e2e-support.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 /** Issue 11 item 6: a revoke is a version of its own (SPEC §3), and a revoked token never comes back. */
 describe('refresher: revoke bumps the version; a revoked token stays revoked', () => {
@@ -13,8 +27,15 @@ describe('refresher: revoke bumps the version; a revoked token stays revoked', (
   let events: EventLog;
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_revver'), startSandboxProvider({ accessTokenTtlSeconds: 30 })]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_revver'),
+      startSandboxProvider({ accessTokenTtlSeconds: 30 }),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     caller = await RawCaller.connect(nats.url);
     events = new EventLog(caller.nc);
     await caller.nc.flush();
@@ -32,7 +53,12 @@ describe('refresher: revoke bumps the version; a revoked token stays revoked', (
     const key = { tenant: 'acme', connection: 'forever' };
     const tokens = sandbox.issueTokens();
     // No expiresIn: a token without expiry, the kind that would be served forever if it came back.
-    const reg = await caller.admin('register', { ...key, provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken });
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: 'sandbox',
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+    });
     expect(reg.credential).toMatchObject({ version: 1, expiresAt: null });
     const got = await caller.get(key);
     expect(got.token).toMatchObject({ version: 1, expiresAt: null });
@@ -53,11 +79,23 @@ describe('refresher: revoke bumps the version; a revoked token stays revoked', (
   it('re-registering after a revoke gets a newer version again, and it is served', async () => {
     const key = { tenant: 'acme', connection: 'again' };
     const first = sandbox.issueTokens();
-    await caller.admin('register', { ...key, provider: 'sandbox', accessToken: first.accessToken, refreshToken: first.refreshToken, expiresIn: 3600 });
+    await caller.admin('register', {
+      ...key,
+      provider: 'sandbox',
+      accessToken: first.accessToken,
+      refreshToken: first.refreshToken,
+      expiresIn: 3600,
+    });
     expect((await caller.get(key)).token.version).toBe(1);
     await caller.admin('revoke', key);
     const second = sandbox.issueTokens();
-    const reg = await caller.admin('register', { ...key, provider: 'sandbox', accessToken: second.accessToken, refreshToken: second.refreshToken, expiresIn: 3600 });
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: 'sandbox',
+      accessToken: second.accessToken,
+      refreshToken: second.refreshToken,
+      expiresIn: 3600,
+    });
     expect(reg.credential.version).toBe(3);
     const got = await caller.get(key);
     expect(got.token).toMatchObject({ version: 3, accessToken: second.accessToken });

@@ -14,7 +14,14 @@ import {
   type TestDatabase,
 } from '@tokenkeeper/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 /**
  * Issue 11, rotations: a refresh token the provider has rotated must never be lost, and
@@ -32,7 +39,12 @@ interface World {
 
 let world: World | undefined;
 
-async function setUp(opts: { sandbox?: SandboxOptions; env?: Record<string, string>; provider?: Record<string, unknown>; viaProxy?: boolean }): Promise<World> {
+async function setUp(opts: {
+  sandbox?: SandboxOptions;
+  env?: Record<string, string>;
+  provider?: Record<string, unknown>;
+  viaProxy?: boolean;
+}): Promise<World> {
   const [nats, db, sandbox] = await Promise.all([
     startNatsServer(),
     createTestDatabase('tk_rotation'),
@@ -69,25 +81,41 @@ async function registerDue(w: World, count: number): Promise<string[]> {
   for (let i = 0; i < count; i++) {
     const refreshToken = w.sandbox.issueRefreshToken();
     initial.push(refreshToken);
-    const reply = await w.caller.admin('register', { tenant: 'acme', connection: `c${String(i).padStart(2, '0')}`, provider: 'sandbox', refreshToken });
+    const reply = await w.caller.admin('register', {
+      tenant: 'acme',
+      connection: `c${String(i).padStart(2, '0')}`,
+      provider: 'sandbox',
+      refreshToken,
+    });
     expect(reply.ok, JSON.stringify(reply.error)).toBe(true);
   }
   return initial;
 }
 
-async function rows(w: World): Promise<{ connection: string; status: string; version: number; failures: number; last_error_message: string | null }[]> {
-  const result = await w.sql.query(`SELECT connection, status, version, failures, last_error_message FROM credentials ORDER BY connection`);
+async function rows(
+  w: World,
+): Promise<
+  { connection: string; status: string; version: number; failures: number; last_error_message: string | null }[]
+> {
+  const result = await w.sql.query(
+    `SELECT connection, status, version, failures, last_error_message FROM credentials ORDER BY connection`,
+  );
   return result.rows;
 }
 
 describe('rotation safety (issue 11)', () => {
   it('item 1: keeps a rotated refresh token through a PostgreSQL outage and commits it afterwards', async () => {
-    const w = await setUp({ viaProxy: true, env: { LEASE_SECONDS: '10', REFRESH_TIMEOUT_MS: '5000', DATABASE_STATEMENT_TIMEOUT_MS: '4000' } });
+    const w = await setUp({
+      viaProxy: true,
+      env: { LEASE_SECONDS: '10', REFRESH_TIMEOUT_MS: '5000', DATABASE_STATEMENT_TIMEOUT_MS: '4000' },
+    });
     const COUNT = 12;
     // Item 2: the pool's sessions carry the configured timeouts.
-    const [session] = await w.refresher.app.get(DataSource).query(
-      `SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle`,
-    );
+    const [session] = await w.refresher.app
+      .get(DataSource)
+      .query(
+        `SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle`,
+      );
     expect(session).toEqual({ statement: '4s', idle: '15s' });
     // Token requests take 1.5 s, so the outage below starts while they are in flight.
     w.sandbox.setTokenDelay(1_500);
@@ -104,10 +132,13 @@ describe('rotation safety (issue 11)', () => {
     await sleep(4_000);
     w.proxy!.resume();
 
-    const done = await waitFor(async () => {
-      const all = await rows(w);
-      return all.length === COUNT && all.every((r) => r.version >= 2 || r.status === 'reauth_required') ? all : null;
-    }, { timeoutMs: 40_000, intervalMs: 200, message: 'every credential refreshed after the outage' });
+    const done = await waitFor(
+      async () => {
+        const all = await rows(w);
+        return all.length === COUNT && all.every((r) => r.version >= 2 || r.status === 'reauth_required') ? all : null;
+      },
+      { timeoutMs: 40_000, intervalMs: 200, message: 'every credential refreshed after the outage' },
+    );
     expect(done.map((r) => r.status)).toEqual(Array(COUNT).fill('active'));
     expect(w.sandbox.stats.reuseDetected).toBe(0);
     expect(w.sandbox.everPresentedTwice()).toEqual([]);
@@ -129,14 +160,19 @@ describe('rotation safety (issue 11)', () => {
     const COUNT = 40;
     w.sandbox.setTokenDelay(3_000);
     await registerDue(w, COUNT);
-    const done = await waitFor(async () => {
-      const all = await rows(w);
-      return all.length === COUNT && all.every((r) => r.version >= 2 || r.status === 'reauth_required') ? all : null;
-    }, { timeoutMs: 150_000, intervalMs: 500, message: 'every credential refreshed once' });
+    const done = await waitFor(
+      async () => {
+        const all = await rows(w);
+        return all.length === COUNT && all.every((r) => r.version >= 2 || r.status === 'reauth_required') ? all : null;
+      },
+      { timeoutMs: 150_000, intervalMs: 500, message: 'every credential refreshed once' },
+    );
     expect(done.filter((r) => r.status !== 'active')).toEqual([]);
     // Not one attempt failed: no timeout, no request given up.
     expect(done.filter((r) => r.failures > 0)).toEqual([]);
-    const failedRecords = await w.sql.query(`SELECT count(*)::int AS n FROM outbox WHERE type IN ('failed', 'reauth_required')`);
+    const failedRecords = await w.sql.query(
+      `SELECT count(*)::int AS n FROM outbox WHERE type IN ('failed', 'reauth_required')`,
+    );
     expect(failedRecords.rows[0].n).toBe(0);
     expect(w.sandbox.stats.reuseDetected).toBe(0);
     expect(w.sandbox.everPresentedTwice()).toEqual([]);
@@ -158,10 +194,13 @@ describe('rotation safety (issue 11)', () => {
     w.sandbox.injectFault({ type: 'delay', ms: 2_500 });
     w.sandbox.resetStats();
     await w.sql.query(`UPDATE credentials SET status = 'failing', failures = 8, next_refresh_at = now()`);
-    const after = await waitFor(async () => {
-      const [row] = await rows(w);
-      return row.status === 'active' && row.version >= 3 ? row : row.status === 'reauth_required' ? row : null;
-    }, { timeoutMs: 30_000, intervalMs: 100, message: 'the retry after the abandoned request' });
+    const after = await waitFor(
+      async () => {
+        const [row] = await rows(w);
+        return row.status === 'active' && row.version >= 3 ? row : row.status === 'reauth_required' ? row : null;
+      },
+      { timeoutMs: 30_000, intervalMs: 100, message: 'the retry after the abandoned request' },
+    );
     expect(after.status).toBe('active');
     expect(w.sandbox.stats.reuseDetected).toBe(0);
     expect(w.sandbox.stats.refreshGrants).toBe(2);

@@ -2,11 +2,26 @@ import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import { TokenClient } from '@tokenkeeper/client';
 import { credentialId, encodeJson, EventSigner, tokenEventSubject } from '@tokenkeeper/contracts';
 import { fixedHeaders } from '@tokenkeeper/nats';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ReplyCache } from '../src/events/reply-cache.js';
 import { RefreshMetrics } from '../src/metrics/refresh.metrics.js';
-import { FILE_SIGNING_SEED, RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  FILE_SIGNING_SEED,
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 /**
  * The refresher applies every replica's `token.*` events to its reply cache. The subject
@@ -22,8 +37,15 @@ describe('refresher: token events whose body disagrees with their subject', () =
   let caller: RawCaller;
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_spoofed_event'), startSandboxProvider()]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_spoofed_event'),
+      startSandboxProvider(),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     caller = await RawCaller.connect(nats.url);
   });
 
@@ -51,7 +73,13 @@ describe('refresher: token events whose body disagrees with their subject', () =
 
   it('an event on token.refreshed.evil.x naming acme/github is never served to acme/github callers', async () => {
     const tokens = sandbox.issueTokens();
-    const registered = await caller.admin('register', { tenant: 'acme', connection: 'github', provider: 'sandbox', ...tokens, expiresIn: 3600 });
+    const registered = await caller.admin('register', {
+      tenant: 'acme',
+      connection: 'github',
+      provider: 'sandbox',
+      ...tokens,
+      expiresIn: 3600,
+    });
     expect(registered.ok).toBe(true);
     const first = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(first.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });
@@ -64,7 +92,9 @@ describe('refresher: token events whose body disagrees with their subject', () =
 
     const after = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(after.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });
-    const metric = (await refresher.app.get(RefreshMetrics).registry.getMetricsAsJSON()).find((m) => m.name === 'tokenkeeper_events_dropped_total');
+    const metric = (await refresher.app.get(RefreshMetrics).registry.getMetricsAsJSON()).find(
+      (m) => m.name === 'tokenkeeper_events_dropped_total',
+    );
     expect(metric?.values.find((v) => v.labels.reason === 'mismatch')?.value).toBe(2);
 
     // A real refresh still replaces the cached entry.
@@ -91,7 +121,9 @@ async function capture(nc: NatsConnection, subject: string, action: () => Promis
 }
 
 async function dropped(refresher: TestRefresher, reason: string): Promise<number> {
-  const metric = (await refresher.app.get(RefreshMetrics).registry.getMetricsAsJSON()).find((m) => m.name === 'tokenkeeper_events_dropped_total');
+  const metric = (await refresher.app.get(RefreshMetrics).registry.getMetricsAsJSON()).find(
+    (m) => m.name === 'tokenkeeper_events_dropped_total',
+  );
   return metric?.values.find((v) => v.labels.reason === reason)?.value ?? 0;
 }
 
@@ -110,8 +142,15 @@ describe('refresher and client: a genuine event re-published on another subject,
   const clients: TokenClient[] = [];
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_resubject_event'), startSandboxProvider()]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_resubject_event'),
+      startSandboxProvider(),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     caller = await RawCaller.connect(nats.url);
   });
 
@@ -124,7 +163,12 @@ describe('refresher and client: a genuine event re-published on another subject,
   });
 
   const startClient = async (tenant: string) => {
-    const client = new TokenClient({ servers: nats.url, tenants: [tenant], trustedSigners: [refresher.signerPublicKey], logger: { warn: () => {} } });
+    const client = new TokenClient({
+      servers: nats.url,
+      tenants: [tenant],
+      trustedSigners: [refresher.signerPublicKey],
+      logger: { warn: () => {} },
+    });
     clients.push(client);
     await client.start();
     return client;
@@ -132,12 +176,16 @@ describe('refresher and client: a genuine event re-published on another subject,
 
   it('a token.refreshed event re-published on token.revoked is refused by the replica and by the client', async () => {
     const key = { tenant: 'acme', connection: 'resubject' };
-    expect((await caller.admin('register', { ...key, provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 })).ok).toBe(true);
+    expect(
+      (await caller.admin('register', { ...key, provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 })).ok,
+    ).toBe(true);
     const client = await startClient(key.tenant);
     await client.getAccessToken(key);
     await caller.get(key);
 
-    const refreshed = await capture(caller.nc, tokenEventSubject('refreshed', key.tenant, key.connection), () => caller.admin('refresh', key));
+    const refreshed = await capture(caller.nc, tokenEventSubject('refreshed', key.tenant, key.connection), () =>
+      caller.admin('refresh', key),
+    );
     // The sandbox's refreshed tokens are short-lived: look at the cache, whatever the validity left.
     const held = () => client.peekAccessToken(key, { minTtlSeconds: 0 });
     await waitFor(() => client.stats.pushedUpdates === 1 && held() !== undefined, { message: 'client took v2' });
@@ -146,10 +194,16 @@ describe('refresher and client: a genuine event re-published on another subject,
     const v2 = held()!;
     const before = await dropped(refresher, 'bad_signature');
 
-    caller.nc.publish(tokenEventSubject('revoked', key.tenant, key.connection), refreshed.data, { headers: refreshed.headers });
-    caller.nc.publish(tokenEventSubject('failed', key.tenant, key.connection), refreshed.data, { headers: refreshed.headers });
+    caller.nc.publish(tokenEventSubject('revoked', key.tenant, key.connection), refreshed.data, {
+      headers: refreshed.headers,
+    });
+    caller.nc.publish(tokenEventSubject('failed', key.tenant, key.connection), refreshed.data, {
+      headers: refreshed.headers,
+    });
     await caller.nc.flush();
-    await waitFor(async () => (await dropped(refresher, 'bad_signature')) === before + 2, { message: 'replica dropped both' });
+    await waitFor(async () => (await dropped(refresher, 'bad_signature')) === before + 2, {
+      message: 'replica dropped both',
+    });
     await waitFor(() => client.stats.rejectedByReason.bad_signature === 2, { message: 'client dropped both' });
 
     expect(cache.get(credentialId(key))?.version).toBe(2);

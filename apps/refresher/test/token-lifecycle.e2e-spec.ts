@@ -1,6 +1,20 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 describe('refresher: register, get, refresh, describe, list, revoke', () => {
   let nats: NatsServerHandle;
@@ -11,10 +25,21 @@ describe('refresher: register, get, refresh, describe, list, revoke', () => {
   const events: { subject: string; data: any }[] = [];
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_life'), startSandboxProvider({ accessTokenTtlSeconds: 30 })]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_life'),
+      startSandboxProvider({ accessTokenTtlSeconds: 30 }),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     caller = await RawCaller.connect(nats.url);
-    caller.nc.subscribe('token.>', { callback: (_e, m) => { events.push({ subject: m.subject, data: m.json() }); } });
+    caller.nc.subscribe('token.>', {
+      callback: (_e, m) => {
+        events.push({ subject: m.subject, data: m.json() });
+      },
+    });
   });
 
   afterAll(async () => {
@@ -26,14 +51,31 @@ describe('refresher: register, get, refresh, describe, list, revoke', () => {
 
   it('registers with only a refresh token and serves a token fetched on demand', async () => {
     const refreshToken = sandbox.issueRefreshToken();
-    const reg = await caller.admin('register', { tenant: 'acme', connection: 'github', provider: 'sandbox', refreshToken });
+    const reg = await caller.admin('register', {
+      tenant: 'acme',
+      connection: 'github',
+      provider: 'sandbox',
+      refreshToken,
+    });
     expect(reg.ok).toBe(true);
-    expect(reg.credential).toMatchObject({ tenant: 'acme', connection: 'github', status: 'active', hasRefreshToken: true, hasAccessToken: false });
+    expect(reg.credential).toMatchObject({
+      tenant: 'acme',
+      connection: 'github',
+      status: 'active',
+      hasRefreshToken: true,
+      hasAccessToken: false,
+    });
     expect(JSON.stringify(reg)).not.toContain(refreshToken);
 
     const got = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(got.ok).toBe(true);
-    expect(got.token).toMatchObject({ tenant: 'acme', connection: 'github', provider: 'sandbox', tokenType: 'Bearer', version: 2 });
+    expect(got.token).toMatchObject({
+      tenant: 'acme',
+      connection: 'github',
+      provider: 'sandbox',
+      tokenType: 'Bearer',
+      version: 2,
+    });
     expect(got.token.accessToken).toMatch(/^at_/);
     expect(Date.parse(got.token.expiresAt)).toBeGreaterThan(Date.now() + 20_000);
     expect(sandbox.presentations(refreshToken)).toBe(1);
@@ -49,13 +91,24 @@ describe('refresher: register, get, refresh, describe, list, revoke', () => {
   it('registers an access token and serves it as version 1 with a registered event', async () => {
     const tokens = sandbox.issueTokens();
     const reg = await caller.admin('register', {
-      tenant: 'acme', connection: 'slack', provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: '3600', scope: 'read',
+      tenant: 'acme',
+      connection: 'slack',
+      provider: 'sandbox',
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn: '3600',
+      scope: 'read',
     });
     expect(reg.credential).toMatchObject({ version: 1, hasAccessToken: true, scope: 'read' });
     const got = await caller.get({ tenant: 'acme', connection: 'slack' });
     expect(got.token).toMatchObject({ accessToken: tokens.accessToken, version: 1, scope: 'read' });
     const event = await waitFor(() => events.find((e) => e.subject === 'token.registered.acme.slack'));
-    expect(event.data).toMatchObject({ tenant: 'acme', connection: 'slack', version: 1, accessToken: tokens.accessToken });
+    expect(event.data).toMatchObject({
+      tenant: 'acme',
+      connection: 'slack',
+      version: 1,
+      accessToken: tokens.accessToken,
+    });
     expect(event.data.eventId).toMatch(/^[0-9a-f-]{36}$/);
   });
 
@@ -71,7 +124,13 @@ describe('refresher: register, get, refresh, describe, list, revoke', () => {
 
   it('describes without secrets and lists with paging', async () => {
     for (let i = 0; i < 5; i++) {
-      await caller.admin('register', { tenant: 'paged', connection: `c${i}`, provider: 'sandbox', accessToken: `at_planted_${i}`, expiresIn: 3600 });
+      await caller.admin('register', {
+        tenant: 'paged',
+        connection: `c${i}`,
+        provider: 'sandbox',
+        accessToken: `at_planted_${i}`,
+        expiresIn: 3600,
+      });
     }
     const page1 = await caller.list({ tenant: 'paged', limit: 2 });
     expect(page1.items.map((c: any) => c.connection)).toEqual(['c0', 'c1']);
@@ -88,7 +147,14 @@ describe('refresher: register, get, refresh, describe, list, revoke', () => {
 
   it('revokes locally and at the provider; a revoked credential is never served', async () => {
     const tokens = sandbox.issueTokens();
-    await caller.admin('register', { tenant: 'acme', connection: 'gone', provider: 'sandbox', accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresIn: 3600 });
+    await caller.admin('register', {
+      tenant: 'acme',
+      connection: 'gone',
+      provider: 'sandbox',
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresIn: 3600,
+    });
     expect((await caller.get({ tenant: 'acme', connection: 'gone' })).ok).toBe(true);
     const revocationsBefore = sandbox.stats.revocations;
     const revoked = await caller.admin('revoke', { tenant: 'acme', connection: 'gone' });
@@ -108,12 +174,18 @@ describe('refresher: register, get, refresh, describe, list, revoke', () => {
     expect(got.token.accessToken).toMatch(/^at_/);
     expect(sandbox.stats.clientCredentialsGrants).toBeGreaterThan(before);
     const refreshed = await caller.admin('refresh', { tenant: 'svc', connection: 'billing' });
-    expect(refreshed.credential).toMatchObject({ version: got.token.version + 1, hasRefreshToken: false, status: 'active' });
+    expect(refreshed.credential).toMatchObject({
+      version: got.token.version + 1,
+      hasRefreshToken: false,
+      status: 'active',
+    });
     expect(Date.parse(refreshed.credential.nextRefreshAt)).toBeGreaterThan(Date.now());
   });
 
   it('answers not_found and unknown_provider with contract codes', async () => {
     expect((await caller.get({ tenant: 'nobody', connection: 'x' })).error.code).toBe('not_found');
-    expect((await caller.admin('register', { tenant: 'a', connection: 'b', provider: 'nope', accessToken: 'x' })).error.code).toBe('unknown_provider');
+    expect(
+      (await caller.admin('register', { tenant: 'a', connection: 'b', provider: 'nope', accessToken: 'x' })).error.code,
+    ).toBe('unknown_provider');
   });
 });

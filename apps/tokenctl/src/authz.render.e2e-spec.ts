@@ -23,17 +23,41 @@ function natsServerAccepts(config: string): { ok: boolean; output: string } {
 /** The `users = [ … ]` body, without comments: JSON by construction. */
 function usersJson(config: string): unknown[] {
   const body = config.slice(config.indexOf('users = [') + 'users = '.length, config.lastIndexOf(']') + 1);
-  return JSON.parse(body.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n')) as unknown[];
+  return JSON.parse(
+    body
+      .split('\n')
+      .filter((l) => !l.trim().startsWith('#'))
+      .join('\n'),
+  ) as unknown[];
 }
 
-const ALL = { refresher: true, audit: true, operator: true, tenant: ['acme'], tenantAdmin: ['globex'], consumer: ['globex:billing:github,slack'] };
+const ALL = {
+  refresher: true,
+  audit: true,
+  operator: true,
+  tenant: ['acme'],
+  tenantAdmin: ['globex'],
+  consumer: ['globex:billing:github,slack'],
+};
 
 describe('authz rendering', () => {
   it('writes a users array that is JSON and a config nats-server accepts', () => {
     const { config, users } = buildAuthz(ALL);
-    const parsed = usersJson(config) as Array<{ user: string; password: string; permissions: { publish: { allow: string[] }; subscribe: { allow: string[] }; allow_responses?: boolean } }>;
+    const parsed = usersJson(config) as Array<{
+      user: string;
+      password: string;
+      permissions: { publish: { allow: string[] }; subscribe: { allow: string[] }; allow_responses?: boolean };
+    }>;
     expect(parsed.map((u) => u.user)).toEqual(users.map((u) => u.user.name));
-    expect(parsed.map((u) => u.user)).toEqual(['refresher', 'audit', 'operator', 'admin-acme', 'svc-acme', 'admin-globex', 'svc-globex-billing']);
+    expect(parsed.map((u) => u.user)).toEqual([
+      'refresher',
+      'audit',
+      'operator',
+      'admin-acme',
+      'svc-acme',
+      'admin-globex',
+      'svc-globex-billing',
+    ]);
     const billing = parsed.find((u) => u.user === 'svc-globex-billing')!;
     expect(billing.permissions.publish.allow).toEqual(['token.get.globex.github', 'token.get.globex.slack']);
     expect(billing.permissions.subscribe.allow).toContain('_INBOX_svc-globex-billing.>');
@@ -53,16 +77,24 @@ describe('authz rendering', () => {
   it('with --nkeys writes public keys only, and the seeds in a separate commented section marked secret', () => {
     const { config, secrets, users } = buildAuthz({ ...ALL, nkeys: true });
     const parsed = usersJson(config) as Array<{ nkey: string; user?: string; password?: string }>;
-    expect(parsed.every((u) => /^U[A-Z2-7]{55}$/.test(u.nkey) && u.user === undefined && u.password === undefined)).toBe(true);
+    expect(
+      parsed.every((u) => /^U[A-Z2-7]{55}$/.test(u.nkey) && u.user === undefined && u.password === undefined),
+    ).toBe(true);
     // (A pattern like /SU[A-Z2-7]+/ would also match inside a public key by chance.)
-    for (const { credential } of users) if (credential.kind === 'nkey') expect(config).not.toContain(credential.seed.slice(0, 20));
+    for (const { credential } of users)
+      if (credential.kind === 'nkey') expect(config).not.toContain(credential.seed.slice(0, 20));
     expect(secrets).toMatch(/^# ---- SECRET/);
     for (const { credential, user } of users) {
       expect(credential.kind).toBe('nkey');
       if (credential.kind === 'nkey') expect(secrets).toContain(`NATS_NKEY_SEED=${credential.seed}`);
       expect(secrets).toContain(`NATS_INBOX_PREFIX=${user.inboxPrefix}`);
     }
-    expect(secrets.trim().split('\n').every((l) => l.startsWith('#'))).toBe(true);
+    expect(
+      secrets
+        .trim()
+        .split('\n')
+        .every((l) => l.startsWith('#')),
+    ).toBe(true);
     // Config plus secret section in one file still loads: the secrets are comments.
     expect(natsServerAccepts(`${config}\n${secrets}`).ok).toBe(true);
   });
@@ -90,7 +122,12 @@ describe('authz rendering', () => {
     expect(() => parseConsumerFlag('acme')).toThrow(UsageError);
     expect(() => parseConsumerFlag('acme:bill.ing')).toThrow(UsageError);
     expect(() => parseConsumerFlag('acme:billing:')).toThrow(UsageError);
-    expect(parseConsumerFlag('acme:billing:github')).toEqual({ kind: 'consumer', tenant: 'acme', service: 'billing', connections: ['github'] });
+    expect(parseConsumerFlag('acme:billing:github')).toEqual({
+      kind: 'consumer',
+      tenant: 'acme',
+      service: 'billing',
+      connections: ['github'],
+    });
     expect(() => buildAuthz({ tenant: ['acme'], tenantAdmin: ['acme'] })).toThrow(/share the user name admin-acme/);
   });
 
@@ -99,7 +136,9 @@ describe('authz rendering', () => {
     const text = renderNscCommands(users, 'TOKENKEEPER');
     expect(text).toContain(`--name 'audit'`);
     expect(text).toContain(`--allow-pub '$JS.API.INFO,$JS.API.CONSUMER.INFO.TOKEN_AUDIT.tokenkeeper-audit,`);
-    expect(text).toContain(`--allow-sub 'token.refreshed.acme.>,token.registered.acme.>,token.failed.acme.>,token.revoked.acme.>,_INBOX_svc-acme.>'`);
+    expect(text).toContain(
+      `--allow-sub 'token.refreshed.acme.>,token.registered.acme.>,token.failed.acme.>,token.revoked.acme.>,_INBOX_svc-acme.>'`,
+    );
     expect(text.match(/--allow-pub-response/g)).toHaveLength(1);
     // What a shell would do with the quoted list: nothing.
     const echoed = spawnSync('/bin/sh', ['-c', `printf %s ${shellQuote("a.$B.>,it's")}`], { encoding: 'utf8' });
@@ -107,7 +146,10 @@ describe('authz rendering', () => {
   });
 
   it('keeps comments out of the JSON and names each user’s role and inbox', () => {
-    const generated: GeneratedUser[] = authzUsers([{ kind: 'operator' }]).map((user) => ({ user, credential: { kind: 'password', password: 'p' } }));
+    const generated: GeneratedUser[] = authzUsers([{ kind: 'operator' }]).map((user) => ({
+      user,
+      credential: { kind: 'password', password: 'p' },
+    }));
     const text = renderServerConfig(generated, 'line one\nline two');
     expect(text.startsWith('# line one\n# line two\nauthorization {')).toBe(true);
     expect(text).toContain('# operator: operator; connects with NATS_INBOX_PREFIX=_INBOX_operator');

@@ -32,7 +32,8 @@ function describeRole(role: AuthzRole): string {
 /** One user as a nats-server config object (password or nkey; permissions always). */
 export function serverUserObject({ user, credential }: GeneratedUser): Record<string, unknown> {
   const { publish, subscribe, allowResponses } = user.permissions;
-  const identity = credential.kind === 'nkey' ? { nkey: credential.publicKey } : { user: user.name, password: credential.password };
+  const identity =
+    credential.kind === 'nkey' ? { nkey: credential.publicKey } : { user: user.name, password: credential.password };
   return {
     ...identity,
     permissions: {
@@ -86,10 +87,14 @@ export function shellQuote(value: string): string {
  * for one account per tenant). nsc makes the nkeys and creds files itself.
  */
 export function renderNscCommands(users: readonly AuthzUser[], account: string): string {
-  const lines = [`# nsc commands for account ${account} (operator mode); nsc generates each user's nkey and creds file`];
+  const lines = [
+    `# nsc commands for account ${account} (operator mode); nsc generates each user's nkey and creds file`,
+  ];
   for (const user of users) {
     const { publish, subscribe, allowResponses } = user.permissions;
-    lines.push(`# ${user.name}: ${describeRole(user.role)}; connect with NATS_CREDS=<creds of ${user.name}> NATS_INBOX_PREFIX=${user.inboxPrefix}`);
+    lines.push(
+      `# ${user.name}: ${describeRole(user.role)}; connect with NATS_CREDS=<creds of ${user.name}> NATS_INBOX_PREFIX=${user.inboxPrefix}`,
+    );
     const args = [
       'nsc add user',
       `--account ${shellQuote(account)}`,

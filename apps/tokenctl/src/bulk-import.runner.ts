@@ -99,7 +99,13 @@ export async function runBulkImport(
     const group = (summary.failures[code] ??= { count: 0, hint: hintForCode(code, {}), examples: [] });
     group.count++;
     if (group.examples.length < EXAMPLES_PER_CODE) {
-      group.examples.push({ line: entry.line, item: entry.item, tenant: entry.request.tenant, connection: entry.request.connection, message });
+      group.examples.push({
+        line: entry.line,
+        item: entry.item,
+        tenant: entry.request.tenant,
+        connection: entry.request.connection,
+        message,
+      });
     }
   };
 
@@ -108,7 +114,12 @@ export async function runBulkImport(
     try {
       const reply = await nats.requestReply<CredentialReply>(subject, entry.request);
       if (reply?.ok === true) summary.registered++;
-      else fail(entry, String(reply?.error?.code ?? 'invalid_reply'), String(reply?.error?.message ?? 'reply is not {ok, …}'));
+      else
+        fail(
+          entry,
+          String(reply?.error?.code ?? 'invalid_reply'),
+          String(reply?.error?.message ?? 'reply is not {ok, …}'),
+        );
     } catch (error) {
       const unreachable = error instanceof UnreachableError ? error : nats.transportError(subject, error);
       fail(entry, 'nats', unreachable.message);

@@ -1,7 +1,12 @@
 import { createReadStream } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import { credentialId, isValidName, TokenRegisterRequestSchema, type TokenRegisterRequest } from '@tokenkeeper/contracts';
+import {
+  credentialId,
+  isValidName,
+  TokenRegisterRequestSchema,
+  type TokenRegisterRequest,
+} from '@tokenkeeper/contracts';
 import { contractProblems, UsageError } from './cli.errors.js';
 
 /** Fields that `register --file` flags may supply to entries that lack them. */
@@ -49,9 +54,15 @@ export class BulkInput {
       const handle = await open(path, 'r');
       const { buffer, bytesRead } = await handle.read(Buffer.alloc(4096), 0, 4096, 0);
       await handle.close();
-      head = buffer.subarray(0, bytesRead).toString('utf8').replace(/^\uFEFF/, '');
+      head = buffer
+        .subarray(0, bytesRead)
+        .toString('utf8')
+        .replace(/^\uFEFF/, '');
     } catch (error) {
-      throw new UsageError(`cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, 'check the path given to --file');
+      throw new UsageError(
+        `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+        'check the path given to --file',
+      );
     }
     return new BulkInput(path, head.trimStart().startsWith('[') ? 'json' : 'jsonl', defaults);
   }
@@ -73,7 +84,8 @@ export class BulkInput {
       if (problem === null && candidate) {
         const id = credentialId(candidate as { tenant: string; connection: string });
         const first = seen.get(id);
-        if (first !== undefined) problem = `${id} is already on line ${first} (entries are sent concurrently, so which one wins would be chance)`;
+        if (first !== undefined)
+          problem = `${id} is already on line ${first} (entries are sent concurrently, so which one wins would be chance)`;
         else seen.set(id, raw.line);
       }
       if (problem === null) {
@@ -101,7 +113,9 @@ export class BulkInput {
   }
 
   private label(candidate: Record<string, unknown> | undefined): string {
-    return candidate && isValidName(candidate.tenant) && isValidName(candidate.connection) ? ` ${candidate.tenant}/${candidate.connection}` : '';
+    return candidate && isValidName(candidate.tenant) && isValidName(candidate.connection)
+      ? ` ${candidate.tenant}/${candidate.connection}`
+      : '';
   }
 
   private withDefaults(value: Record<string, unknown>): Record<string, unknown> {
@@ -111,7 +125,8 @@ export class BulkInput {
     if (out.provider === undefined && d.provider !== undefined) out.provider = d.provider;
     if (out.scope === undefined && d.scope !== undefined) out.scope = d.scope;
     if (out.tokenType === undefined && d.tokenType !== undefined) out.tokenType = d.tokenType;
-    if (out.expiresIn === undefined && out.expiresAt === undefined && d.expiresIn !== undefined) out.expiresIn = d.expiresIn;
+    if (out.expiresIn === undefined && out.expiresAt === undefined && d.expiresIn !== undefined)
+      out.expiresIn = d.expiresIn;
     return out;
   }
 
@@ -144,7 +159,8 @@ export class BulkInput {
         'give a JSON array of credential objects, or JSON lines (one object a line)',
       );
     }
-    if (!Array.isArray(value)) throw new UsageError(`${this.path}: a JSON file must hold an array of credential objects`);
+    if (!Array.isArray(value))
+      throw new UsageError(`${this.path}: a JSON file must hold an array of credential objects`);
     const lines = elementLines(text);
     for (let i = 0; i < value.length; i++) {
       const element: unknown = value[i];

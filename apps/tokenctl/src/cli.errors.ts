@@ -69,7 +69,7 @@ const HINTS: Record<ErrorCode, (c: Required<HintContext> | null) => string> = {
   unknown_provider: () =>
     "the provider id is not in the refresher's providers file (PROVIDERS_FILE): check its spelling, or add it there and restart the refresher",
   forbidden: () =>
-    "the providers file does not allow this tenant this provider (its `tenants` setting) or these scopes (`allowedScopes`): ask the operator",
+    'the providers file does not allow this tenant this provider (its `tenants` setting) or these scopes (`allowedScopes`): ask the operator',
   rate_limited: () =>
     'this credential was refreshed on demand moments ago (onDemandCooldownSeconds); retry after the time the error gives',
   reauth_required: (c) =>
@@ -79,13 +79,15 @@ const HINTS: Record<ErrorCode, (c: Required<HintContext> | null) => string> = {
   revoked: () => 'the credential was revoked: register it again (`tokenctl register …`) to use it',
   unavailable: () =>
     "the refresher cannot reach its database or the provider: retry shortly; check the refresher's logs and /readyz",
-  internal: () => "a bug in the service (logged there with a stack trace): retry, and report it if it persists",
+  internal: () => 'a bug in the service (logged there with a stack trace): retry, and report it if it persists',
 };
 
 /** What to do about an error code; codes unknown to this version get a generic hint. */
 export function hintForCode(code: string, context: HintContext = {}): string {
   const key = context.tenant && context.connection ? { tenant: context.tenant, connection: context.connection } : null;
-  return isErrorCode(code) ? HINTS[code](key) : 'an error code this tokenctl does not know: is it older than the service?';
+  return isErrorCode(code)
+    ? HINTS[code](key)
+    : 'an error code this tokenctl does not know: is it older than the service?';
 }
 
 /** Builds the error for an `{ok:false}` reply (or for a reply that is not the contract's shape). */
@@ -94,7 +96,12 @@ export function serviceErrorFrom(reply: unknown, context: HintContext = {}): Ser
   if (error && typeof error.code === 'string') {
     return new ServiceError(error.code, String(error.message ?? ''), reply, hintForCode(error.code, context));
   }
-  return new ServiceError('invalid_reply', 'the reply is not {ok, …} JSON', reply, 'is something else answering on this subject?');
+  return new ServiceError(
+    'invalid_reply',
+    'the reply is not {ok, …} JSON',
+    reply,
+    'is something else answering on this subject?',
+  );
 }
 
 /**

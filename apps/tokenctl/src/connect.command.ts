@@ -1,4 +1,11 @@
-import { adminSubject, ConnectPayloadSchema, CredentialKeyRequestSchema, tokenEventSubject, type CredentialKey, type CredentialView } from '@tokenkeeper/contracts';
+import {
+  adminSubject,
+  ConnectPayloadSchema,
+  CredentialKeyRequestSchema,
+  tokenEventSubject,
+  type CredentialKey,
+  type CredentialView,
+} from '@tokenkeeper/contracts';
 import { ExitCode, validateRequest } from './cli.errors.js';
 import type { CommandContext } from './nats.session.js';
 import { paint, printJson } from './output.format.js';
@@ -26,7 +33,12 @@ const POLL_INTERVAL_MS = 1_000;
  * so that a quick person cannot beat it), and `describe` polled every second, because a tenant
  * admin's NATS user may call the control plane of its tenant but not subscribe to events.
  */
-export async function connectCommand(tenant: string, connection: string, flags: ConnectFlags, ctx: CommandContext): Promise<ExitCode> {
+export async function connectCommand(
+  tenant: string,
+  connection: string,
+  flags: ConnectFlags,
+  ctx: CommandContext,
+): Promise<ExitCode> {
   const key = validateRequest(CredentialKeyRequestSchema, { tenant, connection }, 'credential name');
   const payload = validateRequest(
     ConnectPayloadSchema,
@@ -44,19 +56,32 @@ export async function connectCommand(tenant: string, connection: string, flags: 
   const stopped = new AbortController();
   try {
     const baseline = await describeOrNull(session, key);
-    const reply = await session.request<{ url: string; expiresAt: string }>(adminSubject('connect', key.tenant, key.connection), payload, key);
+    const reply = await session.request<{ url: string; expiresAt: string }>(
+      adminSubject('connect', key.tenant, key.connection),
+      payload,
+      key,
+    );
     if (ctx.out.json) printJson(ctx.out, { ok: true, url: reply.url, expiresAt: reply.expiresAt });
     else ctx.out.stdout.write(`Open this link in a browser (valid until ${reply.expiresAt}):\n\n  ${reply.url}\n\n`);
 
     const waitMs = (flags.wait ?? Math.max(1, (Date.parse(reply.expiresAt) - Date.now()) / 1000)) * 1000;
     const connected = await withSpinner(ctx, () =>
-      Promise.race([eventArrives(registered), registrationSeen(session, key, baseline, stopped.signal), timeout(waitMs, stopped.signal)]),
+      Promise.race([
+        eventArrives(registered),
+        registrationSeen(session, key, baseline, stopped.signal),
+        timeout(waitMs, stopped.signal),
+      ]),
     );
     if (!connected) {
-      ctx.out.stderr.write(`${paint('not connected', 'red', ctx.out.color)}: ${key.tenant}/${key.connection} was not registered within ${Math.round(waitMs / 1000)} s\n`);
+      ctx.out.stderr.write(
+        `${paint('not connected', 'red', ctx.out.color)}: ${key.tenant}/${key.connection} was not registered within ${Math.round(waitMs / 1000)} s\n`,
+      );
       return ExitCode.waitTimedOut;
     }
-    if (!ctx.out.json) ctx.out.stdout.write(`${paint('connected', 'green', ctx.out.color)} ${key.tenant}/${key.connection} (${payload.provider})\n`);
+    if (!ctx.out.json)
+      ctx.out.stdout.write(
+        `${paint('connected', 'green', ctx.out.color)} ${key.tenant}/${key.connection} (${payload.provider})\n`,
+      );
     return ExitCode.ok;
   } finally {
     stopped.abort();
@@ -69,7 +94,13 @@ type Seen = Pick<CredentialView, 'version' | 'status' | 'lastRefreshedAt' | 'upd
 
 async function describeOrNull(session: Session, key: CredentialKey): Promise<Seen | null> {
   try {
-    return (await session.request<{ credential: CredentialView }>(adminSubject('describe', key.tenant, key.connection), key, key)).credential;
+    return (
+      await session.request<{ credential: CredentialView }>(
+        adminSubject('describe', key.tenant, key.connection),
+        key,
+        key,
+      )
+    ).credential;
   } catch (error) {
     if ((error as { code?: string }).code === 'not_found') return null;
     throw error;
@@ -95,7 +126,12 @@ function eventArrives(subscription: AsyncIterable<unknown>): Promise<boolean> {
  * moves the baseline. A registration followed by a refresh within one poll is only caught by
  * the event, which needs a token lifetime under a second or two.
  */
-async function registrationSeen(session: Session, key: CredentialKey, baseline: Seen | null, signal: AbortSignal): Promise<boolean> {
+async function registrationSeen(
+  session: Session,
+  key: CredentialKey,
+  baseline: Seen | null,
+  signal: AbortSignal,
+): Promise<boolean> {
   let last = baseline;
   while (!signal.aborted) {
     await sleep(POLL_INTERVAL_MS, signal);
@@ -121,17 +157,24 @@ function timeout(ms: number, signal: AbortSignal): Promise<boolean> {
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }
 
 async function withSpinner<T>(ctx: CommandContext, wait: () => Promise<T>): Promise<T> {
   let frame = 0;
   const spinner = ctx.out.interactive
-    ? setInterval(() => ctx.out.stderr.write(`\r\u001b[2K${SPINNER[frame++ % SPINNER.length]} waiting for the browser…`), 120)
+    ? setInterval(
+        () => ctx.out.stderr.write(`\r\u001b[2K${SPINNER[frame++ % SPINNER.length]} waiting for the browser…`),
+        120,
+      )
     : undefined;
   if (!ctx.out.interactive) ctx.out.stderr.write('waiting for the browser…\n');
   try {

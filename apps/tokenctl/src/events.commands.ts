@@ -27,22 +27,35 @@ export interface WatchFlags {
  * are at-most-once: what is published while disconnected is not replayed.
  */
 export async function watchCommand(flags: WatchFlags, ctx: CommandContext): Promise<ExitCode> {
-  for (const [flag, value] of [['--tenant', flags.tenant], ['--connection', flags.connection]] as const) {
+  for (const [flag, value] of [
+    ['--tenant', flags.tenant],
+    ['--connection', flags.connection],
+  ] as const) {
     if (value !== undefined && !isValidName(value)) {
-      throw new UsageError(`${flag} must match ^[A-Za-z0-9_-]{1,128}$ (wildcards are not accepted; leave it out to watch all)`);
+      throw new UsageError(
+        `${flag} must match ^[A-Za-z0-9_-]{1,128}$ (wildcards are not accepted; leave it out to watch all)`,
+      );
     }
   }
   // The four event types one by one, never `token.*.…`: that is what the operator's and a
   // consumer's permissions allow (SPEC §11), and a wildcard type would be refused.
-  const subjects = (flags.kind ? [flags.kind] : TOKEN_EVENT_KINDS).map((kind) => tokenEventFilter(kind, flags.tenant ?? '*', flags.connection ?? '*'));
+  const subjects = (flags.kind ? [flags.kind] : TOKEN_EVENT_KINDS).map((kind) =>
+    tokenEventFilter(kind, flags.tenant ?? '*', flags.connection ?? '*'),
+  );
   const session = await ctx.session({ reconnectForever: true });
   const { nc } = session;
   const messages = new EventQueue();
-  const subs = subjects.map((subject) => nc.subscribe(subject, { callback: (error, msg) => messages.push(error, msg) }));
+  const subs = subjects.map((subject) =>
+    nc.subscribe(subject, { callback: (error, msg) => messages.push(error, msg) }),
+  );
   await nc.flush();
   ctx.out.stderr.write(`watching ${subjects.join(', ')} on ${session.url} (Ctrl-C to stop)\n`);
   // A refused subscription closes with the server's permission violation: stop, and say so.
-  for (const sub of subs) void sub.closed.then((reason) => reason instanceof Error && messages.end(reason), (error: unknown) => messages.end(error));
+  for (const sub of subs)
+    void sub.closed.then(
+      (reason) => reason instanceof Error && messages.end(reason),
+      (error: unknown) => messages.end(error),
+    );
   void Promise.all(subs.map((sub) => sub.closed.catch(() => undefined))).then(() => messages.end());
 
   let interrupted = false;
@@ -55,7 +68,8 @@ export async function watchCommand(flags: WatchFlags, ctx: CommandContext): Prom
 
   void (async () => {
     for await (const status of nc.status()) {
-      if (status.type === 'disconnect') ctx.out.stderr.write(`disconnected from NATS; reconnecting (events published meanwhile are missed)\n`);
+      if (status.type === 'disconnect')
+        ctx.out.stderr.write(`disconnected from NATS; reconnecting (events published meanwhile are missed)\n`);
       else if (status.type === 'reconnect') ctx.out.stderr.write(`reconnected to NATS\n`);
     }
   })().catch(() => undefined);
@@ -70,7 +84,8 @@ export async function watchCommand(flags: WatchFlags, ctx: CommandContext): Prom
       continue;
     }
     if (!parts || event === null || typeof event !== 'object') continue;
-    if (!flags.showSecrets && typeof event.accessToken === 'string') event = { ...event, accessToken: maskSecret(event.accessToken) };
+    if (!flags.showSecrets && typeof event.accessToken === 'string')
+      event = { ...event, accessToken: maskSecret(event.accessToken) };
     // One JSON object a line (even on a terminal), so that `| jq` can follow the stream.
     if (ctx.out.json) ctx.out.stdout.write(`${JSON.stringify({ subject: msg.subject, kind: parts.kind, ...event })}\n`);
     else ctx.out.stdout.write(`${eventLine(parts.kind, event, ctx.out.color)}\n`);
@@ -119,7 +134,9 @@ class EventQueue implements AsyncIterable<Msg> {
 /** A field of a decoded event as text; only what was masked as a string may print as one. */
 function field(value: unknown): string {
   if (value === undefined || value === null) return '';
-  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? String(value) : JSON.stringify(value);
+  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
+    ? String(value)
+    : JSON.stringify(value);
 }
 
 function eventLine(kind: TokenEventKind, e: Record<string, unknown>, color: boolean): string {
@@ -178,7 +195,11 @@ export async function auditCommand(flags: AuditFlags, ctx: CommandContext): Prom
   );
   const session = await ctx.session();
   // With --tenant, the tenant's own subject, so a tenant admin's permissions suffice (SPEC §11).
-  const reply = await session.request<{ items?: Partial<AuditRecord>[]; nextCursor?: string }>(auditQuerySubject(request.tenant), request, request);
+  const reply = await session.request<{ items?: Partial<AuditRecord>[]; nextCursor?: string }>(
+    auditQuerySubject(request.tenant),
+    request,
+    request,
+  );
   if (ctx.out.json) {
     printJson(ctx.out, reply);
     return 0;
@@ -186,6 +207,7 @@ export async function auditCommand(flags: AuditFlags, ctx: CommandContext): Prom
   const items = Array.isArray(reply.items) ? reply.items : [];
   if (items.length === 0) ctx.out.stdout.write('no audit records\n');
   else ctx.out.stdout.write(renderTable(AUDIT_COLUMNS, items.map(auditRow), ctx.out.color));
-  if (typeof reply.nextCursor === 'string') ctx.out.stderr.write(`more: add --cursor ${reply.nextCursor} for the next page\n`);
+  if (typeof reply.nextCursor === 'string')
+    ctx.out.stderr.write(`more: add --cursor ${reply.nextCursor} for the next page\n`);
   return 0;
 }

@@ -13,7 +13,13 @@ import { AUDIT_RECORD_TYPES, CREDENTIAL_STATUSES, TOKEN_EVENT_KINDS } from '@tok
 import { ExitCode, reportError, ServiceError } from './cli.errors.js';
 import { registerAuthzCommand } from './authz.command.js';
 import { auditCommand, watchCommand } from './events.commands.js';
-import { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS, NatsSession, natsSettings, type CommandContext } from './nats.session.js';
+import {
+  DEFAULT_NATS_URL,
+  DEFAULT_TIMEOUT_MS,
+  NatsSession,
+  natsSettings,
+  type CommandContext,
+} from './nats.session.js';
 import { createOutput, printJson } from './output.format.js';
 import { registerCommand } from './register.command.js';
 import { connectCommand, type ConnectFlags } from './connect.command.js';
@@ -29,7 +35,8 @@ const integer = (name: string, min: number, max: number) => (value: string) => {
 /** `15000`, `15000ms`, `15s`, `1m` → milliseconds. */
 function duration(value: string): number {
   const match = /^(\d+)(ms|s|m)?$/.exec(value.trim());
-  if (!match || Number(match[1]) <= 0) throw new InvalidArgumentError('give milliseconds (15000) or a duration (15s, 1m)');
+  if (!match || Number(match[1]) <= 0)
+    throw new InvalidArgumentError('give milliseconds (15000) or a duration (15s, 1m)');
   return Number(match[1]) * (match[2] === 's' ? 1_000 : match[2] === 'm' ? 60_000 : 1);
 }
 
@@ -64,7 +71,8 @@ function action<A extends unknown[]>(handler: (ctx: CommandContext, ...args: A) 
 
 function version(): string {
   try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string })
+      .version;
   } catch {
     return 'unknown';
   }
@@ -72,11 +80,16 @@ function version(): string {
 
 export function buildProgram(): Command {
   const program = new Command('tokenctl')
-    .description('Operate Tokenkeeper over NATS: register credentials, inspect, refresh, revoke, watch events, query audit.')
+    .description(
+      'Operate Tokenkeeper over NATS: register credentials, inspect, refresh, revoke, watch events, query audit.',
+    )
     .version(version())
     .exitOverride()
     .showHelpAfterError('(tokenctl <command> --help shows usage)')
-    .option('--nats-url <url>', `NATS server(s), comma-separated (env NATS_URL, default ${DEFAULT_NATS_URL}); auth from NATS_USER/NATS_PASS, NATS_TOKEN, NATS_CREDS or NATS_NKEY_SEED, and NATS_INBOX_PREFIX (the user's own, _INBOX_<user>)`)
+    .option(
+      '--nats-url <url>',
+      `NATS server(s), comma-separated (env NATS_URL, default ${DEFAULT_NATS_URL}); auth from NATS_USER/NATS_PASS, NATS_TOKEN, NATS_CREDS or NATS_NKEY_SEED, and NATS_INBOX_PREFIX (the user's own, _INBOX_<user>)`,
+    )
     .option('--timeout <ms>', `request timeout, e.g. 15000 or 15s (default ${DEFAULT_TIMEOUT_MS / 1000}s)`, duration)
     .option('--json', 'print the reply JSON instead of tables (for scripts)');
   program.addHelpText(
@@ -108,7 +121,10 @@ Examples:
     .option('--expires-at <iso>', 'expiry of the access token as an ISO-8601 timestamp')
     .option('--scope <scope>', 'granted scope, space-separated')
     .option('--token-type <type>', 'token type (default Bearer)')
-    .option('--file <path>', 'bulk import: a JSON array of credentials, or JSON lines; validated before anything is sent')
+    .option(
+      '--file <path>',
+      'bulk import: a JSON array of credentials, or JSON lines; validated before anything is sent',
+    )
     .option('--concurrency <n>', 'bulk import: requests in flight (default 32)', integer('--concurrency', 1, 1024))
     .action(action((ctx, flags: Parameters<typeof registerCommand>[0]) => registerCommand(flags, ctx)));
 
@@ -117,9 +133,17 @@ Examples:
     .description('the current access token of a credential (masked unless --show-token)')
     .argument('<tenant>')
     .argument('<connection>')
-    .option('--min-ttl <seconds>', 'refresh first unless the token stays valid this long (default 30)', integer('--min-ttl', 0, 86_400))
+    .option(
+      '--min-ttl <seconds>',
+      'refresh first unless the token stays valid this long (default 30)',
+      integer('--min-ttl', 0, 86_400),
+    )
     .option('--show-token', 'print the access token itself')
-    .action(action((ctx, tenant: string, connection: string, flags: { minTtl?: number; showToken?: boolean }) => getCommand(tenant, connection, flags, ctx)));
+    .action(
+      action((ctx, tenant: string, connection: string, flags: { minTtl?: number; showToken?: boolean }) =>
+        getCommand(tenant, connection, flags, ctx),
+      ),
+    );
 
   program
     .command('describe')
@@ -174,16 +198,29 @@ Examples:
 
   program
     .command('connect')
-    .description('print a one-time link that connects a credential through the browser (authorization code + PKCE), and wait for it')
+    .description(
+      'print a one-time link that connects a credential through the browser (authorization code + PKCE), and wait for it',
+    )
     .argument('<tenant>')
     .argument('<connection>')
     .requiredOption('--provider <id>', 'provider of the providers file (it needs an authorizationUrl)')
     .option('--return-url <url>', 'where the browser goes afterwards (an origin the provider allows)')
-    .option('--scopes <list>', 'scopes to ask for instead of the provider\'s (within its allowedScopes), comma- or space-separated')
-    .option('--display-name <name>', 'the tenant\'s name as the person should see it on the link\'s page')
+    .option(
+      '--scopes <list>',
+      "scopes to ask for instead of the provider's (within its allowedScopes), comma- or space-separated",
+    )
+    .option('--display-name <name>', "the tenant's name as the person should see it on the link's page")
     .option('--ttl <seconds>', 'how long the link stays usable, 1 to 3600 (default 900)', integer('--ttl', 1, 3_600))
-    .option('--wait <seconds>', 'how long to wait for the browser (default: until the link expires)', integer('--wait', 1, 86_400))
-    .action(action((ctx, tenant: string, connection: string, flags: ConnectFlags) => connectCommand(tenant, connection, flags, ctx)));
+    .option(
+      '--wait <seconds>',
+      'how long to wait for the browser (default: until the link expires)',
+      integer('--wait', 1, 86_400),
+    )
+    .action(
+      action((ctx, tenant: string, connection: string, flags: ConnectFlags) =>
+        connectCommand(tenant, connection, flags, ctx),
+      ),
+    );
 
   registerAuthzCommand(program);
   return program;

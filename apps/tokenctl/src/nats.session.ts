@@ -30,7 +30,8 @@ export function natsSettings(flags: { natsUrl?: string; timeout?: number }, env:
   const envUrl = env.NATS_URL?.trim() ? env.NATS_URL : undefined;
   const url = flagUrl ?? envUrl ?? DEFAULT_NATS_URL;
   const parsed = NatsEnvSchema.safeParse({ ...env, NATS_URL: url });
-  if (!parsed.success) throw new UsageError(`${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
+  if (!parsed.success)
+    throw new UsageError(`${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
   const problems: string[] = [];
   const nats = natsConfigFrom(parsed.data, problems);
   const [first, ...rest] = problems.map((line) => line.trim());
@@ -74,7 +75,9 @@ export class NatsSession {
       try {
         readFileSync(nats.auth.file);
       } catch (error) {
-        throw new UsageError(`NATS_CREDS: cannot read ${nats.auth.file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+        throw new UsageError(
+          `NATS_CREDS: cannot read ${nats.auth.file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+        );
       }
     }
     const url = redactUrl(nats.servers.join(','));
@@ -121,7 +124,11 @@ export class NatsSession {
   }
 
   /** Like requestReply, but an `{ok:false}` reply throws a ServiceError (exit 1) with a hint. */
-  async request<T extends object>(subject: string, body: unknown, context: HintContext = {}): Promise<{ ok: true } & T> {
+  async request<T extends object>(
+    subject: string,
+    body: unknown,
+    context: HintContext = {},
+  ): Promise<{ ok: true } & T> {
     const reply = await this.requestReply<{ ok?: unknown }>(subject, body);
     if (reply?.ok !== true) throw serviceErrorFrom(reply, context);
     return reply as { ok: true } & T;
@@ -132,7 +139,10 @@ export class NatsSession {
     // First: a refused publish also ends the request, which nats.js may report with it.
     const denied = permissionViolation(error);
     if (denied) {
-      return new UnreachableError(`NATS denied ${denied.operation} on ${denied.subject}`, 'this NATS user may not (`tokenctl authz` prints each role\'s permissions; a tenant admin reaches its own tenant only, with --tenant), and NATS_INBOX_PREFIX must be the user\'s own (_INBOX_<user>)');
+      return new UnreachableError(
+        `NATS denied ${denied.operation} on ${denied.subject}`,
+        "this NATS user may not (`tokenctl authz` prints each role's permissions; a tenant admin reaches its own tenant only, with --tenant), and NATS_INBOX_PREFIX must be the user's own (_INBOX_<user>)",
+      );
     }
     const service = serviceFor(subject);
     const running = `is ${service.name} running (${service.start})? NATS_URL=${this.url}`;
@@ -141,7 +151,11 @@ export class NatsSession {
       (error instanceof RequestError && error.isNoResponders()) ||
       (error as Error)?.cause instanceof NoRespondersError;
     if (noResponders) return new UnreachableError(`no responders: nothing answers ${subject} on ${this.url}`, running);
-    if (error instanceof TimeoutError || (error as Error)?.cause instanceof TimeoutError || /timeout/i.test(String((error as Error)?.message))) {
+    if (
+      error instanceof TimeoutError ||
+      (error as Error)?.cause instanceof TimeoutError ||
+      /timeout/i.test(String((error as Error)?.message))
+    ) {
       return new UnreachableError(
         `no reply to ${subject} within ${this.settings.timeoutMs} ms`,
         `${running}; a slow provider may need a longer --timeout`,

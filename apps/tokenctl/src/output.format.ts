@@ -22,7 +22,14 @@ export function createOutput(json: boolean, env: NodeJS.ProcessEnv = process.env
 }
 
 type Colour = 'red' | 'green' | 'yellow' | 'dim' | 'bold' | 'cyan';
-const ANSI: Record<Colour, [number, number]> = { red: [31, 39], green: [32, 39], yellow: [33, 39], cyan: [36, 39], dim: [2, 22], bold: [1, 22] };
+const ANSI: Record<Colour, [number, number]> = {
+  red: [31, 39],
+  green: [32, 39],
+  yellow: [33, 39],
+  cyan: [36, 39],
+  dim: [2, 22],
+  bold: [1, 22],
+};
 
 /** A table cell: its text (used for alignment) and an optional colour. */
 export interface Cell {
@@ -64,7 +71,14 @@ export function renderTable(headers: string[], rows: CellInput[][], color: boole
 export function renderFields(fields: [string, CellInput | undefined][], color: boolean): string {
   const shown = fields.filter((f): f is [string, CellInput] => f[1] !== undefined);
   const width = Math.max(...shown.map(([k]) => k.length)) + 1;
-  return shown.map(([key, value]) => `${paint(`${key}:`.padEnd(width), 'dim', color)}  ${paint(toCell(value).text, toCell(value).colour, color)}`).join('\n') + '\n';
+  return (
+    shown
+      .map(
+        ([key, value]) =>
+          `${paint(`${key}:`.padEnd(width), 'dim', color)}  ${paint(toCell(value).text, toCell(value).colour, color)}`,
+      )
+      .join('\n') + '\n'
+  );
 }
 
 /**
@@ -110,7 +124,17 @@ function expiryCell(expiresAt: string | null): Cell {
   return { text, colour: Date.parse(expiresAt) <= Date.now() ? 'red' : undefined };
 }
 
-export const CREDENTIAL_COLUMNS = ['TENANT', 'CONNECTION', 'PROVIDER', 'STATUS', 'VERSION', 'EXPIRES', 'NEXT REFRESH', 'FAILURES', 'LAST ERROR'];
+export const CREDENTIAL_COLUMNS = [
+  'TENANT',
+  'CONNECTION',
+  'PROVIDER',
+  'STATUS',
+  'VERSION',
+  'EXPIRES',
+  'NEXT REFRESH',
+  'FAILURES',
+  'LAST ERROR',
+];
 
 export function credentialRow(c: CredentialView): CellInput[] {
   return [
@@ -158,19 +182,36 @@ export function renderToken(t: TokenView, showToken: boolean, color: boolean): s
       ['token type', t.tokenType],
       ['scope', t.scope],
       ['expires', when(t.expiresAt, 'never (no known expiry)')],
-      ['access token', showToken ? t.accessToken : { text: `${maskSecret(t.accessToken)}  (--show-token to print it)`, colour: 'dim' }],
+      [
+        'access token',
+        showToken ? t.accessToken : { text: `${maskSecret(t.accessToken)}  (--show-token to print it)`, colour: 'dim' },
+      ],
     ],
     color,
   );
 }
 
-export const AUDIT_COLUMNS = ['AT', 'TYPE', 'TENANT', 'CONNECTION', 'PROVIDER', 'VERSION', 'OUTCOME', 'CODE', 'REPLICA', 'MESSAGE'];
+export const AUDIT_COLUMNS = [
+  'AT',
+  'TYPE',
+  'TENANT',
+  'CONNECTION',
+  'PROVIDER',
+  'VERSION',
+  'OUTCOME',
+  'CODE',
+  'REPLICA',
+  'MESSAGE',
+];
 
 export function auditRow(r: Partial<AuditRecord>): CellInput[] {
   const bad = r.type === 'failed' || r.type === 'reauth_required' || r.type === 'revoked';
   return [
     r.at ?? '',
-    { text: String(r.type ?? ''), colour: bad ? 'red' : r.type === 'refreshed' || r.type === 'registered' ? 'green' : undefined },
+    {
+      text: String(r.type ?? ''),
+      colour: bad ? 'red' : r.type === 'refreshed' || r.type === 'registered' ? 'green' : undefined,
+    },
     r.tenant ?? '',
     r.connection ?? '',
     r.provider ?? '',

@@ -34,7 +34,9 @@ const SECRET_FLAGS: [keyof RegisterFlags, string][] = [
 export async function registerCommand(flags: RegisterFlags, ctx: CommandContext): Promise<ExitCode> {
   if (flags.file !== undefined) return registerFromFile(flags, ctx);
 
-  const missing = (['tenant', 'connection', 'provider'] as const).filter((f) => flags[f] === undefined).map((f) => `--${f}`);
+  const missing = (['tenant', 'connection', 'provider'] as const)
+    .filter((f) => flags[f] === undefined)
+    .map((f) => `--${f}`);
   if (missing.length > 0) {
     throw new UsageError(
       `register: missing ${missing.join(', ')}`,
@@ -55,7 +57,11 @@ export async function registerCommand(flags: RegisterFlags, ctx: CommandContext)
       tenant: flags.tenant,
       connection: flags.connection,
       provider: flags.provider,
-      accessToken: flags.accessToken ?? (flags.accessTokenFile !== undefined ? await readSecretFile(flags.accessTokenFile, '--access-token-file') : undefined),
+      accessToken:
+        flags.accessToken ??
+        (flags.accessTokenFile !== undefined
+          ? await readSecretFile(flags.accessTokenFile, '--access-token-file')
+          : undefined),
       refreshToken:
         flags.refreshToken ??
         (flags.refreshTokenFile !== undefined
@@ -72,7 +78,11 @@ export async function registerCommand(flags: RegisterFlags, ctx: CommandContext)
   );
 
   const session = await ctx.session();
-  const reply = await session.request<{ credential: CredentialView }>(adminSubject('register', request.tenant, request.connection), request, request);
+  const reply = await session.request<{ credential: CredentialView }>(
+    adminSubject('register', request.tenant, request.connection),
+    request,
+    request,
+  );
   if (ctx.out.json) {
     printJson(ctx.out, reply);
   } else {
@@ -83,7 +93,11 @@ export async function registerCommand(flags: RegisterFlags, ctx: CommandContext)
 }
 
 async function registerFromFile(flags: RegisterFlags, ctx: CommandContext): Promise<ExitCode> {
-  const conflicting = [...SECRET_FLAGS, ['connection', '--connection'] as [keyof RegisterFlags, string], ['expiresAt', '--expires-at'] as [keyof RegisterFlags, string]]
+  const conflicting = [
+    ...SECRET_FLAGS,
+    ['connection', '--connection'] as [keyof RegisterFlags, string],
+    ['expiresAt', '--expires-at'] as [keyof RegisterFlags, string],
+  ]
     .filter(([key]) => flags[key] !== undefined && flags[key] !== false)
     .map(([, flag]) => flag);
   if (conflicting.length > 0) {
@@ -94,7 +108,8 @@ async function registerFromFile(flags: RegisterFlags, ctx: CommandContext): Prom
   }
   const concurrency = flags.concurrency ?? DEFAULT_CONCURRENCY;
   const expiresIn = numeric(flags.expiresIn);
-  if (expiresIn !== undefined && typeof expiresIn !== 'number') throw new UsageError('--expires-in must be a number of seconds');
+  if (expiresIn !== undefined && typeof expiresIn !== 'number')
+    throw new UsageError('--expires-in must be a number of seconds');
   return runBulkImport(() => ctx.session(), ctx.out, {
     file: flags.file!,
     concurrency,
@@ -109,7 +124,9 @@ async function registerFromFile(flags: RegisterFlags, ctx: CommandContext): Prom
 }
 
 function only(flags: RegisterFlags, keys: (keyof RegisterFlags)[]): void {
-  const given = SECRET_FLAGS.filter(([key]) => keys.includes(key) && flags[key] !== undefined && flags[key] !== false).map(([, flag]) => flag);
+  const given = SECRET_FLAGS.filter(
+    ([key]) => keys.includes(key) && flags[key] !== undefined && flags[key] !== false,
+  ).map(([, flag]) => flag);
   if (given.length > 1) throw new UsageError(`register: ${given.join(' and ')} are alternatives; give one`);
 }
 
@@ -140,9 +157,11 @@ async function readSecretFile(path: string, flag: string): Promise<string> {
 async function readSecretStdin(ctx: CommandContext): Promise<string> {
   if (process.stdin.isTTY) ctx.out.stderr.write('paste the refresh token, then press Enter and Ctrl-D: ');
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin as AsyncIterable<Buffer | string>) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  for await (const chunk of process.stdin as AsyncIterable<Buffer | string>)
+    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
   const secret = Buffer.concat(chunks).toString('utf8').trim();
   if (secret === '') throw new UsageError('--refresh-token-stdin: nothing was read from standard input');
-  if (/\s/.test(secret)) throw new UsageError('--refresh-token-stdin: standard input must hold one token (it has whitespace inside)');
+  if (/\s/.test(secret))
+    throw new UsageError('--refresh-token-stdin: standard input must hold one token (it has whitespace inside)');
   return secret;
 }

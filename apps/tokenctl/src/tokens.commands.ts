@@ -48,9 +48,18 @@ export async function getCommand(
   const session = await ctx.session();
   // The subject names the credential (SPEC §3); the payload carries only the options.
   const body = request.minTtlSeconds !== undefined ? { minTtlSeconds: request.minTtlSeconds } : {};
-  const reply = await session.request<{ token: TokenView }>(tokenGetSubject(request.tenant, request.connection), body, request);
+  const reply = await session.request<{ token: TokenView }>(
+    tokenGetSubject(request.tenant, request.connection),
+    body,
+    request,
+  );
   if (ctx.out.json) {
-    printJson(ctx.out, flags.showToken ? reply : { ...reply, token: { ...reply.token, accessToken: maskSecret(reply.token.accessToken) } });
+    printJson(
+      ctx.out,
+      flags.showToken
+        ? reply
+        : { ...reply, token: { ...reply.token, accessToken: maskSecret(reply.token.accessToken) } },
+    );
   } else {
     ctx.out.stdout.write(renderToken(reply.token, Boolean(flags.showToken), ctx.out.color));
   }
@@ -61,7 +70,11 @@ export async function getCommand(
 export async function describeCommand(tenant: string, connection: string, ctx: CommandContext): Promise<ExitCode> {
   const request = key(tenant, connection);
   const session = await ctx.session();
-  const reply = await session.request<{ credential: CredentialView }>(adminSubject('describe', request.tenant, request.connection), request, request);
+  const reply = await session.request<{ credential: CredentialView }>(
+    adminSubject('describe', request.tenant, request.connection),
+    request,
+    request,
+  );
   if (ctx.out.json) printJson(ctx.out, reply);
   else ctx.out.stdout.write(renderCredential(reply.credential, ctx.out.color));
   return 0;
@@ -71,7 +84,11 @@ export async function describeCommand(tenant: string, connection: string, ctx: C
 export async function refreshCommand(tenant: string, connection: string, ctx: CommandContext): Promise<ExitCode> {
   const request = key(tenant, connection);
   const session = await ctx.session();
-  const reply = await session.request<{ credential: CredentialView }>(adminSubject('refresh', request.tenant, request.connection), request, request);
+  const reply = await session.request<{ credential: CredentialView }>(
+    adminSubject('refresh', request.tenant, request.connection),
+    request,
+    request,
+  );
   if (ctx.out.json) {
     printJson(ctx.out, reply);
   } else {
@@ -87,12 +104,18 @@ export async function refreshCommand(tenant: string, connection: string, ctx: Co
 export async function revokeCommand(tenant: string, connection: string, ctx: CommandContext): Promise<ExitCode> {
   const request = key(tenant, connection);
   const session = await ctx.session();
-  const reply = await session.request<{ providerRevoked?: boolean }>(adminSubject('revoke', request.tenant, request.connection), request, request);
+  const reply = await session.request<{ providerRevoked?: boolean }>(
+    adminSubject('revoke', request.tenant, request.connection),
+    request,
+    request,
+  );
   if (ctx.out.json) {
     printJson(ctx.out, reply);
   } else {
     const atProvider =
-      reply.providerRevoked === true ? 'also revoked at the provider' : 'the provider has no revocation endpoint configured (or did not confirm)';
+      reply.providerRevoked === true
+        ? 'also revoked at the provider'
+        : 'the provider has no revocation endpoint configured (or did not confirm)';
     ctx.out.stdout.write(`${paint('revoked', 'red', ctx.out.color)} ${tenant}/${connection}: ${atProvider}\n`);
   }
   return 0;
@@ -111,9 +134,12 @@ export async function listCommand(flags: ListFlags, ctx: CommandContext): Promis
   const base: TokenListRequest = validateRequest(
     TokenListRequestSchema,
     Object.fromEntries(
-      Object.entries({ tenant: flags.tenant, status: flags.status, limit: flags.limit ?? (flags.all ? ALL_PAGE_SIZE : undefined), cursor: flags.cursor }).filter(
-        ([, v]) => v !== undefined,
-      ),
+      Object.entries({
+        tenant: flags.tenant,
+        status: flags.status,
+        limit: flags.limit ?? (flags.all ? ALL_PAGE_SIZE : undefined),
+        cursor: flags.cursor,
+      }).filter(([, v]) => v !== undefined),
     ),
     'list request',
   );
@@ -160,5 +186,8 @@ function writeTable(items: CredentialView[], ctx: CommandContext): void {
   const byStatus = new Map<string, number>();
   for (const c of items) byStatus.set(c.status, (byStatus.get(c.status) ?? 0) + 1);
   const breakdown = [...byStatus].map(([s, n]) => `${count(n)} ${s}`).join(', ');
-  ctx.out.stdout.write(paint(`${count(items.length)} credential${items.length === 1 ? '' : 's'} (${breakdown})`, 'dim', ctx.out.color) + '\n');
+  ctx.out.stdout.write(
+    paint(`${count(items.length)} credential${items.length === 1 ? '' : 's'} (${breakdown})`, 'dim', ctx.out.color) +
+      '\n',
+  );
 }

@@ -18,7 +18,12 @@ export function natsEnvOf(user: GeneratedUser): Record<string, string> {
  */
 export function allAccessUser(name: string): GeneratedUser {
   return {
-    user: { name, role: { kind: 'operator' }, inboxPrefix: `_INBOX_${name}`, permissions: { publish: ['>'], subscribe: ['>'], allowResponses: false } },
+    user: {
+      name,
+      role: { kind: 'operator' },
+      inboxPrefix: `_INBOX_${name}`,
+      permissions: { publish: ['>'], subscribe: ['>'], allowResponses: false },
+    },
     credential: { kind: 'password', password: `${name}-only-in-this-test` },
   };
 }

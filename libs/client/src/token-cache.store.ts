@@ -262,7 +262,12 @@ export class TokenCache {
     this.marks.clear();
   }
 
-  private markDead(id: string, state: typeof REAUTH | typeof REVOKED, version: number, rememberUnknown: boolean): boolean | null {
+  private markDead(
+    id: string,
+    state: typeof REAUTH | typeof REVOKED,
+    version: number,
+    rememberUnknown: boolean,
+  ): boolean | null {
     const entry = this.map.get(id);
     if (entry === undefined) {
       if (!rememberUnknown) return state === REVOKED ? this.markRevoked(id, version) : null;
@@ -271,7 +276,10 @@ export class TokenCache {
       const known = this.marks.peek(id);
       const revokedLater = known !== undefined && known.kind === 'revoked' && known.version >= version;
       this.marks.delete(id);
-      this.insert(id, new CacheEntry(null, revokedLater ? known.version : version, revokedLater ? REVOKED : state, 0, 0));
+      this.insert(
+        id,
+        new CacheEntry(null, revokedLater ? known.version : version, revokedLater ? REVOKED : state, 0, 0),
+      );
       return true;
     }
     if (version < entry.version) return false;
@@ -286,7 +294,12 @@ export class TokenCache {
   private markRevoked(id: string, version: number): boolean {
     const mark = this.marks.peek(id);
     // Older than what is known is stale; the same revoke twice is a duplicate. An `ask` mark has no real version.
-    if (mark !== undefined && mark.kind !== 'ask' && (mark.version > version || (mark.kind === 'revoked' && mark.version === version))) return false;
+    if (
+      mark !== undefined &&
+      mark.kind !== 'ask' &&
+      (mark.version > version || (mark.kind === 'revoked' && mark.version === version))
+    )
+      return false;
     this.marks.set(id, { version, kind: 'revoked' });
     return true;
   }

@@ -24,7 +24,13 @@ function newKey(): CredentialKey {
 
 /** A client that trusts the fake refresher's key and serves the test's tenants. */
 async function newClient(options: Partial<TokenClientOptions> = {}): Promise<TokenClient> {
-  const client = new TokenClient({ servers: server.url, tenants: [...testTenants], trustedSigners: [refresher.signerPublicKey], logger, ...options });
+  const client = new TokenClient({
+    servers: server.url,
+    tenants: [...testTenants],
+    trustedSigners: [refresher.signerPublicKey],
+    logger,
+    ...options,
+  });
   clients.push(client);
   await client.start();
   return client;

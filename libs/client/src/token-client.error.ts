@@ -12,7 +12,12 @@ export class TokenClientError extends ContractError {
   readonly tenant?: string;
   readonly connection?: string;
 
-  constructor(code: ErrorCode, message: string, key?: CredentialKey, options?: { cause?: unknown; retryAfterSeconds?: number }) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    key?: CredentialKey,
+    options?: { cause?: unknown; retryAfterSeconds?: number },
+  ) {
     super(code, message, options?.retryAfterSeconds);
     this.name = 'TokenClientError';
     this.tenant = key?.tenant;

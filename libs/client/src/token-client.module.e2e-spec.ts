@@ -49,7 +49,14 @@ describe('TokenClientModule', () => {
 
   it('forRoot provides a started client and closes it on shutdown', async () => {
     const moduleRef = await Test.createTestingModule({
-      imports: [TokenClientModule.forRoot({ servers: nats.url, tenants: ['acme'], trustedSigners: [refresher.signerPublicKey], logger: quiet })],
+      imports: [
+        TokenClientModule.forRoot({
+          servers: nats.url,
+          tenants: ['acme'],
+          trustedSigners: [refresher.signerPublicKey],
+          logger: quiet,
+        }),
+      ],
       providers: [BillingService],
     }).compile();
     const app = await moduleRef.init();
@@ -74,7 +81,13 @@ describe('TokenClientModule', () => {
           inject: [NATS_URL],
           useFactory: (url: string): TokenClientOptions => {
             expect(url).toBe(nats.url);
-            return { nc, connections: [key], trustedSigners: [refresher.signerPublicKey], defaultMinTtlSeconds: 10, logger: quiet };
+            return {
+              nc,
+              connections: [key],
+              trustedSigners: [refresher.signerPublicKey],
+              defaultMinTtlSeconds: 10,
+              logger: quiet,
+            };
           },
           isGlobal: true,
         }),

@@ -193,13 +193,20 @@ function scope(options: TokenClientOptions): { tenants: Set<string>; connections
   const connections = new Map<string, CredentialKey>();
   for (const tenant of options.tenants ?? []) tenants.add(name(tenant, 'tenants[]'));
   for (const key of options.connections ?? []) {
-    const valid = { tenant: name(key?.tenant, 'connections[].tenant'), connection: name(key?.connection, 'connections[].connection') };
+    const valid = {
+      tenant: name(key?.tenant, 'connections[].tenant'),
+      connection: name(key?.connection, 'connections[].connection'),
+    };
     connections.set(credentialId(valid), valid);
   }
   for (const legacy of options.subscribe ?? []) {
     const tenant = name(legacy.tenant, 'subscribe[].tenant (wildcards are no longer accepted)');
     if (legacy.connection === undefined) tenants.add(tenant);
-    else connections.set(`${tenant}/${legacy.connection}`, { tenant, connection: name(legacy.connection, 'subscribe[].connection') });
+    else
+      connections.set(`${tenant}/${legacy.connection}`, {
+        tenant,
+        connection: name(legacy.connection, 'subscribe[].connection'),
+      });
   }
   if (tenants.size === 0 && connections.size === 0) {
     throw new TokenClientError(
@@ -215,7 +222,8 @@ function scope(options: TokenClientOptions): { tenants: Set<string>; connections
 /** The four event types named one by one (never `token.*.…`), per tenant or per credential. */
 function eventSubjects(tenants: Set<string>, connections: Map<string, CredentialKey>): string[] {
   const subjects: string[] = [];
-  for (const tenant of tenants) for (const kind of TOKEN_EVENT_KINDS) subjects.push(tokenEventFilter(kind, tenant, '>'));
+  for (const tenant of tenants)
+    for (const kind of TOKEN_EVENT_KINDS) subjects.push(tokenEventFilter(kind, tenant, '>'));
   for (const key of connections.values()) {
     for (const kind of TOKEN_EVENT_KINDS) subjects.push(tokenEventFilter(kind, key.tenant, key.connection));
   }
@@ -241,10 +249,16 @@ export function resolveOptions(options: TokenClientOptions): ResolvedTokenClient
   const connectOptions = { ...(options.connectOptions ?? {}) };
   if (options.inboxPrefix !== undefined) {
     if (options.nc !== undefined) {
-      throw new TokenClientError('bad_request', 'inboxPrefix applies to a connection the client opens; with `nc`, set it on that connection');
+      throw new TokenClientError(
+        'bad_request',
+        'inboxPrefix applies to a connection the client opens; with `nc`, set it on that connection',
+      );
     }
     if (!INBOX_PREFIX.test(options.inboxPrefix)) {
-      throw new TokenClientError('bad_request', 'inboxPrefix must be dot-separated subject tokens without wildcards, e.g. _INBOX_billing');
+      throw new TokenClientError(
+        'bad_request',
+        'inboxPrefix must be dot-separated subject tokens without wildcards, e.g. _INBOX_billing',
+      );
     }
     connectOptions.inboxPrefix = options.inboxPrefix;
   }
@@ -262,7 +276,11 @@ export function resolveOptions(options: TokenClientOptions): ResolvedTokenClient
     ),
     requestTimeoutMs: positiveInt(options.requestTimeoutMs, 5_000, 'requestTimeoutMs'),
     maxEntries:
-      options.maxEntries === undefined ? DEFAULT_MAX_ENTRIES : options.maxEntries === Infinity ? Infinity : positiveInt(options.maxEntries, 0, 'maxEntries'),
+      options.maxEntries === undefined
+        ? DEFAULT_MAX_ENTRIES
+        : options.maxEntries === Infinity
+          ? Infinity
+          : positiveInt(options.maxEntries, 0, 'maxEntries'),
     maxTombstones: positiveInt(options.maxTombstones, DEFAULT_MAX_TOMBSTONES, 'maxTombstones'),
     defaultMinTtlMs: minTtl * 1000,
     clock: options.clock ?? Date.now,

@@ -19,7 +19,11 @@ function newKey(): CredentialKey {
 }
 
 async function newClient(key: CredentialKey): Promise<TokenClient> {
-  const client = new TokenClient({ servers: server.url, tenants: [key.tenant], trustedSigners: [refresher.signerPublicKey] });
+  const client = new TokenClient({
+    servers: server.url,
+    tenants: [key.tenant],
+    trustedSigners: [refresher.signerPublicKey],
+  });
   clients.push(client);
   await client.start();
   return client;

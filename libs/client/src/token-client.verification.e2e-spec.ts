@@ -25,7 +25,12 @@ function newKey(): CredentialKey {
 }
 
 async function newClient(options: TokenClientOptions): Promise<TokenClient> {
-  const client = new TokenClient({ servers: server.url, logger, trustedSigners: [refresher.signerPublicKey], ...options });
+  const client = new TokenClient({
+    servers: server.url,
+    logger,
+    trustedSigners: [refresher.signerPublicKey],
+    ...options,
+  });
   clients.push(client);
   await client.start();
   return client;
@@ -120,10 +125,15 @@ describe('TokenClient with trustedSigners: events', () => {
   it('trusts every listed key (rotation) and rejects a trusted signer writing another credential', async () => {
     const key = newKey();
     const rotated = EventSigner.fromSeed(generateSigningSeed());
-    const client = await newClient({ tenants: [key.tenant], trustedSigners: [refresher.signerPublicKey, rotated.publicKey] });
+    const client = await newClient({
+      tenants: [key.tenant],
+      trustedSigners: [refresher.signerPublicKey, rotated.publicKey],
+    });
 
     const view = tokenView(key, 3);
-    const data = new TextEncoder().encode(JSON.stringify({ ...view, eventId: 'e1', refreshedAt: new Date().toISOString() }));
+    const data = new TextEncoder().encode(
+      JSON.stringify({ ...view, eventId: 'e1', refreshedAt: new Date().toISOString() }),
+    );
     const subject = tokenEventSubject('refreshed', key.tenant, key.connection);
     const h = headers();
     for (const [name, value] of Object.entries(rotated.headersFor(subject, data, Date.now()))) h.set(name, value);
@@ -181,7 +191,11 @@ describe('TokenClient with trustedSigners: what a signature covers', () => {
   it('judges age on its own clock against signatureMaxAgeSeconds', async () => {
     const key = newKey();
     let skew = 0;
-    const client = await newClient({ tenants: [key.tenant], signatureMaxAgeSeconds: 60, clock: () => Date.now() + skew });
+    const client = await newClient({
+      tenants: [key.tenant],
+      signatureMaxAgeSeconds: 60,
+      clock: () => Date.now() + skew,
+    });
     const event = await refresher.publishRefreshed(tokenView(key, 1));
     await waitFor(() => client.stats.pushedUpdates === 1);
     // The same signed bytes read 61 s later: too old for this client's 60 s window.
@@ -351,7 +365,11 @@ describe('TokenClient scope', () => {
     const served = newKey();
     const single = { tenant: `v${++seq}`, connection: 'stripe' };
     const stranger = newKey();
-    const client = await newClient({ tenants: [served.tenant], connections: [single], connectOptions: { name: 'scoped-client' } });
+    const client = await newClient({
+      tenants: [served.tenant],
+      connections: [single],
+      connectOptions: { name: 'scoped-client' },
+    });
 
     const subjects = await serverSideSubscriptions('scoped-client');
     const events = subjects.filter((s) => s.startsWith('token.'));
@@ -377,7 +395,12 @@ describe('TokenClient scope', () => {
     await refresher.publishRefreshed(tokenView(served, 1)); // sentinel: sent last, on the same connection
     await refresher.publishRefreshed(tokenView(single, 1));
     await waitFor(() => client.stats.pushedUpdates === 2);
-    expect(client.stats).toMatchObject({ pushedUpdates: 2, malformedEvents: 0, rejectedEvents: 0, staleEventsIgnored: 0 });
+    expect(client.stats).toMatchObject({
+      pushedUpdates: 2,
+      malformedEvents: 0,
+      rejectedEvents: 0,
+      staleEventsIgnored: 0,
+    });
     expect(client.size).toBe(2);
   });
 
@@ -390,7 +413,9 @@ describe('TokenClient scope', () => {
     const err = await rejection(client.getAccessToken(stranger));
     expect(err.code).toBe('bad_request');
     expect(err.message).toContain('not served by this client');
-    await expect(client.rejectToken({ tenant: served.tenant, connection: 'other' }, 1)).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(client.rejectToken({ tenant: served.tenant, connection: 'other' }, 1)).rejects.toMatchObject({
+      code: 'bad_request',
+    });
     expect(refresher.requestsFor(stranger)).toHaveLength(0);
     expect(client.stats.fallbacks).toBe(0);
   });
@@ -400,7 +425,9 @@ describe('TokenClient scope', () => {
     expect(() => new TokenClient({ servers: server.url, tenants: [] })).toThrow(TokenClientError);
     expect(() => new TokenClient({ servers: server.url, tenants: ['*'] })).toThrow(/tenants\[\] must match/);
     expect(() => new TokenClient({ servers: server.url, subscribe: [{ tenant: '*' }] })).toThrow(/wildcards/);
-    expect(() => new TokenClient({ servers: server.url, tenants: ['a'], trustedSigners: ['SUAM-not-a-key'] })).toThrow(/trusted signer #1/);
+    expect(() => new TokenClient({ servers: server.url, tenants: ['a'], trustedSigners: ['SUAM-not-a-key'] })).toThrow(
+      /trusted signer #1/,
+    );
   });
 });
 
@@ -429,8 +456,12 @@ describe('TokenClient inboxPrefix', () => {
   it('is refused together with a provided connection, whose own prefix applies', async () => {
     const nc = await connect({ servers: server.url, inboxPrefix: '_INBOX_shared' });
     try {
-      expect(() => new TokenClient({ nc, tenants: ['a'], inboxPrefix: '_INBOX_x' })).toThrow(/set it on that connection/);
-      expect(() => new TokenClient({ servers: server.url, tenants: ['a'], inboxPrefix: '_INBOX.>' })).toThrow(/without wildcards/);
+      expect(() => new TokenClient({ nc, tenants: ['a'], inboxPrefix: '_INBOX_x' })).toThrow(
+        /set it on that connection/,
+      );
+      expect(() => new TokenClient({ servers: server.url, tenants: ['a'], inboxPrefix: '_INBOX.>' })).toThrow(
+        /without wildcards/,
+      );
     } finally {
       await nc.close();
     }

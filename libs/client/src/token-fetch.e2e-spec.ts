@@ -63,7 +63,11 @@ describe('client.fetch', () => {
     refresher = await FakeRefresher.start(nats.url);
     api = new ProtectedApi();
     await api.start();
-    client = new TokenClient({ servers: nats.url, tenants: FETCH_TENANTS, trustedSigners: [refresher.signerPublicKey] });
+    client = new TokenClient({
+      servers: nats.url,
+      tenants: FETCH_TENANTS,
+      trustedSigners: [refresher.signerPublicKey],
+    });
     await client.start();
   });
 
@@ -104,8 +108,18 @@ describe('client.fetch', () => {
     const rejections = refresher.requestsFor(key).filter((r) => r.rejectedVersion !== undefined);
     expect(rejections).toEqual([expect.objectContaining({ rejectedVersion: 1, minTtlSeconds: 60 })]);
     expect(api.seen).toEqual([
-      { authorization: `Bearer ${tokenView(key, 1).accessToken}`, method: 'POST', body: '{"a":1}', contentType: 'application/json' },
-      { authorization: `Bearer ${tokenView(key, 2).accessToken}`, method: 'POST', body: '{"a":1}', contentType: 'application/json' },
+      {
+        authorization: `Bearer ${tokenView(key, 1).accessToken}`,
+        method: 'POST',
+        body: '{"a":1}',
+        contentType: 'application/json',
+      },
+      {
+        authorization: `Bearer ${tokenView(key, 2).accessToken}`,
+        method: 'POST',
+        body: '{"a":1}',
+        contentType: 'application/json',
+      },
     ]);
 
     // The replacement went into the cache: the next call is one request, no token.get.
@@ -117,7 +131,9 @@ describe('client.fetch', () => {
 
   it('turns a storm of 401s for one version into one token.get', async () => {
     const responses = await Promise.all(
-      Array.from({ length: 20 }, () => client.fetch(api.url, { body: new URLSearchParams({ q: 'x' }), method: 'PUT' }, key)),
+      Array.from({ length: 20 }, () =>
+        client.fetch(api.url, { body: new URLSearchParams({ q: 'x' }), method: 'PUT' }, key),
+      ),
     );
     expect(responses.map((r) => r.status)).toEqual(Array(20).fill(200));
     await Promise.all(responses.map((r) => r.text()));
@@ -141,7 +157,7 @@ describe('client.fetch', () => {
     expect(api.seen).toHaveLength(1);
   });
 
-  it('over the refresh budget: the API\'s 401 as is, and no more reports of that version until retryAfterSeconds', async () => {
+  it("over the refresh budget: the API's 401 as is, and no more reports of that version until retryAfterSeconds", async () => {
     await rotateBehindTheClientsBack();
     refresher.rateLimit(key, 30);
     const first = await client.fetch(api.url, { method: 'POST', body: 'x' }, key);

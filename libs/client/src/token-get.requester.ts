@@ -56,7 +56,10 @@ export function fromErrorReply(error: unknown, subject: string, key: CredentialK
   const detail = typeof body.message === 'string' ? body.message.slice(0, 500) : 'no message';
   const retryAfter = body.retryAfterSeconds;
   // Bounded, so that a confused or hostile reply cannot park a caller for days.
-  const retryAfterSeconds = code === 'rate_limited' && typeof retryAfter === 'number' && retryAfter > 0 ? Math.min(Math.ceil(retryAfter), 3600) : undefined;
+  const retryAfterSeconds =
+    code === 'rate_limited' && typeof retryAfter === 'number' && retryAfter > 0
+      ? Math.min(Math.ceil(retryAfter), 3600)
+      : undefined;
   return new TokenClientError(code, `${subject} for ${describeKey(key)}: ${detail}`, key, { retryAfterSeconds });
 }
 
@@ -66,7 +69,11 @@ export function malformedReply(subject: string, key: CredentialKey): TokenClient
 
 /** A reply that carried a token but failed verification; the message names the reason, never the token. */
 export function unverifiedReply(subject: string, key: CredentialKey, reason: RejectionReason): TokenClientError {
-  return new TokenClientError('internal', `${subject} for ${describeKey(key)}: unverified reply (${reason}), dropped`, key);
+  return new TokenClientError(
+    'internal',
+    `${subject} for ${describeKey(key)}: unverified reply (${reason}), dropped`,
+    key,
+  );
 }
 
 /** The wire payload: the credential is in the subject, not here. */
@@ -117,7 +124,12 @@ export class TokenGetRequester {
     return this.parseReply(subject, data, headers, key);
   }
 
-  private parseReply(subject: string, data: Uint8Array, headers: HeaderReader | undefined, key: CredentialKey): ValidatedToken {
+  private parseReply(
+    subject: string,
+    data: Uint8Array,
+    headers: HeaderReader | undefined,
+    key: CredentialKey,
+  ): ValidatedToken {
     let reply: { ok?: unknown; token?: unknown; error?: unknown };
     try {
       reply = JSON.parse(decoder.decode(data)) as typeof reply;

@@ -73,7 +73,9 @@ export class TokenMessageGuard {
     const key = `${kind}:${reason}`;
     if (this.warned.has(key)) return;
     this.warned.add(key);
-    this.logger.warn(`TokenClient dropped a ${kind} (${reason}) on ${what}; further drops are only counted (stats.rejectedByReason)`);
+    this.logger.warn(
+      `TokenClient dropped a ${kind} (${reason}) on ${what}; further drops are only counted (stats.rejectedByReason)`,
+    );
   }
 }
 
@@ -89,5 +91,8 @@ function namesAnotherCredential(subject: string, data: Uint8Array): boolean {
   }
   if (body === null || typeof body !== 'object') return false;
   const named = body as { tenant?: unknown; connection?: unknown };
-  return (named.tenant !== undefined && named.tenant !== parts[2]) || (named.connection !== undefined && named.connection !== parts[3]);
+  return (
+    (named.tenant !== undefined && named.tenant !== parts[2]) ||
+    (named.connection !== undefined && named.connection !== parts[3])
+  );
 }

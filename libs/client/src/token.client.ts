@@ -1,5 +1,11 @@
 import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { type CredentialKey, credentialId, isValidName, NAME_RULE_MESSAGE, type TokenView } from '@tokenkeeper/contracts';
+import {
+  type CredentialKey,
+  credentialId,
+  isValidName,
+  NAME_RULE_MESSAGE,
+  type TokenView,
+} from '@tokenkeeper/contracts';
 import { type CacheEntry, FRESH, TokenCache } from './token-cache.store.js';
 import {
   emptyStats,
@@ -9,7 +15,12 @@ import {
   type TokenClientStats,
   type TokenRequestOptions,
 } from './token-client.options.js';
-import { type TokenFetchInit, type TokenFetchResponse, type TokenFetchTarget, tokenFetch } from './token-fetch.helper.js';
+import {
+  type TokenFetchInit,
+  type TokenFetchResponse,
+  type TokenFetchTarget,
+  tokenFetch,
+} from './token-fetch.helper.js';
 import { TokenClientError } from './token-client.error.js';
 import { TokenGetRequester } from './token-get.requester.js';
 import { TokenMessageGuard } from './token-message.guard.js';
@@ -149,7 +160,8 @@ export class TokenClient {
     this.checkUsable(key);
     // Over the credential's refresh budget: the refresher's answer holds until its retryAfterSeconds.
     const limited = this.rateLimited.get(id);
-    if (limited !== undefined && limited.version === rejectedVersion && this.clock() < limited.untilMs) throw limited.error;
+    if (limited !== undefined && limited.version === rejectedVersion && this.clock() < limited.untilMs)
+      throw limited.error;
     this.counters.misses++;
     const flight = this.rejections.get(id);
     if (flight !== undefined && flight.rejectedVersion === rejectedVersion) return flight.promise;
@@ -157,8 +169,16 @@ export class TokenClient {
     launched.then(
       () => this.rateLimited.delete(id),
       (error: unknown) => {
-        if (error instanceof TokenClientError && error.code === 'rate_limited' && error.retryAfterSeconds !== undefined) {
-          this.rateLimited.set(id, { version: rejectedVersion, untilMs: this.clock() + error.retryAfterSeconds * 1000, error });
+        if (
+          error instanceof TokenClientError &&
+          error.code === 'rate_limited' &&
+          error.retryAfterSeconds !== undefined
+        ) {
+          this.rateLimited.set(id, {
+            version: rejectedVersion,
+            untilMs: this.clock() + error.retryAfterSeconds * 1000,
+            error,
+          });
         }
       },
     );
@@ -199,7 +219,12 @@ export class TokenClient {
 
   /** Fresh, trusted since the last reconnect, and valid for `minTtlMs` more. */
   private servable(entry: CacheEntry | undefined, minTtlMs: number): entry is CacheEntry {
-    return entry !== undefined && entry.state === FRESH && entry.epoch === this.epoch && entry.expiresAtMs - this.clock() >= minTtlMs;
+    return (
+      entry !== undefined &&
+      entry.state === FRESH &&
+      entry.epoch === this.epoch &&
+      entry.expiresAtMs - this.clock() >= minTtlMs
+    );
   }
 
   private async resolve(key: CredentialKey, id: string, minTtlMs: number): Promise<TokenView> {
@@ -236,19 +261,23 @@ export class TokenClient {
     // Likewise the change count: an event applied after this moment is newer than the answer.
     const sentAt = this.cache.changes;
     const requester = this.requester as TokenGetRequester;
-    const promise = requester.get(key, minTtlMs, rejectedVersion).then((token) => {
-      if (this.closed) throw new TokenClientError('unavailable', 'TokenClient is closed', key);
-      const outcome = this.cache.applyAnswer(id, token, epoch, sentAt);
-      if (outcome === 'revoked') {
-        throw new TokenClientError('revoked', `token for ${id} was revoked while it was being fetched`, key);
-      }
-      return outcome;
-    }, (err: unknown) => {
-      // Unsigned, so it carries no version to trust: it only stops pushed tokens for a
-      // credential this client does not hold until a verified answer comes (TokenCache.askFirst).
-      if (err instanceof TokenClientError && (err.code === 'revoked' || err.code === 'not_found')) this.cache.askFirst(id);
-      throw err;
-    });
+    const promise = requester.get(key, minTtlMs, rejectedVersion).then(
+      (token) => {
+        if (this.closed) throw new TokenClientError('unavailable', 'TokenClient is closed', key);
+        const outcome = this.cache.applyAnswer(id, token, epoch, sentAt);
+        if (outcome === 'revoked') {
+          throw new TokenClientError('revoked', `token for ${id} was revoked while it was being fetched`, key);
+        }
+        return outcome;
+      },
+      (err: unknown) => {
+        // Unsigned, so it carries no version to trust: it only stops pushed tokens for a
+        // credential this client does not hold until a verified answer comes (TokenCache.askFirst).
+        if (err instanceof TokenClientError && (err.code === 'revoked' || err.code === 'not_found'))
+          this.cache.askFirst(id);
+        throw err;
+      },
+    );
     const flight: Flight = { minTtlMs, rejectedVersion, promise };
     flights.set(id, flight);
     // then(done, done) rather than finally(): finally() would re-reject into a promise nobody awaits.

@@ -159,7 +159,12 @@ export class FakeRefresher {
   }
 
   /** Publishes an event on `token.<kind>.<key>`, signed unless `forgery` says otherwise. */
-  async publish(kind: TokenEventKind, key: CredentialKey, payload: Record<string, unknown>, forgery?: Forgery): Promise<SentEvent> {
+  async publish(
+    kind: TokenEventKind,
+    key: CredentialKey,
+    payload: Record<string, unknown>,
+    forgery?: Forgery,
+  ): Promise<SentEvent> {
     const subject = tokenEventSubject(kind, key.tenant, key.connection);
     const data = encodeJson({ eventId: randomUUID(), ...payload });
     const sent = { subject, data, headers: this.headersFor(subject, data, forgery) };
@@ -173,12 +178,21 @@ export class FakeRefresher {
     await this.nc.flush();
   }
 
-  publishRefreshed(view: TokenView, kind: 'refreshed' | 'registered' = 'refreshed', forgery?: Forgery): Promise<SentEvent> {
+  publishRefreshed(
+    view: TokenView,
+    kind: 'refreshed' | 'registered' = 'refreshed',
+    forgery?: Forgery,
+  ): Promise<SentEvent> {
     return this.publish(kind, view, { ...view, refreshedAt: new Date().toISOString() }, forgery);
   }
 
   publishRevoked(key: CredentialKey, version: number, forgery?: Forgery): Promise<SentEvent> {
-    return this.publish('revoked', key, { tenant: key.tenant, connection: key.connection, provider: 'sandbox', version }, forgery);
+    return this.publish(
+      'revoked',
+      key,
+      { tenant: key.tenant, connection: key.connection, provider: 'sandbox', version },
+      forgery,
+    );
   }
 
   publishFailed(key: CredentialKey, version: number, status: string, forgery?: Forgery): Promise<SentEvent> {
@@ -233,11 +247,17 @@ export class FakeRefresher {
     } catch {
       return error('bad_request', 'bad token.get request');
     }
-    if ((payload.tenant !== undefined && payload.tenant !== key.tenant) || (payload.connection !== undefined && payload.connection !== key.connection)) {
+    if (
+      (payload.tenant !== undefined && payload.tenant !== key.tenant) ||
+      (payload.connection !== undefined && payload.connection !== key.connection)
+    ) {
       return error('bad_request', 'payload names another credential than the subject');
     }
     const { minTtlSeconds, rejectedVersion } = payload as { minTtlSeconds?: number; rejectedVersion?: number };
-    if (minTtlSeconds !== undefined && (!Number.isInteger(minTtlSeconds) || minTtlSeconds < 0 || minTtlSeconds > MAX_MIN_TTL_SECONDS)) {
+    if (
+      minTtlSeconds !== undefined &&
+      (!Number.isInteger(minTtlSeconds) || minTtlSeconds < 0 || minTtlSeconds > MAX_MIN_TTL_SECONDS)
+    ) {
       return error('bad_request', 'bad minTtlSeconds');
     }
     const request: ReceivedTokenGet = { ...key, subject, payload };
@@ -255,7 +275,9 @@ export class FakeRefresher {
     if (rejectedVersion !== undefined && rejectedVersion === view.version) {
       const retryAfter = this.budgets.get(id);
       if (retryAfter !== undefined) {
-        return { data: encodeJson(errorReply('rate_limited', `credential ${id} was refreshed moments ago`, retryAfter)) };
+        return {
+          data: encodeJson(errorReply('rate_limited', `credential ${id} was refreshed moments ago`, retryAfter)),
+        };
       }
       view = this.set(tokenView(view, view.version + 1));
     }

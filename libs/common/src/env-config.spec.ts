@@ -9,12 +9,20 @@ const fail = (message: string) => new Error(message);
 describe('the shared service settings', () => {
   it('default to development, info and a replica named after host and pid', () => {
     const e = parseEnv(schema, { REPLICA_ID: '  ' }, fail);
-    expect(serviceConfigFrom(e)).toEqual({ env: 'development', logLevel: 'info', replicaId: `${hostname()}-${process.pid}` });
+    expect(serviceConfigFrom(e)).toEqual({
+      env: 'development',
+      logLevel: 'info',
+      replicaId: `${hostname()}-${process.pid}`,
+    });
     expect(e.DB).toBe('postgres://localhost/x');
   });
 
   it('take what is set', () => {
-    const e = parseEnv(schema, { NODE_ENV: 'production', LOG_LEVEL: 'warn', REPLICA_ID: 'r-1', DB: 'postgresql://db/y' }, fail);
+    const e = parseEnv(
+      schema,
+      { NODE_ENV: 'production', LOG_LEVEL: 'warn', REPLICA_ID: 'r-1', DB: 'postgresql://db/y' },
+      fail,
+    );
     expect(serviceConfigFrom(e)).toEqual({ env: 'production', logLevel: 'warn', replicaId: 'r-1' });
     expect(e.DB).toBe('postgresql://db/y');
   });

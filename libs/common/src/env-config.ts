@@ -10,10 +10,16 @@ import { z } from 'zod';
  * Validates an environment against an app's schema; `fail` turns the report (one line per
  * offending variable, never its value) into the app's configuration error.
  */
-export function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>, fail: (message: string) => Error): z.output<S> {
+export function parseEnv<S extends z.ZodType>(
+  schema: S,
+  env: Record<string, string | undefined>,
+  fail: (message: string) => Error,
+): z.output<S> {
   const parsed = schema.safeParse(env);
   if (parsed.success) return parsed.data;
-  throw fail(`invalid configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  throw fail(
+    `invalid configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`,
+  );
 }
 
 /** Cross-variable checks collect lines in `problems`; any line stops start-up. */
@@ -32,7 +38,11 @@ export const optionalText = z
 export const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info');
 
 /** A postgres:// connection URL, defaulting to what a local run uses. */
-export const postgresUrl = (fallback: string) => z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').default(fallback);
+export const postgresUrl = (fallback: string) =>
+  z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .default(fallback);
 
 /** The variables every service reads alike: its mode, its log level and its replica's name. */
 export const serviceEnvShape = {
@@ -49,6 +59,10 @@ export interface ServiceConfig {
   logLevel: string;
 }
 
-export function serviceConfigFrom(e: { NODE_ENV: ServiceConfig['env']; LOG_LEVEL: string; REPLICA_ID?: string }): ServiceConfig {
+export function serviceConfigFrom(e: {
+  NODE_ENV: ServiceConfig['env'];
+  LOG_LEVEL: string;
+  REPLICA_ID?: string;
+}): ServiceConfig {
   return { env: e.NODE_ENV, replicaId: e.REPLICA_ID ?? `${hostname()}-${process.pid}`, logLevel: e.LOG_LEVEL };
 }

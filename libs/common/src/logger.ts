@@ -7,11 +7,32 @@ import pino, { type DestinationStream, type Logger } from 'pino';
  * body, a provider response, a header map).
  */
 export const REDACT_PATHS = [
-  'accessToken', 'refreshToken', 'clientSecret', 'client_secret', 'access_token', 'refresh_token',
-  'authorization', 'Authorization', 'password', 'pass', 'token', 'secret',
-  '*.accessToken', '*.refreshToken', '*.clientSecret', '*.client_secret', '*.access_token', '*.refresh_token',
-  '*.authorization', '*.Authorization', '*.password', '*.pass', '*.token', '*.secret',
-  'headers.authorization', 'req.headers.authorization',
+  'accessToken',
+  'refreshToken',
+  'clientSecret',
+  'client_secret',
+  'access_token',
+  'refresh_token',
+  'authorization',
+  'Authorization',
+  'password',
+  'pass',
+  'token',
+  'secret',
+  '*.accessToken',
+  '*.refreshToken',
+  '*.clientSecret',
+  '*.client_secret',
+  '*.access_token',
+  '*.refresh_token',
+  '*.authorization',
+  '*.Authorization',
+  '*.password',
+  '*.pass',
+  '*.token',
+  '*.secret',
+  'headers.authorization',
+  'req.headers.authorization',
 ];
 
 export function createLogger(options: { level: string; name: string; destination?: DestinationStream }): Logger {
@@ -54,7 +75,11 @@ export class PinoLoggerService implements LoggerService {
     // The level comes from LOG_LEVEL, set once at start.
   }
 
-  private write(level: 'info' | 'error' | 'warn' | 'debug' | 'trace' | 'fatal', message: unknown, rest: unknown[]): void {
+  private write(
+    level: 'info' | 'error' | 'warn' | 'debug' | 'trace' | 'fatal',
+    message: unknown,
+    rest: unknown[],
+  ): void {
     // Nest passes the context (class name) last, and for errors a stack before it.
     const context = typeof rest.at(-1) === 'string' ? (rest.at(-1) as string) : undefined;
     const stack = rest.length > 1 && typeof rest[0] === 'string' ? rest[0] : undefined;

@@ -3,7 +3,13 @@ import { RetryBackoff } from './retry-backoff.js';
 
 function logged() {
   const lines: Array<{ level: 'warn' | 'log'; entry: object }> = [];
-  return { lines, logger: { warn: (entry: object) => lines.push({ level: 'warn', entry }), log: (entry: object) => lines.push({ level: 'log', entry }) } };
+  return {
+    lines,
+    logger: {
+      warn: (entry: object) => lines.push({ level: 'warn', entry }),
+      log: (entry: object) => lines.push({ level: 'log', entry }),
+    },
+  };
 }
 
 describe('RetryBackoff', () => {

@@ -15,7 +15,18 @@ export const AUDIT_SUBJECT_FILTER = `${AUDIT_SUBJECT_PREFIX}.>`;
  * nobody reads.
  */
 export const AUDIT_RECORD_FIELDS = [
-  'recordId', 'eventId', 'type', 'tenant', 'connection', 'provider', 'version', 'outcome', 'code', 'message', 'at', 'replica',
+  'recordId',
+  'eventId',
+  'type',
+  'tenant',
+  'connection',
+  'provider',
+  'version',
+  'outcome',
+  'code',
+  'message',
+  'at',
+  'replica',
 ] as const satisfies readonly (keyof AuditRecord)[];
 
 /** A copy of `value` with the allow-listed fields only (values unchecked). */
@@ -51,7 +62,9 @@ export const AuditRecordSchema = z.object({
 });
 
 /** Splits `audit.token.<type>.<tenant>.<connection>`, or null when the subject is not one. */
-export function parseAuditSubject(subject: string): { type: AuditRecordType; tenant: string; connection: string } | null {
+export function parseAuditSubject(
+  subject: string,
+): { type: AuditRecordType; tenant: string; connection: string } | null {
   const parts = subject.split('.');
   if (parts.length !== 5 || `${parts[0]}.${parts[1]}` !== AUDIT_SUBJECT_PREFIX) return null;
   const type = parts[2] as AuditRecordType;

@@ -67,8 +67,17 @@ describe('parseTokenGetRequest', () => {
     null,
     'acme',
   ];
-  const subjects = ['token.get.acme.github', `token.get.${long}.${long}`, 'token.get.ac%me.github', `token.get.acme.${long}a`, 'token.get.acme', 'token.get.a.b.c'];
-  const cases = subjects.flatMap((subject) => payloads.map((payload) => [subject, JSON.stringify(payload), payload] as const));
+  const subjects = [
+    'token.get.acme.github',
+    `token.get.${long}.${long}`,
+    'token.get.ac%me.github',
+    `token.get.acme.${long}a`,
+    'token.get.acme',
+    'token.get.a.b.c',
+  ];
+  const cases = subjects.flatMap((subject) =>
+    payloads.map((payload) => [subject, JSON.stringify(payload), payload] as const),
+  );
 
   it.each(cases)('%s %s', (subject, _name, input) => {
     expect(outcome(() => parseTokenGetRequest(input, subject))).toEqual(outcome(() => bySchema(input, subject)));
@@ -76,8 +85,15 @@ describe('parseTokenGetRequest', () => {
 
   it('takes the credential from the subject', () => {
     expect(parseTokenGetRequest({}, 'token.get.acme.github')).toEqual({ tenant: 'acme', connection: 'github' });
-    expect(parseTokenGetRequest({ rejectedVersion: 3, tenant: 'acme' }, 'token.get.acme.github')).toEqual({ tenant: 'acme', connection: 'github', rejectedVersion: 3 });
-    expect(outcome(() => parseTokenGetRequest({ tenant: 'other' }, 'token.get.acme.github'))).toMatchObject({ code: 'bad_request', message: /tenant differs/ });
+    expect(parseTokenGetRequest({ rejectedVersion: 3, tenant: 'acme' }, 'token.get.acme.github')).toEqual({
+      tenant: 'acme',
+      connection: 'github',
+      rejectedVersion: 3,
+    });
+    expect(outcome(() => parseTokenGetRequest({ tenant: 'other' }, 'token.get.acme.github'))).toMatchObject({
+      code: 'bad_request',
+      message: /tenant differs/,
+    });
   });
 });
 
@@ -87,16 +103,46 @@ describe('admin and query payloads', () => {
 
   it('addresses an admin request by its subject; payload names are optional and must match', () => {
     expect(parseCredentialRequest(TokenRegisterPayloadSchema, { provider: 'gh', accessToken: 'x' }, subject)).toEqual({
-      provider: 'gh', accessToken: 'x', tenant: 'acme', connection: 'github',
+      provider: 'gh',
+      accessToken: 'x',
+      tenant: 'acme',
+      connection: 'github',
     });
-    expect(parseCredentialRequest(CredentialPayloadSchema, { tenant: 'acme', connection: 'github' }, 'tokenkeeper.admin.describe.acme.github')).toEqual({
-      tenant: 'acme', connection: 'github',
+    expect(
+      parseCredentialRequest(
+        CredentialPayloadSchema,
+        { tenant: 'acme', connection: 'github' },
+        'tokenkeeper.admin.describe.acme.github',
+      ),
+    ).toEqual({
+      tenant: 'acme',
+      connection: 'github',
     });
-    expect(code(() => parseCredentialRequest(CredentialPayloadSchema, { tenant: 'other' }, 'tokenkeeper.admin.revoke.acme.github'))).toBe('bad_request');
-    expect(code(() => parseCredentialRequest(CredentialPayloadSchema, { connection: 'gitlab' }, 'tokenkeeper.admin.revoke.acme.github'))).toBe('bad_request');
-    expect(code(() => parseCredentialRequest(TokenRegisterPayloadSchema, { provider: 'gh', isAdmin: true }, subject))).toBe('bad_request');
-    expect(code(() => parseCredentialRequest(CredentialPayloadSchema, {}, 'tokenkeeper.admin.describe.ac%me.github'))).toBe('bad_request');
-    expect(code(() => parseCredentialRequest(CredentialPayloadSchema, {}, `tokenkeeper.admin.describe.acme.${'x'.repeat(129)}`))).toBe('bad_request');
+    expect(
+      code(() =>
+        parseCredentialRequest(CredentialPayloadSchema, { tenant: 'other' }, 'tokenkeeper.admin.revoke.acme.github'),
+      ),
+    ).toBe('bad_request');
+    expect(
+      code(() =>
+        parseCredentialRequest(
+          CredentialPayloadSchema,
+          { connection: 'gitlab' },
+          'tokenkeeper.admin.revoke.acme.github',
+        ),
+      ),
+    ).toBe('bad_request');
+    expect(
+      code(() => parseCredentialRequest(TokenRegisterPayloadSchema, { provider: 'gh', isAdmin: true }, subject)),
+    ).toBe('bad_request');
+    expect(
+      code(() => parseCredentialRequest(CredentialPayloadSchema, {}, 'tokenkeeper.admin.describe.ac%me.github')),
+    ).toBe('bad_request');
+    expect(
+      code(() =>
+        parseCredentialRequest(CredentialPayloadSchema, {}, `tokenkeeper.admin.describe.acme.${'x'.repeat(129)}`),
+      ),
+    ).toBe('bad_request');
   });
 
   it('scopes list and audit queries by the subject, else by the payload filter', () => {
@@ -107,7 +153,10 @@ describe('admin and query payloads', () => {
     expect(code(() => parseListRequest({ tenant: 'beta' }, 'tokenkeeper.admin.list.acme'))).toBe('bad_request');
     expect(code(() => parseListRequest({ extra: 1 }, 'tokenkeeper.admin.list'))).toBe('bad_request');
     expect(code(() => parseListRequest({}, 'tokenkeeper.admin.list.a%b'))).toBe('bad_request');
-    expect(parseAuditQueryRequest({ connection: 'github' }, 'audit.query.acme')).toEqual({ connection: 'github', tenant: 'acme' });
+    expect(parseAuditQueryRequest({ connection: 'github' }, 'audit.query.acme')).toEqual({
+      connection: 'github',
+      tenant: 'acme',
+    });
     expect(parseAuditQueryRequest({ tenant: 'beta' }, 'audit.query')).toEqual({ tenant: 'beta' });
     expect(code(() => parseAuditQueryRequest({ tenant: 'beta' }, 'audit.query.acme'))).toBe('bad_request');
     expect(code(() => parseAuditQueryRequest({}, 'audit.query.a$b'))).toBe('bad_request');

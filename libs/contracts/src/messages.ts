@@ -61,7 +61,9 @@ export function parseTokenGetRequest(data: unknown, subject: string): TokenGetRe
       (tenant === undefined || tenant === request.tenant) &&
       (connection === undefined || connection === request.connection) &&
       (minTtlSeconds === undefined ||
-        (Number.isSafeInteger(minTtlSeconds) && (minTtlSeconds as number) >= 0 && (minTtlSeconds as number) <= MAX_MIN_TTL_SECONDS)) &&
+        (Number.isSafeInteger(minTtlSeconds) &&
+          (minTtlSeconds as number) >= 0 &&
+          (minTtlSeconds as number) <= MAX_MIN_TTL_SECONDS)) &&
       (rejectedVersion === undefined || (Number.isSafeInteger(rejectedVersion) && (rejectedVersion as number) >= 0))
     ) {
       if (minTtlSeconds !== undefined) request.minTtlSeconds = minTtlSeconds as number;
@@ -77,9 +79,15 @@ export function parseTokenGetRequest(data: unknown, subject: string): TokenGetRe
 }
 
 /** Providers send `expires_in` as a number or a numeric string; registrations may do the same. */
-const lifetimeSeconds = z.union([z.number(), z.string().regex(/^\d+(\.\d+)?$/)]).transform(Number).pipe(
-  z.number().positive().max(10 * 365 * 86_400),
-);
+const lifetimeSeconds = z
+  .union([z.number(), z.string().regex(/^\d+(\.\d+)?$/)])
+  .transform(Number)
+  .pipe(
+    z
+      .number()
+      .positive()
+      .max(10 * 365 * 86_400),
+  );
 
 const registerFields = {
   provider: providerId,
@@ -104,7 +112,9 @@ export const TokenRegisterPayloadSchema = z
   .refine(...oneLifetime);
 
 /** A registration with its credential's names, as a tool validates it before addressing it (tokenctl). */
-export const TokenRegisterRequestSchema = z.strictObject({ tenant, connection, ...registerFields }).refine(...oneLifetime);
+export const TokenRegisterRequestSchema = z
+  .strictObject({ tenant, connection, ...registerFields })
+  .refine(...oneLifetime);
 export type TokenRegisterRequest = z.infer<typeof TokenRegisterRequestSchema>;
 
 /** Payload of `tokenkeeper.admin.{refresh,revoke,describe}.<tenant>.<connection>`: `{}`, names optional. */
@@ -126,16 +136,28 @@ export const CONNECT_MAX_TTL_SECONDS = 3_600;
 export const CONNECT_METADATA_MAX_KEYS = 32;
 export const CONNECT_METADATA_MAX_BYTES = 4_096;
 const connectMetadata = z
-  .record(z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'keys must be 1-64 of A-Z a-z 0-9 _ . : -'), z.string().max(1_024))
+  .record(
+    z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'keys must be 1-64 of A-Z a-z 0-9 _ . : -'),
+    z.string().max(1_024),
+  )
   .refine((m) => Object.keys(m).length <= CONNECT_METADATA_MAX_KEYS, `at most ${CONNECT_METADATA_MAX_KEYS} keys`)
-  .refine((m) => new TextEncoder().encode(JSON.stringify(m)).length <= CONNECT_METADATA_MAX_BYTES, `at most ${CONNECT_METADATA_MAX_BYTES} bytes as JSON`);
+  .refine(
+    (m) => new TextEncoder().encode(JSON.stringify(m)).length <= CONNECT_METADATA_MAX_BYTES,
+    `at most ${CONNECT_METADATA_MAX_BYTES} bytes as JSON`,
+  );
 
 export const ConnectPayloadSchema = z.strictObject({
   tenant: tenant.optional(),
   connection: connection.optional(),
   provider: providerId,
-  returnUrl: z.url({ protocol: /^https?$/ }).max(2_048).optional(),
-  scopes: z.array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,200}$/, 'must be an OAuth scope token')).max(50).optional(),
+  returnUrl: z
+    .url({ protocol: /^https?$/ })
+    .max(2_048)
+    .optional(),
+  scopes: z
+    .array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,200}$/, 'must be an OAuth scope token'))
+    .max(50)
+    .optional(),
   ttlSeconds: z.number().int().min(1).max(CONNECT_MAX_TTL_SECONDS).optional(),
   metadata: connectMetadata.optional(),
 });
@@ -174,7 +196,11 @@ export type AuditQueryRequest = z.infer<typeof AuditQueryRequestSchema>;
  * (bad ones are a `bad_request`), the payload by `schema`, and the payload's names, if
  * any, equal to the subject's. The result carries the subject's names.
  */
-export function parseCredentialRequest<S extends z.ZodType<object>>(schema: S, data: unknown, subject: string): z.output<S> & CredentialKey {
+export function parseCredentialRequest<S extends z.ZodType<object>>(
+  schema: S,
+  data: unknown,
+  subject: string,
+): z.output<S> & CredentialKey {
   const { tenant, connection } = parseAdminSubject(subject);
   const payload = parseRequest(schema, data);
   assertPayloadMatchesSubject(payload, { tenant, connection });
@@ -191,7 +217,11 @@ export function parseAuditQueryRequest(data: unknown, subject: string): AuditQue
   return scoped(AuditQueryRequestSchema, data, parseAuditQuerySubject(subject));
 }
 
-function scoped<S extends z.ZodType<{ tenant?: string }>>(schema: S, data: unknown, scope: { tenant?: string }): z.output<S> {
+function scoped<S extends z.ZodType<{ tenant?: string }>>(
+  schema: S,
+  data: unknown,
+  scope: { tenant?: string },
+): z.output<S> {
   const payload = parseRequest(schema, data);
   assertPayloadMatchesSubject(payload, scope);
   return scope.tenant === undefined ? payload : { ...payload, tenant: scope.tenant };

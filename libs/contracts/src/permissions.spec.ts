@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { authzUser, authzUsers, auditConsumerApi, defaultUserName, inboxPrefixFor, rolePermissions, type AuthzRole } from './permissions.js';
+import {
+  authzUser,
+  authzUsers,
+  auditConsumerApi,
+  defaultUserName,
+  inboxPrefixFor,
+  rolePermissions,
+  type AuthzRole,
+} from './permissions.js';
 
 const ROLES: AuthzRole[] = [
   { kind: 'refresher' },
@@ -24,13 +32,22 @@ describe('permission model (SPEC §11)', () => {
   });
 
   it('lets only the two services answer requests', () => {
-    expect(ROLES.filter((r) => rolePermissions(r, '_INBOX_x').allowResponses).map((r) => r.kind)).toEqual(['refresher', 'audit']);
+    expect(ROLES.filter((r) => rolePermissions(r, '_INBOX_x').allowResponses).map((r) => r.kind)).toEqual([
+      'refresher',
+      'audit',
+    ]);
   });
 
   it('keeps a consumer to its tenant (and connections) and names event types one by one', () => {
     expect(rolePermissions({ kind: 'consumer', tenant: 'acme' }, '_INBOX_svc-acme')).toEqual({
       publish: ['token.get.acme.>'],
-      subscribe: ['token.refreshed.acme.>', 'token.registered.acme.>', 'token.failed.acme.>', 'token.revoked.acme.>', '_INBOX_svc-acme.>'],
+      subscribe: [
+        'token.refreshed.acme.>',
+        'token.registered.acme.>',
+        'token.failed.acme.>',
+        'token.revoked.acme.>',
+        '_INBOX_svc-acme.>',
+      ],
       allowResponses: false,
     });
     const limited = rolePermissions({ kind: 'consumer', tenant: 'acme', connections: ['github', 'slack'] }, '_INBOX_s');
@@ -58,7 +75,9 @@ describe('permission model (SPEC §11)', () => {
       '$JS.API.STREAM.INFO.TOKEN_AUDIT',
       '$JS.API.STREAM.CREATE.TOKEN_AUDIT',
     ]);
-    expect(rolePermissions({ kind: 'audit', consumerName: 'audit-2' }, '_INBOX_a').publish).toEqual(auditConsumerApi('audit-2'));
+    expect(rolePermissions({ kind: 'audit', consumerName: 'audit-2' }, '_INBOX_a').publish).toEqual(
+      auditConsumerApi('audit-2'),
+    );
     expect(auditConsumerApi('c')).toContain('$JS.ACK.TOKEN_AUDIT.c.>');
     expect(auditConsumerApi('c')).toContain('$JS.API.CONSUMER.MSG.NEXT.TOKEN_AUDIT.c');
   });
@@ -69,26 +88,65 @@ describe('permission model (SPEC §11)', () => {
     expect(() => authzUser({ kind: 'consumer', tenant: 'acme', connections: ['>'] })).toThrow(RangeError);
     expect(() => authzUser({ kind: 'audit', consumerName: 'a.b' })).toThrow(RangeError);
     expect(() => authzUser({ kind: 'operator' }, 'ops.1')).toThrow(RangeError);
-    expect(() => authzUsers([{ kind: 'operator' }, { role: { kind: 'refresher' }, name: 'operator' }])).toThrow(/share the user name/);
+    expect(() => authzUsers([{ kind: 'operator' }, { role: { kind: 'refresher' }, name: 'operator' }])).toThrow(
+      /share the user name/,
+    );
   });
 
   it('gives different roles different user names, also where tenant and service names hold - and _', () => {
     const colliding: [AuthzRole, AuthzRole][] = [
-      [{ kind: 'consumer', tenant: 'acme-billing' }, { kind: 'consumer', tenant: 'acme', service: 'billing' }],
-      [{ kind: 'tenant-admin', tenant: 'a-b' }, { kind: 'tenant-admin', tenant: 'a_b' }],
-      [{ kind: 'consumer', tenant: 'a-b', service: 'c' }, { kind: 'consumer', tenant: 'a', service: 'b-c' }],
-      [{ kind: 'consumer', tenant: 'a_', service: 'b' }, { kind: 'consumer', tenant: 'a', service: '_b' }],
+      [
+        { kind: 'consumer', tenant: 'acme-billing' },
+        { kind: 'consumer', tenant: 'acme', service: 'billing' },
+      ],
+      [
+        { kind: 'tenant-admin', tenant: 'a-b' },
+        { kind: 'tenant-admin', tenant: 'a_b' },
+      ],
+      [
+        { kind: 'consumer', tenant: 'a-b', service: 'c' },
+        { kind: 'consumer', tenant: 'a', service: 'b-c' },
+      ],
+      [
+        { kind: 'consumer', tenant: 'a_', service: 'b' },
+        { kind: 'consumer', tenant: 'a', service: '_b' },
+      ],
     ];
-    for (const [one, other] of colliding) expect(defaultUserName(one), JSON.stringify([one, other])).not.toBe(defaultUserName(other));
+    for (const [one, other] of colliding)
+      expect(defaultUserName(one), JSON.stringify([one, other])).not.toBe(defaultUserName(other));
     expect(defaultUserName({ kind: 'consumer', tenant: 'acme-billing' })).toBe('svc-acme_-billing');
     expect(defaultUserName({ kind: 'consumer', tenant: 'acme', service: 'billing' })).toBe('svc-acme-billing');
     // Names without - or _ read as before.
     expect(defaultUserName({ kind: 'tenant-admin', tenant: 'acme' })).toBe('admin-acme');
-    expect(() => authzUsers([{ kind: 'consumer', tenant: 'acme-billing' }, { kind: 'consumer', tenant: 'acme', service: 'billing' }])).not.toThrow();
+    expect(() =>
+      authzUsers([
+        { kind: 'consumer', tenant: 'acme-billing' },
+        { kind: 'consumer', tenant: 'acme', service: 'billing' },
+      ]),
+    ).not.toThrow();
   });
 
   it('derives the user name by a function that can be read back, so no two identities share one across runs', () => {
-    const parts = ['a', 'b', 'a-b', 'a_b', 'a--b', 'a__b', 'a_-b', 'a-_b', '-', '_', '-a', 'a-', '_a', 'a_', 'svc', 'admin', 'x'.repeat(128), '_'.repeat(128)];
+    const parts = [
+      'a',
+      'b',
+      'a-b',
+      'a_b',
+      'a--b',
+      'a__b',
+      'a_-b',
+      'a-_b',
+      '-',
+      '_',
+      '-a',
+      'a-',
+      '_a',
+      'a_',
+      'svc',
+      'admin',
+      'x'.repeat(128),
+      '_'.repeat(128),
+    ];
     const roles: AuthzRole[] = [{ kind: 'refresher' }, { kind: 'audit' }, { kind: 'operator' }];
     for (const tenant of parts) {
       roles.push({ kind: 'tenant-admin', tenant }, { kind: 'consumer', tenant });

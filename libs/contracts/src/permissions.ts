@@ -74,14 +74,17 @@ export function defaultUserName(role: AuthzRole): string {
     case 'tenant-admin':
       return `admin-${userNamePart(role.tenant)}`;
     case 'consumer':
-      return role.service === undefined ? `svc-${userNamePart(role.tenant)}` : `svc-${userNamePart(role.tenant)}-${userNamePart(role.service)}`;
+      return role.service === undefined
+        ? `svc-${userNamePart(role.tenant)}`
+        : `svc-${userNamePart(role.tenant)}-${userNamePart(role.service)}`;
   }
 }
 
 /** User names: the name characters, long enough for two escaped 128-character parts. */
 const USER_NAME_PATTERN = /^[A-Za-z0-9_-]{1,600}$/;
 
-const eventSubjects = (tenant: string, connection: string) => TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.${tenant}.${connection}`);
+const eventSubjects = (tenant: string, connection: string) =>
+  TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.${tenant}.${connection}`);
 const inbox = (prefix: string) => `${prefix}.>`;
 
 /** `$JS.API.INFO`: what `jetstreamManager()` asks first (account info, to see JetStream is on). */
@@ -156,7 +159,11 @@ export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPe
       };
     case 'refresher':
       return {
-        publish: [...TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.>`), `${AUDIT_SUBJECT_PREFIX}.>`, ...auditStreamApi()],
+        publish: [
+          ...TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.>`),
+          `${AUDIT_SUBJECT_PREFIX}.>`,
+          ...auditStreamApi(),
+        ],
         subscribe: [
           `${TOKEN_GET_PREFIX}.>`,
           `${ADMIN_PREFIX}.>`,
@@ -168,7 +175,8 @@ export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPe
       };
     case 'audit': {
       const consumer = role.consumerName ?? DEFAULT_AUDIT_CONSUMER;
-      if (!/^[A-Za-z0-9_-]{1,64}$/.test(consumer)) throw new RangeError('audit consumer name must match ^[A-Za-z0-9_-]{1,64}$');
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(consumer))
+        throw new RangeError('audit consumer name must match ^[A-Za-z0-9_-]{1,64}$');
       return {
         publish: auditConsumerApi(consumer),
         subscribe: [AUDIT_QUERY_PREFIX, `${AUDIT_QUERY_PREFIX}.>`, inbox(inboxPrefix)],

@@ -1,6 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { EventSigner, SIGNATURE_HEADER, SIGNATURE_SCHEME, type SignatureVerdict, SignatureVerifier, SIGNED_AT_HEADER, signedBytes, SIGNER_HEADER } from './signing.js';
+import {
+  EventSigner,
+  SIGNATURE_HEADER,
+  SIGNATURE_SCHEME,
+  type SignatureVerdict,
+  SignatureVerifier,
+  SIGNED_AT_HEADER,
+  signedBytes,
+  SIGNER_HEADER,
+} from './signing.js';
 
 /**
  * The published test vectors of signature scheme 2 (signature-vectors.json, shown in
@@ -47,13 +56,20 @@ describe('signature scheme 2 test vectors', () => {
     expect(signer.publicKey).toBe(vectors.publicKey);
   });
 
-  it.each(vectors.valid.map((v) => [v.name, v] as const))('%s: signed bytes and signature as published, and it verifies', (_name, v) => {
-    const payload = utf8(v.payload);
-    expect(signedBytes(v.subject, v.signedAt, payload).toString('hex')).toBe(v.signedBytesHex);
-    expect(signer.sign(v.subject, payload, Number(v.signedAt))).toBe(v.signature);
-    const headers = reader({ [SIGNATURE_HEADER]: v.signature, [SIGNER_HEADER]: vectors.publicKey, [SIGNED_AT_HEADER]: v.signedAt });
-    expect(verifier.verify(v.subject, payload, headers, Number(v.signedAt))).toBe('ok');
-  });
+  it.each(vectors.valid.map((v) => [v.name, v] as const))(
+    '%s: signed bytes and signature as published, and it verifies',
+    (_name, v) => {
+      const payload = utf8(v.payload);
+      expect(signedBytes(v.subject, v.signedAt, payload).toString('hex')).toBe(v.signedBytesHex);
+      expect(signer.sign(v.subject, payload, Number(v.signedAt))).toBe(v.signature);
+      const headers = reader({
+        [SIGNATURE_HEADER]: v.signature,
+        [SIGNER_HEADER]: vectors.publicKey,
+        [SIGNED_AT_HEADER]: v.signedAt,
+      });
+      expect(verifier.verify(v.subject, payload, headers, Number(v.signedAt))).toBe('ok');
+    },
+  );
 
   it.each(vectors.mustFail.map((f) => [f.name, f] as const))('must fail: %s', (_name, f) => {
     const base = vectors.valid[0]!;
@@ -63,13 +79,25 @@ describe('signature scheme 2 test vectors', () => {
       [SIGNER_HEADER]: f.signer ?? vectors.publicKey,
       [SIGNED_AT_HEADER]: signedAt,
     });
-    const verdict = verifier.verify(f.subject ?? base.subject, utf8(f.payload ?? base.payload), headers, f.nowMs ?? Number(base.signedAt));
+    const verdict = verifier.verify(
+      f.subject ?? base.subject,
+      utf8(f.payload ?? base.payload),
+      headers,
+      f.nowMs ?? Number(base.signedAt),
+    );
     expect(verdict).toBe(f.reason);
   });
 
   it('covers the cases a reader must refuse', () => {
     const reasons = new Set(vectors.mustFail.map((f) => f.reason));
-    expect([...reasons].sort()).toEqual(['bad_signature', 'too_new', 'too_old', 'unsigned', 'unsupported_scheme', 'untrusted']);
+    expect([...reasons].sort()).toEqual([
+      'bad_signature',
+      'too_new',
+      'too_old',
+      'unsigned',
+      'unsupported_scheme',
+      'untrusted',
+    ]);
     expect(vectors.mustFail.some((f) => f.subject?.startsWith('token.revoked.'))).toBe(true);
   });
 });

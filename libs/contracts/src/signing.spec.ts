@@ -28,7 +28,16 @@ describe('EventSigner / SignatureVerifier', () => {
   const signed = (bytes: Uint8Array, by: EventSigner = signer) => headers({ ...by.headersFor(SUBJECT, bytes, NOW) });
   /** Verifies `bytes` on SUBJECT at NOW with these raw header values. */
   const check = (bytes: Uint8Array, signature: string | undefined, signerKey: string | undefined, v = verifier) =>
-    v.verify(SUBJECT, bytes, headers({ [SIGNATURE_HEADER]: signature ?? '', [SIGNER_HEADER]: signerKey ?? '', [SIGNED_AT_HEADER]: String(NOW) }), NOW);
+    v.verify(
+      SUBJECT,
+      bytes,
+      headers({
+        [SIGNATURE_HEADER]: signature ?? '',
+        [SIGNER_HEADER]: signerKey ?? '',
+        [SIGNED_AT_HEADER]: String(NOW),
+      }),
+      NOW,
+    );
 
   it('makes user seeds and derives the U… public key nkeys derives', () => {
     expect(seed).toMatch(/^SU[A-Z2-7]{56}$/);
@@ -115,7 +124,14 @@ describe('EventSigner / SignatureVerifier', () => {
     expect(verifier.verify(SUBJECT, payload, headers({ [SIGNATURE_HEADER]: signature }), NOW)).toBe('unsigned');
     expect(check(payload, signature, 'not-a-key')).toBe('untrusted');
     const body = signature.slice(3);
-    for (const garbage of ['v2.!!!', `v2.${'a'.repeat(86)}`, signature.slice(0, 88), `${signature}A`, `v2.${body.slice(0, 84)}*${body.slice(85)}`, `v2.${Buffer.from(body, 'base64url').toString('base64')}`]) {
+    for (const garbage of [
+      'v2.!!!',
+      `v2.${'a'.repeat(86)}`,
+      signature.slice(0, 88),
+      `${signature}A`,
+      `v2.${body.slice(0, 84)}*${body.slice(85)}`,
+      `v2.${Buffer.from(body, 'base64url').toString('base64')}`,
+    ]) {
       expect(check(payload, garbage, signer.publicKey), garbage).toBe('bad_signature');
     }
     const noTime = headers({ [SIGNATURE_HEADER]: signature, [SIGNER_HEADER]: signer.publicKey });
@@ -123,7 +139,10 @@ describe('EventSigner / SignatureVerifier', () => {
   });
 
   it('rejects seeds that are not user seeds, without printing the seed', () => {
-    for (const [role, kp] of [['account', createAccount()], ['operator', createOperator()]] as const) {
+    for (const [role, kp] of [
+      ['account', createAccount()],
+      ['operator', createOperator()],
+    ] as const) {
       const other = text(kp.getSeed());
       expect(other.slice(0, 2)).toBe(role === 'account' ? 'SA' : 'SO');
       let error: unknown;
@@ -151,7 +170,9 @@ describe('EventSigner / SignatureVerifier', () => {
 
   it('rejects trusted signers that are not user public keys, naming the position only', () => {
     const account = createAccount().getPublicKey();
-    expect(() => new SignatureVerifier([signer.publicKey, account])).toThrow(/trusted signer #2 is not a NATS user public key/);
+    expect(() => new SignatureVerifier([signer.publicKey, account])).toThrow(
+      /trusted signer #2 is not a NATS user public key/,
+    );
     expect(() => new SignatureVerifier([seed])).toThrow(SigningKeyError);
     try {
       new SignatureVerifier([seed]);

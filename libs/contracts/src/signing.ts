@@ -1,4 +1,10 @@
-import { createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  sign as cryptoSign,
+  verify as cryptoVerify,
+  type KeyObject,
+} from 'node:crypto';
 import { createUser, Prefix } from '@nats-io/nkeys';
 // nkeys keeps its codec (base32 + CRC16 + role prefix) off the package's main entry;
 // it is the one NATS tooling uses, so keys written by `nk`/`nsc` read the same here.
@@ -36,7 +42,8 @@ export const SIGNATURE_MAX_FUTURE_MS = 60_000;
  * `too_old` / `too_new`: signed outside the accepted window. A signature over other bytes,
  * another subject or another signing time is `bad_signature`: Ed25519 cannot tell them apart.
  */
-export type SignatureVerdict = 'ok' | 'unsigned' | 'untrusted' | 'bad_signature' | 'unsupported_scheme' | 'too_old' | 'too_new';
+export type SignatureVerdict =
+  'ok' | 'unsigned' | 'untrusted' | 'bad_signature' | 'unsupported_scheme' | 'too_old' | 'too_new';
 
 /** The three headers a signed message carries. */
 export type SignatureHeaders = {
@@ -90,9 +97,12 @@ export function decodeUserSeed(seed: string): Uint8Array {
     throw new SigningKeyError('signing key is not a valid NATS nkey seed (expected SU…)');
   }
   if (decoded.prefix !== Prefix.User) {
-    throw new SigningKeyError(`signing key is ${ROLE_NAMES[decoded.prefix] ?? 'a non-user'} nkey seed, not a user seed (expected SU…)`);
+    throw new SigningKeyError(
+      `signing key is ${ROLE_NAMES[decoded.prefix] ?? 'a non-user'} nkey seed, not a user seed (expected SU…)`,
+    );
   }
-  if (decoded.buf.length !== RAW_KEY_BYTES) throw new SigningKeyError('signing key is not a valid NATS nkey seed (expected SU…)');
+  if (decoded.buf.length !== RAW_KEY_BYTES)
+    throw new SigningKeyError('signing key is not a valid NATS nkey seed (expected SU…)');
   return decoded.buf;
 }
 
@@ -150,7 +160,10 @@ export class EventSigner {
    * subject, signed at `signedAtMs`. Ed25519 signs the message itself: no digest.
    */
   sign(subject: string, payload: Uint8Array, signedAtMs: number): string {
-    return SIGNATURE_PREFIX + cryptoSign(null, signedBytes(subject, signedAtText(signedAtMs), payload), this.key).toString('base64url');
+    return (
+      SIGNATURE_PREFIX +
+      cryptoSign(null, signedBytes(subject, signedAtText(signedAtMs), payload), this.key).toString('base64url')
+    );
   }
 
   /** The three headers, as they go on the message. */
@@ -164,7 +177,8 @@ export class EventSigner {
 }
 
 function signedAtText(signedAtMs: number): string {
-  if (!Number.isSafeInteger(signedAtMs) || signedAtMs < 0) throw new RangeError('signing time must be a whole number of epoch milliseconds');
+  if (!Number.isSafeInteger(signedAtMs) || signedAtMs < 0)
+    throw new RangeError('signing time must be a whole number of epoch milliseconds');
   return String(signedAtMs);
 }
 
@@ -192,14 +206,16 @@ export class SignatureVerifier {
 
   constructor(trustedPublicKeys: Iterable<string>, options: SignatureVerifierOptions = {}) {
     const maxAgeSeconds = options.maxAgeSeconds ?? DEFAULT_SIGNATURE_MAX_AGE_SECONDS;
-    if (!Number.isInteger(maxAgeSeconds) || maxAgeSeconds < 1) throw new RangeError('signature max age must be a positive whole number of seconds');
+    if (!Number.isInteger(maxAgeSeconds) || maxAgeSeconds < 1)
+      throw new RangeError('signature max age must be a positive whole number of seconds');
     this.maxAgeMs = maxAgeSeconds * 1000;
     let index = 0;
     for (const entry of trustedPublicKeys) {
       const publicKey = entry.trim();
       const raw = decodeUserPublicKey(publicKey);
       // The position, not the value, so a mistakenly pasted seed is not echoed.
-      if (raw === null) throw new SigningKeyError(`trusted signer #${index + 1} is not a NATS user public key (expected U…)`);
+      if (raw === null)
+        throw new SigningKeyError(`trusted signer #${index + 1} is not a NATS user public key (expected U…)`);
       this.keys.set(publicKey, publicKeyFromRaw(raw));
       index++;
     }

@@ -72,7 +72,9 @@ export function validateTokenView(raw: unknown): ValidatedToken | null {
 function parseJson(data: Uint8Array): Record<string, unknown> | null {
   try {
     const value: unknown = JSON.parse(decoder.decode(data));
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+    return value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : null;
   } catch {
     return null;
   }
@@ -95,13 +97,23 @@ export function parseTokenEvent(subject: string, data: Uint8Array): TokenEvent |
     case 'registered': {
       const token = validateTokenView(body);
       if (token === null) return null;
-      return { kind, token, refreshedAtMs: typeof body.refreshedAt === 'string' ? Date.parse(body.refreshedAt) : Number.NaN };
+      return {
+        kind,
+        token,
+        refreshedAtMs: typeof body.refreshedAt === 'string' ? Date.parse(body.refreshedAt) : Number.NaN,
+      };
     }
     case 'failed': {
       if (!isVersion(body.version)) return null;
       const status = body.status as CredentialStatus;
       if (!CREDENTIAL_STATUSES.includes(status)) return null;
-      const failed: TokenEvent = { kind, tenant: parts.tenant, connection: parts.connection, version: body.version, status };
+      const failed: TokenEvent = {
+        kind,
+        tenant: parts.tenant,
+        connection: parts.connection,
+        version: body.version,
+        status,
+      };
       if (typeof body.code === 'string') failed.code = body.code;
       return failed;
     }

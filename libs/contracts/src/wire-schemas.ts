@@ -1,7 +1,14 @@
 import { z } from 'zod';
 import { AuditRecordSchema } from './audit.js';
 import { ERROR_CODES } from './errors.js';
-import { CREDENTIAL_STATUSES, type CredentialView, type TokenFailedEvent, type TokenRefreshedEvent, type TokenRevokedEvent, type TokenView } from './messages.js';
+import {
+  CREDENTIAL_STATUSES,
+  type CredentialView,
+  type TokenFailedEvent,
+  type TokenRefreshedEvent,
+  type TokenRevokedEvent,
+  type TokenView,
+} from './messages.js';
 import { NAME_PATTERN } from './names.js';
 
 /**
@@ -15,7 +22,11 @@ import { NAME_PATTERN } from './names.js';
 
 const name = z.string().regex(NAME_PATTERN);
 const timestamp = z.iso.datetime({ offset: true }).describe('ISO-8601 UTC');
-const version = z.number().int().min(0).describe('increases by one with every new access token of the credential, and on revoke');
+const version = z
+  .number()
+  .int()
+  .min(0)
+  .describe('increases by one with every new access token of the credential, and on revoke');
 
 export const TokenViewSchema = z.object({
   tenant: name,
@@ -62,8 +73,14 @@ export const CredentialReplySchema = z.union([okReply({ credential: CredentialVi
 export const RevokeReplySchema = z.union([okReply({ providerRevoked: z.boolean() }), ErrorReplySchema]);
 export const ConnectReplySchema = z.union([okReply({ url: z.url(), expiresAt: timestamp }), ErrorReplySchema]);
 const cursor = z.string().optional().describe('pass as `cursor` to get the next page; absent on the last');
-export const CredentialListReplySchema = z.union([okReply({ items: z.array(CredentialViewSchema), nextCursor: cursor }), ErrorReplySchema]);
-export const AuditQueryReplySchema = z.union([okReply({ items: z.array(AuditRecordSchema), nextCursor: cursor }), ErrorReplySchema]);
+export const CredentialListReplySchema = z.union([
+  okReply({ items: z.array(CredentialViewSchema), nextCursor: cursor }),
+  ErrorReplySchema,
+]);
+export const AuditQueryReplySchema = z.union([
+  okReply({ items: z.array(AuditRecordSchema), nextCursor: cursor }),
+  ErrorReplySchema,
+]);
 
 export const TokenRefreshedEventSchema = TokenViewSchema.extend({ eventId: z.uuid(), refreshedAt: timestamp });
 
@@ -80,7 +97,13 @@ export const TokenFailedEventSchema = z.object({
   version,
 });
 
-export const TokenRevokedEventSchema = z.object({ eventId: z.uuid(), tenant: name, connection: name, provider: name, version });
+export const TokenRevokedEventSchema = z.object({
+  eventId: z.uuid(),
+  tenant: name,
+  connection: name,
+  provider: name,
+  version,
+});
 
 // Compile-time: each schema's output is exactly the type the code uses.
 // (The function form also tells an optional field from a missing one.)

@@ -55,7 +55,11 @@ describe('wire subjects (SPEC §3)', () => {
 
   it('parses what a server received back into tenant and connection', () => {
     expect(parseTokenGetSubject('token.get.acme.github')).toEqual({ tenant: 'acme', connection: 'github' });
-    expect(parseAdminSubject('tokenkeeper.admin.describe.acme.github')).toEqual({ operation: 'describe', tenant: 'acme', connection: 'github' });
+    expect(parseAdminSubject('tokenkeeper.admin.describe.acme.github')).toEqual({
+      operation: 'describe',
+      tenant: 'acme',
+      connection: 'github',
+    });
     expect(parseAdminListSubject('tokenkeeper.admin.list')).toEqual({});
     expect(parseAdminListSubject('tokenkeeper.admin.list.acme')).toEqual({ tenant: 'acme' });
     expect(parseAuditQuerySubject('audit.query')).toEqual({});
@@ -64,24 +68,56 @@ describe('wire subjects (SPEC §3)', () => {
 
   it('answers bad_request for subject tokens outside the name rule or of the wrong shape', () => {
     // `$`, `%` and `:` are legal in a NATS subject token, so a wildcard subscription delivers them.
-    for (const subject of ['token.get.a$b.c', 'token.get.a.c%d', 'token.get.a', 'token.get.a.b.c', 'token.get..b', 'token.got.a.b', `token.get.${'x'.repeat(129)}.c`]) {
-      expect(code(() => parseTokenGetSubject(subject)), subject).toBe('bad_request');
+    for (const subject of [
+      'token.get.a$b.c',
+      'token.get.a.c%d',
+      'token.get.a',
+      'token.get.a.b.c',
+      'token.get..b',
+      'token.got.a.b',
+      `token.get.${'x'.repeat(129)}.c`,
+    ]) {
+      expect(
+        code(() => parseTokenGetSubject(subject)),
+        subject,
+      ).toBe('bad_request');
     }
-    for (const subject of ['tokenkeeper.admin.describe.a:b.c', 'tokenkeeper.admin.drop.a.b', 'tokenkeeper.admin.describe.a', 'token.get.a.b']) {
-      expect(code(() => parseAdminSubject(subject)), subject).toBe('bad_request');
+    for (const subject of [
+      'tokenkeeper.admin.describe.a:b.c',
+      'tokenkeeper.admin.drop.a.b',
+      'tokenkeeper.admin.describe.a',
+      'token.get.a.b',
+    ]) {
+      expect(
+        code(() => parseAdminSubject(subject)),
+        subject,
+      ).toBe('bad_request');
     }
-    for (const subject of ['tokenkeeper.admin.list.a$', 'tokenkeeper.admin.list.a.b', 'tokenkeeper.admin.lists', 'audit.query.x']) {
-      expect(code(() => parseAdminListSubject(subject)), subject).toBe('bad_request');
+    for (const subject of [
+      'tokenkeeper.admin.list.a$',
+      'tokenkeeper.admin.list.a.b',
+      'tokenkeeper.admin.lists',
+      'audit.query.x',
+    ]) {
+      expect(
+        code(() => parseAdminListSubject(subject)),
+        subject,
+      ).toBe('bad_request');
     }
     for (const subject of ['audit.query.a.b', 'audit.query.%', 'audit.queryx']) {
-      expect(code(() => parseAuditQuerySubject(subject)), subject).toBe('bad_request');
+      expect(
+        code(() => parseAuditQuerySubject(subject)),
+        subject,
+      ).toBe('bad_request');
     }
   });
 
   it('requires a payload that names tenant or connection to name the subject’s', () => {
     const scope = { tenant: 'acme', connection: 'github' };
     expect(code(() => assertPayloadMatchesSubject({}, scope))).toBeUndefined();
-    expect(code(() => assertPayloadMatchesSubject({ tenant: 'acme', connection: 'github', minTtlSeconds: 5 }, scope))).toBeUndefined();
+    expect(
+      code(() => assertPayloadMatchesSubject({ tenant: 'acme', connection: 'github', minTtlSeconds: 5 }, scope)),
+    ).toBeUndefined();
     expect(code(() => assertPayloadMatchesSubject({ tenant: 'globex' }, scope))).toBe('bad_request');
     expect(code(() => assertPayloadMatchesSubject({ connection: 'gitlab' }, scope))).toBe('bad_request');
     expect(code(() => assertPayloadMatchesSubject({ tenant: ['acme'] }, scope))).toBe('bad_request');
@@ -89,7 +125,9 @@ describe('wire subjects (SPEC §3)', () => {
     // Cross-tenant list: the payload's tenant is a filter, not a contradiction.
     expect(code(() => assertPayloadMatchesSubject({ tenant: 'globex' }, {}))).toBeUndefined();
     // One-tenant list: connection is not fixed by the subject.
-    expect(code(() => assertPayloadMatchesSubject({ tenant: 'acme', connection: 'x' }, { tenant: 'acme' }))).toBeUndefined();
+    expect(
+      code(() => assertPayloadMatchesSubject({ tenant: 'acme', connection: 'x' }, { tenant: 'acme' })),
+    ).toBeUndefined();
     expect(code(() => assertPayloadMatchesSubject({ tenant: 'globex' }, { tenant: 'acme' }))).toBe('bad_request');
     // Shapes that are not objects are the schema's business, not this check's.
     expect(code(() => assertPayloadMatchesSubject('x', scope))).toBeUndefined();

@@ -37,7 +37,8 @@ export function tokenGetSubject(tenant: string, connection: string): string {
 }
 
 export function adminSubject(operation: AdminCredentialOperation, tenant: string, connection: string): string {
-  if (!ADMIN_CREDENTIAL_OPERATIONS.includes(operation)) throw new ContractError('bad_request', 'unknown admin operation');
+  if (!ADMIN_CREDENTIAL_OPERATIONS.includes(operation))
+    throw new ContractError('bad_request', 'unknown admin operation');
   return `${ADMIN_PREFIX}.${operation}.${nameToken(tenant, 'tenant')}.${nameToken(connection, 'connection')}`;
 }
 
@@ -51,13 +52,17 @@ export function auditQuerySubject(tenant?: string): string {
   return tenant === undefined ? AUDIT_QUERY_PREFIX : `${AUDIT_QUERY_PREFIX}.${nameToken(tenant, 'tenant')}`;
 }
 
-const badSubject = () => new ContractError('bad_request', 'subject does not name a credential as <tenant>.<connection>');
+const badSubject = () =>
+  new ContractError('bad_request', 'subject does not name a credential as <tenant>.<connection>');
 
 /** Splits `<prefix>.<tenant>.<connection>` after a known prefix of `prefixTokens` tokens. */
 function credentialAfter(subject: string, prefixTokens: number): CredentialKey {
   const parts = subject.split('.');
   if (parts.length !== prefixTokens + 2) throw badSubject();
-  return { tenant: nameToken(parts[prefixTokens], 'tenant'), connection: nameToken(parts[prefixTokens + 1], 'connection') };
+  return {
+    tenant: nameToken(parts[prefixTokens], 'tenant'),
+    connection: nameToken(parts[prefixTokens + 1], 'connection'),
+  };
 }
 
 const TOKEN_GET_START = TOKEN_GET_PREFIX.length + 1;
@@ -70,14 +75,18 @@ export function parseTokenGetSubject(subject: string): CredentialKey {
   if (!subject.startsWith(`${TOKEN_GET_PREFIX}.`)) throw badSubject();
   const dot = subject.indexOf('.', TOKEN_GET_START);
   if (dot < 0 || subject.indexOf('.', dot + 1) >= 0) throw badSubject();
-  return { tenant: nameToken(subject.slice(TOKEN_GET_START, dot), 'tenant'), connection: nameToken(subject.slice(dot + 1), 'connection') };
+  return {
+    tenant: nameToken(subject.slice(TOKEN_GET_START, dot), 'tenant'),
+    connection: nameToken(subject.slice(dot + 1), 'connection'),
+  };
 }
 
 /** `tokenkeeper.admin.<op>.<tenant>.<connection>` → operation and credential. */
 export function parseAdminSubject(subject: string): CredentialKey & { operation: AdminCredentialOperation } {
   if (!subject.startsWith(`${ADMIN_PREFIX}.`)) throw badSubject();
   const operation = subject.split('.', 3)[2] as AdminCredentialOperation;
-  if (!ADMIN_CREDENTIAL_OPERATIONS.includes(operation)) throw new ContractError('bad_request', 'unknown admin operation');
+  if (!ADMIN_CREDENTIAL_OPERATIONS.includes(operation))
+    throw new ContractError('bad_request', 'unknown admin operation');
   return { operation, ...credentialAfter(subject, 3) };
 }
 

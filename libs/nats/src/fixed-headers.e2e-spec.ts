@@ -26,7 +26,10 @@ describe('NatsRpcServer: replies with headers', () => {
   let serverConn: NatsConnection;
   let caller: NatsConnection;
   let rpc: NatsRpcServer;
-  const reply: ReplyWithHeaders = { data: encodeJson({ ok: true, signed: 1 }), headers: fixedHeaders({ 'Tokenkeeper-Signer': 'UABC' }) };
+  const reply: ReplyWithHeaders = {
+    data: encodeJson({ ok: true, signed: 1 }),
+    headers: fixedHeaders({ 'Tokenkeeper-Signer': 'UABC' }),
+  };
 
   beforeAll(async () => {
     nats = await startNatsServer();
@@ -40,7 +43,8 @@ describe('NatsRpcServer: replies with headers', () => {
         'svc.bytes': () => encodeJson({ ok: true, plain: 1 }),
       },
     });
-    for (const subject of ['svc.sync', 'svc.async', 'svc.bytes']) rpc.addHandler(subject, async () => ({ ok: false }), false);
+    for (const subject of ['svc.sync', 'svc.async', 'svc.bytes'])
+      rpc.addHandler(subject, async () => ({ ok: false }), false);
     rpc.addHandler('svc.nest', async () => reply, false);
     await new Promise<void>((resolve) => rpc.listen(() => resolve()));
     await serverConn.flush();
@@ -59,7 +63,10 @@ describe('NatsRpcServer: replies with headers', () => {
       expect(msg.headers?.get('Tokenkeeper-Signer'), subject).toBe('UABC');
     }
     // The same reply object answered many times, unchanged.
-    for (let i = 0; i < 5; i++) expect((await caller.request('svc.sync', '{}', { timeout: 2_000 })).headers?.get('Tokenkeeper-Signer')).toBe('UABC');
+    for (let i = 0; i < 5; i++)
+      expect((await caller.request('svc.sync', '{}', { timeout: 2_000 })).headers?.get('Tokenkeeper-Signer')).toBe(
+        'UABC',
+      );
     const plain = await caller.request('svc.bytes', '{}', { timeout: 2_000 });
     expect(plain.json()).toEqual({ ok: true, plain: 1 });
     expect(plain.headers).toBeUndefined();

@@ -72,7 +72,7 @@ describe('NATS settings from the environment', () => {
     }
   });
 
-  it("gives a service an inbox of its own: NATS_INBOX_PREFIX, else a private one under _INBOX", () => {
+  it('gives a service an inbox of its own: NATS_INBOX_PREFIX, else a private one under _INBOX', () => {
     const base = { servers: ['nats://127.0.0.1:4222'], auth: { kind: 'none' as const } };
     expect(withOwnInbox({ ...base, inboxPrefix: '_INBOX_refresher' }).inboxPrefix).toBe('_INBOX_refresher');
     for (const shared of [undefined, '_INBOX']) {

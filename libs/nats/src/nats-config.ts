@@ -56,7 +56,13 @@ export function natsConfigFrom(e: NatsEnv, problems: string[]): NatsConfig {
   if (!parsed) problems.push('  NATS_URL: must be nats://host:port (comma-separated for a cluster)');
   // nats://user:pass@host or nats://token@host, as the nats CLI accepts; explicit variables win.
   const embedded = parsed?.embedded;
-  if (embedded && user === undefined && token === undefined && e.NATS_CREDS === undefined && e.NATS_NKEY_SEED === undefined) {
+  if (
+    embedded &&
+    user === undefined &&
+    token === undefined &&
+    e.NATS_CREDS === undefined &&
+    e.NATS_NKEY_SEED === undefined
+  ) {
     if (embedded.pass !== undefined) [user, pass] = [embedded.user, embedded.pass];
     else token = embedded.user;
   }
@@ -67,7 +73,9 @@ export function natsConfigFrom(e: NatsEnv, problems: string[]): NatsConfig {
     problems.push('  NATS_NKEY_SEED: must be a NATS user nkey seed (SU followed by 56 base32 characters)');
   }
   if (e.NATS_INBOX_PREFIX !== undefined && !SUBJECT_PREFIX.test(e.NATS_INBOX_PREFIX)) {
-    problems.push('  NATS_INBOX_PREFIX: must be a literal subject prefix such as _INBOX_billing (no wildcards, spaces or empty tokens)');
+    problems.push(
+      '  NATS_INBOX_PREFIX: must be a literal subject prefix such as _INBOX_billing (no wildcards, spaces or empty tokens)',
+    );
   }
   if ((e.NATS_TLS_CERT === undefined) !== (e.NATS_TLS_KEY === undefined)) {
     problems.push('  NATS_TLS_CERT and NATS_TLS_KEY: set both or neither');
@@ -82,8 +90,15 @@ export function natsConfigFrom(e: NatsEnv, problems: string[]): NatsConfig {
           ? { kind: 'nkey', seed: new Secret(e.NATS_NKEY_SEED.trim()) }
           : { kind: 'none' };
   const tls =
-    e.NATS_TLS_CA || e.NATS_TLS_CERT ? { caFile: e.NATS_TLS_CA, certFile: e.NATS_TLS_CERT, keyFile: e.NATS_TLS_KEY } : undefined;
-  return { servers: parsed?.servers ?? [], auth, tls, ...(e.NATS_INBOX_PREFIX ? { inboxPrefix: e.NATS_INBOX_PREFIX } : {}) };
+    e.NATS_TLS_CA || e.NATS_TLS_CERT
+      ? { caFile: e.NATS_TLS_CA, certFile: e.NATS_TLS_CERT, keyFile: e.NATS_TLS_KEY }
+      : undefined;
+  return {
+    servers: parsed?.servers ?? [],
+    auth,
+    tls,
+    ...(e.NATS_INBOX_PREFIX ? { inboxPrefix: e.NATS_INBOX_PREFIX } : {}),
+  };
 }
 
 /**
@@ -94,7 +109,10 @@ export function natsConfigFrom(e: NatsEnv, problems: string[]): NatsConfig {
  */
 export function withOwnInbox(config: NatsConfig): NatsConfig & { inboxPrefix: string } {
   const own = config.inboxPrefix;
-  return { ...config, inboxPrefix: own === undefined || own === DEFAULT_INBOX_PREFIX ? createInbox(DEFAULT_INBOX_PREFIX) : own };
+  return {
+    ...config,
+    inboxPrefix: own === undefined || own === DEFAULT_INBOX_PREFIX ? createInbox(DEFAULT_INBOX_PREFIX) : own,
+  };
 }
 
 /** nats.js's inbox prefix when none is given: every default client's. */
@@ -104,7 +122,9 @@ const OWN_NAMESPACES = ['token.', 'audit.', 'tokenkeeper.', '$'];
 
 /** `REPLY_SUBJECT_PREFIXES`: the reply subjects a service answers to (SPEC §3). */
 export function replySubjectPrefixesFrom(e: { REPLY_SUBJECT_PREFIXES: string }, problems: string[]): string[] {
-  const prefixes = e.REPLY_SUBJECT_PREFIXES.split(',').map((s) => s.trim()).filter(Boolean);
+  const prefixes = e.REPLY_SUBJECT_PREFIXES.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (prefixes.length === 0 || prefixes.some((p) => !SUBJECT_PREFIX.test(p.replace(/\.$/, '')))) {
     problems.push('  REPLY_SUBJECT_PREFIXES: must be comma-separated literal subject prefixes such as _INBOX');
   } else if (prefixes.some((p) => OWN_NAMESPACES.some((own) => own.startsWith(p) || p.startsWith(own)))) {

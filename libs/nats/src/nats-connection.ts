@@ -1,5 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+import {
+  connect,
+  credsAuthenticator,
+  nkeyAuthenticator,
+  type NatsConnection,
+  type NodeConnectionOptions,
+} from '@nats-io/transport-node';
 import { settleWithin } from '@tokenkeeper/common';
 import type { NatsConfig } from './nats-config.js';
 
@@ -8,7 +14,11 @@ import type { NatsConfig } from './nats-config.js';
  * service's: reconnect forever, wait for the first connect. `overrides` lets a short-lived
  * tool (tokenctl) bound its retries and connect timeout.
  */
-export function natsConnectionOptions(config: NatsConfig, name: string, overrides: Partial<NodeConnectionOptions> = {}): NodeConnectionOptions {
+export function natsConnectionOptions(
+  config: NatsConfig,
+  name: string,
+  overrides: Partial<NodeConnectionOptions> = {},
+): NodeConnectionOptions {
   const options: NodeConnectionOptions = {
     servers: config.servers,
     name,
@@ -48,7 +58,11 @@ export function natsConnectionOptions(config: NatsConfig, name: string, override
   return options;
 }
 
-export function connectNats(config: NatsConfig, name: string, overrides?: Partial<NodeConnectionOptions>): Promise<NatsConnection> {
+export function connectNats(
+  config: NatsConfig,
+  name: string,
+  overrides?: Partial<NodeConnectionOptions>,
+): Promise<NatsConnection> {
   return connect(natsConnectionOptions(config, name, overrides));
 }
 

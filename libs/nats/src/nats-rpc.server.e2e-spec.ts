@@ -41,13 +41,20 @@ describe('NatsRpcServer reply-subject guard', () => {
   });
 
   it('answers configured prefixes on both paths and drops anything else, even when the drop callback throws', async () => {
-    expect((await caller.request('svc.direct', '{}', { timeout: 2_000 })).json()).toMatchObject({ ok: true, via: 'direct' });
-    expect((await caller.request('svc.nest', '{}', { timeout: 2_000 })).json()).toMatchObject({ ok: true, via: 'nest' });
+    expect((await caller.request('svc.direct', '{}', { timeout: 2_000 })).json()).toMatchObject({
+      ok: true,
+      via: 'direct',
+    });
+    expect((await caller.request('svc.nest', '{}', { timeout: 2_000 })).json()).toMatchObject({
+      ok: true,
+      via: 'nest',
+    });
     const seen: string[] = [];
     const sub = caller.subscribe('token.>', { callback: (_e, msg) => void seen.push(msg.subject) });
     await caller.flush();
     const before = handled;
-    for (const subject of ['svc.direct', 'svc.nest']) caller.publish(subject, '{}', { reply: 'token.refreshed.acme.github' });
+    for (const subject of ['svc.direct', 'svc.nest'])
+      caller.publish(subject, '{}', { reply: 'token.refreshed.acme.github' });
     caller.publish('svc.direct', '{}', { reply: 'token.x' });
     await caller.flush();
     await serverConn.flush();
@@ -70,7 +77,11 @@ describe('NatsRpcServer reply-subject guard', () => {
     expect(own).toMatch(/^_INBOX\.[A-Za-z0-9]+$/);
     const conn = await connect({ servers: nats.url, inboxPrefix: own });
     const ownDrops: RpcDropReason[] = [];
-    const guarded = new NatsRpcServer(conn, { queue: 'own', ownInboxPrefix: own, onDrop: (reason) => void ownDrops.push(reason) });
+    const guarded = new NatsRpcServer(conn, {
+      queue: 'own',
+      ownInboxPrefix: own,
+      onDrop: (reason) => void ownDrops.push(reason),
+    });
     guarded.addHandler('svc.own', async () => ({ ok: true }), false);
     await new Promise<void>((resolve) => guarded.listen(() => resolve()));
     await conn.flush();
@@ -108,12 +119,21 @@ describe('NatsRpcServer subjects and payloads', () => {
       direct: { 'svc.get.*.*': (request, subject) => encodeJson({ via: 'direct', subject, request }) },
     });
     rpc.addHandler('svc.get.*.*', async () => ({ via: 'bypassed' }), false);
-    rpc.addHandler('svc.admin.*', async (request: unknown, msg: Msg) => ({ via: 'nest', subject: msg.subject, request }), false);
+    rpc.addHandler(
+      'svc.admin.*',
+      async (request: unknown, msg: Msg) => ({ via: 'nest', subject: msg.subject, request }),
+      false,
+    );
     await new Promise<void>((resolve) => rpc.listen(() => resolve()));
     await serverConn.flush();
     try {
-      const ask = async (subject: string, body: string) => (await caller.request(subject, body, { timeout: 2_000 })).json();
-      expect(await ask('svc.get.acme.github', '')).toEqual({ via: 'direct', subject: 'svc.get.acme.github', request: {} });
+      const ask = async (subject: string, body: string) =>
+        (await caller.request(subject, body, { timeout: 2_000 })).json();
+      expect(await ask('svc.get.acme.github', '')).toEqual({
+        via: 'direct',
+        subject: 'svc.get.acme.github',
+        request: {},
+      });
       expect(await ask('svc.get.a.b', '{"x":1}')).toEqual({ via: 'direct', subject: 'svc.get.a.b', request: { x: 1 } });
       expect(await ask('svc.admin.acme', '')).toEqual({ via: 'nest', subject: 'svc.admin.acme', request: {} });
       // Whitespace is not an empty body: it is not JSON.

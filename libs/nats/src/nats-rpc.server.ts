@@ -129,9 +129,10 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
     const droppedSinceLastLog = this.dropLog.admit(reason);
     if (droppedSinceLastLog === undefined) return;
     this.rpcLogger.warn({
-      msg: reason === 'own_inbox'
-        ? "request dropped unanswered: reply subject is this service's own inbox (NATS_INBOX_PREFIX)"
-        : 'request dropped unanswered: reply subject outside REPLY_SUBJECT_PREFIXES',
+      msg:
+        reason === 'own_inbox'
+          ? "request dropped unanswered: reply subject is this service's own inbox (NATS_INBOX_PREFIX)"
+          : 'request dropped unanswered: reply subject outside REPLY_SUBJECT_PREFIXES',
       reason,
       subject,
       reply: reply.slice(0, 120),

@@ -17,7 +17,10 @@ export interface ParsedServers {
 
 /** Null when the list is empty or an entry is not a server URL. */
 export function parseServers(url: string): ParsedServers | null {
-  const entries = url.split(',').map((s) => s.trim()).filter(Boolean);
+  const entries = url
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (entries.length === 0 || entries.some((s) => !SERVER.test(s))) return null;
   let embedded: ParsedServers['embedded'];
   for (const entry of entries) {

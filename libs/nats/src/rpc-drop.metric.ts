@@ -11,7 +11,7 @@ export const RPC_DROPPED_METRIC = 'tokenkeeper_rpc_dropped_total';
 export function rpcDropCounter(registry: Registry): (reason: RpcDropReason) => void {
   const counter = new Counter({
     name: RPC_DROPPED_METRIC,
-    help: 'Requests dropped unanswered, by reason (reply_subject: reply subject outside REPLY_SUBJECT_PREFIXES; own_inbox: reply subject in the service\'s own inbox)',
+    help: "Requests dropped unanswered, by reason (reply_subject: reply subject outside REPLY_SUBJECT_PREFIXES; own_inbox: reply subject in the service's own inbox)",
     labelNames: ['reason'],
     registers: [registry],
   });

@@ -33,6 +33,7 @@ function isDatabaseUnreachable(error: unknown): boolean {
 
 /** Only the class and stack: error messages from drivers can quote query parameters. */
 function describe(error: unknown): { type: string; stack?: string } {
-  if (error instanceof Error) return { type: error.constructor.name, stack: error.stack?.split('\n').slice(1, 6).join('\n') };
+  if (error instanceof Error)
+    return { type: error.constructor.name, stack: error.stack?.split('\n').slice(1, 6).join('\n') };
   return { type: typeof error };
 }

@@ -69,7 +69,12 @@ describe('sandbox authorization endpoint (code with PKCE S256)', () => {
       body: new URLSearchParams({ consent, decision }).toString(),
     });
     const text = await res.body.text();
-    return { status: res.statusCode, headers: res.headers, text, location: res.headers.location ? new URL(String(res.headers.location)) : undefined };
+    return {
+      status: res.statusCode,
+      headers: res.headers,
+      text,
+      location: res.headers.location ? new URL(String(res.headers.location)) : undefined,
+    };
   }
 
   /** Consent allowed: the code the redirect carries. */
@@ -133,7 +138,10 @@ describe('sandbox authorization endpoint (code with PKCE S256)', () => {
     const refreshed = await request(provider.tokenUrl, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC },
-      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: String(tokens.refresh_token) }).toString(),
+      body: new URLSearchParams({
+        grant_type: 'refresh_token',
+        refresh_token: String(tokens.refresh_token),
+      }).toString(),
     });
     const rotated = await json(refreshed);
     expect(refreshed.statusCode).toBe(200);
@@ -178,14 +186,21 @@ describe('sandbox authorization endpoint (code with PKCE S256)', () => {
     const code = await codeFor(challenge);
     const wrong = await exchange({ code, code_verifier: verifier, redirect_uri: 'http://127.0.0.1:9/oauth/callback/' });
     expect(wrong.statusCode).toBe(400);
-    expect(await json(wrong)).toMatchObject({ error: 'invalid_grant', error_description: 'redirect_uri does not match the authorization request' });
+    expect(await json(wrong)).toMatchObject({
+      error: 'invalid_grant',
+      error_description: 'redirect_uri does not match the authorization request',
+    });
 
     const other = pkce();
     const second = await codeFor(other.challenge);
     const none = await request(provider.tokenUrl, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC },
-      body: new URLSearchParams({ grant_type: 'authorization_code', code: second, code_verifier: other.verifier }).toString(),
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        code: second,
+        code_verifier: other.verifier,
+      }).toString(),
     });
     expect(none.statusCode).toBe(400);
     expect((await json(none)).error).toBe('invalid_grant');
@@ -221,7 +236,9 @@ describe('sandbox authorization endpoint (code with PKCE S256)', () => {
   });
 
   it('escapes what the request brings into the page', async () => {
-    const consentHtml = await request(`${provider.authorizationUrl}?${authorizeQuery(pkce().challenge, { scope: '<img src=x onerror=alert(1)>' })}`);
+    const consentHtml = await request(
+      `${provider.authorizationUrl}?${authorizeQuery(pkce().challenge, { scope: '<img src=x onerror=alert(1)>' })}`,
+    );
     const html = await consentHtml.body.text();
     expect(consentHtml.statusCode).toBe(200);
     expect(html).not.toContain('<img');
@@ -231,7 +248,9 @@ describe('sandbox authorization endpoint (code with PKCE S256)', () => {
   it('accepts only the registered redirect URIs when it has some, and a public client with client_id in the form', async () => {
     const strict = await startSandboxProvider({ redirectUris: [REDIRECT_URI], allowPublicClient: true });
     try {
-      const other = await request(`${strict.authorizationUrl}?${authorizeQuery(pkce().challenge, { redirect_uri: 'http://127.0.0.1:9/elsewhere' })}`);
+      const other = await request(
+        `${strict.authorizationUrl}?${authorizeQuery(pkce().challenge, { redirect_uri: 'http://127.0.0.1:9/elsewhere' })}`,
+      );
       expect(await other.body.text()).toMatch(/not registered/);
       expect(other.statusCode).toBe(400);
 
@@ -251,7 +270,13 @@ describe('sandbox authorization endpoint (code with PKCE S256)', () => {
       const res = await request(strict.tokenUrl, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ grant_type: 'authorization_code', client_id: 'sandbox-client', code: location.searchParams.get('code')!, redirect_uri: REDIRECT_URI, code_verifier: verifier }).toString(),
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          client_id: 'sandbox-client',
+          code: location.searchParams.get('code')!,
+          redirect_uri: REDIRECT_URI,
+          code_verifier: verifier,
+        }).toString(),
       });
       expect(res.statusCode).toBe(200);
       expect((await json(res)).refresh_token).toMatch(/^rt_/);
@@ -269,12 +294,26 @@ describe('SandboxAuthorizer code lifetime', () => {
     let html = '';
     let location = '';
     const res = (sink: (status: number, headers: Record<string, string>, body?: string) => void) =>
-      ({ destroyed: false, writeHead: (status: number, headers: Record<string, string>) => ({ end: (body?: string) => sink(status, headers, body) }) }) as unknown as ServerResponse;
-    authorizer.consentPage(new URLSearchParams(authorizeQuery(challenge, { client_id: 'c' })), res((_s, _h, body) => (html = body ?? '')));
+      ({
+        destroyed: false,
+        writeHead: (status: number, headers: Record<string, string>) => ({
+          end: (body?: string) => sink(status, headers, body),
+        }),
+      }) as unknown as ServerResponse;
+    authorizer.consentPage(
+      new URLSearchParams(authorizeQuery(challenge, { client_id: 'c' })),
+      res((_s, _h, body) => (html = body ?? '')),
+    );
     const consent = /name="consent" value="([^"]+)"/.exec(html)![1]!;
-    authorizer.decide(new URLSearchParams({ consent, decision: 'allow' }), res((_s, headers) => (location = headers.location!)));
+    authorizer.decide(
+      new URLSearchParams({ consent, decision: 'allow' }),
+      res((_s, headers) => (location = headers.location!)),
+    );
     const code = new URL(location).searchParams.get('code');
     now += 60_001;
-    expect(authorizer.redeem({ code, clientId: 'c', redirectUri: REDIRECT_URI, codeVerifier: verifier })).toEqual({ ok: false, description: 'authorization code expired' });
+    expect(authorizer.redeem({ code, clientId: 'c', redirectUri: REDIRECT_URI, codeVerifier: verifier })).toEqual({
+      ok: false,
+      description: 'authorization code expired',
+    });
   });
 });

@@ -9,7 +9,15 @@ const CODE_TTL_MS = 60_000;
 const S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/;
 /** RFC 7636 §4.1: 43 to 128 unreserved characters. */
 const VERIFIER = /^[A-Za-z0-9._~-]{43,128}$/;
-const REQUEST_PARAMS = ['response_type', 'client_id', 'redirect_uri', 'scope', 'state', 'code_challenge', 'code_challenge_method'];
+const REQUEST_PARAMS = [
+  'response_type',
+  'client_id',
+  'redirect_uri',
+  'scope',
+  'state',
+  'code_challenge',
+  'code_challenge_method',
+];
 
 export interface AuthorizeSettings {
   clientId: string;
@@ -65,7 +73,10 @@ function pageHeaders(formAction: string): Record<string, string> {
 }
 
 function escapeHtml(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+  return value.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!,
+  );
 }
 
 function page(title: string, body: string): string {
@@ -121,7 +132,12 @@ export class SandboxAuthorizer {
     if (typeof checked === 'string') return refuse(res, checked);
     const id = token();
     this.consents.set(id, { ...checked, expiresAt: this.now() + CONSENT_TTL_MS });
-    const scope = checked.scope ? `<p>It asks for: ${checked.scope.split(' ').map((s) => `<code>${escapeHtml(s)}</code>`).join(' ')}</p>` : '';
+    const scope = checked.scope
+      ? `<p>It asks for: ${checked.scope
+          .split(' ')
+          .map((s) => `<code>${escapeHtml(s)}</code>`)
+          .join(' ')}</p>`
+      : '';
     const body = `<p><strong>${escapeHtml(checked.clientId)}</strong> wants to access your sandbox account.</p>${scope}
 <p>You will be sent back to <code>${escapeHtml(new URL(checked.redirectUri).origin)}</code>.</p>
 <form method="post" action="/authorize"><input type="hidden" name="consent" value="${id}">
@@ -137,7 +153,14 @@ export class SandboxAuthorizer {
     // Single use: a second click (or a replayed form) finds nothing.
     this.consents.delete(id);
     if (!consent || consent.expiresAt <= this.now()) {
-      return sendPage(res, 400, page('Consent expired', '<p>This consent request is unknown, used or expired. Start again from the application.</p>'));
+      return sendPage(
+        res,
+        400,
+        page(
+          'Consent expired',
+          '<p>This consent request is unknown, used or expired. Start again from the application.</p>',
+        ),
+      );
     }
     const decision = form.get('decision');
     if (decision !== 'allow' && decision !== 'deny') return refuse(res, 'decision must be allow or deny');
@@ -154,7 +177,14 @@ export class SandboxAuthorizer {
     if (consent.state !== undefined) location.searchParams.set('state', consent.state);
     if (this.settings.issuer !== undefined) location.searchParams.set('iss', this.settings.issuer);
     if (res.destroyed) return;
-    res.writeHead(302, { location: location.toString(), 'cache-control': 'no-store', pragma: 'no-cache', 'referrer-policy': 'no-referrer' }).end();
+    res
+      .writeHead(302, {
+        location: location.toString(),
+        'cache-control': 'no-store',
+        pragma: 'no-cache',
+        'referrer-policy': 'no-referrer',
+      })
+      .end();
   }
 
   /**
@@ -169,14 +199,21 @@ export class SandboxAuthorizer {
     if (issued.used) {
       const revokeRefreshToken = issued.refreshToken;
       issued.refreshToken = undefined;
-      return { ok: false, description: 'authorization code already used; the grant it gave is revoked', revokeRefreshToken };
+      return {
+        ok: false,
+        description: 'authorization code already used; the grant it gave is revoked',
+        revokeRefreshToken,
+      };
     }
     issued.used = true;
     if (issued.expiresAt <= this.now()) return { ok: false, description: 'authorization code expired' };
-    if (issued.clientId !== p.clientId) return { ok: false, description: 'authorization code was issued to another client' };
+    if (issued.clientId !== p.clientId)
+      return { ok: false, description: 'authorization code was issued to another client' };
     // RFC 6749 §4.1.3: required, and identical, when the authorization request carried it (it always does here).
-    if (p.redirectUri === null || p.redirectUri !== issued.redirectUri) return { ok: false, description: 'redirect_uri does not match the authorization request' };
-    if (p.codeVerifier === null || !VERIFIER.test(p.codeVerifier)) return { ok: false, description: 'code_verifier is missing or malformed' };
+    if (p.redirectUri === null || p.redirectUri !== issued.redirectUri)
+      return { ok: false, description: 'redirect_uri does not match the authorization request' };
+    if (p.codeVerifier === null || !VERIFIER.test(p.codeVerifier))
+      return { ok: false, description: 'code_verifier is missing or malformed' };
     const challenge = createHash('sha256').update(p.codeVerifier).digest('base64url');
     if (!sameText(challenge, issued.codeChallenge)) return { ok: false, description: 'PKCE verification failed' };
     return { ok: true, scope: issued.scope, bind: (refreshToken) => (issued.refreshToken = refreshToken) };
@@ -204,14 +241,18 @@ export class SandboxAuthorizer {
     if (redirectProblem) return redirectProblem;
     if (query.get('response_type') !== 'code') return 'response_type must be code';
     const codeChallenge = query.get('code_challenge');
-    if (query.get('code_challenge_method') !== 'S256' || !codeChallenge) return 'PKCE is required: code_challenge with code_challenge_method=S256';
+    if (query.get('code_challenge_method') !== 'S256' || !codeChallenge)
+      return 'PKCE is required: code_challenge with code_challenge_method=S256';
     if (!S256_CHALLENGE.test(codeChallenge)) return 'code_challenge must be 43 base64url characters (S256)';
     const scope = query.get('scope')?.trim().split(/\s+/).filter(Boolean).join(' ') || undefined;
     return { clientId, redirectUri, scope, state: query.get('state') ?? undefined, codeChallenge };
   }
 
   private redirectProblem(redirectUri: string): string | undefined {
-    if (this.settings.redirectUris) return this.settings.redirectUris.includes(redirectUri) ? undefined : 'redirect_uri is not registered for this client';
+    if (this.settings.redirectUris)
+      return this.settings.redirectUris.includes(redirectUri)
+        ? undefined
+        : 'redirect_uri is not registered for this client';
     let url: URL;
     try {
       url = new URL(redirectUri);

@@ -92,7 +92,8 @@ export function respondWithFault(fault: SandboxFault, req: IncomingMessage, res:
       sendJson(res, 200, {
         error: fault.error,
         error_description: 'The code passed is incorrect or expired.',
-        error_uri: 'https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors',
+        error_uri:
+          'https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors',
       });
       return true;
     case 'oauth_error':

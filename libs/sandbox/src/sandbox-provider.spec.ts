@@ -1,7 +1,12 @@
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '@tokenkeeper/common';
-import { HUGE_BODY_BYTES, startSandboxProvider, type SandboxOptions, type SandboxProvider } from './sandbox-provider.js';
+import {
+  HUGE_BODY_BYTES,
+  startSandboxProvider,
+  type SandboxOptions,
+  type SandboxProvider,
+} from './sandbox-provider.js';
 
 type ClientAuth = 'basic' | 'post' | { id: string; secret: string; method: 'basic' | 'post' };
 
@@ -16,7 +21,12 @@ function basic(id: string, secret: string): string {
   return `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
 }
 
-async function post(url: string, form: Record<string, string>, auth: ClientAuth = 'basic', signal?: AbortSignal): Promise<Answer> {
+async function post(
+  url: string,
+  form: Record<string, string>,
+  auth: ClientAuth = 'basic',
+  signal?: AbortSignal,
+): Promise<Answer> {
   const { id, secret, method } =
     typeof auth === 'string' ? { id: 'sandbox-client', secret: 'sandbox-secret', method: auth } : auth;
   const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -181,18 +191,30 @@ describe('SandboxProvider', () => {
     });
 
     it('answers 401 invalid_client for a wrong client, by either method', async () => {
-      const wrongBasic = await refresh(provider.issueRefreshToken(), provider, { id: 'sandbox-client', secret: 'nope', method: 'basic' });
+      const wrongBasic = await refresh(provider.issueRefreshToken(), provider, {
+        id: 'sandbox-client',
+        secret: 'nope',
+        method: 'basic',
+      });
       expect(wrongBasic.status).toBe(401);
       expect(wrongBasic.json.error).toBe('invalid_client');
       expect(wrongBasic.headers['www-authenticate']).toMatch(/^Basic/);
-      const wrongPost = await refresh(provider.issueRefreshToken(), provider, { id: 'other', secret: 'sandbox-secret', method: 'post' });
-      expect(wrongPost.status).toBe(401);
-      expect(wrongPost.json.error).toBe('invalid_client');
-      const none = await post(provider.tokenUrl, { grant_type: 'client_credentials', client_id: 'sandbox-client' }, {
-        id: 'sandbox-client',
-        secret: '',
+      const wrongPost = await refresh(provider.issueRefreshToken(), provider, {
+        id: 'other',
+        secret: 'sandbox-secret',
         method: 'post',
       });
+      expect(wrongPost.status).toBe(401);
+      expect(wrongPost.json.error).toBe('invalid_client');
+      const none = await post(
+        provider.tokenUrl,
+        { grant_type: 'client_credentials', client_id: 'sandbox-client' },
+        {
+          id: 'sandbox-client',
+          secret: '',
+          method: 'post',
+        },
+      );
       expect(none.status).toBe(401);
       expect(provider.stats.invalidClient).toBe(3);
       expect(provider.stats.successes).toBe(0);
@@ -203,14 +225,19 @@ describe('SandboxProvider', () => {
       const form = { grant_type: 'client_credentials' };
       const encoded = { id: 'my+client', secret: encodeURIComponent('se:cr+et/'), method: 'basic' as const };
       expect((await post(p.tokenUrl, form, encoded)).status).toBe(200);
-      expect((await post(p.tokenUrl, form, { id: 'my client', secret: 'se:cr+et/', method: 'basic' })).status).toBe(200);
+      expect((await post(p.tokenUrl, form, { id: 'my client', secret: 'se:cr+et/', method: 'basic' })).status).toBe(
+        200,
+      );
       expect((await post(p.tokenUrl, form, { id: 'my client', secret: 'se:cr+et/', method: 'post' })).status).toBe(200);
     });
 
     it('rejects two authentication methods in one request', async () => {
       const res = await request(provider.tokenUrl, {
         method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic('sandbox-client', 'sandbox-secret') },
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization: basic('sandbox-client', 'sandbox-secret'),
+        },
         body: 'grant_type=client_credentials&client_id=sandbox-client&client_secret=sandbox-secret',
       });
       expect(res.statusCode).toBe(400);
@@ -302,7 +329,10 @@ describe('SandboxProvider', () => {
       provider.injectFault({ type: 'oauth_error', error: 'temporarily_unavailable', status: 503 });
       expect(await post(provider.tokenUrl, grant)).toMatchObject({ status: 400, json: { error: 'invalid_grant' } });
       expect(await post(provider.tokenUrl, grant)).toMatchObject({ status: 401, json: { error: 'invalid_client' } });
-      expect(await post(provider.tokenUrl, grant)).toMatchObject({ status: 503, json: { error: 'temporarily_unavailable' } });
+      expect(await post(provider.tokenUrl, grant)).toMatchObject({
+        status: 503,
+        json: { error: 'temporarily_unavailable' },
+      });
     });
 
     it('answers a form-encoded body whose token is not real', async () => {
@@ -337,7 +367,10 @@ describe('SandboxProvider', () => {
       provider.injectFault({ type: 'huge' });
       const res = await request(provider.tokenUrl, {
         method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic('sandbox-client', 'sandbox-secret') },
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization: basic('sandbox-client', 'sandbox-secret'),
+        },
         body: 'grant_type=client_credentials',
       });
       expect(res.statusCode).toBe(200);
@@ -419,7 +452,10 @@ describe('SandboxProvider', () => {
     it('revokes a refresh token with its family, an access token alone, and answers 200 for unknown tokens', async () => {
       const family = provider.issueTokens();
       const other = provider.issueTokens();
-      const revokeRt = await post(provider.revocationUrl, { token: family.refreshToken, token_type_hint: 'refresh_token' });
+      const revokeRt = await post(provider.revocationUrl, {
+        token: family.refreshToken,
+        token_type_hint: 'refresh_token',
+      });
       expect(revokeRt.status).toBe(200);
       expect((await refresh(family.refreshToken)).json.error).toBe('invalid_grant');
       expect((await callApi(provider, family.accessToken)).status).toBe(401);
@@ -434,7 +470,11 @@ describe('SandboxProvider', () => {
 
     it('requires client authentication', async () => {
       const { refreshToken } = provider.issueTokens();
-      const answer = await post(provider.revocationUrl, { token: refreshToken }, { id: 'sandbox-client', secret: 'x', method: 'post' });
+      const answer = await post(
+        provider.revocationUrl,
+        { token: refreshToken },
+        { id: 'sandbox-client', secret: 'x', method: 'post' },
+      );
       expect(answer.status).toBe(401);
       expect((await refresh(refreshToken)).status).toBe(200);
     });

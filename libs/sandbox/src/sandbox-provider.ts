@@ -109,7 +109,13 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.end(JSON.stringify(body));
 }
 
-function oauthError(res: ServerResponse, status: number, error: string, description: string, headers?: Record<string, string>): void {
+function oauthError(
+  res: ServerResponse,
+  status: number,
+  error: string,
+  description: string,
+  headers?: Record<string, string>,
+): void {
   sendJson(res, status, { error, error_description: description }, headers);
 }
 
@@ -168,7 +174,11 @@ export class SandboxProvider {
     this.graceMs = (options.reuseGraceSeconds ?? 0) * 1000;
     this.expiresInAsString = options.expiresInAsString ?? false;
     this.refreshInSeconds = options.refreshInSeconds;
-    this.authorizer = new SandboxAuthorizer({ clientId: this.clientId, issuer: this.issuer, redirectUris: options.redirectUris });
+    this.authorizer = new SandboxAuthorizer({
+      clientId: this.clientId,
+      issuer: this.issuer,
+      redirectUris: options.redirectUris,
+    });
     this.sweeper = setInterval(() => {
       this.store.sweepExpired();
       this.authorizer.sweepExpired();
@@ -289,7 +299,7 @@ export class SandboxProvider {
   }
 
   private get mutableStats(): SandboxStats {
-    return this.stats as SandboxStats;
+    return this.stats;
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -351,7 +361,13 @@ export class SandboxProvider {
               : 'unknown refresh token';
         return oauthError(res, 400, 'invalid_grant', description);
       }
-      return this.sendTokens(res, outcome.accessToken, outcome.refreshToken, outcome.scope, fault?.type === 'expires_in' ? fault.value : undefined);
+      return this.sendTokens(
+        res,
+        outcome.accessToken,
+        outcome.refreshToken,
+        outcome.scope,
+        fault?.type === 'expires_in' ? fault.value : undefined,
+      );
     }
     if (grantType === 'authorization_code') {
       stats.authorizationCodeGrants++;
@@ -362,25 +378,49 @@ export class SandboxProvider {
         codeVerifier: form.get('code_verifier'),
       });
       if (!redeemed.ok) {
-        if (redeemed.revokeRefreshToken && this.store.revoke(redeemed.revokeRefreshToken).familyRevokedNow) stats.familiesRevoked++;
+        if (redeemed.revokeRefreshToken && this.store.revoke(redeemed.revokeRefreshToken).familyRevokedNow)
+          stats.familiesRevoked++;
         return oauthError(res, 400, 'invalid_grant', redeemed.description);
       }
       // A new family, exactly as issueTokens() starts one; refreshes then rotate it as any other.
       const refreshToken = this.store.startFamily(redeemed.scope);
       redeemed.bind(refreshToken);
       const accessToken = this.store.issueAccessFor(refreshToken, this.ttlSeconds);
-      return this.sendTokens(res, accessToken, refreshToken, redeemed.scope, fault?.type === 'expires_in' ? fault.value : undefined);
+      return this.sendTokens(
+        res,
+        accessToken,
+        refreshToken,
+        redeemed.scope,
+        fault?.type === 'expires_in' ? fault.value : undefined,
+      );
     }
     if (grantType === 'client_credentials') {
       stats.clientCredentialsGrants++;
-      return this.sendTokens(res, this.store.clientCredentials(this.clientId, this.ttlSeconds, scope), undefined, scope, fault?.type === 'expires_in' ? fault.value : undefined);
+      return this.sendTokens(
+        res,
+        this.store.clientCredentials(this.clientId, this.ttlSeconds, scope),
+        undefined,
+        scope,
+        fault?.type === 'expires_in' ? fault.value : undefined,
+      );
     }
     if (!grantType) return oauthError(res, 400, 'invalid_request', 'grant_type is required');
-    return oauthError(res, 400, 'unsupported_grant_type', 'only authorization_code, refresh_token and client_credentials are supported');
+    return oauthError(
+      res,
+      400,
+      'unsupported_grant_type',
+      'only authorization_code, refresh_token and client_credentials are supported',
+    );
   }
 
   /** `expiresIn` overrides what is advertised (a fault); the token itself lives ttlSeconds either way. */
-  private sendTokens(res: ServerResponse, accessToken: string, refreshToken?: string, scope?: string, expiresIn?: number | string): void {
+  private sendTokens(
+    res: ServerResponse,
+    accessToken: string,
+    refreshToken?: string,
+    scope?: string,
+    expiresIn?: number | string,
+  ): void {
     this.mutableStats.successes++;
     const body: Record<string, unknown> = {
       access_token: accessToken,
@@ -395,16 +435,24 @@ export class SandboxProvider {
 
   /** GET: the consent page; POST: the person's answer (sandbox-authorize.ts). Errors are pages, not JSON: a browser reads them. */
   private async authorizationEndpoint(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method === 'GET') return this.authorizer.consentPage(new URL(req.url ?? '/', 'http://sandbox').searchParams, res);
+    if (req.method === 'GET')
+      return this.authorizer.consentPage(new URL(req.url ?? '/', 'http://sandbox').searchParams, res);
     if (req.method !== 'POST') {
-      res.writeHead(405, { allow: 'GET, POST', 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end('method not allowed\n');
+      res
+        .writeHead(405, {
+          allow: 'GET, POST',
+          'content-type': 'text/plain; charset=utf-8',
+          'cache-control': 'no-store',
+        })
+        .end('method not allowed\n');
       return;
     }
     let body: string;
     try {
       body = await readBody(req);
     } catch (error) {
-      if (error instanceof RequestTooLarge) res.writeHead(413, { 'content-type': 'text/plain; charset=utf-8' }).end('body too large\n');
+      if (error instanceof RequestTooLarge)
+        res.writeHead(413, { 'content-type': 'text/plain; charset=utf-8' }).end('body too large\n');
       else res.destroy();
       return;
     }
@@ -429,13 +477,18 @@ export class SandboxProvider {
     const stats = this.mutableStats;
     stats.apiCalls++;
     const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-    const check = match ? this.store.checkAccess(match[1]!) : ({ ok: false, reason: 'missing' } as const);
+    const check = match ? this.store.checkAccess(match[1]) : ({ ok: false, reason: 'missing' } as const);
     if (this.apiAlwaysUnauthorized || !check.ok) {
       stats.apiUnauthorized++;
       const reason = check.ok ? 'rejected' : check.reason;
-      return sendJson(res, 401, { ok: false, error: 'invalid_token' }, {
-        'www-authenticate': `Bearer realm="sandbox", error="invalid_token", error_description="token ${reason}"`,
-      });
+      return sendJson(
+        res,
+        401,
+        { ok: false, error: 'invalid_token' },
+        {
+          'www-authenticate': `Bearer realm="sandbox", error="invalid_token", error_description="token ${reason}"`,
+        },
+      );
     }
     sendJson(res, 200, { ok: true, subject: check.subject, ...(check.scope ? { scope: check.scope } : {}) });
   }
@@ -450,11 +503,12 @@ export class SandboxProvider {
     try {
       body = await readBody(req);
     } catch (error) {
-      if (error instanceof RequestTooLarge) sendJson(res, 413, { error: 'invalid_request', error_description: 'body too large' });
+      if (error instanceof RequestTooLarge)
+        sendJson(res, 413, { error: 'invalid_request', error_description: 'body too large' });
       else res.destroy();
       return undefined;
     }
-    const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const contentType = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     if (contentType !== 'application/x-www-form-urlencoded') {
       oauthError(res, 400, 'invalid_request', 'body must be application/x-www-form-urlencoded');
       return undefined;
@@ -476,7 +530,7 @@ export class SandboxProvider {
     if (header) {
       const match = /^Basic\s+(\S+)\s*$/i.exec(header);
       if (!match) return 'invalid_client_basic';
-      const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
+      const decoded = Buffer.from(match[1], 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
       if (colon < 0) return 'invalid_client_basic';
       const rawId = decoded.slice(0, colon);
@@ -499,7 +553,8 @@ export class SandboxProvider {
     }
     this.mutableStats.invalidClient++;
     // RFC 6749 §5.2: a client that tried Basic gets a Basic challenge back.
-    const headers: Record<string, string> = auth === 'invalid_client_basic' ? { 'www-authenticate': 'Basic realm="sandbox"' } : {};
+    const headers: Record<string, string> =
+      auth === 'invalid_client_basic' ? { 'www-authenticate': 'Basic realm="sandbox"' } : {};
     oauthError(res, 401, 'invalid_client', 'client authentication failed', headers);
   }
 

@@ -34,8 +34,7 @@ export type RefreshOutcome =
   | { ok: false; reason: 'unknown' | 'family_revoked' | 'reuse'; familyRevokedNow: boolean };
 
 export type AccessCheck =
-  | { ok: true; subject: string; scope?: string }
-  | { ok: false; reason: 'unknown' | 'expired' | 'revoked' };
+  { ok: true; subject: string; scope?: string } | { ok: false; reason: 'unknown' | 'expired' | 'revoked' };
 
 function randomToken(prefix: 'at_' | 'rt_'): string {
   return prefix + randomBytes(24).toString('base64url');

@@ -63,7 +63,8 @@ export class BrowserTab {
   constructor(readonly page: Page) {
     // The status of the document the tab shows: the last main-frame navigation response.
     page.on('response', (response) => {
-      if (response.request().isNavigationRequest() && response.frame() === page.mainFrame()) this.lastStatus = response.status();
+      if (response.request().isNavigationRequest() && response.frame() === page.mainFrame())
+        this.lastStatus = response.status();
     });
   }
 

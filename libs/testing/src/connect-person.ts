@@ -35,32 +35,55 @@ export class ConnectPerson {
   }
 
   /** The button: a POST of the page's form to the link. `formToken` and `headers` can be overridden to play a forgery. */
-  async press(link: string, formToken: string | undefined, headers: Record<string, string> = { origin: new URL(link).origin, 'sec-fetch-site': 'same-origin' }): Promise<PersonStep> {
+  async press(
+    link: string,
+    formToken: string | undefined,
+    headers: Record<string, string> = { origin: new URL(link).origin, 'sec-fetch-site': 'same-origin' },
+  ): Promise<PersonStep> {
     const body = formToken === undefined ? '' : new URLSearchParams({ form_token: formToken }).toString();
-    return this.send(link, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body });
+    return this.send(link, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+      body,
+    });
   }
 
   /** Page, then button: the provider's authorization URL the browser is sent to. */
   async startAt(link: string): Promise<string> {
     const page = await this.openLink(link);
-    if (page.status !== 200 || !page.formToken) throw new Error(`the connect page answered ${page.status} without a button`);
+    if (page.status !== 200 || !page.formToken)
+      throw new Error(`the connect page answered ${page.status} without a button`);
     const pressed = await this.press(link, page.formToken);
-    if (pressed.status !== 303 || !pressed.location) throw new Error(`the button answered ${pressed.status}: ${pressed.text}`);
+    if (pressed.status !== 303 || !pressed.location)
+      throw new Error(`the button answered ${pressed.status}: ${pressed.text}`);
     return pressed.location;
   }
 
   async postForm(url: string, form: Record<string, string>): Promise<PersonStep> {
-    return this.send(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
+    return this.send(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(form).toString(),
+    });
   }
 
-  private async send(url: string, options: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string }): Promise<PersonStep> {
+  private async send(
+    url: string,
+    options: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string },
+  ): Promise<PersonStep> {
     const cookie = [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
     const res = await request(url, { ...options, headers: { ...options.headers, ...(cookie ? { cookie } : {}) } });
     const text = await res.body.text();
     const raw = res.headers['set-cookie'];
     const setCookies = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
     for (const line of setCookies) this.keep(line);
-    return { status: res.statusCode, location: res.headers.location === undefined ? undefined : String(res.headers.location), text, setCookies, headers: res.headers };
+    return {
+      status: res.statusCode,
+      location: res.headers.location === undefined ? undefined : String(res.headers.location),
+      text,
+      setCookies,
+      headers: res.headers,
+    };
   }
 
   private keep(line: string): void {

@@ -41,7 +41,10 @@ export async function createTestDatabase(prefix = 'tk'): Promise<TestDatabase> {
       if (dropped) return;
       await withAdmin(adminUrl, async (client) => {
         // A pool the test forgot to close would otherwise make DROP DATABASE fail.
-        await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+        await client.query(
+          'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+          [name],
+        );
         await client.query(`DROP DATABASE IF EXISTS "${name}"`);
       });
       dropped = true;

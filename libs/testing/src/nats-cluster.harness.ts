@@ -133,7 +133,9 @@ class NatsClusterHarness implements NatsClusterHandle {
   }
 
   async metaLeader(): Promise<string | undefined> {
-    const leaders = await Promise.all(this.live().map((n) => getJson<Jsz>(`${n.monitorUrl}/jsz`).then((j) => j?.meta_cluster?.leader)));
+    const leaders = await Promise.all(
+      this.live().map((n) => getJson<Jsz>(`${n.monitorUrl}/jsz`).then((j) => j?.meta_cluster?.leader)),
+    );
     const first = leaders[0];
     return first && leaders.every((l) => l === first) ? first : undefined;
   }
@@ -215,7 +217,11 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   if (!Number.isInteger(size) || size < 1) throw new Error('cluster size must be a positive integer');
   const clusterName = options.name ?? 'tk-test';
   const flat = await freePorts(size * 3);
-  const ports: Ports[] = Array.from({ length: size }, (_, i) => ({ client: flat[3 * i]!, cluster: flat[3 * i + 1]!, monitor: flat[3 * i + 2]! }));
+  const ports: Ports[] = Array.from({ length: size }, (_, i) => ({
+    client: flat[3 * i]!,
+    cluster: flat[3 * i + 1]!,
+    monitor: flat[3 * i + 2]!,
+  }));
   const names = ports.map((_, i) => `n${i + 1}`);
   const started = await Promise.allSettled(
     ports.map((own, i) =>

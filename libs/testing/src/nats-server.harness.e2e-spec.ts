@@ -104,7 +104,8 @@ describe('startNatsServer', () => {
   it('runs with a configuration text (authorization), also after a restart, with JetStream', async () => {
     const server = await start({
       jetstream: true,
-      config: 'authorization { users = [ { user: "alice", password: "s3cret", permissions: { publish: "ok.>", subscribe: "_INBOX.>" } } ] }',
+      config:
+        'authorization { users = [ { user: "alice", password: "s3cret", permissions: { publish: "ok.>", subscribe: "_INBOX.>" } } ] }',
     });
     await expect(connect({ servers: server.url, reconnect: false })).rejects.toThrow(/authori[sz]ation/i);
     for (let round = 0; round < 2; round++) {
@@ -128,7 +129,9 @@ describe('startNatsServer', () => {
   it('fails clearly, with the server output, when the server cannot start', async () => {
     const taken = await start();
     await expect(startNatsServer({ port: taken.port })).rejects.toThrow(/already in use/);
-    await expect(startNatsServer({ args: ['--no-such-flag'] })).rejects.toThrow(/exited with \d+; stderr:\n.*no-such-flag/);
+    await expect(startNatsServer({ args: ['--no-such-flag'] })).rejects.toThrow(
+      /exited with \d+; stderr:\n.*no-such-flag/,
+    );
   });
 
   it('kills its servers when the test process exits, even by SIGKILL', async () => {
@@ -153,9 +156,15 @@ describe('startNatsServer', () => {
       const [exited, killed] = await Promise.all([scenario('exit'), scenario('sigkill')]);
       const normal = JSON.parse(exited) as { pid: number; storeDir: string };
       const crashed = JSON.parse(killed) as { pid: number; storeDir: string };
-      await waitFor(() => !running(normal.pid) && !running(crashed.pid), { timeoutMs: 3_000, message: 'servers outlived their parent' });
+      await waitFor(() => !running(normal.pid) && !running(crashed.pid), {
+        timeoutMs: 3_000,
+        message: 'servers outlived their parent',
+      });
       expect(existsSync(normal.storeDir)).toBe(false);
-      await waitFor(() => !existsSync(crashed.storeDir), { timeoutMs: 3_000, message: 'store directory removed by the watchdog' });
+      await waitFor(() => !existsSync(crashed.storeDir), {
+        timeoutMs: 3_000,
+        message: 'store directory removed by the watchdog',
+      });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -159,7 +159,9 @@ class NatsServerHarness implements NatsServerHandle {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     while (!(await accepts(this.port))) {
       if (hasExited(child) || Date.now() > deadline) {
-        const why = hasExited(child) ? `exited with ${child.exitCode ?? child.signalCode}` : `not listening after ${READY_TIMEOUT_MS} ms`;
+        const why = hasExited(child)
+          ? `exited with ${child.exitCode ?? child.signalCode}`
+          : `not listening after ${READY_TIMEOUT_MS} ms`;
         if (!hasExited(child)) child.kill('SIGKILL');
         // 'close' comes after the last stderr chunk; 'exit' can come before it.
         await Promise.race([closed, sleep(1_000)]);

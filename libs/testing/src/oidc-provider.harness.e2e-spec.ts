@@ -19,7 +19,9 @@ describe('OidcProviderHarness + BrowserHarness', () => {
 
   beforeAll(async () => {
     // The client's callback: shows a fixed page; the code is read from the browser's URL.
-    callback = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end('callback reached'));
+    callback = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('callback reached'),
+    );
     await new Promise<void>((resolve) => callback.listen(0, '127.0.0.1', () => resolve()));
     redirectUri = `http://127.0.0.1:${(callback.address() as AddressInfo).port}/cb`;
     oidc = await OidcProviderHarness.start({ redirectUris: [redirectUri] });
@@ -40,7 +42,9 @@ describe('OidcProviderHarness + BrowserHarness', () => {
       redirect_uri: redirectUri,
       scope: 'openid api:read',
       state,
-      ...(withPkce ? { code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256' } : {}),
+      ...(withPkce
+        ? { code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256' }
+        : {}),
     }).toString();
     return url.toString();
   }

@@ -96,7 +96,12 @@ export class OidcProviderHarness {
 
   /** A client's code exchange (client_secret_basic), for tests that play the client themselves. */
   exchangeCode(code: string, codeVerifier: string, redirectUri: string): Promise<OidcTokenResponse> {
-    return this.tokenRequest({ grant_type: 'authorization_code', code, code_verifier: codeVerifier, redirect_uri: redirectUri });
+    return this.tokenRequest({
+      grant_type: 'authorization_code',
+      code,
+      code_verifier: codeVerifier,
+      redirect_uri: redirectUri,
+    });
   }
 
   refresh(refreshToken: string): Promise<OidcTokenResponse> {
@@ -151,7 +156,10 @@ export class OidcProviderHarness {
     if (url.pathname === '/auth' && req.method === 'GET') this.authorizationRequests.push(url.searchParams);
     if (url.pathname === '/token' && req.method === 'POST') {
       const body = await readBody(req);
-      this.tokenRequests.push({ params: new URLSearchParams(body), basicAuth: /^basic /i.test(req.headers.authorization ?? '') });
+      this.tokenRequests.push({
+        params: new URLSearchParams(body),
+        basicAuth: /^basic /i.test(req.headers.authorization ?? ''),
+      });
       return void callback(withBody(req, body), res);
     }
     // devInteractions' forms post to /interaction/<uid> (login and consent alike).

@@ -65,7 +65,10 @@ export class TcpProxy {
       return;
     }
     const upstream = createConnection(this.target);
-    for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
+    for (const [a, b] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
       this.sockets.add(a);
       a.on('error', () => b.destroy());
       a.on('close', () => {

@@ -1,12 +1,26 @@
 import { z } from 'zod';
-import { failOnProblems, parseEnv, positiveInt, postgresUrl, serviceConfigFrom, serviceEnvShape, type ServiceConfig } from '@tokenkeeper/common';
-import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom, withOwnInbox } from '@tokenkeeper/nats';
+import {
+  failOnProblems,
+  parseEnv,
+  positiveInt,
+  postgresUrl,
+  serviceConfigFrom,
+  serviceEnvShape,
+  type ServiceConfig,
+} from '@tokenkeeper/common';
+import {
+  type NatsConfig,
+  natsConfigFrom,
+  natsEnvShape,
+  replySubjectEnvShape,
+  replySubjectPrefixesFrom,
+  withOwnInbox,
+} from '@tokenkeeper/nats';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
 export class AuditConfigError extends Error {
   override name = 'AuditConfigError';
 }
-
 
 const EnvSchema = z.object({
   ...serviceEnvShape,
@@ -55,7 +69,8 @@ export function loadAuditConfig(env: Record<string, string | undefined>): AuditC
   const problems: string[] = [];
   const nats = withOwnInbox(natsConfigFrom(e, problems));
   const replySubjectPrefixes = replySubjectPrefixesFrom(e, problems);
-  if (!new URL(e.AUDIT_DATABASE_URL).pathname.replace(/^\//, '')) problems.push('  AUDIT_DATABASE_URL: must name a database');
+  if (!new URL(e.AUDIT_DATABASE_URL).pathname.replace(/^\//, ''))
+    problems.push('  AUDIT_DATABASE_URL: must name a database');
   failOnProblems(problems, fail);
 
   return {

@@ -7,12 +7,23 @@ import type { AuditRecordRepository } from '../persistence/audit-record.reposito
 import { AuditConsumer } from './audit-consumer.service.js';
 
 const record = (i: number) => ({
-  eventId: `3b241101-e2bb-4255-8caf-4136c566a9${String(i).padStart(2, '0')}`, type: 'refreshed', tenant: 'acme', connection: 'github',
-  provider: 'github', version: i + 2, at: '2026-01-05T10:00:00.000Z', replica: 'refresher-1',
+  eventId: `3b241101-e2bb-4255-8caf-4136c566a9${String(i).padStart(2, '0')}`,
+  type: 'refreshed',
+  tenant: 'acme',
+  connection: 'github',
+  provider: 'github',
+  version: i + 2,
+  at: '2026-01-05T10:00:00.000Z',
+  replica: 'refresher-1',
 });
 
 function jsMsg(i: number): JsMsg & { ack: ReturnType<typeof vi.fn> } {
-  return { subject: 'audit.token.refreshed.acme.github', data: new TextEncoder().encode(JSON.stringify(record(i))), seq: i + 1, ack: vi.fn() } as never;
+  return {
+    subject: 'audit.token.refreshed.acme.github',
+    data: new TextEncoder().encode(JSON.stringify(record(i))),
+    seq: i + 1,
+    ack: vi.fn(),
+  } as never;
 }
 
 /**

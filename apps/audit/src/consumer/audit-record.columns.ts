@@ -21,12 +21,24 @@ export function columnProblem(record: AuditRecord): string | undefined {
     problems.push(`version: outside the integer column (0..${VERSION_MAX})`);
   }
   const at = Date.parse(record.at);
-  if (Number.isNaN(at) || at < EARLIEST_AT || at > LATEST_AT) problems.push('at: outside the timestamps PostgreSQL accepts (year 1..9999)');
-  for (const field of ['eventId', 'type', 'tenant', 'connection', 'provider', 'replica', 'outcome', 'code', 'message'] as const) {
+  if (Number.isNaN(at) || at < EARLIEST_AT || at > LATEST_AT)
+    problems.push('at: outside the timestamps PostgreSQL accepts (year 1..9999)');
+  for (const field of [
+    'eventId',
+    'type',
+    'tenant',
+    'connection',
+    'provider',
+    'replica',
+    'outcome',
+    'code',
+    'message',
+  ] as const) {
     const value = record[field];
     if (value === undefined) continue;
     // PostgreSQL text cannot hold NUL.
-    if (value.length > TEXT_MAX || value.includes('\u0000')) problems.push(`${field}: longer than ${TEXT_MAX} characters or holds NUL`);
+    if (value.length > TEXT_MAX || value.includes('\u0000'))
+      problems.push(`${field}: longer than ${TEXT_MAX} characters or holds NUL`);
   }
   return problems.length ? problems.join('; ') : undefined;
 }

@@ -4,23 +4,42 @@ import { redactMessage, sanitizeAuditRecord } from './audit-record.sanitizer.js'
 const encode = (value: unknown) => new TextEncoder().encode(typeof value === 'string' ? value : JSON.stringify(value));
 const record = {
   recordId: '9f0c7d52-5d3a-4f7e-9a51-0b6f3c2e8d11',
-  eventId: '3b241101-e2bb-4255-8caf-4136c566a962', type: 'failed', tenant: 'acme', connection: 'github', provider: 'github',
-  version: 3, outcome: 'retryable', code: 'temporarily_unavailable', message: 'HTTP 503 temporarily_unavailable',
-  at: '2026-01-05T10:00:00.000Z', replica: 'refresher-1',
+  eventId: '3b241101-e2bb-4255-8caf-4136c566a962',
+  type: 'failed',
+  tenant: 'acme',
+  connection: 'github',
+  provider: 'github',
+  version: 3,
+  outcome: 'retryable',
+  code: 'temporarily_unavailable',
+  message: 'HTTP 503 temporarily_unavailable',
+  at: '2026-01-05T10:00:00.000Z',
+  replica: 'refresher-1',
 };
 
 describe('sanitizeAuditRecord', () => {
   it('keeps a well-formed record as it is', () => {
-    expect(sanitizeAuditRecord('audit.token.failed.acme.github', encode(record))).toEqual({ ok: true, record, dropped: [] });
+    expect(sanitizeAuditRecord('audit.token.failed.acme.github', encode(record))).toEqual({
+      ok: true,
+      record,
+      dropped: [],
+    });
   });
 
   it('takes the event id as record id for a record of an older refresher, which had none', () => {
     const { recordId: _none, ...legacy } = record;
-    expect(sanitizeAuditRecord('audit.token.failed.acme.github', encode(legacy))).toEqual({ ok: true, record: { ...legacy, recordId: legacy.eventId }, dropped: [] });
+    expect(sanitizeAuditRecord('audit.token.failed.acme.github', encode(legacy))).toEqual({
+      ok: true,
+      record: { ...legacy, recordId: legacy.eventId },
+      dropped: [],
+    });
   });
 
   it('drops every field outside the allow-list and names them', () => {
-    const result = sanitizeAuditRecord('audit.token.failed.acme.github', encode({ ...record, accessToken: 'at_x', refreshToken: 'rt_x', headers: { authorization: 'Bearer x' } }));
+    const result = sanitizeAuditRecord(
+      'audit.token.failed.acme.github',
+      encode({ ...record, accessToken: 'at_x', refreshToken: 'rt_x', headers: { authorization: 'Bearer x' } }),
+    );
     expect(result).toEqual({ ok: true, record, dropped: ['accessToken', 'refreshToken', 'headers'] });
     expect(JSON.stringify(result.ok && result.record)).not.toContain('_x');
   });
@@ -43,7 +62,10 @@ describe('sanitizeAuditRecord', () => {
   });
 
   it('normalises the timestamp to UTC', () => {
-    const result = sanitizeAuditRecord('audit.token.failed.acme.github', encode({ ...record, at: '2026-01-05T11:00:00+01:00' }));
+    const result = sanitizeAuditRecord(
+      'audit.token.failed.acme.github',
+      encode({ ...record, at: '2026-01-05T11:00:00+01:00' }),
+    );
     expect(result.ok && result.record.at).toBe('2026-01-05T10:00:00.000Z');
   });
 });

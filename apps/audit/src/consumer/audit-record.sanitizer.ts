@@ -39,9 +39,7 @@ export function redactMessage(message: string): string {
   return text.length > MESSAGE_MAX ? `${text.slice(0, MESSAGE_MAX - 1)}…` : text;
 }
 
-export type SanitizeResult =
-  | { ok: true; record: AuditRecord; dropped: string[] }
-  | { ok: false; reason: string };
+export type SanitizeResult = { ok: true; record: AuditRecord; dropped: string[] } | { ok: false; reason: string };
 
 /**
  * Turns a message from the stream into a record fit to store: only the allow-listed

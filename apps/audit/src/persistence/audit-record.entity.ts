@@ -16,7 +16,8 @@ export class AuditRecordEntity {
   @PrimaryGeneratedColumn({ type: 'bigint' }) id!: string;
   @Column({ name: 'record_id', type: 'uuid', unique: true }) recordId!: string;
   @Index('audit_records_event_idx')
-  @Column({ name: 'event_id', type: 'uuid' }) eventId!: string;
+  @Column({ name: 'event_id', type: 'uuid' })
+  eventId!: string;
   @Column({ type: 'text' }) tenant!: string;
   @Column({ type: 'text' }) connection!: string;
   @Column({ type: 'text' }) provider!: string;

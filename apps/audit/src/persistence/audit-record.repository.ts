@@ -82,8 +82,17 @@ export class AuditRecordRepository {
        ON CONFLICT (record_id) DO NOTHING
        RETURNING 1`,
       [
-        column('eventId'), column('tenant'), column('connection'), column('provider'), column('type'), column('version'),
-        column('outcome'), column('code'), column('message'), column('at'), column('replica'),
+        column('eventId'),
+        column('tenant'),
+        column('connection'),
+        column('provider'),
+        column('type'),
+        column('version'),
+        column('outcome'),
+        column('code'),
+        column('message'),
+        column('at'),
+        column('replica'),
         records.map((r) => r.recordId ?? r.eventId),
       ],
     );
@@ -101,8 +110,19 @@ export class AuditRecordRepository {
        ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
        RETURNING 1`,
       [
-        column('streamSeq'), column('subject'), column('reason'), column('eventId'), column('type'), column('tenant'), column('connection'),
-        column('provider'), column('version'), column('at'), column('replica'), column('outcome'), column('code'),
+        column('streamSeq'),
+        column('subject'),
+        column('reason'),
+        column('eventId'),
+        column('type'),
+        column('tenant'),
+        column('connection'),
+        column('provider'),
+        column('version'),
+        column('at'),
+        column('replica'),
+        column('outcome'),
+        column('code'),
       ],
     );
     return inserted.length;

@@ -19,7 +19,13 @@ describe('audit stream settings check', () => {
   });
 
   it('names each difference with its setting and the nats stream edit flag that applies the configuration', () => {
-    const current = { ...desired, max_age: nanos(1_000), max_bytes: 1, num_replicas: 1, subjects: ['other.>'] } as StreamConfig;
+    const current = {
+      ...desired,
+      max_age: nanos(1_000),
+      max_bytes: 1,
+      num_replicas: 1,
+      subjects: ['other.>'],
+    } as StreamConfig;
     const found = streamDifferences(current, desired);
     expect(found.map((d) => d.setting)).toEqual([
       'max_age (AUDIT_STREAM_MAX_AGE_HOURS)',

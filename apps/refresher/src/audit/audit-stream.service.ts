@@ -47,7 +47,11 @@ export class AuditStreamService implements OnApplicationBootstrap {
 
   onApplicationBootstrap(): void {
     this.ensure().catch((error: Error) => {
-      this.logger.warn({ msg: 'audit stream not ready yet; the relay will retry', stream: AUDIT_STREAM, error: error.message });
+      this.logger.warn({
+        msg: 'audit stream not ready yet; the relay will retry',
+        stream: AUDIT_STREAM,
+        error: error.message,
+      });
     });
   }
 
@@ -116,7 +120,10 @@ export class AuditStreamService implements OnApplicationBootstrap {
    */
   private reportDrift(current: StreamConfig, desired: Partial<StreamConfig>): void {
     if (current.storage !== StorageType.File) {
-      this.logger.warn({ msg: 'audit stream uses memory storage; records can be lost on a NATS restart', stream: AUDIT_STREAM });
+      this.logger.warn({
+        msg: 'audit stream uses memory storage; records can be lost on a NATS restart',
+        stream: AUDIT_STREAM,
+      });
     }
     const differences = streamDifferences(current, desired);
     if (differences.length === 0) return;
@@ -145,16 +152,41 @@ export function streamDifferences(current: StreamConfig, desired: Partial<Stream
   const add = (setting: string, now: string, wanted: string, flag: string) => {
     if (now !== wanted) found.push({ setting, current: now, configured: wanted, flag });
   };
-  add('max_age (AUDIT_STREAM_MAX_AGE_HOURS)', seconds(current.max_age), seconds(desired.max_age), `--max-age=${seconds(desired.max_age)}`);
-  add('max_bytes (AUDIT_STREAM_MAX_BYTES)', String(current.max_bytes), String(desired.max_bytes), `--max-bytes=${desired.max_bytes}`);
-  add('duplicate_window (AUDIT_DEDUPE_WINDOW_SECONDS)', seconds(current.duplicate_window), seconds(desired.duplicate_window), `--dupe-window=${seconds(desired.duplicate_window)}`);
-  add('num_replicas (AUDIT_STREAM_REPLICAS)', String(current.num_replicas), String(desired.num_replicas), `--replicas=${desired.num_replicas}`);
+  add(
+    'max_age (AUDIT_STREAM_MAX_AGE_HOURS)',
+    seconds(current.max_age),
+    seconds(desired.max_age),
+    `--max-age=${seconds(desired.max_age)}`,
+  );
+  add(
+    'max_bytes (AUDIT_STREAM_MAX_BYTES)',
+    String(current.max_bytes),
+    String(desired.max_bytes),
+    `--max-bytes=${desired.max_bytes}`,
+  );
+  add(
+    'duplicate_window (AUDIT_DEDUPE_WINDOW_SECONDS)',
+    seconds(current.duplicate_window),
+    seconds(desired.duplicate_window),
+    `--dupe-window=${seconds(desired.duplicate_window)}`,
+  );
+  add(
+    'num_replicas (AUDIT_STREAM_REPLICAS)',
+    String(current.num_replicas),
+    String(desired.num_replicas),
+    `--replicas=${desired.num_replicas}`,
+  );
   add('discard', String(current.discard), String(desired.discard), `--discard=${desired.discard}`);
   if (!current.subjects?.includes(AUDIT_SUBJECT_FILTER)) {
     // Without it the relay's publishes find no stream; they are retried until an operator adds it.
     // Quoted: the command is meant to be pasted into a shell, and `>` would redirect.
     const subjects = [...(current.subjects ?? []), AUDIT_SUBJECT_FILTER];
-    found.push({ setting: 'subjects', current: (current.subjects ?? []).join(','), configured: subjects.join(','), flag: `--subjects='${subjects.join(',')}'` });
+    found.push({
+      setting: 'subjects',
+      current: (current.subjects ?? []).join(','),
+      configured: subjects.join(','),
+      flag: `--subjects='${subjects.join(',')}'`,
+    });
   }
   return found;
 }

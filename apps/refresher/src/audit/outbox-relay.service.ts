@@ -117,7 +117,10 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
           if (result.read === 0 || result.failed > 0) break;
         }
       } catch (error) {
-        this.logger.warn({ msg: 'outbox drain at shutdown stopped; the next active relay publishes the rest', error: (error as Error).message });
+        this.logger.warn({
+          msg: 'outbox drain at shutdown stopped; the next active relay publishes the rest',
+          error: (error as Error).message,
+        });
       }
     }
     await this.stepDown();
@@ -156,7 +159,9 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
           const result = await this.publishBatch();
           if (result.failed > 0) {
             pause = this.backoff();
-            this.complain('JetStream did not acknowledge audit records; retrying with backoff', { failed: result.failed });
+            this.complain('JetStream did not acknowledge audit records; retrying with backoff', {
+              failed: result.failed,
+            });
           } else {
             this.recovered();
             pause = result.read === batchSize ? 0 : intervalMs;
@@ -168,7 +173,9 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
         // After a database error the lock may be gone with the session: step down and re-elect.
         if (phase === 'database') await this.stepDown();
         this.complain(
-          phase === 'database' ? 'outbox relay: database error; stepping down and retrying' : 'audit stream unavailable; retrying with backoff',
+          phase === 'database'
+            ? 'outbox relay: database error; stepping down and retrying'
+            : 'audit stream unavailable; retrying with backoff',
           { error: (error as Error).message },
         );
       }
@@ -202,7 +209,11 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
           if (!row.subject.startsWith(`${AUDIT_SUBJECT_PREFIX}.`)) {
             // Cannot happen with rows the repository writes (the subject is built in SQL from
             // validated names); should one appear, retrying it forever would stall the relay.
-            this.logger.error({ msg: 'outbox row with a foreign subject skipped, not published', id: row.id, eventId: row.event_id });
+            this.logger.error({
+              msg: 'outbox row with a foreign subject skipped, not published',
+              id: row.id,
+              eventId: row.event_id,
+            });
             acked.push(row.id);
             continue;
           }
@@ -210,7 +221,10 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
             // Only the allow-listed fields go out, whatever the row holds. The message id is the
             // row's secret record id, never the event id core subscribers see (SPEC §7).
             const record = { ...pickAuditFields(row.payload), recordId: row.record_id };
-            const ack = await this.js.publish(row.subject, encodeJson(record), { msgID: row.record_id, timeout: publishTimeoutMs });
+            const ack = await this.js.publish(row.subject, encodeJson(record), {
+              msgID: row.record_id,
+              timeout: publishTimeoutMs,
+            });
             if (ack.duplicate && !this.unmarked.has(row.record_id)) this.foreignDuplicate(row);
             this.unmarked.add(row.record_id);
             acked.push(row.id);
@@ -273,7 +287,8 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
       this.session = opened;
     }
     this.active = await this.session.tryLead();
-    if (this.active) this.logger.log({ msg: 'this replica is now the active outbox relay', replica: this.config.replicaId });
+    if (this.active)
+      this.logger.log({ msg: 'this replica is now the active outbox relay', replica: this.config.replicaId });
     return this.active;
   }
 
@@ -303,7 +318,6 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
   private recovered(): void {
     this.retry.recovered();
   }
-
 
   /** Pauses publishing while the connection is down instead of piling requests into its buffer. */
   private async watchNats(): Promise<void> {

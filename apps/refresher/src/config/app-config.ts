@@ -1,13 +1,29 @@
-import { failOnProblems, optionalText, parseEnv, positiveInt, postgresUrl, Secret, serviceConfigFrom, serviceEnvShape, type ServiceConfig } from '@tokenkeeper/common';
+import {
+  failOnProblems,
+  optionalText,
+  parseEnv,
+  positiveInt,
+  postgresUrl,
+  Secret,
+  serviceConfigFrom,
+  serviceEnvShape,
+  type ServiceConfig,
+} from '@tokenkeeper/common';
 import { decodeUserSeed, isUserPublicKey } from '@tokenkeeper/contracts';
-import { type NatsConfig, natsConfigFrom, natsEnvShape, replySubjectEnvShape, replySubjectPrefixesFrom, withOwnInbox } from '@tokenkeeper/nats';
+import {
+  type NatsConfig,
+  natsConfigFrom,
+  natsEnvShape,
+  replySubjectEnvShape,
+  replySubjectPrefixesFrom,
+  withOwnInbox,
+} from '@tokenkeeper/nats';
 import { z } from 'zod';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
-
 
 const EnvSchema = z.object({
   ...serviceEnvShape,
@@ -74,7 +90,13 @@ export interface AppConfig extends ServiceConfig {
   nats: NatsConfig;
   /** REPLY_SUBJECT_PREFIXES: the only reply subjects request handlers answer to. */
   replySubjectPrefixes: string[];
-  database: { url: string; poolSize: number; connectTimeoutMs: number; statementTimeoutMs: number; idleInTransactionTimeoutMs: number };
+  database: {
+    url: string;
+    poolSize: number;
+    connectTimeoutMs: number;
+    statementTimeoutMs: number;
+    idleInTransactionTimeoutMs: number;
+  };
   providersFile: string;
   /** The environment `${VAR}` references in the providers file resolve against. */
   providersEnv: Record<string, string | undefined>;
@@ -162,7 +184,11 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     encryption: { keysSpec: e.TOKEN_ENCRYPTION_KEYS, devKeyFile: e.TOKEN_ENCRYPTION_KEY_FILE },
     signing,
     httpPort: e.HTTP_PORT,
-    connect: { publicBaseUrl, publicHttpPort: e.PUBLIC_HTTP_PORT, maxOpenSessionsPerTenant: e.CONNECT_MAX_OPEN_SESSIONS_PER_TENANT },
+    connect: {
+      publicBaseUrl,
+      publicHttpPort: e.PUBLIC_HTTP_PORT,
+      maxOpenSessionsPerTenant: e.CONNECT_MAX_OPEN_SESSIONS_PER_TENANT,
+    },
     refresh: {
       leaseSeconds: e.LEASE_SECONDS,
       minMarginSeconds: e.REFRESH_MIN_MARGIN_SECONDS,
@@ -216,14 +242,22 @@ function publicBaseUrlFrom(
   }
   const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
   if (url.protocol !== 'https:' && url.protocol !== 'http:') problems.push('  PUBLIC_BASE_URL: must be an http(s) URL');
-  else if (url.username || url.password || url.search || url.hash) problems.push('  PUBLIC_BASE_URL: must not carry credentials, a query or a fragment');
-  else if (url.protocol === 'http:' && !loopback && e.NODE_ENV === 'production') problems.push('  PUBLIC_BASE_URL: must be https in production (except on loopback)');
+  else if (url.username || url.password || url.search || url.hash)
+    problems.push('  PUBLIC_BASE_URL: must not carry credentials, a query or a fragment');
+  else if (url.protocol === 'http:' && !loopback && e.NODE_ENV === 'production')
+    problems.push('  PUBLIC_BASE_URL: must be https in production (except on loopback)');
   return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
 }
 
 /** The signing settings; each problem names the variable (and a list entry's position), never the value. */
 function signingFrom(
-  e: { NODE_ENV: AppConfig['env']; EVENT_SIGNING_KEY?: string; EVENT_SIGNING_KEY_FILE: string; EVENT_TRUSTED_SIGNERS?: string; SIGNATURE_MAX_AGE_SECONDS: number },
+  e: {
+    NODE_ENV: AppConfig['env'];
+    EVENT_SIGNING_KEY?: string;
+    EVENT_SIGNING_KEY_FILE: string;
+    EVENT_TRUSTED_SIGNERS?: string;
+    SIGNATURE_MAX_AGE_SECONDS: number;
+  },
   problems: string[],
 ): AppConfig['signing'] {
   let seed: Secret | undefined;
@@ -239,9 +273,13 @@ function signingFrom(
     // make every replica drop the others' events.
     problems.push('  EVENT_SIGNING_KEY: required in production (a NATS user nkey seed, SU…)');
   }
-  const trustedSigners = (e.EVENT_TRUSTED_SIGNERS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const trustedSigners = (e.EVENT_TRUSTED_SIGNERS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   trustedSigners.forEach((key, index) => {
-    if (!isUserPublicKey(key)) problems.push(`  EVENT_TRUSTED_SIGNERS: entry #${index + 1} is not a NATS user public key (U…)`);
+    if (!isUserPublicKey(key))
+      problems.push(`  EVENT_TRUSTED_SIGNERS: entry #${index + 1} is not a NATS user public key (U…)`);
   });
   return { seed, devKeyFile: e.EVENT_SIGNING_KEY_FILE, trustedSigners, maxAgeSeconds: e.SIGNATURE_MAX_AGE_SECONDS };
 }

@@ -8,10 +8,25 @@ import { ConnectSessionRepository, type ConnectSession } from '../persistence/co
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import type { ProviderConfig } from '../providers/provider.types.js';
 import { htmlPage, type ConnectPage } from './connect-page.js';
-import { bindingCookieName, ConnectLinkSigner, FORM_COOKIE, hostCookie, isNonce, randomNonce } from './connect-link.signer.js';
+import {
+  bindingCookieName,
+  ConnectLinkSigner,
+  FORM_COOKIE,
+  hostCookie,
+  isNonce,
+  randomNonce,
+} from './connect-link.signer.js';
 
 /** Set by Tokenkeeper on the authorization request; a provider's `authorizeParams` cannot override them. */
-const OWN_PARAMS = ['response_type', 'client_id', 'redirect_uri', 'scope', 'state', 'code_challenge', 'code_challenge_method'];
+const OWN_PARAMS = [
+  'response_type',
+  'client_id',
+  'redirect_uri',
+  'scope',
+  'state',
+  'code_challenge',
+  'code_challenge_method',
+];
 /** The form cookie outlives any session (CONNECT_MAX_TTL_SECONDS): a page left open still posts. */
 const FORM_COOKIE_MAX_AGE_SECONDS = 3_600;
 
@@ -52,7 +67,8 @@ export class ConnectLinkService {
     const refused = refusedLink(session, this.clock.now());
     if (refused) return refused;
     const provider = this.providers.get(session!.provider);
-    if (!provider?.authorizationUrl) return htmlPage(400, 'Not available', 'This connection’s provider is no longer configured. Ask for a new link.');
+    if (!provider?.authorizationUrl)
+      return htmlPage(400, 'Not available', 'This connection’s provider is no longer configured. Ask for a new link.');
 
     const known = cookies.get(FORM_COOKIE);
     const formNonce = known !== undefined && isNonce(known) ? known : randomNonce();
@@ -62,14 +78,19 @@ export class ConnectLinkService {
       kind: 'html',
       status: 200,
       title: `Connect ${provider.id}`,
-      message: 'Check what is being connected. Continue only if you started this yourself: your consent at the provider will belong to the tenant named here.',
+      message:
+        'Check what is being connected. Continue only if you started this yourself: your consent at the provider will belong to the tenant named here.',
       facts: [
         ['Tenant', displayName ? `${displayName} (${tenant})` : tenant],
         ['Connection', connection],
         ['Provider', `${provider.id} (${new URL(provider.authorizationUrl).host})`],
         ['Scopes', scopes.length ? scopes.join(' ') : '(none)'],
       ],
-      form: { token: this.signer.formToken(sessionId, formNonce), button: `Continue to ${provider.id}`, redirectOrigin: new URL(provider.authorizationUrl).origin },
+      form: {
+        token: this.signer.formToken(sessionId, formNonce),
+        button: `Continue to ${provider.id}`,
+        redirectOrigin: new URL(provider.authorizationUrl).origin,
+      },
       cookies: known === formNonce ? [] : [hostCookie(FORM_COOKIE, formNonce, FORM_COOKIE_MAX_AGE_SECONDS, 'Lax')],
     };
   }
@@ -79,20 +100,35 @@ export class ConnectLinkService {
     if (!this.signer.verify('session', sessionId)) return unknownLink();
     if (!this.fromOwnPage(sessionId, post)) {
       this.logger.warn({ msg: 'connect: a POST that did not come from the connect page was refused' });
-      return htmlPage(403, 'Not started', 'This request did not come from the connection page in this browser, so nothing was started. Open the link again and press its button.');
+      return htmlPage(
+        403,
+        'Not started',
+        'This request did not come from the connection page in this browser, so nothing was started. Open the link again and press its button.',
+      );
     }
     const state = this.signer.mint('state');
     const verifier = new Secret(randomNonce());
     const binding = randomNonce();
     const sessionHash = sha256(sessionId);
     const now = this.clock.now();
-    const session = await this.sessions.beginRedirect(sessionHash, sha256(state), verifier, sha256(binding), new Date(now));
+    const session = await this.sessions.beginRedirect(
+      sessionHash,
+      sha256(state),
+      verifier,
+      sha256(binding),
+      new Date(now),
+    );
     if (!session) return refusedLink(await this.sessions.find(sessionHash), now) ?? unknownLink();
     const provider = this.providers.get(session.provider);
     if (!provider?.authorizationUrl) return this.providerGone(sessionHash, session);
 
     const maxAge = Math.max(1, Math.ceil((session.expiresAt.getTime() - now) / 1000));
-    this.logger.log({ msg: 'connect: sent to the provider', tenant: session.tenant, connection: session.connection, provider: provider.id });
+    this.logger.log({
+      msg: 'connect: sent to the provider',
+      tenant: session.tenant,
+      connection: session.connection,
+      provider: provider.id,
+    });
     return {
       kind: 'redirect',
       status: 303,
@@ -116,7 +152,8 @@ export class ConnectLinkService {
 
   private authorizationUrl(provider: ProviderConfig, session: ConnectSession, state: string, verifier: Secret): string {
     const url = new URL(provider.authorizationUrl!);
-    for (const [key, value] of Object.entries(provider.authorizeParams ?? {})) if (!OWN_PARAMS.includes(key)) url.searchParams.set(key, value);
+    for (const [key, value] of Object.entries(provider.authorizeParams ?? {}))
+      if (!OWN_PARAMS.includes(key)) url.searchParams.set(key, value);
     url.searchParams.set('response_type', 'code');
     url.searchParams.set('client_id', provider.clientId);
     url.searchParams.set('redirect_uri', `${this.config.connect.publicBaseUrl}/oauth/callback`);
@@ -129,7 +166,12 @@ export class ConnectLinkService {
 
   private async providerGone(sessionHash: Buffer, session: ConnectSession): Promise<ConnectPage> {
     const identity = { tenant: session.tenant, connection: session.connection, provider: session.provider };
-    await this.sessions.finish(sessionHash, 'failed', new Date(this.clock.now()), auditRecord('connect_failed', identity, this.config.replicaId, { code: 'unknown_provider' }));
+    await this.sessions.finish(
+      sessionHash,
+      'failed',
+      new Date(this.clock.now()),
+      auditRecord('connect_failed', identity, this.config.replicaId, { code: 'unknown_provider' }),
+    );
     this.logger.warn({ msg: 'connect failed', ...identity, code: 'unknown_provider' });
     return htmlPage(400, 'Not connected', 'This connection’s provider is no longer configured.');
   }
@@ -141,7 +183,8 @@ function refusedLink(session: ConnectSession | null, now: number): ConnectPage |
   if (session.status === 'created' && session.expiresAt.getTime() <= now) {
     return htmlPage(410, 'Link expired', 'This connection link has expired. Ask for a new one.');
   }
-  if (session.status !== 'created') return htmlPage(409, 'Link already used', 'This connection link was already used. Ask for a new one.');
+  if (session.status !== 'created')
+    return htmlPage(409, 'Link already used', 'This connection link was already used. Ask for a new one.');
   return undefined;
 }
 

@@ -16,7 +16,8 @@ describe('ConnectLinkSigner', () => {
     expect(signer.verify('state', id)).toBe(false);
     const flipped = `${id.slice(0, 10)}${id[10] === 'A' ? 'B' : 'A'}${id.slice(11)}`;
     expect(signer.verify('session', flipped)).toBe(false);
-    for (const junk of [undefined, 7, '', 'x'.repeat(64), randomBytes(32).toString('base64url'), `${id}=`]) expect(signer.verify('session', junk)).toBe(false);
+    for (const junk of [undefined, 7, '', 'x'.repeat(64), randomBytes(32).toString('base64url'), `${id}=`])
+      expect(signer.verify('session', junk)).toBe(false);
   });
 
   it('every replica with the same keys agrees; a rotation keeps open links valid; other keys do not', () => {
@@ -41,7 +42,10 @@ describe('ConnectLinkSigner', () => {
   it('names one binding cookie per state, and reads cookie headers leniently', () => {
     expect(bindingCookieName('s1')).toMatch(/^__Host-tokenkeeper-connect-[A-Za-z0-9_-]{12}$/);
     expect(bindingCookieName('s1')).not.toBe(bindingCookieName('s2'));
-    expect([...parseCookies('a=1; b = 2;junk; a=3; =x')]).toEqual([['a', '1'], ['b', '2']]);
+    expect([...parseCookies('a=1; b = 2;junk; a=3; =x')]).toEqual([
+      ['a', '1'],
+      ['b', '2'],
+    ]);
     expect(parseCookies(undefined).size).toBe(0);
   });
 });

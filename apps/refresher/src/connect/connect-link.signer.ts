@@ -44,7 +44,8 @@ export class ConnectLinkSigner {
   }
 
   checkFormToken(sessionId: string, formNonce: string | undefined, token: unknown): boolean {
-    if (formNonce === undefined || !isNonce(formNonce) || typeof token !== 'string' || !NONCE_PATTERN.test(token)) return false;
+    if (formNonce === undefined || !isNonce(formNonce) || typeof token !== 'string' || !NONCE_PATTERN.test(token))
+      return false;
     const given = Buffer.from(token, 'base64url');
     return this.keys.some((key) => timingSafeEqual(this.formMac(key, sessionId, formNonce), given));
   }

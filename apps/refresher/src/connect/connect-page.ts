@@ -21,7 +21,8 @@ export const CONNECT_PAGE_HEADERS: Readonly<Record<string, string>> = {
   'cache-control': 'no-store',
   pragma: 'no-cache',
   'referrer-policy': 'no-referrer',
-  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+  'content-security-policy':
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
   'cross-origin-opener-policy': 'same-origin',
@@ -46,7 +47,12 @@ export function htmlPage(status: number, title: string, message: string): Connec
   return { kind: 'html', status, title, message };
 }
 
-export function renderHtml(page: { title: string; message: string; facts?: [string, string][]; form?: ConnectForm }): string {
+export function renderHtml(page: {
+  title: string;
+  message: string;
+  facts?: [string, string][];
+  form?: ConnectForm;
+}): string {
   const facts = page.facts?.length
     ? `<dl>${page.facts.map(([label, value]) => `<dt>${escapeHtml(label)}</dt><dd>${escapeHtml(value)}</dd>`).join('')}</dl>`
     : '';
@@ -65,5 +71,8 @@ button{font:inherit;padding:.5rem 1.2rem;margin-top:1rem;cursor:pointer}</style>
 }
 
 export function escapeHtml(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+  return value.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!,
+  );
 }

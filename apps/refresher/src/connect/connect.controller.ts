@@ -26,7 +26,12 @@ export class ConnectController {
   }
 
   @Post('connect/:session')
-  async start(@Param('session') session: string, @Body() body: unknown, @Req() req: Request, @Res() res: Response): Promise<void> {
+  async start(
+    @Param('session') session: string,
+    @Body() body: unknown,
+    @Req() req: Request,
+    @Res() res: Response,
+  ): Promise<void> {
     const post = {
       formToken: typeof body === 'object' && body !== null ? (body as Record<string, unknown>).form_token : undefined,
       cookies: parseCookies(req.headers.cookie),
@@ -47,7 +52,12 @@ export class ConnectController {
       return await step();
     } catch (error) {
       this.logger.error({ msg: 'connect page failed', error: error instanceof Error ? error.name : typeof error });
-      return { kind: 'html', status: 500, title: 'Something went wrong', message: 'The connection could not be completed. Start again from your application.' };
+      return {
+        kind: 'html',
+        status: 500,
+        title: 'Something went wrong',
+        message: 'The connection could not be completed. Start again from your application.',
+      };
     }
   }
 

@@ -1,7 +1,12 @@
 import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Secret, sleep } from '@tokenkeeper/common';
-import { ContractError, CONNECT_DEFAULT_TTL_SECONDS, type ConnectRequest, type CredentialKey } from '@tokenkeeper/contracts';
+import {
+  ContractError,
+  CONNECT_DEFAULT_TTL_SECONDS,
+  type ConnectRequest,
+  type CredentialKey,
+} from '@tokenkeeper/contracts';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
 import { auditRecord } from '../persistence/audit-record.js';
@@ -60,16 +65,28 @@ export class ConnectService {
     if (!provider) throw new ContractError('unknown_provider', `provider "${request.provider}" is not configured`);
     assertTenantAllowed(provider, request.tenant);
     if (!provider.authorizationUrl) {
-      throw new ContractError('bad_request', `provider "${provider.id}" has no authorizationUrl: it cannot be connected, only registered`);
+      throw new ContractError(
+        'bad_request',
+        `provider "${provider.id}" has no authorizationUrl: it cannot be connected, only registered`,
+      );
     }
-    if (request.returnUrl !== undefined && !(provider.allowedReturnOrigins ?? []).includes(new URL(request.returnUrl).origin)) {
-      throw new ContractError('bad_request', `returnUrl: origin not in allowedReturnOrigins of provider "${provider.id}"`);
+    if (
+      request.returnUrl !== undefined &&
+      !(provider.allowedReturnOrigins ?? []).includes(new URL(request.returnUrl).origin)
+    ) {
+      throw new ContractError(
+        'bad_request',
+        `returnUrl: origin not in allowedReturnOrigins of provider "${provider.id}"`,
+      );
     }
     const scopes = request.scopes ?? provider.scopes ?? [];
     const allowed = provider.allowedScopes ?? provider.scopes ?? [];
     const outside = scopes.filter((scope) => !allowed.includes(scope));
     if (outside.length) {
-      throw new ContractError('forbidden', `scopes: ${outside.map((s) => `"${s}"`).join(', ')} not in allowedScopes of provider "${provider.id}" (default: its scopes)`);
+      throw new ContractError(
+        'forbidden',
+        `scopes: ${outside.map((s) => `"${s}"`).join(', ')} not in allowedScopes of provider "${provider.id}" (default: its scopes)`,
+      );
     }
     const sessionId = this.signer.mint('session');
     const now = this.clock.now();
@@ -91,12 +108,19 @@ export class ConnectService {
     );
     if (!created.created) {
       const retryAfterSeconds = Math.max(1, Math.ceil((created.nextExpiry.getTime() - now) / 1000));
-      throw new ContractError('rate_limited', `tenant "${request.tenant}" has ${cap} open connect sessions (CONNECT_MAX_OPEN_SESSIONS_PER_TENANT)`, retryAfterSeconds);
+      throw new ContractError(
+        'rate_limited',
+        `tenant "${request.tenant}" has ${cap} open connect sessions (CONNECT_MAX_OPEN_SESSIONS_PER_TENANT)`,
+        retryAfterSeconds,
+      );
     }
     this.logger.log({ msg: 'connect session started', ...identity, expiresAt: expiresAt.toISOString() });
     // Housekeeping rides on new sessions (no timer): what expired a day ago, whatever its state.
     void this.sessions.purgeExpiredBefore(new Date(now - SESSION_RETENTION_MS), PURGE_BATCH).catch((error: unknown) => {
-      this.logger.warn({ msg: 'purging old connect sessions failed', error: error instanceof Error ? error.name : typeof error });
+      this.logger.warn({
+        msg: 'purging old connect sessions failed',
+        error: error instanceof Error ? error.name : typeof error,
+      });
     });
     return { url: `${this.config.connect.publicBaseUrl}/connect/${sessionId}`, expiresAt: expiresAt.toISOString() };
   }
@@ -104,13 +128,18 @@ export class ConnectService {
   /** `GET /oauth/callback`: the provider's answer, checked, exchanged and stored. */
   async callback(query: Record<string, unknown>, cookies: Map<string, string>): Promise<ConnectPage> {
     const state = single(query.state);
-    if (!this.signer.verify('state', state)) return htmlPage(400, 'Invalid request', 'This link is not valid: its state is missing or unknown.');
+    if (!this.signer.verify('state', state))
+      return htmlPage(400, 'Invalid request', 'This link is not valid: its state is missing or unknown.');
     const page = await this.completeCallback(query, state, cookies);
     // The binding has served its one purpose, whatever the outcome.
     return { ...page, cookies: [hostCookie(bindingCookieName(state), '', 0, 'Lax')] };
   }
 
-  private async completeCallback(query: Record<string, unknown>, state: string, cookies: Map<string, string>): Promise<ConnectPage> {
+  private async completeCallback(
+    query: Record<string, unknown>,
+    state: string,
+    cookies: Map<string, string>,
+  ): Promise<ConnectPage> {
     const stateHash = sha256(state);
     const binding = cookies.get(bindingCookieName(state));
     const browserHash = binding !== undefined && BINDING_PATTERN.test(binding) ? sha256(binding) : null;
@@ -119,55 +148,108 @@ export class ConnectService {
     if (!taken) return this.refusedCallback(stateHash, now);
     const { session, sessionHash, verifier } = taken;
     const provider = this.providers.get(session.provider);
-    if (!provider) return this.fail(sessionHash, session, 'unknown_provider', 'This connection’s provider is no longer configured.');
+    if (!provider)
+      return this.fail(sessionHash, session, 'unknown_provider', 'This connection’s provider is no longer configured.');
     // The providers file may have changed since the session started: no code is exchanged
     // (with the operator's client secret) for a tenant the provider no longer allows.
     if (tenantRefusal(provider, session.tenant) !== undefined) {
-      return this.fail(sessionHash, session, 'forbidden', 'This provider is no longer open to this tenant; nothing was connected.', 403);
+      return this.fail(
+        sessionHash,
+        session,
+        'forbidden',
+        'This provider is no longer open to this tenant; nothing was connected.',
+        403,
+      );
     }
 
     // RFC 9207: an answer that does not come from this provider's issuer is not exchanged, so a
     // code from another authorization server (a mix-up attack) never reaches this token endpoint.
     if (provider.issuer !== undefined && single(query.iss) !== provider.issuer) {
-      return this.fail(sessionHash, session, 'iss_mismatch', 'The answer did not come from the expected provider (issuer mismatch).');
+      return this.fail(
+        sessionHash,
+        session,
+        'iss_mismatch',
+        'The answer did not come from the expected provider (issuer mismatch).',
+      );
     }
     const error = single(query.error);
     if (error !== undefined) {
       const code = LABEL.test(error) ? error : 'provider_error';
-      const message = code === 'access_denied' ? 'Access was denied: the consent was refused, nothing was connected.' : `The provider refused the request (${code}).`;
+      const message =
+        code === 'access_denied'
+          ? 'Access was denied: the consent was refused, nothing was connected.'
+          : `The provider refused the request (${code}).`;
       return this.fail(sessionHash, session, code, message);
     }
     const code = single(query.code);
-    if (!code) return this.fail(sessionHash, session, 'missing_code', 'The provider’s answer carried no authorization code.');
+    if (!code)
+      return this.fail(sessionHash, session, 'missing_code', 'The provider’s answer carried no authorization code.');
 
-    const result = await this.endpoint.exchangeCode({ provider, code: new Secret(code), codeVerifier: verifier, redirectUri: this.redirectUri });
+    const result = await this.endpoint.exchangeCode({
+      provider,
+      code: new Secret(code),
+      codeVerifier: verifier,
+      redirectUri: this.redirectUri,
+    });
     if (!result.ok) {
       const label = LABEL.test(result.failure.code) ? result.failure.code : 'exchange_failed';
-      return this.fail(sessionHash, session, label, 'The provider did not exchange the authorization code; nothing was connected.');
+      return this.fail(
+        sessionHash,
+        session,
+        label,
+        'The provider did not exchange the authorization code; nothing was connected.',
+      );
     }
     const issued = result.token;
     const identity = { tenant: session.tenant, connection: session.connection, provider: provider.id };
     const credential = await this.storeWithRetries(session, provider, issued);
     if (!credential) {
       await this.giveBack(session, provider, issued);
-      return this.fail(sessionHash, session, 'store_failed', 'The grant could not be stored, so it was handed back to the provider; nothing was connected. Start again in a moment.', 503).catch(() =>
-        htmlPage(503, 'Not connected', 'The grant could not be stored; nothing was connected. Start again in a moment.'),
+      return this.fail(
+        sessionHash,
+        session,
+        'store_failed',
+        'The grant could not be stored, so it was handed back to the provider; nothing was connected. Start again in a moment.',
+        503,
+      ).catch(() =>
+        htmlPage(
+          503,
+          'Not connected',
+          'The grant could not be stored; nothing was connected. Start again in a moment.',
+        ),
       );
     }
     // The credential is stored: a session left `completing` by a failure here is only purged later.
     await this.sessions.finish(sessionHash, 'connected', new Date(this.clock.now())).catch((error: unknown) => {
-      this.logger.warn({ msg: 'connect: ending the session failed (the credential is stored)', ...identity, error: error instanceof Error ? error.name : typeof error });
+      this.logger.warn({
+        msg: 'connect: ending the session failed (the credential is stored)',
+        ...identity,
+        error: error instanceof Error ? error.name : typeof error,
+      });
     });
     if (!issued.refreshToken && provider.grant === 'refresh_token') {
-      this.logger.warn({ msg: 'connected without a refresh token: it cannot be refreshed', ...identity, hint: presetHint(provider) });
+      this.logger.warn({
+        msg: 'connected without a refresh token: it cannot be refreshed',
+        ...identity,
+        hint: presetHint(provider),
+      });
     }
     this.logger.log({ msg: 'connected', ...identity, version: credential.version });
-    if (session.returnUrl) return { kind: 'redirect', status: 303, location: withStatus(session.returnUrl, 'connected') };
-    return htmlPage(200, 'Connected', `${provider.id} is connected for ${session.tenant}/${session.connection}. You can close this window.`);
+    if (session.returnUrl)
+      return { kind: 'redirect', status: 303, location: withStatus(session.returnUrl, 'connected') };
+    return htmlPage(
+      200,
+      'Connected',
+      `${provider.id} is connected for ${session.tenant}/${session.connection}. You can close this window.`,
+    );
   }
 
   /** The grant stored as `register` stores one, retried on failure; null when every try failed. */
-  private async storeWithRetries(session: ConnectSession, provider: ProviderConfig, issued: IssuedToken): Promise<Credential | null> {
+  private async storeWithRetries(
+    session: ConnectSession,
+    provider: ProviderConfig,
+    issued: IssuedToken,
+  ): Promise<Credential | null> {
     const identity = { tenant: session.tenant, connection: session.connection, provider: provider.id };
     for (let attempt = 0; ; attempt++) {
       try {
@@ -182,15 +264,28 @@ export class ConnectService {
             expiresInSeconds: issued.expiresInSeconds,
             issuedAt: issued.requestedAt,
           },
-          [auditRecord('connected', identity, this.config.replicaId, { outcome: issued.refreshToken ? 'with_refresh_token' : 'without_refresh_token' })],
+          [
+            auditRecord('connected', identity, this.config.replicaId, {
+              outcome: issued.refreshToken ? 'with_refresh_token' : 'without_refresh_token',
+            }),
+          ],
         );
       } catch (error) {
         const name = error instanceof Error ? error.name : typeof error;
         if (attempt >= STORE_RETRY_DELAYS_MS.length) {
-          this.logger.error({ msg: 'connect: the grant could not be stored; revoking it at the provider', ...identity, error: name });
+          this.logger.error({
+            msg: 'connect: the grant could not be stored; revoking it at the provider',
+            ...identity,
+            error: name,
+          });
           return null;
         }
-        this.logger.warn({ msg: 'connect: storing the grant failed; retrying', ...identity, attempt: attempt + 1, error: name });
+        this.logger.warn({
+          msg: 'connect: storing the grant failed; retrying',
+          ...identity,
+          attempt: attempt + 1,
+          error: name,
+        });
         await sleep(STORE_RETRY_DELAYS_MS[attempt]);
       }
     }
@@ -210,7 +305,11 @@ export class ConnectService {
       if (issued.refreshToken) await this.endpoint.revoke(provider, issued.refreshToken, 'refresh_token');
       await this.endpoint.revoke(provider, issued.accessToken, 'access_token');
     } catch (error) {
-      this.logger.warn({ msg: 'connect: revoking the unstored grant failed', provider: provider.id, error: error instanceof Error ? error.name : typeof error });
+      this.logger.warn({
+        msg: 'connect: revoking the unstored grant failed',
+        provider: provider.id,
+        error: error instanceof Error ? error.name : typeof error,
+      });
     }
   }
 
@@ -221,9 +320,17 @@ export class ConnectService {
     // Waiting and unexpired, yet not taken: the answer reached a browser that did not start the flow.
     if (session.status === 'redirected' && session.expiresAt.getTime() > now) {
       const identity = { tenant: session.tenant, connection: session.connection, provider: session.provider };
-      const refused = await this.sessions.refuseOtherBrowser(stateHash, new Date(now), auditRecord('connect_failed', identity, this.config.replicaId, { code: 'browser_mismatch' }));
+      const refused = await this.sessions.refuseOtherBrowser(
+        stateHash,
+        new Date(now),
+        auditRecord('connect_failed', identity, this.config.replicaId, { code: 'browser_mismatch' }),
+      );
       if (refused) {
-        this.logger.warn({ msg: 'connect failed: the answer reached another browser than the one that started it', ...identity, code: 'browser_mismatch' });
+        this.logger.warn({
+          msg: 'connect failed: the answer reached another browser than the one that started it',
+          ...identity,
+          code: 'browser_mismatch',
+        });
         return htmlPage(
           403,
           'Started in another browser',
@@ -232,17 +339,33 @@ export class ConnectService {
       }
     }
     if (session.status === 'redirected' && session.expiresAt.getTime() <= now) {
-      await this.sessions.expireByState(stateHash, new Date(now), auditRecord('connect_failed', session, this.config.replicaId, { code: 'session_expired' }));
+      await this.sessions.expireByState(
+        stateHash,
+        new Date(now),
+        auditRecord('connect_failed', session, this.config.replicaId, { code: 'session_expired' }),
+      );
       return htmlPage(410, 'Link expired', 'This connection link has expired. Start again from your application.');
     }
     return htmlPage(409, 'Already used', 'This answer was already used. Start again from your application.');
   }
 
-  private async fail(sessionHash: Buffer, session: ConnectSession, code: string, message: string, status?: number): Promise<ConnectPage> {
+  private async fail(
+    sessionHash: Buffer,
+    session: ConnectSession,
+    code: string,
+    message: string,
+    status?: number,
+  ): Promise<ConnectPage> {
     const identity = { tenant: session.tenant, connection: session.connection, provider: session.provider };
-    await this.sessions.finish(sessionHash, 'failed', new Date(this.clock.now()), auditRecord('connect_failed', identity, this.config.replicaId, { code }));
+    await this.sessions.finish(
+      sessionHash,
+      'failed',
+      new Date(this.clock.now()),
+      auditRecord('connect_failed', identity, this.config.replicaId, { code }),
+    );
     this.logger.warn({ msg: 'connect failed', ...identity, code });
-    if (session.returnUrl) return { kind: 'redirect', status: 303, location: withStatus(session.returnUrl, 'failed', code) };
+    if (session.returnUrl)
+      return { kind: 'redirect', status: 303, location: withStatus(session.returnUrl, 'failed', code) };
     return htmlPage(status ?? (code === 'access_denied' ? 403 : 400), 'Not connected', message);
   }
 }
@@ -255,7 +378,9 @@ function withStatus(returnUrl: string, status: 'connected' | 'failed', code?: st
 }
 
 function presetHint(provider: ProviderConfig): string {
-  return provider.preset === 'google' ? 'Google issues a refresh token only with access_type=offline and prompt=consent' : 'check the scopes (offline_access) and authorizeParams';
+  return provider.preset === 'google'
+    ? 'Google issues a refresh token only with access_type=offline and prompt=consent'
+    : 'check the scopes (offline_access) and authorizeParams';
 }
 
 function single(value: unknown): string | undefined {

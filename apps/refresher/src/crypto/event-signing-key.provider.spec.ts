@@ -27,11 +27,16 @@ describe('EVENT_SIGNING_KEY, EVENT_SIGNING_KEY_FILE, EVENT_TRUSTED_SIGNERS', () 
   afterEach(() => dirs.splice(0).forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
   it('are variables the refresher reads', () => {
-    expect(ENV_VARIABLES).toEqual(expect.arrayContaining(['EVENT_SIGNING_KEY', 'EVENT_SIGNING_KEY_FILE', 'EVENT_TRUSTED_SIGNERS']));
+    expect(ENV_VARIABLES).toEqual(
+      expect.arrayContaining(['EVENT_SIGNING_KEY', 'EVENT_SIGNING_KEY_FILE', 'EVENT_TRUSTED_SIGNERS']),
+    );
   });
 
   it('production refuses to start without EVENT_SIGNING_KEY, naming it', () => {
-    const message = refusal({ NODE_ENV: 'production', TOKEN_ENCRYPTION_KEYS: 'k1:' + Buffer.alloc(32).toString('base64') });
+    const message = refusal({
+      NODE_ENV: 'production',
+      TOKEN_ENCRYPTION_KEYS: 'k1:' + Buffer.alloc(32).toString('base64'),
+    });
     expect(message).toContain('EVENT_SIGNING_KEY: required in production');
     // The factory refuses too, should a config be built some other way.
     const config = { ...loadConfig({ NODE_ENV: 'test' }), env: 'production' as const };
@@ -54,7 +59,11 @@ describe('EVENT_SIGNING_KEY, EVENT_SIGNING_KEY_FILE, EVENT_TRUSTED_SIGNERS', () 
   it('signs with EVENT_SIGNING_KEY and trusts its own key plus EVENT_TRUSTED_SIGNERS', () => {
     const seed = generateSigningSeed();
     const other = EventSigner.fromSeed(generateSigningSeed()).publicKey;
-    const config = loadConfig({ NODE_ENV: 'production', EVENT_SIGNING_KEY: ` ${seed} `, EVENT_TRUSTED_SIGNERS: ` ${other} , ` });
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      EVENT_SIGNING_KEY: ` ${seed} `,
+      EVENT_TRUSTED_SIGNERS: ` ${other} , `,
+    });
     expect(String(config.signing.seed)).not.toContain(seed);
     const signer = createEventSigner(config, () => {});
     expect(signer.publicKey).toBe(EventSigner.fromSeed(seed).publicKey);
@@ -81,7 +90,10 @@ describe('EVENT_SIGNING_KEY, EVENT_SIGNING_KEY_FILE, EVENT_TRUSTED_SIGNERS', () 
     expect(EventSigner.fromSeed(readFileSync(file, 'utf8').trim()).publicKey).toBe(first.publicKey);
     const second = createEventSigner(config, (m) => logs.push(m));
     expect(second.publicKey).toBe(first.publicKey);
-    expect(logs).toEqual([`created a local event signing key in ${file}; set EVENT_SIGNING_KEY in production`, `using the local event signing key in ${file}`]);
+    expect(logs).toEqual([
+      `created a local event signing key in ${file}; set EVENT_SIGNING_KEY in production`,
+      `using the local event signing key in ${file}`,
+    ]);
     expect(logs.join('\n')).not.toContain(readFileSync(file, 'utf8').trim());
   });
 });

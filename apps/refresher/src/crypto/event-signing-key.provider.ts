@@ -12,7 +12,8 @@ import type { AppConfig } from '../config/app-config.js';
  */
 export function createEventSigner(config: AppConfig, log: (message: string) => void): EventSigner {
   if (config.signing.seed) return EventSigner.fromSeed(config.signing.seed.reveal());
-  if (config.env === 'production') throw new SigningKeyError('EVENT_SIGNING_KEY is required in production (a NATS user nkey seed, SU…)');
+  if (config.env === 'production')
+    throw new SigningKeyError('EVENT_SIGNING_KEY is required in production (a NATS user nkey seed, SU…)');
   if (config.env === 'test') return EventSigner.fromSeed(generateSigningSeed());
   const file = resolve(config.signing.devKeyFile);
   if (!existsSync(file)) {
@@ -32,5 +33,7 @@ export function createEventSigner(config: AppConfig, log: (message: string) => v
 
 /** Whose events and replies this replica accepts: its own key and EVENT_TRUSTED_SIGNERS. */
 export function createSignatureVerifier(config: AppConfig, signer: EventSigner): SignatureVerifier {
-  return new SignatureVerifier([signer.publicKey, ...config.signing.trustedSigners], { maxAgeSeconds: config.signing.maxAgeSeconds });
+  return new SignatureVerifier([signer.publicKey, ...config.signing.trustedSigners], {
+    maxAgeSeconds: config.signing.maxAgeSeconds,
+  });
 }

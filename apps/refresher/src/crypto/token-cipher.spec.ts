@@ -54,7 +54,8 @@ describe('TokenCipher', () => {
 
   it('gives a 16-byte check value per key id that tells keys apart and is not the key', () => {
     const a = key();
-    const values = (spec: string) => new Map(new TokenCipher(parseKeySpec(spec)).keyCheckValues().map((c) => [c.keyId, c.checkValue]));
+    const values = (spec: string) =>
+      new Map(new TokenCipher(parseKeySpec(spec)).keyCheckValues().map((c) => [c.keyId, c.checkValue]));
     const first = values(`k1:${a},k2:${key()}`);
     expect(first.get('k1')).toHaveLength(16);
     expect(values(`k1:${a}`).get('k1')!.equals(first.get('k1')!)).toBe(true);

@@ -34,11 +34,15 @@ export function parseKeySpec(spec: string): EncryptionKey[] {
       if (colon <= 0) throw new EncryptionKeyError(`TOKEN_ENCRYPTION_KEYS: entry ${index + 1} must be kid:base64key`);
       const id = part.slice(0, colon);
       if (!KEY_ID_PATTERN.test(id)) {
-        throw new EncryptionKeyError(`TOKEN_ENCRYPTION_KEYS: key id of entry ${index + 1} must match ${KEY_ID_PATTERN}`);
+        throw new EncryptionKeyError(
+          `TOKEN_ENCRYPTION_KEYS: key id of entry ${index + 1} must match ${KEY_ID_PATTERN}`,
+        );
       }
       const key = Buffer.from(part.slice(colon + 1), 'base64');
       if (key.length !== 32) {
-        throw new EncryptionKeyError(`TOKEN_ENCRYPTION_KEYS: key "${id}" must be 32 bytes of base64 (got ${key.length})`);
+        throw new EncryptionKeyError(
+          `TOKEN_ENCRYPTION_KEYS: key "${id}" must be 32 bytes of base64 (got ${key.length})`,
+        );
       }
       return { id, key };
     });
@@ -117,7 +121,10 @@ export class TokenCipher {
   keyCheckValues(): { keyId: string; checkValue: Buffer }[] {
     return [...this.byId].map(([keyId, key]) => ({
       keyId,
-      checkValue: createHmac('sha256', key).update(`tokenkeeper key check v1\0${keyId}`).digest().subarray(0, KEY_CHECK_BYTES),
+      checkValue: createHmac('sha256', key)
+        .update(`tokenkeeper key check v1\0${keyId}`)
+        .digest()
+        .subarray(0, KEY_CHECK_BYTES),
     }));
   }
 

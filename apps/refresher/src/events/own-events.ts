@@ -1,5 +1,12 @@
 import { Injectable } from '@nestjs/common';
-import { EventSigner, type HeaderReader, SIGNATURE_HEADER, type SignatureHeaders, SIGNED_AT_HEADER, SIGNER_HEADER } from '@tokenkeeper/contracts';
+import {
+  EventSigner,
+  type HeaderReader,
+  SIGNATURE_HEADER,
+  type SignatureHeaders,
+  SIGNED_AT_HEADER,
+  SIGNER_HEADER,
+} from '@tokenkeeper/contracts';
 
 /** Events published but not heard back yet; past this the oldest are forgotten (they are then verified as usual). */
 const MAX_REMEMBERED = 4_096;
@@ -35,7 +42,8 @@ export class OwnEvents {
     if (headers === undefined || this.sent.size === 0) return false;
     const signature = headers.get(SIGNATURE_HEADER);
     const sent = signature ? this.sent.get(signature) : undefined;
-    if (sent === undefined || sent.subject !== subject || headers.get(SIGNER_HEADER) !== this.signer.publicKey) return false;
+    if (sent === undefined || sent.subject !== subject || headers.get(SIGNER_HEADER) !== this.signer.publicKey)
+      return false;
     if (headers.get(SIGNED_AT_HEADER) !== sent.signedAt) return false;
     const bytes = sent.data;
     if (!Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).equals(data)) return false;

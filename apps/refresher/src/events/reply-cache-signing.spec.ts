@@ -4,7 +4,13 @@ import { decodeReply, T0, testSigner } from '../../test/unit/core-fakes.js';
 import { ReplyCache } from './reply-cache.js';
 
 const view = (version: number): TokenView => ({
-  tenant: 'acme', connection: 'github', provider: 'sandbox', accessToken: `at_v${version}`, tokenType: 'Bearer', expiresAt: null, version,
+  tenant: 'acme',
+  connection: 'github',
+  provider: 'sandbox',
+  accessToken: `at_v${version}`,
+  tokenType: 'Bearer',
+  expiresAt: null,
+  version,
 });
 const ID = 'acme/github';
 
@@ -61,7 +67,9 @@ describe('ReplyCache: a cached reply is re-signed before it ages out', () => {
     expect(second).not.toBe(first);
     expect(second.headers.get(SIGNED_AT_HEADER)).toBe(String(now));
     expect(Buffer.from(second.data).equals(Buffer.from(first.data))).toBe(true);
-    expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', second.data, second.headers, now)).toBe('ok');
+    expect(
+      new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', second.data, second.headers, now),
+    ).toBe('ok');
     // Then once per re-sign age again, not once per request.
     for (let i = 0; i < 100; i++) expect(cache.get(ID)!.replyAt(now + i)).toBe(second);
     expect(sign).toHaveBeenCalledTimes(1);

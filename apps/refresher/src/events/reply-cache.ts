@@ -1,4 +1,11 @@
-import { credentialId, DEFAULT_SIGNATURE_MAX_AGE_SECONDS, encodeJson, type EventSigner, tokenGetSubject, type TokenView } from '@tokenkeeper/contracts';
+import {
+  credentialId,
+  DEFAULT_SIGNATURE_MAX_AGE_SECONDS,
+  encodeJson,
+  type EventSigner,
+  tokenGetSubject,
+  type TokenView,
+} from '@tokenkeeper/contracts';
 import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { LRUCache } from 'lru-cache';
 import { minTtlCapMs } from '../domain/token-validity.js';
@@ -119,7 +126,12 @@ export class ReplyCache {
    * signing of the same token, re-used so that re-signing encodes nothing.
    */
   sign(token: TokenView, data: Uint8Array | undefined, nowMs: number): SignedPayload {
-    return signedPayload(this.signer, tokenGetSubject(token.tenant, token.connection), data ?? encodeJson({ ok: true, token }), nowMs);
+    return signedPayload(
+      this.signer,
+      tokenGetSubject(token.tenant, token.connection),
+      data ?? encodeJson({ ok: true, token }),
+      nowMs,
+    );
   }
 
   get(id: string): CachedToken | undefined {
@@ -151,7 +163,8 @@ export class ReplyCache {
    */
   observe(id: string, token: TokenView, issuedAtMs: number, expiresAtMs: number): void {
     const current = this.entries.peek(id);
-    if (current && current.version < token.version && !this.isDead(id, token.version)) this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs, current));
+    if (current && current.version < token.version && !this.isDead(id, token.version))
+      this.entries.set(id, this.toCached(token, issuedAtMs, expiresAtMs, current));
     this.notify(id, token.version);
   }
 
@@ -222,7 +235,12 @@ export class ReplyCache {
    * the next one replaces them (issue 13: a signature per refresh for nobody). Either way a
    * version is signed once, never per request.
    */
-  private toCached(token: TokenView, issuedAtMs: number, expiresAtMs: number, previous: CachedToken | undefined): CachedToken {
+  private toCached(
+    token: TokenView,
+    issuedAtMs: number,
+    expiresAtMs: number,
+    previous: CachedToken | undefined,
+  ): CachedToken {
     const entry = new LazyReply(token.version, expiresAtMs, minTtlCapMs(expiresAtMs, issuedAtMs), this, token);
     if (previous instanceof LazyReply && previous.asked) void entry.reply;
     return entry;
@@ -240,4 +258,3 @@ export class ReplyCache {
 function parseExpiry(token: TokenView): number {
   return token.expiresAt === null ? Number.POSITIVE_INFINITY : Date.parse(token.expiresAt);
 }
-

@@ -12,6 +12,11 @@ export interface SignedPayload extends ReplyWithHeaders {
  * once too: the same object is published as an event or answered as a cached token reply
  * as often as needed, until it is re-signed.
  */
-export function signedPayload(signer: EventSigner, subject: string, data: Uint8Array, signedAtMs: number): SignedPayload {
+export function signedPayload(
+  signer: EventSigner,
+  subject: string,
+  data: Uint8Array,
+  signedAtMs: number,
+): SignedPayload {
   return Object.freeze({ data, headers: fixedHeaders(signer.headersFor(subject, data, signedAtMs)), signedAtMs });
 }

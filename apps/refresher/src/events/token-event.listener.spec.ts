@@ -1,6 +1,15 @@
 import { Logger } from '@nestjs/common';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { encodeJson, EventSigner, generateSigningSeed, SIGNATURE_HEADER, SignatureVerifier, SIGNED_AT_HEADER, SIGNER_HEADER, type TokenView } from '@tokenkeeper/contracts';
+import {
+  encodeJson,
+  EventSigner,
+  generateSigningSeed,
+  SIGNATURE_HEADER,
+  SignatureVerifier,
+  SIGNED_AT_HEADER,
+  SIGNER_HEADER,
+  type TokenView,
+} from '@tokenkeeper/contracts';
 import { fixedHeaders } from '@tokenkeeper/nats';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { decodeReply, FakeClock, T0, testSigner } from '../../test/unit/core-fakes.js';
@@ -18,8 +27,10 @@ const view = (over: Partial<TokenView> = {}): TokenView => ({
   version: 1,
   ...over,
 });
-const event = (over: Partial<TokenView>) => encodeJson({ eventId: 'e', ...view(over), refreshedAt: new Date(T0).toISOString() });
-const signedBy = (signer: EventSigner, subject: string, data: Uint8Array, at = T0) => fixedHeaders(signer.headersFor(subject, data, at));
+const event = (over: Partial<TokenView>) =>
+  encodeJson({ eventId: 'e', ...view(over), refreshedAt: new Date(T0).toISOString() });
+const signedBy = (signer: EventSigner, subject: string, data: Uint8Array, at = T0) =>
+  fixedHeaders(signer.headersFor(subject, data, at));
 
 describe('TokenEventListener: signed events, the subject names the credential', () => {
   beforeAll(() => Logger.overrideLogger(false));
@@ -35,9 +46,12 @@ describe('TokenEventListener: signed events, the subject names the credential', 
     const verifier = new SignatureVerifier([testSigner.publicKey, rotated.publicKey]);
     const listener = new TokenEventListener({} as NatsConnection, cache, clock, verifier, metrics);
     /** Signed by this replica's own key, like every real event on the bus. */
-    const apply = (subject: string, data: Uint8Array, signer: EventSigner = testSigner) => listener.apply(subject, data, signedBy(signer, subject, data));
+    const apply = (subject: string, data: Uint8Array, signer: EventSigner = testSigner) =>
+      listener.apply(subject, data, signedBy(signer, subject, data));
     const dropped = async () => {
-      const metric = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === 'tokenkeeper_events_dropped_total')!;
+      const metric = (await metrics.registry.getMetricsAsJSON()).find(
+        (m) => m.name === 'tokenkeeper_events_dropped_total',
+      )!;
       return Object.fromEntries(metric.values.map((v) => [v.labels.reason, v.value]));
     };
     return { cache, listener, apply, dropped, clock, served: () => decodeReply(cache.get('acme/github')!.reply).token };
@@ -47,7 +61,10 @@ describe('TokenEventListener: signed events, the subject names the credential', 
     const { cache, apply, served, dropped } = setup();
     apply('token.refreshed.evil.x', event({ accessToken: 'attacker', version: Number.MAX_SAFE_INTEGER }));
     apply('token.registered.acme.other', event({ accessToken: 'attacker', version: Number.MAX_SAFE_INTEGER }));
-    apply('token.revoked.evil.x', encodeJson({ eventId: 'e', tenant: 'acme', connection: 'github', provider: 'sandbox', version: 99 }));
+    apply(
+      'token.revoked.evil.x',
+      encodeJson({ eventId: 'e', tenant: 'acme', connection: 'github', provider: 'sandbox', version: 99 }),
+    );
     expect(served()).toMatchObject({ accessToken: 'at_real', version: 1 });
     expect(cache.get('evil/x')).toBeUndefined();
     expect((await dropped()).mismatch).toBe(3);
@@ -64,7 +81,10 @@ describe('TokenEventListener: signed events, the subject names the credential', 
     apply('token.refreshed.acme.github', encodeJson({ tenant: 'acme', connection: 'github', version: 5 }));
     expect(served().version).toBe(1);
     expect((await dropped()).malformed).toBe(3);
-    apply('token.revoked.acme.github', encodeJson({ eventId: 'e', tenant: 'acme', connection: 'github', provider: 'sandbox', version: 1 }));
+    apply(
+      'token.revoked.acme.github',
+      encodeJson({ eventId: 'e', tenant: 'acme', connection: 'github', provider: 'sandbox', version: 1 }),
+    );
     expect(cache.get('acme/github')).toBeUndefined();
   });
 
@@ -80,14 +100,39 @@ describe('TokenEventListener: signed events, the subject names the credential', 
     listener.apply(
       subject,
       forged,
-      fixedHeaders({ [SIGNATURE_HEADER]: stranger.sign(subject, forged, T0), [SIGNER_HEADER]: testSigner.publicKey, [SIGNED_AT_HEADER]: String(T0) }),
+      fixedHeaders({
+        [SIGNATURE_HEADER]: stranger.sign(subject, forged, T0),
+        [SIGNER_HEADER]: testSigner.publicKey,
+        [SIGNED_AT_HEADER]: String(T0),
+      }),
     );
-    listener.apply(subject, forged, fixedHeaders({ [SIGNATURE_HEADER]: 'v2.not-base64url!', [SIGNER_HEADER]: testSigner.publicKey, [SIGNED_AT_HEADER]: String(T0) }));
+    listener.apply(
+      subject,
+      forged,
+      fixedHeaders({
+        [SIGNATURE_HEADER]: 'v2.not-base64url!',
+        [SIGNER_HEADER]: testSigner.publicKey,
+        [SIGNED_AT_HEADER]: String(T0),
+      }),
+    );
     // Scheme 1 (a bare signature of the payload alone) is no longer accepted at all.
     const bare = testSigner.sign(subject, forged, T0).slice(3);
-    listener.apply(subject, forged, fixedHeaders({ [SIGNATURE_HEADER]: bare, [SIGNER_HEADER]: testSigner.publicKey, [SIGNED_AT_HEADER]: String(T0) }));
+    listener.apply(
+      subject,
+      forged,
+      fixedHeaders({ [SIGNATURE_HEADER]: bare, [SIGNER_HEADER]: testSigner.publicKey, [SIGNED_AT_HEADER]: String(T0) }),
+    );
     expect(served()).toMatchObject({ accessToken: 'at_real', version: 1 });
-    expect(await dropped()).toEqual({ unsigned: 2, untrusted: 1, bad_signature: 3, unsupported_scheme: 1, too_old: 0, too_new: 0, mismatch: 0, malformed: 0 });
+    expect(await dropped()).toEqual({
+      unsigned: 2,
+      untrusted: 1,
+      bad_signature: 3,
+      unsupported_scheme: 1,
+      too_old: 0,
+      too_new: 0,
+      mismatch: 0,
+      malformed: 0,
+    });
   });
 
   it('drops a genuine refreshed event re-published on token.revoked: the signature names its subject', async () => {
@@ -123,7 +168,9 @@ describe('TokenEventListener: signed events, the subject names the credential', 
     expect(served()).toMatchObject({ accessToken: 'at_v2', version: 2 });
     const reply = cache.get('acme/github')!.reply;
     expect(reply.headers.get(SIGNER_HEADER)).toBe(testSigner.publicKey);
-    expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', reply.data, reply.headers, T0)).toBe('ok');
+    expect(
+      new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', reply.data, reply.headers, T0),
+    ).toBe('ok');
   });
 
   it('logs dropped events at most once per reason per interval, with the count it skipped', () => {
@@ -131,7 +178,8 @@ describe('TokenEventListener: signed events, the subject names the credential', 
     const warnings: unknown[] = [];
     const logger = (listener as unknown as { logger: Logger }).logger;
     logger.warn = (message: unknown) => void warnings.push(message);
-    for (let i = 0; i < 50; i++) listener.apply('token.refreshed.acme.github', event({ accessToken: 'attacker-secret', version: 99 }), undefined);
+    for (let i = 0; i < 50; i++)
+      listener.apply('token.refreshed.acme.github', event({ accessToken: 'attacker-secret', version: 99 }), undefined);
     expect(warnings).toHaveLength(1);
     clock.nowMs += 10_001;
     listener.apply('token.refreshed.acme.github', event({ accessToken: 'attacker-secret', version: 99 }), undefined);

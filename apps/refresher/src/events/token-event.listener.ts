@@ -1,4 +1,11 @@
-import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown, Optional } from '@nestjs/common';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+  Optional,
+} from '@nestjs/common';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import {
   credentialId,
@@ -18,7 +25,16 @@ import { OwnEvents } from './own-events.js';
 import { ReplyCache } from './reply-cache.js';
 
 /** Why an event was not applied (the `reason` label of tokenkeeper_events_dropped_total). */
-export const EVENT_DROP_REASONS = ['unsigned', 'untrusted', 'bad_signature', 'unsupported_scheme', 'too_old', 'too_new', 'mismatch', 'malformed'] as const;
+export const EVENT_DROP_REASONS = [
+  'unsigned',
+  'untrusted',
+  'bad_signature',
+  'unsupported_scheme',
+  'too_old',
+  'too_new',
+  'mismatch',
+  'malformed',
+] as const;
 export type EventDropReason = (typeof EVENT_DROP_REASONS)[number];
 /** Dropped events are logged at most once per reason in this long. */
 export const EVENT_DROP_LOG_INTERVAL_MS = 10_000;
@@ -90,7 +106,9 @@ export class TokenEventListener implements OnApplicationBootstrap, OnApplication
   /** Verifies and applies one event; exposed for tests. */
   apply(subject: string, data: Uint8Array, headers: HeaderReader | undefined): void {
     // Our own events come back to us: recognised by their exact bytes and signature (OwnEvents), not verified again.
-    const verdict = this.own?.recognise(subject, data, headers) ? 'ok' : this.verifier.verify(subject, data, headers, this.clock.now());
+    const verdict = this.own?.recognise(subject, data, headers)
+      ? 'ok'
+      : this.verifier.verify(subject, data, headers, this.clock.now());
     if (verdict !== 'ok') {
       this.drop(verdict, subject);
       return;

@@ -57,10 +57,18 @@ export class GracefulShutdown implements BeforeApplicationShutdown {
 
   async beforeApplicationShutdown(signal?: string): Promise<void> {
     const started = performance.now();
-    this.logger.log({ msg: 'shutting down: no new work; waiting for refreshes in flight', signal, inFlight: this.refresher.activeCount, graceMs: this.config.shutdownGraceMs });
+    this.logger.log({
+      msg: 'shutting down: no new work; waiting for refreshes in flight',
+      signal,
+      inFlight: this.refresher.activeCount,
+      graceMs: this.config.shutdownGraceMs,
+    });
     this.readiness.markStopping();
     // Bounded: unsubscribing waits for the server, which may be the thing that is gone.
-    await settleWithin(this.requestServers.map((close) => close()), REQUEST_SERVER_CLOSE_MS);
+    await settleWithin(
+      this.requestServers.map((close) => close()),
+      REQUEST_SERVER_CLOSE_MS,
+    );
     await this.scheduler.stop();
     const drained = await this.refresher.drain(this.config.shutdownGraceMs);
     this.logger.log({ msg: 'refresh work drained', ...drained, ms: Math.round(performance.now() - started) });

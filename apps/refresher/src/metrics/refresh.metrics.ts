@@ -36,7 +36,7 @@ export class RefreshMetrics {
   });
   private readonly rateLimited = new Counter({
     name: 'tokenkeeper_on_demand_rate_limited_total',
-    help: 'token.get answered rate_limited: an on-demand refresh over the credential\'s budget',
+    help: "token.get answered rate_limited: an on-demand refresh over the credential's budget",
     labelNames: ['provider'],
     registers: [this.registry],
   });

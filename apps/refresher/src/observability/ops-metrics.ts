@@ -99,7 +99,11 @@ export class OpsMetrics {
       return await entry.value;
     } catch (error) {
       this.cached.delete(name);
-      this.logger.debug({ msg: 'metrics query failed; keeping the last values', gauge: name, error: (error as Error).message });
+      this.logger.debug({
+        msg: 'metrics query failed; keeping the last values',
+        gauge: name,
+        error: (error as Error).message,
+      });
       return null;
     }
   }

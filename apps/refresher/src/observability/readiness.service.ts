@@ -103,6 +103,9 @@ async function probe(action: () => Promise<unknown>): Promise<CheckResult> {
 export function safeReason(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   const code = (error as { code?: unknown })?.code;
-  const text = message.replace(/\/\/[^/@\s]*@/g, '//[redacted]@').replace(/\s+/g, ' ').slice(0, 200);
+  const text = message
+    .replace(/\/\/[^/@\s]*@/g, '//[redacted]@')
+    .replace(/\s+/g, ' ')
+    .slice(0, 200);
   return typeof code === 'string' && !text.includes(code) ? `${code}: ${text}` : text;
 }

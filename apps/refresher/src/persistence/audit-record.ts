@@ -1,5 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { AUDIT_SUBJECT_PREFIX, auditSubject, type AuditRecord, type AuditRecordType, type CredentialKey } from '@tokenkeeper/contracts';
+import {
+  AUDIT_SUBJECT_PREFIX,
+  auditSubject,
+  type AuditRecord,
+  type AuditRecordType,
+  type CredentialKey,
+} from '@tokenkeeper/contracts';
 
 /** An audit record on its way into the outbox; the statement that writes it adds `version`. */
 export interface PendingAuditRecord {
@@ -52,12 +58,26 @@ export function auditRecord(
 }
 
 /** The record of each row a claim leases; see ClaimAuditTemplate. */
-export function claimAuditTemplate(type: AuditRecordType, replica: string, details: AuditDetails = {}): ClaimAuditTemplate {
-  return { type, subject_prefix: `${AUDIT_SUBJECT_PREFIX}.${type}.`, payload: { type, ...recordFields(replica, details) } };
+export function claimAuditTemplate(
+  type: AuditRecordType,
+  replica: string,
+  details: AuditDetails = {},
+): ClaimAuditTemplate {
+  return {
+    type,
+    subject_prefix: `${AUDIT_SUBJECT_PREFIX}.${type}.`,
+    payload: { type, ...recordFields(replica, details) },
+  };
 }
 
-function recordFields(replica: string, details: AuditDetails): Pick<AuditRecord, 'at' | 'replica' | 'outcome' | 'code' | 'message'> {
-  const fields: Pick<AuditRecord, 'at' | 'replica' | 'outcome' | 'code' | 'message'> = { at: new Date().toISOString(), replica };
+function recordFields(
+  replica: string,
+  details: AuditDetails,
+): Pick<AuditRecord, 'at' | 'replica' | 'outcome' | 'code' | 'message'> {
+  const fields: Pick<AuditRecord, 'at' | 'replica' | 'outcome' | 'code' | 'message'> = {
+    at: new Date().toISOString(),
+    replica,
+  };
   if (details.outcome !== undefined) fields.outcome = details.outcome;
   if (details.code !== undefined) fields.code = details.code;
   if (details.message !== undefined) fields.message = details.message.slice(0, 300);

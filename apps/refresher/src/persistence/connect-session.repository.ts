@@ -73,7 +73,11 @@ export class ConnectSessionRepository {
    * then nothing is written and the answer says when the first of them expires. The count and
    * the insert run under a per-tenant transaction lock, so replicas together keep the cap.
    */
-  async create(session: NewConnectSession, audit: PendingAuditRecord, maxOpen: number): Promise<{ created: true } | { created: false; nextExpiry: Date }> {
+  async create(
+    session: NewConnectSession,
+    audit: PendingAuditRecord,
+    maxOpen: number,
+  ): Promise<{ created: true } | { created: false; nextExpiry: Date }> {
     return this.db.transaction(async (tx) => {
       await tx.query(`SELECT pg_advisory_xact_lock(hashtext('connect_sessions'), hashtext($1))`, [session.tenant]);
       const [open]: { count: number; next: Date | null }[] = await tx.query(
@@ -90,8 +94,16 @@ export class ConnectSessionRepository {
          ), ${SESSION_AUDIT_CTE(10)}
          SELECT 1`,
         [
-          session.sessionHash, session.tenant, session.connection, session.provider, session.scopes, session.returnUrl,
-          JSON.stringify(session.metadata), session.createdAt, session.expiresAt, JSON.stringify(audit),
+          session.sessionHash,
+          session.tenant,
+          session.connection,
+          session.provider,
+          session.scopes,
+          session.returnUrl,
+          JSON.stringify(session.metadata),
+          session.createdAt,
+          session.expiresAt,
+          JSON.stringify(audit),
         ],
       );
       return { created: true };
@@ -102,7 +114,13 @@ export class ConnectSessionRepository {
    * The person pressed the page's button: binds a state, a verifier and that browser (the
    * hash of its cookie's value) to the session, once. Null: unknown, used or expired.
    */
-  async beginRedirect(sessionHash: Buffer, stateHash: Buffer, verifier: Secret, browserHash: Buffer, now: Date): Promise<ConnectSession | null> {
+  async beginRedirect(
+    sessionHash: Buffer,
+    stateHash: Buffer,
+    verifier: Secret,
+    browserHash: Buffer,
+    now: Date,
+  ): Promise<ConnectSession | null> {
     // An UPDATE … RETURNING answers [rows, count] through TypeORM's postgres driver.
     const [rows]: [SessionRow[], number] = await this.db.query(
       `UPDATE connect_sessions SET status = 'redirected', state_hash = $2, verifier_enc = $3, browser_hash = $5, redirected_at = $4
@@ -115,7 +133,9 @@ export class ConnectSessionRepository {
 
   /** What a refused session hash names, for the page: null when unknown. */
   async find(sessionHash: Buffer): Promise<ConnectSession | null> {
-    const rows: SessionRow[] = await this.db.query(`SELECT * FROM connect_sessions WHERE session_hash = $1`, [sessionHash]);
+    const rows: SessionRow[] = await this.db.query(`SELECT * FROM connect_sessions WHERE session_hash = $1`, [
+      sessionHash,
+    ]);
     return rows.length ? toSession(rows[0]) : null;
   }
 
@@ -125,7 +145,11 @@ export class ConnectSessionRepository {
    * the next step); null when the state is unknown, was used, its session expired, or the
    * browser is another one (`browserHash` null or different).
    */
-  async takeForCallback(stateHash: Buffer, browserHash: Buffer | null, now: Date): Promise<{ session: ConnectSession; sessionHash: Buffer; verifier: Secret } | null> {
+  async takeForCallback(
+    stateHash: Buffer,
+    browserHash: Buffer | null,
+    now: Date,
+  ): Promise<{ session: ConnectSession; sessionHash: Buffer; verifier: Secret } | null> {
     if (!browserHash) return null;
     const [rows]: [SessionRow[], number] = await this.db.query(
       `UPDATE connect_sessions SET status = 'completing'
@@ -135,7 +159,11 @@ export class ConnectSessionRepository {
     );
     if (!rows.length) return null;
     const row = rows[0];
-    return { session: toSession(row), sessionHash: row.session_hash, verifier: this.cipher.decrypt(row.verifier_enc!, verifierContext(row.session_hash)) };
+    return {
+      session: toSession(row),
+      sessionHash: row.session_hash,
+      verifier: this.cipher.decrypt(row.verifier_enc!, verifierContext(row.session_hash)),
+    };
   }
 
   /** The session named by a state it no longer accepts (used or expired), for the page and the audit record. */
@@ -145,7 +173,12 @@ export class ConnectSessionRepository {
   }
 
   /** Ends the session; the verifier is forgotten. A failure carries its audit record. */
-  async finish(sessionHash: Buffer, status: 'connected' | 'failed', now: Date, audit?: PendingAuditRecord): Promise<void> {
+  async finish(
+    sessionHash: Buffer,
+    status: 'connected' | 'failed',
+    now: Date,
+    audit?: PendingAuditRecord,
+  ): Promise<void> {
     await this.db.query(
       `WITH s AS (
          UPDATE connect_sessions SET status = $2, verifier_enc = NULL, finished_at = $3

@@ -9,7 +9,9 @@ export class CredentialStatsRepository {
   /** Stored credentials by status; statuses without rows are absent. */
   async countByStatus(): Promise<Map<string, number>> {
     if (!this.db.isInitialized) throw new Error('connection pool closed');
-    const rows: { status: string; n: number }[] = await this.db.query(`SELECT status, count(*)::int AS n FROM credentials GROUP BY status`);
+    const rows: { status: string; n: number }[] = await this.db.query(
+      `SELECT status, count(*)::int AS n FROM credentials GROUP BY status`,
+    );
     return new Map(rows.map((row) => [row.status, Number(row.n)]));
   }
 }

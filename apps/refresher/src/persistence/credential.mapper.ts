@@ -73,7 +73,11 @@ export class CredentialMapper {
    * `written`: the secrets this statement has just stored, so that a write is not
    * followed by decrypting what was encrypted a moment ago (the refresh loop's hot path).
    */
-  toDomain(row: CredentialRow, written?: { accessToken?: Secret; refreshToken?: Secret }, mode: OpenMode = 'strict'): Credential {
+  toDomain(
+    row: CredentialRow,
+    written?: { accessToken?: Secret; refreshToken?: Secret },
+    mode: OpenMode = 'strict',
+  ): Credential {
     return {
       tenant: row.tenant,
       connection: row.connection,
@@ -89,7 +93,9 @@ export class CredentialMapper {
       nextRefreshAt: row.next_refresh_at,
       lastRefreshedAt: row.last_refreshed_at,
       failures: row.failures,
-      lastError: row.last_error_code ? { code: row.last_error_code as never, message: row.last_error_message ?? '' } : null,
+      lastError: row.last_error_code
+        ? { code: row.last_error_code as never, message: row.last_error_message ?? '' }
+        : null,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     };
@@ -103,7 +109,12 @@ export class CredentialMapper {
     return this.cipher.primaryKeyId;
   }
 
-  private open(row: CredentialRow, blob: Buffer | null, field: 'access' | 'refresh', mode: OpenMode): Secret | undefined {
+  private open(
+    row: CredentialRow,
+    blob: Buffer | null,
+    field: 'access' | 'refresh',
+    mode: OpenMode,
+  ): Secret | undefined {
     if (!blob) return undefined;
     if (mode === 'strict') return this.cipher.decrypt(blob, tokenAad(row.tenant, row.connection, field));
     try {

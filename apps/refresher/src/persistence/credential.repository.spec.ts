@@ -9,16 +9,37 @@ import { CredentialRepository } from './credential.repository.js';
 function leasedRow(): CredentialRow {
   const now = new Date(T0);
   return {
-    tenant: 'acme', connection: 'github', provider: 'sandbox', status: 'active', version: 3, token_type: 'Bearer', scope: null,
-    access_token_enc: null, refresh_token_enc: null, key_id: null, issued_at: now, expires_at: null, next_refresh_at: now,
-    last_refreshed_at: null, failures: 0, last_error_code: null, last_error_message: null, lease_id: 'lease-1',
-    created_at: now, updated_at: now,
+    tenant: 'acme',
+    connection: 'github',
+    provider: 'sandbox',
+    status: 'active',
+    version: 3,
+    token_type: 'Bearer',
+    scope: null,
+    access_token_enc: null,
+    refresh_token_enc: null,
+    key_id: null,
+    issued_at: now,
+    expires_at: null,
+    next_refresh_at: now,
+    last_refreshed_at: null,
+    failures: 0,
+    last_error_code: null,
+    last_error_message: null,
+    lease_id: 'lease-1',
+    created_at: now,
+    updated_at: now,
   };
 }
 
 /** A database whose statement takes `ms` of the injected clock (lock wait, event-loop lag). */
 function slowDb(clock: FakeClock, ms: number): DataSource {
-  return { query: async () => { clock.advance(ms); return [leasedRow()]; } } as unknown as DataSource;
+  return {
+    query: async () => {
+      clock.advance(ms);
+      return [leasedRow()];
+    },
+  } as unknown as DataSource;
 }
 
 describe('CredentialRepository lease clock (issue 11 item 5)', () => {

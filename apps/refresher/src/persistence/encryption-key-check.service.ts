@@ -35,9 +35,12 @@ export class EncryptionKeyCheck {
     for (const { keyId } of unknown) await this.tryExistingRows(keyId);
     await this.repository.insertMissing(unknown);
     const after = new Map((await this.repository.find(configured.map((c) => c.keyId))).map((s) => [s.keyId, s]));
-    const mismatched = configured.filter((c) => !after.get(c.keyId)?.checkValue.equals(c.checkValue)).map((c) => c.keyId);
+    const mismatched = configured
+      .filter((c) => !after.get(c.keyId)?.checkValue.equals(c.checkValue))
+      .map((c) => c.keyId);
     if (mismatched.length > 0) throw mismatch(mismatched);
-    if (unknown.length > 0) this.logger.log({ msg: 'encryption key ids recorded', keyIds: unknown.map((c) => c.keyId) });
+    if (unknown.length > 0)
+      this.logger.log({ msg: 'encryption key ids recorded', keyIds: unknown.map((c) => c.keyId) });
   }
 
   private async tryExistingRows(keyId: string): Promise<void> {

@@ -49,7 +49,12 @@ export class EncryptionKeyRepository {
 
   /** One secret sealed under `keyId`, if any row holds one (rows written before the table existed). */
   async sampleSealedWith(keyId: string): Promise<SealedSample | undefined> {
-    const rows: { tenant: string; connection: string; access_token_enc: Buffer | null; refresh_token_enc: Buffer | null }[] = await this.db.query(
+    const rows: {
+      tenant: string;
+      connection: string;
+      access_token_enc: Buffer | null;
+      refresh_token_enc: Buffer | null;
+    }[] = await this.db.query(
       `SELECT tenant, connection, access_token_enc, refresh_token_enc FROM credentials
        WHERE key_id = $1 AND (access_token_enc IS NOT NULL OR refresh_token_enc IS NOT NULL)
        LIMIT 1`,

@@ -37,7 +37,9 @@ export class OutboxRepository {
   /** Records committed but not yet acknowledged by JetStream (the outbox backlog metric). */
   async backlog(): Promise<number> {
     if (!this.db.isInitialized) throw new Error('connection pool closed');
-    const rows: { n: number }[] = await this.db.query(`SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL`);
+    const rows: { n: number }[] = await this.db.query(
+      `SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL`,
+    );
     return Number(rows[0].n);
   }
 
@@ -99,7 +101,10 @@ export class OutboxRelaySession {
 
   async markPublished(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.client.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL`, [ids]);
+    await this.client.query(
+      `UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL`,
+      [ids],
+    );
   }
 
   /**

@@ -60,7 +60,12 @@ export class RefreshCommitBatcher {
     private readonly mapper: CredentialMapper,
   ) {}
 
-  commit(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+  commit(
+    key: CredentialKey,
+    lease: Lease,
+    write: TokenWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null> {
     return new Promise((resolve, reject) => {
       this.queue.push({ key, lease, write, audit, resolve, reject });
       if (!this.inFlight) void this.flush();
@@ -76,7 +81,15 @@ export class RefreshCommitBatcher {
           this.settle(batch, await this.store(batch));
         } catch (error) {
           if (batch.length === 1) batch[0].reject(error);
-          else await Promise.all(batch.map((one) => this.store([one]).then((rows) => this.settle([one], rows), (e) => one.reject(e))));
+          else
+            await Promise.all(
+              batch.map((one) =>
+                this.store([one]).then(
+                  (rows) => this.settle([one], rows),
+                  (e) => one.reject(e),
+                ),
+              ),
+            );
         }
       }
     } finally {
@@ -108,7 +121,11 @@ export class RefreshCommitBatcher {
     const landed = new Map(rows.map((row) => [Number(row.ord) - 1, row]));
     batch.forEach((item, i) => {
       const row = landed.get(i);
-      item.resolve(row ? { kind: 'refreshed', credential: this.mapper.toDomain(row, item.write), eventId: row.audit_event_id ?? '' } : null);
+      item.resolve(
+        row
+          ? { kind: 'refreshed', credential: this.mapper.toDomain(row, item.write), eventId: row.audit_event_id ?? '' }
+          : null,
+      );
     });
   }
 

@@ -28,10 +28,20 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
  * (`DATABASE_STATEMENT_TIMEOUT_MS`, `NATS_TLS_…`) is covered too, plus libpq's `PG…`
  * variables, which the PostgreSQL driver reads for the database password.
  */
-const RESERVED_PREFIXES = /^(NATS_|DATABASE_|AUDIT_|TOKEN_|EVENT_|REFRESH_|CLAIM_|BACKOFF_|LEASE_|SHUTDOWN_|CONNECT_|PG[A-Z])/;
+const RESERVED_PREFIXES =
+  /^(NATS_|DATABASE_|AUDIT_|TOKEN_|EVENT_|REFRESH_|CLAIM_|BACKOFF_|LEASE_|SHUTDOWN_|CONNECT_|PG[A-Z])/;
 const RESERVED_NAMES = new Set([
-  'NODE_ENV', 'PROVIDERS_FILE', 'HTTP_PORT', 'PUBLIC_HTTP_PORT', 'PUBLIC_BASE_URL', 'LOG_LEVEL', 'REPLICA_ID', 'MAX_REFRESHES_IN_FLIGHT', 'MISCONFIGURED_RETRY_MS',
-  'REPLY_SUBJECT_PREFIXES', 'SIGNATURE_MAX_AGE_SECONDS',
+  'NODE_ENV',
+  'PROVIDERS_FILE',
+  'HTTP_PORT',
+  'PUBLIC_HTTP_PORT',
+  'PUBLIC_BASE_URL',
+  'LOG_LEVEL',
+  'REPLICA_ID',
+  'MAX_REFRESHES_IN_FLIGHT',
+  'MISCONFIGURED_RETRY_MS',
+  'REPLY_SUBJECT_PREFIXES',
+  'SIGNATURE_MAX_AGE_SECONDS',
 ]);
 
 /** True for a variable the providers file may not read. Case-insensitive, as Windows' environment is. */
@@ -72,10 +82,14 @@ export function interpolateString(
     const expression = value.slice(dollar + 2, close);
     const separator = expression.indexOf(':-');
     const name = separator === -1 ? expression : expression.slice(0, separator);
-    if (!NAME.test(name)) return { ok: false, message: 'invalid ${…} expression (expected ${NAME} or ${NAME:-default})' };
+    if (!NAME.test(name))
+      return { ok: false, message: 'invalid ${…} expression (expected ${NAME} or ${NAME:-default})' };
     // Refused even with a default: the rule must not depend on whether the variable is set.
     if (isReservedVariable(name)) {
-      return { ok: false, message: `environment variable ${name} is one of Tokenkeeper's own settings; the providers file may not read it` };
+      return {
+        ok: false,
+        message: `environment variable ${name} is one of Tokenkeeper's own settings; the providers file may not read it`,
+      };
     }
     const fromEnv = env[name];
     if (fromEnv !== undefined && fromEnv !== '') out += fromEnv;

@@ -40,7 +40,8 @@ export interface ProviderPreset {
 }
 
 /** `…/token` → `…/authorize` on the same server (Microsoft's tenant path, Okta's authorization server). */
-const siblingAuthorize = (tokenUrl: URL): string => `${tokenUrl.origin}${tokenUrl.pathname.replace(/\/token$/, '/authorize')}`;
+const siblingAuthorize = (tokenUrl: URL): string =>
+  `${tokenUrl.origin}${tokenUrl.pathname.replace(/\/token$/, '/authorize')}`;
 
 /**
  * GitHub (OAuth Apps and GitHub Apps).

@@ -35,7 +35,15 @@ const DEFAULT_ON_DEMAND_COOLDOWN_SECONDS = 30;
 // Parameters the token client sets itself; an extraParam of that name would be ambiguous.
 const RESERVED_PARAMS = new Set(['grant_type', 'refresh_token', 'client_id', 'client_secret', 'scope']);
 // Parameters the connect redirect sets itself (SPEC §12): an authorizeParam may not override them.
-const RESERVED_AUTHORIZE_PARAMS = new Set(['response_type', 'client_id', 'redirect_uri', 'state', 'code_challenge', 'code_challenge_method', 'scope']);
+const RESERVED_AUTHORIZE_PARAMS = new Set([
+  'response_type',
+  'client_id',
+  'redirect_uri',
+  'state',
+  'code_challenge',
+  'code_challenge_method',
+  'scope',
+]);
 
 // YAML is read with the failsafe schema (every scalar a string), so numbers arrive as
 // strings, as do `${VAR}`-interpolated ones from either format.
@@ -52,11 +60,21 @@ const entrySchema = z.strictObject({
   scopes: z.array(z.string().regex(/^\S+$/, 'must be one scope without spaces')).optional(),
   tenants: z.array(z.string()).optional(),
   allowedScopes: z.array(z.string().regex(/^\S+$/, 'must be one scope without spaces')).optional(),
-  threshold: numeric(z.number().gt(0, 'must be between 0 and 1 (exclusive)').lt(1, 'must be between 0 and 1 (exclusive)')),
+  threshold: numeric(
+    z.number().gt(0, 'must be between 0 and 1 (exclusive)').lt(1, 'must be between 0 and 1 (exclusive)'),
+  ),
   defaultTtlSeconds: numeric(z.number().int('must be a whole number of seconds').positive('must be positive')),
   revocationUrl: z.string().min(1, 'must not be empty').optional(),
-  maxConcurrency: numeric(z.number().int('must be an integer').min(1, 'must be at least 1').max(1024, 'must be at most 1024')),
-  onDemandCooldownSeconds: numeric(z.number().int('must be a whole number of seconds').min(0, 'must be 0 or more').max(86_400, 'must be at most 86400')),
+  maxConcurrency: numeric(
+    z.number().int('must be an integer').min(1, 'must be at least 1').max(1024, 'must be at most 1024'),
+  ),
+  onDemandCooldownSeconds: numeric(
+    z
+      .number()
+      .int('must be a whole number of seconds')
+      .min(0, 'must be 0 or more')
+      .max(86_400, 'must be at most 86400'),
+  ),
   extraParams: z.record(z.string(), z.string()).optional(),
   authorizationUrl: z.string().min(1, 'must not be empty').optional(),
   authorizeParams: z.record(z.string(), z.string()).optional(),
@@ -80,7 +98,8 @@ const errorMap = (issue: { code: string; input?: unknown; expected?: string; val
 export function loadProvidersFile(path: string, env: Record<string, string | undefined>): Map<string, ProviderConfig> {
   const source = `providers file ${path}`;
   const ext = extname(path).toLowerCase();
-  const format: ProvidersFileFormat | undefined = ext === '.json' ? 'json' : ext === '.yaml' || ext === '.yml' ? 'yaml' : undefined;
+  const format: ProvidersFileFormat | undefined =
+    ext === '.json' ? 'json' : ext === '.yaml' || ext === '.yml' ? 'yaml' : undefined;
   if (!format) throw new ProvidersFileError(source, [{ message: 'must end in .yaml, .yml or .json' }]);
   let text: string;
   try {
@@ -100,13 +119,20 @@ export function parseProvidersDocument(
   source = 'providers file',
 ): Map<string, ProviderConfig> {
   const document = parseText(text, format, source);
-  if (!isObject(document)) throw new ProvidersFileError(source, [{ message: 'must be a map with the key "providers"' }]);
+  if (!isObject(document))
+    throw new ProvidersFileError(source, [{ message: 'must be a map with the key "providers"' }]);
   const unknownKeys = Object.keys(document).filter((key) => key !== 'providers');
   if (unknownKeys.length) {
-    throw new ProvidersFileError(source, unknownKeys.map((key) => ({ field: key, message: 'unknown field' })));
+    throw new ProvidersFileError(
+      source,
+      unknownKeys.map((key) => ({ field: key, message: 'unknown field' })),
+    );
   }
   const providers = document['providers'];
-  if (!isObject(providers)) throw new ProvidersFileError(source, [{ field: 'providers', message: 'required, a map of provider id to settings' }]);
+  if (!isObject(providers))
+    throw new ProvidersFileError(source, [
+      { field: 'providers', message: 'required, a map of provider id to settings' },
+    ]);
 
   const issues: ProvidersFileIssue[] = [];
   const result = new Map<string, ProviderConfig>();
@@ -131,14 +157,16 @@ function buildProvider(
   const interpolationIssues: InterpolationIssue[] = [];
   const interpolated = interpolateTree(raw, env, interpolationIssues);
   if (interpolationIssues.length) {
-    for (const issue of interpolationIssues) issues.push({ provider: id, field: fieldName(issue.path), message: issue.message });
+    for (const issue of interpolationIssues)
+      issues.push({ provider: id, field: fieldName(issue.path), message: issue.message });
     return undefined;
   }
   const parsed = entrySchema.safeParse(interpolated ?? {}, { error: errorMap });
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       if (issue.code === 'unrecognized_keys') {
-        for (const key of issue.keys) issues.push({ provider: id, field: fieldName([...issue.path, key]), message: 'unknown field' });
+        for (const key of issue.keys)
+          issues.push({ provider: id, field: fieldName([...issue.path, key]), message: 'unknown field' });
       } else {
         issues.push({ provider: id, field: fieldName(issue.path), message: issue.message });
       }
@@ -152,7 +180,11 @@ function buildProvider(
 }
 
 /** Merges preset and file (file wins) and checks what only the merged result can show. */
-function applyPreset(id: string, entry: Entry, add: (field: string, message: string) => void): ProviderConfig | undefined {
+function applyPreset(
+  id: string,
+  entry: Entry,
+  add: (field: string, message: string) => void,
+): ProviderConfig | undefined {
   const presetName = entry.preset ?? 'generic';
   const preset = PROVIDER_PRESETS[presetName];
   const extraParams: Record<string, string> = { ...preset.extraParams, ...entry.extraParams };
@@ -162,8 +194,10 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
   let tokenUrl = entry.tokenUrl;
   if (tokenUrl === undefined && preset.tokenUrl) {
     if (!preset.urlParam) tokenUrl = preset.tokenUrl;
-    else if (urlParamValue === undefined) add('tokenUrl', `required (or extraParams.${preset.urlParam} for preset ${presetName})`);
-    else if (!/^[A-Za-z0-9.-]{1,253}$/.test(urlParamValue)) add(`extraParams.${preset.urlParam}`, 'must be a host name or tenant id');
+    else if (urlParamValue === undefined)
+      add('tokenUrl', `required (or extraParams.${preset.urlParam} for preset ${presetName})`);
+    else if (!/^[A-Za-z0-9.-]{1,253}$/.test(urlParamValue))
+      add(`extraParams.${preset.urlParam}`, 'must be a host name or tenant id');
     else tokenUrl = preset.tokenUrl.replace(`{${preset.urlParam}}`, urlParamValue);
   } else if (tokenUrl === undefined) add('tokenUrl', 'required');
   const tokenUrlProblem = tokenUrl === undefined ? undefined : urlProblem(tokenUrl);
@@ -178,9 +212,12 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
 
   const authMethod = entry.authMethod ?? preset.authMethod ?? 'client_secret_basic';
   const grant = entry.grant ?? 'refresh_token';
-  if (authMethod !== 'none' && entry.clientSecret === undefined) add('clientSecret', `required unless authMethod is none`);
-  if (authMethod === 'none' && grant === 'client_credentials') add('authMethod', 'none cannot authenticate a client_credentials grant');
-  if (preset.requiresScopes && !entry.scopes?.length) add('scopes', `required by preset ${presetName} (it rejects token requests without scope)`);
+  if (authMethod !== 'none' && entry.clientSecret === undefined)
+    add('clientSecret', `required unless authMethod is none`);
+  if (authMethod === 'none' && grant === 'client_credentials')
+    add('authMethod', 'none cannot authenticate a client_credentials grant');
+  if (preset.requiresScopes && !entry.scopes?.length)
+    add('scopes', `required by preset ${presetName} (it rejects token requests without scope)`);
   for (const key of Object.keys(extraParams)) {
     if (RESERVED_PARAMS.has(key)) add(`extraParams.${key}`, 'reserved: set by Tokenkeeper itself');
   }
@@ -207,7 +244,8 @@ function applyPreset(id: string, entry: Entry, add: (field: string, message: str
   };
   const scopes = [...(entry.scopes ?? [])];
   // Without it Microsoft issues no refresh token; client_credentials has none to ask for.
-  if (preset.offlineScope && grant === 'refresh_token' && scopes.length && !scopes.includes(preset.offlineScope)) scopes.unshift(preset.offlineScope);
+  if (preset.offlineScope && grant === 'refresh_token' && scopes.length && !scopes.includes(preset.offlineScope))
+    scopes.unshift(preset.offlineScope);
   if (scopes.length) config.scopes = scopes;
   if (entry.tenants !== undefined) config.tenants = [...entry.tenants];
   if (entry.allowedScopes) config.allowedScopes = [...entry.allowedScopes];
@@ -238,7 +276,8 @@ function connectSettings(
     addIssue(field, message);
   };
   const settings: ConnectSettings = {};
-  const authorizationUrl = entry.authorizationUrl ?? preset.authorizationUrl ?? (tokenUrl && preset.authorizationUrlFor?.(tokenUrl));
+  const authorizationUrl =
+    entry.authorizationUrl ?? preset.authorizationUrl ?? (tokenUrl && preset.authorizationUrlFor?.(tokenUrl));
   if (authorizationUrl !== undefined) {
     const problem = urlProblem(authorizationUrl);
     if (problem) add('authorizationUrl', problem);
@@ -251,7 +290,8 @@ function connectSettings(
   if (Object.keys(authorizeParams).length) settings.authorizeParams = authorizeParams;
   const issuer = entry.issuer ?? preset.issuer ?? (tokenUrl && preset.issuerFor?.(tokenUrl));
   if (issuer !== undefined) {
-    const problem = urlProblem(issuer) ?? (/[?#]/.test(issuer) ? 'must have no query or fragment (RFC 8414)' : undefined);
+    const problem =
+      urlProblem(issuer) ?? (/[?#]/.test(issuer) ? 'must have no query or fragment (RFC 8414)' : undefined);
     if (problem) add('issuer', problem);
     else settings.issuer = issuer;
   }
@@ -303,7 +343,9 @@ function parseText(text: string, format: ProvidersFileFormat, source: string): u
   if (first) {
     // Position and code only: yaml's (pretty) message quotes the offending line.
     const at = first.linePos?.[0];
-    throw new ProvidersFileError(source, [{ message: `invalid YAML (${first.code}${at ? ` at line ${at.line}, column ${at.col}` : ''})` }]);
+    throw new ProvidersFileError(source, [
+      { message: `invalid YAML (${first.code}${at ? ` at line ${at.line}, column ${at.col}` : ''})` },
+    ]);
   }
   return document.toJS({ maxAliasCount: 100 });
 }
@@ -313,7 +355,9 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 function fieldName(path: readonly PropertyKey[]): string {
-  return path.map((part, i) => (typeof part === 'number' ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`)).join('');
+  return path
+    .map((part, i) => (typeof part === 'number' ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`))
+    .join('');
 }
 
 function formatIssue(issue: ProvidersFileIssue): string {

@@ -1,7 +1,12 @@
 import { ContractError } from '@tokenkeeper/contracts';
 import { describe, expect, it } from 'vitest';
 import { parseProvidersDocument, ProvidersFileError } from './providers-file.loader.js';
-import { assertTenantAllowed, matchesTenantPattern, tenantPatternProblem, tenantRefusal } from './tenant-access.policy.js';
+import {
+  assertTenantAllowed,
+  matchesTenantPattern,
+  tenantPatternProblem,
+  tenantRefusal,
+} from './tenant-access.policy.js';
 
 describe('matchesTenantPattern', () => {
   it('a name matches itself only, case included', () => {
@@ -94,7 +99,9 @@ ${tenants}`;
       error = e;
     }
     expect(error).toBeInstanceOf(ProvidersFileError);
-    expect((error as Error).message).toMatch(/provider "internal-idp": tenants\[1\]: must be a tenant name or a pattern/);
+    expect((error as Error).message).toMatch(
+      /provider "internal-idp": tenants\[1\]: must be a tenant name or a pattern/,
+    );
     expect((error as Error).message).not.toContain('s3cr3t');
     expect(() => yaml(idp('    tenants: billing'))).toThrow(/provider "internal-idp": tenants: must be a list/);
   });

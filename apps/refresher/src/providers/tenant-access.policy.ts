@@ -26,8 +26,8 @@ export function tenantPatternProblem(pattern: string): string | undefined {
 export function matchesTenantPattern(pattern: string, tenant: string): boolean {
   const parts = pattern.split('*');
   if (parts.length === 1) return pattern === tenant;
-  const first = parts[0]!;
-  const last = parts[parts.length - 1]!;
+  const first = parts[0];
+  const last = parts[parts.length - 1];
   if (tenant.length < first.length + last.length || !tenant.startsWith(first) || !tenant.endsWith(last)) return false;
   const end = tenant.length - last.length;
   let at = first.length;
@@ -44,7 +44,10 @@ export function matchesTenantPattern(pattern: string, tenant: string): boolean {
  * setting to change and never lists the tenants that are allowed (other tenants' names are
  * not the caller's business).
  */
-export function tenantRefusal(provider: Pick<ProviderConfig, 'id' | 'grant' | 'tenants'>, tenant: string): string | undefined {
+export function tenantRefusal(
+  provider: Pick<ProviderConfig, 'id' | 'grant' | 'tenants'>,
+  tenant: string,
+): string | undefined {
   const setting = `\`tenants\` of provider "${provider.id}" in the providers file`;
   if (provider.tenants === undefined) {
     if (provider.grant !== 'client_credentials') return undefined;

@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { PROVIDER_PRESETS } from './provider-presets.js';
 import { formEncode } from './token-endpoint.client.js';
-import { CLIENT_ID, CLIENT_SECRET, failure, json, REFRESH, useTokenServer, type Handler } from '../../test/unit/token-server.fixture.js';
+import {
+  CLIENT_ID,
+  CLIENT_SECRET,
+  failure,
+  json,
+  REFRESH,
+  useTokenServer,
+  type Handler,
+} from '../../test/unit/token-server.fixture.js';
 
 // RFC 6749 §5.2 classification of real HTTP answers, and secret hygiene of every failure.
 const t = useTokenServer();
@@ -33,7 +41,10 @@ describe('UndiciTokenEndpoint: classification', () => {
 
   it('502 HTML page and 200 HTML page are retryable, never success', async () => {
     const html = '<!DOCTYPE html><html><body>Bad gateway</body></html>';
-    expect(await t.respondWith(502, html, { 'content-type': 'text/html' })).toMatchObject({ kind: 'retryable', code: 'http_502' });
+    expect(await t.respondWith(502, html, { 'content-type': 'text/html' })).toMatchObject({
+      kind: 'retryable',
+      code: 'http_502',
+    });
     const f = await t.respondWith(200, html, { 'content-type': 'text/html; charset=utf-8' });
     expect(f).toMatchObject({ kind: 'retryable', code: 'malformed_response' });
     expect(f.message).toContain('HTML page');
@@ -49,7 +60,11 @@ describe('UndiciTokenEndpoint: classification', () => {
   });
 
   it('429 honours Retry-After in seconds, 503 an HTTP-date, capped at 1 h', async () => {
-    expect(await t.respondWith(429, '', { 'retry-after': '7' })).toMatchObject({ kind: 'retryable', code: 'http_429', retryAfterMs: 7000 });
+    expect(await t.respondWith(429, '', { 'retry-after': '7' })).toMatchObject({
+      kind: 'retryable',
+      code: 'http_429',
+      retryAfterMs: 7000,
+    });
     const date = new Date(Date.now() + 30_000).toUTCString();
     const f = await t.respondWith(503, '', { 'retry-after': date });
     expect(f).toMatchObject({ kind: 'retryable', code: 'http_503' });
@@ -66,7 +81,8 @@ describe('UndiciTokenEndpoint: classification', () => {
       ['bad_verification_code', 'invalid_grant'],
       ['incorrect_client_credentials', 'misconfigured'],
     ] as const) {
-      t.handler = (_req, res) => json(res, 200, { error: code, error_description: 'The refresh token passed is incorrect or expired.' });
+      t.handler = (_req, res) =>
+        json(res, 200, { error: code, error_description: 'The refresh token passed is incorrect or expired.' });
       const f = failure(await t.refresh(github));
       expect(f).toMatchObject({ kind, code, httpStatus: 200 });
       expect(f.message).toBe(`HTTP 200 ${code}: The refresh token passed is incorrect or expired.`);
@@ -97,9 +113,17 @@ describe('UndiciTokenEndpoint: no secret in failures', () => {
   const echoes: Handler[] = [
     (r, res) => json(res, 400, { error: 'invalid_request', error_description: r.body }),
     (r, res) => json(res, 400, { error: r.body }),
-    (r, res) => json(res, 400, { error: 'invalid_request', error_description: `got ${r.form.get('refresh_token')!.slice(0, 14)}…` }),
+    (r, res) =>
+      json(res, 400, {
+        error: 'invalid_request',
+        error_description: `got ${r.form.get('refresh_token')!.slice(0, 14)}…`,
+      }),
     (r, res) => json(res, 200, { error: 'invalid_client', error_description: `bad ${r.headers.authorization}` }),
-    (r, res) => json(res, 400, { error: 'invalid_grant', error_description: `${r.form.get('refresh_token')} / ${r.form.get('client_secret')}` }),
+    (r, res) =>
+      json(res, 400, {
+        error: 'invalid_grant',
+        error_description: `${r.form.get('refresh_token')} / ${r.form.get('client_secret')}`,
+      }),
     (r, res) => json(res, 401, { error: 'invalid_client', error_description: decodeURIComponent(r.body) }),
     (r, res) => json(res, 500, `${r.body} ${r.headers.authorization}`),
     (r, res) => json(res, 200, `${r.body}&access_token=x`),
@@ -114,4 +138,3 @@ describe('UndiciTokenEndpoint: no secret in failures', () => {
     }
   });
 });
-

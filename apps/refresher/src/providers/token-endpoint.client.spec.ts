@@ -2,7 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { Secret } from '@tokenkeeper/common';
 import { PROVIDER_PRESETS } from './provider-presets.js';
 import { formEncode, UndiciTokenEndpoint } from './token-endpoint.client.js';
-import { CLIENT_ID, CLIENT_SECRET, failure, json, REFRESH, useTokenServer } from '../../test/unit/token-server.fixture.js';
+import {
+  CLIENT_ID,
+  CLIENT_SECRET,
+  failure,
+  json,
+  REFRESH,
+  useTokenServer,
+} from '../../test/unit/token-server.fixture.js';
 
 // Success, request shape, transport and revocation; classification is in token-endpoint.classification.spec.ts.
 const t = useTokenServer();
@@ -35,7 +42,13 @@ describe('UndiciTokenEndpoint: success', () => {
 
   it('accepts expires_in as a numeric string, honours refresh_in, keeps rotation and scope', async () => {
     t.handler = (_req, res) =>
-      json(res, 200, { access_token: 'a', refresh_token: 'new-rt', expires_in: '7200', refresh_in: 600, scope: 'read write' });
+      json(res, 200, {
+        access_token: 'a',
+        refresh_token: 'new-rt',
+        expires_in: '7200',
+        refresh_in: 600,
+        scope: 'read write',
+      });
     const result = await t.refresh();
     if (!result.ok) throw new Error(result.failure.message);
     expect(result.token.expiresInSeconds).toBe(7200);
@@ -46,7 +59,8 @@ describe('UndiciTokenEndpoint: success', () => {
   });
 
   it('treats an empty refresh_token as absent and ignores a non-numeric expires_in', async () => {
-    t.handler = (_req, res) => json(res, 200, { access_token: 'a', refresh_token: '', expires_in: 'soon', token_type: 'mac' });
+    t.handler = (_req, res) =>
+      json(res, 200, { access_token: 'a', refresh_token: '', expires_in: 'soon', token_type: 'mac' });
     const result = await t.refresh();
     if (!result.ok) throw new Error(result.failure.message);
     expect(result.token.refreshToken).toBeUndefined();
@@ -146,7 +160,11 @@ describe('UndiciTokenEndpoint: transport', () => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 50);
     const started = Date.now();
-    const result = await t.endpoint.requestToken({ provider: t.provider(), refreshToken: new Secret(REFRESH), signal: controller.signal });
+    const result = await t.endpoint.requestToken({
+      provider: t.provider(),
+      refreshToken: new Secret(REFRESH),
+      signal: controller.signal,
+    });
     expect(failure(result)).toMatchObject({ kind: 'retryable', code: 'aborted' });
     expect(Date.now() - started).toBeLessThan(500);
   });
@@ -184,7 +202,11 @@ describe('UndiciTokenEndpoint.revoke', () => {
       res.writeHead(200);
       res.end();
     };
-    await t.endpoint.revoke(t.provider({ revocationUrl: `${t.base}/revoke`, authMethod: 'client_secret_post' }), new Secret(REFRESH), 'refresh_token');
+    await t.endpoint.revoke(
+      t.provider({ revocationUrl: `${t.base}/revoke`, authMethod: 'client_secret_post' }),
+      new Secret(REFRESH),
+      'refresh_token',
+    );
     const r = t.received[0]!;
     expect(r.url).toBe('/revoke');
     expect(r.form.get('token')).toBe(REFRESH);
@@ -203,12 +225,14 @@ describe('UndiciTokenEndpoint.revoke', () => {
       .revoke(t.provider({ revocationUrl: `${t.base}/revoke?x=1` }), new Secret(REFRESH), 'refresh_token')
       .catch((e: Error) => e);
     expect(error).toBeInstanceOf(Error);
-    expect((error as Error).message).toBe(`token revocation at ${t.base}/revoke failed: HTTP 400 unsupported_token_type`);
+    expect((error as Error).message).toBe(
+      `token revocation at ${t.base}/revoke failed: HTTP 400 unsupported_token_type`,
+    );
     t.handler = () => {};
     const quick = new UndiciTokenEndpoint({ timeoutMs: 100 });
-    await expect(quick.revoke(t.provider({ revocationUrl: `${t.base}/revoke` }), new Secret(REFRESH), 'access_token')).rejects.toThrow(
-      /failed: no complete answer within 100 ms/,
-    );
+    await expect(
+      quick.revoke(t.provider({ revocationUrl: `${t.base}/revoke` }), new Secret(REFRESH), 'access_token'),
+    ).rejects.toThrow(/failed: no complete answer within 100 ms/);
     await quick.close();
   });
 });

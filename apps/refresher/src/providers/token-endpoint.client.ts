@@ -1,6 +1,13 @@
 import { Agent, request } from 'undici';
 import type { Secret } from '@tokenkeeper/common';
-import type { CodeExchangeRequest, ProviderConfig, TokenEndpoint, TokenFailure, TokenRequest, TokenResult } from './provider.types.js';
+import type {
+  CodeExchangeRequest,
+  ProviderConfig,
+  TokenEndpoint,
+  TokenFailure,
+  TokenRequest,
+  TokenResult,
+} from './provider.types.js';
 import { classifyTokenResponse } from './token-response.classifier.js';
 
 export interface UndiciTokenEndpointOptions {
@@ -87,7 +94,12 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
    * POSTs a grant to the token endpoint with the client's authentication and classifies the
    * answer; `sent` are the request's own secrets, which the classifier keeps out of messages.
    */
-  private async tokenCall(provider: ProviderConfig, form: URLSearchParams, sent: Secret[], signal?: AbortSignal): Promise<TokenResult> {
+  private async tokenCall(
+    provider: ProviderConfig,
+    form: URLSearchParams,
+    sent: Secret[],
+    signal?: AbortSignal,
+  ): Promise<TokenResult> {
     const headers = this.headers();
     const secrets = clientAuth(provider, form, headers);
     for (const secret of sent) secrets.push(...variants(secret.reveal()));
@@ -108,7 +120,13 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     // RFC 7009 §2.2: 200 also for tokens that were already invalid.
     if (exchange.status >= 200 && exchange.status < 300) return;
     const now = this.now();
-    const result = classifyTokenResponse(exchange, provider, new Date(now), [...variants(token.reveal()), ...secretVariants(provider)], now);
+    const result = classifyTokenResponse(
+      exchange,
+      provider,
+      new Date(now),
+      [...variants(token.reveal()), ...secretVariants(provider)],
+      now,
+    );
     const detail = result.ok ? `HTTP ${exchange.status}` : result.failure.message;
     throw new Error(`token revocation at ${where} failed: ${detail}`);
   }
@@ -180,17 +198,32 @@ export class UndiciTokenEndpoint implements TokenEndpoint {
     } catch (error) {
       // A caller's deadline (AbortSignal.timeout, e.g. the refresh engine's per-request timeout) is
       // a timeout of the provider, not a cancellation: it must be classified as one.
-      const callerTimedOut = callerAborted && (callerSignal?.reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
+      const callerTimedOut =
+        callerAborted && (callerSignal?.reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
       if (callerAborted && !callerTimedOut) return { ok: false, failure: aborted() };
       const code = errorCode(error);
       if (callerTimedOut) {
-        return { ok: false, failure: { kind: 'retryable', code: 'timeout', message: 'no complete answer within the time allowed' } };
+        return {
+          ok: false,
+          failure: { kind: 'retryable', code: 'timeout', message: 'no complete answer within the time allowed' },
+        };
       }
-      if (timedOut || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
-        return { ok: false, failure: { kind: 'retryable', code: 'timeout', message: `no complete answer within ${this.timeoutMs} ms` } };
+      if (
+        timedOut ||
+        code === 'UND_ERR_HEADERS_TIMEOUT' ||
+        code === 'UND_ERR_BODY_TIMEOUT' ||
+        code === 'UND_ERR_CONNECT_TIMEOUT'
+      ) {
+        return {
+          ok: false,
+          failure: { kind: 'retryable', code: 'timeout', message: `no complete answer within ${this.timeoutMs} ms` },
+        };
       }
       // Only the error's code: messages of lower layers are not ours to vouch for.
-      return { ok: false, failure: { kind: 'retryable', code: 'network', message: `network error${code ? ` (${code})` : ''}` } };
+      return {
+        ok: false,
+        failure: { kind: 'retryable', code: 'network', message: `network error${code ? ` (${code})` : ''}` },
+      };
     } finally {
       clearTimeout(timer);
       callerSignal?.removeEventListener('abort', onAbort);
@@ -264,7 +297,12 @@ function aborted(): TokenFailure {
 }
 
 function tooLarge(status: number, max: number): TokenFailure {
-  return { kind: 'retryable', code: 'response_too_large', message: `HTTP ${status} body exceeds ${max} bytes`, httpStatus: status };
+  return {
+    kind: 'retryable',
+    code: 'response_too_large',
+    message: `HTTP ${status} body exceeds ${max} bytes`,
+    httpStatus: status,
+  };
 }
 
 /** Origin and path only: a configured URL could carry credentials or a query. */

@@ -24,7 +24,9 @@ describe('leaksSecret on a 60 KB provider body', () => {
     // 11 characters of a long secret are not a leak (ordinary words would match), as before.
     // Fenced by a character no secret holds on both sides: a random neighbour from the noise
     // would be the secret's next (or previous) character one time in 64, a 12-character match.
-    expect(leaksSecret(body.slice(0, 30_000) + '!' + jwtLike.slice(700, 711) + '!' + body.slice(30_000), secrets)).toBe(false);
+    expect(leaksSecret(body.slice(0, 30_000) + '!' + jwtLike.slice(700, 711) + '!' + body.slice(30_000), secrets)).toBe(
+      false,
+    );
     expect(leaksSecret(body, ['', jwtLike])).toBe(false);
   });
 
@@ -53,17 +55,32 @@ describe('classifyTokenResponse: error codes', () => {
     classifyTokenResponse({ status, body: JSON.stringify(body) }, provider, new Date(), ['sandbox-secret']);
 
   it('an unknown code (in a 200 or a 400) is transient, with the code kept, not a misconfiguration', () => {
-    expect(classify(200, { error: 'bad_refresh_token' })).toMatchObject({ ok: false, failure: { kind: 'retryable', code: 'bad_refresh_token' } });
-    expect(classify(400, { error: 'something_new' })).toMatchObject({ ok: false, failure: { kind: 'retryable', code: 'something_new' } });
+    expect(classify(200, { error: 'bad_refresh_token' })).toMatchObject({
+      ok: false,
+      failure: { kind: 'retryable', code: 'bad_refresh_token' },
+    });
+    expect(classify(400, { error: 'something_new' })).toMatchObject({
+      ok: false,
+      failure: { kind: 'retryable', code: 'something_new' },
+    });
     const result = classify(200, { error: 'bad_refresh_token' });
     expect(!result.ok && result.failure.message).toMatch(/^HTTP 200 bad_refresh_token/);
   });
 
   it('known misconfiguration codes keep the slow retry; the preset still decides its own codes', () => {
     expect(classify(401, { error: 'invalid_client' })).toMatchObject({ ok: false, failure: { kind: 'misconfigured' } });
-    expect(classify(400, { error: 'unauthorized_client' })).toMatchObject({ ok: false, failure: { kind: 'misconfigured' } });
-    expect(classify(200, { error: 'bad_refresh_token' }, github)).toMatchObject({ ok: false, failure: { kind: 'invalid_grant' } });
-    expect(classify(200, { error: 'incorrect_client_credentials' }, github)).toMatchObject({ ok: false, failure: { kind: 'misconfigured' } });
+    expect(classify(400, { error: 'unauthorized_client' })).toMatchObject({
+      ok: false,
+      failure: { kind: 'misconfigured' },
+    });
+    expect(classify(200, { error: 'bad_refresh_token' }, github)).toMatchObject({
+      ok: false,
+      failure: { kind: 'invalid_grant' },
+    });
+    expect(classify(200, { error: 'incorrect_client_credentials' }, github)).toMatchObject({
+      ok: false,
+      failure: { kind: 'misconfigured' },
+    });
     expect(classify(400, { error: 'invalid_grant' })).toMatchObject({ ok: false, failure: { kind: 'invalid_grant' } });
   });
 });

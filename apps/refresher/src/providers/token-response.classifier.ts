@@ -85,12 +85,17 @@ export function classifyTokenResponse(
     const kind = provider.errorCodes?.[code] ?? STANDARD_ERROR_CODES[code] ?? 'retryable';
     return fail(kind, code, withCode(code));
   }
-  if (status === 401) return fail('misconfigured', 'invalid_client', `HTTP 401 without an OAuth error: client authentication failed`);
+  if (status === 401)
+    return fail('misconfigured', 'invalid_client', `HTTP 401 without an OAuth error: client authentication failed`);
   if (status >= 300 && status < 400) {
     return fail('misconfigured', `http_${status}`, `HTTP ${status}: token endpoint redirects; configure the final URL`);
   }
   if (status >= 400) return fail('misconfigured', `http_${status}`, `HTTP ${status} without an OAuth error`);
-  const what = json ? (slackNotOk ? '"ok":false without an error code' : 'JSON without access_token') : describeBody(response);
+  const what = json
+    ? slackNotOk
+      ? '"ok":false without an error code'
+      : 'JSON without access_token'
+    : describeBody(response);
   return fail('retryable', 'malformed_response', `HTTP ${status} is not a token response: ${what}`);
 }
 
@@ -121,7 +126,9 @@ function toIssuedToken(
 function parseObject(body: string): Record<string, unknown> | undefined {
   try {
     const value: unknown = JSON.parse(body);
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+    return value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
   } catch {
     return undefined;
   }
@@ -129,7 +136,12 @@ function parseObject(body: string): Record<string, unknown> | undefined {
 
 /** `expires_in` and friends: a number or a numeric string; anything else is ignored. */
 export function parseSeconds(value: unknown): number | undefined {
-  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value) ? Number(value) : NaN;
+  const n =
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value)
+        ? Number(value)
+        : NaN;
   return Number.isFinite(n) && n >= 0 ? n : undefined;
 }
 
@@ -206,7 +218,8 @@ export function leaksSecret(text: string, secrets: readonly string[]): boolean {
     const bucket = pieces.get(h);
     if (bucket && bucket.some((piece) => text.startsWith(piece, i))) return true;
     if (i + FRAGMENT >= text.length) return false;
-    h = (Math.imul((h - Math.imul(text.charCodeAt(i), HASH_TOP)) >>> 0, HASH_BASE) + text.charCodeAt(i + FRAGMENT)) >>> 0;
+    h =
+      (Math.imul((h - Math.imul(text.charCodeAt(i), HASH_TOP)) >>> 0, HASH_BASE) + text.charCodeAt(i + FRAGMENT)) >>> 0;
   }
 }
 

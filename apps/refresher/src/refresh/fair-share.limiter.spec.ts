@@ -38,7 +38,10 @@ describe('FairShareLimiter', () => {
     const limiter = new FairShareLimiter(1);
     const log: string[] = [];
     const first = gate(log, 'a0');
-    const storm = [limiter.run('a', first.task), ...Array.from({ length: 50 }, (_, i) => limiter.run('a', async () => void log.push(`a${i + 1}`)))];
+    const storm = [
+      limiter.run('a', first.task),
+      ...Array.from({ length: 50 }, (_, i) => limiter.run('a', async () => void log.push(`a${i + 1}`))),
+    ];
     const due = limiter.run('b', async () => void log.push('b0'));
     expect(limiter.pendingOf('a')).toBe(50);
     expect(limiter.pendingOf('b')).toBe(1);
@@ -64,7 +67,7 @@ describe('FairShareLimiter', () => {
     expect(log).toEqual(['x', 'a1', 'b1', 'c1', 'a2', 'b2', 'a3']);
   });
 
-  it("a failing task frees its slot and rejects only its own caller", async () => {
+  it('a failing task frees its slot and rejects only its own caller', async () => {
     const limiter = new FairShareLimiter(1);
     const failing = limiter.run('a', async () => {
       throw new Error('boom');

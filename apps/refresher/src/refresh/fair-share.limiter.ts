@@ -48,7 +48,8 @@ export class FairShareLimiter {
   private readonly turns = new Fifo<string>();
 
   constructor(private readonly concurrency: number) {
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('concurrency must be an integer of at least 1');
+    if (!Number.isInteger(concurrency) || concurrency < 1)
+      throw new RangeError('concurrency must be an integer of at least 1');
   }
 
   /** Tasks holding a slot now. */
@@ -76,7 +77,7 @@ export class FairShareLimiter {
         this.queues.set(tenant, queue);
         this.turns.push(tenant);
       }
-      queue.push(() => this.start(task).then(resolve, reject));
+      queue.push(() => void this.start(task).then(resolve, reject));
       this.waiting++;
     });
   }
@@ -87,6 +88,8 @@ export class FairShareLimiter {
     try {
       result = task();
     } catch (error) {
+      // The task's own throw, passed on as it is, like a rejection it returned.
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
       result = Promise.reject(error);
     }
     return result.then(

@@ -81,7 +81,12 @@ export class LeaseKeeper {
       this.armWatchdog();
       return 'extended';
     } catch (error) {
-      this.logger.warn({ msg: 'lease extension failed; retrying', tenant: this.key.tenant, connection: this.key.connection, error: (error as Error).message });
+      this.logger.warn({
+        msg: 'lease extension failed; retrying',
+        tenant: this.key.tenant,
+        connection: this.key.connection,
+        error: (error as Error).message,
+      });
       return 'error';
     }
   }
@@ -97,9 +102,12 @@ export class LeaseKeeper {
   private armWatchdog(): void {
     clearTimeout(this.watchdog);
     if (this.stopped || this.lostController.signal.aborted) return;
-    this.watchdog = setTimeout(() => {
-      if (this.remainingMs > 0) return this.armWatchdog();
-      this.lostController.abort(new Error('lease not confirmed before its deadline'));
-    }, Math.max(0, this.remainingMs));
+    this.watchdog = setTimeout(
+      () => {
+        if (this.remainingMs > 0) return this.armWatchdog();
+        this.lostController.abort(new Error('lease not confirmed before its deadline'));
+      },
+      Math.max(0, this.remainingMs),
+    );
   }
 }

@@ -22,10 +22,20 @@ class FakeRefresher {
     this.calls++;
     await new Promise((resolve) => setTimeout(resolve, 5));
     if (this.outcome === 'failed') {
-      const change = await this.repository.commitFailure(c, lease, { status: 'failing', failures: 1, lastError: { code: 'unavailable', message: 'down' }, nextRefreshAt: null }, []);
+      const change = await this.repository.commitFailure(
+        c,
+        lease,
+        { status: 'failing', failures: 1, lastError: { code: 'unavailable', message: 'down' }, nextRefreshAt: null },
+        [],
+      );
       return { kind: 'failed', credential: change!.credential, code: 'unavailable', message: 'down' };
     }
-    const change = await this.repository.commitRefresh(c, lease, { accessToken: c.accessToken!, tokenType: 'Bearer', issuedAt: new Date(), expiresAt: null, nextRefreshAt: null }, []);
+    const change = await this.repository.commitRefresh(
+      c,
+      lease,
+      { accessToken: c.accessToken!, tokenType: 'Bearer', issuedAt: new Date(), expiresAt: null, nextRefreshAt: null },
+      [],
+    );
     return change ? { kind: 'refreshed', credential: change.credential } : { kind: 'superseded' };
   }
 }
@@ -46,7 +56,13 @@ describe('RefreshCoordinator (fakes: repository, refresher, clock)', () => {
     repository.put(credential(clock));
     refresher = new FakeRefresher(repository);
     parts = cacheAndNotifier(clock);
-    coordinator = new RefreshCoordinator(testConfig(), repository.asRepository, refresher.asService, parts.cache, clock);
+    coordinator = new RefreshCoordinator(
+      testConfig(),
+      repository.asRepository,
+      refresher.asService,
+      parts.cache,
+      clock,
+    );
   });
 
   it('many callers at once: one lease, one refresh, one shared answer', async () => {
@@ -61,7 +77,12 @@ describe('RefreshCoordinator (fakes: repository, refresher, clock)', () => {
     const waiting = coordinator.refresh(key, 1);
     await new Promise((resolve) => setTimeout(resolve, 20));
     // The other replica commits; its event reaches this replica's cache.
-    parts.cache.observe(credentialId(key), toTokenView(repository.commitElsewhere(key, 'at_other')), clock.now(), Number.POSITIVE_INFINITY);
+    parts.cache.observe(
+      credentialId(key),
+      toTokenView(repository.commitElsewhere(key, 'at_other')),
+      clock.now(),
+      Number.POSITIVE_INFINITY,
+    );
     const result = await waiting;
     expect(refresher.calls).toBe(0);
     expect(result.credential.version).toBe(2);

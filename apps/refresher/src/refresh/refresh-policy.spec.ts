@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelayMs, EXPIRED_REFRESH_FLOOR_SECONDS, onDemandWaitMs, retryDelayMs, scheduleRefresh } from './refresh-policy.js';
+import {
+  backoffDelayMs,
+  EXPIRED_REFRESH_FLOOR_SECONDS,
+  onDemandWaitMs,
+  retryDelayMs,
+  scheduleRefresh,
+} from './refresh-policy.js';
 
 const issuedAt = new Date('2026-01-01T00:00:00.000Z');
 const at = (seconds: number) => new Date(issuedAt.getTime() + seconds * 1000);
@@ -7,7 +13,10 @@ const base = { issuedAt, threshold: 0.8, minMarginSeconds: 60, random: 0 };
 
 describe('scheduleRefresh', () => {
   it('refreshes at the threshold of the real lifetime, not of a fixed hour', () => {
-    expect(scheduleRefresh({ ...base, lifetimeSeconds: 3600 })).toEqual({ expiresAt: at(3600), nextRefreshAt: at(2880) });
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 3600 })).toEqual({
+      expiresAt: at(3600),
+      nextRefreshAt: at(2880),
+    });
     expect(scheduleRefresh({ ...base, lifetimeSeconds: 8 * 3600 }).nextRefreshAt).toEqual(at(0.8 * 8 * 3600));
   });
 
@@ -27,7 +36,10 @@ describe('scheduleRefresh', () => {
   });
 
   it('jitters earlier, by at most 5% of the lifetime or 30 s', () => {
-    expect(scheduleRefresh({ ...base, lifetimeSeconds: 100, random: 0.999999 }).nextRefreshAt!.getTime()).toBeCloseTo(at(50 - 5).getTime(), -1);
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 100, random: 0.999999 }).nextRefreshAt!.getTime()).toBeCloseTo(
+      at(50 - 5).getTime(),
+      -1,
+    );
     expect(scheduleRefresh({ ...base, lifetimeSeconds: 36_000, random: 0.5 }).nextRefreshAt).toEqual(at(28_800 - 15));
   });
 
@@ -39,9 +51,18 @@ describe('scheduleRefresh', () => {
     expect(EXPIRED_REFRESH_FLOOR_SECONDS).toBe(30);
     const floor = at(EXPIRED_REFRESH_FLOOR_SECONDS);
     expect(scheduleRefresh({ ...base, lifetimeSeconds: 0 })).toEqual({ expiresAt: issuedAt, nextRefreshAt: floor });
-    expect(scheduleRefresh({ ...base, lifetimeSeconds: 0, refreshInSeconds: 1 })).toEqual({ expiresAt: issuedAt, nextRefreshAt: floor });
-    expect(scheduleRefresh({ ...base, lifetimeSeconds: -5, random: 0.9 })).toEqual({ expiresAt: issuedAt, nextRefreshAt: floor });
-    expect(scheduleRefresh({ ...base, lifetimeSeconds: Number.NaN })).toEqual({ expiresAt: issuedAt, nextRefreshAt: floor });
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 0, refreshInSeconds: 1 })).toEqual({
+      expiresAt: issuedAt,
+      nextRefreshAt: floor,
+    });
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: -5, random: 0.9 })).toEqual({
+      expiresAt: issuedAt,
+      nextRefreshAt: floor,
+    });
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: Number.NaN })).toEqual({
+      expiresAt: issuedAt,
+      nextRefreshAt: floor,
+    });
   });
 });
 
@@ -61,7 +82,10 @@ describe('backoff', () => {
 
 describe('onDemandWaitMs', () => {
   const now = issuedAt.getTime();
-  const after = (lastRefreshedAt: Date | null, nextRefreshAt: Date | null = at(3600)) => ({ lastRefreshedAt, nextRefreshAt });
+  const after = (lastRefreshedAt: Date | null, nextRefreshAt: Date | null = at(3600)) => ({
+    lastRefreshedAt,
+    nextRefreshAt,
+  });
   it('waits out the cooldown after a refresh at the provider, then lets one through', () => {
     expect(onDemandWaitMs(after(at(-10)), 30, now)).toBe(20_000);
     expect(onDemandWaitMs(after(at(-10), null), 30, now)).toBe(20_000);

@@ -39,7 +39,10 @@ export function scheduleRefresh(input: ScheduleInput): Schedule {
   if (lifetimeSeconds === undefined) return { expiresAt: null, nextRefreshAt: null };
   if (!(lifetimeSeconds > 0)) {
     // Zero (or less) is a known expiry, now; "no expiry" would never refresh it again.
-    return { expiresAt: new Date(issuedAt.getTime()), nextRefreshAt: new Date(issuedAt.getTime() + EXPIRED_REFRESH_FLOOR_SECONDS * 1000) };
+    return {
+      expiresAt: new Date(issuedAt.getTime()),
+      nextRefreshAt: new Date(issuedAt.getTime() + EXPIRED_REFRESH_FLOOR_SECONDS * 1000),
+    };
   }
   const issued = issuedAt.getTime();
   const lifetimeMs = lifetimeSeconds * 1000;
@@ -108,7 +111,11 @@ export function scheduleRegistration(input: RegistrationScheduleInput): Schedule
     random: input.random,
   });
   const expired = hasAccessToken && lifetime !== undefined && lifetime <= 0;
-  const expiresAt = !hasAccessToken ? null : expired ? new Date(registeredAt.getTime() + lifetime * 1000) : schedule.expiresAt;
+  const expiresAt = !hasAccessToken
+    ? null
+    : expired
+      ? new Date(registeredAt.getTime() + lifetime * 1000)
+      : schedule.expiresAt;
   const nextRefreshAt = !input.canRefresh ? null : !hasAccessToken || expired ? registeredAt : schedule.nextRefreshAt;
   return { expiresAt, nextRefreshAt };
 }

@@ -1,6 +1,15 @@
 import { Logger } from '@nestjs/common';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { cacheAndNotifier, credential, FakeClock, FakeRepository, FakeTokenEndpoint, provider, T0, testConfig } from '../../test/unit/core-fakes.js';
+import {
+  cacheAndNotifier,
+  credential,
+  FakeClock,
+  FakeRepository,
+  FakeTokenEndpoint,
+  provider,
+  T0,
+  testConfig,
+} from '../../test/unit/core-fakes.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import type { ProviderConfig } from '../providers/provider.types.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
@@ -15,7 +24,15 @@ describe('RefreshService: a provider that does not allow the tenant', () => {
   const key = { tenant: 'acme', connection: 'github' };
 
   const service = (config: ProviderConfig) =>
-    new RefreshService(testConfig(), repository.asRepository, new ProviderRegistry(new Map([[config.id, config]])), endpoint, parts.notifier, clock, new RefreshMetrics());
+    new RefreshService(
+      testConfig(),
+      repository.asRepository,
+      new ProviderRegistry(new Map([[config.id, config]])),
+      endpoint,
+      parts.notifier,
+      clock,
+      new RefreshMetrics(),
+    );
   const lease = async () => (await repository.tryLease(key, 'me', 30))!;
 
   beforeAll(() => Logger.overrideLogger(false));
@@ -35,7 +52,10 @@ describe('RefreshService: a provider that does not allow the tenant', () => {
     expect(endpoint.requests).toHaveLength(0);
     const stored = (await repository.find(key))!;
     expect(stored.status).toBe('failing');
-    expect(stored.lastError).toEqual({ code: 'forbidden', message: expect.stringMatching(/^not refreshed: .*`tenants` of provider "sandbox"/) });
+    expect(stored.lastError).toEqual({
+      code: 'forbidden',
+      message: expect.stringMatching(/^not refreshed: .*`tenants` of provider "sandbox"/),
+    });
     // Nothing was attempted at the provider: not counted as a failure of it.
     expect(stored.failures).toBe(0);
     // Random 0: half of MISCONFIGURED_RETRY_MS (600 s in the test config).
@@ -60,7 +80,11 @@ describe('RefreshService: a provider that does not allow the tenant', () => {
   it('a client_credentials provider without tenants is refused before any request', async () => {
     repository.put(credential(clock, { refreshToken: undefined }));
     const outcome = await service(provider({ grant: 'client_credentials' })).refreshLeased(await lease());
-    expect(outcome).toMatchObject({ kind: 'failed', code: 'forbidden', message: expect.stringMatching(/client_credentials/) });
+    expect(outcome).toMatchObject({
+      kind: 'failed',
+      code: 'forbidden',
+      message: expect.stringMatching(/client_credentials/),
+    });
     expect(endpoint.requests).toHaveLength(0);
   });
 });

@@ -124,7 +124,13 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
       const limit = Math.min(capacity, claimBatchSize);
       // No more per provider than it has free request slots: claimed work is sent at once,
       // with its whole REFRESH_TIMEOUT_MS, instead of waiting in a queue while its lease ages.
-      const claimed = await this.repository.claimDue(bucket, limit, this.config.replicaId, leaseSeconds, this.refresher.claimRoom());
+      const claimed = await this.repository.claimDue(
+        bucket,
+        limit,
+        this.config.replicaId,
+        leaseSeconds,
+        this.refresher.claimRoom(),
+      );
       // The room per provider may hold a claim below `limit` with more due behind it.
       if (claimed.length > 0) backlog = true;
       else due.delete(bucket);
@@ -132,7 +138,12 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
         const work = this.refresher
           .refreshLeased(leased)
           .catch((error) => {
-            this.logger.error({ msg: 'refresh crashed; the lease will expire and the credential be retried', tenant: leased.credential.tenant, connection: leased.credential.connection, error: (error as Error).message });
+            this.logger.error({
+              msg: 'refresh crashed; the lease will expire and the credential be retried',
+              tenant: leased.credential.tenant,
+              connection: leased.credential.connection,
+              error: (error as Error).message,
+            });
           })
           .finally(() => {
             this.inFlight.delete(work);

@@ -9,7 +9,12 @@ import { TokenChangeNotifier } from '../events/token-change.notifier.js';
 import { auditRecord } from '../persistence/audit-record.js';
 import type { CommittedChange } from '../domain/committed-change.js';
 import { isLive } from '../domain/token-validity.js';
-import { type ClaimRoom, CredentialRepository, type FailureWrite, type TokenWrite } from '../persistence/credential.repository.js';
+import {
+  type ClaimRoom,
+  CredentialRepository,
+  type FailureWrite,
+  type TokenWrite,
+} from '../persistence/credential.repository.js';
 import type { PendingAuditRecord } from '../persistence/audit-record.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
@@ -59,7 +64,10 @@ const CANCEL_SETTLE_MS = 1_000;
 function requestSignal(timeoutMs: number, ...sources: AbortSignal[]): { signal: AbortSignal; release: () => void } {
   const controller = new AbortController();
   const onAbort = (event: Event) => controller.abort((event.target as AbortSignal).reason);
-  const timer = setTimeout(() => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), timeoutMs);
+  const timer = setTimeout(
+    () => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')),
+    timeoutMs,
+  );
   timer.unref();
   for (const source of sources) {
     if (source.aborted) {
@@ -134,7 +142,10 @@ export class RefreshService {
    * back. `leaseUntilMs` is the local deadline the repository computed from the moment before
    * its statement; without one (tests), the lease counts from now.
    */
-  async refreshLeased(leased: LeasedCredential & { leaseUntilMs?: number }, options: { onDemand?: boolean } = {}): Promise<RefreshOutcome> {
+  async refreshLeased(
+    leased: LeasedCredential & { leaseUntilMs?: number },
+    options: { onDemand?: boolean } = {},
+  ): Promise<RefreshOutcome> {
     const untilMs = leased.leaseUntilMs ?? this.clock.now() + this.config.refresh.leaseSeconds * 1000;
     const pending = this.pendingCommits.get(credentialId(leased.credential));
     if (pending) {
@@ -151,7 +162,15 @@ export class RefreshService {
     this.seenProviders.add(providerId);
     const counted = options.onDemand !== true;
     if (counted) this.busy.set(providerId, (this.busy.get(providerId) ?? 0) + 1);
-    const keeper = new LeaseKeeper(this.repository, this.clock, leased.credential, leased.lease, untilMs, this.config.refresh.leaseSeconds, this.safetyMs()).start();
+    const keeper = new LeaseKeeper(
+      this.repository,
+      this.clock,
+      leased.credential,
+      leased.lease,
+      untilMs,
+      this.config.refresh.leaseSeconds,
+      this.safetyMs(),
+    ).start();
     const done = this.refreshUnderLease(leased.credential, keeper);
     const entry = { leased, done: done.catch(() => undefined) };
     this.active.set(leased.lease.leaseId, entry);
@@ -203,14 +222,19 @@ export class RefreshService {
     const refusal = tenantRefusal(provider, credential.tenant);
     if (refusal !== undefined) return this.refuse(credential, lease, `not refreshed: ${refusal}`);
     if (provider.grant === 'refresh_token' && !credential.refreshToken) {
-      return this.fail(credential, lease, 1, { kind: 'invalid_grant', code: 'no_refresh_token', message: 'no refresh token stored' });
+      return this.fail(credential, lease, 1, {
+        kind: 'invalid_grant',
+        code: 'no_refresh_token',
+        message: 'no refresh token stored',
+      });
     }
 
     let started = performance.now();
     const result = await this.limitFor(provider).run(credential.tenant, async () => {
       // While the work waited for a slot, the keeper kept the lease alive; a lease it could
       // not confirm (or shutting down) means: give it back unused rather than race it.
-      if (this.draining || keeper.lost.aborted || keeper.remainingMs < Math.min(MIN_REQUEST_WINDOW_MS, this.safetyMs())) return null;
+      if (this.draining || keeper.lost.aborted || keeper.remainingMs < Math.min(MIN_REQUEST_WINDOW_MS, this.safetyMs()))
+        return null;
       started = performance.now();
       // The full timeout, however long the work was queued: the keeper extends the lease
       // while the request runs and stops it only if the lease can no longer be confirmed.
@@ -233,7 +257,11 @@ export class RefreshService {
     if (!result.ok && result.failure.code === 'aborted' && keeper.lost.aborted) {
       // Stopped because this replica could no longer be sure of its lease: another replica
       // may hold it now. Nothing can be written under it; the lease is left to expire.
-      this.logger.error({ msg: 'token request stopped: the lease could not be kept; the provider may have rotated the refresh token', tenant: credential.tenant, connection: credential.connection });
+      this.logger.error({
+        msg: 'token request stopped: the lease could not be kept; the provider may have rotated the refresh token',
+        tenant: credential.tenant,
+        connection: credential.connection,
+      });
       return { kind: 'superseded' };
     }
     if (!result.ok && result.failure.code === 'aborted' && this.cancelInFlight.signal.aborted) {
@@ -247,8 +275,16 @@ export class RefreshService {
     if (!result.ok) return this.fail(credential, keeper.lease, credential.failures + 1, result.failure, provider);
 
     const token = result.token;
-    if (provider.grant === 'refresh_token' && !token.refreshToken && provider.rotation !== undefined && provider.rotation !== 'none') {
-      this.logger.warn({ msg: 'a rotating provider answered without a new refresh token; the old one is kept', provider: provider.id });
+    if (
+      provider.grant === 'refresh_token' &&
+      !token.refreshToken &&
+      provider.rotation !== undefined &&
+      provider.rotation !== 'none'
+    ) {
+      this.logger.warn({
+        msg: 'a rotating provider answered without a new refresh token; the old one is kept',
+        provider: provider.id,
+      });
     }
     const lifetime = token.expiresInSeconds ?? provider.defaultTtlSeconds;
     const schedule = scheduleRefresh({
@@ -262,16 +298,24 @@ export class RefreshService {
     const audit = auditRecord('refreshed', credential, this.config.replicaId, {
       outcome: token.refreshToken && !token.refreshToken.equals(credential.refreshToken) ? 'rotated' : 'refreshed',
     });
-    const committed = await this.commitRotated(credential, keeper, {
-      accessToken: token.accessToken,
-      // No new refresh token (or an empty one) means: keep the old one.
-      refreshToken: token.refreshToken ?? credential.refreshToken,
-      tokenType: token.tokenType,
-      scope: token.scope,
-      issuedAt: token.requestedAt,
-      expiresAt: schedule.expiresAt,
-      nextRefreshAt: provider.grant === 'refresh_token' && !(token.refreshToken ?? credential.refreshToken) ? null : schedule.nextRefreshAt,
-    }, [audit]);
+    const committed = await this.commitRotated(
+      credential,
+      keeper,
+      {
+        accessToken: token.accessToken,
+        // No new refresh token (or an empty one) means: keep the old one.
+        refreshToken: token.refreshToken ?? credential.refreshToken,
+        tokenType: token.tokenType,
+        scope: token.scope,
+        issuedAt: token.requestedAt,
+        expiresAt: schedule.expiresAt,
+        nextRefreshAt:
+          provider.grant === 'refresh_token' && !(token.refreshToken ?? credential.refreshToken)
+            ? null
+            : schedule.nextRefreshAt,
+      },
+      [audit],
+    );
     if (committed === 'landed') {
       // Our write landed but its answer was lost (the connection died): the row holds it.
       this.metrics.countRefresh(provider.id, 'success');
@@ -280,7 +324,11 @@ export class RefreshService {
     }
     if (!committed) {
       this.metrics.countRefresh(provider.id, 'superseded');
-      this.logger.warn({ msg: 'refresh result discarded: lease lost or version moved', tenant: credential.tenant, connection: credential.connection });
+      this.logger.warn({
+        msg: 'refresh result discarded: lease lost or version moved',
+        tenant: credential.tenant,
+        connection: credential.connection,
+      });
       return { kind: 'superseded' };
     }
     this.metrics.countRefresh(provider.id, 'success');
@@ -298,7 +346,12 @@ export class RefreshService {
    * ours), or the lease lapsed and nobody took it, and it is taken again. Ends only at
    * shutdown, loudly.
    */
-  private async commitRotated(credential: Credential, keeper: LeaseKeeper, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null | 'landed'> {
+  private async commitRotated(
+    credential: Credential,
+    keeper: LeaseKeeper,
+    write: TokenWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null | 'landed'> {
     const id = credentialId(credential);
     let resolve!: (outcome: RefreshOutcome) => void;
     const outcome = new Promise<RefreshOutcome>((r) => (resolve = r));
@@ -308,7 +361,10 @@ export class RefreshService {
     try {
       for (;;) {
         try {
-          const committed = await this.withinLease(this.repository.commitRefresh(credential, keeper.lease, write, audit), keeper);
+          const committed = await this.withinLease(
+            this.repository.commitRefresh(credential, keeper.lease, write, audit),
+            keeper,
+          );
           if (committed) return committed;
           const now = await this.repository.find(credential);
           if (!now) return null;
@@ -316,10 +372,19 @@ export class RefreshService {
             return write.refreshToken && now.refreshToken?.equals(write.refreshToken) ? 'landed' : null;
           }
           if (!isLive(now)) {
-            this.logger.error({ msg: 'ROTATED REFRESH TOKEN NOT STORED: the credential left the live states meanwhile', ...where, status: now.status });
+            this.logger.error({
+              msg: 'ROTATED REFRESH TOKEN NOT STORED: the credential left the live states meanwhile',
+              ...where,
+              status: now.status,
+            });
             return null;
           }
-          const again = await this.repository.tryLease(credential, this.config.replicaId, this.config.refresh.leaseSeconds, keeper.lease.version);
+          const again = await this.repository.tryLease(
+            credential,
+            this.config.replicaId,
+            this.config.refresh.leaseSeconds,
+            keeper.lease.version,
+          );
           if (again) {
             keeper.adopt(again.lease, again.leaseUntilMs);
             continue;
@@ -340,7 +405,10 @@ export class RefreshService {
         }
         failures++;
         if (this.cancelInFlight.signal.aborted) {
-          this.logger.error({ msg: 'ROTATED REFRESH TOKEN LOST: shutting down before its commit could land; the credential may need re-authorization', ...where });
+          this.logger.error({
+            msg: 'ROTATED REFRESH TOKEN LOST: shutting down before its commit could land; the credential may need re-authorization',
+            ...where,
+          });
           return null;
         }
         await sleep(delay);
@@ -367,7 +435,10 @@ export class RefreshService {
     let timer: NodeJS.Timeout | undefined;
     const bound = Math.max(COMMIT_RETRY_MAX_MS, keeper.remainingMs);
     const hung = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`commit did not finish within ${Math.round(bound)} ms (lease deadline)`)), bound);
+      timer = setTimeout(
+        () => reject(new Error(`commit did not finish within ${Math.round(bound)} ms (lease deadline)`)),
+        bound,
+      );
     });
     attempt.catch(() => undefined);
     try {
@@ -391,7 +462,10 @@ export class RefreshService {
       write = {
         status: 'reauth_required',
         failures: attempt,
-        lastError: { code: 'reauth_required', message: `the provider refused the refresh token (${failure.code}); re-register the credential` },
+        lastError: {
+          code: 'reauth_required',
+          message: `the provider refused the refresh token (${failure.code}); re-register the credential`,
+        },
         nextRefreshAt: null,
       };
       this.logger.warn({ msg: 'credential needs re-authorization', ...where, code: failure.code });
@@ -400,10 +474,18 @@ export class RefreshService {
       write = {
         status: 'failing',
         failures: attempt,
-        lastError: { code: failure.code === 'unknown_provider' ? 'unknown_provider' : 'refresh_failed', message: `provider configuration rejected: ${failure.message}` },
+        lastError: {
+          code: failure.code === 'unknown_provider' ? 'unknown_provider' : 'refresh_failed',
+          message: `provider configuration rejected: ${failure.message}`,
+        },
         nextRefreshAt: new Date(now + delay),
       };
-      this.logger.error({ msg: 'PROVIDER MISCONFIGURED: token requests are rejected; check the providers file', ...where, code: failure.code, failure: failure.message });
+      this.logger.error({
+        msg: 'PROVIDER MISCONFIGURED: token requests are rejected; check the providers file',
+        ...where,
+        code: failure.code,
+        failure: failure.message,
+      });
     } else {
       let delay = retryDelayMs({
         attempt,
@@ -419,18 +501,30 @@ export class RefreshService {
       write = {
         status: 'failing',
         failures: attempt,
-        lastError: { code: failure.code === 'network' || failure.code === 'timeout' ? 'unavailable' : 'refresh_failed', message: failure.message },
+        lastError: {
+          code: failure.code === 'network' || failure.code === 'timeout' ? 'unavailable' : 'refresh_failed',
+          message: failure.message,
+        },
         nextRefreshAt: new Date(now + delay),
       };
       this.logger.warn({ msg: 'refresh failed; will retry', ...where, code: failure.code, attempt, retryInMs: delay });
     }
     const type = write.status === 'reauth_required' ? 'reauth_required' : 'failed';
-    const audit = auditRecord(type, credential, this.config.replicaId, { outcome: failure.kind, code: failure.code, message: failure.message });
+    const audit = auditRecord(type, credential, this.config.replicaId, {
+      outcome: failure.kind,
+      code: failure.code,
+      message: failure.message,
+    });
     const committed = await this.repository.commitFailure(credential, lease, write, [audit]);
     this.metrics.countRefresh(provider?.id ?? credential.provider, failure.kind);
     if (!committed) return { kind: 'superseded' };
     this.notifier.committed(committed);
-    return { kind: 'failed', credential: committed.credential, code: write.lastError.code, message: write.lastError.message };
+    return {
+      kind: 'failed',
+      credential: committed.credential,
+      code: write.lastError.code,
+      message: write.lastError.message,
+    };
   }
 
   /**
@@ -439,20 +533,33 @@ export class RefreshService {
    * MISCONFIGURED_RETRY_MS, so that it resumes by itself once the file allows it again. The
    * refusal is recorded (audit, `token.failed`) when it starts, not at every look.
    */
-  private async refuse(credential: Credential, lease: LeasedCredential['lease'], message: string): Promise<RefreshOutcome> {
+  private async refuse(
+    credential: Credential,
+    lease: LeasedCredential['lease'],
+    message: string,
+  ): Promise<RefreshOutcome> {
     const first = credential.lastError?.code !== 'forbidden';
     const write: FailureWrite = {
       status: 'failing',
       failures: credential.failures,
       lastError: { code: 'forbidden', message },
-      nextRefreshAt: new Date(this.clock.now() + this.config.refresh.misconfiguredRetryMs * (0.5 + this.clock.random() / 2)),
+      nextRefreshAt: new Date(
+        this.clock.now() + this.config.refresh.misconfiguredRetryMs * (0.5 + this.clock.random() / 2),
+      ),
     };
-    const audit = first ? [auditRecord('failed', credential, this.config.replicaId, { outcome: 'forbidden', code: 'forbidden', message })] : [];
+    const audit = first
+      ? [auditRecord('failed', credential, this.config.replicaId, { outcome: 'forbidden', code: 'forbidden', message })]
+      : [];
     const committed = await this.repository.commitFailure(credential, lease, write, audit);
     this.metrics.countRefresh(credential.provider, 'forbidden');
     if (!committed) return { kind: 'superseded' };
     if (first) {
-      this.logger.warn({ msg: 'credential not refreshed: its provider does not allow its tenant', tenant: credential.tenant, connection: credential.connection, provider: credential.provider });
+      this.logger.warn({
+        msg: 'credential not refreshed: its provider does not allow its tenant',
+        tenant: credential.tenant,
+        connection: credential.connection,
+        provider: credential.provider,
+      });
       this.notifier.committed(committed);
     }
     return { kind: 'failed', credential: committed.credential, code: 'forbidden', message };
@@ -487,7 +594,11 @@ export class RefreshService {
   async drain(graceMs: number): Promise<{ finished: number; cancelled: number }> {
     this.draining = true;
     const started = this.active.size;
-    const settled = (ms: number) => settleWithin([...this.active.values()].map((a) => a.done), ms);
+    const settled = (ms: number) =>
+      settleWithin(
+        [...this.active.values()].map((a) => a.done),
+        ms,
+      );
     let cancelled = 0;
     if (!(await settled(graceMs))) {
       cancelled = this.active.size;

@@ -24,7 +24,10 @@ export class WithdrawnTenantsSweep implements OnApplicationBootstrap {
   onApplicationBootstrap(): void {
     // In the background: a scan of the credentials must not hold up the start.
     void this.run().catch((error: unknown) => {
-      this.logger.warn({ msg: 'applying tenants to stored credentials at start failed; each is checked at its next refresh', error: error instanceof Error ? error.message : typeof error });
+      this.logger.warn({
+        msg: 'applying tenants to stored credentials at start failed; each is checked at its next refresh',
+        error: error instanceof Error ? error.message : typeof error,
+      });
     });
   }
 
@@ -50,7 +53,12 @@ export class WithdrawnTenantsSweep implements OnApplicationBootstrap {
       const restored = allowed.length ? await this.repository.makeDueNow(provider, allowed, true) : 0;
       due += withdrawn + restored;
       if (withdrawn + restored > 0) {
-        this.logger.warn({ msg: 'the providers file changed which tenants may use a provider; their credentials are checked now', provider, withdrawn, restored });
+        this.logger.warn({
+          msg: 'the providers file changed which tenants may use a provider; their credentials are checked now',
+          provider,
+          withdrawn,
+          restored,
+        });
       }
     }
     return due;

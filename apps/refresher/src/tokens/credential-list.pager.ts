@@ -17,7 +17,12 @@ export class CredentialListPager {
     const limit = request.limit ?? DEFAULT_LIMIT;
     const after = request.cursor ? decodeCursor(request.cursor) : undefined;
     // One more than asked: whether a next page exists, without a count.
-    const rows = await this.repository.list({ tenant: request.tenant, status: request.status, after, limit: limit + 1 });
+    const rows = await this.repository.list({
+      tenant: request.tenant,
+      status: request.status,
+      after,
+      limit: limit + 1,
+    });
     const items = rows.slice(0, limit).map(toCredentialView);
     const last = items.at(-1);
     return rows.length > limit && last ? { items, nextCursor: encodeCursor(last) } : { items };

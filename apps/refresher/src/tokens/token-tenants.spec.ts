@@ -1,7 +1,16 @@
 import { Logger } from '@nestjs/common';
 import { ContractError } from '@tokenkeeper/contracts';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { cacheAndNotifier, credential, FakeClock, FakeRepository, FakeTokenEndpoint, provider, T0, testConfig } from '../../test/unit/core-fakes.js';
+import {
+  cacheAndNotifier,
+  credential,
+  FakeClock,
+  FakeRepository,
+  FakeTokenEndpoint,
+  provider,
+  T0,
+  testConfig,
+} from '../../test/unit/core-fakes.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import type { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
@@ -31,11 +40,25 @@ describe('TokenService: a provider withdrawn from the tenant', () => {
     clock = new FakeClock(T0);
     repository = new FakeRepository(clock);
     refreshes = 0;
-    const coordinator = { refresh: async () => { refreshes++; throw new Error('not expected'); } } as unknown as RefreshCoordinator;
+    const coordinator = {
+      refresh: async () => {
+        refreshes++;
+        throw new Error('not expected');
+      },
+    } as unknown as RefreshCoordinator;
     const parts = cacheAndNotifier();
     const providers = new ProviderRegistry(new Map([['sandbox', provider({ tenants: ['other'] })]]));
-    service = new TokenService(testConfig(), repository.asRepository, providers, coordinator, parts.cache, parts.notifier,
-      new ProviderRevocation(providers, new FakeTokenEndpoint(clock)), clock, new RefreshMetrics());
+    service = new TokenService(
+      testConfig(),
+      repository.asRepository,
+      providers,
+      coordinator,
+      parts.cache,
+      parts.notifier,
+      new ProviderRevocation(providers, new FakeTokenEndpoint(clock)),
+      clock,
+      new RefreshMetrics(),
+    );
     // Stored while the tenant was allowed, with a token still valid for an hour.
     repository.put(credential(clock));
   });
@@ -43,7 +66,10 @@ describe('TokenService: a provider withdrawn from the tenant', () => {
   it('describe says why at once, before the next due refresh records it', async () => {
     const view = await service.describe(key);
     expect(view.status).toBe('active');
-    expect(view.lastError).toEqual({ code: 'forbidden', message: expect.stringMatching(/`tenants` of provider "sandbox"/) });
+    expect(view.lastError).toEqual({
+      code: 'forbidden',
+      message: expect.stringMatching(/`tenants` of provider "sandbox"/),
+    });
   });
 
   it('token.get answers forbidden, even with a valid token stored; admin refresh too, and nothing is refreshed', async () => {
@@ -54,7 +80,9 @@ describe('TokenService: a provider withdrawn from the tenant', () => {
   });
 
   it('register is refused and stores nothing', async () => {
-    expect(await codeOf(() => service.register({ tenant: 'acme', connection: 'new', provider: 'sandbox' }))).toBe('forbidden');
+    expect(await codeOf(() => service.register({ tenant: 'acme', connection: 'new', provider: 'sandbox' }))).toBe(
+      'forbidden',
+    );
     expect(await repository.find({ tenant: 'acme', connection: 'new' })).toBeNull();
   });
 });

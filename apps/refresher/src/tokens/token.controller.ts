@@ -40,22 +40,34 @@ export class TokenController {
 
   @MessagePattern(WireSubscription.admin('register'))
   async register(@Payload() data: unknown, @Ctx() msg: Msg) {
-    return { ok: true, credential: await this.tokens.register(parseCredentialRequest(TokenRegisterPayloadSchema, data, msg.subject)) };
+    return {
+      ok: true,
+      credential: await this.tokens.register(parseCredentialRequest(TokenRegisterPayloadSchema, data, msg.subject)),
+    };
   }
 
   @MessagePattern(WireSubscription.admin('refresh'))
   async refresh(@Payload() data: unknown, @Ctx() msg: Msg) {
-    return { ok: true, credential: await this.tokens.refreshNow(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject)) };
+    return {
+      ok: true,
+      credential: await this.tokens.refreshNow(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject)),
+    };
   }
 
   @MessagePattern(WireSubscription.admin('revoke'))
   async revoke(@Payload() data: unknown, @Ctx() msg: Msg) {
-    return { ok: true, ...(await this.tokens.revoke(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject))) };
+    return {
+      ok: true,
+      ...(await this.tokens.revoke(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject))),
+    };
   }
 
   @MessagePattern(WireSubscription.admin('describe'))
   async describe(@Payload() data: unknown, @Ctx() msg: Msg) {
-    return { ok: true, credential: await this.tokens.describe(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject)) };
+    return {
+      ok: true,
+      credential: await this.tokens.describe(parseCredentialRequest(CredentialPayloadSchema, data, msg.subject)),
+    };
   }
 
   /** Across tenants; a payload `tenant` filters. */

@@ -1,5 +1,11 @@
 import { Logger } from '@nestjs/common';
-import { credentialId, SignatureVerifier, SIGNED_AT_HEADER, SIGNER_HEADER, type TokenGetRequest } from '@tokenkeeper/contracts';
+import {
+  credentialId,
+  SignatureVerifier,
+  SIGNED_AT_HEADER,
+  SIGNER_HEADER,
+  type TokenGetRequest,
+} from '@tokenkeeper/contracts';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   cacheAndNotifier,
@@ -27,7 +33,9 @@ class FakeCoordinator {
   fail = false;
   constructor(
     private readonly repository: FakeRepository,
-    private readonly committed: (change: Parameters<ReturnType<typeof cacheAndNotifier>['notifier']['committed']>[0]) => void,
+    private readonly committed: (
+      change: Parameters<ReturnType<typeof cacheAndNotifier>['notifier']['committed']>[0],
+    ) => void,
   ) {}
 
   get asCoordinator(): RefreshCoordinator {
@@ -38,17 +46,32 @@ class FakeCoordinator {
     this.calls.push({ staleVersion });
     const leased = (await this.repository.tryLease(key, 'me', 30))!;
     if (this.fail) {
-      const change = await this.repository.commitFailure(key, leased.lease, { status: 'failing', failures: 1, lastError: { code: 'refresh_failed', message: 'HTTP 500' }, nextRefreshAt: null }, []);
+      const change = await this.repository.commitFailure(
+        key,
+        leased.lease,
+        {
+          status: 'failing',
+          failures: 1,
+          lastError: { code: 'refresh_failed', message: 'HTTP 500' },
+          nextRefreshAt: null,
+        },
+        [],
+      );
       return { credential: change!.credential, failure: { code: 'refresh_failed', message: 'HTTP 500' } };
     }
     const c = leased.credential;
-    const change = (await this.repository.commitRefresh(key, leased.lease, {
-      accessToken: (await import('@tokenkeeper/common')).Secret.of(`at_v${c.version + 1}`)!,
-      tokenType: 'Bearer',
-      issuedAt: new Date(T0),
-      expiresAt: new Date(T0 + 7_200_000),
-      nextRefreshAt: null,
-    }, []))!;
+    const change = (await this.repository.commitRefresh(
+      key,
+      leased.lease,
+      {
+        accessToken: (await import('@tokenkeeper/common')).Secret.of(`at_v${c.version + 1}`)!,
+        tokenType: 'Bearer',
+        issuedAt: new Date(T0),
+        expiresAt: new Date(T0 + 7_200_000),
+        nextRefreshAt: null,
+      },
+      [],
+    ))!;
     this.committed(change);
     return { credential: change.credential };
   }
@@ -71,7 +94,9 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     endpoint = new FakeTokenEndpoint(clock);
     parts = cacheAndNotifier(clock);
     coordinator = new FakeCoordinator(repository, (change) => parts.notifier.committed(change));
-    const providers = new ProviderRegistry(new Map([['sandbox', provider({ revocationUrl: 'https://provider.test/revoke' })]]));
+    const providers = new ProviderRegistry(
+      new Map([['sandbox', provider({ revocationUrl: 'https://provider.test/revoke' })]]),
+    );
     service = new TokenService(
       testConfig(),
       repository.asRepository,
@@ -100,7 +125,9 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     // Signed over exactly the bytes answered, by this replica's key.
     const { data, headers } = second as ReplyWithHeaders;
     expect(headers.get(SIGNER_HEADER)).toBe(testSigner.publicKey);
-    expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', data, headers, clock.now())).toBe('ok');
+    expect(
+      new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', data, headers, clock.now()),
+    ).toBe('ok');
   });
 
   it('re-signs a cached reply on the hot path once its signature is a third of the max age old, without the database', async () => {
@@ -114,7 +141,14 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     expect(resigned).not.toBeInstanceOf(Promise);
     expect(resigned).not.toBe(first);
     expect(resigned.headers.get(SIGNED_AT_HEADER)).toBe(String(clock.now()));
-    expect(new SignatureVerifier([testSigner.publicKey]).verify('token.get.acme.github', resigned.data, resigned.headers, clock.now())).toBe('ok');
+    expect(
+      new SignatureVerifier([testSigner.publicKey]).verify(
+        'token.get.acme.github',
+        resigned.data,
+        resigned.headers,
+        clock.now(),
+      ),
+    ).toBe('ok');
     expect(service.get(key)).toBe(resigned);
     expect(repository.finds).toBe(reads);
   });
@@ -184,9 +218,15 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     store();
     expect((await get({ rejectedVersion: 1 })).token.version).toBe(2);
     clock.advance(10_000);
-    await expect(service.get({ ...key, rejectedVersion: 2 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 20 });
+    await expect(service.get({ ...key, rejectedVersion: 2 })).rejects.toMatchObject({
+      code: 'rate_limited',
+      retryAfterSeconds: 20,
+    });
     clock.advance(19_500);
-    await expect(service.get({ ...key, rejectedVersion: 2 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 1 });
+    await expect(service.get({ ...key, rejectedVersion: 2 })).rejects.toMatchObject({
+      code: 'rate_limited',
+      retryAfterSeconds: 1,
+    });
     expect(coordinator.calls).toHaveLength(1);
     clock.advance(500);
     expect((await get({ rejectedVersion: 2 })).token.version).toBe(3);
@@ -195,30 +235,60 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
 
   it('on-demand budget: an unmet minTtl within the cooldown gets the current token while valid, never an expired one', async () => {
     // Refreshed at the provider 5 s ago (cooldown until T0 + 25 s); 20 s of its 3600 s left: not enough for minTtl 60.
-    store({ lastRefreshedAt: new Date(T0 - 5_000), issuedAt: new Date(T0 - 3_580_000), expiresAt: new Date(T0 + 20_000) });
+    store({
+      lastRefreshedAt: new Date(T0 - 5_000),
+      issuedAt: new Date(T0 - 3_580_000),
+      expiresAt: new Date(T0 + 20_000),
+    });
     expect((await get({ minTtlSeconds: 60 })).token.version).toBe(1);
     clock.advance(18_999);
     expect((await get({ minTtlSeconds: 60 })).token.version).toBe(1);
     // Inside the delivery margin: it would arrive all but expired.
     clock.advance(2);
-    await expect(service.get({ ...key, minTtlSeconds: 60 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 6 });
+    await expect(service.get({ ...key, minTtlSeconds: 60 })).rejects.toMatchObject({
+      code: 'rate_limited',
+      retryAfterSeconds: 6,
+    });
     clock.advance(2_000);
-    await expect(service.get({ ...key, minTtlSeconds: 0 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 4 });
+    await expect(service.get({ ...key, minTtlSeconds: 0 })).rejects.toMatchObject({
+      code: 'rate_limited',
+      retryAfterSeconds: 4,
+    });
     expect(coordinator.calls).toHaveLength(0);
   });
 
   it('on-demand budget: a credential whose scheduled refresh is due is refreshed within the cooldown (no extra call, and no expired token)', async () => {
     // A 2 s token refreshed 1.5 s ago, due 0.5 s ago: the scheduler is late, the caller is not turned away.
-    store({ lastRefreshedAt: new Date(T0 - 1_500), issuedAt: new Date(T0 - 1_500), expiresAt: new Date(T0 + 500), nextRefreshAt: new Date(T0 - 500) });
+    store({
+      lastRefreshedAt: new Date(T0 - 1_500),
+      issuedAt: new Date(T0 - 1_500),
+      expiresAt: new Date(T0 + 500),
+      nextRefreshAt: new Date(T0 - 500),
+    });
     expect((await get()).token.version).toBe(2);
     expect(coordinator.calls).toHaveLength(1);
     // Not due yet: turned away until then, not for the whole cooldown.
-    store({ version: 3, lastRefreshedAt: new Date(T0), issuedAt: new Date(T0), expiresAt: new Date(T0 + 2_000), nextRefreshAt: new Date(T0 + 1_000) });
-    await expect(service.get({ ...key, rejectedVersion: 3 })).rejects.toMatchObject({ code: 'rate_limited', retryAfterSeconds: 1 });
+    store({
+      version: 3,
+      lastRefreshedAt: new Date(T0),
+      issuedAt: new Date(T0),
+      expiresAt: new Date(T0 + 2_000),
+      nextRefreshAt: new Date(T0 + 1_000),
+    });
+    await expect(service.get({ ...key, rejectedVersion: 3 })).rejects.toMatchObject({
+      code: 'rate_limited',
+      retryAfterSeconds: 1,
+    });
   });
 
   it('on-demand budget: registration does not start a cooldown', async () => {
-    await service.register({ ...key, provider: 'sandbox', accessToken: 'at_reg', refreshToken: 'rt_reg', expiresIn: 3600 });
+    await service.register({
+      ...key,
+      provider: 'sandbox',
+      accessToken: 'at_reg',
+      refreshToken: 'rt_reg',
+      expiresIn: 3600,
+    });
     expect((await get({ rejectedVersion: 1 })).token.version).toBe(2);
     expect(coordinator.calls).toHaveLength(1);
   });
@@ -232,11 +302,23 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
   });
 
   it('register: schedules from the clock, caches and announces with the audit record id', async () => {
-    const view = await service.register({ ...key, provider: 'sandbox', accessToken: 'at_r', refreshToken: 'rt_r', expiresIn: 1000 });
-    expect(view).toMatchObject({ version: 1, expiresAt: new Date(T0 + 1_000_000).toISOString(), nextRefreshAt: new Date(T0 + 800_000).toISOString() });
+    const view = await service.register({
+      ...key,
+      provider: 'sandbox',
+      accessToken: 'at_r',
+      refreshToken: 'rt_r',
+      expiresIn: 1000,
+    });
+    expect(view).toMatchObject({
+      version: 1,
+      expiresAt: new Date(T0 + 1_000_000).toISOString(),
+      nextRefreshAt: new Date(T0 + 800_000).toISOString(),
+    });
     const [audit] = repository.audit;
     expect(audit).toMatchObject({ type: 'registered', subject: 'audit.token.registered.acme.github' });
-    expect(parts.publisher.events).toEqual([expect.objectContaining({ kind: 'registered', eventId: audit.event_id, accessToken: 'at_r' })]);
+    expect(parts.publisher.events).toEqual([
+      expect.objectContaining({ kind: 'registered', eventId: audit.event_id, accessToken: 'at_r' }),
+    ]);
     // Answered from memory, synchronously: the reply the commit cached.
     expect(service.get(key)).toBe(parts.cache.get(credentialId(key))!.reply);
   });
@@ -245,7 +327,12 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     store();
     await get();
     const view = await service.register({ ...key, provider: 'sandbox', refreshToken: 'rt_only' });
-    expect(view).toMatchObject({ version: 2, hasAccessToken: false, expiresAt: null, nextRefreshAt: new Date(T0).toISOString() });
+    expect(view).toMatchObject({
+      version: 2,
+      hasAccessToken: false,
+      expiresAt: null,
+      nextRefreshAt: new Date(T0).toISOString(),
+    });
     expect(parts.cache.get(credentialId(key))).toBeUndefined();
     expect(parts.publisher.events).toEqual([]);
   });
@@ -256,7 +343,10 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     expect(await service.revoke(key)).toEqual({ providerRevoked: true });
     expect(parts.cache.get(credentialId(key))).toBeUndefined();
     expect(parts.publisher.events).toEqual([expect.objectContaining({ kind: 'revoked' })]);
-    expect(endpoint.revoked.map((r) => [r.token, r.hint])).toEqual([['rt_v1', 'refresh_token'], ['at_v1', 'access_token']]);
+    expect(endpoint.revoked.map((r) => [r.token, r.hint])).toEqual([
+      ['rt_v1', 'refresh_token'],
+      ['at_v1', 'access_token'],
+    ]);
     await expect(service.get(key)).rejects.toMatchObject({ code: 'revoked' });
   });
 });

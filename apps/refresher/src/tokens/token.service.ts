@@ -13,7 +13,14 @@ import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
 import { Clock } from '../domain/clock.js';
 import type { Credential } from '../domain/credential.js';
-import { DELIVERY_MARGIN_MS, isLive, issuedAtMs, minTtlCapMs, validFor, wantedValidityMs } from '../domain/token-validity.js';
+import {
+  DELIVERY_MARGIN_MS,
+  isLive,
+  issuedAtMs,
+  minTtlCapMs,
+  validFor,
+  wantedValidityMs,
+} from '../domain/token-validity.js';
 import { toCredentialView, toTokenView } from '../domain/token-view.js';
 import { ReplyCache } from '../events/reply-cache.js';
 import { TokenChangeNotifier } from '../events/token-change.notifier.js';
@@ -64,7 +71,12 @@ export class TokenService {
     const now = this.clock.now();
     if (
       cached !== undefined &&
-      validFor(cached.expiresAtMs, cached.minTtlCapMs, wantedValidityMs(request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS), now) &&
+      validFor(
+        cached.expiresAtMs,
+        cached.minTtlCapMs,
+        wantedValidityMs(request.minTtlSeconds ?? DEFAULT_MIN_TTL_SECONDS),
+        now,
+      ) &&
       (request.rejectedVersion === undefined || request.rejectedVersion < cached.version)
     ) {
       this.metrics.countCacheHit();
@@ -116,11 +128,17 @@ export class TokenService {
     if (this.serves(credential, minTtlMs, rejected)) return credential;
 
     const inBackoff =
-      credential.status === 'failing' && credential.nextRefreshAt !== null && credential.nextRefreshAt.getTime() > this.clock.now();
+      credential.status === 'failing' &&
+      credential.nextRefreshAt !== null &&
+      credential.nextRefreshAt.getTime() > this.clock.now();
     if (isLive(credential) && !inBackoff) {
       // The row just read carries the last refresh at the provider: the budget costs no
       // extra round trip, and holds across replicas.
-      const waitMs = onDemandWaitMs(credential, this.providers.get(credential.provider)?.onDemandCooldownSeconds ?? 0, this.clock.now());
+      const waitMs = onDemandWaitMs(
+        credential,
+        this.providers.get(credential.provider)?.onDemandCooldownSeconds ?? 0,
+        this.clock.now(),
+      );
       if (waitMs > 0) return this.withinBudget(credential, rejected, waitMs);
       // Whatever the reason (expired, not valid for minTtl, or this very version rejected),
       // the stored version is the stale one: one refresh past it, shared by every caller.
@@ -170,7 +188,10 @@ export class TokenService {
   private refusesIfDead(credential: Credential): void {
     if (credential.status === 'revoked') throw new ContractError('revoked', 'the credential was revoked');
     if (credential.status === 'reauth_required') {
-      throw new ContractError('reauth_required', 'the provider no longer accepts the refresh token; re-register the credential');
+      throw new ContractError(
+        'reauth_required',
+        'the provider no longer accepts the refresh token; re-register the credential',
+      );
     }
   }
 
@@ -201,7 +222,12 @@ export class TokenService {
    * `registered` record and event: the one path of `register` and of the connect flow, whose
    * own records (`connected`) commit in the same statement.
    */
-  async storeGrant(key: CredentialKey, provider: ProviderConfig, grant: Grant, extraAudit: PendingAuditRecord[] = []): Promise<Credential> {
+  async storeGrant(
+    key: CredentialKey,
+    provider: ProviderConfig,
+    grant: Grant,
+    extraAudit: PendingAuditRecord[] = [],
+  ): Promise<Credential> {
     const { accessToken, refreshToken, issuedAt } = grant;
     const { expiresAt, nextRefreshAt } = scheduleRegistration({
       registeredAt: issuedAt,

@@ -10,8 +10,19 @@ import { ReplyCache } from '../../src/events/reply-cache.js';
 import { TokenChangeNotifier } from '../../src/events/token-change.notifier.js';
 import type { FailureNotice, TokenEventPublisher } from '../../src/events/token-event.publisher.js';
 import type { PendingAuditRecord } from '../../src/persistence/audit-record.js';
-import type { CredentialRepository, FailureWrite, Registration, TokenWrite } from '../../src/persistence/credential.repository.js';
-import type { CodeExchangeRequest, ProviderConfig, TokenEndpoint, TokenRequest, TokenResult } from '../../src/providers/provider.types.js';
+import type {
+  CredentialRepository,
+  FailureWrite,
+  Registration,
+  TokenWrite,
+} from '../../src/persistence/credential.repository.js';
+import type {
+  CodeExchangeRequest,
+  ProviderConfig,
+  TokenEndpoint,
+  TokenRequest,
+  TokenResult,
+} from '../../src/providers/provider.types.js';
 
 /**
  * In-memory adapters for unit tests of the core services: no PostgreSQL, no NATS, no HTTP.
@@ -137,13 +148,22 @@ export class FakeRepository {
     return this.change('registered', row, audit);
   }
 
-  async tryLease(key: CredentialKey, _owner: string, _leaseSeconds: number, expectedVersion?: number): Promise<(LeasedCredential & { leaseUntilMs: number }) | null> {
+  async tryLease(
+    key: CredentialKey,
+    _owner: string,
+    _leaseSeconds: number,
+    expectedVersion?: number,
+  ): Promise<(LeasedCredential & { leaseUntilMs: number }) | null> {
     const row = this.rows.get(credentialId(key));
     if (!row || this.leasedElsewhere || row.leaseId !== null) return null;
     if (row.status !== 'active' && row.status !== 'failing') return null;
     if (expectedVersion !== undefined && row.version !== expectedVersion) return null;
     row.leaseId = randomUUID();
-    return { credential: strip(row), lease: { leaseId: row.leaseId, version: row.version }, leaseUntilMs: this.clock.now() + _leaseSeconds * 1000 };
+    return {
+      credential: strip(row),
+      lease: { leaseId: row.leaseId, version: row.version },
+      leaseUntilMs: this.clock.now() + _leaseSeconds * 1000,
+    };
   }
 
   /** The next this-many commits of a refresh fail as a dropped connection would. */
@@ -162,7 +182,12 @@ export class FakeRepository {
     this.rows.get(credentialId(key))!.leaseId = null;
   }
 
-  async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+  async commitRefresh(
+    key: CredentialKey,
+    lease: Lease,
+    write: TokenWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null> {
     if (this.commitHangs > 0) {
       this.commitHangs--;
       return new Promise(() => undefined); // packets silently dropped: no answer, ever
@@ -192,7 +217,12 @@ export class FakeRepository {
     return this.change('refreshed', row, audit);
   }
 
-  async commitFailure(key: CredentialKey, lease: Lease, write: FailureWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+  async commitFailure(
+    key: CredentialKey,
+    lease: Lease,
+    write: FailureWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null> {
     const row = this.fenced(key, lease);
     if (!row) return null;
     Object.assign(row, { ...write, leaseId: null, updatedAt: new Date(this.clock.now()) });
@@ -204,11 +234,20 @@ export class FakeRepository {
     if (row?.leaseId === lease.leaseId) row.leaseId = null;
   }
 
-  async revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; change: CommittedChange } | null> {
+  async revoke(
+    key: CredentialKey,
+    audit: PendingAuditRecord,
+  ): Promise<{ before: Credential; change: CommittedChange } | null> {
     const row = this.rows.get(credentialId(key));
     if (!row) return null;
     const before = strip(row);
-    Object.assign(row, { status: 'revoked', accessToken: undefined, refreshToken: undefined, nextRefreshAt: null, leaseId: null });
+    Object.assign(row, {
+      status: 'revoked',
+      accessToken: undefined,
+      refreshToken: undefined,
+      nextRefreshAt: null,
+      leaseId: null,
+    });
     return { before, change: this.change('revoked', row, [audit]) };
   }
 
@@ -224,7 +263,11 @@ export class FakeRepository {
     return row && row.leaseId === lease.leaseId && row.version === lease.version ? row : undefined;
   }
 
-  private change(kind: CommittedChange['kind'], row: Credential & { leaseId: string | null }, audit: PendingAuditRecord[]): CommittedChange {
+  private change(
+    kind: CommittedChange['kind'],
+    row: Credential & { leaseId: string | null },
+    audit: PendingAuditRecord[],
+  ): CommittedChange {
     this.audit.push(...audit);
     return { kind, credential: strip(row), eventId: audit[0]?.event_id ?? '' };
   }
@@ -298,12 +341,31 @@ export class RecordingPublisher {
     return this as unknown as TokenEventPublisher;
   }
 
-  issued(kind: 'refreshed' | 'registered', token: { tenant: string; connection: string; version: number; accessToken: string }, _at: Date, eventId: string): void {
-    this.events.push({ kind, tenant: token.tenant, connection: token.connection, version: token.version, eventId, accessToken: token.accessToken });
+  issued(
+    kind: 'refreshed' | 'registered',
+    token: { tenant: string; connection: string; version: number; accessToken: string },
+    _at: Date,
+    eventId: string,
+  ): void {
+    this.events.push({
+      kind,
+      tenant: token.tenant,
+      connection: token.connection,
+      version: token.version,
+      eventId,
+      accessToken: token.accessToken,
+    });
   }
 
   failed(c: Credential, notice: FailureNotice, eventId: string): void {
-    this.events.push({ kind: 'failed', tenant: c.tenant, connection: c.connection, version: c.version, eventId, notice });
+    this.events.push({
+      kind: 'failed',
+      tenant: c.tenant,
+      connection: c.connection,
+      version: c.version,
+      eventId,
+      notice,
+    });
   }
 
   revoked(c: Credential, eventId: string): void {
@@ -312,7 +374,11 @@ export class RecordingPublisher {
 }
 
 /** The real cache and notifier over a recording publisher. */
-export function cacheAndNotifier(clock: Clock = new FakeClock()): { cache: ReplyCache; publisher: RecordingPublisher; notifier: TokenChangeNotifier } {
+export function cacheAndNotifier(clock: Clock = new FakeClock()): {
+  cache: ReplyCache;
+  publisher: RecordingPublisher;
+  notifier: TokenChangeNotifier;
+} {
   const cache = new ReplyCache(100, testSigner, { clock: () => clock.now() });
   const publisher = new RecordingPublisher();
   return { cache, publisher, notifier: new TokenChangeNotifier(cache, publisher.asPublisher) };

@@ -82,7 +82,14 @@ export function useTokenServer(): TokenServer {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         const body = Buffer.concat(chunks).toString();
-        const r: Received = { method: req.method!, url: req.url!, headers: req.headers, body, form: new URLSearchParams(body), at: Date.now() };
+        const r: Received = {
+          method: req.method!,
+          url: req.url!,
+          headers: req.headers,
+          body,
+          form: new URLSearchParams(body),
+          at: Date.now(),
+        };
         t.received.push(r);
         t.handler(r, res);
       });

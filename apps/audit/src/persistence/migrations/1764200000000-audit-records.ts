@@ -21,7 +21,9 @@ export class AuditRecords1764200000000 implements MigrationInterface {
         received_at timestamptz NOT NULL DEFAULT now()
       )`);
     // audit.query reads newest first with keyset paging on (at, id): one index per filter shape.
-    await queryRunner.query(`CREATE INDEX audit_records_credential_idx ON audit_records (tenant, connection, at DESC, id DESC)`);
+    await queryRunner.query(
+      `CREATE INDEX audit_records_credential_idx ON audit_records (tenant, connection, at DESC, id DESC)`,
+    );
     await queryRunner.query(`CREATE INDEX audit_records_tenant_idx ON audit_records (tenant, at DESC, id DESC)`);
     await queryRunner.query(`CREATE INDEX audit_records_at_idx ON audit_records (at DESC, id DESC)`);
   }

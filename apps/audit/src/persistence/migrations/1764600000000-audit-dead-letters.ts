@@ -29,7 +29,9 @@ export class AuditDeadLetters1764600000000 implements MigrationInterface {
         received_at timestamptz NOT NULL DEFAULT now()
       )`);
     // A redelivery (crash between insert and ack) is stored once.
-    await queryRunner.query(`CREATE UNIQUE INDEX audit_dead_letters_event_idx ON audit_dead_letters (event_id) WHERE event_id IS NOT NULL`);
+    await queryRunner.query(
+      `CREATE UNIQUE INDEX audit_dead_letters_event_idx ON audit_dead_letters (event_id) WHERE event_id IS NOT NULL`,
+    );
     await queryRunner.query(`CREATE INDEX audit_dead_letters_received_idx ON audit_dead_letters (received_at DESC)`);
   }
 
