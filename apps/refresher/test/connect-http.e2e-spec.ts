@@ -10,6 +10,8 @@ import pg from 'pg';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../../test/connect-oidc.fixtures.js';
+import { TokenCipher } from '../src/crypto/token-cipher.js';
+import { verifierContext } from '../src/persistence/connect-session.repository.js';
 import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 describe('connect pages over plain HTTP', () => {
@@ -93,10 +95,14 @@ describe('connect pages over plain HTTP', () => {
     const sessionId = reply.url.split('/connect/')[1];
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
-    const { rows } = await client.query(`SELECT encode(session_hash, 'hex') AS h, verifier_enc FROM connect_sessions WHERE connection = 'http-1'`);
+    const { rows } = await client.query(`SELECT encode(session_hash, 'hex') AS h, session_hash, verifier_enc FROM connect_sessions WHERE connection = 'http-1'`);
     await client.end();
     expect(rows[0].h).toBe(createHash('sha256').update(sessionId).digest('hex'));
-    expect(String(rows[0].verifier_enc)).not.toContain(params.code_challenge);
+    // The verifier is stored sealed: the column opens with the refresher's key into the
+    // verifier behind the challenge, and does not hold that verifier in the clear.
+    const verifier = refresher.app.get(TokenCipher).decrypt(rows[0].verifier_enc, verifierContext(rows[0].session_hash)).reveal();
+    expect(createHash('sha256').update(verifier).digest('base64url')).toBe(params.code_challenge);
+    expect(Buffer.from(rows[0].verifier_enc).includes(verifier)).toBe(false);
   });
 
   it('answers an unknown state with a plain page, and escapes nothing it was not given', async () => {
