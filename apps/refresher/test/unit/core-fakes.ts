@@ -94,11 +94,19 @@ export function credential(clock: FakeClock, over: Partial<Credential> = {}): Cr
   };
 }
 
-/** The credentials table in a Map, with the repository's fences (lease id and version). */
+type Row = Credential & { leaseId: string | null; leaseUntilMs: number };
+
+/**
+ * The credentials table in a Map, with the repository's fences (lease id and version). As in
+ * PostgreSQL, a lease that runs out stays named in its row: it can be claimed again
+ * (lease_until < now) but it still fences writes until someone does.
+ */
 export class FakeRepository {
-  readonly rows = new Map<string, Credential & { leaseId: string | null }>();
+  readonly rows = new Map<string, Row>();
   readonly audit: PendingAuditRecord[] = [];
   finds = 0;
+  /** Leases tryLease handed out. */
+  leasesTaken = 0;
   /** Set to make tryLease find the row leased by another replica. */
   leasedElsewhere = false;
 
@@ -109,7 +117,7 @@ export class FakeRepository {
   }
 
   put(credential: Credential): void {
-    this.rows.set(credentialId(credential), { ...credential, leaseId: null });
+    this.rows.set(credentialId(credential), { ...credential, leaseId: null, leaseUntilMs: 0 });
   }
 
   async find(key: CredentialKey): Promise<Credential | null> {
@@ -131,6 +139,7 @@ export class FakeRepository {
       createdAt: before?.createdAt ?? now,
       updatedAt: now,
       leaseId: null,
+      leaseUntilMs: 0,
     };
     this.rows.set(credentialId(reg), row);
     return this.change('registered', row, audit);
@@ -138,11 +147,13 @@ export class FakeRepository {
 
   async tryLease(key: CredentialKey, _owner: string, _leaseSeconds: number, expectedVersion?: number): Promise<(LeasedCredential & { leaseUntilMs: number }) | null> {
     const row = this.rows.get(credentialId(key));
-    if (!row || this.leasedElsewhere || row.leaseId !== null) return null;
+    if (!row || this.leasedElsewhere || (row.leaseId !== null && row.leaseUntilMs >= this.clock.now())) return null;
     if (row.status !== 'active' && row.status !== 'failing') return null;
     if (expectedVersion !== undefined && row.version !== expectedVersion) return null;
     row.leaseId = randomUUID();
-    return { credential: strip(row), lease: { leaseId: row.leaseId, version: row.version }, leaseUntilMs: this.clock.now() + _leaseSeconds * 1000 };
+    row.leaseUntilMs = this.clock.now() + _leaseSeconds * 1000;
+    this.leasesTaken++;
+    return { credential: strip(row), lease: { leaseId: row.leaseId, version: row.version }, leaseUntilMs: row.leaseUntilMs };
   }
 
   /** The next this-many commits of a refresh fail as a dropped connection would. */
@@ -153,12 +164,20 @@ export class FakeRepository {
 
   async extendLease(key: CredentialKey, lease: Lease, leaseSeconds: number): Promise<number | null> {
     this.extensions++;
-    return this.fenced(key, lease) ? this.clock.now() + leaseSeconds * 1000 : null;
+    const row = this.fenced(key, lease);
+    if (!row) return null;
+    row.leaseUntilMs = this.clock.now() + leaseSeconds * 1000;
+    return row.leaseUntilMs;
   }
 
-  /** Our lease lapsed and nobody took it: the lease id is gone from the row. */
-  dropLease(key: CredentialKey): void {
-    this.rows.get(credentialId(key))!.leaseId = null;
+  /** Our lease ran out and nobody took it: still named in the row, but claimable. */
+  lapseLease(key: CredentialKey): void {
+    this.rows.get(credentialId(key))!.leaseUntilMs = this.clock.now() - 1;
+  }
+
+  /** Another replica claimed the lapsed lease and gave it back without a write. */
+  takenAndReleasedElsewhere(key: CredentialKey): void {
+    Object.assign(this.rows.get(credentialId(key))!, { leaseId: null, leaseUntilMs: 0 });
   }
 
   async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
@@ -223,14 +242,14 @@ export class FakeRepository {
     return row && row.leaseId === lease.leaseId && row.version === lease.version ? row : undefined;
   }
 
-  private change(kind: CommittedChange['kind'], row: Credential & { leaseId: string | null }, audit: PendingAuditRecord[]): CommittedChange {
+  private change(kind: CommittedChange['kind'], row: Row, audit: PendingAuditRecord[]): CommittedChange {
     this.audit.push(...audit);
     return { kind, credential: strip(row), eventId: audit[0]?.event_id ?? '' };
   }
 }
 
-function strip(row: Credential & { leaseId?: string | null }): Credential {
-  const { leaseId: _leaseId, ...credential } = row;
+function strip(row: Credential & { leaseId?: string | null; leaseUntilMs?: number }): Credential {
+  const { leaseId: _leaseId, leaseUntilMs: _leaseUntilMs, ...credential } = row;
   return { ...credential };
 }
 
