@@ -14,6 +14,7 @@ import type { Credential } from '../domain/credential.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
 import { fixedHeaders } from '@tokenkeeper/nats';
 import { OwnEvents } from './own-events.js';
+import type { TokenNotices } from './token-notices.port.js';
 
 export interface FailureNotice {
   code: string;
@@ -31,7 +32,7 @@ export interface FailureNotice {
  * trusted keys (other replicas, the client) can tell it from a forgery.
  */
 @Injectable()
-export class TokenEventPublisher {
+export class TokenEventPublisher implements TokenNotices {
   private readonly logger = new Logger(TokenEventPublisher.name);
 
   constructor(

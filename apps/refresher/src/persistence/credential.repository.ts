@@ -8,6 +8,7 @@ import type { Credential, Lease, LeasedCredential } from '../domain/credential.j
 import { CredentialMapper, type CredentialRow, hasUnreadableToken, SHARD_BUCKETS, shardBucketOf } from './credential.mapper.js';
 import { auditRecord, claimAuditTemplate, type PendingAuditRecord } from './audit-record.js';
 import { RefreshCommitBatcher, type TokenWrite } from './refresh-commit.batcher.js';
+import type { CredentialStore } from './credential-store.port.js';
 
 type CommittedRow = CredentialRow & { audit_event_id: string | null };
 
@@ -97,7 +98,7 @@ export interface ListFilter {
  * taken over, or that read an older version, changes nothing.
  */
 @Injectable()
-export class CredentialRepository {
+export class CredentialRepository implements CredentialStore {
   private readonly logger = new Logger(CredentialRepository.name);
   /** Fenced commits of refreshed tokens, grouped into one statement while one is in flight. */
   private readonly commits: RefreshCommitBatcher;

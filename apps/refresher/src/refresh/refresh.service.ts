@@ -18,6 +18,7 @@ import type { ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/p
 import { LeaseKeeper } from './lease-keeper.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { retryDelayMs, scheduleRefresh } from './refresh-policy.js';
+import type { LeasedRefresher } from './refresher.ports.js';
 
 export type RefreshOutcome =
   | { kind: 'refreshed'; credential: Credential }
@@ -95,7 +96,7 @@ function sleep(ms: number): Promise<void> {
  * its commit lands or a newer version is found (commitRotated), never dropped.
  */
 @Injectable()
-export class RefreshService {
+export class RefreshService implements LeasedRefresher {
   private readonly logger = new Logger(RefreshService.name);
   private readonly limits = new Map<string, LimitFunction>();
   /** Leased work in this process, by lease id: what shutdown waits for, or gives back. */

@@ -9,7 +9,9 @@ import type { Credential, Lease, LeasedCredential } from '../../src/domain/crede
 import { ReplyCache } from '../../src/events/reply-cache.js';
 import { TokenChangeNotifier } from '../../src/events/token-change.notifier.js';
 import type { FailureNotice, TokenEventPublisher } from '../../src/events/token-event.publisher.js';
+import type { TokenNotices } from '../../src/events/token-notices.port.js';
 import type { PendingAuditRecord } from '../../src/persistence/audit-record.js';
+import type { CredentialStore } from '../../src/persistence/credential-store.port.js';
 import type { CredentialRepository, FailureWrite, Registration, TokenWrite } from '../../src/persistence/credential.repository.js';
 import type { CodeExchangeRequest, ProviderConfig, TokenEndpoint, TokenRequest, TokenResult } from '../../src/providers/provider.types.js';
 
@@ -19,6 +21,17 @@ import type { CodeExchangeRequest, ProviderConfig, TokenEndpoint, TokenRequest, 
  */
 
 export const T0 = Date.parse('2030-01-01T00:00:00.000Z');
+
+/**
+ * Hands a fake to a service whose constructor names the adapter class (Nest injects by
+ * class). The fake `implements` the port that the class implements too, so both are
+ * checked against it by the compiler; the class is assignable to its port, which is what
+ * makes this narrowing legal without going through `unknown`. A service that starts to use
+ * a method outside the port still compiles; add the method to the port (and the fake).
+ */
+export function asAdapter<Port, Adapter extends Port>(fake: Port): Adapter {
+  return fake as Adapter;
+}
 
 /** A clock that only moves when told to. */
 export class FakeClock extends Clock {
@@ -101,7 +114,7 @@ type Row = Credential & { leaseId: string | null; leaseUntilMs: number };
  * PostgreSQL, a lease that runs out stays named in its row: it can be claimed again
  * (lease_until < now) but it still fences writes until someone does.
  */
-export class FakeRepository {
+export class FakeRepository implements CredentialStore {
   readonly rows = new Map<string, Row>();
   readonly audit: PendingAuditRecord[] = [];
   finds = 0;
@@ -113,7 +126,7 @@ export class FakeRepository {
   constructor(private readonly clock: FakeClock) {}
 
   get asRepository(): CredentialRepository {
-    return this as unknown as CredentialRepository;
+    return asAdapter<CredentialStore, CredentialRepository>(this);
   }
 
   put(credential: Credential): void {
@@ -309,11 +322,11 @@ export interface PublishedEvent {
 }
 
 /** Records the core events instead of publishing them. */
-export class RecordingPublisher {
+export class RecordingPublisher implements TokenNotices {
   readonly events: PublishedEvent[] = [];
 
   get asPublisher(): TokenEventPublisher {
-    return this as unknown as TokenEventPublisher;
+    return asAdapter<TokenNotices, TokenEventPublisher>(this);
   }
 
   issued(kind: 'refreshed' | 'registered', token: { tenant: string; connection: string; version: number; accessToken: string }, _at: Date, eventId: string): void {
