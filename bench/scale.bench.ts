@@ -14,7 +14,13 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import pg from 'pg';
-import { assertRowsDecrypt, fillRows, insertRealRows, type RealRow, withoutSecondaryIndexes } from './support/bulk-load.js';
+import {
+  assertRowsDecrypt,
+  fillRows,
+  insertRealRows,
+  type RealRow,
+  withoutSecondaryIndexes,
+} from './support/bulk-load.js';
 import type { TestDatabase } from '@tokenkeeper/testing';
 import type { DataSource } from 'typeorm';
 import type { CredentialRepository } from '../apps/refresher/src/persistence/credential.repository.js';
@@ -34,7 +40,15 @@ interface SizeResult {
   claimMsP90: number;
   claimedPerCall: number;
   explain: string;
-  lateness?: { p50: number; p99: number; max: number; refreshed: number; expected: number; missing: number; failed: number };
+  lateness?: {
+    p50: number;
+    p99: number;
+    max: number;
+    refreshed: number;
+    expected: number;
+    missing: number;
+    failed: number;
+  };
   /** Bytes; `heap` is the refresher's process.memoryUsage() at the end of the window. */
   rss?: { max: number; peak: number; idle: number; heap?: NodeJS.MemoryUsage };
   /** Idle RSS of the same refresher run through @swc-node/register (full mode, large size). */
@@ -149,13 +163,19 @@ async function loadTable(ctx: BenchContext, size: number): Promise<LoadedTable> 
   }
 }
 
-async function fillTable(ctx: BenchContext, { size, pool, windowRows }: Omit<LoadedTable, 'result'>): Promise<SizeResult> {
+async function fillTable(
+  ctx: BenchContext,
+  { size, pool, windowRows }: Omit<LoadedTable, 'result'>,
+): Promise<SizeResult> {
   const { env } = ctx;
   const t0 = performance.now();
   const restoreIndexes = await withoutSecondaryIndexes(pool);
   const fillCount = size - BACKLOG - windowRows;
   if (fillCount < 0) throw new Error(`scale size ${size} is smaller than the backlog and window rows`);
-  const fillChunks = Array.from({ length: 4 }, (_, k) => ({ start: Math.floor((fillCount * k) / 4), end: Math.floor((fillCount * (k + 1)) / 4) }));
+  const fillChunks = Array.from({ length: 4 }, (_, k) => ({
+    start: Math.floor((fillCount * k) / 4),
+    end: Math.floor((fillCount * (k + 1)) / 4),
+  }));
   // Four connections load four ranges side by side (one INSERT … SELECT each).
   await Promise.all(
     fillChunks.map((chunk, k) =>
@@ -193,7 +213,9 @@ async function fillTable(ctx: BenchContext, { size, pool, windowRows }: Omit<Loa
   ];
   await insertRealRows(pool, env.cipher, real);
   await restoreIndexes();
-  await pool.query(`UPDATE credentials SET next_refresh_at = now() - make_interval(secs => random() * 600) WHERE tenant LIKE 'bt%'`);
+  await pool.query(
+    `UPDATE credentials SET next_refresh_at = now() - make_interval(secs => random() * 600) WHERE tenant LIKE 'bt%'`,
+  );
   await pool.query('VACUUM ANALYZE credentials');
   await assertRowsDecrypt(pool, env.cipher, 1_000);
   // A database that has been running is checkpointed every few minutes; one that was just
@@ -201,7 +223,9 @@ async function fillTable(ctx: BenchContext, { size, pool, windowRows }: Omit<Loa
   // writing some of them out (measured: 100 backend writes per claim at 1M rows).
   await pool.query('CHECKPOINT');
   const loadSeconds = (performance.now() - t0) / 1000;
-  const tableMiB = Math.round(Number((await pool.query(`SELECT pg_total_relation_size('credentials') AS b`)).rows[0].b) / 2 ** 20);
+  const tableMiB = Math.round(
+    Number((await pool.query(`SELECT pg_total_relation_size('credentials') AS b`)).rows[0].b) / 2 ** 20,
+  );
   console.log(`# scale ${size}: loaded in ${loadSeconds.toFixed(1)} s (${tableMiB} MiB)`);
   return { size, loadSeconds, tableMiB, claimMs: 0, claimMsP90: 0, claimedPerCall: 0, buffersPerClaim: 0, explain: '' };
 }
@@ -221,7 +245,10 @@ async function measureClaims(ctx: BenchContext, tables: LoadedTable[]): Promise<
       [rows.map((r) => r.credential.tenant), rows.map((r) => r.credential.connection)],
     );
   const blocks = async (t: LoadedTable) =>
-    Number((await t.pool.query(`SELECT blks_hit + blks_read AS b FROM pg_stat_database WHERE datname = current_database()`)).rows[0].b);
+    Number(
+      (await t.pool.query(`SELECT blks_hit + blks_read AS b FROM pg_stat_database WHERE datname = current_database()`))
+        .rows[0].b,
+    );
   for (let i = 0; i < BUCKETS; i++) {
     for (const t of tables) await release(t, await t.repository.claimDue(i, CLAIM_BATCH, owner, 30));
   }
@@ -251,7 +278,9 @@ async function measureClaims(ctx: BenchContext, tables: LoadedTable[]): Promise<
     // Buffers touched per claim, its release included (both go through the primary key).
     t.result.buffersPerClaim = Math.round((blocksAfter[k]! - blocksBefore[k]!) / iterations);
     t.result.explain = await explainClaim(t.pool);
-    await t.pool.query(`UPDATE credentials SET next_refresh_at = $1 WHERE tenant LIKE 'bt%'`, [new Date(Date.now() + FAR_FUTURE_SECONDS * 1000)]);
+    await t.pool.query(`UPDATE credentials SET next_refresh_at = $1 WHERE tenant LIKE 'bt%'`, [
+      new Date(Date.now() + FAR_FUTURE_SECONDS * 1000),
+    ]);
     // The claim/release cycles left a refresh_started record per claimed row in the
     // outbox; a refresher started now would first relay tens of thousands of them, which
     // no running deployment does. They are measurement debris: drop them.
@@ -309,7 +338,13 @@ async function explainClaim(pool: pg.Pool): Promise<string> {
     .join('; ');
 }
 
-async function latenessWindow(ctx: BenchContext, refresher: BenchChild, pool: pg.Pool, windowRows: number, rate: number) {
+async function latenessWindow(
+  ctx: BenchContext,
+  refresher: BenchChild,
+  pool: pg.Pool,
+  windowRows: number,
+  rate: number,
+) {
   const caller: NatsConnection = ctx.caller;
   const rssSamples: number[] = [];
   let sampling = true;
@@ -355,7 +390,9 @@ async function latenessWindow(ctx: BenchContext, refresher: BenchChild, pool: pg
     const sorted = sortedCopy(received);
     // A refresh that never came is as late as the window allowed: counted, not dropped.
     const missing = dueAt.size;
-    const all = missing ? sortedCopy([...received, ...Array.from({ length: missing }, () => Number.POSITIVE_INFINITY)]) : sorted;
+    const all = missing
+      ? sortedCopy([...received, ...Array.from({ length: missing }, () => Number.POSITIVE_INFINITY)])
+      : sorted;
     return {
       lateness: {
         p50: percentile(all, 50),
@@ -366,11 +403,15 @@ async function latenessWindow(ctx: BenchContext, refresher: BenchChild, pool: pg
         missing,
         failed,
       },
-      rss: { max: Math.max(...rssSamples), peak: refresher.memory().peak, idle, heap: await refresher.call<NodeJS.MemoryUsage>('gc') },
+      rss: {
+        max: Math.max(...rssSamples),
+        peak: refresher.memory().peak,
+        idle,
+        heap: await refresher.call<NodeJS.MemoryUsage>('gc'),
+      },
     };
   } finally {
     sampling = false;
     await sampler;
   }
 }
-

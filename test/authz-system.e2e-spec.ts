@@ -8,10 +8,25 @@
 import { connect, PermissionViolationError, type NatsConnection } from '@nats-io/transport-node';
 import { TokenClient } from '@tokenkeeper/client';
 import { adminListSubject, adminSubject, auditQuerySubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
-import { createTestDatabase, permissionError, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  permissionError,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, startTestAudit, type TestAudit } from '../apps/audit/test/audit.harness.js';
-import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import {
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from '../apps/refresher/test/refresher.harness.js';
 import { buildAuthz } from '../apps/tokenctl/src/authz.command.js';
 import type { GeneratedUser } from '../apps/tokenctl/src/authz.render.js';
 import { credentialsOf, natsEnvOf } from '../apps/tokenctl/test/generated-users.js';
@@ -32,7 +47,13 @@ describe('the whole system under the generated NATS permissions (SPEC §11)', ()
 
   const connectAs = async (name: string): Promise<NatsConnection> => {
     const user = users.get(name)!;
-    const nc = await connect({ servers: nats.url, ...credentialsOf(user), inboxPrefix: user.user.inboxPrefix, name, noAsyncTraces: true });
+    const nc = await connect({
+      servers: nats.url,
+      ...credentialsOf(user),
+      inboxPrefix: user.user.inboxPrefix,
+      name,
+      noAsyncTraces: true,
+    });
     connections.push(nc);
     return nc;
   };
@@ -78,24 +99,51 @@ describe('the whole system under the generated NATS permissions (SPEC §11)', ()
 
   it('a tenant admin of acme manages acme and reads its audit trail; every globex or cross-tenant call is refused by the server', async () => {
     const admin = await connectAs('admin-acme');
-    const registered = await call(admin, adminSubject('register', 'acme', 'github'), { provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 });
-    expect(registered).toMatchObject({ ok: true, credential: { tenant: 'acme', connection: 'github', status: 'active', version: 1 } });
-    expect(await call(admin, adminSubject('describe', 'acme', 'github'))).toMatchObject({ ok: true, credential: { version: 1 } });
-    expect(await call(admin, adminSubject('refresh', 'acme', 'github'))).toMatchObject({ ok: true, credential: { version: 2 } });
+    const registered = await call(admin, adminSubject('register', 'acme', 'github'), {
+      provider: 'sandbox',
+      ...sandbox.issueTokens(),
+      expiresIn: 3600,
+    });
+    expect(registered).toMatchObject({
+      ok: true,
+      credential: { tenant: 'acme', connection: 'github', status: 'active', version: 1 },
+    });
+    expect(await call(admin, adminSubject('describe', 'acme', 'github'))).toMatchObject({
+      ok: true,
+      credential: { version: 1 },
+    });
+    expect(await call(admin, adminSubject('refresh', 'acme', 'github'))).toMatchObject({
+      ok: true,
+      credential: { version: 2 },
+    });
     const listed = await call(admin, adminListSubject('acme'));
     expect(listed.ok).toBe(true);
     expect(listed.items.map((c: { connection: string }) => c.connection)).toEqual(['github']);
 
-    await call(admin, adminSubject('register', 'acme', 'slack'), { provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 });
+    await call(admin, adminSubject('register', 'acme', 'slack'), {
+      provider: 'sandbox',
+      ...sandbox.issueTokens(),
+      expiresIn: 3600,
+    });
     expect(await call(admin, adminSubject('revoke', 'acme', 'slack'))).toMatchObject({ ok: true });
-    expect(await call(admin, adminSubject('describe', 'acme', 'slack'))).toMatchObject({ ok: true, credential: { status: 'revoked' } });
+    expect(await call(admin, adminSubject('describe', 'acme', 'slack'))).toMatchObject({
+      ok: true,
+      credential: { status: 'revoked' },
+    });
 
-    await waitFor(async () => (await call(admin, auditQuerySubject('acme'))).items?.some((r: { type: string }) => r.type === 'revoked'), { timeoutMs: 20_000 });
+    await waitFor(
+      async () =>
+        (await call(admin, auditQuerySubject('acme'))).items?.some((r: { type: string }) => r.type === 'revoked'),
+      { timeoutMs: 20_000 },
+    );
     const trail = await call(admin, auditQuerySubject('acme'));
     expect(new Set(trail.items.map((r: { tenant: string }) => r.tenant))).toEqual(new Set(['acme']));
-    expect(trail.items.map((r: { type: string }) => r.type)).toEqual(expect.arrayContaining(['registered', 'refreshed', 'revoked']));
+    expect(trail.items.map((r: { type: string }) => r.type)).toEqual(
+      expect.arrayContaining(['registered', 'refreshed', 'revoked']),
+    );
 
-    for (const op of ['register', 'describe', 'refresh', 'revoke'] as const) await expectRefused(admin, adminSubject(op, 'globex', 'github'));
+    for (const op of ['register', 'describe', 'refresh', 'revoke'] as const)
+      await expectRefused(admin, adminSubject(op, 'globex', 'github'));
     await expectRefused(admin, adminListSubject('globex'));
     await expectRefused(admin, adminListSubject());
     await expectRefused(admin, auditQuerySubject('globex'));
@@ -107,8 +155,16 @@ describe('the whole system under the generated NATS permissions (SPEC §11)', ()
   it("a consumer of acme gets acme's tokens, signed, and their refreshes pushed; globex's are refused by the server", async () => {
     const admin = await connectAs('admin-acme');
     const globexAdmin = await connectAs('admin-globex');
-    await call(admin, adminSubject('register', 'acme', 'jira'), { provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 });
-    await call(globexAdmin, adminSubject('register', 'globex', 'jira'), { provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 });
+    await call(admin, adminSubject('register', 'acme', 'jira'), {
+      provider: 'sandbox',
+      ...sandbox.issueTokens(),
+      expiresIn: 3600,
+    });
+    await call(globexAdmin, adminSubject('register', 'globex', 'jira'), {
+      provider: 'sandbox',
+      ...sandbox.issueTokens(),
+      expiresIn: 3600,
+    });
 
     const user = users.get('svc-acme')!;
     const client = new TokenClient({
@@ -125,7 +181,9 @@ describe('the whole system under the generated NATS permissions (SPEC §11)', ()
     expect(first).toMatchObject({ tenant: 'acme', connection: 'jira', version: 1 });
     await call(admin, adminSubject('refresh', 'acme', 'jira'));
     // The refresh is pushed: the cache serves version 2 without another request.
-    await waitFor(() => client.peekAccessToken({ tenant: 'acme', connection: 'jira' }) !== first.accessToken, { timeoutMs: 10_000 });
+    await waitFor(() => client.peekAccessToken({ tenant: 'acme', connection: 'jira' }) !== first.accessToken, {
+      timeoutMs: 10_000,
+    });
     const second = await client.getToken({ tenant: 'acme', connection: 'jira' });
     expect(second.version).toBe(2);
     expect(client.stats.rejectedEvents).toBe(0);
@@ -134,7 +192,9 @@ describe('the whole system under the generated NATS permissions (SPEC §11)', ()
     // The client itself declines a tenant it does not serve (its own scope check, not the
     // server's); that the server refuses the same user globex's tokens is proven on a raw
     // connection, by the server's permission error.
-    await expect(client.getAccessToken({ tenant: 'globex', connection: 'jira' })).rejects.toThrow(/not served by this client/);
+    await expect(client.getAccessToken({ tenant: 'globex', connection: 'jira' })).rejects.toThrow(
+      /not served by this client/,
+    );
     const raw = await connectAs('svc-acme');
     await expectRefused(raw, tokenGetSubject('globex', 'jira'));
     await expectRefused(raw, adminSubject('describe', 'acme', 'jira'));
@@ -147,11 +207,17 @@ describe('the whole system under the generated NATS permissions (SPEC §11)', ()
     expect(listed.ok).toBe(true);
     expect(new Set(listed.items.map((c: { tenant: string }) => c.tenant))).toEqual(new Set(['acme', 'globex']));
     // The audit app stores globex's registration asynchronously, from the stream.
-    const trail = await waitFor(async () => {
-      const reply = await call(operator, auditQuerySubject(), { tenant: 'globex' });
-      return reply.ok && reply.items.length > 0 ? reply : undefined;
-    }, { timeoutMs: 20_000 });
+    const trail = await waitFor(
+      async () => {
+        const reply = await call(operator, auditQuerySubject(), { tenant: 'globex' });
+        return reply.ok && reply.items.length > 0 ? reply : undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
     expect(new Set(trail.items.map((r: { tenant: string }) => r.tenant))).toEqual(new Set(['globex']));
-    expect(await call(operator, adminSubject('describe', 'globex', 'jira'))).toMatchObject({ ok: true, credential: { tenant: 'globex' } });
+    expect(await call(operator, adminSubject('describe', 'globex', 'jira'))).toMatchObject({
+      ok: true,
+      credential: { tenant: 'globex' },
+    });
   }, 60_000);
 });

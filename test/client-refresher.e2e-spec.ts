@@ -1,8 +1,22 @@
 import { TokenClient } from '@tokenkeeper/client';
 import { adminSubject } from '@tokenkeeper/contracts';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from '../apps/refresher/test/refresher.harness.js';
 
 /**
  * The client's signer keys: `signerPublicKey` arrives with the signing branch's harness
@@ -25,12 +39,28 @@ describe('client ↔ refresher', () => {
   const key = { tenant: 'acme', connection: 'api' };
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_cli'), startSandboxProvider({ accessTokenTtlSeconds: 600 })]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_cli'),
+      startSandboxProvider({ accessTokenTtlSeconds: 600 }),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     admin = await RawCaller.connect(nats.url);
-    await admin.call(adminSubject('register', key.tenant, key.connection), { provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 600 });
+    await admin.call(adminSubject('register', key.tenant, key.connection), {
+      provider: 'sandbox',
+      ...sandbox.issueTokens(),
+      expiresIn: 600,
+    });
     for (let i = 0; i < 20; i++) {
-      const client = new TokenClient({ servers: nats.url, tenants: [key.tenant], trustedSigners: [signerOf(refresher)], inboxPrefix: `_INBOX_client${i}` });
+      const client = new TokenClient({
+        servers: nats.url,
+        tenants: [key.tenant],
+        trustedSigners: [signerOf(refresher)],
+        inboxPrefix: `_INBOX_client${i}`,
+      });
       await client.start();
       clients.push(client);
     }
@@ -51,7 +81,9 @@ describe('client ↔ refresher', () => {
 
     const grantsBefore = sandbox.stats.refreshGrants;
     sandbox.revokeAccessToken(warm[0].accessToken); // the provider drops the live token early
-    const responses = await Promise.all(clients.flatMap((c) => [1, 2, 3].map(() => c.fetch(sandbox.apiUrl, { method: 'GET' }, key))));
+    const responses = await Promise.all(
+      clients.flatMap((c) => [1, 2, 3].map(() => c.fetch(sandbox.apiUrl, { method: 'GET' }, key))),
+    );
     expect(responses.map((r) => r.status)).toEqual(responses.map(() => 200));
     expect(responses.every((r) => r.tokenVersion === version + 1)).toBe(true);
     expect(sandbox.stats.refreshGrants - grantsBefore).toBe(1);
@@ -74,7 +106,14 @@ describe('client ↔ refresher', () => {
   it('a revoked credential is never served from the cache again', async () => {
     await admin.call(adminSubject('revoke', key.tenant, key.connection), {});
     for (const client of clients) {
-      await expect(waitFor(async () => client.getAccessToken(key).then(() => null, (e) => e))).resolves.toMatchObject({ code: 'revoked' });
+      await expect(
+        waitFor(async () =>
+          client.getAccessToken(key).then(
+            () => null,
+            (e) => e,
+          ),
+        ),
+      ).resolves.toMatchObject({ code: 'revoked' });
       // Refused once is not "never again": every later call is refused too, and none is a cache hit.
       const hits = client.stats.hits;
       for (let i = 0; i < 5; i++) {

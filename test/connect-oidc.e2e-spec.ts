@@ -5,7 +5,14 @@
  * one database and one public address (a front proxy the test steers), the audit app
  * stores the trail, and a resource server (introspection) judges the tokens served.
  */
-import { createTestDatabase, sleep, startNatsServer, waitFor, type NatsServerHandle, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  sleep,
+  startNatsServer,
+  waitFor,
+  type NatsServerHandle,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 // By path, not from the package index: oidc-provider and playwright load only where a test drives a browser.
 import { BrowserHarness } from '../libs/testing/src/browser.harness.js';
 import { OidcProviderHarness } from '../libs/testing/src/oidc-provider.harness.js';
@@ -15,7 +22,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, startTestAudit, type TestAudit } from '../apps/audit/test/audit.harness.js';
 import { parseProvidersDocument } from '../apps/refresher/src/providers/providers-file.loader.js';
 import type { ProviderConfig } from '../apps/refresher/src/providers/provider.types.js';
-import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import {
+  RawCaller,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from '../apps/refresher/test/refresher.harness.js';
 import { FrontProxy, freePort, startReturnApp, withParam } from './connect-oidc.fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -60,7 +73,10 @@ describe('connect flow with oidc-provider and chromium', () => {
     const providers = connectProviders(oidc, returnApp.origin);
     const keys = testKeys();
     const env = (port: number) =>
-      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys }, { HTTP_PORT: String(port), PUBLIC_BASE_URL: front.url, LOG_LEVEL: 'trace' });
+      testEnv(
+        { natsUrl: nats.url, databaseUrl: db.url, keys },
+        { HTTP_PORT: String(port), PUBLIC_BASE_URL: front.url, LOG_LEVEL: 'trace' },
+      );
     replicaA = await startTestRefresher(env(portA), providers);
     replicaB = await startTestRefresher(env(portB), providers);
     front.targetPort = portA;
@@ -84,7 +100,11 @@ describe('connect flow with oidc-provider and chromium', () => {
 
   async function startConnect(connection: string, extra: Record<string, unknown> = {}): Promise<string> {
     const reply = await connect(connection, extra);
-    expect(reply).toMatchObject({ ok: true, url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/connect\//), expiresAt: expect.any(String) });
+    expect(reply).toMatchObject({
+      ok: true,
+      url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/connect\//),
+      expiresAt: expect.any(String),
+    });
     expect(reply.url.startsWith(`${front.url}/connect/`)).toBe(true);
     return reply.url;
   }
@@ -171,7 +191,10 @@ describe('connect flow with oidc-provider and chromium', () => {
     expect(exchange.basicAuth).toBe(true);
 
     const credential = await describeCredential('crm');
-    expect(credential).toMatchObject({ ok: true, credential: { tenant: TENANT, connection: 'crm', provider: 'oidc', status: 'active' } });
+    expect(credential).toMatchObject({
+      ok: true,
+      credential: { tenant: TENANT, connection: 'crm', provider: 'oidc', status: 'active' },
+    });
 
     const got = await caller.get({ tenant: TENANT, connection: 'crm' });
     expect(got.ok).toBe(true);
@@ -219,12 +242,26 @@ describe('connect flow with oidc-provider and chromium', () => {
   }, 60_000);
 
   it('tokenctl connect prints the link and exits 0 once the browser connected the credential', async () => {
-    const child = spawn(process.execPath, ['--import', '@swc-node/register/esm-register', 'apps/tokenctl/src/main.ts',
-      'connect', TENANT, 'crm-cli', '--provider', 'oidc', '--wait', '60'], {
-      cwd: ROOT,
-      env: { ...process.env, NATS_URL: nats.url, NO_COLOR: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        '@swc-node/register/esm-register',
+        'apps/tokenctl/src/main.ts',
+        'connect',
+        TENANT,
+        'crm-cli',
+        '--provider',
+        'oidc',
+        '--wait',
+        '60',
+      ],
+      {
+        cwd: ROOT,
+        env: { ...process.env, NATS_URL: nats.url, NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
     const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
@@ -301,7 +338,9 @@ describe('connect flow with oidc-provider and chromium', () => {
     expect((await expectRefusedPage(without.toString())).text).toMatch(/issuer mismatch/);
     await expectNoCredential('crm-noiss');
     for (const callback of [held, unsigned]) {
-      expect(oidc.tokenRequests.filter((r) => r.params.get('code') === new URL(callback).searchParams.get('code'))).toHaveLength(0);
+      expect(
+        oidc.tokenRequests.filter((r) => r.params.get('code') === new URL(callback).searchParams.get('code')),
+      ).toHaveLength(0);
     }
   }, 60_000);
 
@@ -331,7 +370,9 @@ describe('connect flow with oidc-provider and chromium', () => {
   });
 
   function refreshTokensPresented(): string[] {
-    return oidc.tokenRequests.filter((r) => r.params.get('grant_type') === 'refresh_token').map((r) => r.params.get('refresh_token')!);
+    return oidc.tokenRequests
+      .filter((r) => r.params.get('grant_type') === 'refresh_token')
+      .map((r) => r.params.get('refresh_token')!);
   }
 });
 

@@ -17,12 +17,33 @@
 import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { adminListSubject, adminSubject, AUDIT_STREAM, auditQuerySubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  adminListSubject,
+  adminSubject,
+  AUDIT_STREAM,
+  auditQuerySubject,
+  encodeJson,
+  tokenGetSubject,
+} from '@tokenkeeper/contracts';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEnv, startTestAudit, type TestAudit } from '../apps/audit/test/audit.harness.js';
-import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
+import {
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from '../apps/refresher/test/refresher.harness.js';
 
 interface Seen {
   subject: string;
@@ -38,7 +59,9 @@ function spyOn(nc: NatsConnection): Seen[] {
   const seen: Seen[] = [];
   nc.subscribe('>', {
     callback: (_err, msg) => {
-      const headers = msg.headers ? [...msg.headers.keys()].map((k) => `${k}: ${msg.headers!.values(k).join(',')}`).join('\n') : '';
+      const headers = msg.headers
+        ? [...msg.headers.keys()].map((k) => `${k}: ${msg.headers!.values(k).join(',')}`).join('\n')
+        : '';
       seen.push({ subject: msg.subject, text: `${headers}\n${new TextDecoder().decode(msg.data)}` });
     },
   });
@@ -70,7 +93,10 @@ describe('secrets on the bus, seen by a subscriber to everything', () => {
     seen = spyOn(spyConnection);
     await spyConnection.flush();
     // Trace level: a secret logged at debug or trace is as leaked as one logged at warn.
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, { LOG_LEVEL: 'trace' }), sandboxProviders(sandbox));
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, { LOG_LEVEL: 'trace' }),
+      sandboxProviders(sandbox),
+    );
     audit = await startTestAudit(auditEnv(nats.url, auditDb.url, { LOG_LEVEL: 'trace' }));
     admin = await connect({ servers: nats.url, inboxPrefix: '_INBOX_admin' });
     getter = await connect({ servers: nats.url, inboxPrefix: '_INBOX_getter' });
@@ -87,33 +113,52 @@ describe('secrets on the bus, seen by a subscriber to everything', () => {
   });
 
   it('refresh tokens and the client secret never leave the admin request; access tokens travel only to their readers', async () => {
-    const ask = async (nc: NatsConnection, subject: string, body: unknown = {}) => (await nc.request(subject, encodeJson(body), { timeout: 10_000 })).json<any>();
+    const ask = async (nc: NatsConnection, subject: string, body: unknown = {}) =>
+      (await nc.request(subject, encodeJson(body), { timeout: 10_000 })).json<any>();
     const call = (subject: string, body: unknown = {}) => ask(admin, subject, body);
     const get = (subject: string) => ask(getter, subject);
     const tokens = sandbox.issueTokens();
-    expect(await call(adminSubject('register', 'acme', 'github'), { provider: 'sandbox', ...tokens, expiresIn: 3600 })).toMatchObject({ ok: true });
-    expect(await get(tokenGetSubject('acme', 'github'))).toMatchObject({ ok: true, token: { accessToken: tokens.accessToken } });
+    expect(
+      await call(adminSubject('register', 'acme', 'github'), { provider: 'sandbox', ...tokens, expiresIn: 3600 }),
+    ).toMatchObject({ ok: true });
+    expect(await get(tokenGetSubject('acme', 'github'))).toMatchObject({
+      ok: true,
+      token: { accessToken: tokens.accessToken },
+    });
     // A provider that echoes what it was sent into its error: the refresh token it was
     // presented and the client secret come back in the body the refresher reads and reports.
-    const echoed = JSON.stringify({ error: 'temporarily_unavailable', error_description: `busy; you sent refresh_token=${tokens.refreshToken}&client_secret=${clientSecret}` });
+    const echoed = JSON.stringify({
+      error: 'temporarily_unavailable',
+      error_description: `busy; you sent refresh_token=${tokens.refreshToken}&client_secret=${clientSecret}`,
+    });
     sandbox.injectFault({ type: 'status', status: 503, contentType: 'application/json', body: echoed });
     const requestsBefore = sandbox.stats.tokenRequests;
     await call(adminSubject('refresh', 'acme', 'github'));
     expect(sandbox.stats.tokenRequests, 'the echoing answer was served').toBeGreaterThan(requestsBefore);
     // It was read and reported (describe, the audit trail, any log line), without what it echoed.
     const afterFault = await call(adminSubject('describe', 'acme', 'github'));
-    expect(afterFault.credential.lastError, JSON.stringify(afterFault.credential)).toMatchObject({ code: expect.any(String) });
-    for (let i = 0; i < 3; i++) expect(await call(adminSubject('refresh', 'acme', 'github'))).toMatchObject({ ok: true });
+    expect(afterFault.credential.lastError, JSON.stringify(afterFault.credential)).toMatchObject({
+      code: expect.any(String),
+    });
+    for (let i = 0; i < 3; i++)
+      expect(await call(adminSubject('refresh', 'acme', 'github'))).toMatchObject({ ok: true });
     expect(await get(tokenGetSubject('acme', 'github'))).toMatchObject({ ok: true, token: { version: 4 } });
     expect(await call(adminSubject('describe', 'acme', 'github'))).toMatchObject({ ok: true });
     expect(await call(adminListSubject('acme'))).toMatchObject({ ok: true });
 
     // Hostile reply subjects: the refresher must not publish a token there.
-    for (const reply of ['audit.token.refreshed.acme.decoy', 'token.refreshed.acme.decoy', '$JS.API.STREAM.DELETE.TOKEN_AUDIT']) {
+    for (const reply of [
+      'audit.token.refreshed.acme.decoy',
+      'token.refreshed.acme.decoy',
+      '$JS.API.STREAM.DELETE.TOKEN_AUDIT',
+    ]) {
       getter.publish(tokenGetSubject('acme', 'github'), encodeJson({}), { reply });
     }
     expect(await call(adminSubject('revoke', 'acme', 'github'))).toMatchObject({ ok: true });
-    await waitFor(async () => (await call(auditQuerySubject('acme'))).items?.some((r: { type: string }) => r.type === 'revoked'), { timeoutMs: 20_000 });
+    await waitFor(
+      async () => (await call(auditQuerySubject('acme'))).items?.some((r: { type: string }) => r.type === 'revoked'),
+      { timeoutMs: 20_000 },
+    );
     await getter.flush();
     await spyConnection.flush();
 
@@ -126,13 +171,30 @@ describe('secrets on the bus, seen by a subscriber to everything', () => {
 
     expect(seen.filter((m) => m.text.includes(clientSecret)).map((m) => m.subject)).toEqual([]);
 
-    const accessCarriers = new Set(seen.filter((m) => ACCESS_TOKEN.test(m.text)).map((m) => m.subject.split('.').slice(0, 2).join('.')));
+    const accessCarriers = new Set(
+      seen.filter((m) => ACCESS_TOKEN.test(m.text)).map((m) => m.subject.split('.').slice(0, 2).join('.')),
+    );
     for (const carrier of accessCarriers) {
-      expect(['token.refreshed', 'token.registered', 'tokenkeeper.admin'].includes(carrier) || carrier.startsWith('_INBOX_getter.'), carrier).toBe(true);
+      expect(
+        ['token.refreshed', 'token.registered', 'tokenkeeper.admin'].includes(carrier) ||
+          carrier.startsWith('_INBOX_getter.'),
+        carrier,
+      ).toBe(true);
     }
-    expect(seen.filter((m) => m.subject.startsWith('tokenkeeper.admin.') && !m.subject.startsWith('tokenkeeper.admin.register.') && ACCESS_TOKEN.test(m.text))).toEqual([]);
+    expect(
+      seen.filter(
+        (m) =>
+          m.subject.startsWith('tokenkeeper.admin.') &&
+          !m.subject.startsWith('tokenkeeper.admin.register.') &&
+          ACCESS_TOKEN.test(m.text),
+      ),
+    ).toEqual([]);
 
-    expect(seen.filter((m) => m.subject.endsWith('.decoy') || m.subject === '$JS.API.STREAM.DELETE.TOKEN_AUDIT').map((m) => m.subject)).toEqual([]);
+    expect(
+      seen
+        .filter((m) => m.subject.endsWith('.decoy') || m.subject === '$JS.API.STREAM.DELETE.TOKEN_AUDIT')
+        .map((m) => m.subject),
+    ).toEqual([]);
 
     // The durable trail and every log line: no token, no secret.
     const jsm = await jetstreamManager(spyConnection);

@@ -70,12 +70,20 @@ const FILL_BATCH = 5_000;
  * Sealing costs about 10 µs per token in this process, while PostgreSQL inserts the batch
  * before. The rows never become due while the bench runs: next_refresh_at is hours ahead.
  */
-export async function fillRows(db: pg.Pool | pg.Client, cipher: TokenCipher, spec: FillSpec, onProgress?: (done: number) => void): Promise<void> {
+export async function fillRows(
+  db: pg.Pool | pg.Client,
+  cipher: TokenCipher,
+  spec: FillSpec,
+  onProgress?: (done: number) => void,
+): Promise<void> {
   const tenantNames = Array.from({ length: spec.tenants }, (_, i) => `${spec.prefix}t${i}`);
   const buckets = tenantNames.map(shardBucketOf);
   // The same identities as the SQL below builds from i.
   const seal = (i: number, field: 'access' | 'refresh') =>
-    cipher.encrypt(new Secret(`${field === 'access' ? 'at' : 'rt'}_bulk_${i}_${'x'.repeat(32)}`), tokenAad(tenantNames[i % spec.tenants]!, `${spec.prefix}f${i}`, field));
+    cipher.encrypt(
+      new Secret(`${field === 'access' ? 'at' : 'rt'}_bulk_${i}_${'x'.repeat(32)}`),
+      tokenAad(tenantNames[i % spec.tenants]!, `${spec.prefix}f${i}`, field),
+    );
   for (let start = 0; start < spec.count; start += FILL_BATCH) {
     const end = Math.min(spec.count, start + FILL_BATCH);
     const access: Buffer[] = [];
@@ -92,7 +100,19 @@ export async function fillRows(db: pg.Pool | pg.Client, cipher: TokenCipher, spe
               now() + make_interval(secs => $9 + $10 * i / $11::float8 + 600),
               now() + make_interval(secs => $9 + $10 * i / $11::float8)
        FROM unnest($6::bytea[], $7::bytea[]) WITH ORDINALITY AS u(a, r, k), LATERAL (SELECT $2::bigint + u.k - 1 AS i) AS n`,
-      [spec.prefix, start, spec.tenants, spec.provider, buckets, access, refresh, cipher.primaryKeyId, spec.fromSeconds, spec.spanSeconds, spec.count],
+      [
+        spec.prefix,
+        start,
+        spec.tenants,
+        spec.provider,
+        buckets,
+        access,
+        refresh,
+        cipher.primaryKeyId,
+        spec.fromSeconds,
+        spec.spanSeconds,
+        spec.count,
+      ],
     );
     onProgress?.(end);
   }
@@ -118,7 +138,9 @@ export async function assertRowsDecrypt(db: pg.Pool | pg.Client, cipher: TokenCi
     }
   });
   if (unopened.length > 0) {
-    throw new Error(`bulk load: ${unopened.length} of ${rows.length} sampled rows do not decrypt for their own identity (first: ${unopened[0]!.tenant}/${unopened[0]!.connection})`);
+    throw new Error(
+      `bulk load: ${unopened.length} of ${rows.length} sampled rows do not decrypt for their own identity (first: ${unopened[0]!.tenant}/${unopened[0]!.connection})`,
+    );
   }
 }
 

@@ -5,14 +5,29 @@
  * server and browser is test/connect-oidc.e2e-spec.ts.
  */
 import { createHash } from 'node:crypto';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import pg from 'pg';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../../test/connect-oidc.fixtures.js';
 import { TokenCipher } from '../src/crypto/token-cipher.js';
 import { verifierContext } from '../src/persistence/connect-session.repository.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 
 describe('connect pages over plain HTTP', () => {
   let nats: NatsServerHandle;
@@ -41,7 +56,12 @@ describe('connect pages over plain HTTP', () => {
     refresher = await startTestRefresher(
       testEnv(
         { natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() },
-        { HTTP_PORT: String(privatePort), PUBLIC_HTTP_PORT: String(publicPort), PUBLIC_BASE_URL: `${publicBase()}/`, LOG_LEVEL: 'info' },
+        {
+          HTTP_PORT: String(privatePort),
+          PUBLIC_HTTP_PORT: String(publicPort),
+          PUBLIC_BASE_URL: `${publicBase()}/`,
+          LOG_LEVEL: 'info',
+        },
       ),
       providers,
     );
@@ -95,12 +115,17 @@ describe('connect pages over plain HTTP', () => {
     const sessionId = reply.url.split('/connect/')[1];
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
-    const { rows } = await client.query(`SELECT encode(session_hash, 'hex') AS h, session_hash, verifier_enc FROM connect_sessions WHERE connection = 'http-1'`);
+    const { rows } = await client.query(
+      `SELECT encode(session_hash, 'hex') AS h, session_hash, verifier_enc FROM connect_sessions WHERE connection = 'http-1'`,
+    );
     await client.end();
     expect(rows[0].h).toBe(createHash('sha256').update(sessionId).digest('hex'));
     // The verifier is stored sealed: the column opens with the refresher's key into the
     // verifier behind the challenge, and does not hold that verifier in the clear.
-    const verifier = refresher.app.get(TokenCipher).decrypt(rows[0].verifier_enc, verifierContext(rows[0].session_hash)).reveal();
+    const verifier = refresher.app
+      .get(TokenCipher)
+      .decrypt(rows[0].verifier_enc, verifierContext(rows[0].session_hash))
+      .reveal();
     expect(createHash('sha256').update(verifier).digest('base64url')).toBe(params.code_challenge);
     expect(Buffer.from(rows[0].verifier_enc).includes(verifier)).toBe(false);
   });
@@ -143,12 +168,23 @@ describe('connect pages over plain HTTP', () => {
         expect((await caller.admin('connect', { tenant: 'acme', connection, provider: 'sandbox' })).ok).toBe(true);
       }
       // Two sessions a person abandoned long ago (one mid-flow), one that expired an hour ago.
-      await client.query(`UPDATE connect_sessions SET expires_at = now() - interval '25 hours' WHERE connection IN ('old-1', 'old-2')`);
+      await client.query(
+        `UPDATE connect_sessions SET expires_at = now() - interval '25 hours' WHERE connection IN ('old-1', 'old-2')`,
+      );
       await client.query(`UPDATE connect_sessions SET status = 'completing' WHERE connection = 'old-2'`);
-      await client.query(`UPDATE connect_sessions SET expires_at = now() - interval '1 hour' WHERE connection = 'recent'`);
-      expect((await caller.admin('connect', { tenant: 'acme', connection: 'trigger', provider: 'sandbox' })).ok).toBe(true);
-      await waitFor(async () => (await client.query(`SELECT 1 FROM connect_sessions WHERE connection LIKE 'old-%'`)).rowCount === 0, { message: 'old sessions purged' });
-      const { rows } = await client.query(`SELECT connection FROM connect_sessions WHERE connection IN ('recent', 'trigger') ORDER BY connection`);
+      await client.query(
+        `UPDATE connect_sessions SET expires_at = now() - interval '1 hour' WHERE connection = 'recent'`,
+      );
+      expect((await caller.admin('connect', { tenant: 'acme', connection: 'trigger', provider: 'sandbox' })).ok).toBe(
+        true,
+      );
+      await waitFor(
+        async () => (await client.query(`SELECT 1 FROM connect_sessions WHERE connection LIKE 'old-%'`)).rowCount === 0,
+        { message: 'old sessions purged' },
+      );
+      const { rows } = await client.query(
+        `SELECT connection FROM connect_sessions WHERE connection IN ('recent', 'trigger') ORDER BY connection`,
+      );
       expect(rows.map((r) => r.connection)).toEqual(['recent', 'trigger']);
     } finally {
       await client.end();
@@ -160,10 +196,20 @@ describe('connect pages over plain HTTP', () => {
     expect(cc.ok).toBe(false);
     expect(cc.error.code).toBe('bad_request');
     expect(cc.error.message).toMatch(/authorizationUrl/);
-    const evil = await caller.admin('connect', { tenant: 'acme', connection: 'http-2', provider: 'sandbox', returnUrl: 'https://evil.example/x' });
+    const evil = await caller.admin('connect', {
+      tenant: 'acme',
+      connection: 'http-2',
+      provider: 'sandbox',
+      returnUrl: 'https://evil.example/x',
+    });
     expect(evil.ok).toBe(false);
     expect(evil.error.code).toBe('bad_request');
-    const unknownField = await caller.admin('connect', { tenant: 'acme', connection: 'http-2', provider: 'sandbox', redirectUri: 'https://evil.example/' });
+    const unknownField = await caller.admin('connect', {
+      tenant: 'acme',
+      connection: 'http-2',
+      provider: 'sandbox',
+      redirectUri: 'https://evil.example/',
+    });
     expect(unknownField.ok).toBe(false);
     expect(unknownField.error.code).toBe('bad_request');
   });

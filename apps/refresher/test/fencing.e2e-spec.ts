@@ -73,13 +73,16 @@ describe('credential repository: leases fence every write', () => {
   }
 
   async function waitUntilLeaseExpired(tenant: string, connection: string): Promise<void> {
-    await waitFor(async () => {
-      const [row] = await sql.query<{ expired: boolean }>(
-        'SELECT lease_until < now() AS expired FROM credentials WHERE tenant = $1 AND connection = $2',
-        [tenant, connection],
-      );
-      return row?.expired === true;
-    }, { timeoutMs: 5_000, message: 'lease to expire' });
+    await waitFor(
+      async () => {
+        const [row] = await sql.query<{ expired: boolean }>(
+          'SELECT lease_until < now() AS expired FROM credentials WHERE tenant = $1 AND connection = $2',
+          [tenant, connection],
+        );
+        return row?.expired === true;
+      },
+      { timeoutMs: 5_000, message: 'lease to expire' },
+    );
   }
 
   it("rejects the old holder's commits once its expired lease was taken over and committed", async () => {
@@ -149,9 +152,14 @@ describe('credential repository: leases fence every write', () => {
     expect(leased).not.toBeNull();
     await waitUntilLeaseExpired(key.tenant, key.connection);
     // What the unit fakes must model: the lapsed lease is still named in the row.
-    const [lapsed] = await sql.query<{ lease_id: string | null }>('SELECT lease_id FROM credentials WHERE tenant = $1 AND connection = $2', [key.tenant, key.connection]);
+    const [lapsed] = await sql.query<{ lease_id: string | null }>(
+      'SELECT lease_id FROM credentials WHERE tenant = $1 AND connection = $2',
+      [key.tenant, key.connection],
+    );
     expect(lapsed!.lease_id).toBe(leased!.lease.leaseId);
-    const committed = await a.repository.commitRefresh(key, leased!.lease, tokenWrite('lapsed'), [auditRecord('refreshed', leased!.credential, 'replica-a')]);
+    const committed = await a.repository.commitRefresh(key, leased!.lease, tokenWrite('lapsed'), [
+      auditRecord('refreshed', leased!.credential, 'replica-a'),
+    ]);
     expect(committed?.credential).toMatchObject({ version: 2, status: 'active' });
     expect((await a.repository.find(key))!.refreshToken?.reveal()).toBe('rt_lapsed');
   });
@@ -160,7 +168,9 @@ describe('credential repository: leases fence every write', () => {
     const key = { tenant: 'fence', connection: 'stale-version' };
     await register(a.repository, key.tenant, key.connection);
     const first = await a.repository.tryLease(key, 'replica-a', 30);
-    expect((await a.repository.commitRefresh(key, first!.lease, tokenWrite('v2'), []))?.credential).toMatchObject({ version: 2 });
+    expect((await a.repository.commitRefresh(key, first!.lease, tokenWrite('v2'), []))?.credential).toMatchObject({
+      version: 2,
+    });
 
     const leased: LeasedCredential | null = await a.repository.tryLease(key, 'replica-a', 30);
     expect(leased!.lease.version).toBe(2);
@@ -177,7 +187,9 @@ describe('credential repository: leases fence every write', () => {
     expect(await b.repository.tryLease(key, 'replica-b', 30)).toBeNull();
 
     // The right lease with the right version lands.
-    expect((await a.repository.commitRefresh(key, leased!.lease, tokenWrite('v3'), []))?.credential).toMatchObject({ version: 3 });
+    expect((await a.repository.commitRefresh(key, leased!.lease, tokenWrite('v3'), []))?.credential).toMatchObject({
+      version: 3,
+    });
     stored = await b.repository.find(key);
     expect(stored!.refreshToken?.reveal()).toBe('rt_v3');
     expect(stored!.accessToken?.reveal()).toBe('at_v3');
@@ -192,7 +204,10 @@ describe('credential repository: leases fence every write', () => {
     await register(a.repository, key.tenant, key.connection);
     const first = await a.repository.tryLease(key, 'replica-a', 30);
     await a.repository.commitRefresh(key, first!.lease, tokenWrite('v2'), []);
-    const startedBefore = await sql.query('SELECT 1 FROM outbox WHERE type = $1 AND connection = $2', ['refresh_started', key.connection]);
+    const startedBefore = await sql.query('SELECT 1 FROM outbox WHERE type = $1 AND connection = $2', [
+      'refresh_started',
+      key.connection,
+    ]);
 
     // Someone reports version 1 rejected, but version 2 is already stored: no refresh.
     expect(await b.repository.tryLease(key, 'replica-b', 30, 1)).toBeNull();
@@ -200,7 +215,10 @@ describe('credential repository: leases fence every write', () => {
     expect(await b.repository.tryLease(key, 'replica-b', 30, 3)).toBeNull();
     const [row] = (await sql.rows(key.tenant)).filter((r) => r.connection === key.connection);
     expect(row).toMatchObject({ version: 2, lease_owner: null, lease_until: null });
-    const startedAfter = await sql.query('SELECT 1 FROM outbox WHERE type = $1 AND connection = $2', ['refresh_started', key.connection]);
+    const startedAfter = await sql.query('SELECT 1 FROM outbox WHERE type = $1 AND connection = $2', [
+      'refresh_started',
+      key.connection,
+    ]);
     expect(startedAfter.length).toBe(startedBefore.length);
 
     // The current version does lease, exactly once.

@@ -4,7 +4,15 @@ import { promisify } from 'node:util';
 import { nkeys, PermissionViolationError, type NatsConnection } from '@nats-io/transport-node';
 import { adminSubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
 import { connectNats, natsConfigFrom, natsEnvShape } from '@tokenkeeper/nats';
-import { createTestDatabase, permissionError, startNatsServer, startSandboxProvider, type NatsServerHandle, type SandboxProvider, waitFor } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  permissionError,
+  startNatsServer,
+  startSandboxProvider,
+  type NatsServerHandle,
+  type SandboxProvider,
+  waitFor,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { auditEnv, REPO_ROOT, startTestAudit, type TestAudit } from '../../audit/test/audit.harness.js';
@@ -63,8 +71,13 @@ describe('NATS nkey authentication and per-app inbox prefixes', () => {
       startSandboxProvider({ accessTokenTtlSeconds: 3600 }),
     ]);
     const asRefresher = { NATS_NKEY_SEED: refresherUser.seed, NATS_INBOX_PREFIX: '_INBOX_refresher' };
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, asRefresher), sandboxProviders(sandbox));
-    audit = await startTestAudit(auditEnv(nats.url, auditDb.url, { NATS_NKEY_SEED: auditUser.seed, NATS_INBOX_PREFIX: '_INBOX_audit' }));
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, asRefresher),
+      sandboxProviders(sandbox),
+    );
+    audit = await startTestAudit(
+      auditEnv(nats.url, auditDb.url, { NATS_NKEY_SEED: auditUser.seed, NATS_INBOX_PREFIX: '_INBOX_audit' }),
+    );
   });
 
   afterAll(async () => {
@@ -89,10 +102,12 @@ describe('NATS nkey authentication and per-app inbox prefixes', () => {
     // Same user, default inbox prefix: its reply subscription on _INBOX.> is not allowed.
     const defaultInbox = await connectAs({ NATS_NKEY_SEED: consumerUser.seed });
     // The server's own refusal of the reply subscription, not a timeout (which any lost reply gives).
-    const outcome = await defaultInbox.request(tokenGetSubject('acme', 'github'), encodeJson({}), { timeout: 5_000 }).then(
-      () => 'answered',
-      (error: unknown) => error,
-    );
+    const outcome = await defaultInbox
+      .request(tokenGetSubject('acme', 'github'), encodeJson({}), { timeout: 5_000 })
+      .then(
+        () => 'answered',
+        (error: unknown) => error,
+      );
     const violation = permissionError(outcome);
     expect(violation, String(outcome)).toBeInstanceOf(PermissionViolationError);
     expect(violation!.operation).toBe('subscription');
@@ -119,12 +134,19 @@ describe('NATS nkey authentication and per-app inbox prefixes', () => {
     };
     const entryPoint = join(REPO_ROOT, 'apps/tokenctl/src/main.ts');
     const cli = (args: string[]) =>
-      run(process.execPath, ['--import', '@swc-node/register/esm-register', entryPoint, ...args], { cwd: REPO_ROOT, env, timeout: 90_000 });
+      run(process.execPath, ['--import', '@swc-node/register/esm-register', entryPoint, ...args], {
+        cwd: REPO_ROOT,
+        env,
+        timeout: 90_000,
+      });
     const [describeOut, auditOut] = await Promise.all([
       cli(['describe', 'acme', 'github', '--json']),
       cli(['audit', '--tenant', 'acme', '--json']),
     ]);
-    expect(JSON.parse(describeOut.stdout)).toMatchObject({ ok: true, credential: { tenant: 'acme', connection: 'github', status: 'active' } });
+    expect(JSON.parse(describeOut.stdout)).toMatchObject({
+      ok: true,
+      credential: { tenant: 'acme', connection: 'github', status: 'active' },
+    });
     expect(auditOut.stdout).toContain('"registered"');
     expect(`${describeOut.stderr}${auditOut.stderr}`).not.toContain(operatorUser.seed);
   }, 120_000);

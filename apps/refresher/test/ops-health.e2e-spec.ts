@@ -1,8 +1,23 @@
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DB_GAUGE_TTL_MS } from '../src/observability/ops-metrics.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 import { baseUrlOf, blockDatabase, httpGet, sample, unblockDatabase } from './ops-support.js';
 
 /**
@@ -18,8 +33,15 @@ describe('refresher ops: health and readiness', () => {
   let base: string;
 
   beforeAll(async () => {
-    [nats, db, sandbox] = await Promise.all([startNatsServer(), createTestDatabase('tk_ready'), startSandboxProvider()]);
-    refresher = await startTestRefresher(testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }), sandboxProviders(sandbox));
+    [nats, db, sandbox] = await Promise.all([
+      startNatsServer(),
+      createTestDatabase('tk_ready'),
+      startSandboxProvider(),
+    ]);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      sandboxProviders(sandbox),
+    );
     base = baseUrlOf(refresher.app);
   });
 
@@ -54,10 +76,13 @@ describe('refresher ops: health and readiness', () => {
     expect(before).toBe(0);
 
     await nats.stop();
-    const down = await waitFor(async () => {
-      const r = await readyz();
-      return r.status === 503 ? r : null;
-    }, { timeoutMs: 10_000, message: '/readyz 503 after the NATS server stopped' });
+    const down = await waitFor(
+      async () => {
+        const r = await readyz();
+        return r.status === 503 ? r : null;
+      },
+      { timeoutMs: 10_000, message: '/readyz 503 after the NATS server stopped' },
+    );
     expect(down.body.status).toBe('unavailable');
     expect(down.body.down).toEqual(['nats']);
     expect(down.body.checks.nats.status).toBe('down');
@@ -68,10 +93,13 @@ describe('refresher ops: health and readiness', () => {
     expect(sample((await httpGet(base, '/metrics')).text, 'tokenkeeper_nats_connected')).toBe(0);
 
     await nats.restart();
-    const up = await waitFor(async () => {
-      const r = await readyz();
-      return r.status === 200 ? r : null;
-    }, { timeoutMs: 15_000, message: '/readyz 200 after the NATS server came back' });
+    const up = await waitFor(
+      async () => {
+        const r = await readyz();
+        return r.status === 200 ? r : null;
+      },
+      { timeoutMs: 15_000, message: '/readyz 200 after the NATS server came back' },
+    );
     expect(up.body.down).toEqual([]);
     const metrics = (await httpGet(base, '/metrics')).text;
     expect(sample(metrics, 'tokenkeeper_nats_reconnects_total')).toBe(1);
@@ -82,20 +110,36 @@ describe('refresher ops: health and readiness', () => {
     // A credential counted before the cut, so that "its last value" is not a 0 a reset would give too.
     const caller = await RawCaller.connect(nats.url);
     try {
-      expect((await caller.admin('register', { tenant: 'acme', connection: 'gauge', provider: 'sandbox', ...sandbox.issueTokens(), expiresIn: 3600 })).ok).toBe(true);
+      expect(
+        (
+          await caller.admin('register', {
+            tenant: 'acme',
+            connection: 'gauge',
+            provider: 'sandbox',
+            ...sandbox.issueTokens(),
+            expiresIn: 3600,
+          })
+        ).ok,
+      ).toBe(true);
     } finally {
       await caller.close();
     }
-    await waitFor(async () => sample((await httpGet(base, '/metrics')).text, 'tokenkeeper_credentials', { status: 'active' }) === 1, {
-      timeoutMs: DB_GAUGE_TTL_MS * 3,
-      message: 'the active gauge counting the credential',
-    });
+    await waitFor(
+      async () => sample((await httpGet(base, '/metrics')).text, 'tokenkeeper_credentials', { status: 'active' }) === 1,
+      {
+        timeoutMs: DB_GAUGE_TTL_MS * 3,
+        message: 'the active gauge counting the credential',
+      },
+    );
     try {
       await blockDatabase(db.name);
-      const down = await waitFor(async () => {
-        const r = await readyz();
-        return r.status === 503 ? r : null;
-      }, { timeoutMs: 10_000, message: '/readyz 503 after the database was cut off' });
+      const down = await waitFor(
+        async () => {
+          const r = await readyz();
+          return r.status === 503 ? r : null;
+        },
+        { timeoutMs: 10_000, message: '/readyz 503 after the database was cut off' },
+      );
       expect(down.body.down).toEqual(['postgres']);
       expect(down.body.checks.postgres.status).toBe('down');
       expect(down.body.checks.postgres.reason).toBeTruthy();
@@ -112,10 +156,13 @@ describe('refresher ops: health and readiness', () => {
     } finally {
       await unblockDatabase(db.name);
     }
-    const up = await waitFor(async () => {
-      const r = await readyz();
-      return r.status === 200 ? r : null;
-    }, { timeoutMs: 15_000, message: '/readyz 200 after the database accepts connections again' });
+    const up = await waitFor(
+      async () => {
+        const r = await readyz();
+        return r.status === 200 ? r : null;
+      },
+      { timeoutMs: 15_000, message: '/readyz 200 after the database accepts connections again' },
+    );
     expect(up.body.checks.postgres.status).toBe('up');
   });
 

@@ -2,11 +2,27 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { createTestDatabase, startNatsServer, startSandboxProvider, waitFor, type NatsServerHandle, type SandboxProvider, type TestDatabase } from '@tokenkeeper/testing';
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  waitFor,
+  type NatsServerHandle,
+  type SandboxProvider,
+  type TestDatabase,
+} from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sql } from './cluster.fixtures.js';
 import { callApi } from './e2e-support.js';
-import { RawCaller, sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher, wire } from './refresher.harness.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+  wire,
+} from './refresher.harness.js';
 import { httpGet, sample, spawnRefresher, type ChildRefresher } from './ops-support.js';
 
 /**
@@ -53,7 +69,11 @@ function useStack(scenario: Scenario) {
     [s.nats, s.db, s.sandbox] = await Promise.all([
       startNatsServer({ jetstream: true }),
       createTestDatabase('tk_shutdown'),
-      startSandboxProvider({ accessTokenTtlSeconds: 30, clientSecret: s.clientSecret, rotateRefreshTokens: scenario.rotate }),
+      startSandboxProvider({
+        accessTokenTtlSeconds: 30,
+        clientSecret: s.clientSecret,
+        rotateRefreshTokens: scenario.rotate,
+      }),
     ]);
     const providersFile = join(s.dir, 'providers.yaml');
     writeFileSync(
@@ -112,35 +132,61 @@ function useStack(scenario: Scenario) {
       Array.from({ length: scenario.count }, async (_, i) => {
         const tokens = s.sandbox.issueTokens();
         s.secrets.push(tokens.accessToken, tokens.refreshToken);
-        const reply = await s.caller.admin('register', { tenant: 'storm', connection: `c${i}`, provider: 'sandbox', ...tokens, expiresIn: 1 });
+        const reply = await s.caller.admin('register', {
+          tenant: 'storm',
+          connection: `c${i}`,
+          provider: 'sandbox',
+          ...tokens,
+          expiresIn: 1,
+        });
         expect(reply.ok, JSON.stringify(reply)).toBe(true);
       }),
     );
-    await waitFor(async () => {
-      const [leased] = await s.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM credentials WHERE lease_owner = $1 AND lease_until > now()`, [s.replicaId]);
-      return leased.n >= Math.min(scenario.count, PROVIDER_MAX_CONCURRENCY) && s.sandbox.stats.tokenRequests >= 4;
-    }, { timeoutMs: 15_000, message: 'refreshes in flight' });
+    await waitFor(
+      async () => {
+        const [leased] = await s.sql.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM credentials WHERE lease_owner = $1 AND lease_until > now()`,
+          [s.replicaId],
+        );
+        return leased.n >= Math.min(scenario.count, PROVIDER_MAX_CONCURRENCY) && s.sandbox.stats.tokenRequests >= 4;
+      },
+      { timeoutMs: 15_000, message: 'refreshes in flight' },
+    );
   }
 
   /** SIGTERM, then the exit, with how long it took. */
-  async function terminate(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number; inFlight: number }> {
+  async function terminate(): Promise<{
+    code: number | null;
+    signal: NodeJS.Signals | null;
+    ms: number;
+    inFlight: number;
+  }> {
     const metrics = await httpGet(s.child.url, '/metrics');
     const inFlight = sample(metrics.text, 'tokenkeeper_refreshes_in_flight') ?? 0;
     const sent = Date.now();
     s.child.child.kill('SIGTERM');
-    const exit = await Promise.race([s.child.exited, new Promise<null>((resolve) => setTimeout(() => resolve(null), scenario.graceMs + 20_000))]);
+    const exit = await Promise.race([
+      s.child.exited,
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), scenario.graceMs + 20_000)),
+    ]);
     if (!exit) throw new Error(`the refresher did not exit after SIGTERM; output:\n${s.child.output().slice(-3_000)}`);
     return { code: exit.code, signal: exit.signal, ms: exit.at - sent, inFlight };
   }
 
   async function liveLeases(): Promise<number> {
-    const [row] = await s.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM credentials WHERE lease_owner = $1 AND lease_until > now()`, [s.replicaId]);
+    const [row] = await s.sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM credentials WHERE lease_owner = $1 AND lease_until > now()`,
+      [s.replicaId],
+    );
     return row.n;
   }
 
   /** The drain summary the child logged at shutdown. */
   function drained(): { finished: number; cancelled: number } {
-    const line = s.child.output().split('\n').find((l) => l.includes('"refresh work drained"'));
+    const line = s.child
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"refresh work drained"'));
     if (!line) throw new Error(`no drain summary in the output:\n${s.child.output().slice(-3_000)}`);
     return JSON.parse(line);
   }
@@ -154,16 +200,21 @@ function useStack(scenario: Scenario) {
     );
     for (let i = 0; i < scenario.count; i++) {
       const key = { tenant: 'storm', connection: `c${i}` };
-      const got = await waitFor(async () => {
-        const reply = await s.caller.get({ ...key, minTtlSeconds: 5 });
-        if (!reply.ok && ['reauth_required', 'revoked', 'not_found'].includes(reply.error.code)) {
-          throw new Error(`storm/c${i} is lost: ${JSON.stringify(reply.error)}`);
-        }
-        return reply.ok ? reply : null;
-      }, { timeoutMs: 15_000, message: `storm/c${i} served` });
+      const got = await waitFor(
+        async () => {
+          const reply = await s.caller.get({ ...key, minTtlSeconds: 5 });
+          if (!reply.ok && ['reauth_required', 'revoked', 'not_found'].includes(reply.error.code)) {
+            throw new Error(`storm/c${i} is lost: ${JSON.stringify(reply.error)}`);
+          }
+          return reply.ok ? reply : null;
+        },
+        { timeoutMs: 15_000, message: `storm/c${i} served` },
+      );
       expect(await callApi(s.sandbox, got.token.accessToken), `storm/c${i}: the provider accepts its token`).toBe(200);
     }
-    const [dead] = await s.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM credentials WHERE status IN ('reauth_required', 'revoked')`);
+    const [dead] = await s.sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM credentials WHERE status IN ('reauth_required', 'revoked')`,
+    );
     expect(dead.n).toBe(0);
     // A refresh token presented again after its rotation would mean two replicas raced it.
     expect(s.sandbox.everPresentedTwice()).toEqual([]);
@@ -185,18 +236,42 @@ describe('refresher ops: SIGTERM during a refresh storm (in-flight refreshes fin
       type: 'status',
       status: 400,
       contentType: 'application/json',
-      body: JSON.stringify({ error: 'invalid_request', error_description: `refresh_token=${echoed}&client_secret=${s.clientSecret}` }),
+      body: JSON.stringify({
+        error: 'invalid_request',
+        error_description: `refresh_token=${echoed}&client_secret=${s.clientSecret}`,
+      }),
     });
-    s.sandbox.injectFault({ type: 'status', status: 502, contentType: 'text/html', body: `<pre>grant_type=refresh_token&refresh_token=${echoed} Authorization: Basic ${s.clientSecret}</pre>` });
+    s.sandbox.injectFault({
+      type: 'status',
+      status: 502,
+      contentType: 'text/html',
+      body: `<pre>grant_type=refresh_token&refresh_token=${echoed} Authorization: Basic ${s.clientSecret}</pre>`,
+    });
 
     // Validation errors with secrets in the rejected fields.
     const v = [plant('rt'), plant('rt'), plant('pw'), plant('at'), plant('at')];
     s.secrets.push(...v);
     const rejected = await Promise.all([
       // A payload name outside the name rule (a subject could not even carry it).
-      s.caller.call(wire.admin('register', 'acme', 'x'), { tenant: 'bad tenant!', connection: 'x', provider: 'sandbox', refreshToken: v[0] }),
-      s.caller.admin('register', { tenant: 'acme', connection: 'x', provider: 'sandbox', refreshToken: v[1], password: v[2] }),
-      s.caller.admin('register', { tenant: 'acme', connection: 'x', provider: 'sandbox', accessToken: { nested: v[3] } }),
+      s.caller.call(wire.admin('register', 'acme', 'x'), {
+        tenant: 'bad tenant!',
+        connection: 'x',
+        provider: 'sandbox',
+        refreshToken: v[0],
+      }),
+      s.caller.admin('register', {
+        tenant: 'acme',
+        connection: 'x',
+        provider: 'sandbox',
+        refreshToken: v[1],
+        password: v[2],
+      }),
+      s.caller.admin('register', {
+        tenant: 'acme',
+        connection: 'x',
+        provider: 'sandbox',
+        accessToken: { nested: v[3] },
+      }),
       s.caller.call(wire.tokenGet('acme', 'x'), `{"tenant":"acme","connection":"x","accessToken":"${v[4]}"`),
     ]);
     for (const reply of rejected) expect(reply.error?.code, JSON.stringify(reply)).toBe('bad_request');
@@ -206,9 +281,21 @@ describe('refresher ops: SIGTERM during a refresh storm (in-flight refreshes fin
     s.secrets.push(crashSecret);
     const tokens = s.sandbox.issueTokens();
     s.secrets.push(tokens.accessToken, tokens.refreshToken);
-    expect((await s.caller.admin('register', { tenant: 'crash', connection: 'c', provider: 'sandbox', ...tokens, expiresIn: 3600 })).ok).toBe(true);
+    expect(
+      (
+        await s.caller.admin('register', {
+          tenant: 'crash',
+          connection: 'c',
+          provider: 'sandbox',
+          ...tokens,
+          expiresIn: 3600,
+        })
+      ).ok,
+    ).toBe(true);
     const kid = Buffer.from(crashSecret, 'utf8');
-    await s.sql.query(`UPDATE credentials SET access_token_enc = $1 WHERE tenant = 'crash'`, [Buffer.concat([Buffer.from([1, kid.length]), kid, randomBytes(40)])]);
+    await s.sql.query(`UPDATE credentials SET access_token_enc = $1 WHERE tenant = 'crash'`, [
+      Buffer.concat([Buffer.from([1, kid.length]), kid, randomBytes(40)]),
+    ]);
     const crashed = await s.caller.get({ tenant: 'crash', connection: 'c', rejectedVersion: 1 });
     expect(crashed.error?.code).toBe('internal');
     expect(JSON.stringify(crashed)).not.toContain(crashSecret);
@@ -227,7 +314,9 @@ describe('refresher ops: SIGTERM during a refresh storm (in-flight refreshes fin
 
   it('leaves no credential leased by the stopped replica', async () => {
     expect(await liveLeases()).toBe(0);
-    const [refreshed] = await s.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM credentials WHERE tenant = 'storm' AND version > 1`);
+    const [refreshed] = await s.sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM credentials WHERE tenant = 'storm' AND version > 1`,
+    );
     // Some refreshes completed during the grace period; the others were given back unstarted.
     expect(refreshed.n).toBeGreaterThan(0);
     expect(refreshed.n).toBeLessThan(scenario.count);
@@ -252,7 +341,14 @@ describe('refresher ops: SIGTERM during a refresh storm (in-flight refreshes fin
 
 describe('refresher ops: SIGTERM while token requests outlast the grace period', () => {
   // Without rotation a cancelled request cannot cost the refresh token, so every token must survive.
-  const scenario: Scenario = { name: 'cancel', count: 12, graceMs: 1_500, tokenDelayMs: 8_000, rotate: false, leaseSeconds: 12 };
+  const scenario: Scenario = {
+    name: 'cancel',
+    count: 12,
+    graceMs: 1_500,
+    tokenDelayMs: 8_000,
+    rotate: false,
+    leaseSeconds: 12,
+  };
   const { s, startStorm, terminate, liveLeases, drained, everyTokenServed } = useStack(scenario);
 
   it('cancels the requests still in flight when the grace period ends, keeps their leases until they expire and exits 0', async () => {
@@ -276,9 +372,13 @@ describe('refresher ops: SIGTERM while token requests outlast the grace period',
     );
     expect(longest.s).toBeLessThanOrEqual(scenario.leaseSeconds!);
     // A request cancelled by the shutdown is not a provider failure: nothing is recorded against the credential.
-    const [failed] = await s.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM credentials WHERE failures > 0 OR status <> 'active'`);
+    const [failed] = await s.sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM credentials WHERE failures > 0 OR status <> 'active'`,
+    );
     expect(failed.n).toBe(0);
-    const [events] = await s.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE type IN ('failed', 'reauth_required')`);
+    const [events] = await s.sql.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM outbox WHERE type IN ('failed', 'reauth_required')`,
+    );
     expect(events.n).toBe(0);
   });
 

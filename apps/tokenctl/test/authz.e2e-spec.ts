@@ -67,7 +67,9 @@ async function expectRequestRefused(client: Client, subject: string): Promise<vo
     (error: unknown) => error,
   );
   const violation = permissionError(outcome);
-  expect(violation, `${client.user.user.name} → ${subject}: ${String(outcome)}`).toBeInstanceOf(PermissionViolationError);
+  expect(violation, `${client.user.user.name} → ${subject}: ${String(outcome)}`).toBeInstanceOf(
+    PermissionViolationError,
+  );
   expect(violation!.operation).toBe('publish');
   expect(violation!.subject).toBe(subject);
 }
@@ -76,7 +78,9 @@ async function expectRequestRefused(client: Client, subject: string): Promise<vo
 async function expectSubscribeRefused(client: Client, subject: string, queue?: string): Promise<void> {
   const sub = client.nc.subscribe(subject, queue ? { queue } : {});
   const closed = await Promise.race([sub.closed, sleep(REFUSAL_MS).then(() => 'still open')]);
-  expect(closed, `${client.user.user.name} subscribe ${subject}${queue ? ` queue ${queue}` : ''}`).toBeInstanceOf(PermissionViolationError);
+  expect(closed, `${client.user.user.name} subscribe ${subject}${queue ? ` queue ${queue}` : ''}`).toBeInstanceOf(
+    PermissionViolationError,
+  );
   expect((closed as PermissionViolationError).operation).toBe('subscription');
   expect((closed as PermissionViolationError).subject).toBe(subject);
   if (queue) expect((closed as PermissionViolationError).queue).toBe(queue);
@@ -88,7 +92,11 @@ async function expectPublishRefused(client: Client, subject: string): Promise<vo
   client.nc.publish(subject, encoder.encode('{"forged":true}'));
   await client.nc.flush();
   const deadline = Date.now() + REFUSAL_MS;
-  const found = () => client.errors.slice(before).map(permissionError).find((e) => e?.subject === subject);
+  const found = () =>
+    client.errors
+      .slice(before)
+      .map(permissionError)
+      .find((e) => e?.subject === subject);
   while (!found() && Date.now() < deadline) await sleep(20);
   expect(found(), `${client.user.user.name} publish ${subject}`).toBeInstanceOf(PermissionViolationError);
 }
@@ -146,7 +154,13 @@ describe('tokenctl authz: the generated nats-server permissions (SPEC §11)', ()
     nats = await startNatsServer({ config: generated.config });
     refresher = await as('refresher');
     audit = await as('audit');
-    for (const subject of ['token.get.*.*', 'tokenkeeper.admin.describe.*.*', 'tokenkeeper.admin.register.*.*', 'tokenkeeper.admin.list', 'tokenkeeper.admin.list.*']) {
+    for (const subject of [
+      'token.get.*.*',
+      'tokenkeeper.admin.describe.*.*',
+      'tokenkeeper.admin.register.*.*',
+      'tokenkeeper.admin.list',
+      'tokenkeeper.admin.list.*',
+    ]) {
       respond(refresher, subject, 'refresher');
     }
     respond(audit, 'audit.query', 'audit');
@@ -166,16 +180,33 @@ describe('tokenctl authz: the generated nats-server permissions (SPEC §11)', ()
   });
 
   it('generates one user per role, each with its own inbox prefix and nobody with _INBOX.>', () => {
-    expect([...users.keys()]).toEqual(['refresher', 'audit', 'operator', 'admin-acme', 'svc-acme', 'admin-globex', 'svc-globex', 'svc-globex-billing']);
+    expect([...users.keys()]).toEqual([
+      'refresher',
+      'audit',
+      'operator',
+      'admin-acme',
+      'svc-acme',
+      'admin-globex',
+      'svc-globex',
+      'svc-globex-billing',
+    ]);
     for (const { user } of users.values()) {
       expect(user.inboxPrefix).toBe(`_INBOX_${user.name}`);
       expect(user.permissions.subscribe).not.toContain('_INBOX.>');
-      expect([...user.permissions.publish, ...user.permissions.subscribe].some((s) => s.startsWith('$JS.API.>') || s === '>')).toBe(false);
+      expect(
+        [...user.permissions.publish, ...user.permissions.subscribe].some(
+          (s) => s.startsWith('$JS.API.>') || s === '>',
+        ),
+      ).toBe(false);
     }
   });
 
   it('a consumer of A gets A’s tokens, the reply coming to its own inbox', async () => {
-    expect(await answeredOk(consumerA, 'token.get.acme.github')).toEqual({ ok: true, subject: 'token.get.acme.github', as: 'refresher' });
+    expect(await answeredOk(consumerA, 'token.get.acme.github')).toEqual({
+      ok: true,
+      subject: 'token.get.acme.github',
+      as: 'refresher',
+    });
     expect(seenReplies.get('token.get.acme.github')).toMatch(/^_INBOX_svc-acme\./);
   });
 
@@ -249,7 +280,11 @@ describe('tokenctl authz: the generated nats-server permissions (SPEC §11)', ()
     expect((await answeredOk(adminA, 'tokenkeeper.admin.describe.acme.github')).ok).toBe(true);
     expect((await answeredOk(adminA, 'tokenkeeper.admin.register.acme.github')).ok).toBe(true);
     expect((await answeredOk(adminA, 'tokenkeeper.admin.list.acme')).ok).toBe(true);
-    expect(await answeredOk(adminA, 'audit.query.acme')).toEqual({ ok: true, subject: 'audit.query.acme', as: 'audit' });
+    expect(await answeredOk(adminA, 'audit.query.acme')).toEqual({
+      ok: true,
+      subject: 'audit.query.acme',
+      as: 'audit',
+    });
     expect(seenReplies.get('tokenkeeper.admin.describe.acme.github')).toMatch(/^_INBOX_admin-acme\./);
 
     await expectRequestRefused(adminA, 'tokenkeeper.admin.describe.globex.github');
@@ -264,7 +299,15 @@ describe('tokenctl authz: the generated nats-server permissions (SPEC §11)', ()
   });
 
   it('the operator administers every tenant, lists and audits across tenants, and watches events', async () => {
-    for (const subject of ['tokenkeeper.admin.describe.acme.github', 'tokenkeeper.admin.describe.globex.github', 'tokenkeeper.admin.list', 'tokenkeeper.admin.list.globex', 'audit.query', 'audit.query.globex', 'token.get.globex.github']) {
+    for (const subject of [
+      'tokenkeeper.admin.describe.acme.github',
+      'tokenkeeper.admin.describe.globex.github',
+      'tokenkeeper.admin.list',
+      'tokenkeeper.admin.list.globex',
+      'audit.query',
+      'audit.query.globex',
+      'token.get.globex.github',
+    ]) {
       expect((await answeredOk(operator, subject)).ok, subject).toBe(true);
     }
     const watch = operator.nc.subscribe('token.failed.*.*');
@@ -323,7 +366,12 @@ describe('tokenctl authz --nkeys: the same model with nkey users', () => {
   });
 
   it('refuses a connection without a known key', async () => {
-    const outcome = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(encoder.encode(new TextDecoder().decode((await import('@nats-io/nkeys')).createUser().getSeed()))) }).then(
+    const outcome = await connect({
+      servers: nats.url,
+      authenticator: nkeyAuthenticator(
+        encoder.encode(new TextDecoder().decode((await import('@nats-io/nkeys')).createUser().getSeed())),
+      ),
+    }).then(
       async (nc) => {
         await nc.close();
         return 'connected';
@@ -343,8 +391,26 @@ describe('tokenctl authz on the command line', () => {
     const [conf, secrets] = [join(dir, 'auth.conf'), join(dir, 'tokenkeeper.secrets')];
     const run = spawnSync(
       process.execPath,
-      ['--import', '@swc-node/register/esm-register', 'apps/tokenctl/src/main.ts', 'authz', '--refresher', '--tenant', 'acme', '--nkeys', '--out', conf, '--secrets-file', secrets],
-      { cwd: fileURLToPath(new URL('../../../', import.meta.url)), encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' }, timeout: 120_000 },
+      [
+        '--import',
+        '@swc-node/register/esm-register',
+        'apps/tokenctl/src/main.ts',
+        'authz',
+        '--refresher',
+        '--tenant',
+        'acme',
+        '--nkeys',
+        '--out',
+        conf,
+        '--secrets-file',
+        secrets,
+      ],
+      {
+        cwd: fileURLToPath(new URL('../../../', import.meta.url)),
+        encoding: 'utf8',
+        env: { ...process.env, NO_COLOR: '1' },
+        timeout: 120_000,
+      },
     );
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toBe('');
@@ -357,10 +423,16 @@ describe('tokenctl authz on the command line', () => {
     expect(inboxPrefix).toBe('_INBOX_svc-acme');
     const nats = await startNatsServer({ config: readFileSync(conf, 'utf8') });
     try {
-      const nc = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(encoder.encode(seed)), inboxPrefix });
+      const nc = await connect({
+        servers: nats.url,
+        authenticator: nkeyAuthenticator(encoder.encode(seed)),
+        inboxPrefix,
+      });
       const sub = nc.subscribe('token.refreshed.acme.*');
       const refused = nc.subscribe('token.refreshed.globex.*');
-      expect(await Promise.race([refused.closed, sleep(REFUSAL_MS).then(() => 'open')])).toBeInstanceOf(PermissionViolationError);
+      expect(await Promise.race([refused.closed, sleep(REFUSAL_MS).then(() => 'open')])).toBeInstanceOf(
+        PermissionViolationError,
+      );
       expect(await Promise.race([sub.closed, sleep(SILENCE_MS).then(() => 'open')])).toBe('open');
       await nc.close();
     } finally {
@@ -392,20 +464,33 @@ describe('tokenctl authz: JetStream under the narrow API permissions', () => {
   it('the refresher manages TOKEN_AUDIT and publishes to it; the audit app creates, reads and acks its durable consumer', async () => {
     // The calls apps/refresher audit-stream.service and outbox-relay make.
     const jsm = await jetstreamManager(refresher.nc);
-    const missing = await jsm.streams.info(AUDIT_STREAM).then(() => null, (e: unknown) => e);
+    const missing = await jsm.streams.info(AUDIT_STREAM).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(missing).toBeInstanceOf(JetStreamApiError);
-    await jsm.streams.add({ name: AUDIT_STREAM, subjects: [AUDIT_SUBJECT_FILTER], max_age: nanos(3_600_000), duplicate_window: nanos(60_000) });
+    await jsm.streams.add({
+      name: AUDIT_STREAM,
+      subjects: [AUDIT_SUBJECT_FILTER],
+      max_age: nanos(3_600_000),
+      duplicate_window: nanos(60_000),
+    });
     await jsm.streams.update(AUDIT_STREAM, { max_age: nanos(7_200_000) });
     expect((await jsm.streams.info(AUDIT_STREAM)).config.max_age).toBe(nanos(7_200_000));
     const js = jetstream(refresher.nc);
     for (let i = 1; i <= 3; i++) {
-      const ack = await js.publish(`audit.token.refreshed.acme.c${i}`, encoder.encode(`{"n":${i}}`), { msgID: `rec-${i}` });
+      const ack = await js.publish(`audit.token.refreshed.acme.c${i}`, encoder.encode(`{"n":${i}}`), {
+        msgID: `rec-${i}`,
+      });
       expect(ack.seq).toBe(i);
     }
 
     // The calls apps/audit audit-consumer.service makes.
     const ajsm = await jetstreamManager(audit.nc);
-    const none = await ajsm.consumers.info(AUDIT_STREAM, DEFAULT_AUDIT_CONSUMER).then(() => null, (e: unknown) => e);
+    const none = await ajsm.consumers.info(AUDIT_STREAM, DEFAULT_AUDIT_CONSUMER).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(none).toBeInstanceOf(JetStreamApiError);
     await ajsm.consumers.add(AUDIT_STREAM, {
       durable_name: DEFAULT_AUDIT_CONSUMER,
@@ -423,7 +508,11 @@ describe('tokenctl authz: JetStream under the narrow API permissions', () => {
       m.ack();
       if (got.length === 3) break;
     }
-    expect(got).toEqual(['audit.token.refreshed.acme.c1', 'audit.token.refreshed.acme.c2', 'audit.token.refreshed.acme.c3']);
+    expect(got).toEqual([
+      'audit.token.refreshed.acme.c1',
+      'audit.token.refreshed.acme.c2',
+      'audit.token.refreshed.acme.c3',
+    ]);
     // Acks went through: nothing is left pending for redelivery.
     const deadline = Date.now() + 5_000;
     let info = await ajsm.consumers.info(AUDIT_STREAM, DEFAULT_AUDIT_CONSUMER);

@@ -103,7 +103,12 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
    * logged at shutdown and with every dead letter; `audit_dead_letters` holds the records.
    */
   get stats(): { stored: number; duplicates: number; rejected: number; deadLettered: number } {
-    return { stored: this.storedTotal, duplicates: this.duplicatesTotal, rejected: this.rejectedTotal, deadLettered: this.deadLetteredTotal };
+    return {
+      stored: this.storedTotal,
+      duplicates: this.duplicatesTotal,
+      rejected: this.rejectedTotal,
+      deadLettered: this.deadLetteredTotal,
+    };
   }
 
   private async run(): Promise<void> {
@@ -111,7 +116,10 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
       try {
         const consumer = await this.ensureConsumer();
         if (!this.running) break;
-        const messages = await consumer.consume({ max_messages: Math.min(this.config.consumer.maxInFlight, 1_000), expires: PULL_EXPIRES_MS });
+        const messages = await consumer.consume({
+          max_messages: Math.min(this.config.consumer.maxInFlight, 1_000),
+          expires: PULL_EXPIRES_MS,
+        });
         this.messages = messages;
         this.recovered();
         await this.drain(messages);
@@ -191,7 +199,11 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
         continue;
       }
       if (result.dropped.length > 0) {
-        this.logger.warn({ msg: 'audit record carried fields outside the allow-list; they were dropped', fields: result.dropped.slice(0, 20), eventId: result.record.eventId });
+        this.logger.warn({
+          msg: 'audit record carried fields outside the allow-list; they were dropped',
+          fields: result.dropped.slice(0, 20),
+          eventId: result.record.eventId,
+        });
       }
       const problem = columnProblem(result.record);
       if (problem) sorted.dead.push({ msg, letter: deadLetterOf(msg, result.record, problem) });
@@ -220,7 +232,10 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
         kept.push(p);
       } catch (single) {
         if (!isDataError(single)) throw single;
-        sorted.dead.push({ msg: p.msg, letter: deadLetterOf(p.msg, p.record, `rejected by PostgreSQL (SQLSTATE ${sqlState(single)})`) });
+        sorted.dead.push({
+          msg: p.msg,
+          letter: deadLetterOf(p.msg, p.record, `rejected by PostgreSQL (SQLSTATE ${sqlState(single)})`),
+        });
       }
     }
     sorted.pending = kept;
@@ -231,7 +246,9 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     await this.repository.insertDeadLetters(dead.map((d) => d.letter)).catch((error) => {
       if (!isDataError(error)) throw error;
       // Should a kept field itself be unstorable, keep where and why: never block on a dead letter.
-      return this.repository.insertDeadLetters(dead.map(({ letter }) => ({ streamSeq: letter.streamSeq, subject: null, reason: letter.reason })));
+      return this.repository.insertDeadLetters(
+        dead.map(({ letter }) => ({ streamSeq: letter.streamSeq, subject: null, reason: letter.reason })),
+      );
     });
   }
 
@@ -244,7 +261,14 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
       // Stored in the dead-letter table: acked, so that it never holds up the records behind it.
       msg.ack();
       this.deadLetteredTotal++;
-      this.logger.warn({ msg: 'audit record dead-lettered', reason: letter.reason, eventId: letter.eventId, stream: AUDIT_STREAM, seq: letter.streamSeq, deadLettered: this.deadLetteredTotal });
+      this.logger.warn({
+        msg: 'audit record dead-lettered',
+        reason: letter.reason,
+        eventId: letter.eventId,
+        stream: AUDIT_STREAM,
+        seq: letter.streamSeq,
+        deadLettered: this.deadLetteredTotal,
+      });
     }
   }
 
@@ -290,7 +314,10 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
 
   private backoff(): number {
     this.failures++;
-    return Math.max(50, Math.random() * Math.min(this.config.consumer.retryMaxMs, 100 * 2 ** Math.min(this.failures, 16)));
+    return Math.max(
+      50,
+      Math.random() * Math.min(this.config.consumer.retryMaxMs, 100 * 2 ** Math.min(this.failures, 16)),
+    );
   }
 
   private complain(msg: string, error: unknown): void {
@@ -308,7 +335,6 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     this.complaining = false;
     this.failures = 0;
   }
-
 }
 
 /**
@@ -321,7 +347,9 @@ function isDataError(error: unknown): boolean {
 }
 
 function sqlState(error: unknown): string {
-  const code = (error as { code?: unknown; driverError?: { code?: unknown } })?.code ?? (error as { driverError?: { code?: unknown } })?.driverError?.code;
+  const code =
+    (error as { code?: unknown; driverError?: { code?: unknown } })?.code ??
+    (error as { driverError?: { code?: unknown } })?.driverError?.code;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : 'unknown';
 }
 

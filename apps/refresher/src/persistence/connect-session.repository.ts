@@ -73,14 +73,26 @@ export class ConnectSessionRepository {
        ), ${SESSION_AUDIT_CTE(9)}
        SELECT 1`,
       [
-        session.sessionHash, session.tenant, session.connection, session.provider, session.scopes, session.returnUrl,
-        session.createdAt, session.expiresAt, JSON.stringify(audit),
+        session.sessionHash,
+        session.tenant,
+        session.connection,
+        session.provider,
+        session.scopes,
+        session.returnUrl,
+        session.createdAt,
+        session.expiresAt,
+        JSON.stringify(audit),
       ],
     );
   }
 
   /** The browser opened the URL: binds a state and a verifier to the session, once. Null: unknown, used or expired. */
-  async beginRedirect(sessionHash: Buffer, stateHash: Buffer, verifier: Secret, now: Date): Promise<ConnectSession | null> {
+  async beginRedirect(
+    sessionHash: Buffer,
+    stateHash: Buffer,
+    verifier: Secret,
+    now: Date,
+  ): Promise<ConnectSession | null> {
     // An UPDATE … RETURNING answers [rows, count] through TypeORM's postgres driver.
     const [rows]: [SessionRow[], number] = await this.db.query(
       `UPDATE connect_sessions SET status = 'redirected', state_hash = $2, verifier_enc = $3, redirected_at = $4
@@ -93,7 +105,9 @@ export class ConnectSessionRepository {
 
   /** What a refused session hash names, for the page: null when unknown. */
   async find(sessionHash: Buffer): Promise<ConnectSession | null> {
-    const rows: SessionRow[] = await this.db.query(`SELECT * FROM connect_sessions WHERE session_hash = $1`, [sessionHash]);
+    const rows: SessionRow[] = await this.db.query(`SELECT * FROM connect_sessions WHERE session_hash = $1`, [
+      sessionHash,
+    ]);
     return rows.length ? toSession(rows[0]) : null;
   }
 
@@ -102,7 +116,10 @@ export class ConnectSessionRepository {
    * the session with its verifier and its hash (the key of the next step); null when the
    * state is unknown, was used, or its session expired.
    */
-  async takeForCallback(stateHash: Buffer, now: Date): Promise<{ session: ConnectSession; sessionHash: Buffer; verifier: Secret } | null> {
+  async takeForCallback(
+    stateHash: Buffer,
+    now: Date,
+  ): Promise<{ session: ConnectSession; sessionHash: Buffer; verifier: Secret } | null> {
     const [rows]: [SessionRow[], number] = await this.db.query(
       `UPDATE connect_sessions SET status = 'completing'
        WHERE state_hash = $1 AND status = 'redirected' AND expires_at > $2
@@ -111,7 +128,11 @@ export class ConnectSessionRepository {
     );
     if (!rows.length) return null;
     const row = rows[0];
-    return { session: toSession(row), sessionHash: row.session_hash, verifier: this.cipher.decrypt(row.verifier_enc!, verifierContext(row.session_hash)) };
+    return {
+      session: toSession(row),
+      sessionHash: row.session_hash,
+      verifier: this.cipher.decrypt(row.verifier_enc!, verifierContext(row.session_hash)),
+    };
   }
 
   /** The session named by a state it no longer accepts (used or expired), for the page and the audit record. */
@@ -121,7 +142,12 @@ export class ConnectSessionRepository {
   }
 
   /** Ends the session; the verifier is forgotten. A failure carries its audit record. */
-  async finish(sessionHash: Buffer, status: 'connected' | 'failed', now: Date, audit?: PendingAuditRecord): Promise<void> {
+  async finish(
+    sessionHash: Buffer,
+    status: 'connected' | 'failed',
+    now: Date,
+    audit?: PendingAuditRecord,
+  ): Promise<void> {
     await this.db.query(
       `WITH s AS (
          UPDATE connect_sessions SET status = $2, verifier_enc = NULL, finished_at = $3

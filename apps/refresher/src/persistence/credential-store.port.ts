@@ -15,11 +15,29 @@ import type { FailureWrite, Registration, TimedLease, TokenWrite } from './crede
 export interface CredentialStore {
   find(key: CredentialKey): Promise<Credential | null>;
   register(registration: Registration, audit: PendingAuditRecord[]): Promise<CommittedChange>;
-  tryLease(key: CredentialKey, owner: string, leaseSeconds: number, expectedVersion?: number): Promise<TimedLease | null>;
+  tryLease(
+    key: CredentialKey,
+    owner: string,
+    leaseSeconds: number,
+    expectedVersion?: number,
+  ): Promise<TimedLease | null>;
   /** The new lease deadline by the local clock, or null when the lease is no longer ours. */
   extendLease(key: CredentialKey, lease: Lease, leaseSeconds: number): Promise<number | null>;
-  commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null>;
-  commitFailure(key: CredentialKey, lease: Lease, write: FailureWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null>;
+  commitRefresh(
+    key: CredentialKey,
+    lease: Lease,
+    write: TokenWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null>;
+  commitFailure(
+    key: CredentialKey,
+    lease: Lease,
+    write: FailureWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null>;
   releaseLease(key: CredentialKey, lease: Lease): Promise<void>;
-  revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; change: CommittedChange } | null>;
+  revoke(
+    key: CredentialKey,
+    audit: PendingAuditRecord,
+  ): Promise<{ before: Credential; change: CommittedChange } | null>;
 }

@@ -5,7 +5,13 @@ import { DataSource } from 'typeorm';
 import type { CommittedChange } from '../domain/committed-change.js';
 import { Clock } from '../domain/clock.js';
 import type { Credential, Lease, LeasedCredential } from '../domain/credential.js';
-import { CredentialMapper, type CredentialRow, hasUnreadableToken, SHARD_BUCKETS, shardBucketOf } from './credential.mapper.js';
+import {
+  CredentialMapper,
+  type CredentialRow,
+  hasUnreadableToken,
+  SHARD_BUCKETS,
+  shardBucketOf,
+} from './credential.mapper.js';
 import { auditRecord, claimAuditTemplate, type PendingAuditRecord } from './audit-record.js';
 import { RefreshCommitBatcher, type TokenWrite } from './refresh-commit.batcher.js';
 import type { CredentialStore } from './credential-store.port.js';
@@ -143,8 +149,18 @@ export class CredentialRepository implements CredentialStore {
        ), ${AUDIT_CTE(13)}
        ${CHANGED_WITH_EVENT_ID}`,
       [
-        reg.tenant, reg.connection, reg.provider, shardBucketOf(reg.tenant), reg.tokenType, reg.scope ?? null,
-        access, refresh, this.mapper.primaryKeyId, reg.issuedAt, reg.expiresAt, reg.nextRefreshAt,
+        reg.tenant,
+        reg.connection,
+        reg.provider,
+        shardBucketOf(reg.tenant),
+        reg.tokenType,
+        reg.scope ?? null,
+        access,
+        refresh,
+        this.mapper.primaryKeyId,
+        reg.issuedAt,
+        reg.expiresAt,
+        reg.nextRefreshAt,
         JSON.stringify(audit),
       ],
     );
@@ -171,11 +187,21 @@ export class CredentialRepository implements CredentialStore {
    * SKIP LOCKED lets replicas claim side by side without waiting on each other; an
    * expired lease (its holder died) makes the row claimable again.
    */
-  async claimDue(bucket: number, limit: number, owner: string, leaseSeconds: number, room?: ClaimRoom): Promise<TimedLease[]> {
+  async claimDue(
+    bucket: number,
+    limit: number,
+    owner: string,
+    leaseSeconds: number,
+    room?: ClaimRoom,
+  ): Promise<TimedLease[]> {
     // Providers without a free slot are left out of the scan; the others take at most their
     // free slots (row_number per provider over the locked candidates; rows locked but not
     // updated are unlocked at the end of the statement).
-    const full = room ? Object.entries(room.perProvider).filter(([, n]) => n <= 0).map(([id]) => id) : [];
+    const full = room
+      ? Object.entries(room.perProvider)
+          .filter(([, n]) => n <= 0)
+          .map(([id]) => id)
+      : [];
     const startedAt = this.clock.now();
     const rows: CredentialRow[] = await this.db.query(
       `WITH due AS (
@@ -197,8 +223,14 @@ export class CredentialRepository implements CredentialStore {
        ), ${CLAIM_AUDIT_CTE(5)}
        SELECT * FROM changed`,
       [
-        bucket, limit, owner, leaseSeconds, JSON.stringify(claimAuditTemplate('refresh_started', owner)),
-        full, JSON.stringify(room?.perProvider ?? {}), room?.others ?? limit,
+        bucket,
+        limit,
+        owner,
+        leaseSeconds,
+        JSON.stringify(claimAuditTemplate('refresh_started', owner)),
+        full,
+        JSON.stringify(room?.perProvider ?? {}),
+        room?.others ?? limit,
       ],
     );
     const leased: TimedLease[] = [];
@@ -262,7 +294,12 @@ export class CredentialRepository implements CredentialStore {
    * stored version is still that one: a thousand reports of the same rejected version
    * lead to one lease, and none once the version has moved on.
    */
-  async tryLease(key: CredentialKey, owner: string, leaseSeconds: number, expectedVersion?: number): Promise<TimedLease | null> {
+  async tryLease(
+    key: CredentialKey,
+    owner: string,
+    leaseSeconds: number,
+    expectedVersion?: number,
+  ): Promise<TimedLease | null> {
     const startedAt = this.clock.now();
     const rows: CredentialRow[] = await this.db.query(
       `WITH changed AS (
@@ -274,7 +311,14 @@ export class CredentialRepository implements CredentialStore {
          RETURNING *
        ), ${CLAIM_AUDIT_CTE(6)}
        SELECT * FROM changed`,
-      [key.tenant, key.connection, owner, leaseSeconds, expectedVersion ?? null, JSON.stringify(claimAuditTemplate('refresh_started', owner))],
+      [
+        key.tenant,
+        key.connection,
+        owner,
+        leaseSeconds,
+        expectedVersion ?? null,
+        JSON.stringify(claimAuditTemplate('refresh_started', owner)),
+      ],
     );
     if (!rows.length) return null;
     try {
@@ -290,12 +334,22 @@ export class CredentialRepository implements CredentialStore {
    * for while another is in flight share its successor's statement (RefreshCommitBatcher),
    * each still fenced on its own lease and version, with its own outbox records.
    */
-  commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+  commitRefresh(
+    key: CredentialKey,
+    lease: Lease,
+    write: TokenWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null> {
     return this.commits.commit(key, lease, write, audit);
   }
 
   /** Records a failed attempt under the lease and releases it; null when the fence no longer holds. */
-  async commitFailure(key: CredentialKey, lease: Lease, write: FailureWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+  async commitFailure(
+    key: CredentialKey,
+    lease: Lease,
+    write: FailureWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null> {
     const rows: CommittedRow[] = await this.db.query(
       `WITH changed AS (
          UPDATE credentials SET status = $5, failures = $6, last_error_code = $7, last_error_message = $8,
@@ -305,8 +359,16 @@ export class CredentialRepository implements CredentialStore {
        ), ${AUDIT_CTE(10)}
        ${CHANGED_WITH_EVENT_ID}`,
       [
-        key.tenant, key.connection, lease.leaseId, lease.version, write.status, write.failures,
-        write.lastError.code, write.lastError.message, write.nextRefreshAt, JSON.stringify(audit),
+        key.tenant,
+        key.connection,
+        lease.leaseId,
+        lease.version,
+        write.status,
+        write.failures,
+        write.lastError.code,
+        write.lastError.message,
+        write.nextRefreshAt,
+        JSON.stringify(audit),
       ],
     );
     return rows.length ? this.committed('failed', rows[0]) : null;
@@ -314,14 +376,18 @@ export class CredentialRepository implements CredentialStore {
 
   /** Gives a lease back unused (shutdown, or nothing to do). */
   async releaseLease(key: CredentialKey, lease: Lease): Promise<void> {
-    await this.db.query(
-      `UPDATE credentials SET ${NO_LEASE} WHERE tenant = $1 AND connection = $2 AND lease_id = $3`,
-      [key.tenant, key.connection, lease.leaseId],
-    );
+    await this.db.query(`UPDATE credentials SET ${NO_LEASE} WHERE tenant = $1 AND connection = $2 AND lease_id = $3`, [
+      key.tenant,
+      key.connection,
+      lease.leaseId,
+    ]);
   }
 
   /** Marks a credential revoked (a new version) and forgets its tokens; returns the row as it was before, and the change. */
-  async revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; change: CommittedChange } | null> {
+  async revoke(
+    key: CredentialKey,
+    audit: PendingAuditRecord,
+  ): Promise<{ before: Credential; change: CommittedChange } | null> {
     return this.db.transaction(async (tx) => {
       const before: CredentialRow[] = await tx.query(
         `SELECT * FROM credentials WHERE tenant = $1 AND connection = $2 FOR UPDATE`,
@@ -342,8 +408,10 @@ export class CredentialRepository implements CredentialStore {
       );
       // Revoking needs no token: one this process cannot decrypt is simply not revoked at the provider.
       const previous = this.mapper.toDomain(before[0], undefined, 'tolerant');
-      if (previous.accessToken && hasUnreadableToken({ accessToken: previous.accessToken })) previous.accessToken = undefined;
-      if (previous.refreshToken && hasUnreadableToken({ refreshToken: previous.refreshToken })) previous.refreshToken = undefined;
+      if (previous.accessToken && hasUnreadableToken({ accessToken: previous.accessToken }))
+        previous.accessToken = undefined;
+      if (previous.refreshToken && hasUnreadableToken({ refreshToken: previous.refreshToken }))
+        previous.refreshToken = undefined;
       return { before: previous, change: this.committed('revoked', after[0]) };
     });
   }
@@ -355,7 +423,13 @@ export class CredentialRepository implements CredentialStore {
          AND ($3::text IS NULL OR (tenant, connection) > ($3, $4))
        ORDER BY tenant, connection
        LIMIT $5`,
-      [filter.tenant ?? null, filter.status ?? null, filter.after?.tenant ?? null, filter.after?.connection ?? null, filter.limit],
+      [
+        filter.tenant ?? null,
+        filter.status ?? null,
+        filter.after?.tenant ?? null,
+        filter.after?.connection ?? null,
+        filter.limit,
+      ],
     );
     return rows.map((row) => this.mapper.toDomain(row, undefined, 'tolerant'));
   }
@@ -364,7 +438,10 @@ export class CredentialRepository implements CredentialStore {
    * Re-seals up to `limit` rows written under an older key, walking the primary key
    * from `after`; returns where to continue (null at the end of the table).
    */
-  async reencryptBatch(after: CredentialKey | null, limit: number): Promise<{ next: CredentialKey | null; rewritten: number; unreadable: CredentialKey[]; unparked: number }> {
+  async reencryptBatch(
+    after: CredentialKey | null,
+    limit: number,
+  ): Promise<{ next: CredentialKey | null; rewritten: number; unreadable: CredentialKey[]; unparked: number }> {
     const rows: CredentialRow[] = await this.db.query(
       `SELECT * FROM credentials WHERE ($1::text IS NULL OR (tenant, connection) > ($1, $2))
        ORDER BY tenant, connection LIMIT $3`,
@@ -386,23 +463,35 @@ export class CredentialRepository implements CredentialStore {
         `UPDATE credentials SET access_token_enc = $4, refresh_token_enc = $5, key_id = $6
          WHERE tenant = $1 AND connection = $2 AND version = $3 AND key_id = $7 RETURNING 1`,
         [
-          row.tenant, row.connection, row.version,
+          row.tenant,
+          row.connection,
+          row.version,
           this.mapper.seal(row.tenant, row.connection, 'access', credential.accessToken),
           this.mapper.seal(row.tenant, row.connection, 'refresh', credential.refreshToken),
-          this.mapper.primaryKeyId, row.key_id,
+          this.mapper.primaryKeyId,
+          row.key_id,
         ],
       );
       rewritten += result.length;
     }
     const last = rows.at(-1);
-    return { next: rows.length < limit || !last ? null : { tenant: last.tenant, connection: last.connection }, rewritten, unreadable, unparked };
+    return {
+      next: rows.length < limit || !last ? null : { tenant: last.tenant, connection: last.connection },
+      rewritten,
+      unreadable,
+      unparked,
+    };
   }
 
   get bucketCount(): number {
     return SHARD_BUCKETS;
   }
 
-  private committed(kind: CommittedChange['kind'], row: CommittedRow, written?: { accessToken?: Secret; refreshToken?: Secret }): CommittedChange {
+  private committed(
+    kind: CommittedChange['kind'],
+    row: CommittedRow,
+    written?: { accessToken?: Secret; refreshToken?: Secret },
+  ): CommittedChange {
     // A change always writes its audit record; only tests call without one.
     return { kind, credential: this.mapper.toDomain(row, written), eventId: row.audit_event_id ?? '' };
   }
@@ -416,13 +505,17 @@ export class CredentialRepository implements CredentialStore {
   }
 
   private isParked(row: CredentialRow): boolean {
-    return row.status === 'failing' && row.last_error_code === 'internal' && row.last_error_message === QUARANTINE_MESSAGE;
+    return (
+      row.status === 'failing' && row.last_error_code === 'internal' && row.last_error_message === QUARANTINE_MESSAGE
+    );
   }
 
   /** A parked row whose tokens decrypt again is due now (the scheduler and token.get may refresh it). */
   private unparked(row: CredentialRow, credential: Credential): Credential {
     if (!this.isParked(row) || hasUnreadableToken(credential) || !credential.nextRefreshAt) return credential;
-    return credential.nextRefreshAt.getTime() > row.updated_at.getTime() ? { ...credential, nextRefreshAt: row.updated_at } : credential;
+    return credential.nextRefreshAt.getTime() > row.updated_at.getTime()
+      ? { ...credential, nextRefreshAt: row.updated_at }
+      : credential;
   }
 
   /** The sweep found a parked row readable again: make it due now, so the scheduler takes it. */

@@ -46,13 +46,18 @@ export class EncryptionKeyCheck {
     for (const { keyId } of unknown) await this.tryExistingRows(keyId);
     await this.repository.insertMissing(unknown);
     const after = new Map((await this.repository.find(configured.map((c) => c.keyId))).map((s) => [s.keyId, s]));
-    const mismatched = configured.filter((c) => !after.get(c.keyId)?.checkValue.equals(c.checkValue)).map((c) => c.keyId);
+    const mismatched = configured
+      .filter((c) => !after.get(c.keyId)?.checkValue.equals(c.checkValue))
+      .map((c) => c.keyId);
     if (mismatched.length > 0) throw mismatch(mismatched);
-    if (unknown.length > 0) this.logger.log({ msg: 'encryption key ids recorded', keyIds: unknown.map((c) => c.keyId) });
+    if (unknown.length > 0)
+      this.logger.log({ msg: 'encryption key ids recorded', keyIds: unknown.map((c) => c.keyId) });
   }
 
   private async tryExistingRows(keyId: string): Promise<void> {
-    const samples = (await this.repository.samplesSealedWith(keyId, SAMPLED_ROWS)).filter((s) => this.cipher.keyIdOf(s.blob) === keyId);
+    const samples = (await this.repository.samplesSealedWith(keyId, SAMPLED_ROWS)).filter(
+      (s) => this.cipher.keyIdOf(s.blob) === keyId,
+    );
     if (samples.length === 0) return;
     const unopened = samples.filter((s) => !this.opens(s));
     if (unopened.length === samples.length) throw mismatch([keyId], samples.length);
@@ -78,7 +83,8 @@ export class EncryptionKeyCheck {
 
 function mismatch(keyIds: string[], rowsTried?: number): EncryptionKeyError {
   const names = keyIds.map((id) => `"${id}"`).join(', ');
-  const evidence = rowsTried === undefined ? '' : ` (none of the ${rowsTried} rows sealed under it that were tried decrypts)`;
+  const evidence =
+    rowsTried === undefined ? '' : ` (none of the ${rowsTried} rows sealed under it that were tried decrypts)`;
   return new EncryptionKeyError(
     `TOKEN_ENCRYPTION_KEYS: key ${names} is not the key this database knows under that id${evidence} ` +
       '(mistyped, truncated or replaced?). Configure the original key, or give a new key a new id.',

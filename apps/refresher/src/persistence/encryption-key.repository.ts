@@ -53,7 +53,12 @@ export class EncryptionKeyRepository {
    * runs once per key id, but must not read a million rows to do it).
    */
   async samplesSealedWith(keyId: string, limit: number): Promise<SealedSample[]> {
-    const rows: { tenant: string; connection: string; access_token_enc: Buffer | null; refresh_token_enc: Buffer | null }[] = await this.db.query(
+    const rows: {
+      tenant: string;
+      connection: string;
+      access_token_enc: Buffer | null;
+      refresh_token_enc: Buffer | null;
+    }[] = await this.db.query(
       `SELECT tenant, connection, access_token_enc, refresh_token_enc FROM credentials
        WHERE key_id = $1 AND (access_token_enc IS NOT NULL OR refresh_token_enc IS NOT NULL)
        LIMIT $2`,

@@ -1,7 +1,15 @@
 import { Logger } from '@nestjs/common';
 import { ContractError, credentialId } from '@tokenkeeper/contracts';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { asAdapter, cacheAndNotifier, credential, FakeClock, FakeRepository, T0, testConfig } from '../../test/unit/core-fakes.js';
+import {
+  asAdapter,
+  cacheAndNotifier,
+  credential,
+  FakeClock,
+  FakeRepository,
+  T0,
+  testConfig,
+} from '../../test/unit/core-fakes.js';
 import type { LeasedRefresher } from './refresher.ports.js';
 import { toTokenView } from '../domain/token-view.js';
 import type { LeasedCredential } from '../domain/credential.js';
@@ -23,10 +31,20 @@ class FakeRefresher implements LeasedRefresher {
     this.calls++;
     await new Promise((resolve) => setTimeout(resolve, 5));
     if (this.outcome === 'failed') {
-      const change = await this.repository.commitFailure(c, lease, { status: 'failing', failures: 1, lastError: { code: 'unavailable', message: 'down' }, nextRefreshAt: null }, []);
+      const change = await this.repository.commitFailure(
+        c,
+        lease,
+        { status: 'failing', failures: 1, lastError: { code: 'unavailable', message: 'down' }, nextRefreshAt: null },
+        [],
+      );
       return { kind: 'failed', credential: change!.credential, code: 'unavailable', message: 'down' };
     }
-    const change = await this.repository.commitRefresh(c, lease, { accessToken: c.accessToken!, tokenType: 'Bearer', issuedAt: new Date(), expiresAt: null, nextRefreshAt: null }, []);
+    const change = await this.repository.commitRefresh(
+      c,
+      lease,
+      { accessToken: c.accessToken!, tokenType: 'Bearer', issuedAt: new Date(), expiresAt: null, nextRefreshAt: null },
+      [],
+    );
     return change ? { kind: 'refreshed', credential: change.credential } : { kind: 'superseded' };
   }
 }
@@ -47,7 +65,13 @@ describe('RefreshCoordinator (fakes: repository, refresher, clock)', () => {
     repository.put(credential(clock));
     refresher = new FakeRefresher(repository);
     parts = cacheAndNotifier();
-    coordinator = new RefreshCoordinator(testConfig(), repository.asRepository, refresher.asService, parts.cache, clock);
+    coordinator = new RefreshCoordinator(
+      testConfig(),
+      repository.asRepository,
+      refresher.asService,
+      parts.cache,
+      clock,
+    );
   });
 
   it('many callers at once: one lease, one refresh, one shared answer', async () => {
@@ -62,7 +86,12 @@ describe('RefreshCoordinator (fakes: repository, refresher, clock)', () => {
     const waiting = coordinator.refresh(key, 1);
     await new Promise((resolve) => setTimeout(resolve, 20));
     // The other replica commits; its event reaches this replica's cache.
-    parts.cache.observe(credentialId(key), toTokenView(repository.commitElsewhere(key, 'at_other')), clock.now(), Number.POSITIVE_INFINITY);
+    parts.cache.observe(
+      credentialId(key),
+      toTokenView(repository.commitElsewhere(key, 'at_other')),
+      clock.now(),
+      Number.POSITIVE_INFINITY,
+    );
     const result = await waiting;
     expect(refresher.calls).toBe(0);
     expect(result.credential.version).toBe(2);

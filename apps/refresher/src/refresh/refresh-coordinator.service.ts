@@ -54,11 +54,17 @@ export class RefreshCoordinator implements OnDemandRefresher {
     for (;;) {
       // At shutdown every lease is given back unused: answer at once, another replica takes over.
       if (this.refresher.isDraining) throw new ContractError('unavailable', 'this refresher is shutting down; retry');
-      const leased = await this.repository.tryLease(key, this.config.replicaId, this.config.refresh.leaseSeconds, staleVersion);
+      const leased = await this.repository.tryLease(
+        key,
+        this.config.replicaId,
+        this.config.refresh.leaseSeconds,
+        staleVersion,
+      );
       if (leased) {
         const outcome = await this.refresher.refreshLeased(leased);
         if (outcome.kind === 'refreshed') return { credential: outcome.credential };
-        if (outcome.kind === 'failed') return { credential: outcome.credential, failure: { code: outcome.code, message: outcome.message } };
+        if (outcome.kind === 'failed')
+          return { credential: outcome.credential, failure: { code: outcome.code, message: outcome.message } };
         // Superseded: someone else's write stands; read it below.
       }
       const current = await this.repository.find(key);

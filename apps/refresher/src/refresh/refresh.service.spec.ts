@@ -81,22 +81,37 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
   });
 
   it('invalid_grant: reauth_required, no retry scheduled, a failed event and waiters woken', async () => {
-    endpoint.answer = () => ({ ok: false, failure: { kind: 'invalid_grant', code: 'invalid_grant', message: 'refresh token revoked' } });
+    endpoint.answer = () => ({
+      ok: false,
+      failure: { kind: 'invalid_grant', code: 'invalid_grant', message: 'refresh token revoked' },
+    });
     const woken = parts.cache.waitForVersionAbove(credentialId(key), 1, 5_000);
     const outcome = await service.refreshLeased(await lease());
 
     expect(outcome).toMatchObject({ kind: 'failed', code: 'reauth_required' });
-    expect(await repository.find(key)).toMatchObject({ status: 'reauth_required', nextRefreshAt: null, failures: 1, version: 1 });
+    expect(await repository.find(key)).toMatchObject({
+      status: 'reauth_required',
+      nextRefreshAt: null,
+      failures: 1,
+      version: 1,
+    });
     expect(await woken).toBe(-1);
     expect(parts.publisher.events).toEqual([
-      expect.objectContaining({ kind: 'failed', version: 1, notice: expect.objectContaining({ code: 'reauth_required', attempt: 1, retryAt: null }) }),
+      expect.objectContaining({
+        kind: 'failed',
+        version: 1,
+        notice: expect.objectContaining({ code: 'reauth_required', attempt: 1, retryAt: null }),
+      }),
     ]);
     expect(repository.audit.at(-1)?.type).toBe('reauth_required');
   });
 
   it('a retryable failure backs off from the injected clock and honours Retry-After', async () => {
     clock.randomValue = 0.5;
-    endpoint.answer = () => ({ ok: false, failure: { kind: 'retryable', code: 'http_503', message: 'HTTP 503', retryAfterMs: 30_000 } });
+    endpoint.answer = () => ({
+      ok: false,
+      failure: { kind: 'retryable', code: 'http_503', message: 'HTTP 503', retryAfterMs: 30_000 },
+    });
     await service.refreshLeased(await lease());
     const stored = (await repository.find(key))!;
     expect(stored.status).toBe('failing');
@@ -167,10 +182,22 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
   it('item 2: a commit that hangs past the lease deadline is noticed, logged and retried with the same token', async () => {
     const config = testConfig();
     config.refresh.leaseSeconds = 3;
-    service = new RefreshService(config, repository.asRepository, new ProviderRegistry(new Map([['sandbox', provider()]])), endpoint, parts.notifier, clock, new RefreshMetrics());
+    service = new RefreshService(
+      config,
+      repository.asRepository,
+      new ProviderRegistry(new Map([['sandbox', provider()]])),
+      endpoint,
+      parts.notifier,
+      clock,
+      new RefreshMetrics(),
+    );
     repository.commitHangs = 1;
     const warnings: unknown[] = [];
-    Logger.overrideLogger({ log() {}, error: (m: unknown) => warnings.push(m), warn: (m: unknown) => warnings.push(m) } as never);
+    Logger.overrideLogger({
+      log() {},
+      error: (m: unknown) => warnings.push(m),
+      warn: (m: unknown) => warnings.push(m),
+    } as never);
     try {
       const outcome = await service.refreshLeased((await repository.tryLease(key, 'me', 3))!);
       expect(outcome.kind).toBe('refreshed');
@@ -185,7 +212,15 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
   it('item 4: the lease is extended while a slow request runs, and the slow answer is committed', async () => {
     const config = testConfig();
     config.refresh.leaseSeconds = 1;
-    service = new RefreshService(config, repository.asRepository, new ProviderRegistry(new Map([['sandbox', provider()]])), endpoint, parts.notifier, clock, new RefreshMetrics());
+    service = new RefreshService(
+      config,
+      repository.asRepository,
+      new ProviderRegistry(new Map([['sandbox', provider()]])),
+      endpoint,
+      parts.notifier,
+      clock,
+      new RefreshMetrics(),
+    );
     endpoint.answer = async () => {
       await new Promise((resolve) => setTimeout(resolve, 1_100));
       return endpoint.issue('at_slow', 'rt_slow', 3600);
@@ -200,7 +235,10 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
   it('item 4: after a timed-out request the retry comes within 5 s, however many failures came before', async () => {
     repository.put(credential(clock, { status: 'failing', failures: 8 }));
     clock.randomValue = 0.999;
-    endpoint.answer = () => ({ ok: false, failure: { kind: 'retryable', code: 'timeout', message: 'no complete answer within 2000 ms' } });
+    endpoint.answer = () => ({
+      ok: false,
+      failure: { kind: 'retryable', code: 'timeout', message: 'no complete answer within 2000 ms' },
+    });
     await service.refreshLeased(await lease());
     const stored = (await repository.find(key))!;
     expect(stored.failures).toBe(9);
@@ -215,7 +253,8 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
   it('item 3: claim room per provider is its free slots while work is leased', async () => {
     build([provider({ maxConcurrency: 2 })]);
     let release!: () => void;
-    endpoint.answer = () => new Promise((resolve) => (release = () => resolve(endpoint.issue('at_new', 'rt_new', 3600))));
+    endpoint.answer = () =>
+      new Promise((resolve) => (release = () => resolve(endpoint.issue('at_new', 'rt_new', 3600))));
     expect(service.claimRoom()).toEqual({ perProvider: {}, others: 1 });
     const running = service.refreshLeased(await lease());
     await new Promise((resolve) => setTimeout(resolve, 10));

@@ -10,7 +10,12 @@ import { TokenChangeNotifier } from '../events/token-change.notifier.js';
 import { auditRecord } from '../persistence/audit-record.js';
 import type { CommittedChange } from '../domain/committed-change.js';
 import { isLive } from '../domain/token-validity.js';
-import { type ClaimRoom, CredentialRepository, type FailureWrite, type TokenWrite } from '../persistence/credential.repository.js';
+import {
+  type ClaimRoom,
+  CredentialRepository,
+  type FailureWrite,
+  type TokenWrite,
+} from '../persistence/credential.repository.js';
 import type { PendingAuditRecord } from '../persistence/audit-record.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
@@ -59,7 +64,10 @@ const CANCEL_SETTLE_MS = 1_000;
 function requestSignal(timeoutMs: number, ...sources: AbortSignal[]): { signal: AbortSignal; release: () => void } {
   const controller = new AbortController();
   const onAbort = (event: Event) => controller.abort((event.target as AbortSignal).reason);
-  const timer = setTimeout(() => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), timeoutMs);
+  const timer = setTimeout(
+    () => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')),
+    timeoutMs,
+  );
   timer.unref();
   for (const source of sources) {
     if (source.aborted) {
@@ -148,7 +156,15 @@ export class RefreshService implements LeasedRefresher {
     const providerId = leased.credential.provider;
     this.seenProviders.add(providerId);
     this.busy.set(providerId, (this.busy.get(providerId) ?? 0) + 1);
-    const keeper = new LeaseKeeper(this.repository, this.clock, leased.credential, leased.lease, untilMs, this.config.refresh.leaseSeconds, this.safetyMs()).start();
+    const keeper = new LeaseKeeper(
+      this.repository,
+      this.clock,
+      leased.credential,
+      leased.lease,
+      untilMs,
+      this.config.refresh.leaseSeconds,
+      this.safetyMs(),
+    ).start();
     const done = this.refreshUnderLease(leased.credential, keeper);
     const entry = { leased, done: done.catch(() => undefined) };
     this.active.set(leased.lease.leaseId, entry);
@@ -195,14 +211,19 @@ export class RefreshService implements LeasedRefresher {
       });
     }
     if (provider.grant === 'refresh_token' && !credential.refreshToken) {
-      return this.fail(credential, lease, 1, { kind: 'invalid_grant', code: 'no_refresh_token', message: 'no refresh token stored' });
+      return this.fail(credential, lease, 1, {
+        kind: 'invalid_grant',
+        code: 'no_refresh_token',
+        message: 'no refresh token stored',
+      });
     }
 
     let started = performance.now();
     const result = await this.limitFor(provider)(async () => {
       // While the work waited for a slot, the keeper kept the lease alive; a lease it could
       // not confirm (or shutting down) means: give it back unused rather than race it.
-      if (this.draining || keeper.lost.aborted || keeper.remainingMs < Math.min(MIN_REQUEST_WINDOW_MS, this.safetyMs())) return null;
+      if (this.draining || keeper.lost.aborted || keeper.remainingMs < Math.min(MIN_REQUEST_WINDOW_MS, this.safetyMs()))
+        return null;
       started = performance.now();
       // The full timeout, however long the work was queued: the keeper extends the lease
       // while the request runs and stops it only if the lease can no longer be confirmed.
@@ -225,7 +246,11 @@ export class RefreshService implements LeasedRefresher {
     if (!result.ok && result.failure.code === 'aborted' && keeper.lost.aborted) {
       // Stopped because this replica could no longer be sure of its lease: another replica
       // may hold it now. Nothing can be written under it; the lease is left to expire.
-      this.logger.error({ msg: 'token request stopped: the lease could not be kept; the provider may have rotated the refresh token', tenant: credential.tenant, connection: credential.connection });
+      this.logger.error({
+        msg: 'token request stopped: the lease could not be kept; the provider may have rotated the refresh token',
+        tenant: credential.tenant,
+        connection: credential.connection,
+      });
       return { kind: 'superseded' };
     }
     if (!result.ok && result.failure.code === 'aborted' && this.cancelInFlight.signal.aborted) {
@@ -239,8 +264,16 @@ export class RefreshService implements LeasedRefresher {
     if (!result.ok) return this.fail(credential, keeper.lease, credential.failures + 1, result.failure, provider);
 
     const token = result.token;
-    if (provider.grant === 'refresh_token' && !token.refreshToken && provider.rotation !== undefined && provider.rotation !== 'none') {
-      this.logger.warn({ msg: 'a rotating provider answered without a new refresh token; the old one is kept', provider: provider.id });
+    if (
+      provider.grant === 'refresh_token' &&
+      !token.refreshToken &&
+      provider.rotation !== undefined &&
+      provider.rotation !== 'none'
+    ) {
+      this.logger.warn({
+        msg: 'a rotating provider answered without a new refresh token; the old one is kept',
+        provider: provider.id,
+      });
     }
     const lifetime = token.expiresInSeconds ?? provider.defaultTtlSeconds;
     const schedule = scheduleRefresh({
@@ -254,16 +287,24 @@ export class RefreshService implements LeasedRefresher {
     const audit = auditRecord('refreshed', credential, this.config.replicaId, {
       outcome: token.refreshToken && !token.refreshToken.equals(credential.refreshToken) ? 'rotated' : 'refreshed',
     });
-    const committed = await this.commitRotated(credential, keeper, {
-      accessToken: token.accessToken,
-      // No new refresh token (or an empty one) means: keep the old one.
-      refreshToken: token.refreshToken ?? credential.refreshToken,
-      tokenType: token.tokenType,
-      scope: token.scope,
-      issuedAt: token.requestedAt,
-      expiresAt: schedule.expiresAt,
-      nextRefreshAt: provider.grant === 'refresh_token' && !(token.refreshToken ?? credential.refreshToken) ? null : schedule.nextRefreshAt,
-    }, [audit]);
+    const committed = await this.commitRotated(
+      credential,
+      keeper,
+      {
+        accessToken: token.accessToken,
+        // No new refresh token (or an empty one) means: keep the old one.
+        refreshToken: token.refreshToken ?? credential.refreshToken,
+        tokenType: token.tokenType,
+        scope: token.scope,
+        issuedAt: token.requestedAt,
+        expiresAt: schedule.expiresAt,
+        nextRefreshAt:
+          provider.grant === 'refresh_token' && !(token.refreshToken ?? credential.refreshToken)
+            ? null
+            : schedule.nextRefreshAt,
+      },
+      [audit],
+    );
     if (committed === 'landed') {
       // Our write landed but its answer was lost (the connection died): the row holds it.
       this.metrics.countRefresh(provider.id, 'success');
@@ -272,7 +313,11 @@ export class RefreshService implements LeasedRefresher {
     }
     if (!committed) {
       this.metrics.countRefresh(provider.id, 'superseded');
-      this.logger.warn({ msg: 'refresh result discarded: lease lost or version moved', tenant: credential.tenant, connection: credential.connection });
+      this.logger.warn({
+        msg: 'refresh result discarded: lease lost or version moved',
+        tenant: credential.tenant,
+        connection: credential.connection,
+      });
       return { kind: 'superseded' };
     }
     this.metrics.countRefresh(provider.id, 'success');
@@ -290,7 +335,12 @@ export class RefreshService implements LeasedRefresher {
    * ours), or the lease lapsed and nobody took it, and it is taken again. Ends only at
    * shutdown, loudly.
    */
-  private async commitRotated(credential: Credential, keeper: LeaseKeeper, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null | 'landed'> {
+  private async commitRotated(
+    credential: Credential,
+    keeper: LeaseKeeper,
+    write: TokenWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null | 'landed'> {
     const id = credentialId(credential);
     let resolve!: (outcome: RefreshOutcome) => void;
     const outcome = new Promise<RefreshOutcome>((r) => (resolve = r));
@@ -300,7 +350,10 @@ export class RefreshService implements LeasedRefresher {
     try {
       for (;;) {
         try {
-          const committed = await this.withinLease(this.repository.commitRefresh(credential, keeper.lease, write, audit), keeper);
+          const committed = await this.withinLease(
+            this.repository.commitRefresh(credential, keeper.lease, write, audit),
+            keeper,
+          );
           if (committed) return committed;
           const now = await this.repository.find(credential);
           if (!now) return null;
@@ -308,10 +361,19 @@ export class RefreshService implements LeasedRefresher {
             return write.refreshToken && now.refreshToken?.equals(write.refreshToken) ? 'landed' : null;
           }
           if (!isLive(now)) {
-            this.logger.error({ msg: 'ROTATED REFRESH TOKEN NOT STORED: the credential left the live states meanwhile', ...where, status: now.status });
+            this.logger.error({
+              msg: 'ROTATED REFRESH TOKEN NOT STORED: the credential left the live states meanwhile',
+              ...where,
+              status: now.status,
+            });
             return null;
           }
-          const again = await this.repository.tryLease(credential, this.config.replicaId, this.config.refresh.leaseSeconds, keeper.lease.version);
+          const again = await this.repository.tryLease(
+            credential,
+            this.config.replicaId,
+            this.config.refresh.leaseSeconds,
+            keeper.lease.version,
+          );
           if (again) {
             keeper.adopt(again.lease, again.leaseUntilMs);
             continue;
@@ -332,7 +394,10 @@ export class RefreshService implements LeasedRefresher {
         }
         failures++;
         if (this.cancelInFlight.signal.aborted) {
-          this.logger.error({ msg: 'ROTATED REFRESH TOKEN LOST: shutting down before its commit could land; the credential may need re-authorization', ...where });
+          this.logger.error({
+            msg: 'ROTATED REFRESH TOKEN LOST: shutting down before its commit could land; the credential may need re-authorization',
+            ...where,
+          });
           return null;
         }
         await sleep(delay);
@@ -359,7 +424,10 @@ export class RefreshService implements LeasedRefresher {
     let timer: NodeJS.Timeout | undefined;
     const bound = Math.max(COMMIT_RETRY_MAX_MS, keeper.remainingMs);
     const hung = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`commit did not finish within ${Math.round(bound)} ms (lease deadline)`)), bound);
+      timer = setTimeout(
+        () => reject(new Error(`commit did not finish within ${Math.round(bound)} ms (lease deadline)`)),
+        bound,
+      );
     });
     attempt.catch(() => undefined);
     try {
@@ -383,7 +451,10 @@ export class RefreshService implements LeasedRefresher {
       write = {
         status: 'reauth_required',
         failures: attempt,
-        lastError: { code: 'reauth_required', message: `the provider refused the refresh token (${failure.code}); re-register the credential` },
+        lastError: {
+          code: 'reauth_required',
+          message: `the provider refused the refresh token (${failure.code}); re-register the credential`,
+        },
         nextRefreshAt: null,
       };
       this.logger.warn({ msg: 'credential needs re-authorization', ...where, code: failure.code });
@@ -392,10 +463,18 @@ export class RefreshService implements LeasedRefresher {
       write = {
         status: 'failing',
         failures: attempt,
-        lastError: { code: failure.code === 'unknown_provider' ? 'unknown_provider' : 'refresh_failed', message: `provider configuration rejected: ${failure.message}` },
+        lastError: {
+          code: failure.code === 'unknown_provider' ? 'unknown_provider' : 'refresh_failed',
+          message: `provider configuration rejected: ${failure.message}`,
+        },
         nextRefreshAt: new Date(now + delay),
       };
-      this.logger.error({ msg: 'PROVIDER MISCONFIGURED: token requests are rejected; check the providers file', ...where, code: failure.code, failure: failure.message });
+      this.logger.error({
+        msg: 'PROVIDER MISCONFIGURED: token requests are rejected; check the providers file',
+        ...where,
+        code: failure.code,
+        failure: failure.message,
+      });
     } else {
       let delay = retryDelayMs({
         attempt,
@@ -411,18 +490,30 @@ export class RefreshService implements LeasedRefresher {
       write = {
         status: 'failing',
         failures: attempt,
-        lastError: { code: failure.code === 'network' || failure.code === 'timeout' ? 'unavailable' : 'refresh_failed', message: failure.message },
+        lastError: {
+          code: failure.code === 'network' || failure.code === 'timeout' ? 'unavailable' : 'refresh_failed',
+          message: failure.message,
+        },
         nextRefreshAt: new Date(now + delay),
       };
       this.logger.warn({ msg: 'refresh failed; will retry', ...where, code: failure.code, attempt, retryInMs: delay });
     }
     const type = write.status === 'reauth_required' ? 'reauth_required' : 'failed';
-    const audit = auditRecord(type, credential, this.config.replicaId, { outcome: failure.kind, code: failure.code, message: failure.message });
+    const audit = auditRecord(type, credential, this.config.replicaId, {
+      outcome: failure.kind,
+      code: failure.code,
+      message: failure.message,
+    });
     const committed = await this.repository.commitFailure(credential, lease, write, [audit]);
     this.metrics.countRefresh(provider?.id ?? credential.provider, failure.kind);
     if (!committed) return { kind: 'superseded' };
     this.notifier.committed(committed);
-    return { kind: 'failed', credential: committed.credential, code: write.lastError.code, message: write.lastError.message };
+    return {
+      kind: 'failed',
+      credential: committed.credential,
+      code: write.lastError.code,
+      message: write.lastError.message,
+    };
   }
 
   private limitFor(provider: ProviderConfig): LimitFunction {
@@ -454,7 +545,11 @@ export class RefreshService implements LeasedRefresher {
   async drain(graceMs: number): Promise<{ finished: number; cancelled: number }> {
     this.draining = true;
     const started = this.active.size;
-    const settled = (ms: number) => settleWithin([...this.active.values()].map((a) => a.done), ms);
+    const settled = (ms: number) =>
+      settleWithin(
+        [...this.active.values()].map((a) => a.done),
+        ms,
+      );
     let cancelled = 0;
     if (!(await settled(graceMs))) {
       cancelled = this.active.size;

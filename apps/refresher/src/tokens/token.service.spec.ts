@@ -29,7 +29,9 @@ class FakeCoordinator implements OnDemandRefresher {
   fail = false;
   constructor(
     private readonly repository: FakeRepository,
-    private readonly committed: (change: Parameters<ReturnType<typeof cacheAndNotifier>['notifier']['committed']>[0]) => void,
+    private readonly committed: (
+      change: Parameters<ReturnType<typeof cacheAndNotifier>['notifier']['committed']>[0],
+    ) => void,
   ) {}
 
   get asCoordinator(): RefreshCoordinator {
@@ -40,17 +42,32 @@ class FakeCoordinator implements OnDemandRefresher {
     this.calls.push({ staleVersion });
     const leased = (await this.repository.tryLease(key, 'me', 30))!;
     if (this.fail) {
-      const change = await this.repository.commitFailure(key, leased.lease, { status: 'failing', failures: 1, lastError: { code: 'refresh_failed', message: 'HTTP 500' }, nextRefreshAt: null }, []);
+      const change = await this.repository.commitFailure(
+        key,
+        leased.lease,
+        {
+          status: 'failing',
+          failures: 1,
+          lastError: { code: 'refresh_failed', message: 'HTTP 500' },
+          nextRefreshAt: null,
+        },
+        [],
+      );
       return { credential: change!.credential, failure: { code: 'refresh_failed', message: 'HTTP 500' } };
     }
     const c = leased.credential;
-    const change = (await this.repository.commitRefresh(key, leased.lease, {
-      accessToken: (await import('@tokenkeeper/common')).Secret.of(`at_v${c.version + 1}`)!,
-      tokenType: 'Bearer',
-      issuedAt: new Date(T0),
-      expiresAt: new Date(T0 + 7_200_000),
-      nextRefreshAt: null,
-    }, []))!;
+    const change = (await this.repository.commitRefresh(
+      key,
+      leased.lease,
+      {
+        accessToken: (await import('@tokenkeeper/common')).Secret.of(`at_v${c.version + 1}`)!,
+        tokenType: 'Bearer',
+        issuedAt: new Date(T0),
+        expiresAt: new Date(T0 + 7_200_000),
+        nextRefreshAt: null,
+      },
+      [],
+    ))!;
     this.committed(change);
     return { credential: change.credential };
   }
@@ -73,7 +90,9 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     endpoint = new FakeTokenEndpoint(clock);
     parts = cacheAndNotifier();
     coordinator = new FakeCoordinator(repository, (change) => parts.notifier.committed(change));
-    const providers = new ProviderRegistry(new Map([['sandbox', provider({ revocationUrl: 'https://provider.test/revoke' })]]));
+    const providers = new ProviderRegistry(
+      new Map([['sandbox', provider({ revocationUrl: 'https://provider.test/revoke' })]]),
+    );
     service = new TokenService(
       testConfig(),
       repository.asRepository,
@@ -175,11 +194,23 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
   });
 
   it('register: schedules from the clock, caches and announces with the audit record id', async () => {
-    const view = await service.register({ ...key, provider: 'sandbox', accessToken: 'at_r', refreshToken: 'rt_r', expiresIn: 1000 });
-    expect(view).toMatchObject({ version: 1, expiresAt: new Date(T0 + 1_000_000).toISOString(), nextRefreshAt: new Date(T0 + 800_000).toISOString() });
+    const view = await service.register({
+      ...key,
+      provider: 'sandbox',
+      accessToken: 'at_r',
+      refreshToken: 'rt_r',
+      expiresIn: 1000,
+    });
+    expect(view).toMatchObject({
+      version: 1,
+      expiresAt: new Date(T0 + 1_000_000).toISOString(),
+      nextRefreshAt: new Date(T0 + 800_000).toISOString(),
+    });
     const [audit] = repository.audit;
     expect(audit).toMatchObject({ type: 'registered', subject: 'audit.token.registered.acme.github' });
-    expect(parts.publisher.events).toEqual([expect.objectContaining({ kind: 'registered', eventId: audit.event_id, accessToken: 'at_r' })]);
+    expect(parts.publisher.events).toEqual([
+      expect.objectContaining({ kind: 'registered', eventId: audit.event_id, accessToken: 'at_r' }),
+    ]);
     // Answered from memory, synchronously: the reply the commit cached.
     expect(service.get(key)).toBe(parts.cache.get(credentialId(key))!.reply);
   });
@@ -188,7 +219,12 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     store();
     await get();
     const view = await service.register({ ...key, provider: 'sandbox', refreshToken: 'rt_only' });
-    expect(view).toMatchObject({ version: 2, hasAccessToken: false, expiresAt: null, nextRefreshAt: new Date(T0).toISOString() });
+    expect(view).toMatchObject({
+      version: 2,
+      hasAccessToken: false,
+      expiresAt: null,
+      nextRefreshAt: new Date(T0).toISOString(),
+    });
     expect(parts.cache.get(credentialId(key))).toBeUndefined();
     expect(parts.publisher.events).toEqual([]);
   });
@@ -199,7 +235,10 @@ describe('TokenService (fakes: repository, coordinator, token endpoint, clock)',
     expect(await service.revoke(key)).toEqual({ providerRevoked: true });
     expect(parts.cache.get(credentialId(key))).toBeUndefined();
     expect(parts.publisher.events).toEqual([expect.objectContaining({ kind: 'revoked' })]);
-    expect(endpoint.revoked.map((r) => [r.token, r.hint])).toEqual([['rt_v1', 'refresh_token'], ['at_v1', 'access_token']]);
+    expect(endpoint.revoked.map((r) => [r.token, r.hint])).toEqual([
+      ['rt_v1', 'refresh_token'],
+      ['at_v1', 'access_token'],
+    ]);
     await expect(service.get(key)).rejects.toMatchObject({ code: 'revoked' });
   });
 });

@@ -12,8 +12,19 @@ import type { FailureNotice, TokenEventPublisher } from '../../src/events/token-
 import type { TokenNotices } from '../../src/events/token-notices.port.js';
 import type { PendingAuditRecord } from '../../src/persistence/audit-record.js';
 import type { CredentialStore } from '../../src/persistence/credential-store.port.js';
-import type { CredentialRepository, FailureWrite, Registration, TokenWrite } from '../../src/persistence/credential.repository.js';
-import type { CodeExchangeRequest, ProviderConfig, TokenEndpoint, TokenRequest, TokenResult } from '../../src/providers/provider.types.js';
+import type {
+  CredentialRepository,
+  FailureWrite,
+  Registration,
+  TokenWrite,
+} from '../../src/persistence/credential.repository.js';
+import type {
+  CodeExchangeRequest,
+  ProviderConfig,
+  TokenEndpoint,
+  TokenRequest,
+  TokenResult,
+} from '../../src/providers/provider.types.js';
 
 /**
  * In-memory adapters for unit tests of the core services: no PostgreSQL, no NATS, no HTTP.
@@ -158,7 +169,12 @@ export class FakeRepository implements CredentialStore {
     return this.change('registered', row, audit);
   }
 
-  async tryLease(key: CredentialKey, _owner: string, _leaseSeconds: number, expectedVersion?: number): Promise<(LeasedCredential & { leaseUntilMs: number }) | null> {
+  async tryLease(
+    key: CredentialKey,
+    _owner: string,
+    _leaseSeconds: number,
+    expectedVersion?: number,
+  ): Promise<(LeasedCredential & { leaseUntilMs: number }) | null> {
     const row = this.rows.get(credentialId(key));
     if (!row || this.leasedElsewhere || (row.leaseId !== null && row.leaseUntilMs >= this.clock.now())) return null;
     if (row.status !== 'active' && row.status !== 'failing') return null;
@@ -166,7 +182,11 @@ export class FakeRepository implements CredentialStore {
     row.leaseId = randomUUID();
     row.leaseUntilMs = this.clock.now() + _leaseSeconds * 1000;
     this.leasesTaken++;
-    return { credential: strip(row), lease: { leaseId: row.leaseId, version: row.version }, leaseUntilMs: row.leaseUntilMs };
+    return {
+      credential: strip(row),
+      lease: { leaseId: row.leaseId, version: row.version },
+      leaseUntilMs: row.leaseUntilMs,
+    };
   }
 
   /** The next this-many commits of a refresh fail as a dropped connection would. */
@@ -193,7 +213,12 @@ export class FakeRepository implements CredentialStore {
     Object.assign(this.rows.get(credentialId(key))!, { leaseId: null, leaseUntilMs: 0 });
   }
 
-  async commitRefresh(key: CredentialKey, lease: Lease, write: TokenWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+  async commitRefresh(
+    key: CredentialKey,
+    lease: Lease,
+    write: TokenWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null> {
     if (this.commitHangs > 0) {
       this.commitHangs--;
       return new Promise(() => undefined); // packets silently dropped: no answer, ever
@@ -223,7 +248,12 @@ export class FakeRepository implements CredentialStore {
     return this.change('refreshed', row, audit);
   }
 
-  async commitFailure(key: CredentialKey, lease: Lease, write: FailureWrite, audit: PendingAuditRecord[]): Promise<CommittedChange | null> {
+  async commitFailure(
+    key: CredentialKey,
+    lease: Lease,
+    write: FailureWrite,
+    audit: PendingAuditRecord[],
+  ): Promise<CommittedChange | null> {
     const row = this.fenced(key, lease);
     if (!row) return null;
     Object.assign(row, { ...write, leaseId: null, updatedAt: new Date(this.clock.now()) });
@@ -235,11 +265,20 @@ export class FakeRepository implements CredentialStore {
     if (row?.leaseId === lease.leaseId) row.leaseId = null;
   }
 
-  async revoke(key: CredentialKey, audit: PendingAuditRecord): Promise<{ before: Credential; change: CommittedChange } | null> {
+  async revoke(
+    key: CredentialKey,
+    audit: PendingAuditRecord,
+  ): Promise<{ before: Credential; change: CommittedChange } | null> {
     const row = this.rows.get(credentialId(key));
     if (!row) return null;
     const before = strip(row);
-    Object.assign(row, { status: 'revoked', accessToken: undefined, refreshToken: undefined, nextRefreshAt: null, leaseId: null });
+    Object.assign(row, {
+      status: 'revoked',
+      accessToken: undefined,
+      refreshToken: undefined,
+      nextRefreshAt: null,
+      leaseId: null,
+    });
     return { before, change: this.change('revoked', row, [audit]) };
   }
 
@@ -329,12 +368,31 @@ export class RecordingPublisher implements TokenNotices {
     return asAdapter<TokenNotices, TokenEventPublisher>(this);
   }
 
-  issued(kind: 'refreshed' | 'registered', token: { tenant: string; connection: string; version: number; accessToken: string }, _at: Date, eventId: string): void {
-    this.events.push({ kind, tenant: token.tenant, connection: token.connection, version: token.version, eventId, accessToken: token.accessToken });
+  issued(
+    kind: 'refreshed' | 'registered',
+    token: { tenant: string; connection: string; version: number; accessToken: string },
+    _at: Date,
+    eventId: string,
+  ): void {
+    this.events.push({
+      kind,
+      tenant: token.tenant,
+      connection: token.connection,
+      version: token.version,
+      eventId,
+      accessToken: token.accessToken,
+    });
   }
 
   failed(c: Credential, notice: FailureNotice, eventId: string): void {
-    this.events.push({ kind: 'failed', tenant: c.tenant, connection: c.connection, version: c.version, eventId, notice });
+    this.events.push({
+      kind: 'failed',
+      tenant: c.tenant,
+      connection: c.connection,
+      version: c.version,
+      eventId,
+      notice,
+    });
   }
 
   revoked(c: Credential, eventId: string): void {
@@ -343,7 +401,11 @@ export class RecordingPublisher implements TokenNotices {
 }
 
 /** The real cache and notifier over a recording publisher. */
-export function cacheAndNotifier(): { cache: ReplyCache; publisher: RecordingPublisher; notifier: TokenChangeNotifier } {
+export function cacheAndNotifier(): {
+  cache: ReplyCache;
+  publisher: RecordingPublisher;
+  notifier: TokenChangeNotifier;
+} {
   const cache = new ReplyCache(100, testSigner);
   const publisher = new RecordingPublisher();
   return { cache, publisher, notifier: new TokenChangeNotifier(cache, publisher.asPublisher) };
