@@ -2,7 +2,7 @@
  * Scenario 4: scale. Two tables, small and large (10,000 and 1,000,000 credentials; the
  * quick mode uses 10,000 and 100,000), bulk-loaded rather than registered:
  *
- * - "fill" rows: the bulk, generate_series, due hours from now (spread over a day);
+ * - "fill" rows: the bulk, each sealed for itself, due hours from now (spread over a day);
  * - "backlog" rows: 2,000 real rows, made overdue only for the claim measurement;
  * - "window" rows: real rows with live sandbox refresh-token families, made due at a
  *   steady rate while a refresher runs.
@@ -14,7 +14,13 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import pg from 'pg';
-import { fillRows, insertRealRows, type RealRow, withoutSecondaryIndexes } from './support/bulk-load.js';
+import {
+  assertRowsDecrypt,
+  fillRows,
+  insertRealRows,
+  type RealRow,
+  withoutSecondaryIndexes,
+} from './support/bulk-load.js';
 import type { TestDatabase } from '@tokenkeeper/testing';
 import type { DataSource } from 'typeorm';
 import type { CredentialRepository } from '../apps/refresher/src/persistence/credential.repository.js';
@@ -147,6 +153,22 @@ async function loadTable(ctx: BenchContext, size: number): Promise<LoadedTable> 
   const db = await env.createDatabase('tk_scale');
   const { dataSource, repository } = await env.openRepository(db.url);
   const pool = new pg.Pool({ connectionString: db.url, max: 4 });
+  const table = { size, db, dataSource, repository, pool, windowRows };
+  try {
+    return { ...table, result: await fillTable(ctx, table) };
+  } catch (error) {
+    // Closed here, so that dropping the database cannot meet an idle client of a table
+    // that never reached the caller (an unhandled pool error would hide this error).
+    await closeTable(table);
+    throw error;
+  }
+}
+
+async function fillTable(
+  ctx: BenchContext,
+  { size, pool, windowRows }: Omit<LoadedTable, 'result'>,
+): Promise<SizeResult> {
+  const { env } = ctx;
   const t0 = performance.now();
   const restoreIndexes = await withoutSecondaryIndexes(pool);
   const fillCount = size - BACKLOG - windowRows;
@@ -196,6 +218,7 @@ async function loadTable(ctx: BenchContext, size: number): Promise<LoadedTable> 
     `UPDATE credentials SET next_refresh_at = now() - make_interval(secs => random() * 600) WHERE tenant LIKE 'bt%'`,
   );
   await pool.query('VACUUM ANALYZE credentials');
+  await assertRowsDecrypt(pool, env.cipher, 1_000);
   // A database that has been running is checkpointed every few minutes; one that was just
   // bulk-loaded has its shared buffers full of dirty pages, and every claim would pay for
   // writing some of them out (measured: 100 backend writes per claim at 1M rows).
@@ -205,17 +228,7 @@ async function loadTable(ctx: BenchContext, size: number): Promise<LoadedTable> 
     Number((await pool.query(`SELECT pg_total_relation_size('credentials') AS b`)).rows[0].b) / 2 ** 20,
   );
   console.log(`# scale ${size}: loaded in ${loadSeconds.toFixed(1)} s (${tableMiB} MiB)`);
-  const result: SizeResult = {
-    size,
-    loadSeconds,
-    tableMiB,
-    claimMs: 0,
-    claimMsP90: 0,
-    claimedPerCall: 0,
-    buffersPerClaim: 0,
-    explain: '',
-  };
-  return { size, db, dataSource, repository, pool, result, windowRows };
+  return { size, loadSeconds, tableMiB, claimMs: 0, claimMsP90: 0, claimedPerCall: 0, buffersPerClaim: 0, explain: '' };
 }
 
 /**
@@ -306,7 +319,7 @@ async function measureRefresher(ctx: BenchContext, t: LoadedTable): Promise<void
   }
 }
 
-async function closeTable(t: LoadedTable): Promise<void> {
+async function closeTable(t: Omit<LoadedTable, 'result'>): Promise<void> {
   await t.pool.end();
   await t.dataSource.destroy();
   await t.db.drop();

@@ -114,6 +114,14 @@ describe('client ↔ refresher', () => {
           ),
         ),
       ).resolves.toMatchObject({ code: 'revoked' });
+      // Refused once is not "never again": every later call is refused too, and none is a cache hit.
+      const hits = client.stats.hits;
+      for (let i = 0; i < 5; i++) {
+        expect(client.peekAccessToken(key)).toBeUndefined();
+        await expect(client.getAccessToken(key)).rejects.toMatchObject({ code: 'revoked' });
+        await expect(client.getToken(key)).rejects.toMatchObject({ code: 'revoked' });
+      }
+      expect(client.stats.hits).toBe(hits);
     }
   });
 });

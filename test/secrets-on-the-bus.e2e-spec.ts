@@ -9,7 +9,8 @@
  * - the client secret appears on no subject at all;
  * - access tokens appear only in `token.get` replies and `token.refreshed`/`token.registered`
  *   events (and in the register request that brought one);
- * - none of them is in a log line, an audit record, or the TOKEN_AUDIT stream;
+ * - none of them is in a log line (at trace level), an audit record, or the TOKEN_AUDIT
+ *   stream, also after the provider echoed the refresh token and client secret in an error;
  * - a request whose reply subject is `audit.token.…` or `token.refreshed.…` is not answered,
  *   so nothing lands on those subjects.
  */
@@ -91,11 +92,12 @@ describe('secrets on the bus, seen by a subscriber to everything', () => {
     spyConnection = await connect({ servers: nats.url });
     seen = spyOn(spyConnection);
     await spyConnection.flush();
+    // Trace level: a secret logged at debug or trace is as leaked as one logged at warn.
     refresher = await startTestRefresher(
-      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }, { LOG_LEVEL: 'trace' }),
       sandboxProviders(sandbox),
     );
-    audit = await startTestAudit(auditEnv(nats.url, auditDb.url));
+    audit = await startTestAudit(auditEnv(nats.url, auditDb.url, { LOG_LEVEL: 'trace' }));
     admin = await connect({ servers: nats.url, inboxPrefix: '_INBOX_admin' });
     getter = await connect({ servers: nats.url, inboxPrefix: '_INBOX_getter' });
   }, 120_000);
@@ -122,6 +124,21 @@ describe('secrets on the bus, seen by a subscriber to everything', () => {
     expect(await get(tokenGetSubject('acme', 'github'))).toMatchObject({
       ok: true,
       token: { accessToken: tokens.accessToken },
+    });
+    // A provider that echoes what it was sent into its error: the refresh token it was
+    // presented and the client secret come back in the body the refresher reads and reports.
+    const echoed = JSON.stringify({
+      error: 'temporarily_unavailable',
+      error_description: `busy; you sent refresh_token=${tokens.refreshToken}&client_secret=${clientSecret}`,
+    });
+    sandbox.injectFault({ type: 'status', status: 503, contentType: 'application/json', body: echoed });
+    const requestsBefore = sandbox.stats.tokenRequests;
+    await call(adminSubject('refresh', 'acme', 'github'));
+    expect(sandbox.stats.tokenRequests, 'the echoing answer was served').toBeGreaterThan(requestsBefore);
+    // It was read and reported (describe, the audit trail, any log line), without what it echoed.
+    const afterFault = await call(adminSubject('describe', 'acme', 'github'));
+    expect(afterFault.credential.lastError, JSON.stringify(afterFault.credential)).toMatchObject({
+      code: expect.any(String),
     });
     for (let i = 0; i < 3; i++)
       expect(await call(adminSubject('refresh', 'acme', 'github'))).toMatchObject({ ok: true });
@@ -203,6 +220,8 @@ describe('secrets on the bus, seen by a subscriber to everything', () => {
       await client.end();
     }
     const logs = `${refresher.logs.text()}\n${audit.logs.text()}`;
+    // The scan has something to read: both apps logged below warn.
+    for (const text of [refresher.logs.text(), audit.logs.text()]) expect(text).toMatch(/"level":"(info|debug|trace)"/);
     expect(logs).not.toMatch(ACCESS_TOKEN);
     expect(logs).not.toMatch(REFRESH_TOKEN);
     expect(logs).not.toContain(clientSecret);

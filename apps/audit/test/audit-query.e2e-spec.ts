@@ -57,10 +57,13 @@ describe('audit: records, secrets, audit.query', () => {
       startSandboxProvider({ accessTokenTtlSeconds: 3600 }),
     ]);
     refresher = await startTestRefresher(
-      testEnv({ natsUrl: nats.url, databaseUrl: refresherDb.url, keys: testKeys() }, { REPLICA_ID: 'replica-a' }),
+      testEnv(
+        { natsUrl: nats.url, databaseUrl: refresherDb.url, keys: testKeys() },
+        { REPLICA_ID: 'replica-a', LOG_LEVEL: 'trace' },
+      ),
       sandboxProviders(sandbox),
     );
-    audit = await startTestAudit(auditEnv(nats.url, auditDb.url));
+    audit = await startTestAudit(auditEnv(nats.url, auditDb.url, { LOG_LEVEL: 'trace' }));
     caller = await RawCaller.connect(nats.url);
     caller.nc.subscribe('token.*.*.*', {
       callback: (_err, msg) => {
@@ -212,7 +215,12 @@ describe('audit: records, secrets, audit.query', () => {
       expect(outbox).not.toContain(secret);
       expect(replies).not.toContain(secret);
     }
-    expect(audit.logs.text() + refresher.logs.text()).not.toContain(plantedRefresh);
+    // The logs, at trace level: every secret above, the echoed ones included, and any token
+    // of the sandbox's shape (the refresh tokens it rotated in were never seen here).
+    const logs = audit.logs.text() + refresher.logs.text();
+    expect(logs).toMatch(/"level":"(info|debug|trace)"/);
+    for (const secret of secrets) expect(logs).not.toContain(secret);
+    expect(logs).not.toMatch(/\b(rt|at)_[A-Za-z0-9_-]{32}/);
   });
 
   it('strips fields outside the allow-list and redacts secret-looking text from records it did not write', async () => {

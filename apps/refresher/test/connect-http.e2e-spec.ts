@@ -21,7 +21,8 @@ import {
 import pg from 'pg';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { ConnectSessionRepository } from '../src/persistence/connect-session.repository.js';
+import { TokenCipher } from '../src/crypto/token-cipher.js';
+import { ConnectSessionRepository, verifierContext } from '../src/persistence/connect-session.repository.js';
 import {
   RawCaller,
   sandboxProviders,
@@ -182,7 +183,14 @@ describe('connect pages over plain HTTP', () => {
     const row = await sessionRow('http-1');
     expect(row.h).toBe(createHash('sha256').update(sessionId).digest('hex'));
     expect(Buffer.from(row.browser_hash).toString('hex')).toBe(createHash('sha256').update(bindingValue).digest('hex'));
-    expect(String(row.verifier_enc)).not.toContain(params.code_challenge);
+    // The verifier is stored sealed: the column opens with the refresher's key into the
+    // verifier behind the challenge, and does not hold that verifier in the clear.
+    const verifier = refresher.app
+      .get(TokenCipher)
+      .decrypt(row.verifier_enc, verifierContext(Buffer.from(row.h, 'hex')))
+      .reveal();
+    expect(createHash('sha256').update(verifier).digest('base64url')).toBe(params.code_challenge);
+    expect(Buffer.from(row.verifier_enc).includes(verifier)).toBe(false);
   });
 
   it('the button refuses a POST that did not come from its page in this browser, and such a POST consumes nothing', async () => {

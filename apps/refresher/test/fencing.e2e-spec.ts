@@ -145,6 +145,25 @@ describe('credential repository: leases fence every write', () => {
     await b.repository.releaseLease(key, leasedByBAgain!.lease);
   });
 
+  it('lands a commit under a lease that lapsed while nobody took it (the row keeps the lease id)', async () => {
+    const key = { tenant: 'fence', connection: 'lapsed' };
+    await register(a.repository, key.tenant, key.connection);
+    const leased = await a.repository.tryLease(key, 'replica-a', 1);
+    expect(leased).not.toBeNull();
+    await waitUntilLeaseExpired(key.tenant, key.connection);
+    // What the unit fakes must model: the lapsed lease is still named in the row.
+    const [lapsed] = await sql.query<{ lease_id: string | null }>(
+      'SELECT lease_id FROM credentials WHERE tenant = $1 AND connection = $2',
+      [key.tenant, key.connection],
+    );
+    expect(lapsed!.lease_id).toBe(leased!.lease.leaseId);
+    const committed = await a.repository.commitRefresh(key, leased!.lease, tokenWrite('lapsed'), [
+      auditRecord('refreshed', leased!.credential, 'replica-a'),
+    ]);
+    expect(committed?.credential).toMatchObject({ version: 2, status: 'active' });
+    expect((await a.repository.find(key))!.refreshToken?.reveal()).toBe('rt_lapsed');
+  });
+
   it('rejects a commit with the current lease but a stale version', async () => {
     const key = { tenant: 'fence', connection: 'stale-version' };
     await register(a.repository, key.tenant, key.connection);

@@ -6,7 +6,10 @@ import {
   type NatsServerHandle,
   type TestDatabase,
 } from '@tokenkeeper/testing';
+import { Secret } from '@tokenkeeper/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseKeySpec, tokenAad, TokenCipher } from '../src/crypto/token-cipher.js';
+import { shardBucketOf } from '../src/persistence/credential.mapper.js';
 import { Db } from '../../audit/test/audit.harness.js';
 import { spawnRefresher, type ChildRefresher } from './ops-support.js';
 import { RawCaller } from './refresher.harness.js';
@@ -133,6 +136,59 @@ describe('refresher: encryption key check at start', () => {
       const right = await start(`k1:${A}`);
       expect(right.started).toBe(true);
       if (right.started) await stop(right.child);
+      expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(1);
+    },
+  );
+
+  it(
+    'a database from before the check: a corrupt row among good ones does not refuse the right key, and is named',
+    { timeout: 120_000 },
+    async () => {
+      await db.rows('DELETE FROM encryption_keys');
+      await db.rows('DELETE FROM credentials');
+      // The first row the check meets holds a ciphertext sealed under k1=A for another row
+      // (what a copied or corrupt blob looks like: the right key cannot open it); the rows
+      // after it are sealed for themselves.
+      const cipher = new TokenCipher(parseKeySpec(`k1:${A}`));
+      const seal = (connection: string) =>
+        cipher.encrypt(new Secret(`rt_${connection}_${'x'.repeat(24)}`), tokenAad('keys', connection, 'refresh'));
+      const rows = [
+        { connection: 'copied', blob: seal('g1') },
+        ...['g1', 'g2', 'g3', 'g4'].map((connection) => ({ connection, blob: seal(connection) })),
+      ];
+      for (const row of rows) {
+        await db.rows(
+          `INSERT INTO credentials (tenant, connection, provider, shard_bucket, status, version, refresh_token_enc, key_id, next_refresh_at)
+         VALUES ('keys', $1, 'sandbox', $2, 'active', 1, $3, 'k1', now() + interval '1 day')`,
+          [row.connection, shardBucketOf('keys'), row.blob],
+        );
+      }
+      // The premise: a check that decided from the first row alone would meet the copied one.
+      expect(
+        (await db.rows<{ connection: string }>(`SELECT connection FROM credentials WHERE key_id = 'k1' LIMIT 1`))[0]!
+          .connection,
+      ).toBe('copied');
+
+      const wrong = await start(`k1:${B}`);
+      expect(wrong.started).toBe(false);
+      if (!wrong.started)
+        expect(wrong.output).toMatch(
+          /key \\?"k1\\?" is not the key this database knows under that id \(none of the 5 rows/,
+        );
+      expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(0);
+
+      const right = await start(`k1:${A}`);
+      expect(right.started).toBe(true);
+      if (right.started) {
+        const warning = right.child
+          .output()
+          .split('\n')
+          .find((line) => line.includes('key check: some rows sealed under this key id do not decrypt'));
+        expect(warning, 'the corrupt row is reported').toBeDefined();
+        expect(warning).toContain('keys/copied');
+        expect(warning).not.toContain('keys/g1');
+        await stop(right.child);
+      }
       expect(await db.count('SELECT count(*) AS n FROM encryption_keys')).toBe(1);
     },
   );

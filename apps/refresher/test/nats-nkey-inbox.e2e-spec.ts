@@ -1,11 +1,12 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { nkeys, type NatsConnection } from '@nats-io/transport-node';
+import { nkeys, PermissionViolationError, type NatsConnection } from '@nats-io/transport-node';
 import { adminSubject, encodeJson, tokenGetSubject } from '@tokenkeeper/contracts';
 import { connectNats, natsConfigFrom, natsEnvShape } from '@tokenkeeper/nats';
 import {
   createTestDatabase,
+  permissionError,
   startNatsServer,
   startSandboxProvider,
   type NatsServerHandle,
@@ -100,9 +101,17 @@ describe('NATS nkey authentication and per-app inbox prefixes', () => {
 
     // Same user, default inbox prefix: its reply subscription on _INBOX.> is not allowed.
     const defaultInbox = await connectAs({ NATS_NKEY_SEED: consumerUser.seed });
-    await expect(
-      defaultInbox.request(tokenGetSubject('acme', 'github'), encodeJson({}), { timeout: 2_000 }),
-    ).rejects.toThrow();
+    // The server's own refusal of the reply subscription, not a timeout (which any lost reply gives).
+    const outcome = await defaultInbox
+      .request(tokenGetSubject('acme', 'github'), encodeJson({}), { timeout: 5_000 })
+      .then(
+        () => 'answered',
+        (error: unknown) => error,
+      );
+    const violation = permissionError(outcome);
+    expect(violation, String(outcome)).toBeInstanceOf(PermissionViolationError);
+    expect(violation!.operation).toBe('subscription');
+    expect(violation!.subject).toMatch(/^_INBOX\./);
   });
 
   it('refuses a connection with an unknown nkey', async () => {

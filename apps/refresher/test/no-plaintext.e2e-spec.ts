@@ -24,6 +24,9 @@ import {
  * place a secret could leak: each database column, every log line at trace level,
  * every reply, the audit outbox and the metrics.
  */
+/** Any token the sandbox issues (`rt_`/`at_` and 24 random bytes in base64url), including those the test never saw. */
+const ROTATED_IN = /\b(rt|at)_[A-Za-z0-9_-]{32}/;
+
 describe('refresher: no plaintext secret anywhere', () => {
   let nats: NatsServerHandle;
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
@@ -96,6 +99,9 @@ describe('refresher: no plaintext secret anywhere', () => {
       { timeoutMs: 15_000 },
     );
     secrets.push(refreshed.token.accessToken);
+    // The refresh tokens the provider rotated in are never seen by this test: every check
+    // below also searches for the shape of any sandbox token (ROTATED_IN).
+    expect(sandbox.stats.successes, 'the provider rotated a refresh token in').toBeGreaterThanOrEqual(1);
 
     // A register with a secret in a wrong field, and an admin refresh that fails.
     await call(
@@ -128,6 +134,7 @@ describe('refresher: no plaintext secret anywhere', () => {
         dump += `${row.access_token_enc?.toString('latin1') ?? ''}${row.refresh_token_enc?.toString('latin1') ?? ''}`;
       expect(dump.length).toBeGreaterThan(100);
       for (const secret of secrets) expect(dump).not.toContain(secret);
+      expect(dump).not.toMatch(ROTATED_IN);
       const outbox = await client.query(`SELECT count(*)::int AS n FROM outbox`);
       expect(outbox.rows[0].n).toBeGreaterThan(3);
     } finally {
@@ -141,5 +148,6 @@ describe('refresher: no plaintext secret anywhere', () => {
     const metrics = await refresher.app.get(RefreshMetrics).registry.metrics();
     const haystack = [logs, JSON.stringify(replies.filter((r: any) => !r.token)), metrics].join('\n');
     for (const secret of secrets) expect(haystack).not.toContain(secret); // … without the secrets
+    expect(haystack).not.toMatch(ROTATED_IN);
   });
 });

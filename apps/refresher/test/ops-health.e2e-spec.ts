@@ -7,8 +7,17 @@ import {
   type SandboxProvider,
   type TestDatabase,
 } from '@tokenkeeper/testing';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sandboxProviders, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+import { DB_GAUGE_TTL_MS } from '../src/observability/ops-metrics.js';
+import {
+  RawCaller,
+  sandboxProviders,
+  startTestRefresher,
+  testEnv,
+  testKeys,
+  type TestRefresher,
+} from './refresher.harness.js';
 import { baseUrlOf, blockDatabase, httpGet, sample, unblockDatabase } from './ops-support.js';
 
 /**
@@ -98,6 +107,30 @@ describe('refresher ops: health and readiness', () => {
   });
 
   it('turns /readyz 503 naming postgres while its database refuses connections, and 200 once it accepts them again', async () => {
+    // A credential counted before the cut, so that "its last value" is not a 0 a reset would give too.
+    const caller = await RawCaller.connect(nats.url);
+    try {
+      expect(
+        (
+          await caller.admin('register', {
+            tenant: 'acme',
+            connection: 'gauge',
+            provider: 'sandbox',
+            ...sandbox.issueTokens(),
+            expiresIn: 3600,
+          })
+        ).ok,
+      ).toBe(true);
+    } finally {
+      await caller.close();
+    }
+    await waitFor(
+      async () => sample((await httpGet(base, '/metrics')).text, 'tokenkeeper_credentials', { status: 'active' }) === 1,
+      {
+        timeoutMs: DB_GAUGE_TTL_MS * 3,
+        message: 'the active gauge counting the credential',
+      },
+    );
     try {
       await blockDatabase(db.name);
       const down = await waitFor(
@@ -114,10 +147,12 @@ describe('refresher ops: health and readiness', () => {
       // Stays 503 while the database stays unreachable (not a one-off failed probe).
       expect((await readyz()).status).toBe(503);
       expect((await httpGet(base, '/healthz')).status).toBe(200);
-      // A scrape still answers, with the database-backed gauges at their last values.
+      // A scrape still answers, with the database-backed gauges at their last values (after
+      // the cached count has aged out, so that this scrape did ask the database).
+      await sleep(DB_GAUGE_TTL_MS + 500);
       const metrics = await httpGet(base, '/metrics');
       expect(metrics.status).toBe(200);
-      expect(sample(metrics.text, 'tokenkeeper_credentials', { status: 'active' })).toBe(0);
+      expect(sample(metrics.text, 'tokenkeeper_credentials', { status: 'active' })).toBe(1);
     } finally {
       await unblockDatabase(db.name);
     }

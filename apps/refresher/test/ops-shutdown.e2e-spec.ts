@@ -333,6 +333,9 @@ describe('refresher ops: SIGTERM during a refresh storm (in-flight refreshes fin
     expect(output).toContain('unexpected error while handling a request'); // the crash
     expect(s.secrets.length).toBeGreaterThan(scenario.count * 2);
     for (const secret of s.secrets) expect(output).not.toContain(secret);
+    // Nor any the provider rotated in, which the test never saw: any sandbox token by its shape.
+    expect(s.sandbox.stats.successes, 'refresh tokens were rotated in').toBeGreaterThan(0);
+    expect(output).not.toMatch(/\b(rt|at)_[A-Za-z0-9_-]{32}/);
   });
 });
 

@@ -84,11 +84,40 @@ describe('refresher: token events whose body disagrees with their subject', () =
     const first = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(first.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });
 
+    const control = sandbox.issueTokens();
+    expect(
+      (
+        await caller.admin('register', {
+          tenant: 'acme',
+          connection: 'control',
+          provider: 'sandbox',
+          ...control,
+          expiresIn: 3600,
+        })
+      ).ok,
+    ).toBe(true);
+    expect((await caller.get({ tenant: 'acme', connection: 'control' })).token.version).toBe(1);
+
     spoof('token.refreshed.evil.x', { tenant: 'acme', connection: 'github' });
     // Same subject as the real credential, body naming another one: dropped too.
     spoof('token.refreshed.acme.github', { tenant: 'acme', connection: 'other' });
+    // The control, sent last: the same signed event with a body that agrees with its subject is
+    // applied, so what dropped the two above was the disagreement (not the signature, which
+    // the unsigned forgeries elsewhere are about), and once it is served they were handled.
+    spoof('token.refreshed.acme.control', {
+      tenant: 'acme',
+      connection: 'control',
+      accessToken: 'at_pushed_by_a_replica',
+      version: 2,
+    });
     await caller.nc.flush();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await waitFor(
+      async () =>
+        (await caller.get({ tenant: 'acme', connection: 'control' })).token?.accessToken === 'at_pushed_by_a_replica',
+      {
+        message: 'the agreeing event applied',
+      },
+    );
 
     const after = await caller.get({ tenant: 'acme', connection: 'github' });
     expect(after.token).toMatchObject({ accessToken: tokens.accessToken, version: 1 });

@@ -237,13 +237,13 @@ describe('tokenctl authz: the generated nats-server permissions (SPEC §11)', ()
   });
 
   it('a consumer of A cannot read another service’s replies even by guessing its inbox', async () => {
-    // B's reply travels to B's inbox; A may not subscribe there (refused above) and sees nothing on its own.
-    const mine = consumerA.nc.subscribe(`${consumerA.user.user.inboxPrefix}.>`);
-    await consumerA.nc.flush();
-    const got = collect(mine);
+    // B's reply travels to B's inbox: A is refused by the server the exact reply subject of
+    // one of B's requests (the best guess there is) and B's whole inbox.
     expect((await answeredOk(consumerB, 'token.get.globex.github')).ok).toBe(true);
-    expect(await got).toEqual([]);
-    mine.unsubscribe();
+    const replySubject = seenReplies.get('token.get.globex.github')!;
+    expect(replySubject.startsWith(`${consumerB.user.user.inboxPrefix}.`), replySubject).toBe(true);
+    await expectSubscribeRefused(consumerA, replySubject);
+    await expectSubscribeRefused(consumerA, `${consumerB.user.user.inboxPrefix}.>`);
   });
 
   it('a consumer cannot forge events, answer token.get by joining the refresher’s queue group, or call the control plane', async () => {

@@ -28,6 +28,12 @@ const PULL_EXPIRES_MS = 5_000;
 /** With a partial batch in hand, how long to wait for another message before storing it. */
 const BATCH_LINGER_MS = 20;
 
+/** A batch taken apart: records to insert, and dead letters to keep instead. */
+interface SortedBatch {
+  pending: { record: AuditRecord; msg: JsMsg }[];
+  dead: { msg: JsMsg; letter: DeadLetter }[];
+}
+
 /** The next iterator result, or undefined when none came within `ms`. */
 async function lingerFor<T>(next: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
@@ -160,15 +166,37 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     if (batch.length > 0) await this.store(batch);
   }
 
+  /**
+   * One batch: sorted into records to store and dead letters, written, then acked. While the
+   * database is away the batch is held (and its deliveries kept alive) and written again;
+   * at shutdown it is handed back to the stream instead.
+   */
   private async store(batch: JsMsg[]): Promise<void> {
-    let pending: { record: AuditRecord; msg: JsMsg }[] = [];
-    const dead: { msg: JsMsg; letter: DeadLetter }[] = [];
+    const sorted = this.sort(batch);
+    if (sorted.pending.length === 0 && sorted.dead.length === 0) return;
+    for (;;) {
+      try {
+        const inserted = await this.insertRecords(sorted);
+        await this.insertDeadLetters(sorted.dead);
+        this.acknowledge(sorted, inserted);
+        this.recovered();
+        return;
+      } catch (error) {
+        this.complain('storing audit records failed; retrying', error);
+        if (!(await this.holdForRetry(sorted))) return;
+      }
+    }
+  }
+
+  /** Sanitizes each message: a record to store, or a dead letter saying why not. */
+  private sort(batch: JsMsg[]): SortedBatch {
+    const sorted: SortedBatch = { pending: [], dead: [] };
     for (const msg of batch) {
       const result = sanitizeAuditRecord(msg.subject, msg.data);
       if (!result.ok) {
         this.rejectedTotal++;
         this.logger.warn({ msg: 'audit record refused', reason: result.reason, stream: AUDIT_STREAM, seq: msg.seq });
-        dead.push({ msg, letter: refusedLetter(msg, result.reason) });
+        sorted.dead.push({ msg, letter: refusedLetter(msg, result.reason) });
         continue;
       }
       if (result.dropped.length > 0) {
@@ -179,72 +207,84 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
         });
       }
       const problem = columnProblem(result.record);
-      if (problem) dead.push({ msg, letter: deadLetterOf(msg, result.record, problem) });
-      else pending.push({ record: result.record, msg });
+      if (problem) sorted.dead.push({ msg, letter: deadLetterOf(msg, result.record, problem) });
+      else sorted.pending.push({ record: result.record, msg });
     }
-    if (pending.length === 0 && dead.length === 0) return;
-    for (;;) {
+    return sorted;
+  }
+
+  /**
+   * Inserts the pending records in one statement; rows already stored count as duplicates.
+   * Should PostgreSQL refuse the batch's data (something columnProblem did not foresee), the
+   * records are tried one by one and those it refuses become dead letters (kept in `sorted`,
+   * so that a retry does not look for them again).
+   */
+  private async insertRecords(sorted: SortedBatch): Promise<number> {
+    try {
+      return await this.repository.insertMany(sorted.pending.map((p) => p.record));
+    } catch (error) {
+      if (!isDataError(error)) throw error;
+    }
+    let inserted = 0;
+    const kept: SortedBatch['pending'] = [];
+    for (const p of sorted.pending) {
       try {
-        let inserted: number;
-        try {
-          inserted = await this.repository.insertMany(pending.map((p) => p.record));
-        } catch (error) {
-          if (!isDataError(error)) throw error;
-          // Something columnProblem did not foresee: find the record(s) PostgreSQL refuses, one by one.
-          inserted = 0;
-          const kept: typeof pending = [];
-          for (const p of pending) {
-            try {
-              inserted += await this.repository.insertMany([p.record]);
-              kept.push(p);
-            } catch (single) {
-              if (!isDataError(single)) throw single;
-              dead.push({
-                msg: p.msg,
-                letter: deadLetterOf(p.msg, p.record, `rejected by PostgreSQL (SQLSTATE ${sqlState(single)})`),
-              });
-            }
-          }
-          pending = kept;
-        }
-        await this.repository.insertDeadLetters(dead.map((d) => d.letter)).catch((error) => {
-          if (!isDataError(error)) throw error;
-          // Should a kept field itself be unstorable, keep where and why: never block on a dead letter.
-          return this.repository.insertDeadLetters(
-            dead.map(({ letter }) => ({ streamSeq: letter.streamSeq, subject: null, reason: letter.reason })),
-          );
+        inserted += await this.repository.insertMany([p.record]);
+        kept.push(p);
+      } catch (single) {
+        if (!isDataError(single)) throw single;
+        sorted.dead.push({
+          msg: p.msg,
+          letter: deadLetterOf(p.msg, p.record, `rejected by PostgreSQL (SQLSTATE ${sqlState(single)})`),
         });
-        this.storedTotal += inserted;
-        this.duplicatesTotal += pending.length - inserted;
-        for (const { msg } of pending) msg.ack();
-        for (const { msg, letter } of dead) {
-          // Stored in the dead-letter table: acked, so that it never holds up the records behind it.
-          msg.ack();
-          this.deadLetteredTotal++;
-          this.logger.warn({
-            msg: 'audit record dead-lettered',
-            reason: letter.reason,
-            eventId: letter.eventId,
-            stream: AUDIT_STREAM,
-            seq: letter.streamSeq,
-            deadLettered: this.deadLetteredTotal,
-          });
-        }
-        this.recovered();
-        return;
-      } catch (error) {
-        this.complain('storing audit records failed; retrying', error);
-        const held = [...pending.map((p) => p.msg), ...dead.map((d) => d.msg)];
-        if (!this.running) {
-          // Let another replica (or the next start) have them at once instead of after ack_wait.
-          for (const msg of held) msg.nak();
-          return;
-        }
-        // Keep the deliveries alive while the database is away, rather than see them redelivered.
-        for (const msg of held) msg.working();
-        await this.idle.sleep(this.backoff());
       }
     }
+    sorted.pending = kept;
+    return inserted;
+  }
+
+  private async insertDeadLetters(dead: SortedBatch['dead']): Promise<void> {
+    await this.repository.insertDeadLetters(dead.map((d) => d.letter)).catch((error) => {
+      if (!isDataError(error)) throw error;
+      // Should a kept field itself be unstorable, keep where and why: never block on a dead letter.
+      return this.repository.insertDeadLetters(
+        dead.map(({ letter }) => ({ streamSeq: letter.streamSeq, subject: null, reason: letter.reason })),
+      );
+    });
+  }
+
+  /** Everything of the batch is stored: acked, counted, and each dead letter logged. */
+  private acknowledge(sorted: SortedBatch, inserted: number): void {
+    this.storedTotal += inserted;
+    this.duplicatesTotal += sorted.pending.length - inserted;
+    for (const { msg } of sorted.pending) msg.ack();
+    for (const { msg, letter } of sorted.dead) {
+      // Stored in the dead-letter table: acked, so that it never holds up the records behind it.
+      msg.ack();
+      this.deadLetteredTotal++;
+      this.logger.warn({
+        msg: 'audit record dead-lettered',
+        reason: letter.reason,
+        eventId: letter.eventId,
+        stream: AUDIT_STREAM,
+        seq: letter.streamSeq,
+        deadLettered: this.deadLetteredTotal,
+      });
+    }
+  }
+
+  /** After a failed write: false at shutdown (the batch was handed back), else true once it is time to retry. */
+  private async holdForRetry(sorted: SortedBatch): Promise<boolean> {
+    const held = [...sorted.pending.map((p) => p.msg), ...sorted.dead.map((d) => d.msg)];
+    if (!this.running) {
+      // Let another replica (or the next start) have them at once instead of after ack_wait.
+      for (const msg of held) msg.nak();
+      return false;
+    }
+    // Keep the deliveries alive while the database is away, rather than see them redelivered.
+    for (const msg of held) msg.working();
+    await this.idle.sleep(this.backoff());
+    return true;
   }
 
   /** Creates the durable consumer, or brings its limits in line with the configuration. */

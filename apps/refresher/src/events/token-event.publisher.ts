@@ -14,6 +14,7 @@ import type { Credential } from '../domain/credential.js';
 import { NATS_CONNECTION } from '../nats/nats-connection.js';
 import { fixedHeaders } from '@tokenkeeper/nats';
 import { OwnEvents } from './own-events.js';
+import type { TokenNotices } from './token-notices.port.js';
 
 export interface FailureNotice {
   code: string;
@@ -32,7 +33,7 @@ export interface FailureNotice {
  * forgery, and from a genuine event re-published on another subject or replayed later.
  */
 @Injectable()
-export class TokenEventPublisher {
+export class TokenEventPublisher implements TokenNotices {
   private readonly logger = new Logger(TokenEventPublisher.name);
 
   constructor(

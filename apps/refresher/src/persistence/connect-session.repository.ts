@@ -230,7 +230,7 @@ export class ConnectSessionRepository {
   }
 }
 
-function verifierContext(sessionHash: Buffer): string {
+export function verifierContext(sessionHash: Buffer): string {
   return `connect_session:${sessionHash.toString('base64url')}:pkce_verifier`;
 }
 

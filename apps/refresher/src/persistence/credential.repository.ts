@@ -14,6 +14,7 @@ import {
 } from './credential.mapper.js';
 import { auditRecord, claimAuditTemplate, type PendingAuditRecord } from './audit-record.js';
 import { RefreshCommitBatcher, type TokenWrite } from './refresh-commit.batcher.js';
+import type { CredentialStore } from './credential-store.port.js';
 
 type CommittedRow = CredentialRow & { audit_event_id: string | null };
 
@@ -103,7 +104,7 @@ export interface ListFilter {
  * taken over, or that read an older version, changes nothing.
  */
 @Injectable()
-export class CredentialRepository {
+export class CredentialRepository implements CredentialStore {
   private readonly logger = new Logger(CredentialRepository.name);
   /** Fenced commits of refreshed tokens, grouped into one statement while one is in flight. */
   private readonly commits: RefreshCommitBatcher;

@@ -1,6 +1,9 @@
 import { Logger } from '@nestjs/common';
-import { EncryptionKeyRepository } from './encryption-key.repository.js';
+import { EncryptionKeyRepository, type SealedSample } from './encryption-key.repository.js';
 import { EncryptionKeyError, tokenAad, TokenCipher } from '../crypto/token-cipher.js';
+
+/** Rows tried for a key id not recorded yet; enough that a few corrupt ones cannot outvote the rest. */
+const SAMPLED_ROWS = 16;
 
 /**
  * Refuses to start with a key that differs from the one the database knows under the same
@@ -10,8 +13,16 @@ import { EncryptionKeyError, tokenAad, TokenCipher } from '../crypto/token-ciphe
  * awaits while it builds the module: before any lifecycle hook (scheduler, re-encryption
  * sweep) and before the NATS handlers subscribe (they go live in startAllMicroservices,
  * ahead of onModuleInit), so nothing is sealed with an unchecked key. Ids not recorded yet are recorded;
- * when rows sealed under such an id already exist (a database older than the check), one
- * of them must open with the configured key first.
+ * when rows sealed under such an id already exist (a database older than the check), the
+ * configured key must open one of them first.
+ *
+ * Of those rows it tries up to SAMPLED_ROWS and accepts the key if any one opens. A GCM tag
+ * that verifies is proof of the key (a wrong key passes with odds of 2^-128), whereas a
+ * row that does not open proves little: a corrupt blob, one copied from another row, or
+ * one cut short fails with the right key too. So a single bad row, which the re-encryption
+ * sweep and the claim path already park and report, must not stop every replica from
+ * starting; the rows that did not open are named in a warning. A wrong key opens none of
+ * them, and is refused.
  */
 export class EncryptionKeyCheck {
   private readonly logger = new Logger(EncryptionKeyCheck.name);
@@ -44,20 +55,38 @@ export class EncryptionKeyCheck {
   }
 
   private async tryExistingRows(keyId: string): Promise<void> {
-    const sample = await this.repository.sampleSealedWith(keyId);
-    if (!sample || this.cipher.keyIdOf(sample.blob) !== keyId) return;
+    const samples = (await this.repository.samplesSealedWith(keyId, SAMPLED_ROWS)).filter(
+      (s) => this.cipher.keyIdOf(s.blob) === keyId,
+    );
+    if (samples.length === 0) return;
+    const unopened = samples.filter((s) => !this.opens(s));
+    if (unopened.length === samples.length) throw mismatch([keyId], samples.length);
+    if (unopened.length > 0) {
+      this.logger.warn({
+        msg: 'key check: some rows sealed under this key id do not decrypt with it (corrupt or copied?); the key opened the others',
+        keyId,
+        tried: samples.length,
+        credentials: unopened.map((s) => `${s.tenant}/${s.connection}`),
+      });
+    }
+  }
+
+  private opens(sample: SealedSample): boolean {
     try {
       this.cipher.decrypt(sample.blob, tokenAad(sample.tenant, sample.connection, sample.field));
+      return true;
     } catch {
-      throw mismatch([keyId]);
+      return false;
     }
   }
 }
 
-function mismatch(keyIds: string[]): EncryptionKeyError {
+function mismatch(keyIds: string[], rowsTried?: number): EncryptionKeyError {
   const names = keyIds.map((id) => `"${id}"`).join(', ');
+  const evidence =
+    rowsTried === undefined ? '' : ` (none of the ${rowsTried} rows sealed under it that were tried decrypts)`;
   return new EncryptionKeyError(
-    `TOKEN_ENCRYPTION_KEYS: key ${names} is not the key this database knows under that id ` +
+    `TOKEN_ENCRYPTION_KEYS: key ${names} is not the key this database knows under that id${evidence} ` +
       '(mistyped, truncated or replaced?). Configure the original key, or give a new key a new id.',
   );
 }

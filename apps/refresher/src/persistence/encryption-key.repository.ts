@@ -47,8 +47,12 @@ export class EncryptionKeyRepository {
     );
   }
 
-  /** One secret sealed under `keyId`, if any row holds one (rows written before the table existed). */
-  async sampleSealedWith(keyId: string): Promise<SealedSample | undefined> {
+  /**
+   * Up to `limit` secrets sealed under `keyId` (rows written before the table existed), from
+   * as many rows: the first rows the scan meets, which is cheap at any table size (the check
+   * runs once per key id, but must not read a million rows to do it).
+   */
+  async samplesSealedWith(keyId: string, limit: number): Promise<SealedSample[]> {
     const rows: {
       tenant: string;
       connection: string;
@@ -57,13 +61,13 @@ export class EncryptionKeyRepository {
     }[] = await this.db.query(
       `SELECT tenant, connection, access_token_enc, refresh_token_enc FROM credentials
        WHERE key_id = $1 AND (access_token_enc IS NOT NULL OR refresh_token_enc IS NOT NULL)
-       LIMIT 1`,
-      [keyId],
+       LIMIT $2`,
+      [keyId, limit],
     );
-    const row = rows[0];
-    if (!row) return undefined;
-    return row.refresh_token_enc
-      ? { tenant: row.tenant, connection: row.connection, field: 'refresh', blob: row.refresh_token_enc }
-      : { tenant: row.tenant, connection: row.connection, field: 'access', blob: row.access_token_enc! };
+    return rows.map((row) =>
+      row.refresh_token_enc
+        ? { tenant: row.tenant, connection: row.connection, field: 'refresh', blob: row.refresh_token_enc }
+        : { tenant: row.tenant, connection: row.connection, field: 'access', blob: row.access_token_enc! },
+    );
   }
 }

@@ -1,21 +1,30 @@
 import { Logger } from '@nestjs/common';
 import { ContractError, credentialId } from '@tokenkeeper/contracts';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { cacheAndNotifier, credential, FakeClock, FakeRepository, T0, testConfig } from '../../test/unit/core-fakes.js';
+import {
+  asAdapter,
+  cacheAndNotifier,
+  credential,
+  FakeClock,
+  FakeRepository,
+  T0,
+  testConfig,
+} from '../../test/unit/core-fakes.js';
+import type { LeasedRefresher } from './refresher.ports.js';
 import { toTokenView } from '../domain/token-view.js';
 import type { LeasedCredential } from '../domain/credential.js';
 import { RefreshCoordinator } from './refresh-coordinator.service.js';
 import type { RefreshOutcome, RefreshService } from './refresh.service.js';
 
 /** Stands in for RefreshService: commits a new version under the lease it is given. */
-class FakeRefresher {
+class FakeRefresher implements LeasedRefresher {
   calls = 0;
   isDraining = false;
   outcome: 'refreshed' | 'failed' = 'refreshed';
   constructor(private readonly repository: FakeRepository) {}
 
   get asService(): RefreshService {
-    return this as unknown as RefreshService;
+    return asAdapter<LeasedRefresher, RefreshService>(this);
   }
 
   async refreshLeased({ credential: c, lease }: LeasedCredential): Promise<RefreshOutcome> {

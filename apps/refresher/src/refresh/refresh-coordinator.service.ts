@@ -6,6 +6,7 @@ import type { Credential } from '../domain/credential.js';
 import { ReplyCache } from '../events/reply-cache.js';
 import { CredentialRepository } from '../persistence/credential.repository.js';
 import { RefreshService } from './refresh.service.js';
+import type { OnDemandRefresher } from './refresher.ports.js';
 
 /** How often a waiter re-reads the row in case the event it waits for was lost. */
 const POLL_MS = 250;
@@ -23,7 +24,7 @@ export interface OnDemandResult {
  * version (woken by the winner's event, or by polling if the event is lost).
  */
 @Injectable()
-export class RefreshCoordinator {
+export class RefreshCoordinator implements OnDemandRefresher {
   private readonly inFlight = new Map<string, Promise<OnDemandResult>>();
 
   constructor(

@@ -140,14 +140,29 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
     expect((await repository.find(key))!.refreshToken?.reveal()).toBe('rt_new');
   });
 
-  it('item 1: a lease that lapsed meanwhile (nobody took it) is taken again and the rotated token committed under it', async () => {
+  it('item 1: a lease that lapsed meanwhile (nobody took it) still fences the commit, which lands under it', async () => {
     const leased = await lease();
     endpoint.answer = () => {
-      repository.dropLease(key);
+      repository.lapseLease(key);
       return endpoint.issue('at_new', 'rt_new', 3600);
     };
     expect((await service.refreshLeased(leased)).kind).toBe('refreshed');
     expect(endpoint.requests).toHaveLength(1);
+    expect(repository.leasesTaken, 'committed under the first lease, not a new one').toBe(1);
+    const stored = (await repository.find(key))!;
+    expect(stored).toMatchObject({ version: 2 });
+    expect(stored.refreshToken?.reveal()).toBe('rt_new');
+  });
+
+  it('item 1: a lease another replica took and gave back meanwhile is taken again and the rotated token committed under it', async () => {
+    const leased = await lease();
+    endpoint.answer = () => {
+      repository.takenAndReleasedElsewhere(key);
+      return endpoint.issue('at_new', 'rt_new', 3600);
+    };
+    expect((await service.refreshLeased(leased)).kind).toBe('refreshed');
+    expect(endpoint.requests).toHaveLength(1);
+    expect(repository.leasesTaken).toBe(2);
     const stored = (await repository.find(key))!;
     expect(stored).toMatchObject({ version: 2 });
     expect(stored.refreshToken?.reveal()).toBe('rt_new');

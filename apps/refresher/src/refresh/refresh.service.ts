@@ -24,6 +24,7 @@ import { FairShareLimiter } from './fair-share.limiter.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { retryDelayMs, scheduleRefresh } from './refresh-policy.js';
+import type { LeasedRefresher } from './refresher.ports.js';
 
 export type RefreshOutcome =
   | { kind: 'refreshed'; credential: Credential }
@@ -100,7 +101,7 @@ function withoutListenerWarning(controller: AbortController): AbortController {
  * its commit lands or a newer version is found (commitRotated), never dropped.
  */
 @Injectable()
-export class RefreshService {
+export class RefreshService implements LeasedRefresher {
   private readonly logger = new Logger(RefreshService.name);
   /** Per provider, its maxConcurrency request slots, taken in turns by the tenants with work waiting. */
   private readonly limits = new Map<string, FairShareLimiter>();

@@ -8,6 +8,7 @@ import {
 } from '@tokenkeeper/contracts';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
+  asAdapter,
   cacheAndNotifier,
   credential,
   decodeReply,
@@ -23,12 +24,13 @@ import type { Credential } from '../domain/credential.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import type { OnDemandResult, RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
+import type { OnDemandRefresher } from '../refresh/refresher.ports.js';
 import type { ReplyWithHeaders } from '@tokenkeeper/nats';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { TokenService } from './token.service.js';
 
 /** Stands in for the coordinator: "refreshes" by committing a new version, as RefreshService would, through the notifier. */
-class FakeCoordinator {
+class FakeCoordinator implements OnDemandRefresher {
   calls: { staleVersion?: number }[] = [];
   fail = false;
   constructor(
@@ -39,7 +41,7 @@ class FakeCoordinator {
   ) {}
 
   get asCoordinator(): RefreshCoordinator {
-    return this as unknown as RefreshCoordinator;
+    return asAdapter<OnDemandRefresher, RefreshCoordinator>(this);
   }
 
   async refresh(key: { tenant: string; connection: string }, staleVersion?: number): Promise<OnDemandResult> {

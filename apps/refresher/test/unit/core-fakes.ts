@@ -9,7 +9,9 @@ import type { Credential, Lease, LeasedCredential } from '../../src/domain/crede
 import { ReplyCache } from '../../src/events/reply-cache.js';
 import { TokenChangeNotifier } from '../../src/events/token-change.notifier.js';
 import type { FailureNotice, TokenEventPublisher } from '../../src/events/token-event.publisher.js';
+import type { TokenNotices } from '../../src/events/token-notices.port.js';
 import type { PendingAuditRecord } from '../../src/persistence/audit-record.js';
+import type { CredentialStore } from '../../src/persistence/credential-store.port.js';
 import type {
   CredentialRepository,
   FailureWrite,
@@ -30,6 +32,17 @@ import type {
  */
 
 export const T0 = Date.parse('2030-01-01T00:00:00.000Z');
+
+/**
+ * Hands a fake to a service whose constructor names the adapter class (Nest injects by
+ * class). The fake `implements` the port that the class implements too, so both are
+ * checked against it by the compiler; the class is assignable to its port, which is what
+ * makes this narrowing legal without going through `unknown`. A service that starts to use
+ * a method outside the port still compiles; add the method to the port (and the fake).
+ */
+export function asAdapter<Port, Adapter extends Port>(fake: Port): Adapter {
+  return fake as Adapter;
+}
 
 /** A clock that only moves when told to. */
 export class FakeClock extends Clock {
@@ -106,22 +119,30 @@ export function credential(clock: FakeClock, over: Partial<Credential> = {}): Cr
   };
 }
 
-/** The credentials table in a Map, with the repository's fences (lease id and version). */
-export class FakeRepository {
-  readonly rows = new Map<string, Credential & { leaseId: string | null }>();
+type Row = Credential & { leaseId: string | null; leaseUntilMs: number };
+
+/**
+ * The credentials table in a Map, with the repository's fences (lease id and version). As in
+ * PostgreSQL, a lease that runs out stays named in its row: it can be claimed again
+ * (lease_until < now) but it still fences writes until someone does.
+ */
+export class FakeRepository implements CredentialStore {
+  readonly rows = new Map<string, Row>();
   readonly audit: PendingAuditRecord[] = [];
   finds = 0;
+  /** Leases tryLease handed out. */
+  leasesTaken = 0;
   /** Set to make tryLease find the row leased by another replica. */
   leasedElsewhere = false;
 
   constructor(private readonly clock: FakeClock) {}
 
   get asRepository(): CredentialRepository {
-    return this as unknown as CredentialRepository;
+    return asAdapter<CredentialStore, CredentialRepository>(this);
   }
 
   put(credential: Credential): void {
-    this.rows.set(credentialId(credential), { ...credential, leaseId: null });
+    this.rows.set(credentialId(credential), { ...credential, leaseId: null, leaseUntilMs: 0 });
   }
 
   async find(key: CredentialKey): Promise<Credential | null> {
@@ -143,6 +164,7 @@ export class FakeRepository {
       createdAt: before?.createdAt ?? now,
       updatedAt: now,
       leaseId: null,
+      leaseUntilMs: 0,
     };
     this.rows.set(credentialId(reg), row);
     return this.change('registered', row, audit);
@@ -155,14 +177,16 @@ export class FakeRepository {
     expectedVersion?: number,
   ): Promise<(LeasedCredential & { leaseUntilMs: number }) | null> {
     const row = this.rows.get(credentialId(key));
-    if (!row || this.leasedElsewhere || row.leaseId !== null) return null;
+    if (!row || this.leasedElsewhere || (row.leaseId !== null && row.leaseUntilMs >= this.clock.now())) return null;
     if (row.status !== 'active' && row.status !== 'failing') return null;
     if (expectedVersion !== undefined && row.version !== expectedVersion) return null;
     row.leaseId = randomUUID();
+    row.leaseUntilMs = this.clock.now() + _leaseSeconds * 1000;
+    this.leasesTaken++;
     return {
       credential: strip(row),
       lease: { leaseId: row.leaseId, version: row.version },
-      leaseUntilMs: this.clock.now() + _leaseSeconds * 1000,
+      leaseUntilMs: row.leaseUntilMs,
     };
   }
 
@@ -174,12 +198,20 @@ export class FakeRepository {
 
   async extendLease(key: CredentialKey, lease: Lease, leaseSeconds: number): Promise<number | null> {
     this.extensions++;
-    return this.fenced(key, lease) ? this.clock.now() + leaseSeconds * 1000 : null;
+    const row = this.fenced(key, lease);
+    if (!row) return null;
+    row.leaseUntilMs = this.clock.now() + leaseSeconds * 1000;
+    return row.leaseUntilMs;
   }
 
-  /** Our lease lapsed and nobody took it: the lease id is gone from the row. */
-  dropLease(key: CredentialKey): void {
-    this.rows.get(credentialId(key))!.leaseId = null;
+  /** Our lease ran out and nobody took it: still named in the row, but claimable. */
+  lapseLease(key: CredentialKey): void {
+    this.rows.get(credentialId(key))!.leaseUntilMs = this.clock.now() - 1;
+  }
+
+  /** Another replica claimed the lapsed lease and gave it back without a write. */
+  takenAndReleasedElsewhere(key: CredentialKey): void {
+    Object.assign(this.rows.get(credentialId(key))!, { leaseId: null, leaseUntilMs: 0 });
   }
 
   async commitRefresh(
@@ -263,18 +295,14 @@ export class FakeRepository {
     return row && row.leaseId === lease.leaseId && row.version === lease.version ? row : undefined;
   }
 
-  private change(
-    kind: CommittedChange['kind'],
-    row: Credential & { leaseId: string | null },
-    audit: PendingAuditRecord[],
-  ): CommittedChange {
+  private change(kind: CommittedChange['kind'], row: Row, audit: PendingAuditRecord[]): CommittedChange {
     this.audit.push(...audit);
     return { kind, credential: strip(row), eventId: audit[0]?.event_id ?? '' };
   }
 }
 
-function strip(row: Credential & { leaseId?: string | null }): Credential {
-  const { leaseId: _leaseId, ...credential } = row;
+function strip(row: Credential & { leaseId?: string | null; leaseUntilMs?: number }): Credential {
+  const { leaseId: _leaseId, leaseUntilMs: _leaseUntilMs, ...credential } = row;
   return { ...credential };
 }
 
@@ -334,11 +362,11 @@ export interface PublishedEvent {
 }
 
 /** Records the core events instead of publishing them. */
-export class RecordingPublisher {
+export class RecordingPublisher implements TokenNotices {
   readonly events: PublishedEvent[] = [];
 
   get asPublisher(): TokenEventPublisher {
-    return this as unknown as TokenEventPublisher;
+    return asAdapter<TokenNotices, TokenEventPublisher>(this);
   }
 
   issued(
