@@ -217,7 +217,7 @@ export async function clientVerifyBench(ctx: BenchContext): Promise<void> {
     baseline: f.bareVerifyUs,
     unit: 'µs',
     lowerIsBetter: true,
-    // SPEC §10: at most one Ed25519 verify per event. The margin is reading the two headers
+    // The speed targets: at most one Ed25519 verify per event. The margin is reading the two headers
     // (nats.js decodes the header block on first access), which a bare verify does not do.
     target: { on: 'ratio', op: '<=', limit: 1.3 },
     note: `per event: verifying ${f.verifiedUs.toFixed(1)} µs, not verifying ${f.unverifiedUs.toFixed(1)} µs`,

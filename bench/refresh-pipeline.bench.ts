@@ -261,7 +261,7 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
         `per refresh the database committed ${db1.commits.toFixed(2)} transactions, inserted ${db1.inserted.toFixed(2)} and updated ${db1.updated.toFixed(2)} rows; ` +
         `baselines at ${CONCURRENCY} in flight: undici POST ${Math.round(httpRate)}/s, UPDATE ${Math.round(updateRate)}/s`,
     );
-    // Where the ceiling is (issue 13): every process here shares this machine's cores, so the
+    // Where the ceiling is: every process here shares this machine's cores, so the
     // CPU a refresh costs them all bounds the rate any change can reach. (Per-process CPU
     // includes helper threads such as V8's GC, so one process's share is not a bound of its own.)
     const cores = availableParallelism();
@@ -303,7 +303,7 @@ export async function refreshPipelineBench(ctx: BenchContext): Promise<void> {
       target: { on: 'ratio', op: '>=', limit: 0.5 },
       note: `vs the slower baseline (${httpRate < updateRate ? 'undici POST' : 'single-row UPDATE'})`,
     });
-    // SPEC §10: writes are batched, at most 0.25 commits per refresh. The baseline is the
+    // The speed targets: writes are batched, at most 0.25 commits per refresh. The baseline is the
     // bare UPDATE loop's (one commit per operation by construction).
     report.add({
       scenario: 3,

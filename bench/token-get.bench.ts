@@ -23,7 +23,7 @@ export async function tokenGetBench(ctx: BenchContext): Promise<void> {
   const tokens = await env.sandbox.call<{ accessToken: string; refreshToken: string }>('issueTokens');
   const registered = await register(caller, KEY, { provider: 'sandbox', ...tokens, expiresIn: 3600 });
   if (!registered.ok) throw new Error(`register failed: ${JSON.stringify(registered.error)}`);
-  // SPEC §3: the subject names the credential; a consumer asking with defaults sends `{}`.
+  // The wire contract: the subject names the credential; a consumer asking with defaults sends `{}`.
   const getSubject = tokenGetSubject(KEY.tenant, KEY.connection);
   const payload = encodeJson({});
   const first = await caller.request(getSubject, payload, { timeout: 10_000 });

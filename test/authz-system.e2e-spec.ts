@@ -1,5 +1,5 @@
 /**
- * SPEC §11 end to end: the real refresher and audit app run on a real nats-server under the
+ * The authorization model end to end: the real refresher and audit app run on a real nats-server under the
  * exact configuration `tokenctl authz` generates, each under its own user and inbox, and
  * every role is shown to do its job through the real services and be refused the rest by
  * the server. (apps/tokenctl/test/authz.e2e-spec.ts proves the same permission model with
@@ -34,7 +34,7 @@ import { credentialsOf, natsEnvOf } from '../apps/tokenctl/test/generated-users.
 /** How long a refusal may take to come back on a loaded machine; nats-server answers -ERR at once. */
 const REFUSAL_MS = 3_000;
 
-describe('the whole system under the generated NATS permissions (SPEC §11)', () => {
+describe('the whole system under the generated NATS permissions', () => {
   let nats: NatsServerHandle;
   let db: TestDatabase;
   let auditDb: TestDatabase;

@@ -18,10 +18,7 @@ import {
   type TestRefresher,
 } from '../apps/refresher/test/refresher.harness.js';
 
-/**
- * The client's signer keys: `signerPublicKey` arrives with the signing branch's harness
- * (issue 10 plan); until then this file cannot run against the refresher.
- */
+/** The client's signer keys: the refresher's own public key. */
 function signerOf(refresher: TestRefresher): string {
   const key = (refresher as TestRefresher & { signerPublicKey?: string }).signerPublicKey;
   if (key === undefined) throw new Error('TestRefresher.signerPublicKey missing: needs the signing (wire) branch');

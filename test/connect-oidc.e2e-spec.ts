@@ -1,5 +1,5 @@
 /**
- * SPEC §12 / issue 12 end to end: the connect flow against a real authorization server
+ * The connect flow end to end, against a real authorization server
  * (panva's oidc-provider: PKCE S256 required, refresh-token rotation, RFC 9207 `iss`),
  * driven by a real headless chromium that logs in and consents. Two refresher replicas share
  * one database and one public address (a front proxy the test steers), the audit app
@@ -162,7 +162,7 @@ describe('connect flow with oidc-provider and chromium', () => {
     expect(oidc.authorizationRequests).toHaveLength(0);
     const { tab, end } = await consentThrough(url);
 
-    // What the refresher asked the provider for (SPEC §12 step 2).
+    // What the refresher asked the provider for (step 2).
     const asked = oidc.authorizationRequests.at(-1)!;
     expect(Object.fromEntries(asked)).toMatchObject({
       response_type: 'code',
@@ -448,7 +448,7 @@ describe('connect flow with oidc-provider and chromium', () => {
   }
 });
 
-/** The `oidc` provider of the providers file, with the connect-flow fields (SPEC §12). */
+/** The `oidc` provider of the providers file, with the connect-flow fields. */
 function connectProviders(idp: OidcProviderHarness, returnOrigin: string): Map<string, ProviderConfig> {
   const connectFields = {
     authorizationUrl: idp.authorizationUrl,

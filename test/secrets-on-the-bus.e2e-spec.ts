@@ -1,5 +1,5 @@
 /**
- * Where secrets travel (SPEC §3, §6, §7, §11), watched from a permissive bus, the case where
+ * Where secrets travel, watched from a permissive bus, the case where
  * permissions are misconfigured: a spy subscribed to `>` records every message while a
  * credential is registered, served, refreshed (with rotation), described, listed, audited
  * and revoked, and while someone sends requests with hostile reply subjects.

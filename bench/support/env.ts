@@ -31,7 +31,7 @@ export async function request<T = any>(
   return msg.json<T>();
 }
 
-/** `tokenkeeper.admin.register.<tenant>.<connection>` (SPEC §3): the names in the subject, the rest as payload. */
+/** `tokenkeeper.admin.register.<tenant>.<connection>`: the names in the subject, the rest as payload. */
 export async function register<T = any>(
   nc: NatsConnection,
   key: CredentialKey,

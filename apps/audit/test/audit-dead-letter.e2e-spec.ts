@@ -13,7 +13,7 @@ import { RawCaller } from '../../refresher/test/refresher.harness.js';
 import { auditEnv, Db, startTestAudit, type TestAudit } from './audit.harness.js';
 
 /**
- * Issue 11 item 9: records that pass the schema but cannot be stored (a version beyond the
+ * Records that pass the schema but cannot be stored (a version beyond the
  * integer column, a timestamp PostgreSQL rejects) used to fail the batch insert forever,
  * and every later record waited behind them. Published into TOKEN_AUDIT between good
  * records: the good ones are stored, the bad ones land in the dead-letter table (reason,

@@ -17,7 +17,7 @@ export interface DemoConsumerSpec {
 
 /**
  * The demo's NATS: in `secure` mode its own nats-server running the configuration
- * `tokenctl authz` generates (SPEC §11), every part of the demo under its own user and
+ * `tokenctl authz` generates, every part of the demo under its own user and
  * inbox prefix, each consumer a service of its own tenant only; in `open` mode whatever
  * NATS_URL points at, without permissions (where no nats-server binary is at hand).
  */

@@ -5,7 +5,7 @@ import type { DemoLog } from './demo-log.js';
 export type ConnectOutcome = { connected: true; version: number } | { connected: false; reason: string };
 
 /**
- * DEMO_CONNECT (SPEC §12): the credential's first grant comes from a person in a browser
+ * DEMO_CONNECT: the credential's first grant comes from a person in a browser
  * instead of the sandbox handing one over. Asks the refresher for a one-time link as the
  * operator (what `tokenctl connect` does), prints it where nobody can miss it, and waits for
  * the credential's `token.registered`, subscribed before asking so that a quick click

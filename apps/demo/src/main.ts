@@ -7,7 +7,7 @@
  * 401 path. At the end, one consumer asks for the other tenant's token and is refused.
  *
  * Where a nats-server binary is at hand, the demo runs its own with the permissions
- * `tokenctl authz` generates (SPEC §11: "secure bus"), every part under its own user;
+ * `tokenctl authz` generates ("secure bus"), every part under its own user;
  * otherwise it uses NATS_URL without permissions ("open bus"). DEMO_BUS=open|secure chooses.
  *
  *   npm run demo                 # 90 s
@@ -15,7 +15,7 @@
  *   DEMO_CONNECT=1 npm run demo  # the first tenant's credential comes through a browser
  *
  * With DEMO_CONNECT=1 the first tenant's credential is not handed over by the sandbox but
- * connected (SPEC §12): the demo prints a one-time link, a person opens it, presses Allow on
+ * connected: the demo prints a one-time link, a person opens it, presses Allow on
  * the sandbox's consent page, and the demo goes on once `token.registered` arrives (waiting
  * up to DEMO_SECONDS; the DEMO_SECONDS of the story start after that).
  */

@@ -14,7 +14,7 @@ import { RefresherModule } from './refresher.module.js';
 import { TokenController } from './tokens/token.controller.js';
 import { WireSubscription } from '@tokenkeeper/contracts';
 
-/** The connect pages' own port (SPEC §12): the same express app on a second server, closed with the app. */
+/** The connect pages' own port: the same express app on a second server, closed with the app. */
 async function listenPublic(app: INestApplication, port: number): Promise<void> {
   const server = createServer(app.getHttpAdapter().getInstance() as RequestListener);
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '0.0.0.0', () => resolve()));

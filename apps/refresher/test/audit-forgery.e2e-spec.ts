@@ -24,7 +24,7 @@ import {
 const CREDENTIALS = 12;
 
 /**
- * Issue 11 item 10: someone who sees the core `token.*` events, on a bus that lets them
+ * Someone who sees the core `token.*` events, on a bus that lets them
  * publish to the audit stream, races the relay with a forged record under each event's id.
  * The genuine records use a message id nobody sees, so none of them is suppressed.
  */

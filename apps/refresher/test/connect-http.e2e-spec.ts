@@ -1,5 +1,5 @@
 /**
- * The connect flow's HTTP surface without a browser (SPEC §12, docs/security.md): the
+ * The connect flow's HTTP surface without a browser (docs/security.md): the
  * headers of every page, the link's page and its button (a GET consumes nothing, the POST
  * must come from the page, its cookies), what the redirect asks the provider for, scopes,
  * the per-tenant cap, ids nobody minted, and PUBLIC_HTTP_PORT keeping the pages and

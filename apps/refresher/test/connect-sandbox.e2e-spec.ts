@@ -1,5 +1,5 @@
 /**
- * The whole connect flow (SPEC §12) against the sandbox provider's consent page, with the
+ * The whole connect flow against the sandbox provider's consent page, with the
  * person's browser played by plain HTTP: the refresher's link, its page's button and the
  * redirect to the sandbox's /authorize, Allow (or Deny) on the consent form, the redirect to /oauth/callback, and then
  * a stored credential whose token the sandbox's API accepts and which refreshes as any

@@ -42,7 +42,7 @@ const REUSE_GRACE_SECONDS = 15;
 const pad = (i: number) => `c${String(i).padStart(2, '0')}`;
 
 /**
- * SPEC §4: "A crashed replica's lease expires and another takes the credential over."
+ * The refresh policy: "A crashed replica's lease expires and another takes the credential over."
  * A refresher process is SIGKILLed while it holds leases with requests in flight; an
  * in-process refresher takes every credential over once (and not before) the leases
  * expire, and nothing is lost.

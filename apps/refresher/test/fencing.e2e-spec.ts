@@ -9,7 +9,7 @@ import { openRepository, Sql, type StandaloneRepository } from './cluster.fixtur
 import { testKeys } from './refresher.harness.js';
 
 /**
- * The fenced write of SPEC §4 at the repository level: a write made under a lease lands
+ * The fenced write of the refresh policy at the repository level: a write made under a lease lands
  * only while that lease is the current one and the stored version is the one it read.
  * Two repositories on two pools play replica A and replica B.
  */

@@ -27,7 +27,7 @@ const SUBJECTS = [
   wire.list(),
   wire.list('acme'),
 ];
-/** The subjects of the contract before issue 10, addressed by payload only: nobody serves them any more. */
+/** The subjects of an older contract, addressed by payload only: nobody serves them any more. */
 const OLD_SUBJECTS = ['token.get', 'token.register', 'token.refresh', 'token.revoke', 'token.describe', 'token.list'];
 /**
  * Names NATS delivers as a single subject token (so a `*` subscription receives them) but

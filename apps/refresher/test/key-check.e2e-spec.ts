@@ -15,7 +15,7 @@ import { spawnRefresher, type ChildRefresher } from './ops-support.js';
 import { RawCaller } from './refresher.harness.js';
 
 /**
- * Issue 11 item 12: a mistyped key under a known key id. The refresher runs as
+ * A mistyped key under a known key id. The refresher runs as
  * `npm run start:refresher` does (main.ts in a child process) against a real PostgreSQL
  * and NATS: a key that differs from the one the database knows under the same id stops
  * start-up with an error naming the id (never the key); new ids are recorded.

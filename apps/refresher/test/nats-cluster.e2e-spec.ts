@@ -35,7 +35,7 @@ const LEADER_ELECTION_MS = 15_000;
 const CONSUMER = 'tokenkeeper-audit';
 
 /**
- * The subjects this test speaks (SPEC §3), in one place.
+ * The subjects this test speaks, in one place.
  */
 const wire = {
   register: (nc: NatsConnection, connection: string, body: Record<string, unknown>) =>
@@ -109,7 +109,7 @@ async function moveLeader(
 }
 
 /**
- * Issue 11 item 19, scale-out on a real NATS cluster: three routed nats-server 2.9 nodes
+ * Scale-out on a real NATS cluster: three routed nats-server 2.9 nodes
  * with TOKEN_AUDIT at replicas 3. Refresher A (the active outbox relay) is on n1, which
  * also leads the stream and the audit consumer; refresher B on n2; the audit app and the
  * clients on n3. n1 is killed with SIGKILL under token.get load while short-lived tokens

@@ -31,7 +31,7 @@ const entry = (key: string, pub: string[], sub: string[], responses = false) =>
   `{ nkey: ${key}, permissions: { publish: { allow: ${list(pub)} }, subscribe: { allow: ${list(sub)} }${responses ? ', allow_responses: true' : ''} } }`;
 
 /**
- * NATS_NKEY_SEED and NATS_INBOX_PREFIX (SPEC §8, §11): each app authenticates with its own
+ * NATS_NKEY_SEED and NATS_INBOX_PREFIX: each app authenticates with its own
  * nkey and is allowed only its own inbox, never `_INBOX.>`. The server's permissions prove
  * the prefix is used: a request from a connection on the default `_INBOX` cannot get a reply.
  */

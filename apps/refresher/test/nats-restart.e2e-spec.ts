@@ -31,7 +31,7 @@ const SHORT = ['s0', 's1', 's2', 's3', 's4'];
 const MIN_OUTAGE_MS = 2_000;
 
 /**
- * SPEC §3/§9: the refresher outlives a NATS restart. While NATS is down it keeps
+ * The wire contract and operations: the refresher outlives a NATS restart. While NATS is down it keeps
  * refreshing into the database; once the server is back (same port) it reconnects on its
  * own, answers token.get with what the database holds (not with what it had cached before
  * the outage) and keeps publishing events.

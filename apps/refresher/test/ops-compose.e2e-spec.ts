@@ -360,7 +360,7 @@ describe('ops: docker-compose.yml and Dockerfile', () => {
       expect(variable, `${service}: ${prefix}NATS_PASS references a variable`).toBe(user.password.slice(1));
       expect(env[`${prefix}NATS_PASS`], `${service}: ${prefix}NATS_PASS default`).toBe(natsEnv[variable!]);
     }
-    // Production needs the signing key (SPEC §8): the refresher passes it through.
+    // Production needs the signing key: the refresher passes it through.
     expect(referencedVariable('refresher', 'EVENT_SIGNING_KEY')).toBe('EVENT_SIGNING_KEY');
     expect(envOf('refresher').EVENT_SIGNING_KEY_FILE).toMatch(/^\/var\/lib\/tokenkeeper\//);
   });
@@ -420,7 +420,7 @@ describe('ops: the healthchecks, run against what they probe', () => {
   it('probes the subject the audit app answers, as the audit service would on the permissioned bus', async () => {
     const argv = healthcheckOf('audit');
     expect(argv.slice(0, 3)).toEqual(['node', 'deploy/healthcheck.mjs', 'nats']);
-    // A tenant's audit.query (SPEC §3), which the audit app serves on audit.query.*.
+    // A tenant's audit.query, which the audit app serves on audit.query.*.
     expect(argv[3]).toBe('audit.query.healthcheck');
     expect(WireSubscription.auditQueryOfTenant).toBe('audit.query.*');
     const { AuditQueryController } = await import('../../audit/src/query/audit-query.controller.js');

@@ -123,7 +123,7 @@ function useStack(scenario: Scenario) {
 
   /**
    * Registers `count` credentials whose tokens are already due. The scheduler claims no more
-   * than the provider's free request slots (maxConcurrency, 8 by default; issue 11 item 3), so
+   * than the provider's free request slots (maxConcurrency, 8 by default), so
    * the storm is "every slot busy", and the rest are claimed as slots free up.
    */
   async function startStorm(): Promise<void> {

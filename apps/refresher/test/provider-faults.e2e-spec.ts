@@ -459,7 +459,7 @@ describe('refresher: provider faults', () => {
     expect(await describeCredential(caller, key)).toMatchObject({ status: 'failing', failures: 1 });
   });
 
-  it('an unknown error code inside an HTTP 200 is transient (SPEC §4): backoff, not success, not misconfiguration', async () => {
+  it('an unknown error code inside an HTTP 200 is transient: backoff, not success, not misconfiguration', async () => {
     const key = { tenant: 'misconfigured', connection: 'unknown-200' };
     const { tokens } = await registerValid(edge, key, 'edge');
     edge.injectFault({ type: 'error_in_200', error: 'incorrect_client_credentials' }, 1);

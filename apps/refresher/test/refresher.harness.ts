@@ -26,7 +26,7 @@ export function testEnv(
     LOG_LEVEL: 'warn',
     LEASE_SECONDS: '5',
     // Longer than the lease on purpose: the lease is extended while a request runs, and a
-    // sandbox answer slowed by a loaded machine must still be committed (issue 11 item 4).
+    // sandbox answer slowed by a loaded machine must still be committed.
     REFRESH_TIMEOUT_MS: '8000',
     REFRESH_MIN_MARGIN_SECONDS: '2',
     CLAIM_INTERVAL_MS: '50',
@@ -111,7 +111,7 @@ export type AdminOperation = 'register' | 'refresh' | 'revoke' | 'describe' | 'c
 
 /**
  * A raw nats.js caller, as any service in any language would be. Besides `call` (any
- * subject, any body), helpers speak SPEC §3: the credential is named by the subject and
+ * subject, any body), helpers speak the wire contract: the credential is named by the subject and
  * left out of the payload, exactly as a client sends it. Subjects are built without
  * validation, so hostile tests can address names the contract refuses.
  */
@@ -164,7 +164,7 @@ export class RawCaller {
   }
 }
 
-/** SPEC §3 subjects, unvalidated (tests send names the contract refuses on purpose). */
+/** The wire contract subjects, unvalidated (tests send names the contract refuses on purpose). */
 export const wire = {
   tokenGet: (tenant: string, connection: string) => `token.get.${tenant}.${connection}`,
   admin: (operation: AdminOperation, tenant: string, connection: string) =>

@@ -46,7 +46,7 @@ async function metricSum(refresher: TestRefresher, name: string, labels: Record<
 }
 
 /**
- * SPEC §4 scale-out: two replicas share one database and one NATS. With rotation and
+ * The refresh policy scale-out: two replicas share one database and one NATS. With rotation and
  * reuse detection at the provider (no grace at all), several refresh rounds of 50
  * credentials plus a steady stream of token.get calls, some reporting 401s, must never
  * present a refresh token twice, and the work must really be shared.

@@ -25,7 +25,7 @@ import {
 } from './refresher.harness.js';
 
 /**
- * SPEC §3 "Reply subjects": on a bus without permissions (the defence-in-depth case), a
+ * The wire contract "Reply subjects": on a bus without permissions (the defence-in-depth case), a
  * request whose reply subject is one of the services' own subjects is dropped unanswered,
  * counted and logged without its payload; it puts nothing on that subject or into TOKEN_AUDIT.
  */

@@ -20,7 +20,7 @@ import {
 import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
 /**
- * Token responses at the edges (issue 11, items 17 and 18), against the sandbox with
+ * Token responses at the edges, against the sandbox with
  * rotation and reuse detection (grace 0):
  * - `expires_in: 0` is "expired now": the credential stays active and is refreshed again
  *   after the floor, instead of never;

@@ -17,7 +17,7 @@ import {
   type TestRefresher,
 } from './refresher.harness.js';
 
-/** Issue 11 item 6: a revoke is a version of its own (SPEC §3), and a revoked token never comes back. */
+/** A revoke is a version of its own, and a revoked token never comes back. */
 describe('refresher: revoke bumps the version; a revoked token stays revoked', () => {
   let nats: NatsServerHandle;
   let db: Awaited<ReturnType<typeof createTestDatabase>>;

@@ -24,7 +24,7 @@ import {
 } from './refresher.harness.js';
 
 /**
- * Issue 11, rotations: a refresh token the provider has rotated must never be lost, and
+ * Rotations: a refresh token the provider has rotated must never be lost, and
  * no old one presented again (rotation with reuse detection, grace 0 unless stated).
  */
 interface World {
@@ -103,7 +103,7 @@ async function rows(
   return result.rows;
 }
 
-describe('rotation safety (issue 11)', () => {
+describe('rotation safety', () => {
   it('item 1: keeps a rotated refresh token through a PostgreSQL outage and commits it afterwards', async () => {
     const w = await setUp({
       viaProxy: true,

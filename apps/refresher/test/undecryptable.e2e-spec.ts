@@ -59,7 +59,7 @@ it('parks an undecryptable credential and keeps refreshing its neighbours', asyn
 });
 
 /**
- * Issue 11 items 11 and 13: an undecryptable row is parked with an audit record, does not
+ * An undecryptable row is parked with an audit record, does not
  * break describe, list, revoke or the re-encryption sweep, and once its key is back an
  * on-demand refresh is no longer blocked by the parking.
  */

@@ -28,7 +28,7 @@ const POLL_INTERVAL_MS = 1_000;
 
 /**
  * `tokenctl connect <tenant> <connection> --provider P`: asks the refresher for a one-time
- * connect URL (SPEC §12), prints it, and waits until the credential is registered. Two signals,
+ * connect URL, prints it, and waits until the credential is registered. Two signals,
  * whichever comes first: the credential's `token.registered` event (subscribed before asking,
  * so that a quick person cannot beat it), and `describe` polled every second, because a tenant
  * admin's NATS user may call the control plane of its tenant but not subscribe to events.

@@ -38,7 +38,7 @@ export async function watchCommand(flags: WatchFlags, ctx: CommandContext): Prom
     }
   }
   // The four event types one by one, never `token.*.…`: that is what the operator's and a
-  // consumer's permissions allow (SPEC §11), and a wildcard type would be refused.
+  // consumer's permissions allow, and a wildcard type would be refused.
   const subjects = (flags.kind ? [flags.kind] : TOKEN_EVENT_KINDS).map((kind) =>
     tokenEventFilter(kind, flags.tenant ?? '*', flags.connection ?? '*'),
   );
@@ -194,7 +194,7 @@ export async function auditCommand(flags: AuditFlags, ctx: CommandContext): Prom
     'audit query',
   );
   const session = await ctx.session();
-  // With --tenant, the tenant's own subject, so a tenant admin's permissions suffice (SPEC §11).
+  // With --tenant, the tenant's own subject, so a tenant admin's permissions suffice.
   const reply = await session.request<{ items?: Partial<AuditRecord>[]; nextCursor?: string }>(
     auditQuerySubject(request.tenant),
     request,

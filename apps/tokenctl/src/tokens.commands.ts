@@ -46,7 +46,7 @@ export async function getCommand(
     'get request',
   );
   const session = await ctx.session();
-  // The subject names the credential (SPEC §3); the payload carries only the options.
+  // The subject names the credential; the payload carries only the options.
   const body = request.minTtlSeconds !== undefined ? { minTtlSeconds: request.minTtlSeconds } : {};
   const reply = await session.request<{ token: TokenView }>(
     tokenGetSubject(request.tenant, request.connection),
@@ -144,7 +144,7 @@ export async function listCommand(flags: ListFlags, ctx: CommandContext): Promis
     'list request',
   );
   const session = await ctx.session();
-  // With --tenant, the tenant's own subject: a tenant admin's permissions reach it (SPEC §11).
+  // With --tenant, the tenant's own subject: a tenant admin's permissions reach it.
   const subject = adminListSubject(base.tenant);
   type Page = { items: CredentialView[]; nextCursor?: string };
 

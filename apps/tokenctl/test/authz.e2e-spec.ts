@@ -1,5 +1,5 @@
 /**
- * SPEC §11 at the NATS level: a real nats-server runs the configuration `tokenctl authz`
+ * The authorization model at the NATS level: a real nats-server runs the configuration `tokenctl authz`
  * generates, raw nats.js responders stand in for the refresher and the audit app (under
  * their own users), and each role is shown to do its job and be refused the rest by the
  * server itself. No refresher: what is proven here is the permission model, not the app.
@@ -115,7 +115,7 @@ async function answeredOk(client: Client, subject: string): Promise<{ ok: boolea
   return JSON.parse(decoder.decode(reply.data)) as { ok: boolean; subject: string; as: string };
 }
 
-describe('tokenctl authz: the generated nats-server permissions (SPEC §11)', () => {
+describe('tokenctl authz: the generated nats-server permissions', () => {
   let nats: NatsServerHandle;
   let users: Map<string, GeneratedUser>;
   const clients: Client[] = [];

@@ -1,12 +1,12 @@
 import type { GeneratedUser } from '../src/authz.render.js';
 
-/** The password of a generated user; the tests that start apps under SPEC §11 generate password users. */
+/** The password of a generated user; the tests that start apps under the authorization model generate password users. */
 export function credentialsOf(user: GeneratedUser): { user: string; pass: string } {
   if (user.credential.kind !== 'password') throw new Error('this test generates password users');
   return { user: user.user.name, pass: user.credential.password };
 }
 
-/** The environment a service or tokenctl gets for one generated user (what `tokenctl authz`'s secret section lists, SPEC §8). */
+/** The environment a service or tokenctl gets for one generated user (what `tokenctl authz`'s secret section lists, the configuration rules). */
 export function natsEnvOf(user: GeneratedUser): Record<string, string> {
   const { user: name, pass } = credentialsOf(user);
   return { NATS_USER: name, NATS_PASS: pass, NATS_INBOX_PREFIX: user.user.inboxPrefix };

@@ -1,5 +1,5 @@
 /**
- * Issue 10: "the operator can do everything tokenctl does". A real nats-server runs the
+ * "The operator can do everything tokenctl does." A real nats-server runs the
  * configuration `tokenctl authz` generates; the refresher and the audit app run under
  * their own users (own inbox prefixes), and every tokenctl command runs as the `operator`
  * user and exits 0. A tenant admin runs the tenant-scoped commands (tokenctl sends
@@ -58,7 +58,7 @@ function runCli(args: string[], env: Record<string, string>, input = '') {
   return { child, done, out: () => stdout, err: () => stderr };
 }
 
-describe('tokenctl as the operator user on the permissioned bus (SPEC §11)', () => {
+describe('tokenctl as the operator user on the permissioned bus', () => {
   let nats: NatsServerHandle;
   let db: TestDatabase;
   let auditDb: TestDatabase;

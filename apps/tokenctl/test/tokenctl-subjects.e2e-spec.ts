@@ -1,5 +1,5 @@
 /**
- * Every tokenctl command on its SPEC §3 subject, checked against a raw nats.js responder
+ * Every tokenctl command on its the wire contract subject, checked against a raw nats.js responder
  * (no refresher): the subject names the credential, the payload carries what it may
  * (names, when present, equal the subject's), and `watch` subscribes to the four event
  * types one by one. What the refresher does with the requests is tokenctl.e2e-spec.ts's.
@@ -54,7 +54,7 @@ const credential = (tenant: string, connection: string) => ({
   failures: 0,
 });
 
-describe('tokenctl: SPEC §3 subjects (raw responder)', () => {
+describe('tokenctl: the wire contract subjects (raw responder)', () => {
   let nats: NatsServerHandle;
   let responder: NatsConnection;
   const seen: Seen[] = [];
@@ -150,7 +150,7 @@ describe('tokenctl: SPEC §3 subjects (raw responder)', () => {
           'tokenkeeper.admin.revoke.globex.jira',
         ].sort(),
       );
-      // token.get carries only its options (SPEC §3: `{minTtlSeconds?, rejectedVersion?}`).
+      // token.get carries only its options (`{minTtlSeconds?, rejectedVersion?}`).
       expect(bySubject.get('token.get.acme.github')).toEqual({ minTtlSeconds: 60 });
       // Admin payloads may name the credential; when they do, it is the subject's.
       expect(bySubject.get('tokenkeeper.admin.revoke.globex.jira')).toEqual({ tenant: 'globex', connection: 'jira' });

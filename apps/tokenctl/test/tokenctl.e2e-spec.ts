@@ -342,7 +342,7 @@ describe('tokenctl against a real refresher', () => {
     async () => {
       const human = startCli(['watch', '--tenant', 'watched'], env);
       const json = startCli(['watch', '--json', '--show-secrets'], env);
-      // The four event types one by one (SPEC §11 permissions name them so), scoped to --tenant.
+      // The four event types one by one (permissions name them so), scoped to --tenant.
       await waitFor(
         () =>
           human

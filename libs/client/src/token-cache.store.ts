@@ -90,7 +90,7 @@ export const DEFAULT_MAX_TOMBSTONES = 10_000;
 export type AnswerOutcome = TokenView | 'revoked';
 
 /**
- * The version rules of SPEC §3 in one place, free of I/O so they can be read and
+ * The version rules of the wire contract in one place, free of I/O so they can be read and
  * tested alone. Events may come twice or out of order; the cache keeps the highest
  * version, and a tombstone or a reauth mark is only lifted by a strictly newer token.
  *

@@ -44,7 +44,7 @@ export interface TokenClientOptions {
   /** Extra nats.js options (auth, TLS, name, reconnect policy) for a connection the client opens. */
   connectOptions?: Omit<NodeConnectionOptions, 'servers'>;
   /**
-   * Inbox prefix of a connection the client opens (SPEC §11: `_INBOX_<name>`, so the
+   * Inbox prefix of a connection the client opens (`_INBOX_<name>`, so the
    * consumer needs no `_INBOX.>` permission). Default: nats.js's `_INBOX`. Refused
    * together with `nc`: set it on that connection instead.
    */
@@ -211,7 +211,7 @@ function scope(options: TokenClientOptions): { tenants: Set<string>; connections
   if (tenants.size === 0 && connections.size === 0) {
     throw new TokenClientError(
       'bad_request',
-      'TokenClient needs `tenants` or `connections`: it subscribes only to the credentials it serves (SPEC §11)',
+      'TokenClient needs `tenants` or `connections`: it subscribes only to the credentials it serves',
     );
   }
   // A connection of a served tenant is covered by the tenant's subscriptions already.

@@ -5,7 +5,7 @@ import { FakeRefresher, tokenView } from '../test/fake-refresher.fixture.js';
 import { TokenClient } from './token.client.js';
 
 /**
- * Issue 11 item 7: after a database restore rolls versions back, a token.get answer corrects
+ * After a database restore rolls versions back, a token.get answer corrects
  * the client, although its version is lower than the cached one. Pushed events keep
  * "highest version wins", and an event heard while the request was out beats its answer.
  */

@@ -8,7 +8,7 @@ import type { TokenClientOptions } from './token-client.options.js';
 import { TokenClient } from './token.client.js';
 
 /**
- * Defence in depth (SPEC §3, §11) on a permissive bus: anyone may publish events and
+ * Defence in depth on a permissive bus: anyone may publish events and
  * answer token.get, so only signatures and name agreement keep forgeries out.
  */
 

@@ -271,7 +271,7 @@ export class FakeRefresher {
     if (code !== undefined) return error(code, `credential ${id} is ${code}`);
     let view = this.tokens.get(id);
     if (view === undefined) return error('not_found', `no credential ${id}`);
-    // SPEC §3: a rejected version that is still current is refreshed once.
+    // The wire contract: a rejected version that is still current is refreshed once.
     if (rejectedVersion !== undefined && rejectedVersion === view.version) {
       const retryAfter = this.budgets.get(id);
       if (retryAfter !== undefined) {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 
 /**
  * Environment parsing shared by the apps: small zod helpers and the report format. The
- * NATS settings (SPEC §8) are read by `natsEnvShape`/`natsConfigFrom` in @tokenkeeper/nats.
+ * NATS settings are read by `natsEnvShape`/`natsConfigFrom` in @tokenkeeper/nats.
  */
 
 /**

@@ -10,7 +10,7 @@ export const AUDIT_QUEUE_GROUP = 'audit';
 export const AUDIT_SUBJECT_FILTER = `${AUDIT_SUBJECT_PREFIX}.>`;
 
 /**
- * The only fields an audit record may carry (SPEC §7). Anything else found in a record
+ * The only fields an audit record may carry. Anything else found in a record
  * is dropped before it is published or stored: a secret cannot travel in a field that
  * nobody reads.
  */

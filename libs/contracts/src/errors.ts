@@ -1,4 +1,4 @@
-/** Error codes of the wire contract (SPEC §3). */
+/** Error codes of the wire contract. */
 export const ERROR_CODES = [
   'bad_request',
   'not_found',

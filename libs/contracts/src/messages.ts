@@ -29,7 +29,7 @@ export const MAX_MIN_TTL_SECONDS = 86_400;
 export const DEFAULT_MIN_TTL_SECONDS = 30;
 
 /**
- * `token.get.<tenant>.<connection>` payload (SPEC §3: `{minTtlSeconds?, rejectedVersion?}`,
+ * `token.get.<tenant>.<connection>` payload (`{minTtlSeconds?, rejectedVersion?}`,
  * an empty payload is `{}`): lenient about unknown fields so that newer clients work with
  * older refreshers. The subject names the credential; a payload may repeat
  * `tenant`/`connection`, and then they must equal the subject's.
@@ -120,12 +120,12 @@ export type TokenRegisterRequest = z.infer<typeof TokenRegisterRequestSchema>;
 /** Payload of `tokenkeeper.admin.{refresh,revoke,describe}.<tenant>.<connection>`: `{}`, names optional. */
 export const CredentialPayloadSchema = z.strictObject({ tenant: tenant.optional(), connection: connection.optional() });
 
-/** How long a connect URL stays usable by default, and at most (SPEC §12). */
+/** How long a connect URL stays usable by default, and at most. */
 export const CONNECT_DEFAULT_TTL_SECONDS = 900;
 export const CONNECT_MAX_TTL_SECONDS = 3_600;
 
 /**
- * `tokenkeeper.admin.connect.<tenant>.<connection>` payload (SPEC §12): strict, as every
+ * `tokenkeeper.admin.connect.<tenant>.<connection>` payload: strict, as every
  * admin payload. Whether `returnUrl`'s origin is allowed depends on the provider, so the
  * refresher checks that.
  */
@@ -305,12 +305,12 @@ export interface TokenRevokedEvent {
   version: number;
 }
 
-/** A secret-free audit record (SPEC §7). */
+/** A secret-free audit record. */
 export interface AuditRecord {
   /**
    * The record's own id, its JetStream `Nats-Msg-Id` and the audit table's unique key.
    * Never shown on a core `token.*` event, so nobody who sees the change can publish a
-   * record under it first (SPEC §7). Set by the outbox relay when it publishes; absent
+   * record under it first. Set by the outbox relay when it publishes; absent
    * only in records written by an older refresher (the audit app then uses `eventId`).
    */
   recordId?: string;

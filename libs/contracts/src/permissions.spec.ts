@@ -18,7 +18,7 @@ const ROLES: AuthzRole[] = [
   { kind: 'consumer', tenant: 'acme', service: 'billing', connections: ['github'] },
 ];
 
-describe('permission model (SPEC §11)', () => {
+describe('permission model', () => {
   it('gives every role its own inbox and nobody _INBOX.>, $JS.API.> or a catch-all', () => {
     for (const role of ROLES) {
       const user = authzUser(role);

@@ -3,7 +3,7 @@ import { isValidName, NAME_PATTERN } from './names.js';
 import { ADMIN_CREDENTIAL_OPERATIONS, ADMIN_PREFIX, AUDIT_QUERY_PREFIX, TOKEN_GET_PREFIX } from './wire-subjects.js';
 
 /**
- * The permission model of SPEC §11 as data: what each role may publish and subscribe
+ * The permission model of the authorization model as data: what each role may publish and subscribe
  * to on a single-account nats-server. `tokenctl authz` renders it into the server's
  * `authorization` block and into `nsc` commands; the e2e tests run under it.
  *
@@ -120,13 +120,13 @@ function assertName(value: string, what: string): void {
   if (!isValidName(value)) throw new RangeError(`${what} must match ${NAME_PATTERN.source}`);
 }
 
-/** The allow lists of one role (SPEC §11), for a client whose inbox prefix is `inboxPrefix`. */
+/** The allow lists of one role, for a client whose inbox prefix is `inboxPrefix`. */
 export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPermissions {
   switch (role.kind) {
     case 'consumer': {
       assertName(role.tenant, 'tenant');
       if (role.service !== undefined) assertName(role.service, 'service');
-      // `>` as SPEC §11 writes it: the same reach as `*` (a connection is one subject token and
+      // `>` as the authorization model writes it: the same reach as `*` (a connection is one subject token and
       // the refresher serves only 4-token subjects), and it lets a client subscribe either way.
       for (const c of role.connections ?? []) assertName(c, 'connection');
       const connections = role.connections?.length ? role.connections : ['>'];

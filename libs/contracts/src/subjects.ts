@@ -43,7 +43,7 @@ export const AUDIT_RECORD_TYPES = [
   'failed',
   'reauth_required',
   'revoked',
-  // The connect flow (SPEC §12): a session started, a grant obtained, or a flow that ended without one.
+  // The connect flow: a session started, a grant obtained, or a flow that ended without one.
   'connect_started',
   'connected',
   'connect_failed',

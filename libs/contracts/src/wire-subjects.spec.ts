@@ -22,7 +22,7 @@ function code(run: () => unknown): string | undefined {
   }
 }
 
-describe('wire subjects (SPEC §3)', () => {
+describe('wire subjects', () => {
   it('builds the data-plane, control-plane and audit subjects', () => {
     expect(tokenGetSubject('acme', 'github')).toBe('token.get.acme.github');
     expect(adminSubject('register', 'acme', 'github')).toBe('tokenkeeper.admin.register.acme.github');

@@ -2,8 +2,8 @@ import { ContractError } from './errors.js';
 import { isValidName, NAME_PATTERN, type CredentialKey } from './names.js';
 
 /**
- * Subjects of SPEC §3 that name the credential, so NATS permissions can decide who
- * may touch which tenant (SPEC §11). Builders refuse bad names (nothing unsafe is
+ * Subjects of the wire contract that name the credential, so NATS permissions can decide who
+ * may touch which tenant. Builders refuse bad names (nothing unsafe is
  * ever published); parsers take what a server received on one of the patterns
  * below and answer `bad_request` for a token that breaks the name rule.
  */
@@ -110,7 +110,7 @@ export function parseAuditQuerySubject(subject: string): { tenant?: string } {
 }
 
 /**
- * SPEC §3: a payload that also names `tenant` or `connection` must name the subject's.
+ * The wire contract: a payload that also names `tenant` or `connection` must name the subject's.
  * Only the names the subject fixes are checked: on the cross-tenant `…list` a payload
  * `tenant` is a filter, not a contradiction. A present but non-string name can never
  * equal the subject's, so it is refused as well.

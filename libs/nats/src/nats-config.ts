@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { parseServers } from './nats-url.js';
 
 /**
- * The NATS settings of SPEC §8, read the same way by the refresher, the audit app and
+ * The NATS settings of the configuration rules, read the same way by the refresher, the audit app and
  * tokenctl: spread `natsEnvShape` into the app's zod schema, then call `natsConfigFrom`.
  * Problems are reported per variable, never with its value.
  */
@@ -120,7 +120,7 @@ const DEFAULT_INBOX_PREFIX = '_INBOX';
 
 const OWN_NAMESPACES = ['token.', 'audit.', 'tokenkeeper.', '$'];
 
-/** `REPLY_SUBJECT_PREFIXES`: the reply subjects a service answers to (SPEC §3). */
+/** `REPLY_SUBJECT_PREFIXES`: the reply subjects a service answers to. */
 export function replySubjectPrefixesFrom(e: { REPLY_SUBJECT_PREFIXES: string }, problems: string[]): string[] {
   const prefixes = e.REPLY_SUBJECT_PREFIXES.split(',')
     .map((s) => s.trim())

@@ -10,7 +10,7 @@ import { errorToReply } from './rpc-error.mapper.js';
 /** Why a request was dropped unanswered (the `reason` label of the drop counter). */
 export type RpcDropReason = 'reply_subject' | 'own_inbox';
 
-/** The reply subjects answered by default (SPEC §3): inboxes, whatever their suffix. */
+/** The reply subjects answered by default: inboxes, whatever their suffix. */
 export const DEFAULT_REPLY_SUBJECT_PREFIXES: readonly string[] = ['_INBOX'];
 /** A dropped request is logged at most once per reason in this long. */
 export const DROP_LOG_INTERVAL_MS = 10_000;
@@ -177,7 +177,7 @@ export class NatsRpcServer extends Server implements CustomTransportStrategy {
   }
 }
 
-/** SPEC §3: an empty payload is `{}` (`nats req token.get.acme.github ''` is a valid request). */
+/** The wire contract: an empty payload is `{}` (`nats req token.get.acme.github ''` is a valid request). */
 function decodeRequest(data: Uint8Array): Record<string, unknown> {
   return data.length === 0 ? {} : decodeJsonObject(data);
 }
@@ -190,7 +190,7 @@ function respond(msg: Msg, reply: RpcReply): void {
 
 /**
  * A request handler that takes the decoded payload and the subject it arrived on (which
- * names the credential, SPEC §3) and answers with the encoded reply (and its headers, if any).
+ * names the credential, the wire contract) and answers with the encoded reply (and its headers, if any).
  */
 export type DirectHandler = (request: Record<string, unknown>, subject: string) => RpcReply | Promise<RpcReply>;
 

@@ -59,7 +59,7 @@ export interface CodePresentation {
   codeVerifier: string | null;
 }
 
-/** The strict headers of every page here (SPEC §12 asks the same of the refresher's). */
+/** The strict headers of every page here (asks the same of the refresher's). */
 function pageHeaders(formAction: string): Record<string, string> {
   return {
     'content-type': 'text/html; charset=utf-8',

@@ -205,7 +205,7 @@ export class SandboxProvider {
   }
 
   /**
-   * Settings for a providers file (SPEC §5) entry backed by this sandbox. The
+   * Settings for a providers file entry backed by this sandbox. The
    * authorization endpoint is left out (pass `authorizationUrl` to connect through it), so
    * that an entry stays register-only unless a test says otherwise.
    */

@@ -60,7 +60,7 @@ async function lingerFor<T>(next: Promise<T>, ms: number): Promise<T | undefined
  *   stored exactly once.
  * - A record that fails validation, or that the table cannot hold (columnProblem, or one
  *   PostgreSQL refuses with a data error), goes to `audit_dead_letters` with the reason and
- *   its safe fields and is acked: one poison record never stops the others (SPEC §7).
+ *   its safe fields and is acked: one poison record never stops the others.
  *   A database failure keeps the batch (working()) and backs off.
  */
 @Injectable()

@@ -1,7 +1,7 @@
 import { Column, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
 
 /**
- * One stored audit record (SPEC §7): who (tenant, connection, provider), what (type,
+ * One stored audit record: who (tenant, connection, provider), what (type,
  * version, outcome, code, redacted message), when (`at`, and `received_at` here) and
  * which refresher replica. There is no column that could hold a token or a secret.
  * `record_id` (the record's JetStream message id, never on a core event) is unique, so a

@@ -219,7 +219,7 @@ export class OutboxRelay implements OnApplicationBootstrap, OnApplicationShutdow
           }
           try {
             // Only the allow-listed fields go out, whatever the row holds. The message id is the
-            // row's secret record id, never the event id core subscribers see (SPEC §7).
+            // row's secret record id, never the event id core subscribers see.
             const record = { ...pickAuditFields(row.payload), recordId: row.record_id };
             const ack = await this.js.publish(row.subject, encodeJson(record), {
               msgID: row.record_id,

@@ -32,14 +32,14 @@ const EnvSchema = z.object({
   DATABASE_URL: postgresUrl('postgres://postgres@127.0.0.1:5432/tokenkeeper'),
   DATABASE_POOL_SIZE: positiveInt(10),
   // Bounds on every database wait, so a PostgreSQL that silently drops packets fails a
-  // statement (retried under the lease) instead of hanging it (issue 11 item 2).
+  // statement (retried under the lease) instead of hanging it.
   DATABASE_CONNECT_TIMEOUT_MS: positiveInt(5_000),
   DATABASE_STATEMENT_TIMEOUT_MS: positiveInt(15_000),
   DATABASE_IDLE_IN_TX_TIMEOUT_MS: positiveInt(15_000),
   PROVIDERS_FILE: z.string().default('config/providers.yaml'),
   TOKEN_ENCRYPTION_KEYS: optionalText,
   TOKEN_ENCRYPTION_KEY_FILE: z.string().default('.tokenkeeper/encryption.key'),
-  // Signing of token replies and events (SPEC §3): a NATS user nkey seed, and the public
+  // Signing of token replies and events: a NATS user nkey seed, and the public
   // keys of the other replicas' signers (several during a rotation).
   EVENT_SIGNING_KEY: optionalText,
   EVENT_SIGNING_KEY_FILE: z.string().default('.tokenkeeper/event-signing.seed'),
@@ -48,7 +48,7 @@ const EnvSchema = z.object({
   // re-signed once their signature is a third of this old.
   SIGNATURE_MAX_AGE_SECONDS: positiveInt(900),
   HTTP_PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
-  // The connect flow's pages (SPEC §12): how browsers reach them, and an optional port of
+  // The connect flow's pages: how browsers reach them, and an optional port of
   // their own so that health and metrics can stay private.
   PUBLIC_BASE_URL: optionalText,
   PUBLIC_HTTP_PORT: z.coerce.number().int().min(1).max(65_535).optional(),
@@ -113,7 +113,7 @@ export interface AppConfig extends ServiceConfig {
     maxAgeSeconds: number;
   };
   httpPort: number;
-  /** The connect flow's public side (SPEC §12). */
+  /** The connect flow's public side. */
   connect: {
     /** PUBLIC_BASE_URL without a trailing slash; the redirect_uri is `${publicBaseUrl}/oauth/callback`. */
     publicBaseUrl: string;

@@ -4,7 +4,7 @@ import type { Msg } from '@nats-io/transport-node';
 import { ConnectPayloadSchema, parseCredentialRequest, WireSubscription } from '@tokenkeeper/contracts';
 import { ConnectService } from './connect.service.js';
 
-/** `tokenkeeper.admin.connect.<tenant>.<connection>` (SPEC §12): the credential is the subject's, as on every admin subject. */
+/** `tokenkeeper.admin.connect.<tenant>.<connection>`: the credential is the subject's, as on every admin subject. */
 @Controller()
 export class ConnectAdminController {
   constructor(private readonly connect: ConnectService) {}

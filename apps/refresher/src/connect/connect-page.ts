@@ -13,7 +13,7 @@ export interface ConnectForm {
 }
 
 /**
- * Headers of every connect page (SPEC §12): nothing cached (the URLs carry codes and
+ * Headers of every connect page: nothing cached (the URLs carry codes and
  * states), no referrer (the provider and the return app must not see them), no script, no
  * frame, no form, no embedded content of any kind.
  */

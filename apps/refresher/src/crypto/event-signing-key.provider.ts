@@ -4,7 +4,7 @@ import { EventSigner, generateSigningSeed, SignatureVerifier, SigningKeyError } 
 import type { AppConfig } from '../config/app-config.js';
 
 /**
- * The key token replies and events are signed with (SPEC §3). EVENT_SIGNING_KEY when set
+ * The key token replies and events are signed with. EVENT_SIGNING_KEY when set
  * (loadConfig has checked it, and refuses production without it). A test run without one
  * gets a key that lives in memory only, so no test writes into the working tree; a local
  * run makes one once in a git-ignored file, like the development encryption key, so that

@@ -6,7 +6,7 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 /**
  * IVs are drawn from the CSPRNG this many at a time, as Node draws randomUUID's bytes: one
- * native call per batch instead of one per encryption (issue 13: 1.5 % of the refresher's
+ * native call per batch instead of one per encryption (1.5 % of the refresher's
  * profile went to randomBytes(12) per token). Each IV is still random and used once; an IV is
  * not secret (it is stored in the blob), so holding the next ones in memory exposes nothing.
  */

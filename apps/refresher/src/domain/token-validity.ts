@@ -17,7 +17,7 @@ export function validFor(expiresAtMs: number, minTtlCapMs: number, minTtlMs: num
  * has used it (golang.org/x/oauth2 keeps 10 s for the same reason); the half-lifetime cap
  * still applies, so a very short-lived token is not refreshed on every request. Only when
  * no refresh can happen (it failed, or backs off) is a token served down to its last
- * millisecond, because then it beats an error (SPEC §3).
+ * millisecond, because then it beats an error.
  */
 export const DELIVERY_MARGIN_MS = 1_000;
 

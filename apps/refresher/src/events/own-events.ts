@@ -15,7 +15,7 @@ const MAX_REMEMBERED = 4_096;
  * The events this process has just signed and published, so that their echo on its own
  * `token.*` subscriptions is recognised without an Ed25519 verify. Every replica hears its
  * own events; on a single replica that echo is the only traffic, and verifying it cost more
- * CPU than signing (issue 13: about a sixth of the refresher's busy time in the pipeline).
+ * CPU than signing (about a sixth of the refresher's busy time in the pipeline).
  *
  * Recognition is exact, so it proves what a verify would: the signature header is one this
  * process produced, the signer header is its own key, the subject and the signing time are

@@ -15,7 +15,7 @@ const view = (version: number, over: Partial<TokenView> = {}): TokenView => ({
 });
 const ID = 'acme/github';
 
-describe('ReplyCache: nothing at or below an evicted version comes back (issue 11 item 6)', () => {
+describe('ReplyCache: nothing at or below an evicted version comes back', () => {
   it('a get that read v5 before a revoke (v6) cannot cache v5 after it', () => {
     const cache = new ReplyCache(10, testSigner);
     cache.put(view(5), T0);

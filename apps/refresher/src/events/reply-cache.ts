@@ -83,7 +83,7 @@ type VersionWaiter = { above: number; resolve: (version: number) => void };
  * An eviction (revoke, or a grant without a token) leaves a mark: the highest version known
  * dead for that credential. Nothing at or below it is cached afterwards, or a `token.get`
  * that read v5 just before a revoke (v6) would re-cache v5 after it and serve it until it
- * expires, forever for a token without expiry (issue 11 item 6). The marks are bounded
+ * expires, forever for a token without expiry. The marks are bounded
  * like the entries; a forgotten mark costs nothing worse than today's database read,
  * since the slow path reads the row, and a revoked row is never served.
  */
@@ -232,7 +232,7 @@ export class ReplyCache {
    * A version of a token `token.get` has asked for here (its entry's reply was read, now or
    * for an earlier version) is signed at once, ready for the next request. Any other is
    * signed on first read: most versions a replica refreshes are never asked for before
-   * the next one replaces them (issue 13: a signature per refresh for nobody). Either way a
+   * the next one replaces them (a signature per refresh for nobody). Either way a
    * version is signed once, never per request.
    */
   private toCached(

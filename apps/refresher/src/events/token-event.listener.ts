@@ -44,7 +44,7 @@ const decoder = new TextDecoder();
 /**
  * Keeps this replica's reply cache coherent with the others: every replica hears every
  * `token.*` event (no queue group) and applies it by version. The four event types are
- * subscribed one by one, as SPEC §11 permits them (never `token.*.*.*`, which would also
+ * subscribed one by one, as the authorization model permits them (never `token.*.*.*`, which would also
  * take `token.get.*.*` requests).
  *
  * Nothing touches the cache before its signature checks out against the trusted signers

@@ -45,7 +45,7 @@ interface SessionRow {
 /**
  * Inserts one audit record about the session's credential, stamped with the credential's
  * version if it exists (0 before the first grant): the session change and its record commit
- * together, as every lifecycle change does (SPEC §7).
+ * together, as every lifecycle change does.
  */
 const SESSION_AUDIT_CTE = (param: number) => `
   audit AS (

@@ -42,7 +42,7 @@ function slowDb(clock: FakeClock, ms: number): DataSource {
   } as unknown as DataSource;
 }
 
-describe('CredentialRepository lease clock (issue 11 item 5)', () => {
+describe('CredentialRepository lease clock', () => {
   const mapper = new CredentialMapper({} as TokenCipher);
 
   it('counts a claimed lease from the moment before the statement, not from its answer', async () => {

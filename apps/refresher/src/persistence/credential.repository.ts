@@ -398,7 +398,7 @@ export class CredentialRepository implements CredentialStore {
         `WITH changed AS (
            UPDATE credentials SET status = 'revoked', access_token_enc = NULL, refresh_token_enc = NULL,
              next_refresh_at = NULL, ${NO_LEASE}, updated_at = now(),
-             -- SPEC §3: a revoke is a version of its own, so no cache takes the revoked token for current.
+             -- the wire contract: a revoke is a version of its own, so no cache takes the revoked token for current.
              version = version + 1
            WHERE tenant = $1 AND connection = $2
            RETURNING *

@@ -13,7 +13,7 @@ export const OUTBOX_RELAY_LOCK_KEY = 7_388_311_512_001;
 export interface OutboxRow {
   id: string;
   event_id: string;
-  /** The record's `Nats-Msg-Id` and audit key: random, never on a core event (SPEC §7). */
+  /** The record's `Nats-Msg-Id` and audit key: random, never on a core event. */
   record_id: string;
   tenant: string;
   connection: string;

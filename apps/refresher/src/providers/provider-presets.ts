@@ -23,7 +23,7 @@ export interface ProviderPreset {
   requiresScopes?: boolean;
   /** Revocation endpoint of the same authorization server, derived from the final token URL. */
   revocationUrlFor?: (tokenUrl: URL) => string;
-  /** Authorization endpoint (SPEC §12) when it does not depend on the tenant or domain. */
+  /** Authorization endpoint when it does not depend on the tenant or domain. */
   authorizationUrl?: string;
   /** Authorization endpoint of the same server, derived from the final token URL (tenant, domain, authorization server). */
   authorizationUrlFor?: (tokenUrl: URL) => string;

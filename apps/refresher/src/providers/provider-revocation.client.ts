@@ -5,7 +5,7 @@ import { TOKEN_ENDPOINT } from './provider.tokens.js';
 import type { TokenEndpoint } from './provider.types.js';
 
 /**
- * RFC 7009 revocation of a credential's tokens at its provider (SPEC §3, `tokenkeeper.admin.revoke`),
+ * RFC 7009 revocation of a credential's tokens at its provider (`tokenkeeper.admin.revoke`),
  * over the token endpoint adapter's HTTP client. Best effort: the credential is already
  * revoked here whatever the provider says.
  */

@@ -67,7 +67,7 @@ export interface ProviderConfig {
    */
   rotation?: RefreshTokenRotation;
   /**
-   * The connect flow (SPEC §12). Without `authorizationUrl` the provider cannot be connected
+   * The connect flow. Without `authorizationUrl` the provider cannot be connected
    * through the browser; its credentials can still be registered with `register`.
    */
   authorizationUrl?: string;

@@ -268,7 +268,7 @@ providers:
   });
 });
 
-describe('connect-flow fields (SPEC §12)', () => {
+describe('connect-flow fields', () => {
   const base = (fields: string) =>
     `providers:\n  p:\n    tokenUrl: https://idp.example.com/token\n    clientId: c\n    clientSecret: x\n    ${fields}\n`;
 

@@ -34,7 +34,7 @@ const DEFAULT_MAX_CONCURRENCY = 8;
 const DEFAULT_ON_DEMAND_COOLDOWN_SECONDS = 30;
 // Parameters the token client sets itself; an extraParam of that name would be ambiguous.
 const RESERVED_PARAMS = new Set(['grant_type', 'refresh_token', 'client_id', 'client_secret', 'scope']);
-// Parameters the connect redirect sets itself (SPEC §12): an authorizeParam may not override them.
+// Parameters the connect redirect sets itself: an authorizeParam may not override them.
 const RESERVED_AUTHORIZE_PARAMS = new Set([
   'response_type',
   'client_id',
@@ -260,7 +260,7 @@ function applyPreset(
 type ConnectSettings = Pick<ProviderConfig, 'authorizationUrl' | 'authorizeParams' | 'issuer' | 'allowedReturnOrigins'>;
 
 /**
- * The connect-flow fields (SPEC §12), preset merged with file (file wins). Undefined when a
+ * The connect-flow fields, preset merged with file (file wins). Undefined when a
  * field is invalid (the issue is added); a preset's derived URLs need a valid token URL.
  */
 function connectSettings(

@@ -80,7 +80,7 @@ export function classifyTokenResponse(
   }
   if (code) {
     // A code neither RFC 6749 nor the preset knows says nothing about our configuration:
-    // back off as for any transient fault (SPEC §4), rather than park the credential for
+    // back off as for any transient fault, rather than park the credential for
     // the misconfiguration delay. The code itself stays in the failure's message.
     const kind = provider.errorCodes?.[code] ?? STANDARD_ERROR_CODES[code] ?? 'retryable';
     return fail(kind, code, withCode(code));

@@ -1,5 +1,5 @@
 /**
- * When to refresh, when to retry: pure functions of their inputs (SPEC §4), with the
+ * When to refresh, when to retry: pure functions of their inputs, with the
  * random source passed in so that tests can pin it.
  */
 
@@ -28,7 +28,7 @@ const JITTER_SHARE = 0.05;
 const JITTER_MAX_MS = 30_000;
 
 /**
- * A token that arrives already expired (`expires_in: 0`, SPEC §4) is refreshed again this
+ * A token that arrives already expired (`expires_in: 0`, the refresh policy) is refreshed again this
  * long after it was requested: soon enough to replace it, late enough that a provider which
  * always answers 0 is asked twice a minute per credential rather than in a tight loop.
  */

@@ -77,7 +77,7 @@ export class RefreshScheduler implements OnApplicationBootstrap, OnApplicationSh
    * (or CLAIM_INTERVAL_MS passed, or nothing is left in flight): claiming the moment one
    * slot frees costs a statement (a transaction, a WAL flush) per refresh, claiming a few
    * at a time costs a fraction of one, and the slots left idle meanwhile are few and brief.
-   * Claimed work is still sent at once, so SPEC §4's "claimed only as fast as it can be
+   * Claimed work is still sent at once, so the refresh policy's "claimed only as fast as it can be
    * sent" holds.
    */
   private async roomForABatch(): Promise<void> {

@@ -59,7 +59,7 @@ const CANCEL_SETTLE_MS = 1_000;
  * the first source that aborts (shutdown, a lease that can no longer be kept). What
  * AbortSignal.any(AbortSignal.timeout(…), …) did, at a fraction of its CPU per request:
  * those composite signals stay registered (weakly) on the long-lived shutdown signal until
- * collected, and showed at about 2 % of the refresher's profile (issue 13). `release` when
+ * collected, and showed at about 2 % of the refresher's profile. `release` when
  * the request is over.
  */
 function requestSignal(timeoutMs: number, ...sources: AbortSignal[]): { signal: AbortSignal; release: () => void } {

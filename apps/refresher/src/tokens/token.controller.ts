@@ -13,7 +13,7 @@ import { CredentialListPager } from './credential-list.pager.js';
 import { TokenService } from './token.service.js';
 
 /**
- * The request-reply subjects of the wire contract (SPEC §3). The subject names the
+ * The request-reply subjects of the wire contract. The subject names the
  * credential; each handler reads it from the NATS message (`@Ctx()`: Nest passes only the
  * payload to a handler without parameter decorators), validates the payload with the
  * contract's schema (payload names, if any, must equal the subject's) and returns the

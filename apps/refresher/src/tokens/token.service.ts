@@ -147,7 +147,7 @@ export class TokenService {
       if (this.serves(credential, Math.min(minTtlMs, 1_000), rejected)) return credential;
     }
     // The refresh failed, is backing off, or can no longer happen (reauth_required). A token
-    // that is still valid (and was not reported rejected) beats an error (SPEC §3); a revoked
+    // that is still valid (and was not reported rejected) beats an error; a revoked
     // credential has no token left to serve.
     if (this.serves(credential, 0, rejected)) return credential;
     this.refusesIfDead(credential);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/app-config.js';
 
-/** Issue 11 item 2: every database wait is bounded, by default and by setting. */
+/** Every database wait is bounded, by default and by setting. */
 describe('database timeouts (DATABASE_*_TIMEOUT_MS)', () => {
   it('has defaults below the default lease, so a hung statement fails while the lease can be extended', () => {
     const config = loadConfig({});

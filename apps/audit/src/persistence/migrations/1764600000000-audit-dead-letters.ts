@@ -1,7 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * Records the audit app could not store (SPEC §7): the reason, where it came from
+ * Records the audit app could not store: the reason, where it came from
  * (subject, stream sequence) and its identifying fields, as text since a value outside
  * its column is often the very reason. Never the message, nor any field outside the
  * allow-list: nothing free-form that could carry a secret.

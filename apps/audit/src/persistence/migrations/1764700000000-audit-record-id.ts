@@ -3,7 +3,7 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
 /**
  * Records are unique by their own id (`record_id`, the JetStream message id), no longer by
  * the event id that core `token.*` events show: a record forged under a seen event id must
- * not keep the genuine one out (SPEC §7). Rows stored before keep their event id as record id,
+ * not keep the genuine one out. Rows stored before keep their event id as record id,
  * which was their message id then.
  */
 export class AuditRecordId1764700000000 implements MigrationInterface {

@@ -1,7 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * The connect flow's sessions (SPEC §12). The URL's session id and the OAuth `state` are
+ * The connect flow's sessions. The URL's session id and the OAuth `state` are
  * bearer secrets, so only their SHA-256 is stored: a reader of this table cannot open a
  * session or answer a callback. The PKCE verifier is encrypted like tokens (AES-256-GCM,
  * bound to the session). The browser that pressed the page's button is known by the hash of
