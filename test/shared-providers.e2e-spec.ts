@@ -22,7 +22,7 @@ import {
 } from '@tokenkeeper/testing';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '@tokenkeeper/testing';
+import { ConnectPerson, freePort } from '@tokenkeeper/testing';
 import { startTestRefresher, testEnv, testKeys, type TestRefresher } from '../apps/refresher/test/refresher.harness.js';
 import type { ProviderConfig } from '../apps/refresher/src/providers/provider.types.js';
 import { parseProvidersDocument } from '../apps/refresher/src/providers/providers-file.loader.js';
@@ -65,6 +65,7 @@ describe('shared providers: which tenants may use a provider', () => {
   const call = async (nc: NatsConnection, subject: string, body: unknown = {}): Promise<any> =>
     (await nc.request(subject, encodeJson(body), { timeout: 10_000 })).json();
 
+  const person = new ConnectPerson();
   const get = async (url: string, form?: Record<string, string>) => {
     const res = await request(
       url,
@@ -201,9 +202,8 @@ describe('shared providers: which tenants may use a provider', () => {
     const allowed = await call(admin, adminSubject('connect', 'billing', 'crm'), { provider: 'sandbox' });
     expect(allowed).toMatchObject({ ok: true });
     // Consent is given now; the callback is delivered only after the providers file changed (below).
-    const toProvider = await get(allowed.url);
-    expect(toProvider.status).toBe(302);
-    const page = await get(toProvider.location!);
+    // The person's browser presses the page's button; the same browser brings the callback.
+    const page = await get(await person.startAt(allowed.url));
     const consentId = /name="consent" value="([^"]+)"/.exec(page.text)![1]!;
     const answered = await get(sandbox.authorizationUrl, { consent: consentId, decision: 'allow' });
     expect(answered.location).toMatch(/\/oauth\/callback\?/);
@@ -254,7 +254,7 @@ describe('shared providers: which tenants may use a provider', () => {
     expect(sandbox.stats.clientCredentialsGrants).toBe(before);
 
     // A connect session started while the tenant was allowed: its code is not exchanged.
-    const callback = await get(pendingCallback!);
+    const callback = await person.get(pendingCallback!);
     expect(callback.status, callback.text).toBe(403);
     expect(callback.text).toMatch(/no longer open to this tenant/);
     expect(sandbox.stats.authorizationCodeGrants).toBe(0);

@@ -148,9 +148,13 @@ log.line(
   `sandbox OAuth2 provider on ${sandbox.url} (rotating refresh tokens, reuse revokes the family${connectMode ? '; consent page at /authorize' : ''})`,
 );
 
-const sandboxEntry = connectMode
-  ? sandbox.providerSettings({ authorizationUrl: sandbox.authorizationUrl })
-  : sandbox.providerSettings();
+// The demo's tokens live seconds, not an hour: a budget of on-demand refreshes to match
+// (the default cooldown, 30 s, is longer than a demo token's whole life).
+const ON_DEMAND_COOLDOWN_SECONDS = 2;
+const sandboxEntry = sandbox.providerSettings({
+  onDemandCooldownSeconds: ON_DEMAND_COOLDOWN_SECONDS,
+  ...(connectMode ? { authorizationUrl: sandbox.authorizationUrl } : {}),
+});
 const providers = parseProvidersDocument(JSON.stringify({ providers: { sandbox: sandboxEntry } }), 'json', {});
 // The refresher's own log is JSON; here only its warnings reach stderr, to keep the story readable.
 const refresherLogger = new PinoLoggerService(
@@ -258,6 +262,13 @@ const revokeAt = setTimeout(
 );
 async function revokeEarly(): Promise<void> {
   const key = services[0].key;
+  // Right after a refresh the consumer's report of the revoked token would be inside the
+  // on-demand budget (answered rate_limited, the 401 passed on): the story shows the refresh
+  // it causes, so the revoke waits until the budget has room.
+  const describe = await nc.request(adminSubject('describe', key.tenant, key.connection), '{}', { timeout: 5_000 });
+  const last = describe.json<{ credential?: { lastRefreshedAt: string | null } }>().credential?.lastRefreshedAt;
+  const wait = last ? Date.parse(last) + (ON_DEMAND_COOLDOWN_SECONDS + 1) * 1000 - Date.now() : 0;
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   const got = await nc.request(tokenGetSubject(key.tenant, key.connection), '{}', { timeout: 5_000 });
   const token = got.json<{ token: { accessToken: string; version: number } }>().token;
   sandbox.revokeAccessToken(token.accessToken);
