@@ -25,6 +25,7 @@ import { Report } from './support/report.js';
 import { renderChart } from './support/svg-chart.js';
 import { tokenGetBench } from './token-get.bench.js';
 import { packagedClientBench } from './packaged-client.bench.js';
+import { goConsumerBench } from './go-consumer.bench.js';
 
 function parseOptions(argv: string[]): BenchOptions {
   const quick = argv.includes('--quick');
@@ -37,7 +38,7 @@ function parseOptions(argv: string[]): BenchOptions {
   const scale = value('--scale')?.split(',').map(Number);
   return {
     quick,
-    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6, 7, 8]),
+    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6, 7, 8, 9]),
     scaleSmall: scale?.[0] ?? 10_000,
     scaleLarge: scale?.[1] ?? (quick ? 100_000 : 1_000_000),
     svgPath: resolve(
@@ -57,6 +58,7 @@ const SCENARIOS: Array<[number, string, (ctx: BenchContext) => Promise<void>]> =
   [6, 'Ed25519 sign/verify: native crypto vs nkeys (tweetnacl)', signingBench],
   [7, 'client: CPU per verified event, cache hit of a verifying client', clientVerifyBench],
   [8, 'the packaged client (installed from the tarballs) vs the in-repo client', packagedClientBench],
+  [9, 'the Go consumer: verified token.get vs a bare Go echo responder (info)', goConsumerBench],
 ];
 
 async function main(): Promise<void> {
@@ -86,7 +88,7 @@ async function main(): Promise<void> {
   try {
     await env.start();
     const mainDb = await env.createDatabase('tk_bench');
-    const needsRefresher = [1, 2, 3, 5, 8].some((n) => options.only.has(n));
+    const needsRefresher = [1, 2, 3, 5, 8, 9].some((n) => options.only.has(n));
     const refresher = needsRefresher
       ? await env.startRefresher(mainDb.url, { BENCH_PROVIDER_CONCURRENCY: '32' })
       : undefined;

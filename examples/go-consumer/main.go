@@ -8,7 +8,11 @@
 //
 //	get <tenant> <connection> [minTtlSeconds]   a token from the cache, else token.get
 //	reject <tenant> <connection> <version>      an API answered 401 to that version
+//	bench <subject> <n> [raw]                   sequential request latency (p50, p99)
 //	quit
+//
+// With ECHO_SUBJECT set it is instead a bare responder that answers every request on that
+// subject with ECHO_REPLY: the baseline the bench compares token.get against.
 package main
 
 import (
@@ -75,6 +79,13 @@ func main() {
 		os.Exit(1)
 	}
 	defer c.nc.Drain()
+	if subject := os.Getenv("ECHO_SUBJECT"); subject != "" {
+		if err := echoResponder(c.nc, subject, []byte(os.Getenv("ECHO_REPLY"))); err != nil {
+			fmt.Fprintln(os.Stderr, "go-consumer: echo responder:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	for _, scope := range cfg.scopes {
 		for _, kind := range eventTypes {
 			if _, err := c.nc.Subscribe("token."+kind+"."+scope, c.onEvent); err != nil {
@@ -128,6 +139,8 @@ func (c *consumer) command(args []string) {
 			return
 		}
 		c.request(args[1], args[2], map[string]any{"minTtlSeconds": int(minTTL / time.Second)})
+	case len(args) >= 3 && args[0] == "bench":
+		c.bench(args)
 	case len(args) == 4 && args[0] == "reject":
 		version, err := strconv.ParseInt(args[3], 10, 64)
 		if err != nil {
