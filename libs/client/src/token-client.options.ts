@@ -52,8 +52,8 @@ export interface TokenClientOptions {
   inboxPrefix?: string;
   /**
    * Tenants whose credentials this client serves: it subscribes to
-   * `token.{refreshed,registered,revoked,failed}.<tenant>.>` for each. At least one of
-   * `tenants` / `connections` is required.
+   * `token.<type>.<tenant>.>` for each event type. At least one of
+   * `tenants` / `connections` / `scopes` is required.
    */
   tenants?: string[];
   /** Single credentials served (subscriptions `token.<kind>.<tenant>.<connection>`), beside `tenants`. */
