@@ -79,6 +79,17 @@ describe('consumers of many tenants under the generated NATS permissions', () =>
     expect(violation!.operation).toBe('publish');
   };
 
+  /** A subscription the server refuses closes with its subscription permission violation. */
+  const expectSubscribeRefused = async (nc: NatsConnection, subject: string): Promise<void> => {
+    const sub = nc.subscribe(subject);
+    const closed = await Promise.race([
+      sub.closed,
+      new Promise((resolve) => setTimeout(() => resolve('still open'), REFUSAL_MS)),
+    ]);
+    expect(closed, `subscribe ${subject}`).toBeInstanceOf(PermissionViolationError);
+    expect((closed as PermissionViolationError).operation).toBe('subscription');
+  };
+
   const scopedClient = async (name: string, scopes: string[]): Promise<TokenClient> => {
     const user = users.get(name)!;
     const client = new TokenClient({
@@ -164,6 +175,9 @@ describe('consumers of many tenants under the generated NATS permissions', () =>
     const raw = await connectAs('scope-scheduler');
     for (const tenant of TENANTS) await expectRefused(raw, tokenGetSubject(tenant, 'github'));
     await expectRefused(raw, adminSubject('describe', 'acme', 'twitter'));
+    // Nor may it hear github's events, or all events of a type, or another client's replies.
+    for (const subject of ['token.refreshed.acme.github', 'token.revoked.*.github', 'token.refreshed.*.*', '_INBOX.>'])
+      await expectSubscribeRefused(raw, subject);
     // The twitter grant is real on the raw connection too.
     expect(await call(raw, tokenGetSubject('initech', 'twitter'))).toMatchObject({ ok: true });
   }, 90_000);
@@ -183,5 +197,6 @@ describe('consumers of many tenants under the generated NATS permissions', () =>
     const raw = await connectAs('scope-reports');
     await expectRefused(raw, tokenGetSubject('globex', 'twitter'));
     await expectRefused(raw, tokenGetSubject('initech', 'github'));
+    await expectSubscribeRefused(raw, 'token.refreshed.globex.twitter');
   }, 60_000);
 });
