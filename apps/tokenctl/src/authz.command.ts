@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { createUser } from '@nats-io/nkeys';
 import { Command } from 'commander';
-import { authzUsers, isValidName, type AuthzRole, type AuthzUser } from '@tokenkeeper/contracts';
+import {
+  authzUsers,
+  isValidName,
+  parseScopeEntry,
+  SCOPE_ENTRY_RULE,
+  type AuthzRole,
+  type AuthzUser,
+} from '@tokenkeeper/contracts';
 import {
   renderNscCommands,
   renderSecrets,
@@ -25,6 +32,7 @@ export interface AuthzFlags {
   tenant?: string[];
   tenantAdmin?: string[];
   consumer?: string[];
+  consumerScope?: string[];
   nkeys?: boolean;
   passwordsFile?: string;
   secretsFile?: string;
@@ -57,6 +65,19 @@ export function parseConsumerFlag(value: string): AuthzRole {
   return { kind: 'consumer', tenant, service, ...(names ? { connections: names } : {}) };
 }
 
+/** `scheduler:*.twitter,acme.*` → a consumer of many tenants. */
+export function parseConsumerScopeFlag(value: string): AuthzRole {
+  const colon = value.indexOf(':');
+  const service = colon < 0 ? '' : value.slice(0, colon);
+  const entries = colon < 0 ? [] : value.slice(colon + 1).split(',');
+  if (!isValidName(service) || entries.length === 0 || !entries.every((e) => parseScopeEntry(e) !== null)) {
+    throw new UsageError(
+      `--consumer-scope ${JSON.stringify(value)}: give <service>:<tenant>.<connection>[,<tenant>.<connection>…], the service a name of ^[A-Za-z0-9_-]{1,128}$ and each entry ${SCOPE_ENTRY_RULE} (e.g. scheduler:*.twitter)`,
+    );
+  }
+  return { kind: 'scoped-consumer', service, scope: entries };
+}
+
 /** The roles asked for, in a stable order: services first, then people, then tenants' services. */
 export function rolesFromFlags(flags: AuthzFlags): AuthzRole[] {
   const roles: AuthzRole[] = [];
@@ -70,10 +91,11 @@ export function rolesFromFlags(flags: AuthzFlags): AuthzRole[] {
   for (const t of flags.tenantAdmin ?? [])
     roles.push({ kind: 'tenant-admin', tenant: tenantName(t, '--tenant-admin') });
   for (const c of flags.consumer ?? []) roles.push(parseConsumerFlag(c));
+  for (const c of flags.consumerScope ?? []) roles.push(parseConsumerScopeFlag(c));
   if (roles.length === 0) {
     throw new UsageError(
       'no roles asked for',
-      'add --refresher, --audit, --operator, --tenant <t>, --tenant-admin <t> or --consumer <t>:<service>',
+      'add --refresher, --audit, --operator, --tenant <t>, --tenant-admin <t>, --consumer <t>:<service> or --consumer-scope <service>:<t>.<c>',
     );
   }
   return roles;
@@ -182,6 +204,11 @@ export function registerAuthzCommand(program: Command): void {
       'a consumer service of a tenant, optionally limited to connections (repeatable)',
       collect,
     )
+    .option(
+      '--consumer-scope <service:tenant.conn,…>',
+      'a consumer service of many tenants; each side of an entry a name or * (e.g. scheduler:*.twitter; repeatable)',
+      collect,
+    )
     .option('--nkeys', 'nkey users (public keys in the config, seeds in the secret section) instead of passwords')
     .option('--passwords-file <path>', 'name=password lines to use instead of generated passwords')
     .option('--secrets-file <path>', 'write the credentials there (mode 600) instead of a secret section on stdout')
@@ -193,7 +220,8 @@ export function registerAuthzCommand(program: Command): void {
 Examples:
   tokenctl authz --refresher --audit --operator --tenant acme --consumer globex:billing:github > auth.conf
   tokenctl authz --refresher --audit --operator --tenant acme --nkeys --secrets-file tokenkeeper.secrets
-  tokenctl authz --refresher --tenant acme --nsc TOKENKEEPER`,
+  tokenctl authz --refresher --tenant acme --nsc TOKENKEEPER
+  tokenctl authz --refresher --consumer-scope 'scheduler:*.twitter' --consumer-scope 'reports:acme.*,globex.*'`,
     )
     .action(async (flags: AuthzFlags) => {
       try {

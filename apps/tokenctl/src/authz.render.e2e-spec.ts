@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { authzUsers } from '@tokenkeeper/contracts';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildAuthz, parseConsumerFlag, parsePasswordsFile } from './authz.command.js';
+import { buildAuthz, parseConsumerFlag, parseConsumerScopeFlag, parsePasswordsFile } from './authz.command.js';
 import { renderNscCommands, renderServerConfig, shellQuote, type GeneratedUser } from './authz.render.js';
 import { UsageError } from './cli.errors.js';
 
@@ -143,6 +143,40 @@ describe('authz rendering', () => {
     // What a shell would do with the quoted list: nothing.
     const echoed = spawnSync('/bin/sh', ['-c', `printf %s ${shellQuote("a.$B.>,it's")}`], { encoding: 'utf8' });
     expect(echoed.stdout).toBe("a.$B.>,it's");
+  });
+
+  it('generates a consumer of many tenants from --consumer-scope, for nats-server and nsc', () => {
+    const flags = { refresher: true, consumerScope: ['scheduler:*.twitter,acme.*'] };
+    const { config } = buildAuthz(flags);
+    const parsed = usersJson(config) as Array<{ user: string; permissions: { publish: { allow: string[] } } }>;
+    const scheduler = parsed.find((u) => u.user === 'scope-scheduler')!;
+    expect(scheduler.permissions.publish.allow).toEqual(['token.get.*.twitter', 'token.get.acme.*']);
+    expect(config).toContain('# scope-scheduler: consumer service scheduler of many tenants (scope *.twitter, acme.*)');
+    expect(natsServerAccepts(config).ok).toBe(true);
+    const nsc = buildAuthz({ ...flags, nsc: true }).config;
+    expect(nsc).toContain(`--name 'scope-scheduler'`);
+    expect(nsc).toContain(`--allow-pub 'token.get.*.twitter,token.get.acme.*'`);
+    expect(nsc).toContain(`--allow-sub 'token.refreshed.*.twitter,`);
+  });
+
+  it('refuses a --consumer-scope that is not <service>:<tenant>.<connection>,… with a usage error', () => {
+    for (const bad of [
+      'scheduler',
+      'scheduler:',
+      ':*.twitter',
+      'scheduler:twitter',
+      'scheduler:*.>',
+      'scheduler:a.b.c',
+      'scheduler:*.twitter,',
+      'sch.eduler:*.*',
+    ])
+      expect(() => parseConsumerScopeFlag(bad), bad).toThrow(UsageError);
+    expect(() => parseConsumerScopeFlag('scheduler:>')).toThrow(/<service>:<tenant>\.<connection>/);
+    expect(parseConsumerScopeFlag('scheduler:*.twitter,acme.*')).toEqual({
+      kind: 'scoped-consumer',
+      service: 'scheduler',
+      scope: ['*.twitter', 'acme.*'],
+    });
   });
 
   it('keeps comments out of the JSON and names each user’s role and inbox', () => {

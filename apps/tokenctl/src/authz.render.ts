@@ -20,6 +20,8 @@ function describeRole(role: AuthzRole): string {
   switch (role.kind) {
     case 'consumer':
       return `consumer service${role.service ? ` ${role.service}` : ''} of tenant ${role.tenant}${role.connections?.length ? ` (connections ${role.connections.join(', ')})` : ''}`;
+    case 'scoped-consumer':
+      return `consumer service ${role.service} of many tenants (scope ${role.scope.join(', ')})`;
     case 'tenant-admin':
       return `tenant admin of ${role.tenant}`;
     case 'audit':

@@ -1,5 +1,6 @@
 import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import {
+  ConsumerScope,
   type CredentialKey,
   credentialId,
   DEFAULT_MIN_TTL_SECONDS,
@@ -51,12 +52,19 @@ export interface TokenClientOptions {
   inboxPrefix?: string;
   /**
    * Tenants whose credentials this client serves: it subscribes to
-   * `token.{refreshed,registered,revoked,failed}.<tenant>.>` for each. At least one of
-   * `tenants` / `connections` is required.
+   * `token.<type>.<tenant>.>` for each event type. At least one of
+   * `tenants` / `connections` / `scopes` is required.
    */
   tenants?: string[];
   /** Single credentials served (subscriptions `token.<kind>.<tenant>.<connection>`), beside `tenants`. */
   connections?: CredentialKey[];
+  /**
+   * A scope of many tenants, as `tokenctl authz --consumer-scope` grants it: entries
+   * `<tenant>.<connection>`, each side a name or `*` (`*.twitter`: every tenant's twitter;
+   * `acme.*`; `*.*`: everything). Subscribes `token.<kind>.<entry>` per event type. Beside
+   * or instead of `tenants` / `connections`.
+   */
+  scopes?: string[];
   /** @deprecated use `tenants` / `connections`; wildcards are refused. */
   subscribe?: TokenEventSubscription[];
   /**
@@ -162,6 +170,8 @@ export interface ResolvedTokenClientOptions {
   /** Served tenants, and served single credentials by id. */
   tenants: ReadonlySet<string>;
   connectionIds: ReadonlySet<string>;
+  /** The `scopes` option precomputed for O(1) checks; null without it. */
+  scope: ConsumerScope | null;
   verifier: SignatureVerifier | null;
   requestTimeoutMs: number;
   maxEntries: number;
@@ -188,7 +198,22 @@ function name(value: unknown, what: string): string {
 /** Dots separate subject tokens; wildcards and whitespace would make the inbox a pattern. */
 const INBOX_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 
-function scope(options: TokenClientOptions): { tenants: Set<string>; connections: Map<string, CredentialKey> } {
+function consumerScope(entries: string[] | undefined): ConsumerScope | null {
+  if (entries === undefined || entries.length === 0) return null;
+  try {
+    return ConsumerScope.parse(entries);
+  } catch (err) {
+    throw new TokenClientError('bad_request', `scopes: ${(err as Error).message}`);
+  }
+}
+
+interface Served {
+  tenants: Set<string>;
+  connections: Map<string, CredentialKey>;
+  scope: ConsumerScope | null;
+}
+
+function served(options: TokenClientOptions): Served {
   const tenants = new Set<string>();
   const connections = new Map<string, CredentialKey>();
   for (const tenant of options.tenants ?? []) tenants.add(name(tenant, 'tenants[]'));
@@ -208,20 +233,28 @@ function scope(options: TokenClientOptions): { tenants: Set<string>; connections
         connection: name(legacy.connection, 'subscribe[].connection'),
       });
   }
-  if (tenants.size === 0 && connections.size === 0) {
+  const scope = consumerScope(options.scopes);
+  if (tenants.size === 0 && connections.size === 0 && scope === null) {
     throw new TokenClientError(
       'bad_request',
-      'TokenClient needs `tenants` or `connections`: it subscribes only to the credentials it serves',
+      'TokenClient needs `tenants`, `connections` or `scopes`: it subscribes only to the credentials it serves',
     );
   }
-  // A connection of a served tenant is covered by the tenant's subscriptions already.
-  for (const [id, key] of connections) if (tenants.has(key.tenant)) connections.delete(id);
-  return { tenants, connections };
+  // What a broader subscription already covers would only be delivered twice.
+  if (scope !== null) for (const tenant of tenants) if (scope.coversTenant(tenant)) tenants.delete(tenant);
+  for (const [id, key] of connections)
+    if (tenants.has(key.tenant) || scope?.covers(key) === true) connections.delete(id);
+  return { tenants, connections, scope };
 }
 
-/** The four event types named one by one (never `token.*.…`), per tenant or per credential. */
-function eventSubjects(tenants: Set<string>, connections: Map<string, CredentialKey>): string[] {
+/** The event types named one by one (never `token.*.…`), per tenant, per credential and per scope entry. */
+function eventSubjects({ tenants, connections, scope }: Served): string[] {
   const subjects: string[] = [];
+  for (const entry of scope?.entries ?? []) {
+    // A scope entry naming a served tenant is covered by the tenant's `>` already.
+    if (entry.connection !== '*' && tenants.has(entry.tenant)) continue;
+    for (const kind of TOKEN_EVENT_KINDS) subjects.push(tokenEventFilter(kind, entry.tenant, entry.connection));
+  }
   for (const tenant of tenants)
     for (const kind of TOKEN_EVENT_KINDS) subjects.push(tokenEventFilter(kind, tenant, '>'));
   for (const key of connections.values()) {
@@ -262,14 +295,15 @@ export function resolveOptions(options: TokenClientOptions): ResolvedTokenClient
     }
     connectOptions.inboxPrefix = options.inboxPrefix;
   }
-  const { tenants, connections } = scope(options);
+  const serving = served(options);
   return {
     nc: options.nc,
     servers: options.servers,
     connectOptions,
-    subjects: eventSubjects(tenants, connections),
-    tenants,
-    connectionIds: new Set(connections.keys()),
+    subjects: eventSubjects(serving),
+    tenants: serving.tenants,
+    connectionIds: new Set(serving.connections.keys()),
+    scope: serving.scope,
     verifier: verifierOf(
       options.trustedSigners,
       positiveInt(options.signatureMaxAgeSeconds, DEFAULT_SIGNATURE_MAX_AGE_SECONDS, 'signatureMaxAgeSeconds'),

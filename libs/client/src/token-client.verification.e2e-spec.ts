@@ -421,7 +421,7 @@ describe('TokenClient scope', () => {
   });
 
   it('refuses to be built without tenants or connections, or with wildcards', () => {
-    expect(() => new TokenClient({ servers: server.url })).toThrow(/needs `tenants` or `connections`/);
+    expect(() => new TokenClient({ servers: server.url })).toThrow(/needs `tenants`, `connections` or `scopes`/);
     expect(() => new TokenClient({ servers: server.url, tenants: [] })).toThrow(TokenClientError);
     expect(() => new TokenClient({ servers: server.url, tenants: ['*'] })).toThrow(/tenants\[\] must match/);
     expect(() => new TokenClient({ servers: server.url, subscribe: [{ tenant: '*' }] })).toThrow(/wildcards/);

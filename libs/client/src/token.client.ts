@@ -42,7 +42,7 @@ interface Flight {
  * confirmed once with `token.get` on its next use. On the hot path that costs one
  * integer comparison, instead of a sweep over the whole cache at reconnect time.
  *
- * Scope: the client subscribes only to the tenants/connections it is configured
+ * Scope: the client subscribes only to the tenants/connections/scopes it is configured
  * for, and refuses (`bad_request`, nothing sent) a credential outside them: it could
  * not hear that credential's revocations, so it could not cache it safely.
  */
@@ -298,15 +298,19 @@ export class TokenClient {
     if (!this.serves(key)) {
       throw new TokenClientError(
         'bad_request',
-        `${key.tenant}/${key.connection} is not served by this client: add it to \`tenants\` or \`connections\``,
+        `${key.tenant}/${key.connection} is not served by this client: add it to \`tenants\`, \`connections\` or \`scopes\``,
         key,
       );
     }
   }
 
-  /** Whether this client subscribes to the credential's events. */
+  /** Whether this client subscribes to the credential's events. A few hash lookups, no pattern matching. */
   serves(key: CredentialKey): boolean {
-    return this.opts.tenants.has(key.tenant) || this.opts.connectionIds.has(credentialId(key));
+    return (
+      this.opts.tenants.has(key.tenant) ||
+      this.opts.connectionIds.has(credentialId(key)) ||
+      (this.opts.scope !== null && this.opts.scope.covers(key))
+    );
   }
 
   private async doStart(): Promise<void> {

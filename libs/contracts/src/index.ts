@@ -9,4 +9,5 @@ export * from './token-events.js';
 export * from './wire-subjects.js';
 export * from './signing.js';
 export * from './permissions.js';
+export * from './consumer-scope.js';
 export * from './wire-schemas.js';

@@ -8,6 +8,7 @@ import {
   rolePermissions,
   type AuthzRole,
 } from './permissions.js';
+import { TOKEN_EVENT_KINDS } from './subjects.js';
 
 const ROLES: AuthzRole[] = [
   { kind: 'refresher' },
@@ -16,6 +17,8 @@ const ROLES: AuthzRole[] = [
   { kind: 'tenant-admin', tenant: 'acme' },
   { kind: 'consumer', tenant: 'acme' },
   { kind: 'consumer', tenant: 'acme', service: 'billing', connections: ['github'] },
+  { kind: 'scoped-consumer', service: 'scheduler', scope: ['*.twitter', 'acme.*', 'globex.slack'] },
+  { kind: 'scoped-consumer', service: 'everything', scope: ['*.*'] },
 ];
 
 describe('permission model', () => {
@@ -53,6 +56,59 @@ describe('permission model', () => {
     const limited = rolePermissions({ kind: 'consumer', tenant: 'acme', connections: ['github', 'slack'] }, '_INBOX_s');
     expect(limited.publish).toEqual(['token.get.acme.github', 'token.get.acme.slack']);
     expect(limited.subscribe).toHaveLength(9);
+  });
+
+  it('gives a consumer of many tenants token.get and each event type of every scope entry, with * one token wide', () => {
+    const perms = rolePermissions(
+      { kind: 'scoped-consumer', service: 'scheduler', scope: ['*.twitter', 'acme.*', 'globex.github'] },
+      '_INBOX_scope-scheduler',
+    );
+    expect(perms.publish).toEqual(['token.get.*.twitter', 'token.get.acme.*', 'token.get.globex.github']);
+    // Every event type the contracts name, so a kind added there is granted here too.
+    const expected = ['*.twitter', 'acme.*', 'globex.github'].flatMap((entry) =>
+      TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.${entry}`),
+    );
+    expect(perms.subscribe).toEqual([...expected, '_INBOX_scope-scheduler.>']);
+    expect(perms.allowResponses).toBe(false);
+    for (const subject of [...perms.publish, ...perms.subscribe]) {
+      expect(subject.split('.')[1], subject).not.toBe('*');
+      expect(subject.includes('>') && !subject.startsWith('_INBOX_scope-scheduler.'), subject).toBe(false);
+    }
+    // An entry another covers adds nothing (its events would arrive twice).
+    expect(
+      rolePermissions({ kind: 'scoped-consumer', service: 's', scope: ['*.twitter', 'acme.twitter', 'acme.*'] }, '_I')
+        .publish,
+    ).toEqual(['token.get.*.twitter', 'token.get.acme.*']);
+    expect(rolePermissions({ kind: 'scoped-consumer', service: 's', scope: ['*.*', 'acme.*'] }, '_I').publish).toEqual([
+      'token.get.*.*',
+    ]);
+  });
+
+  it('names a consumer of many tenants by its service only, apart from every tenant consumer', () => {
+    const role: AuthzRole = { kind: 'scoped-consumer', service: 'scheduler', scope: ['*.twitter'] };
+    expect(defaultUserName(role)).toBe('scope-scheduler');
+    expect(defaultUserName({ ...role, scope: ['acme.*'] })).toBe('scope-scheduler');
+    expect(defaultUserName(role)).not.toBe(
+      defaultUserName({ kind: 'consumer', tenant: 'scope', service: 'scheduler' }),
+    );
+  });
+
+  it('refuses a scope that is empty, has more or fewer than two sides, or wildcards other than a whole *', () => {
+    for (const scope of [
+      [],
+      ['twitter'],
+      ['a.b.c'],
+      ['*.>'],
+      ['>.twitter'],
+      ['a*.twitter'],
+      ['acme.'],
+      ['.x'],
+      ['a b.c'],
+    ])
+      expect(() => authzUser({ kind: 'scoped-consumer', service: 's', scope }), JSON.stringify(scope)).toThrow(
+        RangeError,
+      );
+    expect(() => authzUser({ kind: 'scoped-consumer', service: 'a.b', scope: ['*.*'] })).toThrow(RangeError);
   });
 
   it('gives a tenant admin the control plane and audit of its tenant only', () => {
@@ -144,6 +200,7 @@ describe('permission model', () => {
       'a_',
       'svc',
       'admin',
+      'scope',
       'x'.repeat(128),
       '_'.repeat(128),
     ];
@@ -151,6 +208,7 @@ describe('permission model', () => {
     for (const tenant of parts) {
       roles.push({ kind: 'tenant-admin', tenant }, { kind: 'consumer', tenant });
       for (const service of parts) roles.push({ kind: 'consumer', tenant, service });
+      roles.push({ kind: 'scoped-consumer', service: tenant, scope: ['*.*'] });
     }
     const seen = new Map<string, string>();
     for (const role of roles) {
@@ -170,6 +228,7 @@ describe('permission model', () => {
 function identityOf(role: AuthzRole): string[] {
   if (role.kind === 'tenant-admin') return ['admin', role.tenant];
   if (role.kind === 'consumer') return ['svc', role.tenant, ...(role.service === undefined ? [] : [role.service])];
+  if (role.kind === 'scoped-consumer') return ['scope', role.service];
   return [role.kind];
 }
 

@@ -1,5 +1,6 @@
 import { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, TOKEN_EVENT_KINDS } from './subjects.js';
 import { isValidName, NAME_PATTERN } from './names.js';
+import { ConsumerScope, scopeEntryText } from './consumer-scope.js';
 import { ADMIN_CREDENTIAL_OPERATIONS, ADMIN_PREFIX, AUDIT_QUERY_PREFIX, TOKEN_GET_PREFIX } from './wire-subjects.js';
 
 /**
@@ -31,7 +32,12 @@ export type AuthzRole =
   | { kind: 'operator' }
   | { kind: 'tenant-admin'; tenant: string }
   /** A consumer service of one tenant, optionally limited to some of its connections. */
-  | { kind: 'consumer'; tenant: string; service?: string; connections?: readonly string[] };
+  | { kind: 'consumer'; tenant: string; service?: string; connections?: readonly string[] }
+  /**
+   * A consumer service of many tenants: `scope` entries `<tenant>.<connection>`, each side a
+   * name or `*` (`*.twitter`, `acme.*`, `*.*`). The scope is its grant; the service its identity.
+   */
+  | { kind: 'scoped-consumer'; service: string; scope: readonly string[] };
 
 export type AuthzRoleKind = AuthzRole['kind'];
 
@@ -60,7 +66,8 @@ export function userNamePart(value: string): string {
 }
 
 /**
- * User names that keep roles apart: `svc-<tenant>[-<service>]`, `admin-<tenant>`, or the
+ * User names that keep roles apart: `svc-<tenant>[-<service>]`, `admin-<tenant>`,
+ * `scope-<service>` (not `svc-scope-…`: that is tenant `scope`'s service), or the
  * service's own, each part escaped by {@link userNamePart}. A pure function of the role's
  * identity (kind, tenant, service), so two runs of `tokenctl authz` agree and two different
  * identities never share a name; a consumer's connections are its grant, not its identity.
@@ -77,6 +84,8 @@ export function defaultUserName(role: AuthzRole): string {
       return role.service === undefined
         ? `svc-${userNamePart(role.tenant)}`
         : `svc-${userNamePart(role.tenant)}-${userNamePart(role.service)}`;
+    case 'scoped-consumer':
+      return `scope-${userNamePart(role.service)}`;
   }
 }
 
@@ -133,6 +142,18 @@ export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPe
       return {
         publish: connections.map((c) => `${TOKEN_GET_PREFIX}.${role.tenant}.${c}`),
         subscribe: [...connections.flatMap((c) => eventSubjects(role.tenant, c)), inbox(inboxPrefix)],
+        allowResponses: false,
+      };
+    }
+    case 'scoped-consumer': {
+      assertName(role.service, 'service');
+      const scope = ConsumerScope.parse(role.scope);
+      if (scope.size === 0) throw new RangeError('scope needs at least one <tenant>.<connection> entry');
+      // `*` stays a one-token wildcard on each side: the refresher serves only 4-token subjects.
+      const entries = scope.entries.map(scopeEntryText);
+      return {
+        publish: entries.map((e) => `${TOKEN_GET_PREFIX}.${e}`),
+        subscribe: [...scope.entries.flatMap((e) => eventSubjects(e.tenant, e.connection)), inbox(inboxPrefix)],
         allowResponses: false,
       };
     }
