@@ -58,15 +58,13 @@ export async function packagedClientBench(ctx: BenchContext): Promise<void> {
     }));
     for (let i = 0; i < keys.length; i += 32) {
       await Promise.all(
-        keys
-          .slice(i, i + 32)
-          .map((key, j) =>
-            register(caller, key, {
-              provider: 'sandbox',
-              accessToken: `at_pkg_${i + j}_${'x'.repeat(32)}`,
-              expiresIn: 3600,
-            }),
-          ),
+        keys.slice(i, i + 32).map((key, j) =>
+          register(caller, key, {
+            provider: 'sandbox',
+            accessToken: `at_pkg_${i + j}_${'x'.repeat(32)}`,
+            expiresIn: 3600,
+          }),
+        ),
       );
     }
     const options = (name: string) => ({
