@@ -8,7 +8,15 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node';
 import { AUDIT_QUERY_PREFIX, encodeJson } from '@tokenkeeper/contracts';
-import { connectNats, type NatsConfig, natsConfigFrom, natsEnvShape, redactUrl } from '@tokenkeeper/nats';
+import { withSecretFiles } from '@tokenkeeper/common';
+import {
+  connectNats,
+  NATS_SECRET_NAMES,
+  type NatsConfig,
+  natsConfigFrom,
+  natsEnvShape,
+  redactUrl,
+} from '@tokenkeeper/nats';
 import { z } from 'zod';
 import { serviceErrorFrom, UnreachableError, UsageError, type HintContext } from './cli.errors.js';
 import type { Output } from './output.format.js';
@@ -29,10 +37,11 @@ export function natsSettings(flags: { natsUrl?: string; timeout?: number }, env:
   const flagUrl = flags.natsUrl?.trim() ? flags.natsUrl : undefined;
   const envUrl = env.NATS_URL?.trim() ? env.NATS_URL : undefined;
   const url = flagUrl ?? envUrl ?? DEFAULT_NATS_URL;
-  const parsed = NatsEnvSchema.safeParse({ ...env, NATS_URL: url });
+  const problems: string[] = [];
+  const withFiles = withSecretFiles({ ...env, NATS_URL: url }, NATS_SECRET_NAMES, problems);
+  const parsed = NatsEnvSchema.safeParse(withFiles);
   if (!parsed.success)
     throw new UsageError(`${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
-  const problems: string[] = [];
   const nats = natsConfigFrom(parsed.data, problems);
   const [first, ...rest] = problems.map((line) => line.trim());
   if (first?.startsWith('NATS_URL:')) {
