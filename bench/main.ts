@@ -24,6 +24,7 @@ import { machineInfo } from './support/machine.js';
 import { Report } from './support/report.js';
 import { renderChart } from './support/svg-chart.js';
 import { tokenGetBench } from './token-get.bench.js';
+import { tokenctlStartBench } from './tokenctl-start.bench.js';
 
 function parseOptions(argv: string[]): BenchOptions {
   const quick = argv.includes('--quick');
@@ -36,7 +37,7 @@ function parseOptions(argv: string[]): BenchOptions {
   const scale = value('--scale')?.split(',').map(Number);
   return {
     quick,
-    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6, 7]),
+    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6, 7, 8]),
     scaleSmall: scale?.[0] ?? 10_000,
     scaleLarge: scale?.[1] ?? (quick ? 100_000 : 1_000_000),
     svgPath: resolve(
@@ -55,6 +56,7 @@ const SCENARIOS: Array<[number, string, (ctx: BenchContext) => Promise<void>]> =
   [4, 'scale: claim cost, RSS, lateness', scaleBench],
   [6, 'Ed25519 sign/verify: native crypto vs nkeys (tweetnacl)', signingBench],
   [7, 'client: CPU per verified event, cache hit of a verifying client', clientVerifyBench],
+  [8, 'tokenctl start: --version wall time vs bare node', tokenctlStartBench],
 ];
 
 async function main(): Promise<void> {

@@ -21,8 +21,9 @@ import { z } from 'zod';
 import { serviceErrorFrom, UnreachableError, UsageError, type HintContext } from './cli.errors.js';
 import type { Output } from './output.format.js';
 
-export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
-export const DEFAULT_TIMEOUT_MS = 15_000;
+import { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS } from './cli.defaults.js';
+
+export { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS };
 
 /** Where and how to connect: `--nats-url`/`NATS_URL`, auth, TLS and inbox prefix from the environment. */
 export interface NatsSettings {
