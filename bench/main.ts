@@ -26,6 +26,7 @@ import { renderChart } from './support/svg-chart.js';
 import { tokenGetBench } from './token-get.bench.js';
 import { packagedClientBench } from './packaged-client.bench.js';
 import { goConsumerBench } from './go-consumer.bench.js';
+import { tokenctlStartBench } from './tokenctl-start.bench.js';
 
 function parseOptions(argv: string[]): BenchOptions {
   const quick = argv.includes('--quick');
@@ -38,7 +39,7 @@ function parseOptions(argv: string[]): BenchOptions {
   const scale = value('--scale')?.split(',').map(Number);
   return {
     quick,
-    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6, 7, 8, 9]),
+    only: new Set(only ? only.split(',').map(Number) : [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
     scaleSmall: scale?.[0] ?? 10_000,
     scaleLarge: scale?.[1] ?? (quick ? 100_000 : 1_000_000),
     svgPath: resolve(
@@ -59,6 +60,7 @@ const SCENARIOS: Array<[number, string, (ctx: BenchContext) => Promise<void>]> =
   [7, 'client: CPU per verified event, cache hit of a verifying client', clientVerifyBench],
   [8, 'the packaged client (installed from the tarballs) vs the in-repo client', packagedClientBench],
   [9, 'the Go consumer: verified token.get vs a bare Go echo responder (info)', goConsumerBench],
+  [10, 'tokenctl start: --version wall time vs bare node', tokenctlStartBench],
 ];
 
 async function main(): Promise<void> {

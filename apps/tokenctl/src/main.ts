@@ -12,14 +12,10 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { AUDIT_RECORD_TYPES, CREDENTIAL_STATUSES, TOKEN_EVENT_KINDS } from '@tokenkeeper/contracts';
 import { ExitCode, reportError, ServiceError } from './cli.errors.js';
 import { registerAuthzCommand } from './authz.command.js';
+import { registerKeygenCommand } from './keygen.command.js';
 import { auditCommand, watchCommand } from './events.commands.js';
-import {
-  DEFAULT_NATS_URL,
-  DEFAULT_TIMEOUT_MS,
-  NatsSession,
-  natsSettings,
-  type CommandContext,
-} from './nats.session.js';
+import { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS } from './cli.defaults.js';
+import type { CommandContext, NatsSession } from './nats.session.js';
 import { createOutput, printJson } from './output.format.js';
 import { registerCommand } from './register.command.js';
 import { connectCommand, type ConnectFlags } from './connect.command.js';
@@ -55,7 +51,11 @@ function action<A extends unknown[]>(handler: (ctx: CommandContext, ...args: A) 
     let session: NatsSession | undefined;
     const ctx: CommandContext = {
       out,
-      session: async (options) => (session ??= await NatsSession.open(natsSettings(globals, process.env), options)),
+      // Loaded on first use: the NATS client and the shared libraries are most of a start's cost.
+      session: async (options) => {
+        const { NatsSession, natsSettings } = await import('./nats.session.js');
+        return (session ??= await NatsSession.open(natsSettings(globals, process.env), options));
+      },
     };
     try {
       process.exitCode = await handler(ctx, ...(args.slice(0, -1) as A));
@@ -69,12 +69,22 @@ function action<A extends unknown[]>(handler: (ctx: CommandContext, ...args: A) 
   };
 }
 
+/**
+ * The project's version: the nearest package.json named tokenkeeper above this module, which
+ * is the repository's from the sources or the launcher's cache, and /app/package.json in the
+ * image (its build output sits in /app/dist).
+ */
 function version(): string {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string })
-      .version;
-  } catch {
-    return 'unknown';
+  for (let dir = new URL('.', import.meta.url); ;) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'tokenkeeper' && pkg.version) return pkg.version;
+    } catch {
+      // no package.json here: look further up
+    }
+    const parent = new URL('..', dir);
+    if (parent.href === dir.href) return 'unknown';
+    dir = parent;
   }
 }
 
@@ -223,6 +233,7 @@ Examples:
     );
 
   registerAuthzCommand(program);
+  registerKeygenCommand(program);
   return program;
 }
 

@@ -8,13 +8,22 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node';
 import { AUDIT_QUERY_PREFIX, encodeJson } from '@tokenkeeper/contracts';
-import { connectNats, type NatsConfig, natsConfigFrom, natsEnvShape, redactUrl } from '@tokenkeeper/nats';
+import { withSecretFiles } from '@tokenkeeper/common';
+import {
+  connectNats,
+  NATS_SECRET_NAMES,
+  type NatsConfig,
+  natsConfigFrom,
+  natsEnvShape,
+  redactUrl,
+} from '@tokenkeeper/nats';
 import { z } from 'zod';
 import { serviceErrorFrom, UnreachableError, UsageError, type HintContext } from './cli.errors.js';
 import type { Output } from './output.format.js';
 
-export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
-export const DEFAULT_TIMEOUT_MS = 15_000;
+import { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS } from './cli.defaults.js';
+
+export { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS };
 
 /** Where and how to connect: `--nats-url`/`NATS_URL`, auth, TLS and inbox prefix from the environment. */
 export interface NatsSettings {
@@ -29,10 +38,11 @@ export function natsSettings(flags: { natsUrl?: string; timeout?: number }, env:
   const flagUrl = flags.natsUrl?.trim() ? flags.natsUrl : undefined;
   const envUrl = env.NATS_URL?.trim() ? env.NATS_URL : undefined;
   const url = flagUrl ?? envUrl ?? DEFAULT_NATS_URL;
-  const parsed = NatsEnvSchema.safeParse({ ...env, NATS_URL: url });
+  const problems: string[] = [];
+  const withFiles = withSecretFiles({ ...env, NATS_URL: url }, NATS_SECRET_NAMES, problems);
+  const parsed = NatsEnvSchema.safeParse(withFiles);
   if (!parsed.success)
     throw new UsageError(`${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}`);
-  const problems: string[] = [];
   const nats = natsConfigFrom(parsed.data, problems);
   const [first, ...rest] = problems.map((line) => line.trim());
   if (first?.startsWith('NATS_URL:')) {

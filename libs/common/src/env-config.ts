@@ -22,6 +22,27 @@ export function parseEnv<S extends z.ZodType>(
   );
 }
 
+/**
+ * Like `parseEnv`, but collects the schema's problems into `problems` and still returns a
+ * typed value (each offending variable at its default), so that the cross-variable checks
+ * run too and one start names every problem, not only the first kind.
+ */
+export function parseEnvCollecting<S extends z.ZodObject>(
+  schema: S,
+  env: Record<string, string | undefined>,
+  problems: string[],
+  fail: (message: string) => Error,
+): z.output<S> {
+  const parsed = schema.safeParse(env);
+  if (parsed.success) return parsed.data;
+  problems.push(...parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`));
+  const offending = new Set(parsed.error.issues.map((i) => String(i.path[0])));
+  const rest = Object.fromEntries(Object.entries(env).filter(([name]) => !offending.has(name)));
+  const fallback = schema.safeParse(rest);
+  if (fallback.success) return fallback.data;
+  throw fail(`invalid configuration:\n${problems.join('\n')}`);
+}
+
 /** Cross-variable checks collect lines in `problems`; any line stops start-up. */
 export function failOnProblems(problems: string[], fail: (message: string) => Error): void {
   if (problems.length > 0) throw fail(`invalid configuration:\n${problems.join('\n')}`);

@@ -6,3 +6,4 @@ export * from './secret.js';
 export * from './wakeable-sleep.js';
 export * from './log-throttle.js';
 export * from './retry-backoff.js';
+export * from './secret-files.js';

@@ -1,5 +1,5 @@
 import { createInbox } from '@nats-io/transport-node';
-import { optionalText, Secret } from '@tokenkeeper/common';
+import { optionalText, Secret, secretFileShape } from '@tokenkeeper/common';
 import { z } from 'zod';
 import { parseServers } from './nats-url.js';
 
@@ -8,7 +8,11 @@ import { parseServers } from './nats-url.js';
  * tokenctl: spread `natsEnvShape` into the app's zod schema, then call `natsConfigFrom`.
  * Problems are reported per variable, never with its value.
  */
+/** The NATS secrets that may also come from a file (`NATS_PASS_FILE`, …; see withSecretFiles). */
+export const NATS_SECRET_NAMES = ['NATS_PASS', 'NATS_TOKEN', 'NATS_NKEY_SEED'] as const;
+
 export const natsEnvShape = {
+  ...secretFileShape(NATS_SECRET_NAMES),
   NATS_URL: z.string().default('nats://127.0.0.1:4222'),
   NATS_USER: optionalText,
   NATS_PASS: optionalText,

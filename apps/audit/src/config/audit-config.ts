@@ -1,14 +1,17 @@
 import { z } from 'zod';
 import {
   failOnProblems,
-  parseEnv,
+  parseEnvCollecting,
   positiveInt,
   postgresUrl,
   serviceConfigFrom,
+  secretFileShape,
   serviceEnvShape,
   type ServiceConfig,
+  withSecretFiles,
 } from '@tokenkeeper/common';
 import {
+  NATS_SECRET_NAMES,
   type NatsConfig,
   natsConfigFrom,
   natsEnvShape,
@@ -22,7 +25,11 @@ export class AuditConfigError extends Error {
   override name = 'AuditConfigError';
 }
 
+/** The secrets that may also come from a file (`<NAME>_FILE`). */
+const SECRET_NAMES = [...NATS_SECRET_NAMES, 'AUDIT_DATABASE_URL'] as const;
+
 const EnvSchema = z.object({
+  ...secretFileShape(['AUDIT_DATABASE_URL']),
   ...serviceEnvShape,
   ...natsEnvShape,
   ...replySubjectEnvShape,
@@ -39,6 +46,9 @@ const EnvSchema = z.object({
   AUDIT_RETRY_MAX_MS: positiveInt(10_000),
   SHUTDOWN_GRACE_MS: positiveInt(10_000),
 });
+
+/** The audit app's settings and their defaults (the check of .env.example reads them). */
+export const AUDIT_ENV_SCHEMA = EnvSchema;
 
 /** Every variable the audit app reads (docs and the compose-file check use it). */
 export const AUDIT_ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
@@ -65,8 +75,8 @@ export const AUDIT_CONFIG = Symbol('AUDIT_CONFIG');
 
 export function loadAuditConfig(env: Record<string, string | undefined>): AuditConfig {
   const fail = (message: string) => new AuditConfigError(message);
-  const e = parseEnv(EnvSchema, env, fail);
   const problems: string[] = [];
+  const e = parseEnvCollecting(EnvSchema, withSecretFiles(env, SECRET_NAMES, problems), problems, fail);
   const nats = withOwnInbox(natsConfigFrom(e, problems));
   const replySubjectPrefixes = replySubjectPrefixesFrom(e, problems);
   if (!new URL(e.AUDIT_DATABASE_URL).pathname.replace(/^\//, ''))

@@ -1,16 +1,19 @@
 import {
   failOnProblems,
   optionalText,
-  parseEnv,
+  parseEnvCollecting,
   positiveInt,
   postgresUrl,
   Secret,
+  secretFileShape,
   serviceConfigFrom,
   serviceEnvShape,
   type ServiceConfig,
+  withSecretFiles,
 } from '@tokenkeeper/common';
 import { decodeUserSeed, isUserPublicKey } from '@tokenkeeper/contracts';
 import {
+  NATS_SECRET_NAMES,
   type NatsConfig,
   natsConfigFrom,
   natsEnvShape,
@@ -19,14 +22,22 @@ import {
   withOwnInbox,
 } from '@tokenkeeper/nats';
 import { z } from 'zod';
+import { EncryptionKeyError, parseKeySpec } from './encryption-key-spec.js';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/**
+ * The secrets that may also come from a file (`<NAME>_FILE`). EVENT_SIGNING_KEY_FILE doubles
+ * as where a local run keeps the key it makes, so outside production that file may be absent.
+ */
+const SECRET_NAMES = [...NATS_SECRET_NAMES, 'DATABASE_URL', 'TOKEN_ENCRYPTION_KEYS', 'EVENT_SIGNING_KEY'] as const;
+
 const EnvSchema = z.object({
   ...serviceEnvShape,
+  ...secretFileShape(['DATABASE_URL', 'TOKEN_ENCRYPTION_KEYS']),
   ...natsEnvShape,
   ...replySubjectEnvShape,
   DATABASE_URL: postgresUrl('postgres://postgres@127.0.0.1:5432/tokenkeeper'),
@@ -79,6 +90,9 @@ const EnvSchema = z.object({
   AUDIT_RELAY_DRAIN_MS: positiveInt(5_000),
   AUDIT_OUTBOX_RETENTION_HOURS: positiveInt(24),
 });
+
+/** The refresher's settings and their defaults (the check of .env.example reads them). */
+export const ENV_SCHEMA = EnvSchema;
 
 /** Every variable the refresher reads (docs and the compose-file check use it). */
 export const ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
@@ -153,8 +167,11 @@ export const APP_CONFIG = Symbol('APP_CONFIG');
 
 export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   const fail = (message: string) => new ConfigError(message);
-  const e = parseEnv(EnvSchema, env, fail);
   const problems: string[] = [];
+  const resolved = withSecretFiles(env, SECRET_NAMES, problems, {
+    mayBeAbsent: env.NODE_ENV === 'production' ? [] : ['EVENT_SIGNING_KEY'],
+  });
+  const e = parseEnvCollecting(EnvSchema, resolved, problems, fail);
   const nats = withOwnInbox(natsConfigFrom(e, problems));
   const replySubjectPrefixes = replySubjectPrefixesFrom(e, problems);
   // LEASE_SECONDS need not exceed REFRESH_TIMEOUT_MS any more: the lease is extended while a
@@ -163,6 +180,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   if (e.AUDIT_DEDUPE_WINDOW_SECONDS > e.AUDIT_STREAM_MAX_AGE_HOURS * 3600) {
     problems.push('  AUDIT_DEDUPE_WINDOW_SECONDS: must not exceed AUDIT_STREAM_MAX_AGE_HOURS');
   }
+  encryptionKeysCheck(e, problems);
   const signing = signingFrom(e, problems);
   const publicBaseUrl = publicBaseUrlFrom(e, problems);
   failOnProblems(problems, fail);
@@ -249,6 +267,27 @@ function publicBaseUrlFrom(
   return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
 }
 
+/** TOKEN_ENCRYPTION_KEYS, checked here so that its problems are named with all the others. */
+function encryptionKeysCheck(
+  e: { NODE_ENV: AppConfig['env']; TOKEN_ENCRYPTION_KEYS?: string },
+  problems: string[],
+): void {
+  if (e.TOKEN_ENCRYPTION_KEYS === undefined) {
+    if (e.NODE_ENV === 'production')
+      problems.push(
+        '  TOKEN_ENCRYPTION_KEYS: required in production (kid:base64-32-byte-key,…; `tokenctl keygen encryption-key`)',
+      );
+    return;
+  }
+  try {
+    parseKeySpec(e.TOKEN_ENCRYPTION_KEYS);
+  } catch (error) {
+    // Its messages name the entry and key id, never key material.
+    if (error instanceof EncryptionKeyError) problems.push(`  ${error.message}`);
+    else throw error;
+  }
+}
+
 /** The signing settings; each problem names the variable (and a list entry's position), never the value. */
 function signingFrom(
   e: {
@@ -266,12 +305,16 @@ function signingFrom(
       decodeUserSeed(e.EVENT_SIGNING_KEY);
       seed = new Secret(e.EVENT_SIGNING_KEY.trim());
     } catch {
-      problems.push('  EVENT_SIGNING_KEY: must be a NATS user nkey seed (SU…, e.g. from `nk -gen user`)');
+      problems.push(
+        '  EVENT_SIGNING_KEY: must be a NATS user nkey seed (SU…, e.g. from `tokenctl keygen signing-key`)',
+      );
     }
   } else if (e.NODE_ENV === 'production') {
     // Replicas must share one key (or trust each other's): a key made up per container would
     // make every replica drop the others' events.
-    problems.push('  EVENT_SIGNING_KEY: required in production (a NATS user nkey seed, SU…)');
+    problems.push(
+      '  EVENT_SIGNING_KEY: required in production (a NATS user nkey seed, SU…; `tokenctl keygen signing-key`)',
+    );
   }
   const trustedSigners = (e.EVENT_TRUSTED_SIGNERS ?? '')
     .split(',')

@@ -61,6 +61,7 @@ describe('EVENT_SIGNING_KEY, EVENT_SIGNING_KEY_FILE, EVENT_TRUSTED_SIGNERS', () 
     const other = EventSigner.fromSeed(generateSigningSeed()).publicKey;
     const config = loadConfig({
       NODE_ENV: 'production',
+      TOKEN_ENCRYPTION_KEYS: 'k1:' + Buffer.alloc(32).toString('base64'),
       EVENT_SIGNING_KEY: ` ${seed} `,
       EVENT_TRUSTED_SIGNERS: ` ${other} , `,
     });
