@@ -1,4 +1,5 @@
-import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER } from '@tokenkeeper/contracts';
+import { randomUUID } from 'node:crypto';
+import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, encodeJson } from '@tokenkeeper/contracts';
 import {
   createTestDatabase,
   startNatsServer,
@@ -6,9 +7,10 @@ import {
   type NatsServerHandle,
   type TestDatabase,
 } from '@tokenkeeper/testing';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawCaller } from '../../refresher/test/refresher.harness.js';
+import { AuditMetrics } from '../src/audit.metrics.js';
 import { AuditRecordRepository } from '../src/persistence/audit-record.repository.js';
 import { AuditRetention } from '../src/retention/audit-retention.service.js';
 import { auditEnv, Db, startTestAudit, type TestAudit } from './audit.harness.js';
@@ -109,5 +111,29 @@ describe('audit: retention deletes records past the limit, in small batches', ()
       message: 'records past a year deleted at start',
     });
     expect(await countOf('new')).toBe(10);
+  });
+
+  it('reports how far the stored trail is behind the events (tokenkeeper_audit_ingest_lag_seconds)', async () => {
+    const twoHoursAgo = new Date(Date.now() - 7_200_000).toISOString();
+    const eventId = randomUUID();
+    await jetstream(caller.nc).publish(
+      'audit.token.refreshed.lag.c1',
+      encodeJson({
+        eventId,
+        type: 'refreshed',
+        tenant: 'lag',
+        connection: 'c1',
+        provider: 'sandbox',
+        version: 1,
+        outcome: 'ok',
+        at: twoHoursAgo,
+        replica: 'synthetic',
+      }),
+      { msgID: eventId },
+    );
+    await waitFor(async () => (await countOf('lag')) === 1, { timeoutMs: 20_000, message: 'the late record stored' });
+    const lag = (await audit!.app.get(AuditMetrics).ingestLag.get()).values[0]!.value;
+    expect(lag).toBeGreaterThanOrEqual(7_200);
+    expect(lag).toBeLessThan(7_200 + 60);
   });
 });
