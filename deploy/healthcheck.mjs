@@ -3,7 +3,8 @@
 //
 //   node deploy/healthcheck.mjs http <path> [expected-status] [port]   GET http://127.0.0.1:<port or $HTTP_PORT><path>
 //   node deploy/healthcheck.mjs nats <subject>                  any reply to a request on <subject>
-//     (as NATS_USER/NATS_PASS/NATS_INBOX_PREFIX, or HEALTHCHECK_NATS_USER/_PASS/_INBOX_PREFIX when set)
+//     (as NATS_USER/NATS_PASS/NATS_INBOX_PREFIX, or HEALTHCHECK_NATS_USER/_PASS/_INBOX_PREFIX when set;
+//     a password may come from a file instead: NATS_PASS_FILE, HEALTHCHECK_NATS_PASS_FILE)
 //
 // Exits 0 when healthy, 1 otherwise, within about 3 seconds.
 const TIMEOUT_MS = 3_000;
@@ -14,6 +15,13 @@ async function http(path, status) {
   const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(TIMEOUT_MS) });
   await response.arrayBuffer();
   return status ? response.status === Number(status) : response.ok;
+}
+
+/** A secret from the file a `<NAME>_FILE` variable names (a mounted container secret). */
+async function fromFile(path) {
+  if (!path) return undefined;
+  const { readFileSync } = await import('node:fs');
+  return readFileSync(path, 'utf8').trim() || undefined;
 }
 
 // For apps without HTTP (the audit app): it is healthy when a replica answers its subject;
@@ -28,7 +36,9 @@ async function nats(subject) {
   const nc = await connect({
     servers: (env.NATS_URL || 'nats://127.0.0.1:4222').split(','),
     user: probeUser ?? (env.NATS_USER || undefined),
-    pass: (probeUser ? env.HEALTHCHECK_NATS_PASS : env.NATS_PASS) || undefined,
+    pass:
+      (probeUser ? env.HEALTHCHECK_NATS_PASS : env.NATS_PASS) ||
+      (await fromFile(probeUser ? env.HEALTHCHECK_NATS_PASS_FILE : env.NATS_PASS_FILE)),
     token: probeUser ? undefined : env.NATS_TOKEN || undefined,
     inboxPrefix: (probeUser ? env.HEALTHCHECK_NATS_INBOX_PREFIX : env.NATS_INBOX_PREFIX) || undefined,
     timeout: TIMEOUT_MS,

@@ -100,6 +100,20 @@ export const PANELS: Panel[] = [
     targets: [{ expr: 'max(tokenkeeper_outbox_backlog)', legend: 'backlog' }],
   },
   {
+    title: 'Audit outbox: oldest unpublished record',
+    description: 'Age of the oldest record still waiting for JetStream; 0 when the outbox is drained.',
+    type: 'timeseries',
+    unit: 's',
+    targets: [{ expr: 'max(tokenkeeper_outbox_oldest_pending_seconds)', legend: 'oldest' }],
+  },
+  {
+    title: 'Audit ingestion lag',
+    description: 'From an event happening to its record being stored by the audit app (its last batch).',
+    type: 'timeseries',
+    unit: 's',
+    targets: [{ expr: 'max(tokenkeeper_audit_ingest_lag_seconds)', legend: 'lag' }],
+  },
+  {
     title: 'NATS',
     description: 'Connected replicas and reconnects.',
     type: 'timeseries',

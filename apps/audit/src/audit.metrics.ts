@@ -1,4 +1,4 @@
-import { Registry } from 'prom-client';
+import { Gauge, Registry } from 'prom-client';
 
 /**
  * The audit app's Prometheus registry. It has no HTTP endpoint yet; the series are there
@@ -7,4 +7,10 @@ import { Registry } from 'prom-client';
  */
 export class AuditMetrics {
   readonly registry = new Registry();
+  /** How far behind the events the stored trail is: time from a record's `at` to its storing, of the last batch. */
+  readonly ingestLag = new Gauge({
+    name: 'tokenkeeper_audit_ingest_lag_seconds',
+    help: 'Seconds from the newest record of the last stored batch happening to its being stored',
+    registers: [this.registry],
+  });
 }

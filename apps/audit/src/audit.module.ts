@@ -11,6 +11,7 @@ import { AuditRecordRepository } from './persistence/audit-record.repository.js'
 import { AuditRecords1764200000000 } from './persistence/migrations/1764200000000-audit-records.js';
 import { AuditDeadLetters1764600000000 } from './persistence/migrations/1764600000000-audit-dead-letters.js';
 import { AuditRecordId1764700000000 } from './persistence/migrations/1764700000000-audit-record-id.js';
+import { AuditRetention } from './retention/audit-retention.service.js';
 import { AuditQueryController } from './query/audit-query.controller.js';
 
 export const AUDIT_MIGRATIONS = [AuditRecords1764200000000, AuditDeadLetters1764600000000, AuditRecordId1764700000000];
@@ -56,8 +57,9 @@ export class AuditModule {
         AuditNatsLifecycle,
         AuditRecordRepository,
         AuditConsumer,
+        AuditRetention,
       ],
-      exports: [AUDIT_CONFIG, AuditMetrics, AuditRecordRepository, AuditConsumer],
+      exports: [AUDIT_CONFIG, AuditMetrics, AuditRecordRepository, AuditConsumer, AuditRetention],
     };
   }
 }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { createTestDatabase, startNatsServer, startSandboxProvider } from '@tokenkeeper/testing';
 import { expect, it } from 'vitest';
 import { dashboard } from '../../../tools/grafana-dashboard.js';
+import { AuditMetrics } from '../../audit/src/audit.metrics.js';
 import { baseUrlOf, httpGet, REPO_ROOT } from './ops-support.js';
 import { sandboxProviders, startTestRefresher, testEnv, testKeys } from './refresher.harness.js';
 
@@ -29,8 +30,10 @@ it('deploy/grafana/tokenkeeper.json is up to date and every series it queries is
   try {
     const metrics = await httpGet(baseUrlOf(refresher.app), '/metrics');
     expect(metrics.status).toBe(200);
+    // The audit app's series come from its own registry (it serves no HTTP endpoint of its own).
+    const text = metrics.text + (await new AuditMetrics().registry.metrics());
     const exported = new Set(
-      [...metrics.text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) =>
+      [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) =>
         type === 'histogram' ? [`${name}_bucket`] : [name],
       ),
     );

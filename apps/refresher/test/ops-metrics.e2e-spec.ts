@@ -8,6 +8,7 @@ import {
   type TestDatabase,
 } from '@tokenkeeper/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DB_GAUGE_TTL_MS } from '../src/observability/ops-metrics.js';
 import { Sql } from './cluster.fixtures.js';
 import {
   RawCaller,
@@ -80,6 +81,7 @@ describe('refresher ops: /metrics', () => {
       'tokenkeeper_token_get_cache_hits_total',
       'tokenkeeper_credentials',
       'tokenkeeper_outbox_backlog',
+      'tokenkeeper_outbox_oldest_pending_seconds',
       'tokenkeeper_nats_reconnects_total',
       'tokenkeeper_nats_connected',
       'tokenkeeper_refreshes_in_flight',
@@ -94,6 +96,7 @@ describe('refresher ops: /metrics', () => {
       expect(sample(answer.text, 'tokenkeeper_credentials', { status })).toBe(0);
     }
     expect(sample(answer.text, 'tokenkeeper_outbox_backlog')).toBe(0);
+    expect(sample(answer.text, 'tokenkeeper_outbox_oldest_pending_seconds')).toBe(0);
     expect(sample(answer.text, 'tokenkeeper_token_get_total', { outcome: 'hit' })).toBe(0);
   });
 
@@ -171,6 +174,19 @@ describe('refresher ops: /metrics', () => {
     );
     expect(backlog).toBeGreaterThanOrEqual(COUNT * 2); // registered + refresh_started + refreshed …
     expect(backlog).toBeLessThanOrEqual(pending.n);
+    // Its age is the oldest pending record's: one an hour old (nothing can publish it here).
+    await sql.query(
+      `INSERT INTO outbox (event_id, tenant, connection, type, subject, payload, created_at)
+       VALUES (gen_random_uuid(), 'ops', 'aged', 'refreshed', 'audit.token.refreshed.ops.aged', '{}', now() - interval '1 hour')`,
+    );
+    const age = await waitFor(
+      async () => {
+        const value = sample(await scrape(), 'tokenkeeper_outbox_oldest_pending_seconds')!;
+        return value >= 3_600 ? value : undefined;
+      },
+      { timeoutMs: DB_GAUGE_TTL_MS + 10_000, message: 'the oldest pending age gauge shows the hour-old record' },
+    );
+    expect(age).toBeLessThan(3_600 + 60);
     await waitFor(async () => sample(await scrape(), 'tokenkeeper_outbox_backlog')! > backlog, {
       timeoutMs: 15_000,
       message: 'the outbox backlog gauge grows with further refreshes',

@@ -45,6 +45,10 @@ const EnvSchema = z.object({
   AUDIT_ACK_WAIT_SECONDS: positiveInt(30),
   AUDIT_RETRY_MAX_MS: positiveInt(10_000),
   SHUTDOWN_GRACE_MS: positiveInt(10_000),
+  // 0: records are kept for ever (nothing is deleted unless the operator asks for it).
+  AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36_500).default(0),
+  AUDIT_RETENTION_BATCH_SIZE: z.coerce.number().int().min(1).max(100_000).default(5_000),
+  AUDIT_RETENTION_INTERVAL_MINUTES: positiveInt(60),
 });
 
 /** The audit app's settings and their defaults (the check of .env.example reads them). */
@@ -69,6 +73,8 @@ export interface AuditConfig extends ServiceConfig {
     retryMaxMs: number;
   };
   shutdownGraceMs: number;
+  /** Records older than `days` are deleted in batches of `batchSize`, every `intervalMs`; days 0: never. */
+  retention: { days: number; batchSize: number; intervalMs: number };
 }
 
 export const AUDIT_CONFIG = Symbol('AUDIT_CONFIG');
@@ -96,5 +102,10 @@ export function loadAuditConfig(env: Record<string, string | undefined>): AuditC
       retryMaxMs: e.AUDIT_RETRY_MAX_MS,
     },
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    retention: {
+      days: e.AUDIT_RETENTION_DAYS,
+      batchSize: e.AUDIT_RETENTION_BATCH_SIZE,
+      intervalMs: e.AUDIT_RETENTION_INTERVAL_MINUTES * 60_000,
+    },
   };
 }

@@ -1,3 +1,4 @@
+import { AuditMetrics } from '../audit.metrics.js';
 import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { waitFor } from '@tokenkeeper/testing';
@@ -58,7 +59,7 @@ describe('AuditConsumer drain', () => {
       }),
       insertDeadLetters: vi.fn(async () => undefined),
     } as unknown as AuditRecordRepository;
-    const consumer = new AuditConsumer(config, {} as NatsConnection, repository);
+    const consumer = new AuditConsumer(config, {} as NatsConnection, repository, new AuditMetrics());
     const msgs = [jsMsg(0), jsMsg(1), jsMsg(2)];
     const messages = overcountingMessages(msgs);
     const drained = (consumer as unknown as { drain(m: ConsumerMessages): Promise<void> }).drain(messages);

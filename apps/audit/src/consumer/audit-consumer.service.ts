@@ -13,6 +13,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { AUDIT_STREAM, AUDIT_SUBJECT_FILTER, type AuditRecord } from '@tokenkeeper/contracts';
+import { AuditMetrics } from '../audit.metrics.js';
 import { AUDIT_CONFIG, type AuditConfig } from '../config/audit-config.js';
 import { AUDIT_NATS_CONNECTION } from '../nats.js';
 import { AuditRecordRepository, type DeadLetter } from '../persistence/audit-record.repository.js';
@@ -80,6 +81,7 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
     @Inject(AUDIT_CONFIG) private readonly config: AuditConfig,
     @Inject(AUDIT_NATS_CONNECTION) private readonly nc: NatsConnection,
     private readonly repository: AuditRecordRepository,
+    private readonly metrics: AuditMetrics,
   ) {
     this.retry = new RetryBackoff(this.logger, config.consumer.retryMaxMs, 'audit consumer running again');
   }
@@ -257,6 +259,8 @@ export class AuditConsumer implements OnApplicationBootstrap, OnApplicationShutd
   private acknowledge(sorted: SortedBatch, inserted: number): void {
     this.storedTotal += inserted;
     this.duplicatesTotal += sorted.pending.length - inserted;
+    const newest = Math.max(...sorted.pending.map((p) => Date.parse(p.record.at)));
+    if (Number.isFinite(newest)) this.metrics.ingestLag.set(Math.max(0, (Date.now() - newest) / 1000));
     for (const { msg } of sorted.pending) msg.ack();
     for (const { msg, letter } of sorted.dead) {
       // Stored in the dead-letter table: acked, so that it never holds up the records behind it.

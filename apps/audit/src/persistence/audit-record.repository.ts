@@ -68,6 +68,21 @@ export class AuditRecordRepository {
   constructor(private readonly db: DataSource) {}
 
   /**
+   * Deletes at most `limit` of the oldest records with `at` before the cutoff, in one short
+   * statement (the (at, id) index finds them; only those rows are locked), and returns how
+   * many went. Callers repeat it until it returns less than the limit.
+   */
+  async deleteOlderThan(cutoff: Date, limit: number): Promise<number> {
+    const [, affected]: [unknown, number] = await this.db.query(
+      `DELETE FROM audit_records WHERE id IN (
+         SELECT id FROM audit_records WHERE at < $1 ORDER BY at, id LIMIT $2
+       )`,
+      [cutoff, limit],
+    );
+    return affected;
+  }
+
+  /**
    * Stores the records in one statement; a record whose record id is already stored
    * (a redelivery, or a republish after a relay crash) is skipped. Returns how many
    * rows were new.

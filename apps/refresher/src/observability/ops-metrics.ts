@@ -57,6 +57,15 @@ export class OpsMetrics {
         if (pending !== null) this.set(pending);
       },
     });
+    new Gauge({
+      name: 'tokenkeeper_outbox_oldest_pending_seconds',
+      help: `Age of the oldest audit record in the outbox not yet published to JetStream, 0 with none (at most every ${DB_GAUGE_TTL_MS / 1000} s)`,
+      registers: [registry],
+      async collect() {
+        const age = await ops.cachedQuery('outbox-age', () => outbox.oldestPendingAgeSeconds());
+        if (age !== null) this.set(age);
+      },
+    });
     new Counter({
       name: 'tokenkeeper_nats_reconnects_total',
       help: 'Times the NATS connection was re-established after a loss',

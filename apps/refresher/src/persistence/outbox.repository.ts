@@ -43,6 +43,15 @@ export class OutboxRepository {
     return Number(rows[0].n);
   }
 
+  /** Seconds since the oldest record still waiting for JetStream was committed; 0 with none waiting. */
+  async oldestPendingAgeSeconds(): Promise<number> {
+    if (!this.db.isInitialized) throw new Error('connection pool closed');
+    const rows: { age: number | null }[] = await this.db.query(
+      `SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS age FROM outbox WHERE published_at IS NULL`,
+    );
+    return Math.max(0, Number(rows[0].age ?? 0));
+  }
+
   /**
    * Opens the relay's dedicated connection. `onLost` is called once should the
    * connection fail later; the session is closed by then, and with it the lock.
