@@ -46,13 +46,15 @@ describe('permission model', () => {
         'token.registered.acme.>',
         'token.failed.acme.>',
         'token.revoked.acme.>',
+        'token.recovered.acme.>',
+        'token.expiring.acme.>',
         '_INBOX_svc-acme.>',
       ],
       allowResponses: false,
     });
     const limited = rolePermissions({ kind: 'consumer', tenant: 'acme', connections: ['github', 'slack'] }, '_INBOX_s');
     expect(limited.publish).toEqual(['token.get.acme.github', 'token.get.acme.slack']);
-    expect(limited.subscribe).toHaveLength(9);
+    expect(limited.subscribe).toHaveLength(13);
   });
 
   it('gives a tenant admin the control plane and audit of its tenant only', () => {
