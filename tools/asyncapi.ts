@@ -25,6 +25,8 @@ import {
   TokenRefreshedEventSchema,
   TokenRegisterPayloadSchema,
   TokenRevokedEventSchema,
+  TokenRecoveredEventSchema,
+  TokenExpiringEventSchema,
 } from '@tokenkeeper/contracts';
 import { stringify } from 'yaml';
 import { z } from 'zod';
@@ -115,6 +117,18 @@ const MESSAGES: Record<string, Message> = {
     summary: 'the credential was revoked; its version went up once more',
     signed: true,
   },
+  TokenRecovered: {
+    schema: TokenRecoveredEventSchema,
+    io: 'output',
+    summary: 'a credential that was failing refreshed again: since when it failed, after how many attempts',
+    signed: true,
+  },
+  TokenExpiring: {
+    schema: TokenExpiringEventSchema,
+    io: 'output',
+    summary: "the grant's refresh token reaches its absolute expiry soon; only a new connect renews it",
+    signed: true,
+  },
   RegisterRequest: {
     schema: TokenRegisterPayloadSchema,
     io: 'input',
@@ -181,6 +195,18 @@ export const CHANNELS: Record<string, Channel> = {
   tokenRevoked: {
     address: 'token.revoked.{tenant}.{connection}',
     message: 'TokenRevoked',
+    action: 'send',
+    description: 'core NATS event',
+  },
+  tokenRecovered: {
+    address: 'token.recovered.{tenant}.{connection}',
+    message: 'TokenRecovered',
+    action: 'send',
+    description: 'core NATS event',
+  },
+  tokenExpiring: {
+    address: 'token.expiring.{tenant}.{connection}',
+    message: 'TokenExpiring',
     action: 'send',
     description: 'core NATS event',
   },

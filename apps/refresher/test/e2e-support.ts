@@ -1,5 +1,5 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { parseTokenEventSubject } from '@tokenkeeper/contracts';
+import { parseTokenEventSubject, type TokenEventKind } from '@tokenkeeper/contracts';
 import type { SandboxProvider } from '@tokenkeeper/testing';
 import type { ProviderConfig } from '../src/providers/provider.types.js';
 import { parseProvidersDocument } from '../src/providers/providers-file.loader.js';
@@ -50,7 +50,7 @@ export class EventLog {
     });
   }
 
-  of(kind: 'refreshed' | 'registered' | 'failed' | 'revoked', tenant: string, connection: string): SeenEvent[] {
+  of(kind: TokenEventKind, tenant: string, connection: string): SeenEvent[] {
     const subject = `token.${kind}.${tenant}.${connection}`;
     return this.events.filter((e) => e.subject === subject);
   }

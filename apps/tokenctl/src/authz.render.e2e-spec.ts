@@ -137,7 +137,7 @@ describe('authz rendering', () => {
     expect(text).toContain(`--name 'audit'`);
     expect(text).toContain(`--allow-pub '$JS.API.INFO,$JS.API.CONSUMER.INFO.TOKEN_AUDIT.tokenkeeper-audit,`);
     expect(text).toContain(
-      `--allow-sub 'token.refreshed.acme.>,token.registered.acme.>,token.failed.acme.>,token.revoked.acme.>,_INBOX_svc-acme.>'`,
+      `--allow-sub 'token.refreshed.acme.>,token.registered.acme.>,token.failed.acme.>,token.revoked.acme.>,token.recovered.acme.>,token.expiring.acme.>,_INBOX_svc-acme.>'`,
     );
     expect(text.match(/--allow-pub-response/g)).toHaveLength(1);
     // What a shell would do with the quoted list: nothing.

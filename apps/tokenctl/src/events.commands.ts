@@ -154,6 +154,10 @@ function eventLine(kind: TokenEventKind, e: Record<string, unknown>, color: bool
     }
     case 'revoked':
       return head;
+    case 'recovered':
+      return `${head}  failing since ${field(e.failedSince)}, ${field(e.attempts)} attempts`;
+    case 'expiring':
+      return `${head}  ${paint('refresh token expires', 'red', color)} ${field(e.refreshTokenExpiresAt)}`;
   }
 }
 

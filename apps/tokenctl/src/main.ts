@@ -170,6 +170,11 @@ Examples:
     .option('--limit <n>', 'page size, 1 to 1000 (default 100; 1000 with --all)', integer('--limit', 1, 1_000))
     .option('--cursor <cursor>', 'continue after a previous page')
     .option('--all', 'follow nextCursor through every page')
+    .option(
+      '--expiring-within-days <n>',
+      "only credentials whose refresh token's known expiry is at most n days away",
+      integer('--expiring-within-days', 0, 3_650),
+    )
     .action(action((ctx, flags: Parameters<typeof listCommand>[0]) => listCommand(flags, ctx)));
 
   program

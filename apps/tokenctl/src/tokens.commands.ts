@@ -127,6 +127,7 @@ export interface ListFlags {
   limit?: number;
   cursor?: string;
   all?: boolean;
+  expiringWithinDays?: number;
 }
 
 /** `tokenctl list`: one page, or every page with `--all` (following `nextCursor`). */
@@ -137,6 +138,7 @@ export async function listCommand(flags: ListFlags, ctx: CommandContext): Promis
       Object.entries({
         tenant: flags.tenant,
         status: flags.status,
+        expiringWithinDays: flags.expiringWithinDays,
         limit: flags.limit ?? (flags.all ? ALL_PAGE_SIZE : undefined),
         cursor: flags.cursor,
       }).filter(([, v]) => v !== undefined),

@@ -2,6 +2,8 @@ export { TokenClient } from './token.client.js';
 export { TokenClientError } from './token-client.error.js';
 export { DEFAULT_MAX_ENTRIES } from './token-client.options.js';
 export type {
+  ExpiringNotice,
+  RecoveredNotice,
   RejectionReason,
   TokenClientLogger,
   TokenClientOptions,

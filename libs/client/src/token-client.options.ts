@@ -99,6 +99,30 @@ export interface TokenClientOptions {
   dispatcher?: Dispatcher;
   /** Receives the client's few warnings (unverified mode, first drop per reason). Default `console`. */
   logger?: TokenClientLogger;
+  /**
+   * Called with each accepted `token.recovered` event (a failing credential refreshes again),
+   * after the same checks as every pushed event (signature, subject, version).
+   */
+  onRecovered?: (event: RecoveredNotice) => void;
+  /** Called with each accepted `token.expiring` event: the grant ends soon, a new connect is needed. */
+  onExpiring?: (event: ExpiringNotice) => void;
+}
+
+/** What `onRecovered` receives. */
+export interface RecoveredNotice {
+  tenant: string;
+  connection: string;
+  version: number;
+  failedSince: string;
+  attempts: number;
+}
+
+/** What `onExpiring` receives. */
+export interface ExpiringNotice {
+  tenant: string;
+  connection: string;
+  version: number;
+  refreshTokenExpiresAt: string;
 }
 
 export interface TokenRequestOptions {
@@ -180,6 +204,8 @@ export interface ResolvedTokenClientOptions {
   clock: () => number;
   dispatcher?: Dispatcher;
   logger: TokenClientLogger;
+  onRecovered?: (event: RecoveredNotice) => void;
+  onExpiring?: (event: ExpiringNotice) => void;
 }
 
 function positiveInt(value: number | undefined, fallback: number, what: string): number {
@@ -320,5 +346,7 @@ export function resolveOptions(options: TokenClientOptions): ResolvedTokenClient
     clock: options.clock ?? Date.now,
     dispatcher: options.dispatcher,
     logger: options.logger ?? console,
+    onRecovered: options.onRecovered,
+    onExpiring: options.onExpiring,
   };
 }

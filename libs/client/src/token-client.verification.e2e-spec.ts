@@ -104,6 +104,33 @@ describe('TokenClient with trustedSigners: events', () => {
     expect(warnings.join('\n')).not.toContain('at-');
   });
 
+  it('hands verified recovered and expiring events to their callbacks, and drops forged or malformed ones', async () => {
+    const key = newKey();
+    const recovered: unknown[] = [];
+    const expiring: unknown[] = [];
+    const client = await newClient({
+      tenants: [key.tenant],
+      onRecovered: (event) => void recovered.push(event),
+      onExpiring: (event) => void expiring.push(event),
+    });
+    const names = { tenant: key.tenant, connection: key.connection, provider: 'sandbox' };
+    const failedSince = '2026-01-01T00:00:00.000Z';
+    const endsAt = '2026-02-01T00:00:00.000Z';
+    await refresher.publish('recovered', key, { ...names, version: 3, failedSince, attempts: 4 }, 'unsigned');
+    await refresher.publish('expiring', key, { ...names, version: 3, refreshTokenExpiresAt: endsAt }, 'foreign-signer');
+    await refresher.publish('recovered', key, { ...names, version: 3, failedSince: 'yesterday', attempts: 4 });
+    await refresher.publish('recovered', key, { ...names, version: 3, failedSince, attempts: 4 });
+    await refresher.publish('expiring', key, { ...names, version: 3, refreshTokenExpiresAt: endsAt });
+    await waitFor(() => expiring.length === 1 && client.stats.rejectedEvents === 2);
+    expect(recovered).toEqual([
+      { tenant: key.tenant, connection: key.connection, version: 3, failedSince, attempts: 4 },
+    ]);
+    expect(expiring).toEqual([
+      { tenant: key.tenant, connection: key.connection, version: 3, refreshTokenExpiresAt: endsAt },
+    ]);
+    expect(client.stats.malformedEvents).toBe(1);
+  });
+
   it('a forged higher version signed by an untrusted key does not replace the cached token; a signed one does', async () => {
     const key = newKey();
     const v1 = refresher.set(tokenView(key, 1));

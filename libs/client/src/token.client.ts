@@ -4,6 +4,7 @@ import {
   credentialId,
   isValidName,
   NAME_RULE_MESSAGE,
+  type TokenEvent,
   type TokenView,
 } from '@tokenkeeper/contracts';
 import { type CacheEntry, FRESH, TokenCache } from './token-cache.store.js';
@@ -360,6 +361,10 @@ export class TokenClient {
     const event = this.guard.acceptEvent(msg);
     if (event === null) return;
     let applied: boolean | null;
+    if (event.kind === 'recovered' || event.kind === 'expiring') {
+      this.notify(event);
+      return;
+    }
     if (event.kind === 'failed') {
       const id = credentialId(event);
       applied = this.cache.applyFailed(id, event.version, event.status, this.inFlight(id), event.code);
@@ -371,6 +376,24 @@ export class TokenClient {
     }
     if (applied === true) this.counters.pushedUpdates++;
     else if (applied === false) this.counters.staleEventsIgnored++;
+  }
+
+  /**
+   * Hands a notice to the caller's callback. They change no cached token (the version they
+   * carry is the current one, already held); a throwing callback must not break the cache.
+   */
+  private notify(event: Extract<TokenEvent, { kind: 'recovered' | 'expiring' }>): void {
+    try {
+      if (event.kind === 'recovered') {
+        const { tenant, connection, version, failedSince, attempts } = event;
+        this.opts.onRecovered?.({ tenant, connection, version, failedSince, attempts });
+      } else {
+        const { tenant, connection, version, refreshTokenExpiresAt } = event;
+        this.opts.onExpiring?.({ tenant, connection, version, refreshTokenExpiresAt });
+      }
+    } catch (error) {
+      this.opts.logger.warn(`TokenClient: an ${event.kind} callback threw: ${(error as Error).message}`);
+    }
   }
 
   /** A token.get is out for this credential: its answer may predate a revocation arriving now. */

@@ -95,6 +95,8 @@ const registerFields = {
   refreshToken: secretString.optional(),
   expiresIn: lifetimeSeconds.optional(),
   expiresAt: isoTimestamp.optional(),
+  /** The refresh token's absolute expiry, when the caller knows it (shown in describe, warned of before). */
+  refreshTokenExpiresAt: isoTimestamp.optional(),
   scope: z.string().max(4_096).optional(),
   tokenType: z.string().min(1).max(64).optional(),
 };
@@ -176,6 +178,8 @@ export type CredentialKeyRequest = z.infer<typeof CredentialKeyRequestSchema>;
 export const TokenListRequestSchema = z.strictObject({
   tenant: tenant.optional(),
   status: z.enum(CREDENTIAL_STATUSES).optional(),
+  /** Only credentials whose refresh token's known absolute expiry falls within this many days. */
+  expiringWithinDays: z.number().min(0).max(3_650).optional(),
   limit: z.number().int().min(1).max(1_000).optional(),
   cursor: z.string().max(1_024).optional(),
 });
@@ -274,6 +278,8 @@ export interface CredentialView {
   lastRefreshedAt: string | null;
   failures: number;
   lastError: ErrorBody | null;
+  /** When the refresh token itself ends (absolute expiry), when known; null otherwise. */
+  refreshTokenExpiresAt?: string | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -303,6 +309,27 @@ export interface TokenRevokedEvent {
   connection: string;
   provider: string;
   version: number;
+}
+
+/** A credential that was `failing` refreshed again: since when it failed, after how many attempts. */
+export interface TokenRecoveredEvent {
+  eventId: string;
+  tenant: string;
+  connection: string;
+  provider: string;
+  version: number;
+  failedSince: string;
+  attempts: number;
+}
+
+/** The grant itself ends soon (its refresh token's absolute expiry); only a new connect renews it. */
+export interface TokenExpiringEvent {
+  eventId: string;
+  tenant: string;
+  connection: string;
+  provider: string;
+  version: number;
+  refreshTokenExpiresAt: string;
 }
 
 /** A secret-free audit record. */

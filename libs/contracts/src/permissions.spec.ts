@@ -49,13 +49,15 @@ describe('permission model', () => {
         'token.registered.acme.>',
         'token.failed.acme.>',
         'token.revoked.acme.>',
+        'token.recovered.acme.>',
+        'token.expiring.acme.>',
         '_INBOX_svc-acme.>',
       ],
       allowResponses: false,
     });
     const limited = rolePermissions({ kind: 'consumer', tenant: 'acme', connections: ['github', 'slack'] }, '_INBOX_s');
     expect(limited.publish).toEqual(['token.get.acme.github', 'token.get.acme.slack']);
-    expect(limited.subscribe).toHaveLength(9);
+    expect(limited.subscribe).toHaveLength(13);
   });
 
   it('gives a consumer of many tenants token.get and each event type of every scope entry, with * one token wide', () => {

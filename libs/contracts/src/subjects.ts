@@ -4,7 +4,7 @@ import { assertSubjectToken } from './names-guard.js';
 export const REFRESHER_QUEUE_GROUP = 'refresher';
 
 /** Core NATS lifecycle events: `token.<kind>.<tenant>.<connection>`. */
-export const TOKEN_EVENT_KINDS = ['refreshed', 'registered', 'failed', 'revoked'] as const;
+export const TOKEN_EVENT_KINDS = ['refreshed', 'registered', 'failed', 'revoked', 'recovered', 'expiring'] as const;
 export type TokenEventKind = (typeof TOKEN_EVENT_KINDS)[number];
 
 export function tokenEventSubject(kind: TokenEventKind, tenant: string, connection: string): string {
@@ -47,6 +47,9 @@ export const AUDIT_RECORD_TYPES = [
   'connect_started',
   'connected',
   'connect_failed',
+  // A failing credential refreshed again; a grant whose refresh token ends soon.
+  'recovered',
+  'expiring',
 ] as const;
 export type AuditRecordType = (typeof AUDIT_RECORD_TYPES)[number];
 

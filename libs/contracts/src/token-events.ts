@@ -25,7 +25,17 @@ export type TokenEvent =
       refreshedAtMs: number;
     }
   | { kind: 'failed'; tenant: string; connection: string; version: number; status: CredentialStatus; code?: string }
-  | { kind: 'revoked'; tenant: string; connection: string; version: number };
+  | { kind: 'revoked'; tenant: string; connection: string; version: number }
+  | {
+      kind: 'recovered';
+      tenant: string;
+      connection: string;
+      version: number;
+      /** ISO-8601, as sent. */
+      failedSince: string;
+      attempts: number;
+    }
+  | { kind: 'expiring'; tenant: string; connection: string; version: number; refreshTokenExpiresAt: string };
 
 const decoder = new TextDecoder();
 
@@ -67,6 +77,10 @@ export function validateTokenView(raw: unknown): ValidatedToken | null {
   };
   if (t.scope !== undefined) view.scope = t.scope;
   return { view: Object.freeze(view), expiresAtMs };
+}
+
+function isTimestamp(value: unknown): value is string {
+  return typeof value === 'string' && value.length <= 64 && !Number.isNaN(Date.parse(value));
 }
 
 function parseJson(data: Uint8Array): Record<string, unknown> | null {
@@ -120,6 +134,16 @@ export function parseTokenEvent(subject: string, data: Uint8Array): TokenEvent |
     case 'revoked': {
       if (!isVersion(body.version)) return null;
       return { kind, tenant: parts.tenant, connection: parts.connection, version: body.version };
+    }
+    case 'recovered': {
+      if (!isVersion(body.version) || !isVersion(body.attempts) || !isTimestamp(body.failedSince)) return null;
+      const { version, attempts, failedSince } = body;
+      return { kind, tenant: parts.tenant, connection: parts.connection, version, failedSince, attempts };
+    }
+    case 'expiring': {
+      if (!isVersion(body.version) || !isTimestamp(body.refreshTokenExpiresAt)) return null;
+      const { version, refreshTokenExpiresAt } = body;
+      return { kind, tenant: parts.tenant, connection: parts.connection, version, refreshTokenExpiresAt };
     }
     default:
       return null;

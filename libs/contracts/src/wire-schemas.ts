@@ -7,6 +7,8 @@ import {
   type TokenFailedEvent,
   type TokenRefreshedEvent,
   type TokenRevokedEvent,
+  type TokenRecoveredEvent,
+  type TokenExpiringEvent,
   type TokenView,
 } from './messages.js';
 import { NAME_PATTERN } from './names.js';
@@ -64,6 +66,7 @@ export const CredentialViewSchema = z.object({
   lastRefreshedAt: timestamp.nullable(),
   failures: z.number().int().min(0),
   lastError: ErrorBodySchema.nullable(),
+  refreshTokenExpiresAt: timestamp.nullable().optional(),
   createdAt: timestamp,
   updatedAt: timestamp,
 });
@@ -105,6 +108,13 @@ export const TokenRevokedEventSchema = z.object({
   version,
 });
 
+export const TokenRecoveredEventSchema = TokenRevokedEventSchema.extend({
+  failedSince: timestamp,
+  attempts: z.number().int().min(0),
+});
+
+export const TokenExpiringEventSchema = TokenRevokedEventSchema.extend({ refreshTokenExpiresAt: timestamp });
+
 // Compile-time: each schema's output is exactly the type the code uses.
 // (The function form also tells an optional field from a missing one.)
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -114,3 +124,5 @@ agree<Same<z.output<typeof CredentialViewSchema>, CredentialView>>();
 agree<Same<z.output<typeof TokenRefreshedEventSchema>, TokenRefreshedEvent>>();
 agree<Same<z.output<typeof TokenFailedEventSchema>, TokenFailedEvent>>();
 agree<Same<z.output<typeof TokenRevokedEventSchema>, TokenRevokedEvent>>();
+agree<Same<z.output<typeof TokenRecoveredEventSchema>, TokenRecoveredEvent>>();
+agree<Same<z.output<typeof TokenExpiringEventSchema>, TokenExpiringEvent>>();

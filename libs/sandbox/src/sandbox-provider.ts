@@ -27,6 +27,10 @@ export interface SandboxOptions {
   expiresInAsString?: boolean;
   /** When set, responses carry a `refresh_in` hint with this many seconds. */
   refreshInSeconds?: number;
+  /** Answer without `expires_in` (as Salesforce does): the token's lifetime is not told. Default false. */
+  omitExpiresIn?: boolean;
+  /** When set, responses carry `refresh_token_expires_in` with this many seconds (GitHub Apps). */
+  refreshTokenExpiresInSeconds?: number;
   /** RFC 9207 issuer sent as `iss` on authorization responses; `true`: the sandbox's own URL. Default none. */
   issuer?: string | true;
   /** Redirect URIs the authorization endpoint accepts, exactly; default any http(s) URI. */
@@ -153,6 +157,8 @@ export class SandboxProvider {
   private readonly pendingPauses = new Set<() => void>();
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
+  private readonly omitExpiresIn: boolean;
+  private readonly refreshTokenExpiresInSeconds: number | undefined;
 
   private constructor(
     private readonly server: Server,
@@ -174,6 +180,8 @@ export class SandboxProvider {
     this.graceMs = (options.reuseGraceSeconds ?? 0) * 1000;
     this.expiresInAsString = options.expiresInAsString ?? false;
     this.refreshInSeconds = options.refreshInSeconds;
+    this.omitExpiresIn = options.omitExpiresIn ?? false;
+    this.refreshTokenExpiresInSeconds = options.refreshTokenExpiresInSeconds;
     this.authorizer = new SandboxAuthorizer({
       clientId: this.clientId,
       issuer: this.issuer,
@@ -430,6 +438,10 @@ export class SandboxProvider {
     if (refreshToken) body.refresh_token = refreshToken;
     if (scope) body.scope = scope;
     if (this.refreshInSeconds !== undefined) body.refresh_in = this.refreshInSeconds;
+    if (this.omitExpiresIn && expiresIn === undefined) delete body.expires_in;
+    if (refreshToken && this.refreshTokenExpiresInSeconds !== undefined) {
+      body.refresh_token_expires_in = this.refreshTokenExpiresInSeconds;
+    }
     sendJson(res, 200, body);
   }
 

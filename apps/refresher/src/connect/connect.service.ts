@@ -262,6 +262,10 @@ export class ConnectService {
             tokenType: issued.tokenType,
             scope: issued.scope,
             expiresInSeconds: issued.expiresInSeconds,
+            refreshTokenExpiresAt:
+              issued.refreshTokenExpiresInSeconds === undefined
+                ? undefined
+                : new Date(issued.requestedAt.getTime() + issued.refreshTokenExpiresInSeconds * 1000),
             issuedAt: issued.requestedAt,
           },
           [

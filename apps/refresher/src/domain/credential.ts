@@ -16,6 +16,12 @@ export interface Credential extends CredentialKey {
   lastRefreshedAt: Date | null;
   failures: number;
   lastError: ErrorBody | null;
+  /** When the current run of failures began; null unless `failing`. */
+  failingSince?: Date | null;
+  /** The refresh token's absolute expiry, when known. */
+  refreshTokenExpiresAt?: Date | null;
+  /** The refresh-token expiry `token.expiring` was already published for. */
+  expiryWarnedFor?: Date | null;
   createdAt: Date;
   updatedAt: Date;
 }

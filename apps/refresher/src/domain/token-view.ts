@@ -36,5 +36,6 @@ export function toCredentialView(credential: Credential): CredentialView {
     updatedAt: credential.updatedAt.toISOString(),
   };
   if (credential.scope !== undefined) view.scope = credential.scope;
+  if (credential.refreshTokenExpiresAt) view.refreshTokenExpiresAt = credential.refreshTokenExpiresAt.toISOString();
   return view;
 }

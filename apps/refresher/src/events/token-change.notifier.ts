@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { credentialId } from '@tokenkeeper/contracts';
 import type { CommittedChange } from '../domain/committed-change.js';
+import type { Credential } from '../domain/credential.js';
 import { issuedAtMs } from '../domain/token-validity.js';
 import { toTokenView } from '../domain/token-view.js';
 import { ReplyCache } from './reply-cache.js';
@@ -54,5 +55,15 @@ export class TokenChangeNotifier {
         this.publisher.revoked(credential, eventId);
         return;
     }
+  }
+
+  /** After the refreshed change that ended a run of failures: its `recovered` record commits with it. */
+  recovered(credential: Credential, failedSince: Date, attempts: number, eventId: string): void {
+    this.publisher.recovered(credential, failedSince, attempts, eventId);
+  }
+
+  /** After the commit that recorded the warning of this refresh-token expiry (`expiring` record). */
+  expiring(credential: Credential, refreshTokenExpiresAt: Date, eventId: string): void {
+    this.publisher.expiring(credential, refreshTokenExpiresAt, eventId);
   }
 }

@@ -4,7 +4,9 @@ import {
   encodeJson,
   EventSigner,
   tokenEventSubject,
+  type TokenExpiringEvent,
   type TokenFailedEvent,
+  type TokenRecoveredEvent,
   type TokenRefreshedEvent,
   type TokenRevokedEvent,
   type TokenView,
@@ -74,6 +76,31 @@ export class TokenEventPublisher implements TokenNotices {
       version: credential.version,
     };
     this.publish(tokenEventSubject('revoked', credential.tenant, credential.connection), event);
+  }
+
+  recovered(credential: Credential, failedSince: Date, attempts: number, eventId: string): void {
+    const event: TokenRecoveredEvent = {
+      eventId,
+      tenant: credential.tenant,
+      connection: credential.connection,
+      provider: credential.provider,
+      version: credential.version,
+      failedSince: failedSince.toISOString(),
+      attempts,
+    };
+    this.publish(tokenEventSubject('recovered', credential.tenant, credential.connection), event);
+  }
+
+  expiring(credential: Credential, refreshTokenExpiresAt: Date, eventId: string): void {
+    const event: TokenExpiringEvent = {
+      eventId,
+      tenant: credential.tenant,
+      connection: credential.connection,
+      provider: credential.provider,
+      version: credential.version,
+      refreshTokenExpiresAt: refreshTokenExpiresAt.toISOString(),
+    };
+    this.publish(tokenEventSubject('expiring', credential.tenant, credential.connection), event);
   }
 
   private publish(subject: string, event: object): void {

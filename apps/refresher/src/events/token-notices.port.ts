@@ -10,4 +10,6 @@ export interface TokenNotices {
   issued(kind: 'refreshed' | 'registered', token: TokenView, refreshedAt: Date, eventId: string): void;
   failed(credential: Credential, notice: FailureNotice, eventId: string): void;
   revoked(credential: Credential, eventId: string): void;
+  recovered(credential: Credential, failedSince: Date, attempts: number, eventId: string): void;
+  expiring(credential: Credential, refreshTokenExpiresAt: Date, eventId: string): void;
 }

@@ -32,6 +32,11 @@ export class CredentialEntity {
   @Column({ name: 'lease_id', type: 'uuid', nullable: true }) leaseId!: string | null;
   @Column({ name: 'lease_owner', type: 'text', nullable: true }) leaseOwner!: string | null;
   @Column({ name: 'lease_until', type: 'timestamptz', nullable: true }) leaseUntil!: Date | null;
+  @Column({ name: 'failing_since', type: 'timestamptz', nullable: true }) failingSince!: Date | null;
+  @Column({ name: 'refresh_token_expires_at', type: 'timestamptz', nullable: true })
+  refreshTokenExpiresAt!: Date | null;
+  /** The refresh-token expiry `token.expiring` was published for: once per grant. */
+  @Column({ name: 'expiry_warned_for', type: 'timestamptz', nullable: true }) expiryWarnedFor!: Date | null;
   @Column({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
   @Column({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
 }

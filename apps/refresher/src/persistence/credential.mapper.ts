@@ -32,6 +32,9 @@ export interface CredentialRow {
   last_error_message: string | null;
   lease_id: string | null;
   lease_owner?: string | null;
+  failing_since?: Date | null;
+  refresh_token_expires_at?: Date | null;
+  expiry_warned_for?: Date | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -96,6 +99,9 @@ export class CredentialMapper {
       lastError: row.last_error_code
         ? { code: row.last_error_code as never, message: row.last_error_message ?? '' }
         : null,
+      failingSince: row.failing_since ?? null,
+      refreshTokenExpiresAt: row.refresh_token_expires_at ?? null,
+      expiryWarnedFor: row.expiry_warned_for ?? null,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     };

@@ -78,6 +78,7 @@ export type { TokenWrite } from './refresh-commit.batcher.js';
 
 export interface Registration extends CredentialKey, Omit<TokenWrite, 'accessToken'> {
   provider: string;
+  refreshTokenExpiresAt?: Date | null;
   /** Absent when only a refresh token (or nothing, for client_credentials) is registered. */
   accessToken?: Secret;
 }
@@ -92,6 +93,8 @@ export interface FailureWrite {
 export interface ListFilter {
   tenant?: string;
   status?: CredentialStatus;
+  /** Only credentials whose refresh token's known absolute expiry is at most this many days away. */
+  expiringWithinDays?: number;
   after?: CredentialKey;
   limit: number;
 }
@@ -136,15 +139,17 @@ export class CredentialRepository implements CredentialStore {
     const rows: CommittedRow[] = await this.db.query(
       `WITH changed AS (
          INSERT INTO credentials (tenant, connection, provider, shard_bucket, status, version, token_type, scope,
-                                  access_token_enc, refresh_token_enc, key_id, issued_at, expires_at, next_refresh_at)
-         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $7, $8, $9, $10, $11, $12)
+                                  access_token_enc, refresh_token_enc, key_id, issued_at, expires_at, next_refresh_at,
+                                  refresh_token_expires_at)
+         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $7, $8, $9, $10, $11, $12, $14)
          ON CONFLICT (tenant, connection) DO UPDATE SET
            provider = EXCLUDED.provider, status = 'active', version = credentials.version + 1,
            token_type = EXCLUDED.token_type, scope = EXCLUDED.scope,
            access_token_enc = EXCLUDED.access_token_enc, refresh_token_enc = EXCLUDED.refresh_token_enc,
            key_id = EXCLUDED.key_id, issued_at = EXCLUDED.issued_at, expires_at = EXCLUDED.expires_at,
            next_refresh_at = EXCLUDED.next_refresh_at, failures = 0, last_error_code = NULL,
-           last_error_message = NULL, ${NO_LEASE}, updated_at = now()
+           last_error_message = NULL, ${NO_LEASE}, updated_at = now(), failing_since = NULL,
+           refresh_token_expires_at = EXCLUDED.refresh_token_expires_at, expiry_warned_for = NULL
          RETURNING *
        ), ${AUDIT_CTE(13)}
        ${CHANGED_WITH_EVENT_ID}`,
@@ -162,6 +167,7 @@ export class CredentialRepository implements CredentialStore {
         reg.expiresAt,
         reg.nextRefreshAt,
         JSON.stringify(audit),
+        reg.refreshTokenExpiresAt ?? null,
       ],
     );
     return this.committed('registered', rows[0], reg);
@@ -353,7 +359,8 @@ export class CredentialRepository implements CredentialStore {
     const rows: CommittedRow[] = await this.db.query(
       `WITH changed AS (
          UPDATE credentials SET status = $5, failures = $6, last_error_code = $7, last_error_message = $8,
-           next_refresh_at = $9, ${NO_LEASE}, updated_at = now()
+           next_refresh_at = $9, ${NO_LEASE}, updated_at = now(),
+           failing_since = CASE WHEN $5 = 'failing' THEN COALESCE(failing_since, now()) ELSE failing_since END
          WHERE tenant = $1 AND connection = $2 AND lease_id = $3 AND version = $4
          RETURNING *
        ), ${AUDIT_CTE(10)}
@@ -421,6 +428,7 @@ export class CredentialRepository implements CredentialStore {
       `SELECT * FROM credentials
        WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR status = $2)
          AND ($3::text IS NULL OR (tenant, connection) > ($3, $4))
+         AND ($6::float8 IS NULL OR refresh_token_expires_at <= now() + $6::float8 * interval '1 day')
        ORDER BY tenant, connection
        LIMIT $5`,
       [
@@ -429,6 +437,7 @@ export class CredentialRepository implements CredentialStore {
         filter.after?.tenant ?? null,
         filter.after?.connection ?? null,
         filter.limit,
+        filter.expiringWithinDays ?? null,
       ],
     );
     return rows.map((row) => this.mapper.toDomain(row, undefined, 'tolerant'));

@@ -15,6 +15,10 @@ export interface TokenWrite {
   issuedAt: Date;
   expiresAt: Date | null;
   nextRefreshAt: Date | null;
+  /** The refresh token's absolute expiry after this commit (null: unknown). Absent: left as stored. */
+  refreshTokenExpiresAt?: Date | null;
+  /** Set when this commit publishes `token.expiring` for that expiry. Absent: left as stored. */
+  expiryWarnedFor?: Date;
 }
 
 /** At most this many commits go into one statement (its parameters are arrays, so the statement text stays the same). */
@@ -135,15 +139,19 @@ export class RefreshCommitBatcher {
     return this.db.query(
       `WITH v AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::integer[], $5::bytea[], $6::bytea[], $7::text[],
-                              $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::jsonb[])
+                              $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::jsonb[],
+                              $14::boolean[], $15::timestamptz[], $16::timestamptz[])
            WITH ORDINALITY AS v(tenant, connection, lease_id, version, access_enc, refresh_enc, token_type,
-                                scope, issued_at, expires_at, next_refresh_at, audit, ord)
+                                scope, issued_at, expires_at, next_refresh_at, audit, rt_expiry_set, rt_expires_at,
+                                warned_for, ord)
        ), changed AS (
          UPDATE credentials c SET
            access_token_enc = v.access_enc, refresh_token_enc = COALESCE(v.refresh_enc, c.refresh_token_enc), key_id = $13,
            token_type = v.token_type, scope = COALESCE(v.scope, c.scope), issued_at = v.issued_at, expires_at = v.expires_at,
            next_refresh_at = v.next_refresh_at, last_refreshed_at = now(), version = c.version + 1, status = 'active',
-           failures = 0, last_error_code = NULL, last_error_message = NULL,
+           failures = 0, last_error_code = NULL, last_error_message = NULL, failing_since = NULL,
+           refresh_token_expires_at = CASE WHEN v.rt_expiry_set THEN v.rt_expires_at ELSE c.refresh_token_expires_at END,
+           expiry_warned_for = COALESCE(v.warned_for, c.expiry_warned_for),
            lease_id = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now()
          FROM v
          WHERE c.tenant = v.tenant AND c.connection = v.connection AND c.lease_id = v.lease_id AND c.version = v.version
@@ -154,14 +162,18 @@ export class RefreshCommitBatcher {
            NULL::bytea AS access_token_enc, CASE WHEN v.refresh_enc IS NULL THEN c.refresh_token_enc END AS refresh_token_enc,
            c.key_id, c.issued_at, c.expires_at, c.next_refresh_at, c.last_refreshed_at, c.failures,
            c.last_error_code, c.last_error_message, c.lease_id, c.lease_owner, c.created_at, c.updated_at,
+           c.failing_since, c.refresh_token_expires_at, c.expiry_warned_for,
            v.ord, v.audit AS audit_in
        ), audit AS (
          INSERT INTO outbox (event_id, tenant, connection, type, subject, payload)
          SELECT r.event_id, c.tenant, c.connection, r.type, r.subject, r.payload || jsonb_build_object('version', c.version)
          FROM changed c CROSS JOIN jsonb_to_recordset(c.audit_in) AS r(event_id uuid, type text, subject text, payload jsonb)
-         RETURNING event_id, tenant, connection
+         RETURNING event_id, tenant, connection, type
        )
-       SELECT changed.*, (SELECT a.event_id FROM audit a WHERE a.tenant = changed.tenant AND a.connection = changed.connection LIMIT 1) AS audit_event_id
+       -- The refresh's own record names the refreshed event; a recovered or expiring record
+       -- committed alongside has its own event, whose id the caller made.
+       SELECT changed.*, (SELECT a.event_id FROM audit a WHERE a.tenant = changed.tenant AND a.connection = changed.connection
+                            AND a.type NOT IN ('recovered', 'expiring') LIMIT 1) AS audit_event_id
        FROM changed`,
       [
         col((i) => i.key.tenant),
@@ -177,6 +189,9 @@ export class RefreshCommitBatcher {
         col((i) => i.write.nextRefreshAt),
         col((i) => JSON.stringify(i.audit)),
         this.mapper.primaryKeyId,
+        col((i) => i.write.refreshTokenExpiresAt !== undefined),
+        col((i) => i.write.refreshTokenExpiresAt ?? null),
+        col((i) => i.write.expiryWarnedFor ?? null),
       ],
     );
   }

@@ -39,6 +39,13 @@ export interface ProviderConfig {
   threshold: number;
   /** Lifetime assumed when the token response has no `expires_in`; undefined = never expires. */
   defaultTtlSeconds?: number;
+  /**
+   * A token with no known expiry is refreshed at least this often (where the grant can
+   * refresh), so a refresh token with an idle timeout never runs out unseen. Default 86400.
+   */
+  keepAliveSeconds?: number;
+  /** `token.expiring` goes out this many days before a refresh token's absolute expiry. Default 7. */
+  expiryWarningDays?: number;
   revocationUrl?: string;
   /** Upper bound on token requests in flight to this provider from one replica. */
   maxConcurrency: number;
@@ -96,6 +103,8 @@ export interface IssuedToken {
   expiresInSeconds?: number;
   /** Server hint (`refresh_in`) for when to refresh, counted from `requestedAt`. */
   refreshInSeconds?: number;
+  /** The refresh token's absolute lifetime (`refresh_token_expires_in`), counted from `requestedAt`. */
+  refreshTokenExpiresInSeconds?: number;
   scope?: string;
   /** When the request was sent: lifetimes count from here, not from when the answer arrived. */
   requestedAt: Date;

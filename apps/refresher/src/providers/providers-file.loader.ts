@@ -75,6 +75,14 @@ const entrySchema = z.strictObject({
       .min(0, 'must be 0 or more')
       .max(86_400, 'must be at most 86400'),
   ),
+  keepAliveSeconds: numeric(
+    z
+      .number()
+      .int('must be a whole number of seconds')
+      .min(1, 'must be at least 1')
+      .max(365 * 86_400, 'must be at most 31536000'),
+  ),
+  expiryWarningDays: numeric(z.number().min(0, 'must be 0 or more').max(3_650, 'must be at most 3650')),
   extraParams: z.record(z.string(), z.string()).optional(),
   authorizationUrl: z.string().min(1, 'must not be empty').optional(),
   authorizeParams: z.record(z.string(), z.string()).optional(),
@@ -250,6 +258,8 @@ function applyPreset(
   if (entry.tenants !== undefined) config.tenants = [...entry.tenants];
   if (entry.allowedScopes) config.allowedScopes = [...entry.allowedScopes];
   if (entry.defaultTtlSeconds !== undefined) config.defaultTtlSeconds = entry.defaultTtlSeconds;
+  if (entry.keepAliveSeconds !== undefined) config.keepAliveSeconds = entry.keepAliveSeconds;
+  if (entry.expiryWarningDays !== undefined) config.expiryWarningDays = entry.expiryWarningDays;
   if (revocationUrl !== undefined) config.revocationUrl = revocationUrl;
   if (preset.errorCodes) config.errorCodes = { ...preset.errorCodes };
   if (preset.tokenType) config.tokenType = preset.tokenType;

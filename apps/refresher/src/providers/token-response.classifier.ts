@@ -25,6 +25,8 @@ const RETRY_AFTER_CAP_MS = 3_600_000;
  * yearly", which keeps the credential alive, where "no expiry" would never refresh it.
  */
 export const MAX_LIFETIME_SECONDS = 365 * 24 * 3600;
+/** Longest refresh-token lifetime taken from a provider: ten years (grants do live for years). */
+export const MAX_REFRESH_TOKEN_LIFETIME_SECONDS = 10 * MAX_LIFETIME_SECONDS;
 
 const logger = new Logger('TokenResponseClassifier');
 const DESCRIPTION_MAX = 200;
@@ -118,6 +120,13 @@ function toIssuedToken(
     tokenType,
     expiresInSeconds: clampLifetime(parseSeconds(json['expires_in']), 'expires_in', provider.id),
     refreshInSeconds: clampLifetime(parseSeconds(json['refresh_in']), 'refresh_in', provider.id),
+    // GitHub Apps, LinkedIn and others say `refresh_token_expires_in`; Intuit prefixes it with `x_`.
+    refreshTokenExpiresInSeconds: clampLifetime(
+      parseSeconds(json['refresh_token_expires_in'] ?? json['x_refresh_token_expires_in']),
+      'refresh_token_expires_in',
+      provider.id,
+      MAX_REFRESH_TOKEN_LIFETIME_SECONDS,
+    ),
     scope: typeof scopeText === 'string' && scopeText !== '' ? scopeText : undefined,
     requestedAt,
   };
@@ -146,16 +155,21 @@ export function parseSeconds(value: unknown): number | undefined {
 }
 
 /** Caps a provider's lifetime at MAX_LIFETIME_SECONDS, saying so (the number is no secret). */
-function clampLifetime(seconds: number | undefined, field: string, providerId: string | undefined): number | undefined {
-  if (seconds === undefined || seconds <= MAX_LIFETIME_SECONDS) return seconds;
+function clampLifetime(
+  seconds: number | undefined,
+  field: string,
+  providerId: string | undefined,
+  max = MAX_LIFETIME_SECONDS,
+): number | undefined {
+  if (seconds === undefined || seconds <= max) return seconds;
   logger.warn({
-    msg: `token response ${field} is beyond one year; clamped`,
+    msg: `token response ${field} is beyond ${max} s; clamped`,
     provider: providerId,
     field,
     received: seconds,
-    usedSeconds: MAX_LIFETIME_SECONDS,
+    usedSeconds: max,
   });
-  return MAX_LIFETIME_SECONDS;
+  return max;
 }
 
 /** RFC 9110 §10.2.3: delta-seconds or an HTTP-date; capped so a hostile header cannot park a credential. */

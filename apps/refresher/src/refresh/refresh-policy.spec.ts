@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
   backoffDelayMs,
+  earlier,
   EXPIRED_REFRESH_FLOOR_SECONDS,
+  expiryWarningAt,
   onDemandWaitMs,
   retryDelayMs,
   scheduleRefresh,
@@ -102,5 +104,27 @@ describe('onDemandWaitMs', () => {
     expect(onDemandWaitMs(after(at(-10), at(5)), 30, now)).toBe(5_000);
     expect(onDemandWaitMs(after(at(-1), at(0)), 30, now)).toBe(0);
     expect(onDemandWaitMs(after(at(-1), at(-2)), 30, now)).toBe(0);
+  });
+});
+
+describe('keep-alive and refresh-token expiry', () => {
+  it('refreshes a token with no known expiry every keepAliveSeconds, jittered earlier, never without it', () => {
+    expect(scheduleRefresh({ ...base, keepAliveSeconds: 3 })).toEqual({ expiresAt: null, nextRefreshAt: at(3) });
+    const jittered = scheduleRefresh({ ...base, random: 0.999, keepAliveSeconds: 86_400 }).nextRefreshAt!;
+    expect(jittered.getTime()).toBeLessThan(at(86_400).getTime());
+    expect(jittered.getTime()).toBeGreaterThanOrEqual(at(86_400 - 30).getTime());
+    expect(scheduleRefresh({ ...base })).toEqual({ expiresAt: null, nextRefreshAt: null });
+    // A known lifetime wins over keep-alive.
+    expect(scheduleRefresh({ ...base, lifetimeSeconds: 100, keepAliveSeconds: 3 }).nextRefreshAt).toEqual(at(50));
+  });
+
+  it('warns of a refresh-token expiry once: not again for the same expiry, again for a new one', () => {
+    const ends = at(10 * 86_400);
+    expect(expiryWarningAt(ends, null, 7)).toEqual(at(3 * 86_400));
+    expect(expiryWarningAt(ends, new Date(ends.getTime()), 7)).toBeNull();
+    expect(expiryWarningAt(at(20 * 86_400), ends, 7)).toEqual(at(13 * 86_400));
+    expect(expiryWarningAt(null, null, 7)).toBeNull();
+    expect(earlier(at(5), null)).toEqual(at(5));
+    expect(earlier(at(5), at(2))).toEqual(at(2));
   });
 });

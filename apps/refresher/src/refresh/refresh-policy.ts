@@ -16,6 +16,8 @@ export interface ScheduleInput {
   minMarginSeconds: number;
   /** Uniform in [0, 1). */
   random: number;
+  /** For a token with no known expiry: refresh after this long anyway (keep-alive); undefined = never. */
+  keepAliveSeconds?: number;
 }
 
 export interface Schedule {
@@ -36,7 +38,7 @@ export const EXPIRED_REFRESH_FLOOR_SECONDS = 30;
 
 export function scheduleRefresh(input: ScheduleInput): Schedule {
   const { issuedAt, lifetimeSeconds } = input;
-  if (lifetimeSeconds === undefined) return { expiresAt: null, nextRefreshAt: null };
+  if (lifetimeSeconds === undefined) return keepAlive(issuedAt, input.keepAliveSeconds, input.random);
   if (!(lifetimeSeconds > 0)) {
     // Zero (or less) is a known expiry, now; "no expiry" would never refresh it again.
     return {
@@ -55,6 +57,43 @@ export function scheduleRefresh(input: ScheduleInput): Schedule {
   due = Math.min(due, expiresAt - marginMs);
   due -= input.random * Math.min(JITTER_SHARE * lifetimeMs, JITTER_MAX_MS);
   return { expiresAt: new Date(expiresAt), nextRefreshAt: new Date(Math.max(issued, due)) };
+}
+
+/** Keep-alive of a credential whose token has no known expiry, and how far ahead a refresh-token expiry is warned of. */
+export const DEFAULT_KEEP_ALIVE_SECONDS = 86_400;
+export const DEFAULT_EXPIRY_WARNING_DAYS = 7;
+
+/**
+ * A token with no known expiry is still refreshed every `keepAliveSeconds`: a sliding
+ * refresh-token lifetime (an idle timeout) is renewed by each use, and a grant that died is
+ * found out by the refresh instead of by the next consumer. Jittered as a lifetime would be.
+ */
+function keepAlive(issuedAt: Date, keepAliveSeconds: number | undefined, random: number): Schedule {
+  if (keepAliveSeconds === undefined || !(keepAliveSeconds > 0)) return { expiresAt: null, nextRefreshAt: null };
+  const periodMs = keepAliveSeconds * 1000;
+  const jitter = random * Math.min(JITTER_SHARE * periodMs, JITTER_MAX_MS);
+  return { expiresAt: null, nextRefreshAt: new Date(issuedAt.getTime() + periodMs - jitter) };
+}
+
+/**
+ * When `token.expiring` is due for a refresh-token expiry, or null when that expiry was
+ * already warned of (once per grant: a new expiry, a new warning).
+ */
+export function expiryWarningAt(
+  refreshTokenExpiresAt: Date | null | undefined,
+  warnedFor: Date | null | undefined,
+  warningDays: number,
+): Date | null {
+  if (!refreshTokenExpiresAt) return null;
+  if (warnedFor && warnedFor.getTime() === refreshTokenExpiresAt.getTime()) return null;
+  return new Date(refreshTokenExpiresAt.getTime() - warningDays * 86_400_000);
+}
+
+/** The earlier of two due times, null standing for "never". */
+export function earlier(a: Date | null, b: Date | null): Date | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return a.getTime() <= b.getTime() ? a : b;
 }
 
 /** Exponential backoff with full jitter: uniform in [0, min(cap, base·2^(attempt-1))]. */
@@ -90,6 +129,8 @@ export interface RegistrationScheduleInput {
   threshold: number;
   minMarginSeconds: number;
   random: number;
+  /** See ScheduleInput.keepAliveSeconds. */
+  keepAliveSeconds?: number;
 }
 
 /**
@@ -109,6 +150,7 @@ export function scheduleRegistration(input: RegistrationScheduleInput): Schedule
     threshold: input.threshold,
     minMarginSeconds: input.minMarginSeconds,
     random: input.random,
+    keepAliveSeconds: input.keepAliveSeconds,
   });
   const expired = hasAccessToken && lifetime !== undefined && lifetime <= 0;
   const expiresAt = !hasAccessToken

@@ -18,12 +18,19 @@ import {
 import type { PendingAuditRecord } from '../persistence/audit-record.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
-import type { ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/provider.types.js';
+import type { IssuedToken, ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/provider.types.js';
 import { tenantRefusal } from '../providers/tenant-access.policy.js';
 import { FairShareLimiter } from './fair-share.limiter.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
-import { retryDelayMs, scheduleRefresh } from './refresh-policy.js';
+import {
+  DEFAULT_EXPIRY_WARNING_DAYS,
+  DEFAULT_KEEP_ALIVE_SECONDS,
+  earlier,
+  expiryWarningAt,
+  retryDelayMs,
+  scheduleRefresh,
+} from './refresh-policy.js';
 import type { LeasedRefresher } from './refresher.ports.js';
 
 export type RefreshOutcome =
@@ -295,10 +302,14 @@ export class RefreshService implements LeasedRefresher {
       threshold: provider.threshold,
       minMarginSeconds: this.config.refresh.minMarginSeconds,
       random: this.clock.random(),
+      keepAliveSeconds: provider.keepAliveSeconds ?? DEFAULT_KEEP_ALIVE_SECONDS,
     });
-    const audit = auditRecord('refreshed', credential, this.config.replicaId, {
-      outcome: token.refreshToken && !token.refreshToken.equals(credential.refreshToken) ? 'rotated' : 'refreshed',
-    });
+    const rotated = token.refreshToken !== undefined && !token.refreshToken.equals(credential.refreshToken);
+    const audit = [
+      auditRecord('refreshed', credential, this.config.replicaId, { outcome: rotated ? 'rotated' : 'refreshed' }),
+    ];
+    const recovery = credential.status === 'failing' ? this.recoveryOf(credential, audit) : undefined;
+    const lifeOfGrant = this.grantExpiry(credential, provider, token, audit);
     const committed = await this.commitRotated(
       credential,
       keeper,
@@ -313,9 +324,11 @@ export class RefreshService implements LeasedRefresher {
         nextRefreshAt:
           provider.grant === 'refresh_token' && !(token.refreshToken ?? credential.refreshToken)
             ? null
-            : schedule.nextRefreshAt,
+            : earlier(schedule.nextRefreshAt, lifeOfGrant.warnAt),
+        refreshTokenExpiresAt: lifeOfGrant.refreshTokenExpiresAt,
+        expiryWarnedFor: lifeOfGrant.warning?.expiresAt,
       },
-      [audit],
+      audit,
     );
     if (committed === 'landed') {
       // Our write landed but its answer was lost (the connection died): the row holds it.
@@ -335,7 +348,70 @@ export class RefreshService implements LeasedRefresher {
     this.metrics.countRefresh(provider.id, 'success');
     if (dueAt) this.metrics.observeLateness((this.clock.now() - dueAt.getTime()) / 1000);
     this.notifier.committed(committed);
+    if (recovery)
+      this.notifier.recovered(committed.credential, recovery.failedSince, recovery.attempts, recovery.eventId);
+    if (lifeOfGrant.warning) {
+      this.notifier.expiring(committed.credential, lifeOfGrant.warning.expiresAt, lifeOfGrant.warning.eventId);
+    }
     return { kind: 'refreshed', credential: committed.credential };
+  }
+
+  /**
+   * The first success after a run of failures: its `recovered` record joins the refresh's
+   * commit, so exactly the commit that ends the run (fenced on the version read while
+   * `failing`) announces it. Rows that began failing before `failing_since` was kept fall
+   * back to their last change.
+   */
+  private recoveryOf(
+    credential: Credential,
+    audit: PendingAuditRecord[],
+  ): { failedSince: Date; attempts: number; eventId: string } {
+    const attempts = credential.failures;
+    const record = auditRecord('recovered', credential, this.config.replicaId, {
+      outcome: 'recovered',
+      message: `refreshed again after ${attempts} failed attempts`,
+    });
+    audit.push(record);
+    return { failedSince: credential.failingSince ?? credential.updatedAt, attempts, eventId: record.event_id };
+  }
+
+  /**
+   * The refresh token's absolute expiry after this refresh: a new one from the response, else
+   * as stored. When its
+   * warning time has come and it was not warned of yet, the `expiring` record joins the
+   * commit; when it is still ahead, the next refresh is brought forward to it, so the
+   * scheduler needs no second timer (one extra refresh per grant, at most).
+   */
+  private grantExpiry(
+    credential: Credential,
+    provider: ProviderConfig,
+    token: IssuedToken,
+    audit: PendingAuditRecord[],
+  ): {
+    refreshTokenExpiresAt?: Date | null;
+    warnAt: Date | null;
+    warning?: { expiresAt: Date; eventId: string };
+  } {
+    // A rotated refresh token without an expiry of its own belongs to the same grant, whose end stays.
+    const fromResponse =
+      token.refreshTokenExpiresInSeconds !== undefined
+        ? new Date(token.requestedAt.getTime() + token.refreshTokenExpiresInSeconds * 1000)
+        : undefined;
+    const expiresAt = fromResponse === undefined ? (credential.refreshTokenExpiresAt ?? null) : fromResponse;
+    const warnAt = expiryWarningAt(
+      expiresAt,
+      credential.expiryWarnedFor,
+      provider.expiryWarningDays ?? DEFAULT_EXPIRY_WARNING_DAYS,
+    );
+    if (expiresAt === null || warnAt === null || warnAt.getTime() > this.clock.now()) {
+      return { refreshTokenExpiresAt: fromResponse, warnAt };
+    }
+    const record = auditRecord('expiring', credential, this.config.replicaId, {
+      outcome: 'expiring',
+      message: `refresh token expires at ${expiresAt.toISOString()}`,
+    });
+    audit.push(record);
+    return { refreshTokenExpiresAt: fromResponse, warnAt: null, warning: { expiresAt, eventId: record.event_id } };
   }
 
   /**

@@ -20,6 +20,7 @@ export class CredentialListPager {
     const rows = await this.repository.list({
       tenant: request.tenant,
       status: request.status,
+      expiringWithinDays: request.expiringWithinDays,
       after,
       limit: limit + 1,
     });

@@ -32,7 +32,14 @@ import { ProviderRevocation } from '../providers/provider-revocation.client.js';
 import { assertTenantAllowed, tenantRefusal } from '../providers/tenant-access.policy.js';
 import { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
-import { onDemandWaitMs, scheduleRegistration } from '../refresh/refresh-policy.js';
+import {
+  DEFAULT_EXPIRY_WARNING_DAYS,
+  DEFAULT_KEEP_ALIVE_SECONDS,
+  earlier,
+  expiryWarningAt,
+  onDemandWaitMs,
+  scheduleRegistration,
+} from '../refresh/refresh-policy.js';
 
 /** A grant to store: what `register` was given, or what a code exchange returned. */
 export interface Grant {
@@ -42,6 +49,8 @@ export interface Grant {
   scope?: string;
   expiresInSeconds?: number;
   expiresAt?: Date;
+  /** The refresh token's absolute expiry, when the registration or the token response gave one. */
+  refreshTokenExpiresAt?: Date;
   /** Lifetimes count from here. */
   issuedAt: Date;
 }
@@ -212,6 +221,7 @@ export class TokenService {
       scope: request.scope,
       expiresInSeconds: request.expiresIn,
       expiresAt: request.expiresAt ? new Date(request.expiresAt) : undefined,
+      refreshTokenExpiresAt: request.refreshTokenExpiresAt ? new Date(request.refreshTokenExpiresAt) : undefined,
       issuedAt: new Date(this.clock.now()),
     });
     return toCredentialView(credential);
@@ -229,7 +239,7 @@ export class TokenService {
     extraAudit: PendingAuditRecord[] = [],
   ): Promise<Credential> {
     const { accessToken, refreshToken, issuedAt } = grant;
-    const { expiresAt, nextRefreshAt } = scheduleRegistration({
+    const schedule = scheduleRegistration({
       registeredAt: issuedAt,
       hasAccessToken: accessToken !== undefined,
       canRefresh: provider.grant === 'client_credentials' || refreshToken !== undefined,
@@ -239,7 +249,18 @@ export class TokenService {
       threshold: provider.threshold,
       minMarginSeconds: this.config.refresh.minMarginSeconds,
       random: this.clock.random(),
+      keepAliveSeconds: provider.keepAliveSeconds ?? DEFAULT_KEEP_ALIVE_SECONDS,
     });
+    const { expiresAt } = schedule;
+    const refreshTokenExpiresAt = refreshToken ? (grant.refreshTokenExpiresAt ?? null) : null;
+    // The refresh that falls due at the warning time publishes `token.expiring` (RefreshService).
+    const warnAt = expiryWarningAt(
+      refreshTokenExpiresAt,
+      null,
+      provider.expiryWarningDays ?? DEFAULT_EXPIRY_WARNING_DAYS,
+    );
+    const nextRefreshAt =
+      schedule.nextRefreshAt && warnAt ? earlier(schedule.nextRefreshAt, warnAt) : schedule.nextRefreshAt;
     const identity = { tenant: key.tenant, connection: key.connection, provider: provider.id };
     const audit = auditRecord('registered', identity, this.config.replicaId, {
       outcome: accessToken ? 'with_access_token' : 'refresh_pending',
@@ -254,6 +275,7 @@ export class TokenService {
         issuedAt,
         expiresAt,
         nextRefreshAt,
+        refreshTokenExpiresAt,
       },
       [audit, ...extraAudit],
     );

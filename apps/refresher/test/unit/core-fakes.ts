@@ -352,7 +352,7 @@ export class FakeTokenEndpoint implements TokenEndpoint {
 }
 
 export interface PublishedEvent {
-  kind: 'refreshed' | 'registered' | 'failed' | 'revoked';
+  kind: 'refreshed' | 'registered' | 'failed' | 'revoked' | 'recovered' | 'expiring';
   tenant: string;
   connection: string;
   version: number;
@@ -394,6 +394,14 @@ export class RecordingPublisher implements TokenNotices {
       eventId,
       notice,
     });
+  }
+
+  recovered(c: Credential, _since: Date, _attempts: number, eventId: string): void {
+    this.events.push({ kind: 'recovered', tenant: c.tenant, connection: c.connection, version: c.version, eventId });
+  }
+
+  expiring(c: Credential, _at: Date, eventId: string): void {
+    this.events.push({ kind: 'expiring', tenant: c.tenant, connection: c.connection, version: c.version, eventId });
   }
 
   revoked(c: Credential, eventId: string): void {
