@@ -35,6 +35,7 @@ import { ConnectLinkService } from './connect/connect-link.service.js';
 import { ConnectLinkSigner } from './connect/connect-link.signer.js';
 import { ConnectSessionRepository } from './persistence/connect-session.repository.js';
 import { ConnectSessions1764900000000 } from './persistence/migrations/1764900000000-connect-sessions.js';
+import { CredentialFields1765300000000 } from './persistence/migrations/1765300000000-credential-fields.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
 import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
 import { HealthController } from './observability/health.controller.js';
@@ -63,6 +64,7 @@ export const MIGRATIONS = [
   EncryptionKeys1764500000000,
   OutboxRecordId1764700000000,
   ConnectSessions1764900000000,
+  CredentialFields1765300000000,
 ];
 export const ENTITIES = [CredentialEntity, OutboxEntity];
 

@@ -13,6 +13,7 @@ export function toTokenView(credential: Credential): TokenView {
     version: credential.version,
   };
   if (credential.scope !== undefined) view.scope = credential.scope;
+  if (credential.extras !== undefined) view.extras = credential.extras;
   return view;
 }
 
@@ -36,5 +37,7 @@ export function toCredentialView(credential: Credential): CredentialView {
     updatedAt: credential.updatedAt.toISOString(),
   };
   if (credential.scope !== undefined) view.scope = credential.scope;
+  if (credential.metadata !== undefined) view.metadata = credential.metadata;
+  if (credential.connectionConfig !== undefined) view.connectionConfig = credential.connectionConfig;
   return view;
 }

@@ -32,6 +32,12 @@ export class CredentialEntity {
   @Column({ name: 'lease_id', type: 'uuid', nullable: true }) leaseId!: string | null;
   @Column({ name: 'lease_owner', type: 'text', nullable: true }) leaseOwner!: string | null;
   @Column({ name: 'lease_until', type: 'timestamptz', nullable: true }) leaseUntil!: Date | null;
+  @Column({ type: 'jsonb', nullable: true }) metadata!: Record<string, string> | null;
+  @Column({ name: 'connection_config', type: 'jsonb', nullable: true }) connectionConfig!: Record<
+    string,
+    string
+  > | null;
+  @Column({ type: 'jsonb', nullable: true }) extras!: Record<string, string> | null;
   @Column({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
   @Column({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
 }

@@ -34,6 +34,9 @@ export interface CredentialRow {
   lease_owner?: string | null;
   created_at: Date;
   updated_at: Date;
+  metadata?: Record<string, string> | null;
+  connection_config?: Record<string, string> | null;
+  extras?: Record<string, string> | null;
 }
 
 /**
@@ -78,7 +81,7 @@ export class CredentialMapper {
     written?: { accessToken?: Secret; refreshToken?: Secret },
     mode: OpenMode = 'strict',
   ): Credential {
-    return {
+    const credential: Credential = {
       tenant: row.tenant,
       connection: row.connection,
       provider: row.provider,
@@ -99,6 +102,10 @@ export class CredentialMapper {
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     };
+    if (row.metadata) credential.metadata = row.metadata;
+    if (row.connection_config) credential.connectionConfig = row.connection_config;
+    if (row.extras) credential.extras = row.extras;
+    return credential;
   }
 
   seal(tenant: string, connection: string, field: 'access' | 'refresh', secret: Secret | undefined): Buffer | null {

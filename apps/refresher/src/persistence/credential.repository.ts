@@ -80,6 +80,13 @@ export interface Registration extends CredentialKey, Omit<TokenWrite, 'accessTok
   provider: string;
   /** Absent when only a refresh token (or nothing, for client_credentials) is registered. */
   accessToken?: Secret;
+  metadata?: Record<string, string>;
+  connectionConfig?: Record<string, string>;
+}
+
+/** An empty map is stored as none, so that a describe shows no empty object. */
+function jsonOrNull(map: Record<string, string> | undefined): string | null {
+  return map && Object.keys(map).length > 0 ? JSON.stringify(map) : null;
 }
 
 export interface FailureWrite {
@@ -136,15 +143,17 @@ export class CredentialRepository implements CredentialStore {
     const rows: CommittedRow[] = await this.db.query(
       `WITH changed AS (
          INSERT INTO credentials (tenant, connection, provider, shard_bucket, status, version, token_type, scope,
-                                  access_token_enc, refresh_token_enc, key_id, issued_at, expires_at, next_refresh_at)
-         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $7, $8, $9, $10, $11, $12)
+                                  access_token_enc, refresh_token_enc, key_id, issued_at, expires_at, next_refresh_at,
+                                  metadata, connection_config, extras)
+         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16)
          ON CONFLICT (tenant, connection) DO UPDATE SET
            provider = EXCLUDED.provider, status = 'active', version = credentials.version + 1,
            token_type = EXCLUDED.token_type, scope = EXCLUDED.scope,
            access_token_enc = EXCLUDED.access_token_enc, refresh_token_enc = EXCLUDED.refresh_token_enc,
            key_id = EXCLUDED.key_id, issued_at = EXCLUDED.issued_at, expires_at = EXCLUDED.expires_at,
            next_refresh_at = EXCLUDED.next_refresh_at, failures = 0, last_error_code = NULL,
-           last_error_message = NULL, ${NO_LEASE}, updated_at = now()
+           last_error_message = NULL, ${NO_LEASE}, updated_at = now(), metadata = EXCLUDED.metadata,
+           connection_config = EXCLUDED.connection_config, extras = EXCLUDED.extras
          RETURNING *
        ), ${AUDIT_CTE(13)}
        ${CHANGED_WITH_EVENT_ID}`,
@@ -162,6 +171,9 @@ export class CredentialRepository implements CredentialStore {
         reg.expiresAt,
         reg.nextRefreshAt,
         JSON.stringify(audit),
+        jsonOrNull(reg.metadata),
+        jsonOrNull(reg.connectionConfig),
+        jsonOrNull(reg.extras),
       ],
     );
     return this.committed('registered', rows[0], reg);

@@ -15,6 +15,8 @@ export interface TokenWrite {
   issuedAt: Date;
   expiresAt: Date | null;
   nextRefreshAt: Date | null;
+  /** Fields kept from this response (`tokenFields`); merged over the stored ones, so a field it lacks keeps its value. */
+  extras?: Record<string, string>;
 }
 
 /** At most this many commits go into one statement (its parameters are arrays, so the statement text stays the same). */
@@ -135,16 +137,18 @@ export class RefreshCommitBatcher {
     return this.db.query(
       `WITH v AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::integer[], $5::bytea[], $6::bytea[], $7::text[],
-                              $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::jsonb[])
+                              $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::jsonb[],
+                              $14::jsonb[])
            WITH ORDINALITY AS v(tenant, connection, lease_id, version, access_enc, refresh_enc, token_type,
-                                scope, issued_at, expires_at, next_refresh_at, audit, ord)
+                                scope, issued_at, expires_at, next_refresh_at, audit, extras, ord)
        ), changed AS (
          UPDATE credentials c SET
            access_token_enc = v.access_enc, refresh_token_enc = COALESCE(v.refresh_enc, c.refresh_token_enc), key_id = $13,
            token_type = v.token_type, scope = COALESCE(v.scope, c.scope), issued_at = v.issued_at, expires_at = v.expires_at,
            next_refresh_at = v.next_refresh_at, last_refreshed_at = now(), version = c.version + 1, status = 'active',
            failures = 0, last_error_code = NULL, last_error_message = NULL,
-           lease_id = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now()
+           lease_id = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now(),
+           extras = CASE WHEN v.extras IS NULL THEN c.extras ELSE COALESCE(c.extras, '{}'::jsonb) || v.extras END
          FROM v
          WHERE c.tenant = v.tenant AND c.connection = v.connection AND c.lease_id = v.lease_id AND c.version = v.version
          -- Not the ciphertexts this statement has just written: the caller holds their plaintext
@@ -154,7 +158,7 @@ export class RefreshCommitBatcher {
            NULL::bytea AS access_token_enc, CASE WHEN v.refresh_enc IS NULL THEN c.refresh_token_enc END AS refresh_token_enc,
            c.key_id, c.issued_at, c.expires_at, c.next_refresh_at, c.last_refreshed_at, c.failures,
            c.last_error_code, c.last_error_message, c.lease_id, c.lease_owner, c.created_at, c.updated_at,
-           v.ord, v.audit AS audit_in
+           c.metadata, c.connection_config, c.extras, v.ord, v.audit AS audit_in
        ), audit AS (
          INSERT INTO outbox (event_id, tenant, connection, type, subject, payload)
          SELECT r.event_id, c.tenant, c.connection, r.type, r.subject, r.payload || jsonb_build_object('version', c.version)
@@ -177,6 +181,7 @@ export class RefreshCommitBatcher {
         col((i) => i.write.nextRefreshAt),
         col((i) => JSON.stringify(i.audit)),
         this.mapper.primaryKeyId,
+        col((i) => (i.write.extras && Object.keys(i.write.extras).length > 0 ? JSON.stringify(i.write.extras) : null)),
       ],
     );
   }

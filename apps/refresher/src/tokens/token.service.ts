@@ -29,6 +29,7 @@ import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import type { ProviderConfig } from '../providers/provider.types.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
+import { assertConnectionConfig } from '../providers/url-placeholders.policy.js';
 import { assertTenantAllowed, tenantRefusal } from '../providers/tenant-access.policy.js';
 import { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
@@ -44,6 +45,10 @@ export interface Grant {
   expiresAt?: Date;
   /** Lifetimes count from here. */
   issuedAt: Date;
+  /** Token-response fields named by the provider's `tokenFields`. */
+  extras?: Record<string, string>;
+  metadata?: Record<string, string>;
+  connectionConfig?: Record<string, string>;
 }
 
 /** What the request-reply subjects do, independent of the transport. */
@@ -205,6 +210,7 @@ export class TokenService {
     const provider = this.providers.get(request.provider);
     if (!provider) throw new ContractError('unknown_provider', `provider "${request.provider}" is not configured`);
     assertTenantAllowed(provider, request.tenant);
+    assertConnectionConfig(provider, request.connectionConfig);
     const credential = await this.storeGrant(request, provider, {
       accessToken: Secret.of(request.accessToken),
       refreshToken: Secret.of(request.refreshToken),
@@ -213,6 +219,8 @@ export class TokenService {
       expiresInSeconds: request.expiresIn,
       expiresAt: request.expiresAt ? new Date(request.expiresAt) : undefined,
       issuedAt: new Date(this.clock.now()),
+      metadata: request.metadata,
+      connectionConfig: request.connectionConfig,
     });
     return toCredentialView(credential);
   }
@@ -254,6 +262,9 @@ export class TokenService {
         issuedAt,
         expiresAt,
         nextRefreshAt,
+        extras: grant.extras,
+        metadata: grant.metadata,
+        connectionConfig: grant.connectionConfig,
       },
       [audit, ...extraAudit],
     );
