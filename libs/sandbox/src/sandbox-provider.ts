@@ -31,6 +31,14 @@ export interface SandboxOptions {
   issuer?: string | true;
   /** Redirect URIs the authorization endpoint accepts, exactly; default any http(s) URI. */
   redirectUris?: string[];
+  /**
+   * More fields in every successful token response, as providers add them (Salesforce's
+   * `instance_url`, Slack's `team`, Intuit's `x_refresh_token_expires_in`). Changeable later
+   * with `setResponseFields`.
+   */
+  responseFields?: Record<string, unknown>;
+  /** Answer without `expires_in`, as Salesforce does. Default false. */
+  omitExpiresIn?: boolean;
 }
 
 export interface SandboxStats {
@@ -145,6 +153,10 @@ export class SandboxProvider {
   private readonly expiresInAsString: boolean;
   private readonly refreshInSeconds?: number;
   private ttlSeconds: number;
+  private responseFields: Record<string, unknown>;
+  private readonly omitExpiresIn: boolean;
+  /** The path of every token request, in order: shows what a URL with placeholders was filled to. */
+  readonly tokenRequestPaths: string[] = [];
   private tokenDelayMs = 0;
   private apiAlwaysUnauthorized = false;
   private readonly queuedFaults: SandboxFault[] = [];
@@ -174,6 +186,8 @@ export class SandboxProvider {
     this.graceMs = (options.reuseGraceSeconds ?? 0) * 1000;
     this.expiresInAsString = options.expiresInAsString ?? false;
     this.refreshInSeconds = options.refreshInSeconds;
+    this.responseFields = { ...options.responseFields };
+    this.omitExpiresIn = options.omitExpiresIn ?? false;
     this.authorizer = new SandboxAuthorizer({
       clientId: this.clientId,
       issuer: this.issuer,
@@ -266,6 +280,11 @@ export class SandboxProvider {
   }
 
   /** Provider latency: every token response waits this long (before the grant is processed). */
+  /** Fields added to token responses from now on (replacing the earlier ones). */
+  setResponseFields(fields: Record<string, unknown>): void {
+    this.responseFields = { ...fields };
+  }
+
   setTokenDelay(ms: number): void {
     this.tokenDelayMs = ms;
   }
@@ -304,6 +323,9 @@ export class SandboxProvider {
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://sandbox').pathname;
+    // A token endpoint under a per-connection prefix (`/shops/<shop>/oauth/token`), as
+    // providers with per-customer URLs have; the path is recorded.
+    if (path.endsWith('/oauth/token') && path !== '/oauth/token') return this.tokenEndpoint(req, res);
     switch (path) {
       case '/oauth/token':
         return this.tokenEndpoint(req, res);
@@ -321,6 +343,7 @@ export class SandboxProvider {
   private async tokenEndpoint(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const stats = this.mutableStats;
     stats.tokenRequests++;
+    this.tokenRequestPaths.push(new URL(req.url ?? '/', 'http://sandbox').pathname);
     this.tokenRequestsInFlight++;
     stats.maxConcurrentTokenRequests = Math.max(stats.maxConcurrentTokenRequests, this.tokenRequestsInFlight);
     res.once('close', () => this.tokenRequestsInFlight--);
@@ -423,10 +446,12 @@ export class SandboxProvider {
   ): void {
     this.mutableStats.successes++;
     const body: Record<string, unknown> = {
+      ...this.responseFields,
       access_token: accessToken,
       token_type: 'Bearer',
       expires_in: expiresIn ?? (this.expiresInAsString ? String(this.ttlSeconds) : this.ttlSeconds),
     };
+    if (this.omitExpiresIn && expiresIn === undefined) delete body.expires_in;
     if (refreshToken) body.refresh_token = refreshToken;
     if (scope) body.scope = scope;
     if (this.refreshInSeconds !== undefined) body.refresh_in = this.refreshInSeconds;
