@@ -39,6 +39,8 @@ export interface SandboxOptions {
   responseFields?: Record<string, unknown>;
   /** Answer without `expires_in`, as Salesforce does. Default false. */
   omitExpiresIn?: boolean;
+  /** Accept only this client authentication, as a provider that documents one: `basic` (header) or `post` (body). Default both. */
+  clientAuthentication?: 'basic' | 'post';
 }
 
 export interface SandboxStats {
@@ -155,6 +157,7 @@ export class SandboxProvider {
   private ttlSeconds: number;
   private responseFields: Record<string, unknown>;
   private readonly omitExpiresIn: boolean;
+  private readonly clientAuthentication?: 'basic' | 'post';
   /** The path of every token request, in order: shows what a URL with placeholders was filled to. */
   readonly tokenRequestPaths: string[] = [];
   private tokenDelayMs = 0;
@@ -188,6 +191,7 @@ export class SandboxProvider {
     this.refreshInSeconds = options.refreshInSeconds;
     this.responseFields = { ...options.responseFields };
     this.omitExpiresIn = options.omitExpiresIn ?? false;
+    this.clientAuthentication = options.clientAuthentication;
     this.authorizer = new SandboxAuthorizer({
       clientId: this.clientId,
       issuer: this.issuer,
@@ -552,6 +556,8 @@ export class SandboxProvider {
     const header = req.headers.authorization;
     const formId = form.get('client_id');
     const formSecret = form.get('client_secret');
+    if (this.clientAuthentication === 'basic' && !header) return 'invalid_client';
+    if (this.clientAuthentication === 'post' && header) return 'invalid_client_basic';
     if (header) {
       const match = /^Basic\s+(\S+)\s*$/i.exec(header);
       if (!match) return 'invalid_client_basic';
