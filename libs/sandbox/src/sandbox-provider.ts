@@ -330,6 +330,7 @@ export class SandboxProvider {
     // A token endpoint under a per-connection prefix (`/shops/<shop>/oauth/token`), as
     // providers with per-customer URLs have; the path is recorded.
     if (path.endsWith('/oauth/token') && path !== '/oauth/token') return this.tokenEndpoint(req, res);
+    if (path.endsWith('/authorize') && path !== '/authorize') return this.authorizationEndpoint(req, res);
     switch (path) {
       case '/oauth/token':
         return this.tokenEndpoint(req, res);
