@@ -36,6 +36,7 @@ import { ConnectLinkSigner } from './connect/connect-link.signer.js';
 import { ConnectSessionRepository } from './persistence/connect-session.repository.js';
 import { ConnectSessions1764900000000 } from './persistence/migrations/1764900000000-connect-sessions.js';
 import { RefreshTokenExpiry1765100000000 } from './persistence/migrations/1765100000000-refresh-token-expiry.js';
+import { CredentialFields1765300000000 } from './persistence/migrations/1765300000000-credential-fields.js';
 import { OutboxEntity } from './persistence/outbox.entity.js';
 import { GracefulShutdown } from './lifecycle/graceful-shutdown.service.js';
 import { HealthController } from './observability/health.controller.js';
@@ -65,6 +66,7 @@ export const MIGRATIONS = [
   OutboxRecordId1764700000000,
   ConnectSessions1764900000000,
   RefreshTokenExpiry1765100000000,
+  CredentialFields1765300000000,
 ];
 export const ENTITIES = [CredentialEntity, OutboxEntity];
 

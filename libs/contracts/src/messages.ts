@@ -89,6 +89,39 @@ const lifetimeSeconds = z
       .max(10 * 365 * 86_400),
   );
 
+/**
+ * The caller's own non-secret labels of a credential (which customer account, which
+ * workspace; `displayName` names the tenant on the connect page), stored and returned as
+ * given: bounded and plain, because a person may read them and every describe carries them.
+ */
+export const CONNECT_METADATA_MAX_KEYS = 32;
+export const CONNECT_METADATA_MAX_BYTES = 4_096;
+export const METADATA_MAX_KEYS = CONNECT_METADATA_MAX_KEYS;
+export const METADATA_MAX_BYTES = CONNECT_METADATA_MAX_BYTES;
+const connectMetadata = z
+  .record(
+    z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'keys must be 1-64 of A-Z a-z 0-9 _ . : -'),
+    z.string().max(1_024),
+  )
+  .refine((m) => Object.keys(m).length <= CONNECT_METADATA_MAX_KEYS, `at most ${CONNECT_METADATA_MAX_KEYS} keys`)
+  .refine(
+    (m) => new TextEncoder().encode(JSON.stringify(m)).length <= CONNECT_METADATA_MAX_BYTES,
+    `at most ${CONNECT_METADATA_MAX_BYTES} bytes as JSON`,
+  );
+
+/**
+ * Values for the `{name}` placeholders of a provider's URLs (a shop, an instance host). The
+ * shape is checked here; whether each value fits its place in the URL (a host label, a path
+ * segment) is checked by the refresher against the provider, which knows the placeholders.
+ */
+export const CONNECTION_CONFIG_MAX_KEYS = 16;
+const connectionConfig = z
+  .record(
+    z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,31}$/, 'keys must be placeholder names (a letter, then A-Z a-z 0-9 _)'),
+    z.string().min(1).max(253),
+  )
+  .refine((m) => Object.keys(m).length <= CONNECTION_CONFIG_MAX_KEYS, `at most ${CONNECTION_CONFIG_MAX_KEYS} keys`);
+
 const registerFields = {
   provider: providerId,
   accessToken: secretString.optional(),
@@ -99,6 +132,8 @@ const registerFields = {
   refreshTokenExpiresAt: isoTimestamp.optional(),
   scope: z.string().max(4_096).optional(),
   tokenType: z.string().min(1).max(64).optional(),
+  connectionConfig: connectionConfig.optional(),
+  metadata: connectMetadata.optional(),
 };
 const oneLifetime = [
   (r: { expiresIn?: number; expiresAt?: string }) => r.expiresIn === undefined || r.expiresAt === undefined,
@@ -131,23 +166,6 @@ export const CONNECT_MAX_TTL_SECONDS = 3_600;
  * admin payload. Whether `returnUrl`'s origin is allowed depends on the provider, so the
  * refresher checks that.
  */
-/**
- * Non-secret labels kept with a connect session and shown on its page (`displayName` names
- * the tenant there): a person reads them before they consent, so they are bounded and plain.
- */
-export const CONNECT_METADATA_MAX_KEYS = 32;
-export const CONNECT_METADATA_MAX_BYTES = 4_096;
-const connectMetadata = z
-  .record(
-    z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'keys must be 1-64 of A-Z a-z 0-9 _ . : -'),
-    z.string().max(1_024),
-  )
-  .refine((m) => Object.keys(m).length <= CONNECT_METADATA_MAX_KEYS, `at most ${CONNECT_METADATA_MAX_KEYS} keys`)
-  .refine(
-    (m) => new TextEncoder().encode(JSON.stringify(m)).length <= CONNECT_METADATA_MAX_BYTES,
-    `at most ${CONNECT_METADATA_MAX_BYTES} bytes as JSON`,
-  );
-
 export const ConnectPayloadSchema = z.strictObject({
   tenant: tenant.optional(),
   connection: connection.optional(),
@@ -162,6 +180,7 @@ export const ConnectPayloadSchema = z.strictObject({
     .optional(),
   ttlSeconds: z.number().int().min(1).max(CONNECT_MAX_TTL_SECONDS).optional(),
   metadata: connectMetadata.optional(),
+  connectionConfig: connectionConfig.optional(),
 });
 export type ConnectPayload = z.infer<typeof ConnectPayloadSchema>;
 export type ConnectRequest = ConnectPayload & CredentialKey;
@@ -260,6 +279,8 @@ export interface TokenView {
   expiresAt: string | null;
   scope?: string;
   version: number;
+  /** Non-secret fields of the provider's token responses named by its `tokenFields` (e.g. `instance_url`). */
+  extras?: Record<string, string>;
 }
 
 /** Credential metadata: never an access token, a refresh token or a client secret. */
@@ -282,6 +303,10 @@ export interface CredentialView {
   refreshTokenExpiresAt?: string | null;
   createdAt: string;
   updatedAt: string;
+  /** The caller's own labels, as given to register or connect. */
+  metadata?: Record<string, string>;
+  /** The values of the provider's URL placeholders for this credential. */
+  connectionConfig?: Record<string, string>;
 }
 
 /** `token.refreshed.*` and `token.registered.*` carry the same payload. */

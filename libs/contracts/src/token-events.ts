@@ -39,6 +39,26 @@ export type TokenEvent =
 
 const decoder = new TextDecoder();
 
+/** Bounds of a token's `extras`: what a reader keeps in memory per credential stays small. */
+export const MAX_EXTRAS = 32;
+export const MAX_EXTRA_KEY_LENGTH = 128;
+export const MAX_EXTRA_VALUE_LENGTH = 2_048;
+
+/** A frozen copy of a valid `extras` map, `undefined` for none, `null` when it breaks the bounds. */
+function validExtras(value: unknown): Readonly<Record<string, string>> | undefined | null {
+  if (value === undefined) return undefined;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return null;
+  const entries = Object.entries(value as Record<string, unknown>);
+  if (entries.length > MAX_EXTRAS) return null;
+  const copy: Record<string, string> = {};
+  for (const [key, v] of entries) {
+    if (key.length === 0 || key.length > MAX_EXTRA_KEY_LENGTH) return null;
+    if (typeof v !== 'string' || v.length > MAX_EXTRA_VALUE_LENGTH) return null;
+    copy[key] = v;
+  }
+  return Object.freeze(copy);
+}
+
 function isVersion(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
@@ -60,6 +80,8 @@ export function validateTokenView(raw: unknown): ValidatedToken | null {
   if (!isShortString(t.provider, 128) || !isShortString(t.accessToken, 16_384)) return null;
   if (!isShortString(t.tokenType, 64) || !isVersion(t.version)) return null;
   if (t.scope !== undefined && typeof t.scope !== 'string') return null;
+  const extras = validExtras(t.extras);
+  if (extras === null) return null;
   let expiresAtMs = Infinity;
   if (t.expiresAt !== null) {
     if (typeof t.expiresAt !== 'string') return null;
@@ -76,6 +98,7 @@ export function validateTokenView(raw: unknown): ValidatedToken | null {
     version: t.version,
   };
   if (t.scope !== undefined) view.scope = t.scope;
+  if (extras !== undefined) view.extras = extras;
   return { view: Object.freeze(view), expiresAtMs };
 }
 

@@ -12,6 +12,7 @@ import {
   type TokenView,
 } from './messages.js';
 import { NAME_PATTERN } from './names.js';
+import { MAX_EXTRA_VALUE_LENGTH } from './token-events.js';
 
 /**
  * Schemas of what the services send: replies and `token.*` events. Readers in this
@@ -39,6 +40,10 @@ export const TokenViewSchema = z.object({
   expiresAt: timestamp.nullable().describe('null when the provider gave no lifetime: served until replaced'),
   scope: z.string().optional(),
   version,
+  extras: z
+    .record(z.string(), z.string().max(MAX_EXTRA_VALUE_LENGTH))
+    .optional()
+    .describe("non-secret fields of the provider's token responses named by its tokenFields (e.g. instance_url)"),
 });
 
 export const ErrorBodySchema = z.object({
@@ -69,6 +74,11 @@ export const CredentialViewSchema = z.object({
   refreshTokenExpiresAt: timestamp.nullable().optional(),
   createdAt: timestamp,
   updatedAt: timestamp,
+  metadata: z.record(z.string(), z.string()).optional().describe("the caller's own labels, as given"),
+  connectionConfig: z
+    .record(z.string(), z.string())
+    .optional()
+    .describe("the values of the provider's URL placeholders for this credential"),
 });
 
 export const TokenGetReplySchema = z.union([okReply({ token: TokenViewSchema }), ErrorReplySchema]);

@@ -35,6 +35,14 @@ export interface SandboxOptions {
   issuer?: string | true;
   /** Redirect URIs the authorization endpoint accepts, exactly; default any http(s) URI. */
   redirectUris?: string[];
+  /**
+   * More fields in every successful token response, as providers add them (Salesforce's
+   * `instance_url`, Slack's `team`, Intuit's `x_refresh_token_expires_in`). Changeable later
+   * with `setResponseFields`.
+   */
+  responseFields?: Record<string, unknown>;
+  /** Accept only this client authentication, as a provider that documents one: `basic` (header) or `post` (body). Default both. */
+  clientAuthentication?: 'basic' | 'post';
 }
 
 export interface SandboxStats {
@@ -149,6 +157,11 @@ export class SandboxProvider {
   private readonly expiresInAsString: boolean;
   private readonly refreshInSeconds?: number;
   private ttlSeconds: number;
+  private responseFields: Record<string, unknown>;
+  private readonly omitExpiresIn: boolean;
+  private readonly clientAuthentication?: 'basic' | 'post';
+  /** The path of every token request, in order: shows what a URL with placeholders was filled to. */
+  readonly tokenRequestPaths: string[] = [];
   private tokenDelayMs = 0;
   private apiAlwaysUnauthorized = false;
   private readonly queuedFaults: SandboxFault[] = [];
@@ -157,7 +170,6 @@ export class SandboxProvider {
   private readonly pendingPauses = new Set<() => void>();
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
-  private readonly omitExpiresIn: boolean;
   private readonly refreshTokenExpiresInSeconds: number | undefined;
 
   private constructor(
@@ -182,6 +194,8 @@ export class SandboxProvider {
     this.refreshInSeconds = options.refreshInSeconds;
     this.omitExpiresIn = options.omitExpiresIn ?? false;
     this.refreshTokenExpiresInSeconds = options.refreshTokenExpiresInSeconds;
+    this.responseFields = { ...options.responseFields };
+    this.clientAuthentication = options.clientAuthentication;
     this.authorizer = new SandboxAuthorizer({
       clientId: this.clientId,
       issuer: this.issuer,
@@ -274,6 +288,11 @@ export class SandboxProvider {
   }
 
   /** Provider latency: every token response waits this long (before the grant is processed). */
+  /** Fields added to token responses from now on (replacing the earlier ones). */
+  setResponseFields(fields: Record<string, unknown>): void {
+    this.responseFields = { ...fields };
+  }
+
   setTokenDelay(ms: number): void {
     this.tokenDelayMs = ms;
   }
@@ -312,6 +331,10 @@ export class SandboxProvider {
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://sandbox').pathname;
+    // A token endpoint under a per-connection prefix (`/shops/<shop>/oauth/token`), as
+    // providers with per-customer URLs have; the path is recorded.
+    if (path.endsWith('/oauth/token') && path !== '/oauth/token') return this.tokenEndpoint(req, res);
+    if (path.endsWith('/authorize') && path !== '/authorize') return this.authorizationEndpoint(req, res);
     switch (path) {
       case '/oauth/token':
         return this.tokenEndpoint(req, res);
@@ -329,6 +352,7 @@ export class SandboxProvider {
   private async tokenEndpoint(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const stats = this.mutableStats;
     stats.tokenRequests++;
+    this.tokenRequestPaths.push(new URL(req.url ?? '/', 'http://sandbox').pathname);
     this.tokenRequestsInFlight++;
     stats.maxConcurrentTokenRequests = Math.max(stats.maxConcurrentTokenRequests, this.tokenRequestsInFlight);
     res.once('close', () => this.tokenRequestsInFlight--);
@@ -431,14 +455,15 @@ export class SandboxProvider {
   ): void {
     this.mutableStats.successes++;
     const body: Record<string, unknown> = {
+      ...this.responseFields,
       access_token: accessToken,
       token_type: 'Bearer',
       expires_in: expiresIn ?? (this.expiresInAsString ? String(this.ttlSeconds) : this.ttlSeconds),
     };
+    if (this.omitExpiresIn && expiresIn === undefined) delete body.expires_in;
     if (refreshToken) body.refresh_token = refreshToken;
     if (scope) body.scope = scope;
     if (this.refreshInSeconds !== undefined) body.refresh_in = this.refreshInSeconds;
-    if (this.omitExpiresIn && expiresIn === undefined) delete body.expires_in;
     if (refreshToken && this.refreshTokenExpiresInSeconds !== undefined) {
       body.refresh_token_expires_in = this.refreshTokenExpiresInSeconds;
     }
@@ -539,6 +564,8 @@ export class SandboxProvider {
     const header = req.headers.authorization;
     const formId = form.get('client_id');
     const formSecret = form.get('client_secret');
+    if (this.clientAuthentication === 'basic' && !header) return 'invalid_client';
+    if (this.clientAuthentication === 'post' && header) return 'invalid_client_basic';
     if (header) {
       const match = /^Basic\s+(\S+)\s*$/i.exec(header);
       if (!match) return 'invalid_client_basic';

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { bindProvider } from '../providers/url-placeholders.policy.js';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { Secret } from '@tokenkeeper/common';
 import { APP_CONFIG, type AppConfig } from '../config/app-config.js';
@@ -66,7 +67,7 @@ export class ConnectLinkService {
     const session = await this.sessions.find(sha256(sessionId));
     const refused = refusedLink(session, this.clock.now());
     if (refused) return refused;
-    const provider = this.providers.get(session!.provider);
+    const provider = this.providerOf(session!);
     if (!provider?.authorizationUrl)
       return htmlPage(400, 'Not available', 'This connection’s provider is no longer configured. Ask for a new link.');
 
@@ -119,7 +120,7 @@ export class ConnectLinkService {
       new Date(now),
     );
     if (!session) return refusedLink(await this.sessions.find(sessionHash), now) ?? unknownLink();
-    const provider = this.providers.get(session.provider);
+    const provider = this.providerOf(session);
     if (!provider?.authorizationUrl) return this.providerGone(sessionHash, session);
 
     const maxAge = Math.max(1, Math.ceil((session.expiresAt.getTime() - now) / 1000));
@@ -148,6 +149,17 @@ export class ConnectLinkService {
     if (post.secFetchSite !== undefined && post.secFetchSite !== 'same-origin') return false;
     if (post.origin !== undefined && post.origin !== this.publicOrigin) return false;
     return this.signer.checkFormToken(sessionId, post.cookies.get(FORM_COOKIE), post.formToken);
+  }
+
+  /** The session's provider with its URLs filled for this connection; undefined when gone or no longer fitting. */
+  private providerOf(session: ConnectSession): ProviderConfig | undefined {
+    const provider = this.providers.get(session.provider);
+    if (!provider) return undefined;
+    try {
+      return bindProvider(provider, session.connectionConfig);
+    } catch {
+      return undefined;
+    }
   }
 
   private authorizationUrl(provider: ProviderConfig, session: ConnectSession, state: string, verifier: Secret): string {

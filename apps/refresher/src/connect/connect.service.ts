@@ -13,6 +13,7 @@ import { auditRecord } from '../persistence/audit-record.js';
 import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ConnectSessionRepository, type ConnectSession } from '../persistence/connect-session.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
+import { assertConnectionConfig, bindProvider } from '../providers/url-placeholders.policy.js';
 import { assertTenantAllowed, tenantRefusal } from '../providers/tenant-access.policy.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
 import type { IssuedToken, ProviderConfig, TokenEndpoint } from '../providers/provider.types.js';
@@ -79,6 +80,7 @@ export class ConnectService {
         `returnUrl: origin not in allowedReturnOrigins of provider "${provider.id}"`,
       );
     }
+    assertConnectionConfig(provider, request.connectionConfig);
     const scopes = request.scopes ?? provider.scopes ?? [];
     const allowed = provider.allowedScopes ?? provider.scopes ?? [];
     const outside = scopes.filter((scope) => !allowed.includes(scope));
@@ -100,6 +102,7 @@ export class ConnectService {
         scopes,
         returnUrl: request.returnUrl ?? null,
         metadata: request.metadata ?? {},
+        connectionConfig: request.connectionConfig ?? {},
         createdAt: new Date(now),
         expiresAt,
       },
@@ -147,9 +150,15 @@ export class ConnectService {
     const taken = await this.sessions.takeForCallback(stateHash, browserHash, new Date(now));
     if (!taken) return this.refusedCallback(stateHash, now);
     const { session, sessionHash, verifier } = taken;
-    const provider = this.providers.get(session.provider);
-    if (!provider)
+    const configured = this.providers.get(session.provider);
+    if (!configured)
       return this.fail(sessionHash, session, 'unknown_provider', 'This connection’s provider is no longer configured.');
+    let provider: ProviderConfig;
+    try {
+      provider = bindProvider(configured, session.connectionConfig);
+    } catch {
+      return this.fail(sessionHash, session, 'connection_config', 'This provider’s settings changed; start again.');
+    }
     // The providers file may have changed since the session started: no code is exchanged
     // (with the operator's client secret) for a tenant the provider no longer allows.
     if (tenantRefusal(provider, session.tenant) !== undefined) {
@@ -267,6 +276,9 @@ export class ConnectService {
                 ? undefined
                 : new Date(issued.requestedAt.getTime() + issued.refreshTokenExpiresInSeconds * 1000),
             issuedAt: issued.requestedAt,
+            extras: issued.extras,
+            metadata: session.metadata,
+            connectionConfig: session.connectionConfig,
           },
           [
             auditRecord('connected', identity, this.config.replicaId, {

@@ -24,6 +24,12 @@ export interface Credential extends CredentialKey {
   expiryWarnedFor?: Date | null;
   createdAt: Date;
   updatedAt: Date;
+  /** The caller's own labels (register, connect). */
+  metadata?: Record<string, string>;
+  /** Fills the provider's URL placeholders for this credential. */
+  connectionConfig?: Record<string, string>;
+  /** Fields kept from token responses by the provider's `tokenFields`, served with the token. */
+  extras?: Record<string, string>;
 }
 
 /** Proof that this replica may refresh a credential: writes land only while it holds. */

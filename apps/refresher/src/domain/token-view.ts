@@ -13,6 +13,7 @@ export function toTokenView(credential: Credential): TokenView {
     version: credential.version,
   };
   if (credential.scope !== undefined) view.scope = credential.scope;
+  if (credential.extras !== undefined) view.extras = credential.extras;
   return view;
 }
 
@@ -37,5 +38,7 @@ export function toCredentialView(credential: Credential): CredentialView {
   };
   if (credential.scope !== undefined) view.scope = credential.scope;
   if (credential.refreshTokenExpiresAt) view.refreshTokenExpiresAt = credential.refreshTokenExpiresAt.toISOString();
+  if (credential.metadata !== undefined) view.metadata = credential.metadata;
+  if (credential.connectionConfig !== undefined) view.connectionConfig = credential.connectionConfig;
   return view;
 }

@@ -13,6 +13,8 @@ export interface ConnectSession {
   returnUrl: string | null;
   /** Non-secret labels from the connect request (`displayName` is shown on the page). */
   metadata: Record<string, string>;
+  /** Fills the provider's URL placeholders, and is stored with the credential. */
+  connectionConfig: Record<string, string>;
   status: 'created' | 'redirected' | 'completing' | 'connected' | 'failed';
   expiresAt: Date;
 }
@@ -25,6 +27,7 @@ export interface NewConnectSession {
   scopes: string[];
   returnUrl: string | null;
   metadata: Record<string, string>;
+  connectionConfig: Record<string, string>;
   createdAt: Date;
   expiresAt: Date;
 }
@@ -36,6 +39,7 @@ interface SessionRow {
   scopes: string[];
   return_url: string | null;
   metadata: Record<string, string> | null;
+  connection_config?: Record<string, string> | null;
   status: ConnectSession['status'];
   expires_at: Date;
   session_hash: Buffer;
@@ -88,8 +92,8 @@ export class ConnectSessionRepository {
       if (open.count >= maxOpen) return { created: false, nextExpiry: new Date(open.next!) };
       await tx.query(
         `WITH s AS (
-           INSERT INTO connect_sessions (session_hash, tenant, connection, provider, scopes, return_url, metadata, status, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', $8, $9)
+           INSERT INTO connect_sessions (session_hash, tenant, connection, provider, scopes, return_url, metadata, status, created_at, expires_at, connection_config)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', $8, $9, $11)
            RETURNING tenant, connection
          ), ${SESSION_AUDIT_CTE(10)}
          SELECT 1`,
@@ -104,6 +108,7 @@ export class ConnectSessionRepository {
           session.createdAt,
           session.expiresAt,
           JSON.stringify(audit),
+          JSON.stringify(session.connectionConfig),
         ],
       );
       return { created: true };
@@ -242,6 +247,7 @@ function toSession(row: SessionRow): ConnectSession {
     scopes: row.scopes,
     returnUrl: row.return_url,
     metadata: row.metadata ?? {},
+    connectionConfig: row.connection_config ?? {},
     status: row.status,
     expiresAt: new Date(row.expires_at),
   };

@@ -37,6 +37,12 @@ export class CredentialEntity {
   refreshTokenExpiresAt!: Date | null;
   /** The refresh-token expiry `token.expiring` was published for: once per grant. */
   @Column({ name: 'expiry_warned_for', type: 'timestamptz', nullable: true }) expiryWarnedFor!: Date | null;
+  @Column({ type: 'jsonb', nullable: true }) metadata!: Record<string, string> | null;
+  @Column({ name: 'connection_config', type: 'jsonb', nullable: true }) connectionConfig!: Record<
+    string,
+    string
+  > | null;
+  @Column({ type: 'jsonb', nullable: true }) extras!: Record<string, string> | null;
   @Column({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
   @Column({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
 }

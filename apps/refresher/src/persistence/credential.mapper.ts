@@ -37,6 +37,9 @@ export interface CredentialRow {
   expiry_warned_for?: Date | null;
   created_at: Date;
   updated_at: Date;
+  metadata?: Record<string, string> | null;
+  connection_config?: Record<string, string> | null;
+  extras?: Record<string, string> | null;
 }
 
 /**
@@ -81,7 +84,7 @@ export class CredentialMapper {
     written?: { accessToken?: Secret; refreshToken?: Secret },
     mode: OpenMode = 'strict',
   ): Credential {
-    return {
+    const credential: Credential = {
       tenant: row.tenant,
       connection: row.connection,
       provider: row.provider,
@@ -105,6 +108,10 @@ export class CredentialMapper {
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     };
+    if (row.metadata) credential.metadata = row.metadata;
+    if (row.connection_config) credential.connectionConfig = row.connection_config;
+    if (row.extras) credential.extras = row.extras;
+    return credential;
   }
 
   seal(tenant: string, connection: string, field: 'access' | 'refresh', secret: Secret | undefined): Buffer | null {

@@ -81,6 +81,13 @@ export interface Registration extends CredentialKey, Omit<TokenWrite, 'accessTok
   refreshTokenExpiresAt?: Date | null;
   /** Absent when only a refresh token (or nothing, for client_credentials) is registered. */
   accessToken?: Secret;
+  metadata?: Record<string, string>;
+  connectionConfig?: Record<string, string>;
+}
+
+/** An empty map is stored as none, so that a describe shows no empty object. */
+function jsonOrNull(map: Record<string, string> | undefined): string | null {
+  return map && Object.keys(map).length > 0 ? JSON.stringify(map) : null;
 }
 
 export interface FailureWrite {
@@ -140,8 +147,8 @@ export class CredentialRepository implements CredentialStore {
       `WITH changed AS (
          INSERT INTO credentials (tenant, connection, provider, shard_bucket, status, version, token_type, scope,
                                   access_token_enc, refresh_token_enc, key_id, issued_at, expires_at, next_refresh_at,
-                                  refresh_token_expires_at)
-         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $7, $8, $9, $10, $11, $12, $14)
+                                  refresh_token_expires_at, metadata, connection_config, extras)
+         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15, $16, $17)
          ON CONFLICT (tenant, connection) DO UPDATE SET
            provider = EXCLUDED.provider, status = 'active', version = credentials.version + 1,
            token_type = EXCLUDED.token_type, scope = EXCLUDED.scope,
@@ -149,7 +156,8 @@ export class CredentialRepository implements CredentialStore {
            key_id = EXCLUDED.key_id, issued_at = EXCLUDED.issued_at, expires_at = EXCLUDED.expires_at,
            next_refresh_at = EXCLUDED.next_refresh_at, failures = 0, last_error_code = NULL,
            last_error_message = NULL, ${NO_LEASE}, updated_at = now(), failing_since = NULL,
-           refresh_token_expires_at = EXCLUDED.refresh_token_expires_at, expiry_warned_for = NULL
+           refresh_token_expires_at = EXCLUDED.refresh_token_expires_at, expiry_warned_for = NULL,
+           metadata = EXCLUDED.metadata, connection_config = EXCLUDED.connection_config, extras = EXCLUDED.extras
          RETURNING *
        ), ${AUDIT_CTE(13)}
        ${CHANGED_WITH_EVENT_ID}`,
@@ -168,6 +176,9 @@ export class CredentialRepository implements CredentialStore {
         reg.nextRefreshAt,
         JSON.stringify(audit),
         reg.refreshTokenExpiresAt ?? null,
+        jsonOrNull(reg.metadata),
+        jsonOrNull(reg.connectionConfig),
+        jsonOrNull(reg.extras),
       ],
     );
     return this.committed('registered', rows[0], reg);

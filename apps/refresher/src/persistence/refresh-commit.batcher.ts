@@ -19,6 +19,8 @@ export interface TokenWrite {
   refreshTokenExpiresAt?: Date | null;
   /** Set when this commit publishes `token.expiring` for that expiry. Absent: left as stored. */
   expiryWarnedFor?: Date;
+  /** Fields kept from this response (`tokenFields`); merged over the stored ones, so a field it lacks keeps its value. */
+  extras?: Record<string, string>;
 }
 
 /** At most this many commits go into one statement (its parameters are arrays, so the statement text stays the same). */
@@ -140,10 +142,10 @@ export class RefreshCommitBatcher {
       `WITH v AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::integer[], $5::bytea[], $6::bytea[], $7::text[],
                               $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::jsonb[],
-                              $14::boolean[], $15::timestamptz[], $16::timestamptz[])
+                              $14::boolean[], $15::timestamptz[], $16::timestamptz[], $17::jsonb[])
            WITH ORDINALITY AS v(tenant, connection, lease_id, version, access_enc, refresh_enc, token_type,
                                 scope, issued_at, expires_at, next_refresh_at, audit, rt_expiry_set, rt_expires_at,
-                                warned_for, ord)
+                                warned_for, extras, ord)
        ), changed AS (
          UPDATE credentials c SET
            access_token_enc = v.access_enc, refresh_token_enc = COALESCE(v.refresh_enc, c.refresh_token_enc), key_id = $13,
@@ -152,7 +154,8 @@ export class RefreshCommitBatcher {
            failures = 0, last_error_code = NULL, last_error_message = NULL, failing_since = NULL,
            refresh_token_expires_at = CASE WHEN v.rt_expiry_set THEN v.rt_expires_at ELSE c.refresh_token_expires_at END,
            expiry_warned_for = COALESCE(v.warned_for, c.expiry_warned_for),
-           lease_id = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now()
+           lease_id = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now(),
+           extras = CASE WHEN v.extras IS NULL THEN c.extras ELSE COALESCE(c.extras, '{}'::jsonb) || v.extras END
          FROM v
          WHERE c.tenant = v.tenant AND c.connection = v.connection AND c.lease_id = v.lease_id AND c.version = v.version
          -- Not the ciphertexts this statement has just written: the caller holds their plaintext
@@ -163,7 +166,7 @@ export class RefreshCommitBatcher {
            c.key_id, c.issued_at, c.expires_at, c.next_refresh_at, c.last_refreshed_at, c.failures,
            c.last_error_code, c.last_error_message, c.lease_id, c.lease_owner, c.created_at, c.updated_at,
            c.failing_since, c.refresh_token_expires_at, c.expiry_warned_for,
-           v.ord, v.audit AS audit_in
+           c.metadata, c.connection_config, c.extras, v.ord, v.audit AS audit_in
        ), audit AS (
          INSERT INTO outbox (event_id, tenant, connection, type, subject, payload)
          SELECT r.event_id, c.tenant, c.connection, r.type, r.subject, r.payload || jsonb_build_object('version', c.version)
@@ -192,6 +195,7 @@ export class RefreshCommitBatcher {
         col((i) => i.write.refreshTokenExpiresAt !== undefined),
         col((i) => i.write.refreshTokenExpiresAt ?? null),
         col((i) => i.write.expiryWarnedFor ?? null),
+        col((i) => (i.write.extras && Object.keys(i.write.extras).length > 0 ? JSON.stringify(i.write.extras) : null)),
       ],
     );
   }

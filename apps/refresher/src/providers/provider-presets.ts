@@ -37,6 +37,12 @@ export interface ProviderPreset {
    * file's scopes for the refresh_token grant, so a connect flow cannot end without one.
    */
   offlineScope?: string;
+  /** Token-response fields kept as `extras` (the file's `tokenFields` replaces them). */
+  tokenFields?: string[];
+  /** Where the provider puts the refresh token's lifetime in seconds, when not `refresh_token_expires_in`. */
+  refreshTokenExpiresInField?: string;
+  /** How long a rotated-out refresh token still works at the provider. */
+  reuseGraceSeconds?: number;
 }
 
 /** `…/token` → `…/authorize` on the same server (Microsoft's tenant path, Okta's authorization server). */
@@ -109,6 +115,8 @@ const microsoft: ProviderPreset = {
   authMethod: 'client_secret_post',
   requiresScopes: true,
   rotation: 'rotates',
+  // The directory (tenant) the user signed in to, from the id_token of an openid grant.
+  tokenFields: ['id_token.tid'],
 };
 
 /**
@@ -167,6 +175,7 @@ const slack: ProviderPreset = {
   authMethod: 'client_secret_post',
   tokenType: 'Bearer',
   rotation: 'rotates',
+  tokenFields: ['team.id', 'team.name'],
   errorCodes: {
     invalid_refresh_token: 'invalid_grant',
     token_revoked: 'invalid_grant',
@@ -186,6 +195,138 @@ const slack: ProviderPreset = {
   },
 };
 
+/**
+ * Salesforce (web server flow).
+ * - The token response has no `expires_in`: the token is kept alive by refreshing on a timer
+ *   (`keepAliveSeconds`); `instance_url` (the org's API host) is kept as an extra.
+ * - The refresh token does not rotate. Errors are RFC 6749 (`invalid_grant` with
+ *   "expired access/refresh token").
+ * - login.salesforce.com serves production orgs; a sandbox or a My Domain uses its own host:
+ *   set `tokenUrl: https://{instance}.my.salesforce.com/services/oauth2/token` (and the
+ *   authorize URL alike) and give `connectionConfig.instance` per connection.
+ */
+const salesforce: ProviderPreset = {
+  tokenUrl: 'https://login.salesforce.com/services/oauth2/token',
+  authorizationUrl: 'https://login.salesforce.com/services/oauth2/authorize',
+  revocationUrl: 'https://login.salesforce.com/services/oauth2/revoke',
+  authMethod: 'client_secret_post',
+  rotation: 'none',
+  tokenFields: ['instance_url', 'id', 'issued_at'],
+};
+
+/** HubSpot: 30-minute access tokens (`expires_in: 1800`), refresh token does not rotate; body credentials. */
+const hubspot: ProviderPreset = {
+  tokenUrl: 'https://api.hubapi.com/oauth/v1/token',
+  authorizationUrl: 'https://app.hubspot.com/oauth/authorize',
+  authMethod: 'client_secret_post',
+  rotation: 'none',
+};
+
+/**
+ * Xero: 30-minute access tokens; every refresh rotates the refresh token, and the previous
+ * one is still accepted for 30 minutes (a lost answer can be retried); unused refresh tokens
+ * end after 60 days. `offline_access` is needed for a refresh token.
+ */
+const xero: ProviderPreset = {
+  tokenUrl: 'https://identity.xero.com/connect/token',
+  authorizationUrl: 'https://login.xero.com/identity/connect/authorize',
+  revocationUrl: 'https://identity.xero.com/connect/revocation',
+  authMethod: 'client_secret_basic',
+  rotation: 'rotates',
+  reuseGraceSeconds: 1_800,
+  offlineScope: 'offline_access',
+  tokenFields: ['id_token.xero_userid'],
+};
+
+/** Zoom: 1-hour access tokens, the refresh token rotates on each use; client authentication by Basic. */
+const zoom: ProviderPreset = {
+  tokenUrl: 'https://zoom.us/oauth/token',
+  authorizationUrl: 'https://zoom.us/oauth/authorize',
+  revocationUrl: 'https://zoom.us/oauth/revoke',
+  authMethod: 'client_secret_basic',
+  rotation: 'rotates',
+};
+
+/**
+ * Shopify: every URL is the shop's own (`{shop}.myshopify.com`): give
+ * `connectionConfig.shop` per connection. Offline access tokens do not expire and come
+ * without a refresh token (stored, served, never refreshed); `scope` is echoed.
+ */
+const shopify: ProviderPreset = {
+  tokenUrl: 'https://{shop}.myshopify.com/admin/oauth/access_token',
+  authorizationUrl: 'https://{shop}.myshopify.com/admin/oauth/authorize',
+  authMethod: 'client_secret_post',
+  rotation: 'none',
+};
+
+/**
+ * Atlassian (Jira, Confluence: OAuth 2.0 3LO): rotating refresh tokens (the old one stops
+ * working), 1-hour access tokens; `offline_access` is needed for a refresh token and
+ * `audience=api.atlassian.com` on authorize. The site (`cloudid`) a token can reach comes
+ * from `https://api.atlassian.com/oauth/token/accessible-resources`, not the token response.
+ */
+const atlassian: ProviderPreset = {
+  tokenUrl: 'https://auth.atlassian.com/oauth/token',
+  authorizationUrl: 'https://auth.atlassian.com/authorize',
+  authMethod: 'client_secret_post',
+  rotation: 'rotates',
+  offlineScope: 'offline_access',
+  authorizeParams: { audience: 'api.atlassian.com', prompt: 'consent' },
+};
+
+/**
+ * Notion: access tokens without `expires_in` (not refreshed on a timer) unless the integration
+ * issues refresh tokens; client authentication by Basic; the workspace is kept as extras.
+ */
+const notion: ProviderPreset = {
+  tokenUrl: 'https://api.notion.com/v1/oauth/token',
+  authorizationUrl: 'https://api.notion.com/v1/oauth/authorize',
+  authMethod: 'client_secret_basic',
+  rotation: 'none',
+  authorizeParams: { owner: 'user' },
+  tokenFields: ['workspace_id', 'workspace_name', 'bot_id'],
+};
+
+/**
+ * Dropbox: 4-hour access tokens; a refresh token only with `token_access_type=offline` on
+ * authorize; the refresh token does not rotate (a refresh answers without one).
+ */
+const dropbox: ProviderPreset = {
+  tokenUrl: 'https://api.dropboxapi.com/oauth2/token',
+  authorizationUrl: 'https://www.dropbox.com/oauth2/authorize',
+  authMethod: 'client_secret_post',
+  rotation: 'none',
+  authorizeParams: { token_access_type: 'offline' },
+  tokenFields: ['account_id', 'uid'],
+};
+
+/**
+ * LinkedIn: 60-day access tokens; refresh tokens (programmatic refresh, for approved apps)
+ * last 365 days from the grant and do not extend on use: `refresh_token_expires_in` says when.
+ */
+const linkedin: ProviderPreset = {
+  tokenUrl: 'https://www.linkedin.com/oauth/v2/accessToken',
+  authorizationUrl: 'https://www.linkedin.com/oauth/v2/authorization',
+  revocationUrl: 'https://www.linkedin.com/oauth/v2/revoke',
+  authMethod: 'client_secret_post',
+  rotation: 'none',
+  refreshTokenExpiresInField: 'refresh_token_expires_in',
+};
+
+/**
+ * Intuit (QuickBooks Online): 1-hour access tokens; the refresh token rotates (use the newest
+ * one) and ends 100 days after issue, said in `x_refresh_token_expires_in`. The company id
+ * (`realmId`) comes on the authorize callback, not in the token response: give it as metadata.
+ */
+const intuit: ProviderPreset = {
+  tokenUrl: 'https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer',
+  authorizationUrl: 'https://appcenter.intuit.com/connect/oauth2',
+  revocationUrl: 'https://developer.api.intuit.com/v2/oauth2/tokens/revoke',
+  authMethod: 'client_secret_basic',
+  rotation: 'rotates',
+  refreshTokenExpiresInField: 'x_refresh_token_expires_in',
+};
+
 /** Any RFC 6749 server: nothing assumed, the file gives every endpoint. */
 const generic: ProviderPreset = {};
 
@@ -196,5 +337,15 @@ export const PROVIDER_PRESETS: Readonly<Record<PresetName, Readonly<ProviderPres
   auth0,
   okta,
   slack,
+  salesforce,
+  hubspot,
+  xero,
+  zoom,
+  shopify,
+  atlassian,
+  notion,
+  dropbox,
+  linkedin,
+  intuit,
   generic,
 });

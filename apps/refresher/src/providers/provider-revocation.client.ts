@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { bindProvider } from './url-placeholders.policy.js';
 import type { Credential } from '../domain/credential.js';
 import { ProviderRegistry } from './provider.registry.js';
 import { TOKEN_ENDPOINT } from './provider.tokens.js';
@@ -20,14 +21,15 @@ export class ProviderRevocation {
 
   /** True when the provider has a revocation endpoint and accepted every token sent to it. */
   async revokeTokensOf(credential: Credential): Promise<boolean> {
-    const provider = this.providers.get(credential.provider);
-    if (!provider?.revocationUrl) return false;
+    const configured = this.providers.get(credential.provider);
+    if (!configured?.revocationUrl) return false;
     try {
+      const provider = bindProvider(configured, credential.connectionConfig);
       if (credential.refreshToken) await this.endpoint.revoke(provider, credential.refreshToken, 'refresh_token');
       if (credential.accessToken) await this.endpoint.revoke(provider, credential.accessToken, 'access_token');
       return true;
     } catch (error) {
-      this.logger.warn({ msg: 'provider revocation failed', provider: provider.id, error: (error as Error).message });
+      this.logger.warn({ msg: 'provider revocation failed', provider: configured.id, error: (error as Error).message });
       return false;
     }
   }

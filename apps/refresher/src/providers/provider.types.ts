@@ -6,7 +6,25 @@ export type GrantType = (typeof GRANT_TYPES)[number];
 export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none'] as const;
 export type AuthMethod = (typeof AUTH_METHODS)[number];
 
-export const PRESET_NAMES = ['github', 'google', 'microsoft', 'auth0', 'okta', 'slack', 'generic'] as const;
+export const PRESET_NAMES = [
+  'github',
+  'google',
+  'microsoft',
+  'auth0',
+  'okta',
+  'slack',
+  'salesforce',
+  'hubspot',
+  'xero',
+  'zoom',
+  'shopify',
+  'atlassian',
+  'notion',
+  'dropbox',
+  'linkedin',
+  'intuit',
+  'generic',
+] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
 /**
@@ -84,6 +102,12 @@ export interface ProviderConfig {
   issuer?: string;
   /** Exact origins (`scheme://host[:port]`) a connect `returnUrl` may point to; none = no returnUrl accepted. */
   allowedReturnOrigins?: string[];
+  /** Non-secret token-response fields kept with the credential and served as `extras` (token-fields.extractor.ts). */
+  tokenFields?: string[];
+  /** The token-response field that holds the refresh token's own lifetime in seconds, where the provider names it differently. */
+  refreshTokenExpiresInField?: string;
+  /** How long the provider still accepts a rotated-out refresh token (Xero: 30 minutes); informational. */
+  reuseGraceSeconds?: number;
 }
 
 export interface TokenRequest {
@@ -108,6 +132,8 @@ export interface IssuedToken {
   scope?: string;
   /** When the request was sent: lifetimes count from here, not from when the answer arrived. */
   requestedAt: Date;
+  /** The provider's `tokenFields` found in this response. */
+  extras?: Record<string, string>;
 }
 
 /**

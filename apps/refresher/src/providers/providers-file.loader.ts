@@ -3,9 +3,11 @@ import { extname } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { Secret } from '@tokenkeeper/common';
-import { NAME_PATTERN, NAME_RULE } from '@tokenkeeper/contracts';
+import { MAX_EXTRAS, NAME_PATTERN, NAME_RULE } from '@tokenkeeper/contracts';
 import { interpolateTree, type InterpolationIssue } from './env-interpolation.util.js';
 import { PROVIDER_PRESETS } from './provider-presets.js';
+import { tokenFieldProblem } from './token-fields.extractor.js';
+import { placeholdersOfUrl } from './url-placeholders.policy.js';
 import { tenantPatternProblem } from './tenant-access.policy.js';
 import { AUTH_METHODS, GRANT_TYPES, PRESET_NAMES, type PresetName, type ProviderConfig } from './provider.types.js';
 
@@ -88,6 +90,7 @@ const entrySchema = z.strictObject({
   authorizeParams: z.record(z.string(), z.string()).optional(),
   issuer: z.string().min(1, 'must not be empty').optional(),
   allowedReturnOrigins: z.array(z.string()).optional(),
+  tokenFields: z.array(z.string()).max(MAX_EXTRAS, `at most ${MAX_EXTRAS} fields`).optional(),
 });
 type Entry = z.infer<typeof entrySchema>;
 
@@ -264,6 +267,14 @@ function applyPreset(
   if (preset.errorCodes) config.errorCodes = { ...preset.errorCodes };
   if (preset.tokenType) config.tokenType = preset.tokenType;
   if (preset.rotation) config.rotation = preset.rotation;
+  const tokenFields = entry.tokenFields ?? preset.tokenFields;
+  tokenFields?.forEach((field, i) => {
+    const problem = tokenFieldProblem(field);
+    if (problem) add(`tokenFields[${i}]`, problem);
+  });
+  if (tokenFields?.length) config.tokenFields = [...tokenFields];
+  if (preset.refreshTokenExpiresInField) config.refreshTokenExpiresInField = preset.refreshTokenExpiresInField;
+  if (preset.reuseGraceSeconds !== undefined) config.reuseGraceSeconds = preset.reuseGraceSeconds;
   return Object.assign(config, connect);
 }
 
@@ -328,9 +339,12 @@ function originProblem(value: string): string | undefined {
 }
 
 function urlProblem(value: string): string | undefined {
+  const placeholders = placeholdersOfUrl(value);
+  if ('problem' in placeholders) return placeholders.problem;
   let url: URL;
   try {
-    url = new URL(value);
+    // A placeholder is checked by its place above; the URL around it with a sample value.
+    url = new URL(value.replace(/\{[A-Za-z][A-Za-z0-9_]{0,31}\}/g, 'x'));
   } catch {
     return 'must be an http(s) URL';
   }

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { Secret } from '@tokenkeeper/common';
-import type { FailureKind, ProviderConfig, TokenFailure, TokenResult } from './provider.types.js';
+import type { FailureKind, IssuedToken, ProviderConfig, TokenFailure, TokenResult } from './provider.types.js';
+import { extractTokenFields } from './token-fields.extractor.js';
 
 /** RFC 6749 §5.2 (and RFC 7009 §2.2.1) codes; presets add provider-specific ones. */
 const STANDARD_ERROR_CODES: Readonly<Record<string, FailureKind>> = {
@@ -44,7 +45,8 @@ export interface RawTokenResponse {
 /** Turns an HTTP answer of a token endpoint into a TokenResult. Never throws. */
 export function classifyTokenResponse(
   response: RawTokenResponse,
-  provider: Pick<ProviderConfig, 'errorCodes' | 'tokenType'> & { id?: string },
+  provider: Pick<ProviderConfig, 'errorCodes' | 'tokenType'> &
+    Partial<Pick<ProviderConfig, 'tokenFields'>> & { id?: string },
   requestedAt: Date,
   secrets: readonly string[],
   now: number = Date.now(),
@@ -104,9 +106,9 @@ export function classifyTokenResponse(
 function toIssuedToken(
   json: Record<string, unknown>,
   accessToken: string,
-  provider: Pick<ProviderConfig, 'tokenType'> & { id?: string },
+  provider: Pick<ProviderConfig, 'tokenType'> & Partial<Pick<ProviderConfig, 'tokenFields'>> & { id?: string },
   requestedAt: Date,
-) {
+): IssuedToken {
   const rawType = json['token_type'];
   let tokenType = typeof rawType === 'string' && rawType !== '' ? rawType : 'Bearer';
   if (tokenType.toLowerCase() === 'bearer') tokenType = 'Bearer';
@@ -114,7 +116,7 @@ function toIssuedToken(
   const refresh = json['refresh_token'];
   const scope = json['scope'];
   const scopeText = Array.isArray(scope) ? scope.filter((s) => typeof s === 'string').join(' ') : scope;
-  return {
+  const issued: IssuedToken = {
     accessToken: new Secret(accessToken),
     refreshToken: typeof refresh === 'string' ? Secret.of(refresh) : undefined,
     tokenType,
@@ -130,6 +132,9 @@ function toIssuedToken(
     scope: typeof scopeText === 'string' && scopeText !== '' ? scopeText : undefined,
     requestedAt,
   };
+  const extras = extractTokenFields(json, provider.tokenFields);
+  if (extras) issued.extras = extras;
+  return issued;
 }
 
 function parseObject(body: string): Record<string, unknown> | undefined {

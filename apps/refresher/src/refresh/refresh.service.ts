@@ -20,6 +20,7 @@ import { ProviderRegistry } from '../providers/provider.registry.js';
 import { TOKEN_ENDPOINT } from '../providers/provider.tokens.js';
 import type { IssuedToken, ProviderConfig, TokenEndpoint, TokenFailure } from '../providers/provider.types.js';
 import { tenantRefusal } from '../providers/tenant-access.policy.js';
+import { bindProvider } from '../providers/url-placeholders.policy.js';
 import { FairShareLimiter } from './fair-share.limiter.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
@@ -218,12 +219,23 @@ export class RefreshService implements LeasedRefresher {
     const { requestTimeoutMs } = this.config.refresh;
     const lease = keeper.lease;
     const dueAt = credential.nextRefreshAt;
-    const provider = this.providers.get(credential.provider);
-    if (!provider) {
+    const configured = this.providers.get(credential.provider);
+    if (!configured) {
       return this.fail(credential, lease, 1, {
         kind: 'misconfigured',
         code: 'unknown_provider',
         message: `provider "${credential.provider}" is not in the providers file`,
+      });
+    }
+    let provider: ProviderConfig;
+    try {
+      provider = bindProvider(configured, credential.connectionConfig);
+    } catch (error) {
+      // The providers file gained a placeholder this credential has no (fitting) value for.
+      return this.fail(credential, lease, credential.failures + 1, {
+        kind: 'misconfigured',
+        code: 'connection_config',
+        message: error instanceof Error ? error.message : 'connectionConfig does not fit the provider',
       });
     }
     // Scheduled, on-demand and admin refreshes all pass here, before any request is made.
@@ -319,6 +331,7 @@ export class RefreshService implements LeasedRefresher {
         refreshToken: token.refreshToken ?? credential.refreshToken,
         tokenType: token.tokenType,
         scope: token.scope,
+        extras: token.extras,
         issuedAt: token.requestedAt,
         expiresAt: schedule.expiresAt,
         nextRefreshAt:

@@ -29,6 +29,7 @@ import { CredentialRepository } from '../persistence/credential.repository.js';
 import { ProviderRegistry } from '../providers/provider.registry.js';
 import type { ProviderConfig } from '../providers/provider.types.js';
 import { ProviderRevocation } from '../providers/provider-revocation.client.js';
+import { assertConnectionConfig } from '../providers/url-placeholders.policy.js';
 import { assertTenantAllowed, tenantRefusal } from '../providers/tenant-access.policy.js';
 import { RefreshCoordinator } from '../refresh/refresh-coordinator.service.js';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
@@ -53,6 +54,10 @@ export interface Grant {
   refreshTokenExpiresAt?: Date;
   /** Lifetimes count from here. */
   issuedAt: Date;
+  /** Token-response fields named by the provider's `tokenFields`. */
+  extras?: Record<string, string>;
+  metadata?: Record<string, string>;
+  connectionConfig?: Record<string, string>;
 }
 
 /** What the request-reply subjects do, independent of the transport. */
@@ -214,6 +219,7 @@ export class TokenService {
     const provider = this.providers.get(request.provider);
     if (!provider) throw new ContractError('unknown_provider', `provider "${request.provider}" is not configured`);
     assertTenantAllowed(provider, request.tenant);
+    assertConnectionConfig(provider, request.connectionConfig);
     const credential = await this.storeGrant(request, provider, {
       accessToken: Secret.of(request.accessToken),
       refreshToken: Secret.of(request.refreshToken),
@@ -223,6 +229,8 @@ export class TokenService {
       expiresAt: request.expiresAt ? new Date(request.expiresAt) : undefined,
       refreshTokenExpiresAt: request.refreshTokenExpiresAt ? new Date(request.refreshTokenExpiresAt) : undefined,
       issuedAt: new Date(this.clock.now()),
+      metadata: request.metadata,
+      connectionConfig: request.connectionConfig,
     });
     return toCredentialView(credential);
   }
@@ -276,6 +284,9 @@ export class TokenService {
         expiresAt,
         nextRefreshAt,
         refreshTokenExpiresAt,
+        extras: grant.extras,
+        metadata: grant.metadata,
+        connectionConfig: grant.connectionConfig,
       },
       [audit, ...extraAudit],
     );

@@ -1,0 +1,207 @@
+import {
+  createTestDatabase,
+  startNatsServer,
+  startSandboxProvider,
+  type NatsServerHandle,
+  type SandboxOptions,
+  type SandboxProvider,
+} from '@tokenkeeper/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ProviderConfig } from '../src/providers/provider.types.js';
+import { describeCredential, providersFor, type ProviderEntry } from './e2e-support.js';
+import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
+
+/**
+ * Each added preset against a sandbox that answers the way that provider documents: its
+ * client authentication (the other one is refused), rotation or none, missing fields, the
+ * extra fields it sends. The preset's endpoints are replaced by the sandbox's; everything
+ * else comes from the preset.
+ */
+const SANDBOXES: Record<string, SandboxOptions> = {
+  salesforce: {
+    clientAuthentication: 'post',
+    omitExpiresIn: true,
+    rotateRefreshTokens: false,
+    responseFields: { instance_url: 'https://acme.my.salesforce.com', id: 'https://login.salesforce.com/id/00D/005' },
+  },
+  hubspot: { clientAuthentication: 'post', rotateRefreshTokens: false, accessTokenTtlSeconds: 1800 },
+  xero: { clientAuthentication: 'basic', reuseGraceSeconds: 1800, accessTokenTtlSeconds: 1800 },
+  zoom: { clientAuthentication: 'basic', accessTokenTtlSeconds: 3600 },
+  shopify: { clientAuthentication: 'post' },
+  atlassian: { clientAuthentication: 'post', accessTokenTtlSeconds: 3600 },
+  notion: {
+    clientAuthentication: 'basic',
+    omitExpiresIn: true,
+    rotateRefreshTokens: false,
+    responseFields: { workspace_id: 'ws-1', workspace_name: 'Acme', bot_id: 'bot-1', owner: { type: 'user' } },
+  },
+  dropbox: {
+    clientAuthentication: 'post',
+    rotateRefreshTokens: false,
+    accessTokenTtlSeconds: 14_400,
+    responseFields: { account_id: 'dbid:abc', uid: '12345' },
+  },
+  linkedin: {
+    clientAuthentication: 'post',
+    rotateRefreshTokens: false,
+    accessTokenTtlSeconds: 5_184_000,
+    responseFields: { refresh_token_expires_in: 31_536_000 },
+  },
+  intuit: {
+    clientAuthentication: 'basic',
+    accessTokenTtlSeconds: 3600,
+    responseFields: { x_refresh_token_expires_in: 8_640_000 },
+  },
+};
+
+describe('refresher: provider presets against a sandbox answering as each provider documents', () => {
+  let nats: NatsServerHandle;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  const sandboxes: Record<string, SandboxProvider> = {};
+  let providers: Map<string, ProviderConfig>;
+  let refresher: TestRefresher;
+  let caller: RawCaller;
+
+  beforeAll(async () => {
+    [nats, db] = await Promise.all([startNatsServer(), createTestDatabase('tk_presets')]);
+    for (const [preset, options] of Object.entries(SANDBOXES)) sandboxes[preset] = await startSandboxProvider(options);
+    const entries: Record<string, ProviderEntry> = {};
+    for (const preset of Object.keys(SANDBOXES)) {
+      // authMethod undefined: the preset's own client authentication is what the sandbox accepts.
+      entries[preset] = { sandbox: sandboxes[preset], preset, authMethod: undefined };
+    }
+    entries.shopify.tokenUrl = `${sandboxes.shopify.url}/shops/{shop}/oauth/token`;
+    entries.atlassian.scopes = ['read:jira-work'];
+    entries.xero.scopes = ['accounting.transactions'];
+    providers = providersFor(entries);
+    refresher = await startTestRefresher(
+      testEnv({ natsUrl: nats.url, databaseUrl: db.url, keys: testKeys() }),
+      providers,
+    );
+    caller = await RawCaller.connect(nats.url);
+  });
+
+  afterAll(async () => {
+    await caller?.close();
+    await refresher?.close();
+    await Promise.all([...Object.values(sandboxes).map((s) => s.close()), nats?.stop()]);
+    await db?.drop();
+  });
+
+  /** Registers a refresh token, gets a token (first refresh) and refreshes once more. */
+  async function twoRefreshes(preset: string, extra: Record<string, unknown> = {}) {
+    const key = { tenant: 'presets', connection: preset };
+    const sandbox = sandboxes[preset];
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: preset,
+      refreshToken: sandbox.issueRefreshToken(),
+      ...extra,
+    });
+    expect(reg, JSON.stringify(reg.error)).toMatchObject({ ok: true });
+    const first = await caller.get(key);
+    expect(first, JSON.stringify(first.error)).toMatchObject({ ok: true });
+    const again = await caller.admin('refresh', key);
+    expect(again, JSON.stringify(again.error)).toMatchObject({ ok: true });
+    const second = await caller.get(key);
+    expect(second.token.version).toBe(first.token.version + 1);
+    expect(sandbox.stats.invalidClient).toBe(0);
+    expect(sandbox.everPresentedTwice()).toEqual([]);
+    return {
+      key,
+      sandbox,
+      first: first.token,
+      second: second.token,
+      credential: await describeCredential(caller, key),
+    };
+  }
+
+  it('salesforce: no expires_in (served without expiry), instance_url kept, the refresh token stays', async () => {
+    const { first, second, sandbox } = await twoRefreshes('salesforce');
+    expect(first.expiresAt).toBeNull();
+    expect(second.extras).toEqual({
+      instance_url: 'https://acme.my.salesforce.com',
+      id: 'https://login.salesforce.com/id/00D/005',
+    });
+    expect(sandbox.stats.refreshGrants).toBe(2);
+  });
+
+  it('hubspot: 30-minute tokens, body credentials, no rotation', async () => {
+    const { first } = await twoRefreshes('hubspot');
+    const lifetime = Date.parse(first.expiresAt) - Date.now();
+    expect(lifetime).toBeGreaterThan(1_700_000);
+    expect(lifetime).toBeLessThanOrEqual(1_800_000);
+  });
+
+  it('xero: rotating refresh tokens (the newest is always presented), 30-minute reuse grace named, offline_access asked', async () => {
+    const { sandbox } = await twoRefreshes('xero');
+    expect(sandbox.stats.refreshGrants).toBe(2);
+    expect(providers.get('xero')).toMatchObject({
+      rotation: 'rotates',
+      reuseGraceSeconds: 1800,
+      scopes: ['offline_access', 'accounting.transactions'],
+    });
+  });
+
+  it('zoom: rotating refresh tokens with Basic client authentication', async () => {
+    const { sandbox } = await twoRefreshes('zoom');
+    expect(sandbox.stats.refreshGrants).toBe(2);
+  });
+
+  it('shopify: the shop fills the URL; an offline token without refresh token or expiry is served, never refreshed', async () => {
+    const sandbox = sandboxes.shopify;
+    const key = { tenant: 'presets', connection: 'shopify' };
+    const missing = await caller.admin('register', { ...key, provider: 'shopify', accessToken: 'shpat_x' });
+    expect(missing).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    const tokens = sandbox.issueTokens();
+    const reg = await caller.admin('register', {
+      ...key,
+      provider: 'shopify',
+      accessToken: tokens.accessToken,
+      connectionConfig: { shop: 'acme-store' },
+    });
+    expect(reg).toMatchObject({
+      ok: true,
+      credential: { nextRefreshAt: null, connectionConfig: { shop: 'acme-store' } },
+    });
+    expect((await caller.get(key)).token).toMatchObject({ accessToken: tokens.accessToken, expiresAt: null });
+    // A refresh token of the shop's grant is exchanged on the shop's own path.
+    await twoRefreshes('shopify', { connectionConfig: { shop: 'acme-store' } });
+    expect(new Set(sandbox.tokenRequestPaths)).toEqual(new Set(['/shops/acme-store/oauth/token']));
+  });
+
+  it('atlassian: rotating, body credentials, offline_access and the api.atlassian.com audience', async () => {
+    await twoRefreshes('atlassian');
+    expect(providers.get('atlassian')).toMatchObject({
+      rotation: 'rotates',
+      scopes: ['offline_access', 'read:jira-work'],
+      authorizeParams: { audience: 'api.atlassian.com' },
+    });
+  });
+
+  it('notion: no expiry, Basic authentication, the workspace kept as extras (objects are not)', async () => {
+    const { second } = await twoRefreshes('notion');
+    expect(second.expiresAt).toBeNull();
+    expect(second.extras).toEqual({ workspace_id: 'ws-1', workspace_name: 'Acme', bot_id: 'bot-1' });
+  });
+
+  it('dropbox: token_access_type=offline on authorize, no rotation, the account kept', async () => {
+    const { second } = await twoRefreshes('dropbox');
+    expect(second.extras).toEqual({ account_id: 'dbid:abc', uid: '12345' });
+    expect(providers.get('dropbox')?.authorizeParams).toMatchObject({ token_access_type: 'offline' });
+  });
+
+  it('linkedin: the refresh-token lifetime field is named for the expiry tracking', async () => {
+    await twoRefreshes('linkedin');
+    expect(providers.get('linkedin')?.refreshTokenExpiresInField).toBe('refresh_token_expires_in');
+  });
+
+  it('intuit: rotating, x_refresh_token_expires_in named, invalid_grant ends the credential', async () => {
+    const { key, sandbox } = await twoRefreshes('intuit');
+    expect(providers.get('intuit')?.refreshTokenExpiresInField).toBe('x_refresh_token_expires_in');
+    sandbox.injectFault({ type: 'oauth_error', status: 400, error: 'invalid_grant' });
+    const refused = await caller.admin('refresh', key);
+    expect(refused).toMatchObject({ ok: false, error: { code: 'reauth_required' } });
+    expect((await describeCredential(caller, key)).status).toBe('reauth_required');
+  });
+});
