@@ -10,3 +10,4 @@ export * from './wire-subjects.js';
 export * from './signing.js';
 export * from './permissions.js';
 export * from './wire-schemas.js';
+export * from './webhooks.js';

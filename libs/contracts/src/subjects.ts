@@ -47,6 +47,9 @@ export const AUDIT_RECORD_TYPES = [
   'connect_started',
   'connected',
   'connect_failed',
+  // Webhooks: a delivery an endpoint accepted, or one given up after the retry budget.
+  'webhook_delivered',
+  'webhook_parked',
 ] as const;
 export type AuditRecordType = (typeof AUDIT_RECORD_TYPES)[number];
 
