@@ -13,6 +13,10 @@ import {
   type SandboxProvider,
   type TestDatabase,
 } from '@tokenkeeper/testing';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   sandboxProviders,
@@ -93,5 +97,72 @@ describe('webhook endpoints under the generated NATS permissions', () => {
     expect((await call(operator, webhookSubject('list', 'globex'))).items).toHaveLength(1);
     expect(await call(admin, webhookSubject('delete', 'acme'), { id: 'main' })).toEqual({ ok: true });
     expect((await call(admin, webhookSubject('list', 'acme'))).items).toEqual([]);
+  });
+
+  it('tokenctl webhook set, list and delete as the tenant admin; another tenant is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tk-wh-'));
+    try {
+      const secretFile = join(dir, 'secret');
+      writeFileSync(secretFile, `${'b'.repeat(40)}\n`);
+      const { NATS_USER, NATS_PASS, NATS_INBOX_PREFIX } = natsEnvOf(users.get('admin-acme')!);
+      // Asynchronous: the refresher answering these runs in this very process.
+      const cli = (...args: string[]) =>
+        new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+          const child = spawn(
+            process.execPath,
+            ['--import', '@swc-node/register/esm-register', 'apps/tokenctl/src/main.ts', ...args],
+            { env: { ...process.env, NO_COLOR: '1', NATS_URL: nats.url, NATS_USER, NATS_PASS, NATS_INBOX_PREFIX } },
+          );
+          let stdout = '';
+          let stderr = '';
+          child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+          child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+          child.once('close', (status) => resolve({ status, stdout, stderr }));
+        });
+      const set = await cli(
+        'webhook',
+        'set',
+        'acme',
+        'ops',
+        '--url',
+        'https://ops.example.com/tk',
+        '--secret-file',
+        secretFile,
+        '--events',
+        'failed,reauth_required',
+      );
+      expect(set.status, set.stderr).toBe(0);
+      const listed = await cli('--json', 'webhook', 'list', 'acme');
+      expect(listed.status, listed.stderr).toBe(0);
+      expect(JSON.parse(listed.stdout).items).toContainEqual({
+        id: 'ops',
+        url: 'https://ops.example.com/tk',
+        events: ['failed', 'reauth_required'],
+      });
+      expect(listed.stdout).not.toContain('b'.repeat(40));
+      const table = await cli('webhook', 'list', 'acme');
+      expect(table.stdout).toMatch(/ops\s+https:\/\/ops\.example\.com\/tk\s+failed,reauth_required/);
+      expect((await cli('webhook', 'list', 'globex')).status).toBe(3);
+      expect(
+        (
+          await cli(
+            'webhook',
+            'set',
+            'acme',
+            'ops',
+            '--url',
+            'https://x.example.com',
+            '--secret-file',
+            secretFile,
+            '--events',
+            'stolen',
+          )
+        ).status,
+      ).toBe(2);
+      expect((await cli('webhook', 'delete', 'acme', 'ops')).status).toBe(0);
+      expect((await cli('webhook', 'delete', 'acme', 'ops')).status).toBe(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -12,6 +12,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { AUDIT_RECORD_TYPES, CREDENTIAL_STATUSES, TOKEN_EVENT_KINDS } from '@tokenkeeper/contracts';
 import { ExitCode, reportError, ServiceError } from './cli.errors.js';
 import { registerAuthzCommand } from './authz.command.js';
+import { registerWebhookCommands } from './webhook.commands.js';
 import { auditCommand, watchCommand } from './events.commands.js';
 import {
   DEFAULT_NATS_URL,
@@ -222,6 +223,7 @@ Examples:
       ),
     );
 
+  registerWebhookCommands(program, action);
   registerAuthzCommand(program);
   return program;
 }
