@@ -18,8 +18,8 @@ import {
   replySubjectPrefixesFrom,
   withOwnInbox,
 } from '@tokenkeeper/nats';
+import { isIP } from 'node:net';
 import { z } from 'zod';
-import { parseCidr } from '../webhooks/ssrf.guard.js';
 
 /** Raised when the environment is invalid; the message names every offending variable. */
 export class ConfigError extends Error {
@@ -259,9 +259,10 @@ function allowedNetworksFrom(value: string | undefined, problems: string[]): str
     .map((s) => s.trim())
     .filter(Boolean);
   cidrs.forEach((cidr, index) => {
-    try {
-      parseCidr(cidr);
-    } catch {
+    const [address, prefix, extra] = cidr.split('/');
+    const family = isIP(address);
+    const max = family === 4 ? 32 : 128;
+    if (family === 0 || extra !== undefined || !/^\d{1,3}$/.test(prefix ?? '') || Number(prefix) > max) {
       problems.push(`  WEBHOOK_ALLOWED_NETWORKS: entry #${index + 1} is not a CIDR (e.g. 127.0.0.0/8)`);
     }
   });
