@@ -7,6 +7,7 @@ import {
   parseAuditSubject,
   parseTokenEventSubject,
   parseTokenGetSubject,
+  parseWebhookSubject,
   TOKEN_EVENT_KINDS,
 } from '@tokenkeeper/contracts';
 import { describe, expect, it } from 'vitest';
@@ -30,6 +31,7 @@ function parsedBy(subject: string): string | null {
     ],
     ['admin', () => parseAdminSubject(subject)],
     ['admin list', () => parseAdminListSubject(subject)],
+    ['admin webhook', () => parseWebhookSubject(subject)],
     [
       'audit record',
       () =>

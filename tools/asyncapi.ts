@@ -27,6 +27,11 @@ import {
   TokenRevokedEventSchema,
   TokenRecoveredEventSchema,
   TokenExpiringEventSchema,
+  WebhookDeleteRequestSchema,
+  WebhookListReplySchema,
+  WebhookListRequestSchema,
+  WebhookOkReplySchema,
+  WebhookSetRequestSchema,
 } from '@tokenkeeper/contracts';
 import { stringify } from 'yaml';
 import { z } from 'zod';
@@ -147,6 +152,19 @@ const MESSAGES: Record<string, Message> = {
   ListReply: { schema: CredentialListReplySchema, io: 'output', summary: 'credentials, never a secret' },
   AuditQueryRequest: { schema: AuditQueryRequestSchema, io: 'input', summary: 'a page of audit records' },
   AuditQueryReply: { schema: AuditQueryReplySchema, io: 'output', summary: 'audit records' },
+  WebhookSetRequest: {
+    schema: WebhookSetRequestSchema,
+    io: 'input',
+    summary: 'create or replace an endpoint (the secret is stored encrypted, never returned)',
+  },
+  WebhookDeleteRequest: { schema: WebhookDeleteRequestSchema, io: 'input', summary: 'remove an endpoint' },
+  WebhookListRequest: { schema: WebhookListRequestSchema, io: 'input', summary: '`{}`' },
+  WebhookOkReply: { schema: WebhookOkReplySchema, io: 'output', summary: 'done' },
+  WebhookListReply: {
+    schema: WebhookListReplySchema,
+    io: 'output',
+    summary: "the tenant's endpoints and their last delivery, never a secret",
+  },
   AuditRecord: {
     schema: AuditRecordSchema,
     io: 'output',
@@ -265,6 +283,30 @@ export const CHANNELS: Record<string, Channel> = {
     action: 'receive',
     queue: REFRESHER_QUEUE_GROUP,
     description: 'control plane: credentials across tenants',
+  },
+  adminWebhookSet: {
+    address: `${ADMIN}.webhook.set.{tenant}`,
+    message: 'WebhookSetRequest',
+    reply: 'WebhookOkReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'control plane: a webhook endpoint of the tenant',
+  },
+  adminWebhookDelete: {
+    address: `${ADMIN}.webhook.delete.{tenant}`,
+    message: 'WebhookDeleteRequest',
+    reply: 'WebhookOkReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: 'control plane: remove a webhook endpoint',
+  },
+  adminWebhookList: {
+    address: `${ADMIN}.webhook.list.{tenant}`,
+    message: 'WebhookListRequest',
+    reply: 'WebhookListReply',
+    action: 'receive',
+    queue: REFRESHER_QUEUE_GROUP,
+    description: "control plane: the tenant's webhook endpoints",
   },
   auditRecords: {
     address: 'audit.token.{type}.{tenant}.{connection}',

@@ -35,6 +35,10 @@ export const refresherFolders = {
     why: 'the connect flow is a handler beside tokens and registers through TokenService',
   },
   audit: { may: ['config', 'nats', 'persistence'], why: 'the outbox relay publishes what persistence wrote' },
+  webhooks: {
+    may: ['config', 'metrics', 'persistence'],
+    why: 'webhook delivery sends what persistence derived from the outbox; nothing below it calls it',
+  },
   observability: {
     may: ['metrics', 'nats', 'persistence', 'refresh'],
     why: 'health and metrics observe the others; nothing they observe may depend on them',

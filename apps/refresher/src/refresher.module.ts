@@ -59,6 +59,12 @@ import { RefreshService } from './refresh/refresh.service.js';
 import { CredentialListPager } from './tokens/credential-list.pager.js';
 import { TokenController } from './tokens/token.controller.js';
 import { TokenService } from './tokens/token.service.js';
+import { Webhooks1765200000000 } from './persistence/migrations/1765200000000-webhooks.js';
+import { WebhookRepository } from './persistence/webhook.repository.js';
+import { WebhookAdminController } from './webhooks/webhook-admin.controller.js';
+import { WebhookAdminService } from './webhooks/webhook-admin.service.js';
+import { WebhookDeliveryClient } from './webhooks/webhook-delivery.client.js';
+import { WebhookDispatcher } from './webhooks/webhook-dispatcher.service.js';
 
 export const MIGRATIONS = [
   InitialSchema1764100000000,
@@ -67,6 +73,7 @@ export const MIGRATIONS = [
   ConnectSessions1764900000000,
   RefreshTokenExpiry1765100000000,
   CredentialFields1765300000000,
+  Webhooks1765200000000,
 ];
 export const ENTITIES = [CredentialEntity, OutboxEntity];
 
@@ -123,7 +130,13 @@ export class RefresherModule {
           },
         }),
       ],
-      controllers: [TokenController, ConnectAdminController, ConnectController, HealthController],
+      controllers: [
+        TokenController,
+        ConnectAdminController,
+        ConnectController,
+        HealthController,
+        WebhookAdminController,
+      ],
       providers: [
         { provide: APP_CONFIG, useValue: config },
         { provide: TokenCipher, useFactory: () => createTokenCipher(config, (message) => logger.log(message)) },
@@ -202,6 +215,20 @@ export class RefresherModule {
         ReadinessService,
         OpsMetrics,
         GracefulShutdown,
+        WebhookRepository,
+        WebhookAdminService,
+        {
+          provide: WebhookDeliveryClient,
+          useFactory: (clock: Clock) =>
+            new WebhookDeliveryClient({
+              allowedNetworks: config.webhooks.allowedNetworks,
+              timeoutMs: config.webhooks.timeoutMs,
+              maxResponseBytes: config.webhooks.maxResponseBytes,
+              now: () => clock.now(),
+            }),
+          inject: [Clock],
+        },
+        WebhookDispatcher,
       ],
       exports: [APP_CONFIG, NATS_CONNECTION, RefreshMetrics, TokenService, RefreshScheduler],
     };

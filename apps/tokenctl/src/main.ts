@@ -13,6 +13,7 @@ import { AUDIT_RECORD_TYPES, CREDENTIAL_STATUSES, TOKEN_EVENT_KINDS } from '@tok
 import { ExitCode, reportError, ServiceError } from './cli.errors.js';
 import { registerAuthzCommand } from './authz.command.js';
 import { registerKeygenCommand } from './keygen.command.js';
+import { registerWebhookCommands } from './webhook.commands.js';
 import { auditCommand, watchCommand } from './events.commands.js';
 import { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS } from './cli.defaults.js';
 import type { CommandContext, NatsSession } from './nats.session.js';
@@ -237,6 +238,7 @@ Examples:
       ),
     );
 
+  registerWebhookCommands(program, action);
   registerAuthzCommand(program);
   registerKeygenCommand(program);
   return program;

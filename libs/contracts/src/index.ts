@@ -11,3 +11,4 @@ export * from './signing.js';
 export * from './permissions.js';
 export * from './consumer-scope.js';
 export * from './wire-schemas.js';
+export * from './webhooks.js';

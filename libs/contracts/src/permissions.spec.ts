@@ -122,6 +122,9 @@ describe('permission model', () => {
       'tokenkeeper.admin.describe.acme.*',
       'tokenkeeper.admin.connect.acme.*',
       'tokenkeeper.admin.list.acme',
+      'tokenkeeper.admin.webhook.set.acme',
+      'tokenkeeper.admin.webhook.delete.acme',
+      'tokenkeeper.admin.webhook.list.acme',
       'audit.query.acme',
     ]);
     expect(subscribe).toEqual(['_INBOX_admin-acme.>']);

@@ -1,6 +1,7 @@
 import { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, TOKEN_EVENT_KINDS } from './subjects.js';
 import { isValidName, NAME_PATTERN } from './names.js';
 import { ConsumerScope, scopeEntryText } from './consumer-scope.js';
+import { WEBHOOK_OPERATIONS } from './webhooks.js';
 import { ADMIN_CREDENTIAL_OPERATIONS, ADMIN_PREFIX, AUDIT_QUERY_PREFIX, TOKEN_GET_PREFIX } from './wire-subjects.js';
 
 /**
@@ -165,6 +166,7 @@ export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPe
         publish: [
           ...ADMIN_CREDENTIAL_OPERATIONS.map((op) => `${ADMIN_PREFIX}.${op}.${role.tenant}.*`),
           `${ADMIN_PREFIX}.list.${role.tenant}`,
+          ...WEBHOOK_OPERATIONS.map((op) => `${ADMIN_PREFIX}.webhook.${op}.${role.tenant}`),
           `${AUDIT_QUERY_PREFIX}.${role.tenant}`,
         ],
         subscribe: [inbox(inboxPrefix)],

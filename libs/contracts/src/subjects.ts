@@ -50,6 +50,9 @@ export const AUDIT_RECORD_TYPES = [
   // A failing credential refreshed again; a grant whose refresh token ends soon.
   'recovered',
   'expiring',
+  // Webhooks: a delivery an endpoint accepted, or one given up after the retry budget.
+  'webhook_delivered',
+  'webhook_parked',
 ] as const;
 export type AuditRecordType = (typeof AUDIT_RECORD_TYPES)[number];
 

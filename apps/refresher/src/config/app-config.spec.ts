@@ -31,3 +31,16 @@ describe('NATS settings of the refresher and the audit app (@tokenkeeper/nats)',
     }
   });
 });
+
+describe('WEBHOOK_ALLOWED_NETWORKS', () => {
+  it('takes CIDRs and names every bad entry at once', () => {
+    expect(loadConfig({ WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8, fd00::/8' }).webhooks.allowedNetworks).toEqual([
+      '127.0.0.0/8',
+      'fd00::/8',
+    ]);
+    expect(loadConfig({}).webhooks.allowedNetworks).toEqual([]);
+    expect(() => loadConfig({ WEBHOOK_ALLOWED_NETWORKS: '127.0.0.1,10.0.0.0/33,example.com/8' })).toThrow(
+      /entry #1 is not a CIDR[\s\S]*entry #2[\s\S]*entry #3/,
+    );
+  });
+});

@@ -21,6 +21,7 @@ import {
   replySubjectPrefixesFrom,
   withOwnInbox,
 } from '@tokenkeeper/nats';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { EncryptionKeyError, parseKeySpec } from './encryption-key-spec.js';
 
@@ -89,6 +90,14 @@ const EnvSchema = z.object({
   AUDIT_PUBLISH_TIMEOUT_MS: positiveInt(5_000),
   AUDIT_RELAY_DRAIN_MS: positiveInt(5_000),
   AUDIT_OUTBOX_RETENTION_HOURS: positiveInt(24),
+  // Webhooks: which otherwise refused networks endpoints may be on, and the delivery loop.
+  WEBHOOK_ALLOWED_NETWORKS: optionalText,
+  WEBHOOK_TIMEOUT_MS: positiveInt(10_000),
+  WEBHOOK_MAX_RESPONSE_BYTES: positiveInt(64 * 1024),
+  WEBHOOK_RETRY_BUDGET_SECONDS: positiveInt(86_400),
+  WEBHOOK_INTERVAL_MS: positiveInt(500),
+  WEBHOOK_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(256),
+  WEBHOOK_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(1_024).default(32),
 });
 
 /** The refresher's settings and their defaults (the check of .env.example reads them). */
@@ -161,6 +170,17 @@ export interface AppConfig extends ServiceConfig {
       outboxRetentionHours: number;
     };
   };
+  webhooks: {
+    /** WEBHOOK_ALLOWED_NETWORKS: CIDRs exempt from the refusal of private, loopback and link-local targets. */
+    allowedNetworks: string[];
+    timeoutMs: number;
+    maxResponseBytes: number;
+    /** How long after a change its delivery is retried before it is parked. */
+    retryBudgetSeconds: number;
+    intervalMs: number;
+    batchSize: number;
+    maxInFlight: number;
+  };
 }
 
 export const APP_CONFIG = Symbol('APP_CONFIG');
@@ -183,6 +203,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   encryptionKeysCheck(e, problems);
   const signing = signingFrom(e, problems);
   const publicBaseUrl = publicBaseUrlFrom(e, problems);
+  const allowedNetworks = allowedNetworksFrom(e.WEBHOOK_ALLOWED_NETWORKS, problems);
   failOnProblems(problems, fail);
 
   return {
@@ -237,7 +258,33 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
         outboxRetentionHours: e.AUDIT_OUTBOX_RETENTION_HOURS,
       },
     },
+    webhooks: {
+      allowedNetworks,
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+      maxResponseBytes: e.WEBHOOK_MAX_RESPONSE_BYTES,
+      retryBudgetSeconds: e.WEBHOOK_RETRY_BUDGET_SECONDS,
+      intervalMs: e.WEBHOOK_INTERVAL_MS,
+      batchSize: e.WEBHOOK_BATCH_SIZE,
+      maxInFlight: e.WEBHOOK_MAX_IN_FLIGHT,
+    },
   };
+}
+
+/** WEBHOOK_ALLOWED_NETWORKS: comma-separated CIDRs, each checked. */
+function allowedNetworksFrom(value: string | undefined, problems: string[]): string[] {
+  const cidrs = (value ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  cidrs.forEach((cidr, index) => {
+    const [address, prefix, extra] = cidr.split('/');
+    const family = isIP(address);
+    const max = family === 4 ? 32 : 128;
+    if (family === 0 || extra !== undefined || !/^\d{1,3}$/.test(prefix ?? '') || Number(prefix) > max) {
+      problems.push(`  WEBHOOK_ALLOWED_NETWORKS: entry #${index + 1} is not a CIDR (e.g. 127.0.0.0/8)`);
+    }
+  });
+  return cidrs;
 }
 
 /**

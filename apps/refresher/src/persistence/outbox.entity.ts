@@ -19,4 +19,6 @@ export class OutboxEntity {
   @Column({ type: 'jsonb' }) payload!: Record<string, unknown>;
   @Column({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
   @Column({ name: 'published_at', type: 'timestamptz', nullable: true }) publishedAt!: Date | null;
+  /** When the record's webhook deliveries were derived; retention keeps the row until then. */
+  @Column({ name: 'webhooks_at', type: 'timestamptz', nullable: true }) webhooksAt!: Date | null;
 }

@@ -117,14 +117,16 @@ export class OutboxRelaySession {
   }
 
   /**
-   * Deletes published rows older than `retentionHours`. It looks at the oldest ids only
+   * Deletes published rows older than `retentionHours`, never one whose webhook deliveries
+   * have not been derived yet. It looks at the oldest ids only
    * (primary key order follows time), so a table full of recent rows costs one short
    * index scan.
    */
   async purgePublished(retentionHours: number): Promise<void> {
     await this.client.query(
       `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 10000)
-         AND published_at IS NOT NULL AND published_at < now() - make_interval(hours => $1)`,
+         AND published_at IS NOT NULL AND published_at < now() - make_interval(hours => $1)
+         AND webhooks_at IS NOT NULL`,
       [retentionHours],
     );
   }

@@ -29,7 +29,7 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
  * variables, which the PostgreSQL driver reads for the database password.
  */
 const RESERVED_PREFIXES =
-  /^(NATS_|DATABASE_|AUDIT_|TOKEN_|EVENT_|REFRESH_|CLAIM_|BACKOFF_|LEASE_|SHUTDOWN_|CONNECT_|PG[A-Z])/;
+  /^(NATS_|DATABASE_|AUDIT_|TOKEN_|EVENT_|REFRESH_|CLAIM_|BACKOFF_|LEASE_|SHUTDOWN_|CONNECT_|WEBHOOK_|PG[A-Z])/;
 const RESERVED_NAMES = new Set([
   'NODE_ENV',
   'PROVIDERS_FILE',
