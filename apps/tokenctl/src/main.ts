@@ -12,6 +12,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { AUDIT_RECORD_TYPES, CREDENTIAL_STATUSES, TOKEN_EVENT_KINDS } from '@tokenkeeper/contracts';
 import { ExitCode, reportError, ServiceError } from './cli.errors.js';
 import { registerAuthzCommand } from './authz.command.js';
+import { registerAuthzJwtCommand } from './authz-jwt.command.js';
 import { auditCommand, watchCommand } from './events.commands.js';
 import {
   DEFAULT_NATS_URL,
@@ -223,6 +224,7 @@ Examples:
     );
 
   registerAuthzCommand(program);
+  registerAuthzJwtCommand(program);
   return program;
 }
 
