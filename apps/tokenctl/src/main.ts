@@ -14,6 +14,7 @@ import { ExitCode, reportError, ServiceError } from './cli.errors.js';
 import { registerAuthzCommand } from './authz.command.js';
 import { registerKeygenCommand } from './keygen.command.js';
 import { registerWebhookCommands } from './webhook.commands.js';
+import { registerAuthzJwtCommand } from './authz-jwt.command.js';
 import { auditCommand, watchCommand } from './events.commands.js';
 import { DEFAULT_NATS_URL, DEFAULT_TIMEOUT_MS } from './cli.defaults.js';
 import type { CommandContext, NatsSession } from './nats.session.js';
@@ -241,6 +242,7 @@ Examples:
   registerWebhookCommands(program, action);
   registerAuthzCommand(program);
   registerKeygenCommand(program);
+  registerAuthzJwtCommand(program);
   return program;
 }
 
