@@ -107,6 +107,14 @@ export const PANELS: Panel[] = [
     targets: [{ expr: 'max(tokenkeeper_outbox_oldest_pending_seconds)', legend: 'oldest' }],
   },
   {
+    title: 'Webhooks: oldest undelivered',
+    description:
+      'Age of the oldest webhook delivery not yet accepted by its endpoint; parked after the retry budget (a day).',
+    type: 'timeseries',
+    unit: 's',
+    targets: [{ expr: 'max(tokenkeeper_webhook_oldest_undelivered_seconds)', legend: 'oldest' }],
+  },
+  {
     title: 'Audit ingestion lag',
     description: 'From an event happening to its record being stored by the audit app (its last batch).',
     type: 'timeseries',
