@@ -72,8 +72,8 @@ export const MIGRATIONS = [
   OutboxRecordId1764700000000,
   ConnectSessions1764900000000,
   RefreshTokenExpiry1765100000000,
-  CredentialFields1765300000000,
   Webhooks1765200000000,
+  CredentialFields1765300000000,
 ];
 export const ENTITIES = [CredentialEntity, OutboxEntity];
 

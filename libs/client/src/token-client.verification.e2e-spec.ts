@@ -1,5 +1,11 @@
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
-import { type CredentialKey, EventSigner, generateSigningSeed, tokenEventSubject } from '@tokenkeeper/contracts';
+import {
+  type CredentialKey,
+  EventSigner,
+  generateSigningSeed,
+  TOKEN_EVENT_KINDS,
+  tokenEventSubject,
+} from '@tokenkeeper/contracts';
 import { freePort, type NatsServerHandle, startNatsServer, waitFor } from '@tokenkeeper/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FakeRefresher, tokenView } from '../test/fake-refresher.fixture.js';
@@ -388,7 +394,7 @@ describe('TokenClient without trustedSigners', () => {
 });
 
 describe('TokenClient scope', () => {
-  it('subscribes to the four event types of its tenants and connections only; other tenants are never received', async () => {
+  it('subscribes to every event type of its tenants and connections only; other tenants are never received', async () => {
     const served = newKey();
     const single = { tenant: `v${++seq}`, connection: 'stripe' };
     const stranger = newKey();
@@ -401,16 +407,10 @@ describe('TokenClient scope', () => {
     const subjects = await serverSideSubscriptions('scoped-client');
     const events = subjects.filter((s) => s.startsWith('token.'));
     expect(events.sort()).toEqual(
-      [
-        `token.failed.${served.tenant}.>`,
-        `token.refreshed.${served.tenant}.>`,
-        `token.registered.${served.tenant}.>`,
-        `token.revoked.${served.tenant}.>`,
-        `token.failed.${single.tenant}.stripe`,
-        `token.refreshed.${single.tenant}.stripe`,
-        `token.registered.${single.tenant}.stripe`,
-        `token.revoked.${single.tenant}.stripe`,
-      ].sort(),
+      TOKEN_EVENT_KINDS.flatMap((kind) => [
+        `token.${kind}.${served.tenant}.>`,
+        `token.${kind}.${single.tenant}.stripe`,
+      ]).sort(),
     );
     const strangerSubject = tokenEventSubject('refreshed', stranger.tenant, stranger.connection);
     const otherConnection = tokenEventSubject('refreshed', single.tenant, 'github');
