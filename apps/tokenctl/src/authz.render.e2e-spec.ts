@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { authzUsers } from '@tokenkeeper/contracts';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildAuthz, parseConsumerFlag, parseConsumerScopeFlag, parsePasswordsFile } from './authz.command.js';
+import {
+  buildAuthz,
+  parseConsumerFlag,
+  parseConsumerScopeFlag,
+  parseLeafFlag,
+  parsePasswordsFile,
+} from './authz.command.js';
 import { renderNscCommands, renderServerConfig, shellQuote, type GeneratedUser } from './authz.render.js';
 import { UsageError } from './cli.errors.js';
 
@@ -177,6 +183,37 @@ describe('authz rendering', () => {
       service: 'scheduler',
       scope: ['*.twitter', 'acme.*'],
     });
+  });
+
+  it('generates a leaf user for the consumers inside --leaf, a password user also with --nkeys, and the no-credentials guard', () => {
+    const flags = { refresher: true, tenant: ['acme'], consumer: ['globex:billing'], leaf: ['eu:acme.*'], nkeys: true };
+    const { config, secrets, users } = buildAuthz(flags);
+    const parsed = usersJson(config) as Array<Record<string, any>>;
+    const leaf = parsed.find((u) => u.user === 'leaf-eu')!;
+    expect(leaf.password).toEqual(expect.any(String));
+    expect(leaf.permissions.publish.allow).toEqual(['token.get.acme.*']);
+    expect(leaf.permissions.subscribe.allow).toContain('_INBOX_svc-acme.>');
+    expect(leaf.permissions.subscribe.allow).not.toContain('_INBOX_svc-globex-billing.>');
+    expect(config).toContain("the leaf's leafnodes remote connects as this user");
+    expect(secrets).toContain(`nats-leaf://leaf-eu:${leaf.password}@<hub>:7422`);
+    expect(users.find((u) => u.user.name === 'svc-acme')!.credential.kind).toBe('nkey');
+    // The guard: the last user, refused by connection type, and no_auth_user naming it; its password is nobody's.
+    const guard = parsed.at(-1)!;
+    expect(guard).toMatchObject({ user: 'no-credentials', allowed_connection_types: ['MQTT'] });
+    expect(config).toContain('\nno_auth_user: "no-credentials"\n');
+    expect(secrets).not.toContain(guard.password);
+    expect(natsServerAccepts(config).ok).toBe(true);
+    expect(natsServerAccepts(`${config}leafnodes { listen: "127.0.0.1:-1" }\n`).ok).toBe(true);
+    // Without a leaf there is no guard.
+    expect(buildAuthz({ refresher: true, tenant: ['acme'] }).config).not.toContain('no_auth_user');
+  });
+
+  it('refuses a --leaf that is not <leaf>:<tenant>.<connection>,… or serves none of the consumers asked for', () => {
+    const consumers = [{ kind: 'consumer', tenant: 'acme' } as const];
+    for (const bad of ['eu', 'eu:', ':acme.*', 'eu:acme', 'e.u:acme.*', 'eu:acme.>'])
+      expect(() => parseLeafFlag(bad, consumers), bad).toThrow(/<leaf>:<tenant>\.<connection>/);
+    expect(() => parseLeafFlag('eu:globex.*', consumers)).toThrow(UsageError);
+    expect(() => buildAuthz({ refresher: true, leaf: ['eu:acme.*'] })).toThrow(/no consumer asked for/);
   });
 
   it('keeps comments out of the JSON and names each user’s role and inbox', () => {

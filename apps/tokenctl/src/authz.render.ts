@@ -26,6 +26,8 @@ function describeRole(role: AuthzRole): string {
       return `tenant admin of ${role.tenant}`;
     case 'audit':
       return `audit app (durable consumer ${role.consumerName ?? 'default'})`;
+    case 'leaf':
+      return `leaf node ${role.leaf} (scope ${role.scope.join(', ')}; replies into ${role.inboxPrefixes.join(', ')})`;
     default:
       return role.kind;
   }
@@ -46,19 +48,66 @@ export function serverUserObject({ user, credential }: GeneratedUser): Record<st
   };
 }
 
+/** The user a client or leaf node that sends no credentials is taken for (`no_auth_user`); see {@link noCredentialsUser}. */
+export const NO_CREDENTIALS_USER = 'no-credentials';
+
+/**
+ * nats-server before 2.12 lets a leaf node that sends no credentials into the account with no
+ * permissions at all when the leafnodes block has no authorization of its own (auth.go falls
+ * back to the global account), however tight the users' permissions are. Pointing
+ * `no_auth_user` at a user allowed only a connection type nobody uses here (MQTT) makes such
+ * a leaf, and a client without credentials, fail authentication instead; deny-all
+ * permissions in case MQTT is ever turned on. Its password is never handed out.
+ */
+export function noCredentialsUser(password: string): Record<string, unknown> {
+  return {
+    user: NO_CREDENTIALS_USER,
+    password,
+    allowed_connection_types: ['MQTT'],
+    permissions: { publish: { deny: ['>'] }, subscribe: { deny: ['>'] } },
+  };
+}
+
+function userComment(user: AuthzUser): string {
+  const how =
+    user.role.kind === 'leaf'
+      ? "the leaf's leafnodes remote connects as this user"
+      : `connects with NATS_INBOX_PREFIX=${user.inboxPrefix}`;
+  return `# ${user.name}: ${describeRole(user.role)}; ${how}`;
+}
+
+export interface RenderOptions {
+  /** Adds the {@link noCredentialsUser} guard with this password, and `no_auth_user` after the block. */
+  noCredentialsPassword?: string;
+}
+
 /** The `authorization { users = [ … ] }` block, each user preceded by a comment naming its role and inbox. */
-export function renderServerConfig(users: readonly GeneratedUser[], header?: string): string {
+export function renderServerConfig(
+  users: readonly GeneratedUser[],
+  header?: string,
+  options: RenderOptions = {},
+): string {
+  const entries = users.map((generated) => ({
+    comment: userComment(generated.user),
+    body: serverUserObject(generated),
+  }));
+  if (options.noCredentialsPassword !== undefined) {
+    entries.push({
+      comment: `# ${NO_CREDENTIALS_USER}: what a leaf node or client without credentials is taken for, and refused (no_auth_user)`,
+      body: noCredentialsUser(options.noCredentialsPassword),
+    });
+  }
   const lines: string[] = [];
   if (header) lines.push(...header.split('\n').map((l) => `# ${l}`));
   lines.push('authorization {', '  users = [');
-  users.forEach((generated, i) => {
-    const { user } = generated;
-    lines.push(`    # ${user.name}: ${describeRole(user.role)}; connects with NATS_INBOX_PREFIX=${user.inboxPrefix}`);
-    const body = JSON.stringify(serverUserObject(generated), null, 2).split('\n');
-    const last = i === users.length - 1;
-    body.forEach((line, j) => lines.push(`    ${line}${last || j < body.length - 1 ? '' : ','}`));
+  entries.forEach(({ comment, body }, i) => {
+    lines.push(`    ${comment}`);
+    const text = JSON.stringify(body, null, 2).split('\n');
+    const last = i === entries.length - 1;
+    text.forEach((line, j) => lines.push(`    ${line}${last || j < text.length - 1 ? '' : ','}`));
   });
   lines.push('  ]', '}');
+  if (options.noCredentialsPassword !== undefined) lines.push(`no_auth_user: "${NO_CREDENTIALS_USER}"`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -72,8 +121,10 @@ export function renderSecrets(users: readonly GeneratedUser[]): string {
   for (const { user, credential } of users) {
     lines.push(`# [${user.name}] ${describeRole(user.role)}`);
     if (credential.kind === 'nkey') lines.push(`#   NATS_NKEY_SEED=${credential.seed}`);
+    else if (user.role.kind === 'leaf')
+      lines.push(`#   leafnodes remote url: nats-leaf://${user.name}:${credential.password}@<hub>:7422`);
     else lines.push(`#   NATS_USER=${user.name}`, `#   NATS_PASS=${credential.password}`);
-    lines.push(`#   NATS_INBOX_PREFIX=${user.inboxPrefix}`);
+    if (user.role.kind !== 'leaf') lines.push(`#   NATS_INBOX_PREFIX=${user.inboxPrefix}`);
   }
   lines.push('# ---- END SECRET ----');
   return `${lines.join('\n')}\n`;

@@ -92,6 +92,15 @@ export class ConsumerScope {
     return this.everything || this.wholeTenants.has(tenant);
   }
 
+  /** Whether every credential an entry names (`*` on either side included) lies inside the scope. */
+  coversEntry(e: ScopeEntry): boolean {
+    if (this.everything) return true;
+    if (e.tenant === SCOPE_WILDCARD)
+      return e.connection !== SCOPE_WILDCARD && this.anyTenantConnections.has(e.connection);
+    if (e.connection === SCOPE_WILDCARD) return this.wholeTenants.has(e.tenant);
+    return this.covers(e);
+  }
+
   private coveredByOther(e: ScopeEntry): boolean {
     if (e.tenant === SCOPE_WILDCARD && e.connection === SCOPE_WILDCARD) return false;
     if (this.everything) return true;

@@ -5,6 +5,7 @@ import {
   auditConsumerApi,
   defaultUserName,
   inboxPrefixFor,
+  leafRole,
   rolePermissions,
   type AuthzRole,
 } from './permissions.js';
@@ -92,6 +93,61 @@ describe('permission model', () => {
     expect(defaultUserName({ ...role, scope: ['acme.*'] })).toBe('scope-scheduler');
     expect(defaultUserName(role)).not.toBe(
       defaultUserName({ kind: 'consumer', tenant: 'scope', service: 'scheduler' }),
+    );
+  });
+
+  it('gives a leaf the union of the consumers it serves: their requests, events and inboxes, nothing else', () => {
+    const billing: AuthzRole = { kind: 'consumer', tenant: 'acme', service: 'billing', connections: ['github'] };
+    const others: AuthzRole[] = [
+      { kind: 'consumer', tenant: 'acme' }, // all of acme: more than acme.github
+      { kind: 'consumer', tenant: 'globex' },
+      { kind: 'scoped-consumer', service: 'scheduler', scope: ['*.github'] },
+      { kind: 'tenant-admin', tenant: 'acme' },
+      { kind: 'operator' },
+    ];
+    const role = leafRole('eu', ['acme.github'], [billing, ...others]);
+    expect(role).toEqual({
+      kind: 'leaf',
+      leaf: 'eu',
+      scope: ['acme.github'],
+      inboxPrefixes: ['_INBOX_svc-acme-billing'],
+    });
+    expect(defaultUserName(role)).toBe('leaf-eu');
+    expect(rolePermissions(role, '_INBOX_leaf-eu')).toEqual({
+      publish: ['token.get.acme.github'],
+      subscribe: [...TOKEN_EVENT_KINDS.map((kind) => `token.${kind}.acme.github`), '_INBOX_svc-acme-billing.>'],
+      allowResponses: false,
+    });
+
+    // A tenant pattern serves every consumer inside it, a scoped one included, and no other tenant's.
+    const wide = leafRole(
+      'eu',
+      ['acme.*', '*.twitter'],
+      [billing, ...others, { kind: 'scoped-consumer', service: 'poster', scope: ['*.twitter', 'acme.slack'] }],
+    );
+    expect(wide.kind === 'leaf' && wide.inboxPrefixes).toEqual([
+      '_INBOX_svc-acme-billing',
+      '_INBOX_svc-acme',
+      '_INBOX_scope-poster',
+    ]);
+    const perms = rolePermissions(wide, '_INBOX_leaf-eu');
+    expect(perms.publish).toEqual(['token.get.acme.*', 'token.get.*.twitter']);
+    for (const subject of [...perms.publish, ...perms.subscribe]) {
+      expect(subject, subject).not.toMatch(/globex|^_INBOX\.|^_INBOX_svc-globex|^_INBOX_scope-scheduler|^_INBOX_admin/);
+      expect(subject.includes('>') && !subject.startsWith('_INBOX_'), subject).toBe(false);
+    }
+  });
+
+  it('refuses a leaf that would serve no consumer, or whose inboxes are not _INBOX_<user>', () => {
+    expect(() => leafRole('eu', ['globex.*'], [{ kind: 'consumer', tenant: 'acme' }])).toThrow(/no consumer/);
+    expect(() => leafRole('eu', ['acme.github'], [{ kind: 'consumer', tenant: 'acme' }])).toThrow(/no consumer/);
+    for (const inboxPrefixes of [[], ['_INBOX'], ['_INBOX_a.b'], ['_INBOX_*'], ['_INBOX_>']])
+      expect(
+        () => authzUser({ kind: 'leaf', leaf: 'eu', scope: ['acme.*'], inboxPrefixes }),
+        JSON.stringify(inboxPrefixes),
+      ).toThrow(RangeError);
+    expect(() => authzUser({ kind: 'leaf', leaf: 'e.u', scope: ['acme.*'], inboxPrefixes: ['_INBOX_x'] })).toThrow(
+      RangeError,
     );
   });
 

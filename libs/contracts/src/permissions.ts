@@ -38,7 +38,15 @@ export type AuthzRole =
    * A consumer service of many tenants: `scope` entries `<tenant>.<connection>`, each side a
    * name or `*` (`*.twitter`, `acme.*`, `*.*`). The scope is its grant; the service its identity.
    */
-  | { kind: 'scoped-consumer'; service: string; scope: readonly string[] };
+  | { kind: 'scoped-consumer'; service: string; scope: readonly string[] }
+  /**
+   * The user a leaf node's `leafnodes { remotes }` connection authenticates as on the hub.
+   * The hub holds everything the leaf forwards to it to this user's permissions, so they are
+   * the union of what the leaf's consumers may do: `scope` (`<tenant>.<connection>` entries,
+   * as for a scoped consumer) for requests and events, and the inboxes of the consumers it
+   * serves for their replies (see {@link leafRole}).
+   */
+  | { kind: 'leaf'; leaf: string; scope: readonly string[]; inboxPrefixes: readonly string[] };
 
 export type AuthzRoleKind = AuthzRole['kind'];
 
@@ -87,6 +95,8 @@ export function defaultUserName(role: AuthzRole): string {
         : `svc-${userNamePart(role.tenant)}-${userNamePart(role.service)}`;
     case 'scoped-consumer':
       return `scope-${userNamePart(role.service)}`;
+    case 'leaf':
+      return `leaf-${userNamePart(role.leaf)}`;
   }
 }
 
@@ -158,6 +168,8 @@ export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPe
         allowResponses: false,
       };
     }
+    case 'leaf':
+      return leafPermissions(role);
     case 'tenant-admin':
       assertName(role.tenant, 'tenant');
       return {
@@ -207,6 +219,57 @@ export function rolePermissions(role: AuthzRole, inboxPrefix: string): SubjectPe
       };
     }
   }
+}
+
+/** Seen from the leaf: publish is what it may send to the hub, subscribe what the hub delivers to it. */
+function leafPermissions(role: Extract<AuthzRole, { kind: 'leaf' }>): SubjectPermissions {
+  assertName(role.leaf, 'leaf');
+  const scope = ConsumerScope.parse(role.scope);
+  if (scope.size === 0) throw new RangeError('a leaf needs at least one <tenant>.<connection> entry');
+  if (role.inboxPrefixes.length === 0)
+    throw new RangeError('a leaf needs the inbox of at least one consumer it serves');
+  for (const prefix of role.inboxPrefixes) {
+    // Its own token: a wildcard or a bare `_INBOX` would hand the leaf every client's replies.
+    if (!/^_INBOX_[A-Za-z0-9_-]{1,600}$/.test(prefix))
+      throw new RangeError(`inbox prefix ${prefix}: give _INBOX_<user>`);
+  }
+  const entries = scope.entries.map(scopeEntryText);
+  return {
+    publish: entries.map((e) => `${TOKEN_GET_PREFIX}.${e}`),
+    subscribe: [
+      ...scope.entries.flatMap((e) => eventSubjects(e.tenant, e.connection)),
+      ...role.inboxPrefixes.map(inbox),
+    ],
+    allowResponses: false,
+  };
+}
+
+/** Whether a consumer's whole grant lies inside the scope, so that a leaf of that scope can serve it. */
+export function scopeServes(scope: ConsumerScope, role: AuthzRole): boolean {
+  switch (role.kind) {
+    case 'consumer':
+      return role.connections?.length
+        ? role.connections.every((connection) => scope.covers({ tenant: role.tenant, connection }))
+        : scope.coversTenant(role.tenant);
+    case 'scoped-consumer':
+      return ConsumerScope.parse(role.scope).entries.every((e) => scope.coversEntry(e));
+    default:
+      return false;
+  }
+}
+
+/**
+ * The leaf-connection role of leaf node `leaf` with scope `scope`, serving every consumer among
+ * `roles` whose grant lies inside the scope (their inboxes are what replies travel back on).
+ * Throws when it would serve nobody: a leaf whose consumers get no replies is a mistake.
+ */
+export function leafRole(leaf: string, scope: readonly string[], roles: readonly AuthzRole[]): AuthzRole {
+  const parsed = ConsumerScope.parse(scope);
+  const served = roles.filter((r) => scopeServes(parsed, r));
+  if (served.length === 0)
+    throw new RangeError(`leaf ${leaf}: no consumer asked for lies inside its scope ${scope.join(',')}`);
+  const inboxPrefixes = [...new Set(served.map((r) => inboxPrefixFor(defaultUserName(r))))];
+  return { kind: 'leaf', leaf, scope: parsed.entries.map(scopeEntryText), inboxPrefixes };
 }
 
 /** One user per role; the name defaults to {@link defaultUserName}, the inbox to `_INBOX_<name>`. */
