@@ -1,4 +1,4 @@
-import { type DynamicModule, Inject, Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
+import { type DynamicModule, Inject, Logger, Module, type OnApplicationShutdown, type Provider } from '@nestjs/common';
 import { connectNats, drainBounded } from '@tokenkeeper/nats';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { ensureDatabase, openWithMigrations } from '@tokenkeeper/common';
@@ -95,41 +95,184 @@ class NatsLifecycle implements OnApplicationShutdown {
   }
 }
 
+/** PostgreSQL through TypeORM: migrations under a lock shared by all replicas, timeouts on both sides. */
+function databaseModule(config: AppConfig): DynamicModule {
+  return TypeOrmModule.forRootAsync({
+    dataSourceFactory: async (options) => openWithMigrations(options!, 'tokenkeeper-refresher-migrations'),
+    useFactory: async () => {
+      await ensureDatabase(config.database.url);
+      return {
+        type: 'postgres' as const,
+        url: config.database.url,
+        entities: ENTITIES,
+        migrations: MIGRATIONS,
+        // Applied by openWithMigrations, under a lock shared by all replicas.
+        migrationsRun: false,
+        synchronize: false,
+        poolSize: config.database.poolSize,
+        retryAttempts: config.env === 'test' ? 1 : 10,
+        retryDelay: 1_000,
+        extra: {
+          application_name: `tokenkeeper-refresher ${config.replicaId}`,
+          connectionTimeoutMillis: config.database.connectTimeoutMs,
+          statement_timeout: config.database.statementTimeoutMs,
+          idle_in_transaction_session_timeout: config.database.idleInTransactionTimeoutMs,
+          // Client side too: a server that stopped answering cannot enforce its own timeout.
+          query_timeout: config.database.statementTimeoutMs + 2_000,
+          keepAlive: true,
+        },
+      };
+    },
+  });
+}
+
+/** The configuration, and the token cipher with the row mapping that uses it. */
+function configAndCipher(config: AppConfig, logger: Logger): Provider[] {
+  return [
+    { provide: APP_CONFIG, useValue: config },
+    { provide: TokenCipher, useFactory: () => createTokenCipher(config, (message) => logger.log(message)) },
+    {
+      provide: CredentialMapper,
+      useFactory: (cipher: TokenCipher) => new CredentialMapper(cipher),
+      inject: [TokenCipher],
+    },
+  ];
+}
+
+/** The providers file and the HTTP side of the OAuth providers: token endpoint, revocation. */
+function oauthProviders(config: AppConfig, providers?: ReadonlyMap<string, ProviderConfig>): Provider[] {
+  return [
+    {
+      provide: ProviderRegistry,
+      useFactory: () => new ProviderRegistry(providers ?? loadProvidersFile(config.providersFile, config.providersEnv)),
+    },
+    {
+      provide: TOKEN_ENDPOINT,
+      useFactory: (clock: Clock): TokenEndpoint =>
+        new UndiciTokenEndpoint({ timeoutMs: config.refresh.requestTimeoutMs, now: () => clock.now() }),
+      inject: [Clock],
+    },
+    TokenEndpointLifecycle,
+    ProviderRevocation,
+  ];
+}
+
+/** The NATS connection, the signing keys of replies and events, and the signed reply cache. */
+function natsProviders(config: AppConfig, logger: Logger): Provider[] {
+  return [
+    {
+      provide: NATS_CONNECTION,
+      useFactory: () => connectNats(config.nats, `tokenkeeper-refresher ${config.replicaId}`),
+    },
+    { provide: EventSigner, useFactory: () => createEventSigner(config, (message) => logger.log(message)) },
+    {
+      provide: SignatureVerifier,
+      useFactory: (signer: EventSigner) => createSignatureVerifier(config, signer),
+      inject: [EventSigner],
+    },
+    {
+      provide: ReplyCache,
+      useFactory: (signer: EventSigner, clock: Clock) =>
+        new ReplyCache(config.tokenCacheMaxEntries, signer, {
+          clock: () => clock.now(),
+          maxAgeSeconds: config.signing.maxAgeSeconds,
+        }),
+      inject: [EventSigner, Clock],
+    },
+    NatsLifecycle,
+  ];
+}
+
+/** The clock, the refresh metrics, and the credential storage with its start-up key check. */
+function storageProviders(): Provider[] {
+  return [
+    Clock,
+    RefreshMetrics,
+    CredentialRepository,
+    EncryptionKeyRepository,
+    {
+      provide: EncryptionKeyCheck,
+      useFactory: EncryptionKeyCheck.run,
+      inject: [TokenCipher, EncryptionKeyRepository],
+    },
+  ];
+}
+
+/** Where committed changes go (cache, signed events), and the listener for other replicas' events. */
+function eventProviders(): Provider[] {
+  return [OwnEvents, TokenEventPublisher, TokenChangeNotifier, TokenEventListener];
+}
+
+/** The refresh engine: one refresh, on-demand single flight, the scheduler, the sweeps. */
+function refreshProviders(): Provider[] {
+  return [RefreshService, RefreshCoordinator, RefreshScheduler, WithdrawnTenantsSweep, ReencryptionService];
+}
+
+/** The token API's request handling and list paging. */
+function tokenProviders(): Provider[] {
+  return [TokenService, CredentialListPager];
+}
+
+/** The browser connect flow: its sessions and its signed one-time links. */
+function connectProviders(): Provider[] {
+  return [
+    ConnectSessionRepository,
+    ConnectService,
+    ConnectLinkService,
+    {
+      provide: ConnectLinkSigner,
+      useFactory: (cipher: TokenCipher) => new ConnectLinkSigner(cipher),
+      inject: [TokenCipher],
+    },
+  ];
+}
+
+/** The audit stream and outbox relay, health and metrics, and the shutdown order. */
+function operationsProviders(): Provider[] {
+  return [
+    AuditStreamService,
+    OutboxRepository,
+    OutboxRelay,
+    CredentialStatsRepository,
+    DatabaseStatusRepository,
+    NatsStatusMonitor,
+    ReadinessService,
+    OpsMetrics,
+    GracefulShutdown,
+  ];
+}
+
+/** Webhook endpoints: their storage, admin handlers, the guarded HTTP client and the delivery loop. */
+function webhookProviders(config: AppConfig): Provider[] {
+  return [
+    WebhookRepository,
+    WebhookAdminService,
+    {
+      provide: WebhookDeliveryClient,
+      useFactory: (clock: Clock) =>
+        new WebhookDeliveryClient({
+          allowedNetworks: config.webhooks.allowedNetworks,
+          timeoutMs: config.webhooks.timeoutMs,
+          maxResponseBytes: config.webhooks.maxResponseBytes,
+          now: () => clock.now(),
+        }),
+      inject: [Clock],
+    },
+    WebhookDispatcher,
+  ];
+}
+
 @Module({})
 export class RefresherModule {
+  /**
+   * The providers in groups; Nest calls the lifecycle hooks of one module in the order its
+   * providers are listed, so the groups keep the order GracefulShutdown relies on.
+   */
   static forRoot({ config, providers }: RefresherModuleOptions): DynamicModule {
     const logger = new Logger('Refresher');
     return {
       module: RefresherModule,
-      imports: [
-        TypeOrmModule.forRootAsync({
-          dataSourceFactory: async (options) => openWithMigrations(options!, 'tokenkeeper-refresher-migrations'),
-          useFactory: async () => {
-            await ensureDatabase(config.database.url);
-            return {
-              type: 'postgres' as const,
-              url: config.database.url,
-              entities: ENTITIES,
-              migrations: MIGRATIONS,
-              // Applied by openWithMigrations, under a lock shared by all replicas.
-              migrationsRun: false,
-              synchronize: false,
-              poolSize: config.database.poolSize,
-              retryAttempts: config.env === 'test' ? 1 : 10,
-              retryDelay: 1_000,
-              extra: {
-                application_name: `tokenkeeper-refresher ${config.replicaId}`,
-                connectionTimeoutMillis: config.database.connectTimeoutMs,
-                statement_timeout: config.database.statementTimeoutMs,
-                idle_in_transaction_session_timeout: config.database.idleInTransactionTimeoutMs,
-                // Client side too: a server that stopped answering cannot enforce its own timeout.
-                query_timeout: config.database.statementTimeoutMs + 2_000,
-                keepAlive: true,
-              },
-            };
-          },
-        }),
-      ],
+      imports: [databaseModule(config)],
       controllers: [
         TokenController,
         ConnectAdminController,
@@ -138,97 +281,16 @@ export class RefresherModule {
         WebhookAdminController,
       ],
       providers: [
-        { provide: APP_CONFIG, useValue: config },
-        { provide: TokenCipher, useFactory: () => createTokenCipher(config, (message) => logger.log(message)) },
-        {
-          provide: CredentialMapper,
-          useFactory: (cipher: TokenCipher) => new CredentialMapper(cipher),
-          inject: [TokenCipher],
-        },
-        {
-          provide: ProviderRegistry,
-          useFactory: () =>
-            new ProviderRegistry(providers ?? loadProvidersFile(config.providersFile, config.providersEnv)),
-        },
-        {
-          provide: TOKEN_ENDPOINT,
-          useFactory: (clock: Clock): TokenEndpoint =>
-            new UndiciTokenEndpoint({ timeoutMs: config.refresh.requestTimeoutMs, now: () => clock.now() }),
-          inject: [Clock],
-        },
-        TokenEndpointLifecycle,
-        ProviderRevocation,
-        {
-          provide: NATS_CONNECTION,
-          useFactory: () => connectNats(config.nats, `tokenkeeper-refresher ${config.replicaId}`),
-        },
-        { provide: EventSigner, useFactory: () => createEventSigner(config, (message) => logger.log(message)) },
-        {
-          provide: SignatureVerifier,
-          useFactory: (signer: EventSigner) => createSignatureVerifier(config, signer),
-          inject: [EventSigner],
-        },
-        {
-          provide: ReplyCache,
-          useFactory: (signer: EventSigner, clock: Clock) =>
-            new ReplyCache(config.tokenCacheMaxEntries, signer, {
-              clock: () => clock.now(),
-              maxAgeSeconds: config.signing.maxAgeSeconds,
-            }),
-          inject: [EventSigner, Clock],
-        },
-        NatsLifecycle,
-        Clock,
-        RefreshMetrics,
-        CredentialRepository,
-        EncryptionKeyRepository,
-        {
-          provide: EncryptionKeyCheck,
-          useFactory: EncryptionKeyCheck.run,
-          inject: [TokenCipher, EncryptionKeyRepository],
-        },
-        OwnEvents,
-        TokenEventPublisher,
-        TokenChangeNotifier,
-        TokenEventListener,
-        RefreshService,
-        RefreshCoordinator,
-        RefreshScheduler,
-        WithdrawnTenantsSweep,
-        ReencryptionService,
-        TokenService,
-        ConnectSessionRepository,
-        ConnectService,
-        ConnectLinkService,
-        {
-          provide: ConnectLinkSigner,
-          useFactory: (cipher: TokenCipher) => new ConnectLinkSigner(cipher),
-          inject: [TokenCipher],
-        },
-        CredentialListPager,
-        AuditStreamService,
-        OutboxRepository,
-        OutboxRelay,
-        CredentialStatsRepository,
-        DatabaseStatusRepository,
-        NatsStatusMonitor,
-        ReadinessService,
-        OpsMetrics,
-        GracefulShutdown,
-        WebhookRepository,
-        WebhookAdminService,
-        {
-          provide: WebhookDeliveryClient,
-          useFactory: (clock: Clock) =>
-            new WebhookDeliveryClient({
-              allowedNetworks: config.webhooks.allowedNetworks,
-              timeoutMs: config.webhooks.timeoutMs,
-              maxResponseBytes: config.webhooks.maxResponseBytes,
-              now: () => clock.now(),
-            }),
-          inject: [Clock],
-        },
-        WebhookDispatcher,
+        ...configAndCipher(config, logger),
+        ...oauthProviders(config, providers),
+        ...natsProviders(config, logger),
+        ...storageProviders(),
+        ...eventProviders(),
+        ...refreshProviders(),
+        ...tokenProviders(),
+        ...connectProviders(),
+        ...operationsProviders(),
+        ...webhookProviders(config),
       ],
       exports: [APP_CONFIG, NATS_CONNECTION, RefreshMetrics, TokenService, RefreshScheduler],
     };

@@ -91,6 +91,21 @@ function version(): string {
 }
 
 export function buildProgram(): Command {
+  const program = createProgram();
+  addRegisterCommand(program);
+  addTokenCommands(program);
+  addCredentialActions(program);
+  addEventCommands(program);
+  addConnectCommand(program);
+  registerWebhookCommands(program, action);
+  registerAuthzCommand(program);
+  registerKeygenCommand(program);
+  registerAuthzJwtCommand(program);
+  return program;
+}
+
+/** The program itself: its global flags and the help text around the commands. */
+function createProgram(): Command {
   const program = new Command('tokenctl')
     .description(
       'Operate Tokenkeeper over NATS: register credentials, inspect, refresh, revoke, watch events, query audit.',
@@ -117,7 +132,11 @@ Examples:
   tokenctl list --tenant acme --status failing
   tokenctl watch --tenant acme`,
   );
+  return program;
+}
 
+/** `register`: one credential from flags, or a bulk import from a file. */
+function addRegisterCommand(program: Command): void {
   program
     .command('register')
     .description('register (or replace) a credential from flags, or many from --file (JSON array or JSON lines)')
@@ -139,7 +158,10 @@ Examples:
     )
     .option('--concurrency <n>', 'bulk import: requests in flight (default 32)', integer('--concurrency', 1, 1024))
     .action(action((ctx, flags: Parameters<typeof registerCommand>[0]) => registerCommand(flags, ctx)));
+}
 
+/** Reading credentials: one's token (`get`) or metadata (`describe`), and the `list`. */
+function addTokenCommands(program: Command): void {
   program
     .command('get')
     .description('the current access token of a credential (masked unless --show-token)')
@@ -178,7 +200,10 @@ Examples:
       integer('--expiring-within-days', 0, 3_650),
     )
     .action(action((ctx, flags: Parameters<typeof listCommand>[0]) => listCommand(flags, ctx)));
+}
 
+/** Acting on one credential: an admin `refresh` now, or `revoke`. */
+function addCredentialActions(program: Command): void {
   program
     .command('refresh')
     .description('refresh a credential now')
@@ -192,7 +217,10 @@ Examples:
     .argument('<tenant>')
     .argument('<connection>')
     .action(action((ctx, tenant: string, connection: string) => revokeCommand(tenant, connection, ctx)));
+}
 
+/** What happened: lifecycle events as they come (`watch`) and the audit trail (`audit`). */
+function addEventCommands(program: Command): void {
   program
     .command('watch')
     .description('print token.* lifecycle events as they happen, one line each, until Ctrl-C')
@@ -212,7 +240,10 @@ Examples:
     .option('--limit <n>', 'at most this many records, 1 to 1000', integer('--limit', 1, 1_000))
     .option('--cursor <cursor>', 'continue after a previous page')
     .action(action((ctx, flags: Parameters<typeof auditCommand>[0]) => auditCommand(flags, ctx)));
+}
 
+/** `connect`: a one-time link for the browser connect flow, and the wait for it. */
+function addConnectCommand(program: Command): void {
   program
     .command('connect')
     .description(
@@ -238,12 +269,6 @@ Examples:
         connectCommand(tenant, connection, flags, ctx),
       ),
     );
-
-  registerWebhookCommands(program, action);
-  registerAuthzCommand(program);
-  registerKeygenCommand(program);
-  registerAuthzJwtCommand(program);
-  return program;
 }
 
 export async function main(argv: string[]): Promise<void> {

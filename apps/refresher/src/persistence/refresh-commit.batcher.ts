@@ -55,7 +55,7 @@ interface PendingCommit {
  * statement rejects) is retried one commit per statement, so one bad row cannot fail the
  * others again and again; each commit then gets its own error or answer. A statement that
  * hangs holds the next batch only until the pool's query_timeout (DATABASE_STATEMENT_TIMEOUT_MS
- * + 2 s) fails it; the callers' retries (RefreshService.commitRotated) then join the next batch.
+ * + 2 s) fails it; the callers' retries (RotatedCommitRetrier.commitRotated) then join the next batch.
  */
 export class RefreshCommitBatcher {
   private queue: PendingCommit[] = [];

@@ -179,6 +179,18 @@ describe('RefreshService (fakes: repository, token endpoint, clock, notifier)', 
     expect((await repository.find(key))!.accessToken?.reveal()).toBe('at_other');
   });
 
+  it('item 1: a commit that landed but whose answer was lost is recognised by its refresh token: refreshed, not announced', async () => {
+    repository.commitAnswersLost = 1;
+    const outcome = await service.refreshLeased(await lease());
+    expect(outcome).toMatchObject({ kind: 'refreshed', credential: { version: 2 } });
+    expect(endpoint.requests).toHaveLength(1);
+    const stored = (await repository.find(key))!;
+    expect(stored).toMatchObject({ version: 2 });
+    expect(stored.refreshToken?.reveal()).toBe('rt_new');
+    // The event id of the lost answer is unknown here: the next refresh or the cache's expiry corrects clients.
+    expect(parts.publisher.events).toEqual([]);
+  });
+
   it('item 2: a commit that hangs past the lease deadline is noticed, logged and retried with the same token', async () => {
     const config = testConfig();
     config.refresh.leaseSeconds = 3;

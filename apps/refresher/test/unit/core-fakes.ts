@@ -194,6 +194,8 @@ export class FakeRepository implements CredentialStore {
   commitErrors = 0;
   /** The next this-many commits of a refresh never answer. */
   commitHangs = 0;
+  /** The next this-many commits of a refresh land, but their answer is lost (the connection died after COMMIT). */
+  commitAnswersLost = 0;
   extensions = 0;
 
   async extendLease(key: CredentialKey, lease: Lease, leaseSeconds: number): Promise<number | null> {
@@ -246,7 +248,12 @@ export class FakeRepository implements CredentialStore {
       leaseId: null,
       updatedAt: new Date(this.clock.now()),
     });
-    return this.change('refreshed', row, audit);
+    const change = this.change('refreshed', row, audit);
+    if (this.commitAnswersLost > 0) {
+      this.commitAnswersLost--;
+      throw new Error('Connection terminated unexpectedly');
+    }
+    return change;
   }
 
   async commitFailure(
