@@ -59,11 +59,9 @@ export class MonitoringServer {
     return (this.server.address() as AddressInfo).port;
   }
 
-  /** Stops accepting, drops idle keep-alive connections (a scraper's), waits for the rest. */
+  /** Stops accepting and waits for open requests; idle keep-alive connections (a scraper's) are dropped by close itself. */
   async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
-    await closed;
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }
 
