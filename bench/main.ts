@@ -60,7 +60,7 @@ const SCENARIOS: Array<[number, string, (ctx: BenchContext) => Promise<void>]> =
   [7, 'client: CPU per verified event, cache hit of a verifying client', clientVerifyBench],
   [8, 'the packaged client (installed from the tarballs) vs the in-repo client', packagedClientBench],
   [9, 'the Go consumer: verified token.get vs a bare Go echo responder (info)', goConsumerBench],
-  [10, 'tokenctl start: --version wall time vs bare node', tokenctlStartBench],
+  [10, 'tokenctl start: --version, --help and a NATS command, wall time vs bare node', tokenctlStartBench],
 ];
 
 async function main(): Promise<void> {

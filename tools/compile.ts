@@ -5,14 +5,14 @@ import { transformFile } from '@swc/core';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-/** The workspace libraries, as `tsconfig.json` paths name them. */
-const ALIASES: Record<string, string> = {
-  '@tokenkeeper/client': 'libs/client/src/index.js',
-  '@tokenkeeper/common': 'libs/common/src/index.js',
-  '@tokenkeeper/contracts': 'libs/contracts/src/index.js',
-  '@tokenkeeper/nats': 'libs/nats/src/index.js',
-  '@tokenkeeper/sandbox': 'libs/sandbox/src/index.js',
-  '@tokenkeeper/testing': 'libs/testing/src/index.js',
+/** The workspace libraries, as `tsconfig.json` paths name them: the barrel, then narrower entries. */
+const ALIASES: Record<string, Record<string, string>> = {
+  '@tokenkeeper/client': { '.': 'libs/client/src/index.js' },
+  '@tokenkeeper/common': { '.': 'libs/common/src/index.js', './core': 'libs/common/src/core.js' },
+  '@tokenkeeper/contracts': { '.': 'libs/contracts/src/index.js' },
+  '@tokenkeeper/nats': { '.': 'libs/nats/src/index.js', './connect': 'libs/nats/src/connect.js' },
+  '@tokenkeeper/sandbox': { '.': 'libs/sandbox/src/index.js' },
+  '@tokenkeeper/testing': { '.': 'libs/testing/src/index.js' },
 };
 
 function tsFiles(dir: string): string[] {
@@ -56,11 +56,17 @@ export async function compile(outDir: string, sourceDirs: string[]): Promise<{ f
       writeFileSync(target, code);
     }),
   );
-  for (const [name, entry] of Object.entries(ALIASES)) {
+  for (const [name, entries] of Object.entries(ALIASES)) {
     const dir = join(outDir, 'node_modules', name);
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name, type: 'module', main: 'index.js' }));
-    writeFileSync(join(dir, 'index.js'), `export * from '${relative(dir, join(outDir, entry))}';\n`);
+    // One re-exporting file per entry; `exports` maps `@tokenkeeper/x/sub` to it (ESM adds no extension).
+    const exports = Object.fromEntries(
+      Object.keys(entries).map((sub) => [sub, sub === '.' ? './index.js' : `${sub}.js`]),
+    );
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name, type: 'module', exports }));
+    for (const [sub, entry] of Object.entries(entries)) {
+      writeFileSync(join(dir, exports[sub]), `export * from '${relative(dir, join(outDir, entry))}';\n`);
+    }
   }
   writeFileSync(join(outDir, 'package.json'), JSON.stringify({ type: 'module', private: true }));
   return { files: files.length, seconds: (performance.now() - t0) / 1000 };

@@ -5,6 +5,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { AuditMetrics } from './audit.metrics.js';
 import { AUDIT_CONFIG, type AuditConfig } from './config/audit-config.js';
 import { AuditConsumer } from './consumer/audit-consumer.service.js';
+import { AuditMonitoring } from './monitoring/audit-monitoring.service.js';
 import { AUDIT_NATS_CONNECTION, AuditNatsLifecycle } from './nats.js';
 import { AuditRecordEntity } from './persistence/audit-record.entity.js';
 import { AuditRecordRepository } from './persistence/audit-record.repository.js';
@@ -58,8 +59,9 @@ export class AuditModule {
         AuditRecordRepository,
         AuditConsumer,
         AuditRetention,
+        AuditMonitoring,
       ],
-      exports: [AUDIT_CONFIG, AuditMetrics, AuditRecordRepository, AuditConsumer, AuditRetention],
+      exports: [AUDIT_CONFIG, AuditMetrics, AuditRecordRepository, AuditConsumer, AuditRetention, AuditMonitoring],
     };
   }
 }

@@ -1,6 +1,7 @@
 import { createLogger, PinoLoggerService } from '@tokenkeeper/common';
 import { redactServers } from '@tokenkeeper/nats';
 import { startAudit } from './audit.app.js';
+import { AuditMonitoring } from './monitoring/audit-monitoring.service.js';
 import { AuditConfigError, loadAuditConfig } from './config/audit-config.js';
 
 // The only place that reads the environment: everything else receives AuditConfig.
@@ -24,6 +25,7 @@ try {
       nats: redactServers(config.nats.servers),
       consumer: config.consumer.name,
       database: new URL(config.database.url).pathname.slice(1),
+      monitoring: app.get(AuditMonitoring).address,
     },
     'audit started',
   );

@@ -31,6 +31,8 @@ export function auditEnv(
     AUDIT_ACK_WAIT_SECONDS: '3',
     AUDIT_RETRY_MAX_MS: '1000',
     SHUTDOWN_GRACE_MS: '3000',
+    // A free port each: test files run side by side.
+    AUDIT_MONITORING_PORT: '0',
     ...overrides,
   };
 }

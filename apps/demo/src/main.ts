@@ -133,6 +133,8 @@ const auditConfig = loadAuditConfig({
   ...bus.env('audit'),
   AUDIT_DATABASE_URL: process.env.AUDIT_DATABASE_URL ?? `${config.database.url}_audit`,
   AUDIT_CONSUMER_NAME,
+  // A free port, like the refresher's HTTP_PORT above: the demo must not collide with a local audit app.
+  AUDIT_MONITORING_PORT: process.env.AUDIT_MONITORING_PORT ?? '0',
 });
 await resetDatabase(config.database.url);
 await resetDatabase(auditConfig.database.url);

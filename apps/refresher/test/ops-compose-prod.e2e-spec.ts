@@ -102,6 +102,9 @@ describe('ops: the production compose file', () => {
       else expect(definition.ports, `${service} publishes nothing`).toBeUndefined();
     }
     expect(compose.services.refresher.expose).toEqual(['8080']);
+    // The audit app's monitoring port: on the container's addresses for Prometheus, exposed, not published.
+    expect(compose.services.audit.expose).toEqual([envOf('audit').AUDIT_MONITORING_PORT]);
+    expect(envOf('audit').AUDIT_MONITORING_HOST).toBe('0.0.0.0');
     const args = (compose.services.nats.command as string[])[0]!.split(/\s+/);
     for (const flag of ['-m', '--http_port', '-ms', '--https_port']) expect(args).not.toContain(flag);
     expect(args).toContain('/etc/nats/nats.conf');

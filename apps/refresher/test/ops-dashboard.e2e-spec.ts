@@ -30,7 +30,7 @@ it('deploy/grafana/tokenkeeper.json is up to date and every series it queries is
   try {
     const metrics = await httpGet(baseUrlOf(refresher.app), '/metrics');
     expect(metrics.status).toBe(200);
-    // The audit app's series come from its own registry (it serves no HTTP endpoint of its own).
+    // The audit app's series, from its own registry (audit-monitoring.e2e-spec.ts scrapes its HTTP port).
     const text = metrics.text + (await new AuditMetrics().registry.metrics());
     const exported = new Set(
       [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) =>

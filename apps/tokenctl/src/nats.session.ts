@@ -8,7 +8,7 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node';
 import { AUDIT_QUERY_PREFIX, encodeJson } from '@tokenkeeper/contracts';
-import { withSecretFiles } from '@tokenkeeper/common';
+import { withSecretFiles } from '@tokenkeeper/common/core';
 import {
   connectNats,
   NATS_SECRET_NAMES,
@@ -16,7 +16,7 @@ import {
   natsConfigFrom,
   natsEnvShape,
   redactUrl,
-} from '@tokenkeeper/nats';
+} from '@tokenkeeper/nats/connect';
 import { z } from 'zod';
 import { serviceErrorFrom, UnreachableError, UsageError, type HintContext } from './cli.errors.js';
 import type { Output } from './output.format.js';

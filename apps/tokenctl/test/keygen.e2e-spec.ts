@@ -1,11 +1,10 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EventSigner } from '@tokenkeeper/contracts';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseKeySpec } from '../../refresher/src/config/encryption-key-spec.js';
-import { compile } from '../../../tools/compile.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const LAUNCHER = join(ROOT, 'bin/tokenctl.js');
@@ -48,23 +47,29 @@ describe('tokenctl keygen and --version (the launcher runs compiled output)', ()
   );
 
   it(
-    '--version is the repository version, and in the image layout the one of /app/package.json',
-    async () => {
+    '--version is the repository version, and from the image build (npm run build) the one of /app/package.json',
+    () => {
       const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
       expect(tokenctl(['--version']).trim()).toBe(version);
-      // The image: the build output in dist/, package.json beside it, no sources.
-      await compile(join(imageDir, 'dist'), [
-        'apps/tokenctl/src',
-        'libs/common/src',
-        'libs/contracts/src',
-        'libs/nats/src',
-      ]);
-      writeFileSync(join(imageDir, 'package.json'), JSON.stringify({ name: 'tokenkeeper', version: '9.8.7' }));
-      const out = execFileSync(process.execPath, [join(imageDir, 'dist/apps/tokenctl/src/main.js'), '--version'], {
+      // The image: what the Dockerfile's `npm run build` writes to dist/, package.json beside it, no sources.
+      execFileSync(
+        process.execPath,
+        ['--import', '@swc-node/register/esm-register', 'tools/build.ts', '--out-dir', join(imageDir, 'dist')],
+        { cwd: ROOT, stdio: 'pipe' },
+      );
+      writeFileSync(
+        join(imageDir, 'package.json'),
+        JSON.stringify({ name: 'tokenkeeper', version: '9.8.7', type: 'module' }),
+      );
+      const built = join(imageDir, 'dist/apps/tokenctl/src/main.js');
+      expect(execFileSync(process.execPath, [built, '--version'], { cwd: '/', encoding: 'utf8' }).trim()).toBe('9.8.7');
+      // A NATS command loads the narrow library entries (@tokenkeeper/nats/connect): they resolve in that build too.
+      const list = spawnSync(process.execPath, [built, 'list', '--nats-url', 'nats://127.0.0.1:1', '--timeout', '2s'], {
         cwd: '/',
         encoding: 'utf8',
       });
-      expect(out.trim()).toBe('9.8.7');
+      expect(list.stderr).toMatch(/^tokenctl: .*127\.0\.0\.1:1/);
+      expect(list.status).toBe(3);
     },
     TIMEOUT_MS,
   );

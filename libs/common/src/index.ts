@@ -7,3 +7,4 @@ export * from './wakeable-sleep.js';
 export * from './log-throttle.js';
 export * from './retry-backoff.js';
 export * from './secret-files.js';
+export * from './monitoring.server.js';

@@ -1,5 +1,5 @@
 import { createInbox } from '@nats-io/transport-node';
-import { optionalText, Secret, secretFileShape } from '@tokenkeeper/common';
+import { optionalText, Secret, secretFileShape } from '@tokenkeeper/common/core';
 import { z } from 'zod';
 import { parseServers } from './nats-url.js';
 

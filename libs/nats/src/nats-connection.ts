@@ -6,7 +6,7 @@ import {
   type NatsConnection,
   type NodeConnectionOptions,
 } from '@nats-io/transport-node';
-import { settleWithin } from '@tokenkeeper/common';
+import { settleWithin } from '@tokenkeeper/common/core';
 import type { NatsConfig } from './nats-config.js';
 
 /**

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import {
   failOnProblems,
@@ -49,6 +50,12 @@ const EnvSchema = z.object({
   AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36_500).default(0),
   AUDIT_RETENTION_BATCH_SIZE: z.coerce.number().int().min(1).max(100_000).default(5_000),
   AUDIT_RETENTION_INTERVAL_MINUTES: positiveInt(60),
+  // Health and metrics. Loopback by default: a container sets 0.0.0.0 for Prometheus, behind an unpublished port.
+  AUDIT_MONITORING_PORT: z.coerce.number().int().min(0).max(65_535).default(8081),
+  AUDIT_MONITORING_HOST: z
+    .string()
+    .refine((host) => isIP(host) !== 0, 'must be an IP address, e.g. 127.0.0.1 or 0.0.0.0')
+    .default('127.0.0.1'),
 });
 
 /** The audit app's settings and their defaults (the check of .env.example reads them). */
@@ -75,6 +82,8 @@ export interface AuditConfig extends ServiceConfig {
   shutdownGraceMs: number;
   /** Records older than `days` are deleted in batches of `batchSize`, every `intervalMs`; days 0: never. */
   retention: { days: number; batchSize: number; intervalMs: number };
+  /** AUDIT_MONITORING_HOST/PORT: where /healthz and /metrics answer (port 0: a free one). */
+  monitoring: { host: string; port: number };
 }
 
 export const AUDIT_CONFIG = Symbol('AUDIT_CONFIG');
@@ -107,5 +116,6 @@ export function loadAuditConfig(env: Record<string, string | undefined>): AuditC
       batchSize: e.AUDIT_RETENTION_BATCH_SIZE,
       intervalMs: e.AUDIT_RETENTION_INTERVAL_MINUTES * 60_000,
     },
+    monitoring: { host: e.AUDIT_MONITORING_HOST, port: e.AUDIT_MONITORING_PORT },
   };
 }

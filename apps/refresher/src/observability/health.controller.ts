@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { Controller, Get, Res } from '@nestjs/common';
+import { sendMetrics, sendPlain as send } from '@tokenkeeper/common';
 import { RefreshMetrics } from '../metrics/refresh.metrics.js';
 import { ReadinessService } from './readiness.service.js';
 
@@ -38,18 +39,6 @@ export class HealthController {
   /** Prometheus text exposition of the refresher's registry (refresh engine, token.get, ops, process). */
   @Get('metrics')
   async scrape(@Res() res: ServerResponse): Promise<void> {
-    try {
-      const body = await this.metrics.registry.metrics();
-      send(res, 200, this.metrics.registry.contentType, body);
-    } catch (error) {
-      send(res, 500, 'text/plain; charset=utf-8', `metrics collection failed: ${(error as Error).constructor.name}\n`);
-    }
+    await sendMetrics(res, this.metrics.registry);
   }
-}
-
-function send(res: ServerResponse, status: number, contentType: string, body: string): void {
-  res.statusCode = status;
-  res.setHeader('content-type', contentType);
-  res.setHeader('cache-control', 'no-store');
-  res.end(body);
 }
