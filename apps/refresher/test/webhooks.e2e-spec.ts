@@ -82,10 +82,17 @@ describe('webhooks: signed deliveries from the outbox, retried in order, parked,
     await database?.drop();
   });
 
-  it('delivers each change signed by the documented recipe, with no token in any body', async () => {
+  it('delivers each change signed by the documented recipe, with the metadata and no token in any body', async () => {
     const receiver = await endpoint('acme');
     const planted = sandbox.issueTokens();
-    const reg = await caller.admin('register', { tenant: 'acme', connection: 'crm', provider: 'sandbox', ...planted });
+    const metadata = { customer: 'cus_42', displayName: 'Acme Inc.' };
+    const reg = await caller.admin('register', {
+      tenant: 'acme',
+      connection: 'crm',
+      provider: 'sandbox',
+      metadata,
+      ...planted,
+    });
     expect(reg.ok).toBe(true);
     const refreshed = await caller.admin('refresh', { tenant: 'acme', connection: 'crm' });
     expect(refreshed.ok).toBe(true);
@@ -104,6 +111,7 @@ describe('webhooks: signed deliveries from the outbox, retried in order, parked,
       expect(Math.abs(t - Date.now() / 1000)).toBeLessThan(120);
       const body = WebhookBodySchema.strict().parse(delivery.body);
       expect(body).toMatchObject({ tenant: 'acme', connection: 'crm', provider: 'sandbox', status: 'active' });
+      expect(body.metadata).toEqual(metadata);
       for (const token of [planted.accessToken, planted.refreshToken, served.accessToken]) {
         expect(delivery.raw).not.toContain(token);
       }
