@@ -5,7 +5,7 @@ import { DataSource, type EntityManager } from 'typeorm';
 import { TokenCipher } from '../crypto/token-cipher.js';
 
 /** Session-free lock that keeps derivation to one replica at a time, so per-credential order holds. */
-const DERIVE_LOCK_KEY = 7_388_311_512_002;
+export const DERIVE_LOCK_KEY = 7_388_311_512_002;
 
 /** Binds an endpoint's encrypted secret to that endpoint: copied to another row, it fails to decrypt. */
 const secretAad = (tenant: string, id: string) => `webhook-secret:${tenant}:${id}`;
