@@ -11,6 +11,11 @@ import type { ProviderConfig } from '../src/providers/provider.types.js';
 import { describeCredential, providersFor, type ProviderEntry } from './e2e-support.js';
 import { RawCaller, startTestRefresher, testEnv, testKeys, type TestRefresher } from './refresher.harness.js';
 
+/** LinkedIn: 365 days from the grant, counting down on every answer. */
+const LINKEDIN_GRANT_SECONDS = 31_536_000;
+/** Intuit: what its token endpoint says in `x_refresh_token_expires_in`. */
+const INTUIT_GRANT_SECONDS = 8_726_400;
+
 /**
  * Each added preset against a sandbox that answers the way that provider documents: its
  * client authentication (the other one is refused), rotation or none, missing fields, the
@@ -45,12 +50,14 @@ const SANDBOXES: Record<string, SandboxOptions> = {
     clientAuthentication: 'post',
     rotateRefreshTokens: false,
     accessTokenTtlSeconds: 5_184_000,
-    responseFields: { refresh_token_expires_in: 31_536_000 },
+    responseFields: { refresh_token_expires_in: LINKEDIN_GRANT_SECONDS },
   },
+  // Intuit's documented answer: a rotating refresh token, `x_refresh_token_expires_in` (about
+  // 101 days) and no `refresh_token_expires_in`.
   intuit: {
     clientAuthentication: 'basic',
     accessTokenTtlSeconds: 3600,
-    responseFields: { x_refresh_token_expires_in: 8_640_000 },
+    responseFields: { x_refresh_token_expires_in: INTUIT_GRANT_SECONDS },
   },
 };
 
@@ -92,10 +99,11 @@ describe('refresher: provider presets against a sandbox answering as each provid
   async function twoRefreshes(preset: string, extra: Record<string, unknown> = {}) {
     const key = { tenant: 'presets', connection: preset };
     const sandbox = sandboxes[preset];
+    const registered = sandbox.issueRefreshToken();
     const reg = await caller.admin('register', {
       ...key,
       provider: preset,
-      refreshToken: sandbox.issueRefreshToken(),
+      refreshToken: registered,
       ...extra,
     });
     expect(reg, JSON.stringify(reg.error)).toMatchObject({ ok: true });
@@ -110,10 +118,31 @@ describe('refresher: provider presets against a sandbox answering as each provid
     return {
       key,
       sandbox,
+      registered,
       first: first.token,
       second: second.token,
       credential: await describeCredential(caller, key),
     };
+  }
+
+  /** The stored grant end is `lifetime` seconds after a request sent between `from` and `to`. */
+  function expectEndWithin(endsAt: string | undefined, from: number, to: number, lifetimeSeconds: number) {
+    expect(endsAt, 'refreshTokenExpiresAt in describe').toEqual(expect.any(String));
+    const end = Date.parse(endsAt!);
+    expect(end).toBeGreaterThanOrEqual(from + lifetimeSeconds * 1000);
+    expect(end).toBeLessThanOrEqual(to + lifetimeSeconds * 1000);
+  }
+
+  /** A refresh-token grant sent to the sandbox directly, as a client repeating a lost request would. */
+  async function exchangeAtSandbox(sandbox: SandboxProvider, refreshToken: string) {
+    return fetch(sandbox.tokenUrl, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from('sandbox-client:sandbox-secret').toString('base64')}`,
+      },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }),
+    });
   }
 
   it('salesforce: no expires_in (served without expiry), instance_url kept, the refresh token stays', async () => {
@@ -134,8 +163,15 @@ describe('refresher: provider presets against a sandbox answering as each provid
   });
 
   it('xero: rotating refresh tokens (the newest is always presented), 30-minute reuse grace named, offline_access asked', async () => {
-    const { sandbox } = await twoRefreshes('xero');
+    const { key, sandbox, registered } = await twoRefreshes('xero');
     expect(sandbox.stats.refreshGrants).toBe(2);
+    // As Xero documents: within the grace a rotated-out token is still honoured (a refresh
+    // whose answer was lost can be repeated) without the family being revoked...
+    expect((await exchangeAtSandbox(sandbox, registered)).status).toBe(200);
+    expect(sandbox.stats).toMatchObject({ reuseDetected: 0, familiesRevoked: 0 });
+    // ...and the credential goes on rotating on its newest token.
+    expect(await caller.admin('refresh', key)).toMatchObject({ ok: true });
+    expect(sandbox.everPresentedTwice()).toEqual([]);
     expect(providers.get('xero')).toMatchObject({
       rotation: 'rotates',
       reuseGraceSeconds: 1800,
@@ -191,14 +227,25 @@ describe('refresher: provider presets against a sandbox answering as each provid
     expect(providers.get('dropbox')?.authorizeParams).toMatchObject({ token_access_type: 'offline' });
   });
 
-  it('linkedin: the refresh-token lifetime field is named for the expiry tracking', async () => {
-    await twoRefreshes('linkedin');
+  it('linkedin: refresh_token_expires_in is read and stored; describe shows the grant end, which follows the answers', async () => {
+    const sent = Date.now();
+    const { key, credential } = await twoRefreshes('linkedin');
     expect(providers.get('linkedin')?.refreshTokenExpiresInField).toBe('refresh_token_expires_in');
+    expectEndWithin(credential.refreshTokenExpiresAt, sent, Date.now(), LINKEDIN_GRANT_SECONDS);
+    // A later answer counts down from the same fixed end: an hour less is an hour earlier.
+    sandboxes.linkedin.setResponseFields({ refresh_token_expires_in: LINKEDIN_GRANT_SECONDS - 3_600 });
+    const again = Date.now();
+    expect(await caller.admin('refresh', key)).toMatchObject({ ok: true });
+    const later = await describeCredential(caller, key);
+    expectEndWithin(later.refreshTokenExpiresAt, again, Date.now(), LINKEDIN_GRANT_SECONDS - 3_600);
   });
 
-  it('intuit: rotating, x_refresh_token_expires_in named, invalid_grant ends the credential', async () => {
-    const { key, sandbox } = await twoRefreshes('intuit');
+  it('intuit: rotating, x_refresh_token_expires_in read and stored (describe), invalid_grant ends the credential', async () => {
+    const sent = Date.now();
+    const { key, sandbox, credential } = await twoRefreshes('intuit');
     expect(providers.get('intuit')?.refreshTokenExpiresInField).toBe('x_refresh_token_expires_in');
+    expectEndWithin(credential.refreshTokenExpiresAt, sent, Date.now(), INTUIT_GRANT_SECONDS);
+    expect(sandbox.stats.refreshGrants).toBe(2);
     sandbox.injectFault({ type: 'oauth_error', status: 400, error: 'invalid_grant' });
     const refused = await caller.admin('refresh', key);
     expect(refused).toMatchObject({ ok: false, error: { code: 'reauth_required' } });

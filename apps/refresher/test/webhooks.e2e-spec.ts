@@ -13,6 +13,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Db } from '../../audit/test/audit.harness.js';
 import { WebhookDeliveryClient } from '../src/webhooks/webhook-delivery.client.js';
+import { EventLog } from './e2e-support.js';
 import {
   RawCaller,
   sandboxProviders,
@@ -33,9 +34,14 @@ describe('webhooks: signed deliveries from the outbox, retried in order, parked,
   let refresher: TestRefresher;
   let caller: RawCaller;
   let db: Db;
+  let events: EventLog;
   const receivers: WebhookReceiver[] = [];
 
-  const endpoint = async (tenant: string, mode: WebhookReceiver['mode'] = 200): Promise<WebhookReceiver> => {
+  const endpoint = async (
+    tenant: string,
+    mode: WebhookReceiver['mode'] = 200,
+    eventTypes: string[] = ALL_EVENTS,
+  ): Promise<WebhookReceiver> => {
     const receiver = await WebhookReceiver.start(secretFor(tenant));
     receiver.mode = mode;
     receivers.push(receiver);
@@ -43,7 +49,7 @@ describe('webhooks: signed deliveries from the outbox, retried in order, parked,
       id: 'main',
       url: receiver.url,
       secret: secretFor(tenant),
-      events: ALL_EVENTS,
+      events: eventTypes,
     });
     expect(set).toEqual({ ok: true });
     return receiver;
@@ -67,13 +73,15 @@ describe('webhooks: signed deliveries from the outbox, retried in order, parked,
           WEBHOOK_RETRY_BUDGET_SECONDS: '20',
         },
       ),
-      sandboxProviders(sandbox, { tenants: ['acme', 'beta', 'gamma', 'delta'] }),
+      sandboxProviders(sandbox, { tenants: ['acme', 'beta', 'gamma', 'delta', 'epsilon'] }),
     );
     caller = await RawCaller.connect(nats.url);
+    events = new EventLog(caller.nc);
     db = new Db(database.url);
   }, 60_000);
 
   afterAll(async () => {
+    events?.close();
     await caller?.close();
     await refresher?.close();
     await Promise.all(receivers.map((r) => r.close()));
@@ -82,10 +90,17 @@ describe('webhooks: signed deliveries from the outbox, retried in order, parked,
     await database?.drop();
   });
 
-  it('delivers each change signed by the documented recipe, with no token in any body', async () => {
+  it('delivers each change signed by the documented recipe, with the metadata and no token in any body', async () => {
     const receiver = await endpoint('acme');
     const planted = sandbox.issueTokens();
-    const reg = await caller.admin('register', { tenant: 'acme', connection: 'crm', provider: 'sandbox', ...planted });
+    const metadata = { customer: 'cus_42', displayName: 'Acme Inc.' };
+    const reg = await caller.admin('register', {
+      tenant: 'acme',
+      connection: 'crm',
+      provider: 'sandbox',
+      metadata,
+      ...planted,
+    });
     expect(reg.ok).toBe(true);
     const refreshed = await caller.admin('refresh', { tenant: 'acme', connection: 'crm' });
     expect(refreshed.ok).toBe(true);
@@ -104,6 +119,7 @@ describe('webhooks: signed deliveries from the outbox, retried in order, parked,
       expect(Math.abs(t - Date.now() / 1000)).toBeLessThan(120);
       const body = WebhookBodySchema.strict().parse(delivery.body);
       expect(body).toMatchObject({ tenant: 'acme', connection: 'crm', provider: 'sandbox', status: 'active' });
+      expect(body.metadata).toEqual(metadata);
       for (const token of [planted.accessToken, planted.refreshToken, served.accessToken]) {
         expect(delivery.raw).not.toContain(token);
       }
@@ -156,6 +172,32 @@ describe('webhooks: signed deliveries from the outbox, retried in order, parked,
         .filter((d) => d.answered === 503)
         .every((d) => d.raw === receiver.received.find((a) => a.body.id === d.body.id && a.answered === 200)!.raw),
     ).toBe(true);
+  });
+
+  it('a failing credential that recovers: exactly one token.recovered and one recovered delivery', async () => {
+    const key = { tenant: 'epsilon', connection: 'crm' };
+    const receiver = await endpoint('epsilon', 200, ['failed', 'recovered', 'refreshed']);
+    await caller.admin('register', { ...key, provider: 'sandbox', ...sandbox.issueTokens() });
+    // One refused refresh makes the credential failing; the refresher's own retry succeeds.
+    sandbox.injectFault({ type: 'status', status: 503 });
+    expect(await caller.admin('refresh', key)).toMatchObject({ ok: false });
+    await waitFor(() => events.of('recovered', key.tenant, key.connection).length > 0, {
+      timeoutMs: 15_000,
+      message: 'token.recovered',
+    });
+    // A later refresh of the now active credential recovers nothing.
+    expect(await caller.admin('refresh', key)).toMatchObject({ ok: true });
+    const accepted = await waitFor(() => (receiver.accepted().length >= 4 ? receiver.accepted() : null), {
+      timeoutMs: 15_000,
+      message: 'failed, recovered and two refreshed delivered',
+    });
+    expect(accepted.map((b) => b.type)).toEqual(['failed', 'refreshed', 'recovered', 'refreshed']);
+    const recovered = accepted.filter((b) => b.type === 'recovered');
+    expect(recovered).toHaveLength(1);
+    expect(recovered[0]).toMatchObject({ tenant: 'epsilon', connection: 'crm', status: 'active' });
+    expect(events.of('recovered', key.tenant, key.connection)).toHaveLength(1);
+    expect(recovered[0].version).toBe(events.of('recovered', key.tenant, key.connection)[0]!.data.version);
+    expect(receiver.received.every((d) => d.verified)).toBe(true);
   });
 
   it('does not follow a redirect, and records what the endpoint answered', async () => {

@@ -5,7 +5,7 @@ import { DataSource, type EntityManager } from 'typeorm';
 import { TokenCipher } from '../crypto/token-cipher.js';
 
 /** Session-free lock that keeps derivation to one replica at a time, so per-credential order holds. */
-const DERIVE_LOCK_KEY = 7_388_311_512_002;
+export const DERIVE_LOCK_KEY = 7_388_311_512_002;
 
 /** Binds an endpoint's encrypted secret to that endpoint: copied to another row, it fails to decrypt. */
 const secretAad = (tenant: string, id: string) => `webhook-secret:${tenant}:${id}`;
@@ -24,6 +24,8 @@ export interface OutboxRecordForWebhooks {
   connection: string;
   type: string;
   payload: Record<string, unknown>;
+  /** The credential's metadata as stored when the deliveries are made; null without one (or no row yet). */
+  metadata: Record<string, string> | null;
 }
 
 export interface NewDelivery {
@@ -147,8 +149,11 @@ export class WebhookRepository {
       );
       if (!locked) return 0;
       const records: OutboxRecordForWebhooks[] = await tx.query(
-        `SELECT id, tenant, connection, type, payload FROM outbox WHERE webhooks_at IS NULL
-         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
+        // The metadata comes from the credential row, not the record: audit records are kept
+        // to codes and names, and the receiver wants the caller's own labels with each change.
+        `SELECT o.id, o.tenant, o.connection, o.type, o.payload, c.metadata FROM outbox o
+         LEFT JOIN credentials c ON c.tenant = o.tenant AND c.connection = o.connection
+         WHERE o.webhooks_at IS NULL ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED`,
         [limit],
       );
       if (records.length === 0) return 0;

@@ -104,7 +104,7 @@ export interface ProviderConfig {
   allowedReturnOrigins?: string[];
   /** Non-secret token-response fields kept with the credential and served as `extras` (token-fields.extractor.ts). */
   tokenFields?: string[];
-  /** The token-response field that holds the refresh token's own lifetime in seconds, where the provider names it differently. */
+  /** The token-response field that holds the refresh token's own lifetime in seconds (default `refresh_token_expires_in`); the only one read. */
   refreshTokenExpiresInField?: string;
   /** How long the provider still accepts a rotated-out refresh token (Xero: 30 minutes); informational. */
   reuseGraceSeconds?: number;

@@ -48,4 +48,14 @@ describe('providers file: URL placeholders and tokenFields', () => {
     expect(shop.tokenUrl).toBe('https://{shop}.myshopify.com/admin/oauth/access_token');
     expect(load({ preset: 'intuit' }).get('p')!.refreshTokenExpiresInField).toBe('x_refresh_token_expires_in');
   });
+
+  it('an entry names its refresh-token lifetime field (over the preset), a top-level name only', () => {
+    const entry = { tokenUrl: 'https://example.com/token', refreshTokenExpiresInField: 'x_refresh_token_expires_in' };
+    expect(load(entry).get('p')!.refreshTokenExpiresInField).toBe('x_refresh_token_expires_in');
+    expect(load({ preset: 'intuit', refreshTokenExpiresInField: 'rt_ttl' }).get('p')!.refreshTokenExpiresInField).toBe(
+      'rt_ttl',
+    );
+    expect(load({ tokenUrl: 'https://example.com/token' }).get('p')!.refreshTokenExpiresInField).toBeUndefined();
+    expect(problems({ ...entry, refreshTokenExpiresInField: 'a.b' })).toContain('refreshTokenExpiresInField');
+  });
 });

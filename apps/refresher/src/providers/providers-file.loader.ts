@@ -91,6 +91,10 @@ const entrySchema = z.strictObject({
   issuer: z.string().min(1, 'must not be empty').optional(),
   allowedReturnOrigins: z.array(z.string()).optional(),
   tokenFields: z.array(z.string()).max(MAX_EXTRAS, `at most ${MAX_EXTRAS} fields`).optional(),
+  refreshTokenExpiresInField: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'must be a top-level field name')
+    .optional(),
 });
 type Entry = z.infer<typeof entrySchema>;
 
@@ -273,7 +277,8 @@ function applyPreset(
     if (problem) add(`tokenFields[${i}]`, problem);
   });
   if (tokenFields?.length) config.tokenFields = [...tokenFields];
-  if (preset.refreshTokenExpiresInField) config.refreshTokenExpiresInField = preset.refreshTokenExpiresInField;
+  const refreshTokenExpiresInField = entry.refreshTokenExpiresInField ?? preset.refreshTokenExpiresInField;
+  if (refreshTokenExpiresInField) config.refreshTokenExpiresInField = refreshTokenExpiresInField;
   if (preset.reuseGraceSeconds !== undefined) config.reuseGraceSeconds = preset.reuseGraceSeconds;
   return Object.assign(config, connect);
 }

@@ -120,3 +120,32 @@ describe('classifyTokenResponse: expires_in', () => {
     expect(Number.isNaN(new Date(Date.now() + lifetimeOf(1e300)! * 1000).getTime())).toBe(false);
   });
 });
+
+describe('classifyTokenResponse: the refresh token lifetime field', () => {
+  const refreshLifetime = (fields: Record<string, unknown>, refreshTokenExpiresInField?: string) => {
+    const result = classifyTokenResponse(
+      { status: 200, body: JSON.stringify({ access_token: 'at_secret_value', expires_in: 3600, ...fields }) },
+      { id: 'p', ...(refreshTokenExpiresInField ? { refreshTokenExpiresInField } : {}) } as Parameters<
+        typeof classifyTokenResponse
+      >[1],
+      new Date(),
+      [],
+    );
+    if (!result.ok) throw new Error(`not a success: ${result.failure.code}`);
+    return result.token.refreshTokenExpiresInSeconds;
+  };
+
+  it('reads refresh_token_expires_in by default (LinkedIn, GitHub Apps), a number or a numeric string', () => {
+    expect(refreshLifetime({ refresh_token_expires_in: 31_536_000 })).toBe(31_536_000);
+    expect(refreshLifetime({ refresh_token_expires_in: '5' })).toBe(5);
+    expect(refreshLifetime({})).toBeUndefined();
+  });
+
+  it("reads the field a provider names (Intuit's x_refresh_token_expires_in), and only that one", () => {
+    const intuit = PROVIDER_PRESETS.intuit.refreshTokenExpiresInField;
+    expect(intuit).toBe('x_refresh_token_expires_in');
+    expect(refreshLifetime({ x_refresh_token_expires_in: 8_726_400 }, intuit)).toBe(8_726_400);
+    expect(refreshLifetime({ refresh_token_expires_in: 60 }, intuit)).toBeUndefined();
+    expect(refreshLifetime({ x_refresh_token_expires_in: 8_726_400 })).toBeUndefined();
+  });
+});

@@ -28,6 +28,8 @@ const RETRY_AFTER_CAP_MS = 3_600_000;
 export const MAX_LIFETIME_SECONDS = 365 * 24 * 3600;
 /** Longest refresh-token lifetime taken from a provider: ten years (grants do live for years). */
 export const MAX_REFRESH_TOKEN_LIFETIME_SECONDS = 10 * MAX_LIFETIME_SECONDS;
+/** Where a token response says how long its refresh token lives, unless the provider names another field. */
+export const DEFAULT_REFRESH_TOKEN_LIFETIME_FIELD = 'refresh_token_expires_in';
 
 const logger = new Logger('TokenResponseClassifier');
 const DESCRIPTION_MAX = 200;
@@ -46,7 +48,7 @@ export interface RawTokenResponse {
 export function classifyTokenResponse(
   response: RawTokenResponse,
   provider: Pick<ProviderConfig, 'errorCodes' | 'tokenType'> &
-    Partial<Pick<ProviderConfig, 'tokenFields'>> & { id?: string },
+    Partial<Pick<ProviderConfig, 'tokenFields' | 'refreshTokenExpiresInField'>> & { id?: string },
   requestedAt: Date,
   secrets: readonly string[],
   now: number = Date.now(),
@@ -106,7 +108,8 @@ export function classifyTokenResponse(
 function toIssuedToken(
   json: Record<string, unknown>,
   accessToken: string,
-  provider: Pick<ProviderConfig, 'tokenType'> & Partial<Pick<ProviderConfig, 'tokenFields'>> & { id?: string },
+  provider: Pick<ProviderConfig, 'tokenType'> &
+    Partial<Pick<ProviderConfig, 'tokenFields' | 'refreshTokenExpiresInField'>> & { id?: string },
   requestedAt: Date,
 ): IssuedToken {
   const rawType = json['token_type'];
@@ -116,16 +119,18 @@ function toIssuedToken(
   const refresh = json['refresh_token'];
   const scope = json['scope'];
   const scopeText = Array.isArray(scope) ? scope.filter((s) => typeof s === 'string').join(' ') : scope;
+  const refreshTokenLifetimeField = provider.refreshTokenExpiresInField ?? DEFAULT_REFRESH_TOKEN_LIFETIME_FIELD;
   const issued: IssuedToken = {
     accessToken: new Secret(accessToken),
     refreshToken: typeof refresh === 'string' ? Secret.of(refresh) : undefined,
     tokenType,
     expiresInSeconds: clampLifetime(parseSeconds(json['expires_in']), 'expires_in', provider.id),
     refreshInSeconds: clampLifetime(parseSeconds(json['refresh_in']), 'refresh_in', provider.id),
-    // GitHub Apps, LinkedIn and others say `refresh_token_expires_in`; Intuit prefixes it with `x_`.
+    // GitHub Apps, LinkedIn and others say `refresh_token_expires_in`; a provider that names it
+    // otherwise (Intuit: `x_refresh_token_expires_in`) says so in its preset or entry.
     refreshTokenExpiresInSeconds: clampLifetime(
-      parseSeconds(json['refresh_token_expires_in'] ?? json['x_refresh_token_expires_in']),
-      'refresh_token_expires_in',
+      parseSeconds(json[refreshTokenLifetimeField]),
+      refreshTokenLifetimeField,
       provider.id,
       MAX_REFRESH_TOKEN_LIFETIME_SECONDS,
     ),

@@ -22,14 +22,15 @@ const text = (value: unknown): string | undefined => (typeof value === 'string' 
 
 /**
  * The body of a record's delivery to one endpoint. The fields are picked one by one from the
- * audit record, which is itself secret-free, so no token can reach a body. The id is made
- * here, once: it is stored with the body and sent unchanged on every retry.
+ * audit record, which is itself secret-free, and from the credential's metadata (the caller's
+ * non-secret labels), so no token can reach a body. The id is made here, once: it is stored
+ * with the body and sent unchanged on every retry.
  */
 export function webhookBody(record: OutboxRecordForWebhooks, type: WebhookEventType): WebhookBody {
   const p = record.payload;
   const code = text(p.code);
   const message = text(p.message);
-  const metadata = p.metadata;
+  const metadata = record.metadata;
   return {
     id: randomUUID(),
     type,
